@@ -1,0 +1,81 @@
+"""Pixel-space geometry: resize + crop to [0,1] RGB tensors, with boxes mapped through the same geometry.
+
+Mean/std normalisation is *not* done here: it belongs to the model wrapper, so explanation images
+E = L * I can be formed in pixel space (PROTOCOL.md section 3). torchvision.transforms.v2 moves
+bounding boxes through Resize/CenterCrop exactly like the image, which is why we use it rather than
+hand-written box arithmetic.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+
+from camexp.errors import CamexpError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The backbone's own preprocessing (timm data config)."""
+
+    size: tuple[int, int]
+    interpolation: str
+    crop_pct: float
+    crop_mode: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_timm(cls, cfg: dict[str, Any]) -> "InputSpec":
+        _, h, w = cfg["input_size"]
+        return cls(
+            size=(int(h), int(w)),
+            interpolation=str(cfg.get("interpolation", "bilinear")),
+            crop_pct=float(cfg.get("crop_pct", 0.875) or 1.0),
+            crop_mode=str(cfg.get("crop_mode", "center")),
+            mean=tuple(float(m) for m in cfg["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(s) for s in cfg["std"]),  # type: ignore[arg-type]
+        )
+
+
+_INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+           "nearest": InterpolationMode.NEAREST, "lanczos": InterpolationMode.LANCZOS}
+
+
+class PixelTransform:
+    """PIL image (+ optional boxes in xyxy original pixels) -> float tensor (3,H,W) in [0,1] (+ mapped boxes).
+
+    Matches timm's eval transform without its final Normalize: resize so that the crop is `crop_pct` of
+    the resized image (shorter side for `center`, both sides for `squash`), then center-crop.
+    """
+
+    def __init__(self, spec: InputSpec):
+        h, w = spec.size
+        if spec.interpolation not in _INTERP:
+            raise CamexpError(f"unsupported interpolation {spec.interpolation!r} in the model's data config")
+        interp = _INTERP[spec.interpolation]
+        if spec.crop_mode == "center":
+            scale = math.floor(h / spec.crop_pct) if h == w else (math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct))
+        elif spec.crop_mode == "squash":
+            scale = (math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct))
+        else:
+            raise CamexpError(f"crop_mode {spec.crop_mode!r} of the model's data config is not supported (center, squash)")
+        self.spec = spec
+        self._geometry = v2.Compose([v2.Resize(scale, interpolation=interp, antialias=True), v2.CenterCrop((h, w))])
+        self._to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+
+    def __call__(self, image: Image.Image, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if boxes is None:
+            return self._to_tensor(self._geometry(image)), None
+        bb = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(image.height, image.width))
+        img, bb = self._geometry(image, bb)
+        h, w = self.spec.size
+        bb = bb.as_subclass(torch.Tensor).clone()
+        bb[:, 0::2] = bb[:, 0::2].clamp(0, w)
+        bb[:, 1::2] = bb[:, 1::2].clamp(0, h)
+        return self._to_tensor(img), bb

@@ -1,0 +1,25 @@
+"""Map post-processing shared by every method: bilinear upsampling and per-image min-max normalisation."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# A map whose range is below this fraction of its magnitude is float noise around a constant.
+CONSTANT_RTOL = 1e-6
+
+
+def upsample_normalize(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,h,w) maps -> (B,H,W) in [0,1], and a (B,) bool flag for constant maps (returned as zeros).
+
+    Upsampling first and normalising after is PROTOCOL.md's order; since bilinear upsampling is affine
+    equivariant, a normalise-resize-normalise pipeline (pytorch-grad-cam's output re-normalised) agrees.
+    Non-finite input values propagate so that the caller can refuse them.
+    """
+    up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo = up.amin((1, 2), keepdim=True)
+    hi = up.amax((1, 2), keepdim=True)
+    span = hi - lo
+    scale = torch.maximum(hi.abs(), lo.abs())
+    constant = (span <= CONSTANT_RTOL * scale) | (span == 0)
+    out = torch.where(constant, torch.zeros_like(up), (up - lo) / torch.where(constant, torch.ones_like(span), span))
+    return out, constant.view(-1)

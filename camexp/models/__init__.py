@@ -1,0 +1,114 @@
+"""Backbones: build a frozen, eval-mode model that takes pixel-space input, and resolve its explained layer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from camexp.config import ModelConfig
+from camexp.data.transforms import InputSpec
+from camexp.errors import CamexpError
+from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
+from camexp.models.weights import (LITE0_PACKAGE, NAMED_SOURCES, load_package_lite0, load_state, offline_hint,
+                                   read_checkpoint)
+
+TV_PREFIX = "tv:"
+_TV_SPEC = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
+                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+class PixelModel(nn.Module):
+    """`net` preceded by the backbone's mean/std normalisation, so callers pass [0,1] RGB images."""
+
+    def __init__(self, net: nn.Module, spec: InputSpec):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+@dataclass
+class LoadedModel:
+    """A ready backbone: pixel-space model, its preprocessing, the explained layer and the CAM weights."""
+
+    model: PixelModel
+    spec: InputSpec
+    layer: nn.Module
+    layer_name: str
+    num_classes: int
+    class_names: list[str] | None
+    cam_weight: torch.Tensor | None
+    cam_unavailable: str
+    name: str
+
+    def to(self, device: torch.device) -> "LoadedModel":
+        self.model.to(device)
+        if self.cam_weight is not None:
+            self.cam_weight = self.cam_weight.to(device)
+        return self
+
+
+def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, InputSpec]:
+    pretrained = cfg.weights in ("timm", "pretrained")
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if cfg.name.startswith(TV_PREFIX):
+        import torchvision
+
+        arch = cfg.name[len(TV_PREFIX):]
+        if arch not in torchvision.models.list_models():
+            raise CamexpError(f"model.name {cfg.name!r}: torchvision has no model {arch!r}")
+        try:
+            net = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
+        except Exception as e:  # network / cache failures from torch.hub
+            raise offline_hint(cfg.name, e) from None
+        return net, _TV_SPEC
+    import timm
+
+    if not timm.is_model(cfg.name):
+        raise CamexpError(f"model.name {cfg.name!r} is not a timm model (see timm.list_models()); "
+                          "torchvision models are named 'tv:NAME'")
+    try:
+        net = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
+    except Exception as e:  # HF hub offline / missing cache / HTTP errors
+        raise offline_hint(cfg.name, e) from None
+    return net, InputSpec.from_timm(timm.data.resolve_data_config({}, model=net))
+
+
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedModel:
+    """Create the backbone with its weights, freeze it, resolve the layer and check the CAM head."""
+    ckpt = None
+    if cfg.weights not in NAMED_SOURCES:
+        ckpt = read_checkpoint(Path(cfg.weights))
+    net, spec = _create(cfg, ckpt.get("num_classes") if ckpt else None)
+    if cfg.weights == LITE0_PACKAGE:
+        load_package_lite0(net, cfg.name)
+    elif ckpt is not None:
+        load_state(net, ckpt["state_dict"], Path(cfg.weights))
+    net.eval().requires_grad_(False)
+    probe = torch.rand(1, 3, *spec.size, generator=torch.Generator().manual_seed(0))
+    layer_name = cfg.layer or auto_layer(net, probe)
+    layer = get_module(net, layer_name)
+    a, logits = probe_layer(net, layer, probe)
+    if not isinstance(a, torch.Tensor) or a.dim() != 4:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise CamexpError(f"model.layer {layer_name!r} outputs {shape}, not a 4-D feature map (B,K,h,w)")
+    cam_weight, why = find_cam_classifier(net, a, logits)
+    num_classes = logits.shape[1]
+    class_names = ckpt.get("class_names") if ckpt else None
+    if class_names is None and num_classes == 1000:
+        from camexp.data.wnids import imagenet_class_names
+
+        class_names = list(imagenet_class_names())
+    loaded = LoadedModel(model=PixelModel(net, spec), spec=spec, layer=layer, layer_name=layer_name,
+                         num_classes=num_classes, class_names=class_names, cam_weight=cam_weight,
+                         cam_unavailable=why, name=cfg.name)
+    return loaded.to(torch.device(device))
+
