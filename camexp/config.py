@@ -48,6 +48,7 @@ class RuntimeConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0)
     seed: int = 0
+    forward_chunk: int | None = Field(None, ge=1, description="max images per no-grad forward of explanation images")
 
 
 class OutputConfig(_Strict):

@@ -1,0 +1,23 @@
+# Two commands matter: `make demo` and `make test`. Both bootstrap uv from PyPI when it is missing and
+# install the exact versions pinned in uv.lock into .venv.
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+RUN := $(UV) run --frozen
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+	  $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv || \
+	  $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --frozen
+
+demo: setup
+	$(RUN) python scripts/demo_images.py build/demo-images
+	$(RUN) camexp run configs/demo.yaml --fresh
+
+test: setup
+	$(RUN) pytest -q
+
+clean:
+	rm -rf build results/demo .pytest_cache

@@ -1,0 +1,4 @@
+"""`python -m camexp` (and `torchrun -m camexp`) run the CLI."""
+from camexp.cli import main
+
+main()

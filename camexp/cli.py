@@ -1,0 +1,94 @@
+"""The `camexp` command line: a thin Typer layer over config -> runner -> report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from camexp.errors import CamexpError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(e: CamexpError) -> None:
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N images"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default results/<name>)"),
+    fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming a killed run"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Run an experiment: explain every image with every method, write records and the summary table."""
+    from camexp.config import load_config
+    from camexp.report.tables import to_markdown
+    from camexp.runner import run_experiment
+
+    try:
+        cfg = load_config(config, {"dataset.limit": limit, "runtime.device": device,
+                                   "runtime.batch_size": batch_size, "output.dir": str(out) if out else None})
+        summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config)
+    except CamexpError as e:
+        _fail(e)
+    console.print(Markdown(to_markdown(summary, compare_paper=summary.paper is not None)))
+    console.print(f"run folder: {cfg.output_dir}")
+
+
+@app.command()
+def table(
+    results_dir: Path = typer.Argument(Path("results"), help="folder holding run folders"),
+    fmt: str = typer.Option("md", "--format", help="md | csv: what to print"),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="put the published numbers beside ours"),
+    out: Optional[Path] = typer.Option(None, help="where to write report.md and report.csv (default RESULTS_DIR)"),
+) -> None:
+    """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
+    from camexp.report.tables import find_runs, report
+
+    try:
+        if not results_dir.is_dir():
+            raise CamexpError(f"{results_dir}: not a folder")
+        if fmt not in ("md", "csv"):
+            raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
+        if not find_runs(results_dir):
+            raise CamexpError(f"{results_dir}: no run folders (run.json + per_image.csv) found below it")
+        md, frame = report(results_dir, compare_paper)
+    except CamexpError as e:
+        _fail(e)
+    target = out or results_dir
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "report.md").write_text(md)
+    frame.to_csv(target / "report.csv", index=False, float_format="%.4f")
+    if fmt == "md":
+        console.print(Markdown(md))
+    else:
+        typer.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)
+    err_console.print(f"wrote {target / 'report.md'} and {target / 'report.csv'}")
+
+
+@app.command()
+def methods() -> None:
+    """List the implemented methods."""
+    from rich.table import Table
+
+    from camexp.explain.methods import METHODS
+
+    t = Table("method", "needs gradient", "what it is")
+    for m in METHODS.values():
+        t.add_row(m.name, "yes" if m.needs_grad else "no", m.summary)
+    console.print(t)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,39 @@
+"""Numbers the papers printed (PROTOCOL.md section 7), to show beside a run's own."""
+from __future__ import annotations
+
+AVG_DROP = "Average drop % (lower is better)"
+INCREASE = "% increase in confidence (higher is better)"
+WIN = "Win % (higher is better)"
+
+
+def _faith(pp: tuple[float, float, float], other: tuple[float, float, float], other_name: str = "gradcam",
+           pp_name: str = "gradcam++") -> dict[str, dict[str, float]]:
+    return {AVG_DROP: {pp_name: pp[0], other_name: other[0]}, INCREASE: {pp_name: pp[1], other_name: other[1]},
+            WIN: {pp_name: pp[2], other_name: other[2]}}
+
+
+# table -> (caption, main-table rows: row label -> method -> value)
+PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
+    "table1": ("Grad-CAM++ paper Table 1: ILSVRC2012 val, VGG-16", _faith((36.84, 17.05, 70.72), (46.56, 13.42, 29.28))),
+    "table2": ("Grad-CAM++ paper Table 2: VOC 2007 val, VGG-16 fine-tuned", _faith((19.53, 18.96, 61.47), (28.54, 21.43, 39.44))),
+    "table4": ("Grad-CAM++ paper Table 4: VOC 2007 val, Grad-CAM++ (all gradients) vs Grad-CAM",
+               _faith((32.43, 19.12, 26.09), (28.54, 21.43, 73.91), pp_name="gradcam++all")),
+    "table5": ("Grad-CAM++ paper Table 5: ILSVRC2012 val, AlexNet", _faith((62.75, 8.24, 86.56), (82.86, 3.16, 13.44))),
+    "table6": ("Grad-CAM++ paper Table 6: VOC 2007 val, AlexNet", _faith((29.16, 19.76, 72.79), (45.82, 14.38, 27.21))),
+    "table7": ("Grad-CAM++ paper Table 7: ILSVRC2012 val, ResNet-50", _faith((28.90, 22.16, 60.51), (30.36, 22.11, 39.49))),
+    "table8": ("Grad-CAM++ paper Table 8: VOC 2007 val, ResNet-50", _faith((16.19, 19.52, 58.61), (20.86, 21.99, 41.39))),
+    "table3": ("Grad-CAM++ paper Table 3: VOC 2012 val, mLoc", {
+        "mLoc δ=0": {"gradcam++": 0.34, "gradcam": 0.33},
+        "mLoc δ=0.25": {"gradcam++": 0.38, "gradcam": 0.28},
+        "mLoc δ=0.5": {"gradcam++": 0.28, "gradcam": 0.16}}),
+}
+
+# Equivalence paper (VGG-16, ImageNetV2 MatchedFrequency, 4219 confident images): pair -> (R, mean, std)
+PUBLISHED_RELPERF: dict[str, tuple[str, dict[str, tuple[float, float, float]]]] = {
+    "equiv1": ("Equivalence paper, pre-softmax maps (4219 images)", {
+        "gradcam++ vs gradcam": (1.24, 0.21, 0.64), "gradcam+ vs gradcam": (1.16, 0.15, 0.66),
+        "gradcam++ vs gradcam+": (1.06, 0.06, 0.41)}),
+    "equiv2": ("Equivalence paper, post-softmax maps (4219 images)", {
+        "gradcam++ vs gradcam": (1.27, 0.24, 0.68), "gradcam+ vs gradcam": (1.25, 0.22, 0.68),
+        "gradcam++ vs gradcam+": (1.01, 0.01, 0.11)}),
+}

@@ -1,0 +1,119 @@
+"""Summaries of runs as tables: a run's own summary files, and the report across many runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from camexp.metrics import MetricParams, MetricResult, compute_metrics
+from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF
+from camexp.results import RECORDS, RUN_JSON, read_json, read_records, records_view
+
+
+@dataclass
+class RunSummary:
+    """The summary of one run folder: main table (metrics x methods), extra tables and notes."""
+
+    name: str
+    paper: str | None
+    main: pd.DataFrame
+    result: MetricResult
+    images: int
+    extra_notes: list[str] = field(default_factory=list)
+
+
+def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list[str], metrics: list[str],
+              params: MetricParams) -> RunSummary:
+    """Compute the metrics from records (never from a run's memory)."""
+    view = records_view(records, methods)
+    result = compute_metrics(metrics, view, params)
+    main = pd.DataFrame(result.rows).T.reindex(columns=methods)
+    main.index.name = "metric"
+    return RunSummary(name, paper, main, result, images=len(view.image_ids))
+
+
+def summarize_run_dir(run_dir: Path) -> RunSummary:
+    """Recompute a finished (or partial) run's summary from its folder."""
+    meta = read_json(run_dir / RUN_JSON)
+    cfg = meta["config"]
+    records = read_records(run_dir / RECORDS)
+    return summarize(cfg["name"], cfg.get("paper"), records, cfg["methods"], cfg["metrics"],
+                     MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)))
+
+
+def with_paper(summary: RunSummary) -> pd.DataFrame:
+    """Main table with the published value beside each of ours ('ours / paper')."""
+    if summary.paper not in PUBLISHED:
+        return summary.main
+    _, rows = PUBLISHED[summary.paper]
+    out = summary.main.astype(object).copy()
+    for row, per_method in rows.items():
+        for method, value in per_method.items():
+            if method in out.columns:
+                ours = out.at[row, method] if row in out.index else float("nan")
+                out.loc[row, method] = f"{_fmt(ours)} / {value:.2f}"
+    return out
+
+
+def relperf_with_paper(summary: RunSummary, table: pd.DataFrame) -> pd.DataFrame:
+    if summary.paper not in PUBLISHED_RELPERF or table.empty:
+        return table
+    _, pub = PUBLISHED_RELPERF[summary.paper]
+    out = table.copy()
+    for col, i in (("paper R", 0), ("paper mean log R", 1), ("paper std log R", 2)):
+        out[col] = [pub.get(pair, (float("nan"),) * 3)[i] for pair in out.index]
+    return out
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
+    """A run's summary as Markdown, in the paper's layout (metrics as rows, methods as columns)."""
+    lines = [f"## {summary.name}", "", f"{summary.images} images."]
+    if compare_paper and summary.paper in PUBLISHED:
+        lines.append(f"Cells: ours / published ({PUBLISHED[summary.paper][0]}).")
+    main = with_paper(summary) if compare_paper else summary.main
+    lines += ["", main.to_markdown(floatfmt=".2f"), ""]
+    for title, table in summary.result.tables.items():
+        if compare_paper and title.startswith("Relative performance"):
+            table = relperf_with_paper(summary, table)
+            if summary.paper in PUBLISHED_RELPERF:
+                title += f" — beside {PUBLISHED_RELPERF[summary.paper][0]}"
+        shown = table.astype(object).where(table.notna(), "—")
+        lines += [f"### {title}", "", shown.to_markdown(floatfmt=".3f"), ""]
+    lines += [*summary.result.notes, *summary.extra_notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_summary(run_dir: Path, summary: RunSummary) -> None:
+    """summary.csv (main table) and summary.md (everything) into the run folder."""
+    summary.main.to_csv(run_dir / "summary.csv", float_format="%.4f")
+    for title, table in summary.result.tables.items():
+        slug = "win_matrix" if title.startswith("Win") else "relperf" if title.startswith("Relative") else None
+        if slug:
+            table.to_csv(run_dir / f"{slug}.csv", float_format="%.6f")
+    (run_dir / "summary.md").write_text(to_markdown(summary))
+
+
+def find_runs(results_dir: Path) -> list[Path]:
+    """Every run folder (holding run.json and records) below `results_dir`, sorted."""
+    return sorted(p.parent for p in results_dir.rglob(RUN_JSON) if (p.parent / RECORDS).exists())
+
+
+def report(results_dir: Path, compare_paper: bool = False) -> tuple[str, pd.DataFrame]:
+    """Markdown for every run below `results_dir` and one long CSV-ready frame (run, metric, method, value)."""
+    parts, frames = [f"# camexp report: {results_dir}", ""], []
+    for run_dir in find_runs(results_dir):
+        s = summarize_run_dir(run_dir)
+        parts.append(to_markdown(s, compare_paper))
+        long = s.main.reset_index().melt(id_vars="metric", var_name="method", value_name="value")
+        long.insert(0, "run", s.name)
+        if compare_paper and s.paper in PUBLISHED:
+            pub = PUBLISHED[s.paper][1]
+            long["paper"] = [pub.get(r, {}).get(m, float("nan")) for r, m in zip(long["metric"], long["method"])]
+        frames.append(long)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "metric", "method", "value"])
+    return "\n".join(parts), table

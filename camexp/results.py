@@ -1,0 +1,98 @@
+"""Per-image records on disk: append batch by batch, survive a crash, read back as a wide view.
+
+per_image.csv holds one row per (image, method). It is the truth of a run; summaries are views of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from camexp.errors import CamexpError
+from camexp.metrics import RecordsView
+
+RECORDS = "per_image.csv"
+RUN_JSON = "run.json"
+BAD_IMAGES = "bad_images.txt"
+COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "p_true", "constant_map"]
+
+
+def append_records(path: Path, rows: pd.DataFrame) -> None:
+    """Append rows with one write + fsync, so a kill leaves at most one partial last line."""
+    header = not path.exists() or path.stat().st_size == 0
+    text = rows[COLUMNS].to_csv(index=False, header=header, float_format="%.17g")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _drop_partial_line(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def read_records(path: Path) -> pd.DataFrame:
+    """Records of a run, without a partially written last line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    _drop_partial_line(path)
+    df = pd.read_csv(path, dtype={"image_id": str})
+    missing = set(COLUMNS) - set(df.columns)
+    if missing:
+        raise CamexpError(f"{path}: not a camexp records file (missing columns {sorted(missing)})")
+    return df
+
+
+def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
+    """Dataset indices that have a record for every method."""
+    if df.empty:
+        return set()
+    have = df[df["method"].isin(methods)].groupby("index")["method"].nunique()
+    return set(int(i) for i in have[have == len(methods)].index)
+
+
+def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
+    """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
+    resumed run's file equals an uninterrupted one's."""
+    df = read_records(path)
+    df = df[df["index"].isin(complete_images(df, methods)) & df["method"].isin(methods)]
+    df = df.drop_duplicates(["index", "method"], keep="last")
+    order = {m: i for i, m in enumerate(methods)}
+    df = df.sort_values(["index", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(df[COLUMNS].to_csv(index=False, float_format="%.17g"))
+    tmp.replace(path)
+    return df.reset_index(drop=True)
+
+
+def records_view(df: pd.DataFrame, methods: list[str] | None = None) -> RecordsView:
+    """Wide view (images x methods) of long records."""
+    methods = methods or list(dict.fromkeys(df["method"]))
+    wide_o = df.pivot(index="index", columns="method", values="o")[methods]
+    per_image = df.drop_duplicates("index").set_index("index").loc[wide_o.index]
+    return RecordsView(
+        methods=list(methods),
+        image_ids=per_image["image_id"].astype(str).tolist(),
+        y=torch.tensor(per_image["y"].to_numpy(dtype="float64")),
+        o=torch.tensor(wide_o.to_numpy(dtype="float64")),
+        p_true=torch.tensor(per_image["p_true"].to_numpy(dtype="float64")),
+    )
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CamexpError(f"{path}: cannot read run metadata ({e})") from None
