@@ -68,6 +68,7 @@ class ExperimentConfig(_Strict):
     target: Literal["predicted", "true"] = "predicted"
     occlusion: Literal["pixel", "normalized"] = "pixel"
     metrics: list[str] = ["avg_drop", "increase", "win"]
+    analyses: list[str] = []
     relperf_min_true_prob: float = Field(0.0, ge=0.0, le=1.0)
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
@@ -103,6 +104,16 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
         return v
 
+    @field_validator("analyses")
+    @classmethod
+    def _known_analyses(cls, v: list[str]) -> list[str]:
+        from camexp.analyses import ANALYSES
+
+        unknown = [a for a in v if a not in ANALYSES]
+        if unknown:
+            raise ValueError(f"unknown analysis(es) {unknown}; known: {sorted(ANALYSES)}")
+        return v
+
     @model_validator(mode="after")
     def _metric_needs(self) -> "ExperimentConfig":
         if "win" in self.metrics and len(self.methods) < 2:
@@ -115,7 +126,7 @@ class ExperimentConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes per-image values (not batch size, device, workers or output)."""
-        keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "relperf_min_true_prob", "paper"})
+        keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"})
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

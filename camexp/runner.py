@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from camexp.analyses import ANALYSES, Analysis, BatchContext
 from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
 from camexp.errors import CamexpError
@@ -142,6 +143,7 @@ class Run:
             "images_in_dataset": len(ds), "images_resumed": len(done),
         }
         write_json(self.out / RUN_JSON, meta)
+        self.analyses: list[Analysis] = [ANALYSES[name](cfg) for name in cfg.analyses]
         start = time.perf_counter()
         processed, newly_bad = self._loop(ds, pending, loaded, explainer, device, records_path, bad_path)
         wall = time.perf_counter() - start
@@ -155,6 +157,8 @@ class Run:
         if constant.any():
             summary.extra_notes.append("Constant maps (normalised to zeros): "
                                        + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
+        for a in self.analyses:
+            summary.extra_notes += a.finish(self.out)
         write_summary(self.out, summary)
         meta.update(status="complete", images_processed=processed, images_recorded=int(records["index"].nunique()),
                     images_bad=len(bad), wall_time_s=round(wall, 3),
@@ -202,6 +206,11 @@ class Run:
                              torch.full_like(y, float("nan")))
         o = explanation_confidence(loaded, x, ex, cfg.occlusion, cfg.confidence, cfg.runtime.forward_chunk)
         ids = [batch["image_id"][i] for i in good.tolist()]
+        if self.analyses:
+            sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
+            ctx = BatchContext(cfg, loaded, explainer, x, ex, y, o, sub, self.out)
+            for a in self.analyses:
+                a.update(ctx)
         for m in cfg.methods:
             bad_maps = (~ex.finite[m]).nonzero()[:, 0].tolist()
             if bad_maps:
