@@ -74,6 +74,20 @@ class RuntimeConfig(_Strict):
     forward_chunk: int | None = Field(None, ge=1, description="max images per no-grad forward of explanation images")
 
 
+class LocalizationConfig(_Strict):
+    """The `mloc` analysis (PROTOCOL.md section 5): map thresholds δ and how many top predictions count."""
+
+    thresholds: list[float] = [0.0, 0.25, 0.5]
+    topk: int = Field(5, ge=1)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _unit_interval(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= d < 1.0 for d in v) or len(set(v)) != len(v):
+            raise ValueError("give one or more distinct thresholds δ with 0 <= δ < 1 (maps are normalised to [0,1])")
+        return v
+
+
 class OutputConfig(_Strict):
     dir: Path | None = None
 
@@ -93,6 +107,7 @@ class ExperimentConfig(_Strict):
     metrics: list[str] = ["avg_drop", "increase", "win"]
     analyses: list[str] = []
     relperf_min_true_prob: float = Field(0.0, ge=0.0, le=1.0)
+    localization: LocalizationConfig = LocalizationConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
 

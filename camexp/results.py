@@ -22,9 +22,14 @@ COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "
 
 
 def append_records(path: Path, rows: pd.DataFrame) -> None:
+    """Append per-image records (see `append_csv`)."""
+    append_csv(path, rows[COLUMNS])
+
+
+def append_csv(path: Path, rows: pd.DataFrame) -> None:
     """Append rows with one write + fsync, so a kill leaves at most one partial last line."""
     header = not path.exists() or path.stat().st_size == 0
-    text = rows[COLUMNS].to_csv(index=False, header=header, float_format="%.17g")
+    text = rows.to_csv(index=False, header=header, float_format="%.17g")
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -39,11 +44,16 @@ def _drop_partial_line(path: Path) -> None:
 
 def read_records(path: Path) -> pd.DataFrame:
     """Records of a run, without a partially written last line."""
+    return read_appended(path, COLUMNS)
+
+
+def read_appended(path: Path, columns: list[str]) -> pd.DataFrame:
+    """A file written by `append_csv`, without a partially written last line; checks its `columns`."""
     if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     _drop_partial_line(path)
     df = pd.read_csv(path, dtype={"image_id": str})
-    missing = set(COLUMNS) - set(df.columns)
+    missing = set(columns) - set(df.columns)
     if missing:
         raise CamexpError(f"{path}: not a camexp records file (missing columns {sorted(missing)})")
     return df

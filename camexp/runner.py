@@ -25,6 +25,7 @@ from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
 from camexp.metrics import NEEDS_LABELS, MetricParams
 from camexp.models import LoadedModel, build_model
+from camexp.models.classes import check_class_names
 from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, append_records, complete_images, finalize_records, \
     read_json, read_records, write_json
@@ -110,6 +111,7 @@ class Run:
 
     def _check_data(self, ds: ImageDataset, loaded: LoadedModel) -> None:
         cfg = self.cfg
+        check_class_names(ds.class_names, loaded, cfg.model.weights)
         if ds.class_names is not None and len(ds.class_names) != loaded.num_classes:
             raise CamexpError(f"dataset has {len(ds.class_names)} classes but model {cfg.model.name!r} has "
                               f"{loaded.num_classes} outputs: use weights trained for this data set")
@@ -149,7 +151,7 @@ class Run:
         wall = time.perf_counter() - start
         records = finalize_records(records_path, cfg.methods)
         summary = summarize(cfg.name, cfg.paper, records, cfg.methods, cfg.metrics,
-                            MetricParams(cfg.relperf_min_true_prob))
+                            MetricParams(cfg.relperf_min_true_prob), self.out, cfg.analyses)
         bad |= newly_bad
         if bad:
             summary.extra_notes.append(f"{len(bad)} unreadable image(s) skipped (listed in {BAD_IMAGES}).")

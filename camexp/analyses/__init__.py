@@ -3,20 +3,25 @@
 An analysis sees every batch through `BatchContext` and writes its own files when the run ends. Register a
 factory with `@analysis(name)`; a config enables it by listing the name under `analyses:`. To survive a
 kill, an analysis should append per-image rows to its own file in `update` (as the runner does), not
-keep everything in memory.
+keep everything in memory. An analysis whose files hold numbers for the summary table also registers a
+reader with `@analysis_result(name)`: the summary (and `camexp table`) recomputes them from the files,
+as metrics are recomputed from the records.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from camexp.config import ExperimentConfig
     from camexp.explain.core import Explainer, Explanation
+    from camexp.metrics import MetricResult
     from camexp.models import LoadedModel
 
 
@@ -43,13 +48,30 @@ class Analysis(Protocol):
         ...
 
 
+T = TypeVar("T")
 AnalysisFactory = Callable[["ExperimentConfig"], Analysis]
 ANALYSES: dict[str, AnalysisFactory] = {}
 
 
-def analysis(name: str) -> Callable[[AnalysisFactory], AnalysisFactory]:
-    def register(factory: AnalysisFactory) -> AnalysisFactory:
-        ANALYSES[name] = factory
-        return factory
+def _registrar(table: dict[str, T], name: str) -> Callable[[T], T]:
+    def register(obj: T) -> T:
+        table[name] = obj
+        return obj
 
     return register
+
+
+def analysis(name: str) -> Callable[[AnalysisFactory], AnalysisFactory]:
+    return _registrar(ANALYSES, name)
+
+
+# (run folder, the run's final per-image records, methods) -> rows/tables/notes for the summary
+ResultReader = Callable[[Path, "pd.DataFrame", list[str]], "MetricResult"]
+ANALYSIS_RESULTS: dict[str, ResultReader] = {}
+
+
+def analysis_result(name: str) -> Callable[[ResultReader], ResultReader]:
+    return _registrar(ANALYSIS_RESULTS, name)
+
+
+from camexp.analyses import localization  # noqa: E402,F401  (registers "mloc")

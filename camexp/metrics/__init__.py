@@ -36,6 +36,12 @@ class MetricResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def merge(self, other: "MetricResult") -> None:
+        """Add `other`'s rows, tables and notes after ours."""
+        self.rows.update(other.rows)
+        self.tables.update(other.tables)
+        self.notes += other.notes
+
 
 @dataclass(frozen=True)
 class MetricParams:
@@ -101,8 +107,5 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
     """Run the named metrics and merge their results in order."""
     out = MetricResult()
     for name in names:
-        res = METRICS[name](view, params)
-        out.rows.update(res.rows)
-        out.tables.update(res.tables)
-        out.notes += res.notes
+        out.merge(METRICS[name](view, params))
     return out

@@ -1,11 +1,13 @@
 """Summaries of runs as tables: a run's own summary files, and the report across many runs."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from camexp.analyses import ANALYSIS_RESULTS
 from camexp.metrics import MetricParams, MetricResult, compute_metrics
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF
 from camexp.results import RECORDS, RUN_JSON, read_json, read_records, records_view
@@ -24,10 +26,14 @@ class RunSummary:
 
 
 def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list[str], metrics: list[str],
-              params: MetricParams) -> RunSummary:
-    """Compute the metrics from records (never from a run's memory)."""
+              params: MetricParams, run_dir: Path | None = None, analyses: Sequence[str] = ()) -> RunSummary:
+    """Compute the metrics from records, and the analyses' numbers from their files in `run_dir` (never
+    from a run's memory)."""
     view = records_view(records, methods)
     result = compute_metrics(metrics, view, params)
+    for a in analyses:
+        if run_dir is not None and a in ANALYSIS_RESULTS:
+            result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
     main = pd.DataFrame(result.rows).T.reindex(columns=methods)
     main.index.name = "metric"
     return RunSummary(name, paper, main, result, images=len(view.image_ids))
@@ -39,7 +45,8 @@ def summarize_run_dir(run_dir: Path) -> RunSummary:
     cfg = meta["config"]
     records = read_records(run_dir / RECORDS)
     return summarize(cfg["name"], cfg.get("paper"), records, cfg["methods"], cfg["metrics"],
-                     MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)))
+                     MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
+                     run_dir, cfg.get("analyses", []))
 
 
 def with_paper(summary: RunSummary) -> pd.DataFrame:

@@ -1,0 +1,94 @@
+"""`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes (PROTOCOL.md §5).
+
+Per batch and per rank k of the top-k predictions: one batched forward + backward explains class
+topk[:, k] for the images that have a box of that class (rank 0 reuses the runner's own explanation when
+its targets are the top-1 predictions). Loc per (image, class, method, δ) is appended to mloc.csv; the
+summary rows `mLoc δ=...` (the layout of the paper's Table 3) are recomputed from that file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+
+from camexp.analyses import BatchContext, analysis, analysis_result
+from camexp.metrics import MetricResult
+from camexp.metrics.localization import class_box_masks, localization
+from camexp.results import RECORDS, append_csv, read_appended
+
+if TYPE_CHECKING:
+    from camexp.config import ExperimentConfig
+
+MLOC_CSV = "mloc.csv"
+COLUMNS = ["index", "image_id", "class", "rank", "method", "delta", "loc"]
+KEY = ["index", "class", "method", "delta"]
+
+
+def row_label(delta: float) -> str:
+    """Summary row name, as the paper's Table 3 (and report/paper.py) print it."""
+    return f"mLoc δ={delta:g}"
+
+
+@analysis("mloc")
+class MLoc:
+    """Streams Loc values to mloc.csv."""
+
+    def __init__(self, cfg: "ExperimentConfig"):
+        self.cfg = cfg
+        self.thresholds = torch.tensor(cfg.localization.thresholds, dtype=torch.float64)
+        self.path = cfg.output_dir / MLOC_CSV
+        records = cfg.output_dir / RECORDS
+        if not records.exists() or records.stat().st_size == 0:
+            self.path.unlink(missing_ok=True)  # nothing done yet: rows from an earlier run are stale
+
+    def update(self, ctx: BatchContext) -> None:
+        logits = ctx.explanation.logits
+        top = logits.topk(min(self.cfg.localization.topk, logits.shape[1]), dim=1).indices
+        boxes = ctx.batch.get("boxes", [None] * len(ctx.x))
+        box_labels = ctx.batch.get("box_labels", [None] * len(ctx.x))
+        frames = []
+        for rank in range(top.shape[1]):
+            classes = top[:, rank]
+            box = class_box_masks(boxes, box_labels, classes, tuple(ctx.x.shape[-2:]))
+            sel = box.any((1, 2)).nonzero()[:, 0]
+            if not len(sel):
+                continue
+            if torch.equal(ctx.explanation.targets, classes):
+                maps = {m: v[sel] for m, v in ctx.explanation.maps.items()}
+            else:
+                maps = ctx.explainer.explain(ctx.x[sel], classes[sel]).maps
+            frames += [self._rows(ctx, sel, classes[sel], rank, m, localization(v, box[sel], self.thresholds))
+                       for m, v in maps.items()]
+        if frames:
+            append_csv(self.path, pd.concat(frames, ignore_index=True)[COLUMNS])
+
+    def _rows(self, ctx: BatchContext, sel: torch.Tensor, classes: torch.Tensor, rank: int, method: str,
+              loc: torch.Tensor) -> pd.DataFrame:
+        """Long rows (one per image and δ) for one method."""
+        t = len(self.thresholds)
+        sel_l = sel.cpu().repeat_interleave(t).tolist()
+        return pd.DataFrame({
+            "index": ctx.batch["index"][sel_l].tolist(), "image_id": [ctx.batch["image_id"][i] for i in sel_l],
+            "class": classes.cpu().repeat_interleave(t).tolist(), "rank": rank, "method": method,
+            "delta": self.thresholds.repeat(len(sel)).tolist(), "loc": loc.cpu().flatten().tolist()})
+
+    def finish(self, out_dir: Path) -> list[str]:
+        return []  # the summary rows come from `mloc_result`, so `camexp table` shows them too
+
+
+@analysis_result("mloc")
+def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
+    """mLoc(δ) per method = mean Loc over (image, class) pairs of the images that have final records."""
+    df = read_appended(run_dir / MLOC_CSV, COLUMNS)
+    df = df[df["index"].isin(records["index"]) & df["method"].isin(methods)].drop_duplicates(KEY, keep="last")
+    means = df.groupby(["delta", "method"])["loc"].mean()
+    rows = {row_label(d): {m: float(means.get((d, m), float("nan"))) for m in methods}
+            for d in sorted(df["delta"].unique())}
+    images = records["index"].nunique()
+    used = df["index"].nunique()
+    pairs = len(df[["index", "class"]].drop_duplicates())
+    note = (f"mLoc: mean over {pairs} (image, class) pairs from {used} images (top-k predicted classes that have a "
+            f"ground-truth box); {images - used} of {images} images skipped (no such class).")
+    return MetricResult(rows=rows, notes=[note])
