@@ -78,6 +78,33 @@ def table(
 
 
 @app.command()
+def finetune(
+    config: Path = typer.Argument(..., help="fine-tune YAML (see configs/finetune_*.yaml)"),
+    epochs: Optional[int] = typer.Option(None, help="train until this many epochs are done"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N images of each split"),
+    out: Optional[Path] = typer.Option(None, help="checkpoint folder (default checkpoints/<name>)"),
+    fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming from the checkpoint"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Fine-tune a multi-label head (BCE) on a VOC train split; per-class AP on val; a resumable checkpoint."""
+    from camexp.finetune.config import load_finetune_config
+    from camexp.finetune.report import ap_table
+    from camexp.finetune.train import finetune as run_finetune
+
+    try:
+        cfg = load_finetune_config(config, {"train.epochs": epochs, "train.device": device,
+                                            "train.batch_size": batch_size, "dataset.limit": limit,
+                                            "output.dir": str(out) if out else None})
+        result = run_finetune(cfg, fresh=fresh, progress=progress)
+    except CamexpError as e:
+        _fail(e)
+    console.print(ap_table(result))
+    console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)")
+
+
+@app.command()
 def methods() -> None:
     """List the implemented methods."""
     from rich.table import Table

@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from camexp.errors import ConfigError
 
+S = TypeVar("S", bound=BaseModel)
 FAITHFULNESS_METRICS = ("avg_drop", "increase", "win", "relperf")
 PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
 
@@ -182,6 +183,11 @@ def _format_error(path: Path, err: ValidationError) -> str:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size')."""
+    return load_yaml(path, ExperimentConfig, overrides)
+
+
+def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None) -> S:
+    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -190,7 +196,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, dataset, model, methods, ...)")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, dataset, model, ...)")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -201,7 +207,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         node[leaf] = value
     _resolve_paths(raw, path.parent)
     try:
-        return ExperimentConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_error(path, e)) from None
 

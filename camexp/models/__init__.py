@@ -87,6 +87,9 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
     ckpt = None
     if cfg.weights not in NAMED_SOURCES:
         ckpt = read_checkpoint(Path(cfg.weights))
+        if ckpt.get("model_name", cfg.name) != cfg.name:
+            raise CamexpError(f"model.weights {cfg.weights}: a checkpoint of {ckpt['model_name']!r}, but model.name is "
+                              f"{cfg.name!r}; set model.name to {ckpt['model_name']!r}")
     net, spec = _create(cfg, ckpt.get("num_classes") if ckpt else None)
     if cfg.weights == LITE0_PACKAGE:
         load_package_lite0(net, cfg.name)
