@@ -84,6 +84,7 @@ class Trainer:
     def __init__(self, cfg: FinetuneConfig, *, fresh: bool = False, progress: bool = True):
         t = cfg.train
         self.cfg, self.progress = cfg, progress
+        ckpt = resumable(cfg, fresh)  # before the slow parts: a mismatched checkpoint fails fast
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
         loaded = build_model(cfg.model)
@@ -110,7 +111,6 @@ class Trainer:
                          skip_bad=cfg.dataset.skip_bad_images),
             batch_size=t.batch_size, num_workers=t.workers, collate_fn=collate, pin_memory=pin)
         self.history: list[dict[str, Any]] = []
-        ckpt = resumable(cfg, fresh)
         if ckpt is not None:
             load_state(self.net, ckpt["state_dict"], cfg.checkpoint_path)
             self.optimizer.load_state_dict(ckpt["optimizer"])
