@@ -170,3 +170,19 @@ def test_box_through_resize_and_center_crop_by_hand() -> None:
     expected = torch.tensor([[100 * sx - 58, 50 * sy - 16, 300 * sx - 58, 250 * sy - 16]])
     assert tensor.shape == (3, 224, 224)
     torch.testing.assert_close(boxes, expected)
+
+
+def test_filter_min_true_prob_keeps_confident_labelled_images(tmp_path: Path, make_jpeg) -> None:
+    """A stub model puts ~0.99 on class 0 for bright images and ~0.0 for dark ones."""
+    from types import SimpleNamespace
+
+    from camexp.data import ImageDataset, Item
+    from camexp.data.filters import filter_min_true_prob
+
+    shades = [("bright", 255, 0), ("dark", 0, 0), ("unlabelled", 255, -1), ("bright2", 250, 0)]
+    items = [Item(make_jpeg(tmp_path / f"{name}.jpg", color=(v, v, v)), name, label) for name, v, label in shades]
+    net = lambda x: torch.stack([10 * (x.mean((1, 2, 3)) - 0.5), torch.zeros(len(x)), torch.zeros(len(x))], 1)
+    dataset = ImageDataset(items, PixelTransform(SPEC))
+    assert filter_min_true_prob(dataset, SimpleNamespace(model=net), 0.9, "cpu", batch_size=3) == [0, 3]
+    with pytest.raises(CamexpError, match="needs true labels"):
+        filter_min_true_prob(ImageDataset(items[2:3], PixelTransform(SPEC)), SimpleNamespace(model=net), 0.9, "cpu", 2)
