@@ -19,6 +19,7 @@ from camexp.data import Listing, list_dataset
 from camexp.data.base import Item
 from camexp.errors import CamexpError
 from camexp.models import LoadedModel, build_model
+from camexp.models.classes import check_class_names
 
 MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
 T = TypeVar("T")
@@ -128,6 +129,8 @@ def _check_fit(cfg: ExperimentConfig, listing: Listing, loaded: LoadedModel, rep
                              f"{cfg.dataset.kind} data set has {report.dataset_classes}; use weights for that head")
     elif report.dataset_classes is None and (top := max((it.label for it in listing.items), default=-1)) >= n:
         report.errors.append(f"{cfg.dataset.root}: label {top} is out of range for a model with {n} classes")
+    if report.dataset_classes == n:
+        _attempt(lambda: check_class_names(listing.class_names, loaded, cfg.model.weights), report)
     if listing.multilabel and cfg.confidence == "softmax":
         report.warnings.append("multi-label data set with confidence: softmax; the papers' VOC setting is sigmoid")
 

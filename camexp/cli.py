@@ -84,7 +84,7 @@ def finetune(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     batch_size: Optional[int] = typer.Option(None, help="images per batch"),
     limit: Optional[int] = typer.Option(None, help="use only the first N images of each split"),
-    out: Optional[Path] = typer.Option(None, help="checkpoint folder (default checkpoints/<name>)"),
+    out: Optional[Path] = typer.Option(None, help="checkpoint file (default checkpoints/<name>.pt)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming from the checkpoint"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -96,7 +96,7 @@ def finetune(
     try:
         cfg = load_finetune_config(config, {"train.epochs": epochs, "train.device": device,
                                             "train.batch_size": batch_size, "dataset.limit": limit,
-                                            "output.dir": str(out) if out else None})
+                                            "output.checkpoint": str(out) if out else None})
         result = run_finetune(cfg, fresh=fresh, progress=progress)
     except CamexpError as e:
         _fail(e)

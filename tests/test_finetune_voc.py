@@ -31,7 +31,7 @@ def _finetune_yaml(tmp: Path, root: Path, **train: object) -> Path:
         "dataset": {"kind": "voc", "root": str(root), "year": 2012, "limit": 4},
         "train": {"train_split": "subset", "val_split": "subset", "epochs": 2, "batch_size": 4, "lr_head": 0.05,
                   "lr_body": 0.001, "crop_scale": [0.8, 1.0], "device": "cpu", **train},
-        "output": {"dir": str(tmp / "ckpt")}})
+        "output": {"checkpoint": str(tmp / "voc12_lite0_test.pt")}})
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tuned: tuple[Finet
                                                              shared_data: Path, tmp_path: Path) -> None:
     _, ft = tuned
     cfg = load_finetune_config(_finetune_yaml(tmp_path, shared_data / VOC_SUBSET, lr_head=0.5),
-                               {"output.dir": str(ft.output_dir)})
+                               {"output.checkpoint": str(ft.checkpoint_path)})
     with pytest.raises(CamexpError, match="different fine-tune configuration; pass --fresh"):
         finetune(cfg, progress=False)
 

@@ -13,9 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from camexp.config import DatasetConfig, ModelConfig, OutputConfig, _Strict, load_yaml
-
-CHECKPOINT = "checkpoint.pt"
+from camexp.config import DatasetConfig, ModelConfig, _Strict, load_yaml
 
 
 class TrainConfig(_Strict):
@@ -45,6 +43,10 @@ class TrainConfig(_Strict):
         return v
 
 
+class FinetuneOutput(_Strict):
+    checkpoint: Path | None = Field(None, description="the checkpoint file (default checkpoints/<name>.pt)")
+
+
 class FinetuneConfig(_Strict):
     """A multi-label fine-tune: backbone + ImageNet weights to start from, data set, training, output."""
 
@@ -52,7 +54,7 @@ class FinetuneConfig(_Strict):
     model: ModelConfig
     dataset: DatasetConfig
     train: TrainConfig = TrainConfig()
-    output: OutputConfig = OutputConfig()
+    output: FinetuneOutput = FinetuneOutput()
 
     @model_validator(mode="after")
     def _splits_in_train(self) -> "FinetuneConfig":
@@ -61,12 +63,9 @@ class FinetuneConfig(_Strict):
         return self
 
     @property
-    def output_dir(self) -> Path:
-        return self.output.dir if self.output.dir is not None else Path("checkpoints") / self.name
-
-    @property
     def checkpoint_path(self) -> Path:
-        return self.output_dir / CHECKPOINT
+        """Where the checkpoint is written after every epoch (and read from to resume)."""
+        return self.output.checkpoint or Path("checkpoints") / f"{self.name}.pt"
 
     def fingerprint(self) -> str:
         """Hash of what a resumed fine-tune must share with the one it continues (epochs may grow)."""
