@@ -1,8 +1,13 @@
 """mLoc (PROTOCOL.md section 5) against masks and boxes worked out by hand."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import pytest
 import torch
 
+from camexp.analyses.localization import MLOC_CSV, mloc_result
 from camexp.metrics.localization import box_union_mask, class_box_masks, localization
 
 DELTAS = torch.tensor([0.0, 0.25, 0.5])
@@ -59,3 +64,18 @@ def test_class_box_masks_picks_the_class_and_leaves_classless_images_empty() -> 
     assert masks[0].sum() == 4 and masks[0, 3, 3] and not masks[0, 0, 0]
     assert not masks[1].any()  # a class with no box
     assert not masks[2].any()  # an image without boxes
+
+
+def test_mloc_summary_means_pairs_drops_stale_rows_and_counts_skipped(tmp_path: Path) -> None:
+    rows = [  # index, image_id, class, rank, method, delta, loc
+        (0, "a", 3, 0, "gradcam", 0.0, 0.9),  # superseded by the resumed run's row below
+        (0, "a", 3, 0, "gradcam", 0.0, 0.2), (0, "a", 5, 1, "gradcam", 0.0, 0.4),
+        (1, "b", 3, 0, "gradcam", 0.0, 0.6),
+        (7, "h", 3, 0, "gradcam", 0.0, 0.0),  # image without final records (killed mid-batch): ignored
+    ]
+    pd.DataFrame(rows, columns=["index", "image_id", "class", "rank", "method", "delta", "loc"]).to_csv(
+        tmp_path / MLOC_CSV, index=False)
+    records = pd.DataFrame({"index": [0, 1, 2]})
+    res = mloc_result(tmp_path, records, ["gradcam"])
+    assert res.rows == {"mLoc δ=0": {"gradcam": pytest.approx((0.2 + 0.4 + 0.6) / 3)}}
+    assert "3 (image, class) pairs from 2 images" in res.notes[0] and "1 of 3 images skipped" in res.notes[0]
