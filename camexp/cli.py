@@ -79,7 +79,7 @@ def table(
 
 @app.command()
 def finetune(
-    config: Path = typer.Argument(..., help="fine-tune YAML (see configs/finetune_*.yaml)"),
+    config: Path = typer.Argument(..., help="fine-tune YAML (see configs/finetune/*.yaml)"),
     epochs: Optional[int] = typer.Option(None, help="train until this many epochs are done"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     batch_size: Optional[int] = typer.Option(None, help="images per batch"),

@@ -131,8 +131,6 @@ class Trainer:
                                  "seconds": round(time.perf_counter() - start, 3)})
             save_checkpoint(self.cfg, checkpoint_payload(self.cfg, self.net, self.spec, self.class_names,
                                                          self.history, self.optimizer, self.scaler))
-        if not self.history:
-            raise CamexpError("train.epochs: nothing trained")
         self.model.eval()
         last = self.history[-1]["val_ap"]
         return FinetuneResult(self.model, self.cfg.checkpoint_path, list(self.class_names),
