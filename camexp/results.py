@@ -90,7 +90,7 @@ def records_view(df: pd.DataFrame, methods: list[str] | None = None) -> RecordsV
         methods=list(methods),
         image_ids=per_image["image_id"].astype(str).tolist(),
         y=torch.tensor(per_image["y"].to_numpy(dtype="float64")),
-        o=torch.tensor(wide_o.to_numpy(dtype="float64")),
+        o=torch.tensor(wide_o.to_numpy(dtype="float64").copy()),  # copy: a reordered pivot may have negative strides
         p_true=torch.tensor(per_image["p_true"].to_numpy(dtype="float64")),
     )
 
