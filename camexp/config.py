@@ -23,6 +23,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SubsetConfig(_Strict):
+    """A deterministic subset of the listed images: every k-th one, or n drawn at random with a seed."""
+
+    every: int | None = Field(None, ge=1)
+    random: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SubsetConfig":
+        if (self.every is None) == (self.random is None):
+            raise ValueError("give exactly one of 'every: K' or 'random: N' (with an optional 'seed')")
+        return self
+
+
 class DatasetConfig(_Strict):
     """Where the images come from. `kind` picks a loader from `camexp.data`."""
 
@@ -30,6 +44,15 @@ class DatasetConfig(_Strict):
     root: Path
     split: str | None = None
     labels: Path | None = Field(None, description="folder kind: optional CSV with columns image_id,label")
+    layout: Literal["auto", "wnid_folders", "kaggle_csv", "devkit"] = Field(
+        "auto", description="imagenet_val: how labels are stored; auto detects it")
+    annotations: Path | None = Field(
+        None, description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
+                          "(meta.mat beside it) when not found beside the images")
+    year: Literal[2007, 2012] | None = Field(None, description="voc: which VOC20xx under the devkit")
+    difficult: Literal["keep", "drop"] = Field(
+        "keep", description="voc: 'drop' removes objects flagged difficult from labels and boxes")
+    subset: SubsetConfig | None = None
     limit: int | None = Field(None, ge=1)
     skip_bad_images: bool = False
     extensions: list[str] = [".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"]
@@ -173,7 +196,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     ds = raw.get("dataset")
     if not isinstance(ds, dict):
         return
-    for key in ("root", "labels"):
+    for key in ("root", "labels", "annotations"):
         v = ds.get(key)
         if isinstance(v, str) and not Path(v).is_absolute() and not Path(v).exists() and (base / v).exists():
             ds[key] = str(base / v)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import skimage.data
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -20,6 +22,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def make_jpeg() -> Callable[..., Path]:
+    """Write a real JPEG of `size` (w, h) at `path`, creating its folders."""
+
+    def write(path: Path, size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (120, 60, 30)) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, color).save(path, format="JPEG")
+        return path
+
+    return write
 
 
 @pytest.fixture(scope="session")

@@ -1,40 +1,60 @@
 """Datasets: a registry from `dataset.kind` to a function listing `Item`s, and the DataLoader factory."""
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 
-from camexp.config import DatasetConfig
-from camexp.data.base import ImageDataset, Item, collate
+from camexp.config import DatasetConfig, SubsetConfig
+from camexp.data.base import ImageDataset, Item, Listing, collate
 from camexp.data.folder import list_folder
+from camexp.data.imagenet import list_imagenet_val
+from camexp.data.imagenetv2 import list_imagenetv2
 from camexp.data.transforms import InputSpec, PixelTransform
+from camexp.data.voc import list_voc
 from camexp.errors import CamexpError
-
-
-@dataclass(frozen=True)
-class Listing:
-    """What a loader returns: the items plus what the items mean."""
-
-    items: list[Item]
-    class_names: list[str] | None = None
-    multilabel: bool = False
 
 
 def _folder(cfg: DatasetConfig) -> Listing:
     return Listing(list_folder(cfg.root, cfg.extensions, cfg.labels))
 
 
-LOADERS: dict[str, Callable[[DatasetConfig], Listing]] = {"folder": _folder}
+LOADERS: dict[str, Callable[[DatasetConfig], Listing]] = {
+    "folder": _folder,
+    "imagenet_val": list_imagenet_val,
+    "imagenetv2": list_imagenetv2,
+    "voc": list_voc,
+}
+
+
+def select_subset(n: int, subset: SubsetConfig) -> list[int]:
+    """Indices (ascending) of the deterministic subset of `n` listed items."""
+    if subset.every is not None:
+        return list(range(0, n, subset.every))
+    assert subset.random is not None
+    return sorted(random.Random(subset.seed).sample(range(n), min(subset.random, n)))
 
 
 def list_dataset(cfg: DatasetConfig) -> Listing:
-    """Run the loader named by `cfg.kind` and apply `limit`."""
+    """Run the loader named by `cfg.kind`, apply `subset` then `limit`, and record what was selected.
+
+    `provenance` ends with what the runner writes to run.json: counts before and after selection, the
+    subset and limit used, and a hash of the selected image ids.
+    """
     if cfg.kind not in LOADERS:
         raise CamexpError(f"dataset.kind {cfg.kind!r} is not known; known kinds: {sorted(LOADERS)}")
     listing = LOADERS[cfg.kind](cfg)
+    items = listing.items
+    if cfg.subset is not None:
+        items = [items[i] for i in select_subset(len(items), cfg.subset)]
     if cfg.limit is not None:
-        listing = Listing(listing.items[: cfg.limit], listing.class_names, listing.multilabel)
-    return listing
+        items = items[: cfg.limit]
+    ids = hashlib.sha256("\n".join(it.image_id for it in items).encode()).hexdigest()[:16]
+    provenance = {"kind": cfg.kind, "root": str(cfg.root), **listing.provenance, "listed": len(listing.items),
+                  "subset": cfg.subset.model_dump(exclude_none=True) if cfg.subset else None, "limit": cfg.limit,
+                  "selected": len(items), "ids_sha256": ids}
+    return replace(listing, items=items, provenance=provenance)
 
 
 def build_dataset(cfg: DatasetConfig, spec: InputSpec) -> ImageDataset:
@@ -44,4 +64,4 @@ def build_dataset(cfg: DatasetConfig, spec: InputSpec) -> ImageDataset:
 
 
 __all__ = ["ImageDataset", "InputSpec", "Item", "Listing", "LOADERS", "PixelTransform", "build_dataset", "collate",
-           "list_dataset"]
+           "list_dataset", "select_subset"]

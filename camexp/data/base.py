@@ -20,8 +20,9 @@ from camexp.data.transforms import PixelTransform
 class Item:
     """One image as listed by a loader. `label` is the class index in the model's space (-1: unknown).
 
-    `labels` (multi-label sets, e.g. VOC) and `boxes` (xyxy, original pixels, with `box_labels`) are
-    optional.
+    `labels` (multi-label sets, e.g. VOC) and `boxes` (with `box_labels`) are optional. Boxes are xyxy in
+    original-image pixel *edges*, 0-based: a box covers pixels x0 .. x1-1, so a whole W-pixel-wide image
+    is (0, W). Loaders convert their format's convention into this one.
     """
 
     path: Path
@@ -31,6 +32,20 @@ class Item:
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     box_labels: tuple[int, ...] = ()
     box_difficult: tuple[bool, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a loader returns: the items, what the items mean, and where they came from.
+
+    `provenance` records the layout, annotation files and selection (subset, limit) so a run can state
+    exactly which images it used.
+    """
+
+    items: list[Item]
+    class_names: list[str] | None = None
+    multilabel: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 class ImageDataset(Dataset):

@@ -10,17 +10,16 @@ from camexp.data.wnids import imagenet_wnid_index
 from camexp.errors import CamexpError
 
 
-def _images(folder: Path, extensions: list[str]) -> list[Path]:
+def list_images(folder: Path, extensions: list[str]) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
     exts = {e.lower() for e in extensions}
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
 def list_folder(root: Path, extensions: list[str], labels_csv: Path | None = None) -> list[Item]:
     """List the images under `root` with their labels (class index in the model's space, or -1)."""
-    if not root.is_dir():
-        raise CamexpError(f"{root}: dataset root is not a folder")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    flat = _images(root, extensions)
+    subdirs = sub_folders(dataset_root(root))
+    flat = list_images(root, extensions)
     if subdirs and not flat:
         return _class_folders(root, subdirs, extensions)
     if not flat:
@@ -34,22 +33,55 @@ def list_folder(root: Path, extensions: list[str], labels_csv: Path | None = Non
     return items
 
 
-def _class_folders(root: Path, subdirs: list[Path], extensions: list[str]) -> list[Item]:
-    names = [d.name for d in subdirs]
+def dataset_root(root: Path) -> Path:
+    """`root`, or a clear error when it is not an existing folder."""
+    if not root.is_dir():
+        raise CamexpError(f"{root}: dataset root is not a folder (check dataset.root)")
+    return root
+
+
+def sub_folders(root: Path) -> list[str]:
+    """Names of the non-hidden sub-folders of `root`, sorted."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def is_wnid(name: str) -> bool:
+    return name.startswith("n") and name[1:].isdigit()
+
+
+def int_folder_index(root: Path, names: list[str]) -> dict[str, int]:
+    """Folder name -> int(name). int, never string order: sorting strings would put '10' before '2'."""
+    bad = [n for n in names if not (n.isdigit() and str(int(n)) == n)]
+    if bad:
+        raise CamexpError(f"{root}: sub-folder {bad[0]!r} is not a class index (folders must be named 0, 1, ... 999)")
+    return {n: int(n) for n in names}
+
+
+def wnid_folder_index(root: Path, names: list[str]) -> dict[str, int]:
+    """Folder name (an ImageNet wnid) -> its position in sorted-wnid order, the index timm models use."""
+    wnid_index = imagenet_wnid_index()
+    unknown = [n for n in names if n not in wnid_index]
+    if unknown:
+        raise CamexpError(f"{root}: folder {unknown[0]!r} is not an ImageNet-1k wnid (n01440764 ...)")
+    return {n: wnid_index[n] for n in names}
+
+
+def _class_folders(root: Path, names: list[str], extensions: list[str]) -> list[Item]:
     if all(n.isdigit() for n in names):
-        index = {n: int(n) for n in names}  # int(name): string sorting would put '10' before '2'
-    elif all(n.startswith("n") and n[1:].isdigit() for n in names):
-        wnid_index = imagenet_wnid_index()
-        unknown = [n for n in names if n not in wnid_index]
-        if unknown:
-            raise CamexpError(f"{root}: folder {unknown[0]!r} is not an ImageNet-1k wnid")
-        index = {n: wnid_index[n] for n in names}
+        index = int_folder_index(root, names)
+    elif all(is_wnid(n) for n in names):
+        index = wnid_folder_index(root, names)
     else:
         raise CamexpError(f"{root}: sub-folders must all be class indices (0..999) or ImageNet wnids "
                           f"(n01440764 ...); found e.g. {names[0]!r}")
+    return class_folder_items(root, index, extensions)
+
+
+def class_folder_items(root: Path, index: dict[str, int], extensions: list[str]) -> list[Item]:
+    """Items of the sub-folders of `root` named in `index` (folder name -> class index), sorted by folder."""
     items: list[Item] = []
-    for d in subdirs:
-        items += [Item(path=p, image_id=p.stem, label=index[d.name]) for p in _images(d, extensions)]
+    for name in sorted(index):
+        items += [Item(path=p, image_id=p.stem, label=index[name]) for p in list_images(root / name, extensions)]
     if not items:
         raise CamexpError(f"{root}: class folders contain no images with extensions {extensions}")
     return items

@@ -1,0 +1,152 @@
+"""`camexp check`: everything that can be verified before a long run, reported at once.
+
+Data (root, layout, images paired with annotations, every image readable, boxes inside their image),
+model (weights reachable, layer resolves, head size matches the data set's classes) and the config's
+needs (true labels for `target: true` and `relperf`, a GAP+linear head for `cam`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.table import Table
+
+from camexp.config import ExperimentConfig
+from camexp.data import Listing, list_dataset
+from camexp.data.base import Item
+from camexp.errors import CamexpError
+from camexp.models import LoadedModel, build_model
+
+MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
+T = TypeVar("T")
+
+
+@dataclass
+class CheckReport:
+    """What `check_experiment` found; `errors` empty means the run can start."""
+
+    name: str
+    dataset_kind: str
+    counts: dict[str, int] = field(default_factory=dict)
+    listed: int = 0
+    dataset_classes: int | None = None
+    model_classes: int | None = None
+    layer: str | None = None
+    images_with_boxes: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_experiment(cfg: ExperimentConfig) -> CheckReport:
+    """Check the data set and the model of `cfg` without running any explanation."""
+    report = CheckReport(name=cfg.name, dataset_kind=cfg.dataset.kind)
+    listing = _check_dataset(cfg, report)
+    loaded = _check_model(cfg, report)
+    if listing is not None and loaded is not None:
+        _check_fit(cfg, listing, loaded, report)
+    return report
+
+
+def _attempt(step: Callable[[], T], report: CheckReport) -> T | None:
+    """`step()`, or None with its user-facing error recorded, so one check's failure does not hide the others."""
+    try:
+        return step()
+    except CamexpError as e:
+        report.errors.append(str(e))
+        return None
+
+
+def _check_dataset(cfg: ExperimentConfig, report: CheckReport) -> Listing | None:
+    listing = _attempt(lambda: list_dataset(cfg.dataset), report)
+    if listing is None:
+        return None
+    items = listing.items
+    report.provenance = listing.provenance
+    report.counts = {cfg.dataset.split or listing.provenance.get("split") or "all": len(items)}
+    report.listed = listing.provenance["listed"]
+    report.dataset_classes = len(listing.class_names) if listing.class_names else None
+    report.images_with_boxes = sum(1 for it in items if it.boxes)
+    if not items:
+        report.errors.append(f"{cfg.dataset.root}: the subset/limit selects no images")
+    _check_images(items, listing.provenance, report)
+    if unmatched := listing.provenance.get("labels_without_image"):
+        report.warnings.append(f"{listing.provenance['annotations']}: {unmatched} labelled images are not in the "
+                               "image folder (expected for a subset of val)")
+    if listing.multilabel and (empty := sum(1 for it in items if not it.labels)):
+        report.warnings.append(f"{empty} images have no (non-difficult) object label")
+    needs_labels = [why for why, needed in (("target: true", cfg.target == "true"),
+                                            ("metric relperf", "relperf" in cfg.metrics)) if needed]
+    if needs_labels and not any(it.label >= 0 for it in items):
+        report.errors.append(f"{cfg.dataset.root}: {' and '.join(needs_labels)} need a single true label per image; "
+                             f"this {cfg.dataset.kind} data set has none")
+    return listing
+
+
+def _check_images(items: list[Item], provenance: dict[str, Any], report: CheckReport) -> None:
+    """Every image opens; every box lies inside its image (pixel edges, 0 <= x0 < x1 <= W)."""
+    source = provenance.get("annotations") or provenance.get("voc_dir") or "the annotations"
+    unreadable: list[str] = []
+    outside: list[str] = []
+    for it in items:
+        try:
+            with Image.open(it.path) as im:
+                w, h = im.size
+        except (UnidentifiedImageError, OSError) as e:
+            unreadable.append(f"{it.path}: cannot read image ({e.__class__.__name__})")
+            continue
+        outside += [f"{it.path}: box {tuple(round(v, 1) for v in b)} lies outside the {w}x{h} image ({source})"
+                    for b in it.boxes if not (0 <= b[0] < b[2] <= w and 0 <= b[1] < b[3] <= h)]
+    for problems in (unreadable, outside):
+        report.errors += problems[:MAX_NAMED]
+        if len(problems) > MAX_NAMED:
+            report.errors.append(f"... and {len(problems) - MAX_NAMED} more like these")
+
+
+def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | None:
+    loaded = _attempt(lambda: build_model(cfg.model), report)
+    if loaded is None:
+        return None
+    report.model_classes, report.layer = loaded.num_classes, loaded.layer_name
+    if "cam" in cfg.methods and loaded.cam_weight is None:
+        report.errors.append(f"method 'cam' is not available for {cfg.model.name}: {loaded.cam_unavailable}")
+    return loaded
+
+
+def _check_fit(cfg: ExperimentConfig, listing: Listing, loaded: LoadedModel, report: CheckReport) -> None:
+    """The model's head must predict the data set's classes."""
+    n = loaded.num_classes
+    if report.dataset_classes is not None and report.dataset_classes != n:
+        report.errors.append(f"model {cfg.model.name!r} (weights {cfg.model.weights!r}) predicts {n} classes but the "
+                             f"{cfg.dataset.kind} data set has {report.dataset_classes}; use weights for that head")
+    elif report.dataset_classes is None and (top := max((it.label for it in listing.items), default=-1)) >= n:
+        report.errors.append(f"{cfg.dataset.root}: label {top} is out of range for a model with {n} classes")
+    if listing.multilabel and cfg.confidence == "softmax":
+        report.warnings.append("multi-label data set with confidence: softmax; the papers' VOC setting is sigmoid")
+
+
+def render(report: CheckReport, console: Console | None = None) -> None:
+    """Print the report as a short table, then its errors and warnings."""
+    console = console or Console()
+    table = Table(title=f"check: {report.name}", show_header=False)
+    layout = report.provenance.get("layout")
+    rows = [("data set", report.dataset_kind + (f" ({layout})" if layout else "")),
+            ("images", ", ".join(f"{split}: {n}" for split, n in report.counts.items()) + f" of {report.listed} listed"),
+            ("images with boxes", str(report.images_with_boxes)),
+            ("classes (data / model)", f"{report.dataset_classes or '-'} / {report.model_classes or '-'}"),
+            ("layer", report.layer or "-"),
+            ("status", "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]")]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    for e in report.errors:
+        console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)

@@ -1,0 +1,150 @@
+"""check_experiment: a clean report on good data, and one clear error naming the file for each broken layout."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+from rich.console import Console
+
+import camexp.check
+from camexp.check import check_experiment, render
+from camexp.config import ExperimentConfig, ModelConfig
+from camexp.models import LoadedModel, build_model
+
+TINY = {"name": "resnet18", "weights": "random"}
+GOOD_XML = ("<annotation><object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
+            "<xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
+
+
+_BUILT: dict[str, LoadedModel] = {}
+
+
+@pytest.fixture(autouse=True)
+def build_each_model_once(monkeypatch) -> None:
+    """The real build_model, memoised per model config: the data tests need a model but not a fresh one."""
+
+    def cached(cfg: ModelConfig) -> LoadedModel:
+        key = cfg.model_dump_json()
+        if key not in _BUILT:
+            _BUILT[key] = build_model(cfg)
+        return _BUILT[key]
+
+    monkeypatch.setattr(camexp.check, "build_model", cached)
+
+
+def experiment(dataset: dict, model: dict = TINY, **kw) -> ExperimentConfig:
+    return ExperimentConfig(name="t", dataset=dataset, model=model, **kw)
+
+
+def assert_error(cfg: ExperimentConfig, *fragments: str) -> None:
+    """Some error of the report contains every fragment (typically the file name and what is wrong)."""
+    errors = check_experiment(cfg).errors
+    assert any(all(f in e for f in fragments) for e in errors), errors
+
+
+def test_real_ilsvrc_subset_is_clean(shared_data: Path) -> None:
+    cfg = experiment({"kind": "imagenet_val", "root": str(shared_data / "ilsvrc2012-val-subset/images")})
+    report = check_experiment(cfg)
+    assert report.errors == []
+    assert (report.counts, report.dataset_classes, report.model_classes) == ({"all": 300}, 1000, 1000)
+    assert report.images_with_boxes == 300 and report.layer == "layer4"
+    assert any("49700" in w for w in report.warnings)
+    console = Console(record=True, width=120)
+    render(report, console)
+    text = console.export_text()
+    assert "kaggle_csv" in text and "layer4" in text
+
+
+def test_voc_needs_a_20_class_head(shared_data: Path) -> None:
+    cfg = experiment({"kind": "voc", "root": str(shared_data / "voc2012-subset"), "split": "subset"},
+                     confidence="sigmoid")
+    report = check_experiment(cfg)
+    assert report.counts == {"subset": 108} and report.dataset_classes == 20
+    assert report.errors == ["model 'resnet18' (weights 'random') predicts 1000 classes but the voc data set has 20; "
+                             "use weights for that head"]
+
+
+@pytest.mark.parametrize(("model", "fragments"), [
+    ({**TINY, "layer": "nope"}, ("'nope' does not exist",)),
+    ({"name": "vgg16.tv_in1k", "weights": "checkpoints/voc07_vgg16.pt"}, ("voc07_vgg16.pt", "not found")),
+    ({"name": "resnet18", "weights": "timm"}, ("could not load pretrained weights", "resnet18")),
+])
+def test_model_problems(tmp_path: Path, make_jpeg, monkeypatch, model: dict, fragments: tuple[str, ...]) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no download, even with a network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    make_jpeg(tmp_path / "n01440764" / "a.JPEG")
+    assert_error(experiment({"kind": "imagenet_val", "root": str(tmp_path)}, model), *fragments)
+
+
+def test_true_target_needs_single_labels(shared_data: Path) -> None:
+    cfg = experiment({"kind": "voc", "root": str(shared_data / "voc2012-subset"), "split": "subset"}, target="true")
+    assert_error(cfg, "target: true", "single true label")
+
+
+# --- broken layouts: each builder breaks a small tree and names what the error must say ---------------------
+
+def voc_tree(root: Path, make_jpeg, xml: str = GOOD_XML) -> dict:
+    voc = root / "VOCdevkit" / "VOC2007"
+    make_jpeg(voc / "JPEGImages" / "000001.jpg", size=(40, 30))
+    (voc / "Annotations").mkdir()
+    (voc / "Annotations" / "000001.xml").write_text(xml)
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("000001\n")
+    return {"kind": "voc", "root": str(root), "split": "val"}
+
+
+def kaggle_tree(root: Path, make_jpeg, rows: str = "ILSVRC2012_val_00000001,n01440764 0 0 39 29 \n") -> dict:
+    make_jpeg(root / "images" / "ILSVRC2012_val_00000001.JPEG", size=(40, 30))
+    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
+    return {"kind": "imagenet_val", "root": str(root / "images")}
+
+
+def devkit_tree(root: Path, make_jpeg, meta: bool = True) -> dict:
+    from scipy.io import savemat
+
+    data = root / "ILSVRC2012_devkit_t12" / "data"
+    data.mkdir(parents=True)
+    if meta:
+        savemat(data / "meta.mat", {"synsets": {"ILSVRC2012_ID": 1, "WNID": "n01440764"}})
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("7\n")
+    make_jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG")
+    return {"kind": "imagenet_val", "root": str(root / "val"), "layout": "devkit"}
+
+
+def remove(path: Path) -> None:
+    path.unlink()
+
+
+BROKEN: dict[str, tuple[Callable[[Path, Callable], dict], tuple[str, ...]]] = {
+    "missing root": (lambda r, mk: {"kind": "voc", "root": str(r / "nowhere")}, ("nowhere", "not a folder")),
+    "voc missing xml": (lambda r, mk: (voc_tree(r, mk), remove(next(r.rglob("000001.xml"))))[0],
+                        ("000001.xml", "annotation file missing")),
+    "voc missing image": (lambda r, mk: (voc_tree(r, mk), remove(next(r.rglob("000001.jpg"))))[0],
+                          ("000001.jpg", "missing")),
+    "voc unknown class": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("dog", "dragon")),
+                          ("000001.xml", "'dragon'")),
+    "voc box outside": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("<xmax>40", "<xmax>41")),
+                        ("000001.jpg", "outside the 40x30 image")),
+    "voc bad xml": (lambda r, mk: voc_tree(r, mk, "<annotation>"), ("000001.xml", "not valid XML")),
+    "voc no split": (lambda r, mk: {**voc_tree(r, mk), "split": "train"}, ("train.txt", "not found")),
+    "image without label": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000002,n01440764 0 0 9 9\n"),
+                            ("ILSVRC2012_val_00000001.JPEG", "has no label in", "LOC_val_solution.csv")),
+    "unknown wnid": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n99999999 0 0 9 9\n"),
+                     ("LOC_val_solution.csv: line 2", "n99999999")),
+    "malformed csv": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 9\n"),
+                      ("LOC_val_solution.csv: line 2", "malformed")),
+    "kaggle box outside": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 40 29\n"),
+                           ("ILSVRC2012_val_00000001.JPEG", "outside")),
+    "devkit unknown id": (lambda r, mk: devkit_tree(r, mk), ("ground_truth.txt: line 1", "'7'", "meta.mat")),
+    "devkit missing meta": (lambda r, mk: devkit_tree(r, mk, meta=False), ("meta.mat", "must sit beside")),
+    "v2 non-integer folder": (lambda r, mk: (mk(r / "1" / "a.jpg"), mk(r / "n01" / "b.jpg"),
+                                             {"kind": "imagenetv2", "root": str(r)})[2], ("'n01'", "not a class index")),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_layout_named(tmp_path: Path, make_jpeg, case: str) -> None:
+    build, fragments = BROKEN[case]
+    assert_error(experiment(build(tmp_path, make_jpeg)), *fragments)
