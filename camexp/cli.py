@@ -47,6 +47,21 @@ def run(
 
 
 @app.command()
+def check(config: Path = typer.Argument(..., help="experiment YAML")) -> None:
+    """Check data layout, labels, boxes, weights, layer and class count before a long run."""
+    from camexp.check import check_experiment, render
+    from camexp.config import load_config
+
+    try:
+        report = check_experiment(load_config(config))
+    except CamexpError as e:
+        _fail(e)
+    render(report, console)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def table(
     results_dir: Path = typer.Argument(Path("results"), help="folder holding run folders"),
     fmt: str = typer.Option("md", "--format", help="md | csv: what to print"),

@@ -49,6 +49,8 @@ class DatasetConfig(_Strict):
     annotations: Path | None = Field(
         None, description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
                           "(meta.mat beside it) when not found beside the images")
+    min_true_prob: float | None = Field(
+        None, ge=0.0, le=1.0, description="keep only images whose true class has full-image softmax prob above this")
     year: Literal[2007, 2012] | None = Field(None, description="voc: which VOC20xx under the devkit")
     difficult: Literal["keep", "drop"] = Field(
         "keep", description="voc: 'drop' removes objects flagged difficult from labels and boxes")
