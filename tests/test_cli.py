@@ -193,3 +193,16 @@ def test_methods_lists_every_method():
     assert res.exit_code == 0
     for m in ("cam", "gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig"):
         assert m in res.output
+
+
+def test_unreachable_uncached_weights_fail_fast_with_the_fix(monkeypatch: pytest.MonkeyPatch):
+    from camexp.config import ModelConfig
+    from camexp.errors import CamexpError
+    from camexp.models import build_model
+    from camexp.models import weights
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(weights, "_timm_cached", lambda name: False)
+    with pytest.raises(CamexpError, match="huggingface.co is unreachable.*local checkpoint file"):
+        build_model(ModelConfig(name="resnet18.a1_in1k", weights="timm"))
