@@ -117,8 +117,8 @@ def test_resume_refuses_a_different_config(tmp_path: Path, photo_dir: Path):
 @pytest.mark.parametrize("extra, expected", [
     ({"dataset__rooot": "x"}, "dataset.rooot: unknown key"),
     ({"runtime__batch_size": "many"}, "runtime.batch_size"),
-    ({"methods": ["gradcam", "gradcam+++"]}, "unknown method(s) ['gradcam+++']"),
-    ({"metrics": ["avg_drop", "accuracy"]}, "unknown metric(s) ['accuracy']"),
+    ({"methods": ["gradcam", "gradcam+++"]}, "methods: Value error, unknown methods ['gradcam+++']"),
+    ({"metrics": ["avg_drop", "accuracy"]}, "metrics: Value error, unknown metrics ['accuracy']"),
     ({"score": "probability"}, "score"),
     ({"dataset__root": "/no/such/folder"}, "/no/such/folder: dataset root is not a folder"),
     ({"model__name": "not_a_model"}, "'not_a_model' is not a timm model"),
