@@ -103,6 +103,22 @@ def explain(
 
 
 @app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    analyses: Optional[str] = typer.Option(None, help="comma list (default: the analyses the run's config enabled)"),
+) -> None:
+    """Redraw a run's figures (area curve, alpha statistics, per-pair ratios, drop distributions) from its files."""
+    from camexp.report.redraw import redraw
+
+    try:
+        lines = redraw(run_dir, [a.strip() for a in analyses.split(",")] if analyses else None)
+    except CamexpError as e:
+        _fail(e)
+    console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))
+    console.print(f"figures in {run_dir}")
+
+
+@app.command()
 def methods() -> None:
     """List the implemented methods."""
     from rich.table import Table

@@ -1,4 +1,4 @@
-"""Figures: guided backprop, the explain grid's panels and titles, and `camexp explain`."""
+"""Figures: guided backprop, the explain grid's panels and titles, run-plot axes, and `camexp explain`."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,10 +14,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 import camexp.report.figures as figures
+from camexp.analyses.alpha_hist import AlphaHistogram, summarize_alpha
 from camexp.cli import app
 from camexp.errors import CamexpError
 from camexp.explain.gallery import MethodPanel, ModelRow
 from camexp.explain.guided import guided_backprop
+from camexp.report.run_plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAMERA = Path(skimage.data.__file__).parent / "camera.png"  # grayscale PNG
@@ -106,6 +108,27 @@ def test_overlay_blends_jet_over_the_image() -> None:
     out = figures.overlay(img, torch.ones(4, 4))
     assert out.shape == (4, 4, 3)
     np.testing.assert_allclose(out[0, 0], 0.5 * np.array([0.5, 0.0, 0.0]), atol=1e-6)  # jet(1) is dark red
+
+
+def test_run_plots_have_their_panels() -> None:
+    curve = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "theta": [0, 0.5, 1] * 2,
+                          "mean_o_over_y": [1, 0.5, 0.1, 0.9, 0.6, 0.2], "kept": [1, 0.5, 0] * 2, "images": 4})
+    fig = draw_area_curve(curve)
+    assert [line.get_label() for line in fig.axes[0].lines] == ["a", "b"]
+    assert fig.axes[0].get_ylabel() == "mean O / Y" and "4 images" in fig.axes[0].get_title()
+
+    h = AlphaHistogram()
+    h.update(torch.tensor([0.5, 0.49, 0.51, 7.0]))
+    fig = draw_alpha(h, summarize_alpha(h))
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "tanh(α − 0.5)"
+    assert "75.0% in [0.45, 0.55]" in fig.get_suptitle() and "max 7" in fig.axes[1].get_title()
+
+    fig = draw_ratio_boxes({"a vs b": np.array([1.0, 2.0]), "a vs c": np.array([0.5, 1.0])}, "2 images")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a vs b", "a vs c"]
+    assert fig.axes[0].get_yscale() == "log"
+
+    fig = draw_drop_dist({"a": np.array([0.1, 0.2]), "b": np.array([0.0, 0.9])})
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b"]
 
 
 def test_explain_cli_on_real_images_across_two_backbones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
