@@ -97,8 +97,8 @@ def test_explain_grid_has_the_paper_layout() -> None:
     fig = figures.draw_explain_grid([fake_row("net_a", True), fake_row("net_b", True)])
     assert len(fig.axes) == 2 * 6  # original + 2 x (overlay, E) + guided, per model row
     t = titles(fig)
-    assert t[:6] == ["net_a\ntabby: 0.750", "gradcam", "E gradcam\ntabby: 0.250", "gradcam++",
-                     "E gradcam++\ntabby: 0.500", "guided-gradcam++"]
+    assert t[:6] == ["net_a\ntabby: 0.75", "gradcam", "E gradcam\ntabby: 0.25", "gradcam++",
+                     "E gradcam++\ntabby: 0.5", "guided-gradcam++"]
     assert t[6].startswith("net_b")
     assert all(ax.images for ax in fig.axes)
 

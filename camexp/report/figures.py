@@ -32,13 +32,13 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
 def row_panels(row: ModelRow) -> list[tuple[str, np.ndarray]]:
     """(title, image) for every panel of a row: the original, then per method its overlay and E, or the
     single Guided Backprop x map image for `guided-` methods."""
-    panels = [(f"{row.model}\n{row.class_name}: {row.confidence:.3f}", _hwc(row.image))]
+    panels = [(f"{row.model}\n{row.class_name}: {row.confidence:.3g}", _hwc(row.image))]
     for p in row.panels:
         if p.guided is not None:
             panels.append((p.method, _hwc(p.guided)))
         else:
             panels += [(p.method, overlay(row.image, p.cam)),
-                       (f"E {p.method}\n{row.class_name}: {p.confidence:.3f}", _hwc(p.explanation))]
+                       (f"E {p.method}\n{row.class_name}: {p.confidence:.3g}", _hwc(p.explanation))]
     return panels
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges
 from camexp.report.savefig import new_figure
@@ -56,6 +57,9 @@ def draw_ratio_boxes(ratios: dict[str, np.ndarray], subtitle: str) -> Figure:
     if ratios:
         ax.boxplot(list(ratios.values()), tick_labels=list(ratios), flierprops={"markersize": 3})
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("O_A / O_B per image")
     ax.set_title(f"Relative performance per image\n{subtitle}", fontsize=9)
