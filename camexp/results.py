@@ -21,10 +21,10 @@ BAD_IMAGES = "bad_images.txt"
 COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "p_true", "constant_map"]
 
 
-def append_records(path: Path, rows: pd.DataFrame) -> None:
+def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS) -> None:
     """Append rows with one write + fsync, so a kill leaves at most one partial last line."""
     header = not path.exists() or path.stat().st_size == 0
-    text = rows[COLUMNS].to_csv(index=False, header=header, float_format="%.17g")
+    text = rows[columns].to_csv(index=False, header=header, float_format="%.17g")
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -37,13 +37,13 @@ def _drop_partial_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def read_records(path: Path) -> pd.DataFrame:
-    """Records of a run, without a partially written last line."""
+def read_records(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """Records of a run (or another per-image file with `columns`), without a partially written last line."""
     if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     _drop_partial_line(path)
     df = pd.read_csv(path, dtype={"image_id": str})
-    missing = set(COLUMNS) - set(df.columns)
+    missing = set(columns) - set(df.columns)
     if missing:
         raise CamexpError(f"{path}: not a camexp records file (missing columns {sorted(missing)})")
     return df

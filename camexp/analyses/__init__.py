@@ -53,3 +53,7 @@ def analysis(name: str) -> Callable[[AnalysisFactory], AnalysisFactory]:
         return factory
 
     return register
+
+
+# The built-in analyses register themselves on import.
+from camexp.analyses import alpha_stats, area_curve, record_plots  # noqa: E402,F401
