@@ -17,20 +17,15 @@ from camexp.analyses.alpha_stats import merge_batches
 from camexp.analyses.area_curve import THETAS, quantile_masks
 import camexp.runner as runner
 from camexp.cli import app
-from camexp.config import ExperimentConfig, ModelConfig, load_config
+from camexp.config import ExperimentConfig, load_config
 from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
-from camexp.models import LoadedModel, build_model
+from camexp.models import LoadedModel
 from camexp.runner import run_experiment
 
 PHOTOS = ["chelsea.png", "camera.png"]  # camera.png is grayscale; one image per batch: two batches stream
 METHODS = ["gradcam", "gradcam++"]
 ANALYSES = ["area_curve", "alpha_stats", "relperf_plot", "drop_dist"]
-
-
-@pytest.fixture(scope="module")
-def lite0() -> LoadedModel:
-    return build_model(ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package"))
 
 
 @pytest.fixture(scope="module")

@@ -66,19 +66,11 @@ def test_guided_refuses_a_model_without_relu_modules() -> None:
         guided_backprop(net, torch.rand(1, 3, 8, 8), torch.tensor([0]))
 
 
-def test_guided_on_efficientnet_lite0_relu6_modules(lite0_model) -> None:  # noqa: ANN001
+def test_guided_on_efficientnet_lite0_relu6_modules(lite0) -> None:  # noqa: ANN001
     x = torch.rand(1, 3, 96, 96)
-    grads = pre_activation_gradients(lite0_model.model, lambda: guided_backprop(lite0_model.model, x, torch.tensor([1])))
+    grads = pre_activation_gradients(lite0.model, lambda: guided_backprop(lite0.model, x, torch.tensor([1])))
     assert len(grads) == 33  # every ReLU6 of timm's BatchNormAct2d blocks, all inplace
     assert all(float(g.min()) >= 0 for g in grads)
-
-
-@pytest.fixture(scope="module")
-def lite0_model():  # noqa: ANN201
-    from camexp.config import ModelConfig
-    from camexp.models import build_model
-
-    return build_model(ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package"))
 
 
 def fake_row(model: str, guided: bool) -> ModelRow:
@@ -132,9 +124,9 @@ def test_run_plots_have_their_panels() -> None:
 
 
 def test_explain_cli_on_real_images_across_two_backbones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        lite0_model) -> None:  # noqa: ANN001
+                                                        lite0) -> None:  # noqa: ANN001
     build = figures.build_model
-    monkeypatch.setattr(figures, "build_model", lambda cfg, dev: lite0_model if cfg.weights == LITE0[-1] else build(cfg, dev))
+    monkeypatch.setattr(figures, "build_model", lambda cfg, dev: lite0 if cfg.weights == LITE0[-1] else build(cfg, dev))
     drawn: list[Figure] = []
     save = figures.save_figure
     monkeypatch.setattr(figures, "save_figure", lambda fig, *a: drawn.append(fig) or save(fig, *a))
