@@ -47,6 +47,21 @@ def run(
 
 
 @app.command()
+def check(config: Path = typer.Argument(..., help="experiment YAML")) -> None:
+    """Check data layout, labels, boxes, weights, layer and class count before a long run."""
+    from camexp.check import check_experiment, render
+    from camexp.config import load_config
+
+    try:
+        report = check_experiment(load_config(config))
+    except CamexpError as e:
+        _fail(e)
+    render(report, console)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def table(
     results_dir: Path = typer.Argument(Path("results"), help="folder holding run folders"),
     fmt: str = typer.Option("md", "--format", help="md | csv: what to print"),
@@ -102,6 +117,47 @@ def finetune(
         _fail(e)
     console.print(ap_table(result))
     console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)")
+
+
+@app.command()
+def explain(
+    images: list[Path] = typer.Argument(..., help="image files (any format PIL reads; grayscale is fine)"),
+    model: Optional[str] = typer.Option(None, help="timm model name (or tv:NAME)"),
+    models: Optional[str] = typer.Option(None, help="several models a,b,c: one figure row per model"),
+    weights: str = typer.Option("timm", help="timm | random | efficientnet-lite0-package | checkpoint path; "
+                                             "a comma list gives one per model"),
+    layer: Optional[str] = typer.Option(None, help="explained layer (default: the last feature map); comma list per model"),
+    methods: str = typer.Option("gradcam,gradcam++", help="comma list; prefix 'guided-' for Guided Backprop x map"),
+    target_class: Optional[str] = typer.Option(None, "--class", help="class index or name (default: top-1)"),
+    out: Path = typer.Option(Path("results/explain"), help="folder for the figures"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+) -> None:
+    """Draw heatmap overlays and explanation maps of IMAGE(s) per method (and per model), as PNG + PDF."""
+    from camexp.report.figures import explain_files
+
+    try:
+        written = explain_files(images, model=model, models=models, weights=weights, layer=layer, methods=methods,
+                                target_class=target_class, out=out, device=device)
+    except CamexpError as e:
+        _fail(e)
+    for path in written:
+        console.print(str(path), highlight=False)
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    analyses: Optional[str] = typer.Option(None, help="comma list (default: the analyses the run's config enabled)"),
+) -> None:
+    """Redraw a run's figures (area curve, alpha statistics, per-pair ratios, drop distributions) from its files."""
+    from camexp.report.redraw import redraw
+
+    try:
+        lines = redraw(run_dir, [a.strip() for a in analyses.split(",")] if analyses else None)
+    except CamexpError as e:
+        _fail(e)
+    console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))
+    console.print(f"figures in {run_dir}")
 
 
 @app.command()

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
-FAITHFULNESS_METRICS = ("avg_drop", "increase", "win", "relperf")
 PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
 
 
@@ -50,6 +50,8 @@ class DatasetConfig(_Strict):
     annotations: Path | None = Field(
         None, description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
                           "(meta.mat beside it) when not found beside the images")
+    min_true_prob: float | None = Field(
+        None, ge=0.0, le=1.0, description="keep only images whose true class has full-image softmax prob above this")
     year: Literal[2007, 2012] | None = Field(None, description="voc: which VOC20xx under the devkit")
     difficult: Literal["keep", "drop"] = Field(
         "keep", description="voc: 'drop' removes objects flagged difficult from labels and boxes")
@@ -119,38 +121,18 @@ class ExperimentConfig(_Strict):
             raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
         return v
 
-    @field_validator("methods")
+    @field_validator("methods", "metrics", "analyses")
     @classmethod
-    def _known_methods(cls, v: list[str]) -> list[str]:
-        from camexp.explain.methods import METHODS
-
-        unknown = [m for m in v if m not in METHODS]
+    def _registered(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Every listed name must be in its registry (imported lazily: those modules import this one)."""
+        registry = _registry(info.field_name)
+        unknown = [n for n in v if n not in registry]
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-        if not v:
-            raise ValueError("list at least one method")
+            raise ValueError(f"unknown {info.field_name} {unknown}; known: {sorted(registry)}")
         if len(set(v)) != len(v):
-            raise ValueError("a method is listed twice")
-        return v
-
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, v: list[str]) -> list[str]:
-        from camexp.metrics import METRICS
-
-        unknown = [m for m in v if m not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
-        return v
-
-    @field_validator("analyses")
-    @classmethod
-    def _known_analyses(cls, v: list[str]) -> list[str]:
-        from camexp.analyses import ANALYSES
-
-        unknown = [a for a in v if a not in ANALYSES]
-        if unknown:
-            raise ValueError(f"unknown analysis(es) {unknown}; known: {sorted(ANALYSES)}")
+            raise ValueError(f"a name is listed twice in {info.field_name}")
+        if info.field_name == "methods" and not v:
+            raise ValueError("list at least one method")
         return v
 
     @model_validator(mode="after")
@@ -167,6 +149,20 @@ class ExperimentConfig(_Strict):
         """Hash of everything that changes per-image values (not batch size, device, workers or output)."""
         keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"})
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _registry(field: str) -> Collection[str]:
+    if field == "methods":
+        from camexp.explain.methods import METHODS
+
+        return METHODS
+    if field == "metrics":
+        from camexp.metrics import METRICS
+
+        return METRICS
+    from camexp.analyses import ANALYSES
+
+    return ANALYSES
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

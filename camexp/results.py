@@ -21,15 +21,10 @@ BAD_IMAGES = "bad_images.txt"
 COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "p_true", "constant_map"]
 
 
-def append_records(path: Path, rows: pd.DataFrame) -> None:
-    """Append per-image records (see `append_csv`)."""
-    append_csv(path, rows[COLUMNS])
-
-
-def append_csv(path: Path, rows: pd.DataFrame) -> None:
+def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS) -> None:
     """Append rows with one write + fsync, so a kill leaves at most one partial last line."""
     header = not path.exists() or path.stat().st_size == 0
-    text = rows.to_csv(index=False, header=header, float_format="%.17g")
+    text = rows[columns].to_csv(index=False, header=header, float_format="%.17g")
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -42,13 +37,8 @@ def _drop_partial_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def read_records(path: Path) -> pd.DataFrame:
-    """Records of a run, without a partially written last line."""
-    return read_appended(path, COLUMNS)
-
-
-def read_appended(path: Path, columns: list[str]) -> pd.DataFrame:
-    """A file written by `append_csv`, without a partially written last line; checks its `columns`."""
+def read_records(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """Records of a run (or another per-image file with `columns`), without a partially written last line."""
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=columns)
     _drop_partial_line(path)

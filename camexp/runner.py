@@ -21,6 +21,7 @@ from tqdm import tqdm
 from camexp.analyses import ANALYSES, Analysis, BatchContext
 from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
+from camexp.data.filters import filter_min_true_prob
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
 from camexp.metrics import NEEDS_LABELS, MetricParams
@@ -136,13 +137,17 @@ class Run:
         records_path, bad_path = self.out / RECORDS, self.out / BAD_IMAGES
         done = complete_images(read_records(records_path), cfg.methods)
         bad = set(bad_path.read_text().split()) if bad_path.exists() else set()
-        pending = [i for i in range(len(ds)) if i not in done and ds.items[i].image_id not in bad]
+        selected = range(len(ds))
+        if cfg.dataset.min_true_prob is not None:
+            selected = filter_min_true_prob(ds, loaded, cfg.dataset.min_true_prob, device, cfg.runtime.batch_size)
+            ds.provenance["min_true_prob"] = {"threshold": cfg.dataset.min_true_prob, "passed": len(selected)}
+        pending = [i for i in selected if i not in done and ds.items[i].image_id not in bad]
         meta: dict[str, Any] = {
             "config": cfg.model_dump(mode="json"), "config_path": str(self.config_path) if self.config_path else None,
             "fingerprint": cfg.fingerprint(), "status": "running", "versions": _versions(), "uv_lock_sha256": _lock_hash(),
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "layer": loaded.layer_name, "input": loaded.spec.__dict__, "argv": sys.argv,
-            "images_in_dataset": len(ds), "images_resumed": len(done),
+            "dataset": ds.provenance, "images_in_dataset": len(ds), "images_resumed": len(done),
         }
         write_json(self.out / RUN_JSON, meta)
         self.analyses: list[Analysis] = [ANALYSES[name](cfg) for name in cfg.analyses]

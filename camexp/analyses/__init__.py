@@ -74,4 +74,5 @@ def analysis_result(name: str) -> Callable[[ResultReader], ResultReader]:
     return _registrar(ANALYSIS_RESULTS, name)
 
 
-from camexp.analyses import localization  # noqa: E402,F401  (registers "mloc")
+# The built-in analyses register themselves on import.
+from camexp.analyses import alpha_stats, area_curve, localization, record_plots  # noqa: E402,F401

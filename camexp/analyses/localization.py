@@ -16,7 +16,7 @@ import torch
 from camexp.analyses import BatchContext, analysis, analysis_result
 from camexp.metrics import MetricResult
 from camexp.metrics.localization import class_box_masks, localization
-from camexp.results import RECORDS, append_csv, read_appended
+from camexp.results import RECORDS, append_records, read_records
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -62,7 +62,7 @@ class MLoc:
             frames += [self._rows(ctx, sel, classes[sel], rank, m, localization(v, box[sel], self.thresholds))
                        for m, v in maps.items()]
         if frames:
-            append_csv(self.path, pd.concat(frames, ignore_index=True)[COLUMNS])
+            append_records(self.path, pd.concat(frames, ignore_index=True), COLUMNS)
 
     def _rows(self, ctx: BatchContext, sel: torch.Tensor, classes: torch.Tensor, rank: int, method: str,
               loc: torch.Tensor) -> pd.DataFrame:
@@ -81,7 +81,7 @@ class MLoc:
 @analysis_result("mloc")
 def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
     """mLoc(δ) per method = mean Loc over (image, class) pairs of the images that have final records."""
-    df = read_appended(run_dir / MLOC_CSV, COLUMNS)
+    df = read_records(run_dir / MLOC_CSV, COLUMNS)
     df = df[df["index"].isin(records["index"]) & df["method"].isin(methods)].drop_duplicates(KEY, keep="last")
     means = df.groupby(["delta", "method"])["loc"].mean()
     rows = {row_label(d): {m: float(means.get((d, m), float("nan"))) for m in methods}

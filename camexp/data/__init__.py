@@ -60,7 +60,7 @@ def list_dataset(cfg: DatasetConfig) -> Listing:
 def build_dataset(cfg: DatasetConfig, spec: InputSpec) -> ImageDataset:
     listing = list_dataset(cfg)
     return ImageDataset(listing.items, PixelTransform(spec), class_names=listing.class_names,
-                        multilabel=listing.multilabel, skip_bad=cfg.skip_bad_images)
+                        multilabel=listing.multilabel, skip_bad=cfg.skip_bad_images, provenance=listing.provenance)
 
 
 __all__ = ["ImageDataset", "InputSpec", "Item", "Listing", "LOADERS", "PixelTransform", "build_dataset", "collate",

@@ -56,8 +56,9 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, items: list[Item], transform: PixelTransform, *, class_names: list[str] | None = None,
-                 multilabel: bool = False, skip_bad: bool = False):
+                 multilabel: bool = False, skip_bad: bool = False, provenance: dict[str, Any] | None = None):
         self.items = items
+        self.provenance = provenance or {}
         self.transform = transform
         self.class_names = class_names
         self.multilabel = multilabel

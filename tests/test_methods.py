@@ -1,0 +1,98 @@
+"""Every method against values computed by hand on tiny tensors (PROTOCOL.md section 2)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from camexp.explain.methods import METHODS, MethodInputs
+
+# One image, two channels, 1x2 spatial. Hand values below use these numbers.
+A = torch.tensor([[[[1.0, 3.0]], [[2.0, 0.0]]]])  # sum_ab A: channel0 = 4, channel1 = 2
+G = torch.tensor([[[[0.5, -0.25]], [[0.0, 1.0]]]])
+
+
+def run(name: str, a: torch.Tensor = A, g: torch.Tensor = G, **kw) -> torch.Tensor:
+    return METHODS[name].fn(MethodInputs(A=a, G=g, targets=torch.tensor([0]), **kw))
+
+
+def test_gradcam_by_hand():
+    # w0 = (0.5 - 0.25)/2 = 0.125, w1 = (0 + 1)/2 = 0.5
+    # L = ReLU([0.125*1 + 0.5*2, 0.125*3 + 0.5*0]) = [1.125, 0.375]
+    assert torch.allclose(run("gradcam"), torch.tensor([[[1.125, 0.375]]]))
+
+
+def test_gradcam_plus_uses_positive_gradients_only():
+    # w0 = 0.5/2 = 0.25, w1 = 0.5 -> L = [0.25 + 1.0, 0.75] = [1.25, 0.75]
+    assert torch.allclose(run("gradcam+"), torch.tensor([[[1.25, 0.75]]]))
+
+
+def test_gradcampp_alpha_by_hand():
+    x = MethodInputs(A=A, G=G, targets=torch.tensor([0]))
+    # alpha = G^2 / (2G^2 + S G^3) = 1 / (2 + S G): channel0 S=4: G=.5 -> 1/4, G=-.25 -> 1/1 = 1
+    # channel1 S=2: G=0 -> 0 (zero gradient), G=1 -> 1/4
+    assert torch.allclose(x.alpha, torch.tensor([[[[0.25, 1.0]], [[0.0, 0.25]]]]))
+
+
+def test_gradcampp_by_hand():
+    # w0 = 0.25*0.5 + 1*ReLU(-.25)=0 -> 0.125; w1 = 0 + 0.25*1 = 0.25
+    # L = ReLU([0.125*1 + 0.25*2, 0.125*3]) = [0.625, 0.375]
+    assert torch.allclose(run("gradcam++"), torch.tensor([[[0.625, 0.375]]]))
+
+
+def test_gradcampp_all_keeps_negative_gradients():
+    # w0 = 0.25*0.5 + 1*(-0.25) = -0.125; w1 = 0.25 -> L = ReLU([-0.125 + 0.5, -0.375]) = [0.375, 0]
+    assert torch.allclose(run("gradcam++all"), torch.tensor([[[0.375, 0.0]]]))
+
+
+def test_gradcampp_orig_normalises_alpha_over_positive_gradients():
+    # channel0: positive-G alphas sum to 0.25 -> alpha/0.25: w0 = 1*0.5 = 0.5
+    # channel1: sum 0.25 -> w1 = 1*1 = 1 -> L = [0.5 + 2, 1.5] = [2.5, 1.5]
+    assert torch.allclose(run("gradcam++orig"), torch.tensor([[[2.5, 1.5]]]))
+
+
+def test_zero_denominator_gives_zero_alpha_not_inf():
+    # S = 4, G = -0.5: 2 + S*G = 0 -> alpha = 0 (PROTOCOL: alpha = 0 where the denominator is 0)
+    g = torch.tensor([[[[-0.5, 0.5]], [[0.0, 0.0]]]])
+    x = MethodInputs(A=A, G=g, targets=torch.tensor([0]))
+    assert torch.equal(x.alpha, torch.tensor([[[[0.0, 0.25]], [[0.0, 0.0]]]]))
+    assert torch.isfinite(run("gradcam++all", g=g)).all()
+
+
+def test_all_zero_gradients_give_zero_maps():
+    g = torch.zeros_like(G)
+    for name in ("gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig", "hirescam", "layercam"):
+        assert torch.equal(run(name, g=g), torch.zeros(1, 1, 2)), name
+
+
+def test_alpha_matches_g_squared_form_in_float64():
+    """The 1/(2 + S G) form equals eq. (14)'s G^2/(2G^2 + S G^3) wherever G != 0, without any eps."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 5, 4, 4, generator=gen, dtype=torch.float64)
+    g = torch.randn(2, 5, 4, 4, generator=gen, dtype=torch.float64) * 1e-3  # small gradients, as on Lite0
+    s = a.sum((2, 3), keepdim=True)
+    ref = g**2 / (2 * g**2 + s * g**3)
+    assert torch.allclose(MethodInputs(A=a, G=g, targets=torch.tensor([0, 0])).alpha, ref, rtol=1e-12)
+
+
+def test_cam_uses_classifier_row_of_target_without_relu():
+    w = torch.tensor([[1.0, -1.0], [0.0, 2.0]])  # 2 classes x 2 channels
+    out = METHODS["cam"].fn(MethodInputs(A=A, G=None, targets=torch.tensor([0]), cam_weight=w))
+    assert torch.allclose(out, torch.tensor([[[-1.0, 3.0]]]))  # 1*A0 - 1*A1: [1-2, 3-0]
+
+
+def test_hirescam_and_layercam_by_hand():
+    # hirescam: sum_k G*A = [0.5*1 + 0*2, -0.25*3 + 1*0] = [0.5, -0.75] -> ReLU -> [0.5, 0]
+    assert torch.allclose(run("hirescam"), torch.tensor([[[0.5, 0.0]]]))
+    # layercam: sum_k ReLU(G)*A = [0.5, 0] -> [0.5, 0]
+    assert torch.allclose(run("layercam"), torch.tensor([[[0.5, 0.0]]]))
+
+
+@pytest.mark.parametrize("name", sorted(m for m in METHODS if METHODS[m].needs_grad))
+def test_methods_are_per_image(name: str):
+    """Batch of two = the two images separately (no cross-image reduction)."""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 3, 4, 4, generator=gen)
+    g = torch.randn(2, 3, 4, 4, generator=gen)
+    both = run(name, a, g)
+    for i in range(2):
+        assert torch.allclose(both[i], run(name, a[i:i + 1], g[i:i + 1])[0])
