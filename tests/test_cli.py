@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -183,7 +184,9 @@ def test_table_gathers_runs_and_compares_with_the_paper(tmp_path: Path, photo_di
     assert pp["paper"].tolist() == [36.84]
     ours = pd.read_csv(tmp_path / "res" / "t1" / "summary.csv", index_col=0)
     assert pp["value"].iloc[0] == pytest.approx(ours.loc["Average drop % (lower is better)", "gradcam++"], abs=1e-4)
-    assert "/ 36.84" in (tmp_path / "res" / "report.md").read_text()
+    md = (tmp_path / "res" / "report.md").read_text()
+    assert "/ 36.84" in md
+    assert not re.search(r"\d\.\d{5,}", md.split("### Win")[0])  # every cell of the main table is formatted
     empty = invoke("table", tmp_path / "photos-none")
     assert empty.exit_code == 2
 

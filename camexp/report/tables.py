@@ -54,11 +54,11 @@ def with_paper(summary: RunSummary) -> pd.DataFrame:
     if summary.paper not in PUBLISHED:
         return summary.main
     _, rows = PUBLISHED[summary.paper]
-    out = summary.main.astype(object).copy()
+    out = summary.main.map(_fmt)
     for row, per_method in rows.items():
         for method, value in per_method.items():
             if method in out.columns:
-                ours = out.at[row, method] if row in out.index else float("nan")
+                ours = summary.main.at[row, method] if row in summary.main.index else float("nan")
                 out.loc[row, method] = f"{_fmt(ours)} / {value:.2f}"
     return out
 
