@@ -63,6 +63,8 @@ def merge_parts(path: Path) -> None:
 
     A kill between the append and the delete only duplicates rows, which `finalize_records` drops.
     """
+    if path.exists():  # a killed run's partial last line must not swallow the first merged row
+        _drop_partial_line(path)
     for part in parts(path):
         if path.suffix == ".csv":
             rows = read_records(part)

@@ -32,7 +32,7 @@ def test_shards_are_whole_batches_disjoint_and_covering():
 
 def test_merge_parts_folds_rank_files_into_one(tmp_path):
     bad = tmp_path / "bad_images.txt"
-    bad.write_text("a\n")
+    bad.write_text("a\nkilled-mid-li")
     part_path(bad, 0).write_text("b\n")
     part_path(bad, 1).write_text("c\nd-partial")
     merge_parts(bad)
