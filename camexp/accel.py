@@ -21,8 +21,9 @@ def autocast(device: torch.device, amp: str) -> AbstractContextManager:
 
 
 def channels_last(device: torch.device) -> bool:
-    """Whether to run convolutions in NHWC: cuDNN's tensor-core kernels want it; on CPU it is left off."""
-    return device.type == "cuda"
+    """Whether to run convolutions in NHWC: cuDNN's tensor-core kernels want it, and oneDNN on CPU ran
+    EfficientNet-Lite0 1.8x faster in it (48 images at 224, 2 cores). It moves logits by ~5e-6."""
+    return device.type in ("cuda", "cpu")
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
