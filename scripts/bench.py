@@ -4,8 +4,9 @@ Every contender runs the same protocol (top-1 target; Grad-CAM, Grad-CAM+, Grad-
 confidence on each explanation image E = L * I) on the same real images, the same model
 (tf_efficientnet_lite0 at 224, the offline package weights) and the same batch size, in one process, in
 alternating rounds; the median round is reported. All contenders read the images through the same
-DataLoader (JPEG decode + resize + crop), so the comparison is of the explanation work; the floor
-without loading is reported beside it.
+DataLoader (JPEG decode + resize + crop), so the comparison is of the explanation work. The floor is
+plain torch's default (NCHW); since camexp runs convolutions channels_last, the floor in that layout and
+the floor without image loading are reported beside it.
 
   python scripts/bench.py [--batch-size 16] [--rounds 3] [--limit N] [--out results/bench.json]
   python scripts/bench.py --rss [--rss-sizes 200 2000]   # peak RSS of camexp runs, each in a subprocess
@@ -91,12 +92,12 @@ def timed_loop(loader: DataLoader, step: Callable[[torch.Tensor], None]) -> floa
     return time.perf_counter() - start
 
 
-def floor_step(loaded: LoadedModel) -> Callable[[torch.Tensor], None]:
+def floor_step(model: nn.Module, layout: torch.memory_format = torch.contiguous_format) -> Callable[[torch.Tensor], None]:
     """The protocol's floor: one batched forward of the images and one of the M explanation images."""
     def step(x: torch.Tensor) -> None:
         with torch.inference_mode():
-            loaded.model(x)
-            loaded.model(x.repeat(len(METHODS), 1, 1, 1))
+            model(x.contiguous(memory_format=layout))
+            model(x.repeat(len(METHODS), 1, 1, 1).contiguous(memory_format=layout))
     return step
 
 
@@ -165,13 +166,15 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     cfg = camexp_config(images, n, batch_size, workers, tmp / "run")
     frozen = build_model(cfg.model)
     user = build_model(cfg.model)
+    nhwc = build_model(cfg.model).model.to(memory_format=torch.channels_last)
     ds = build_dataset(cfg.dataset, frozen.spec)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
     preloaded = [b["image"] for b in loader]
     contenders: dict[str, Callable[[], float]] = {
         "camexp": lambda: run_camexp(cfg),
-        "floor": lambda: timed_loop(loader, floor_step(frozen)),
-        "floor_forwards_only": lambda: timed_loop([{"image": x} for x in preloaded], floor_step(frozen)),
+        "floor": lambda: timed_loop(loader, floor_step(frozen.model)),
+        "floor_channels_last": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last)),
+        "floor_forwards_only": lambda: timed_loop([{"image": x} for x in preloaded], floor_step(frozen.model)),
         "pytorch-grad-cam": lambda: timed_loop(loader, pgc_step(user_model(user), user.layer)),
         "torchcam": lambda: timed_loop(loader, torchcam_step(user_model(user), f"net.{user.layer_name}")),
     }
@@ -188,8 +191,9 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     ratios = {}
     if "floor" in med:
         ratios["camexp/floor wall"] = med["camexp"] / med["floor"]
-    if "floor_forwards_only" in med:
-        ratios["camexp/floor_forwards_only wall"] = med["camexp"] / med["floor_forwards_only"]
+    for floor in ("floor_channels_last", "floor_forwards_only"):
+        if floor in med:
+            ratios[f"camexp/{floor} wall"] = med["camexp"] / med[floor]
     for peer in ("pytorch-grad-cam", "torchcam"):
         if peer in med:
             ratios[f"camexp/{peer} throughput"] = med[peer] / med["camexp"]
