@@ -19,5 +19,9 @@ demo: setup
 test: setup
 	$(RUN) pytest -q
 
+# Speed side by side (camexp vs the floor, pytorch-grad-cam, torchcam); BENCH_ARGS e.g. "--rounds 5 --limit 96".
+bench: setup
+	$(RUN) python scripts/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf build results/demo .pytest_cache

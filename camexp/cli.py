@@ -30,6 +30,9 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming a killed run"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    distributed: Optional[bool] = typer.Option(None, "--distributed/--single-process", show_default="auto",
+                                               help="shard the images over torchrun's processes (auto: when "
+                                                    "launched by torchrun); see docs/scaling.md"),
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""
     from camexp.config import load_config
@@ -39,9 +42,11 @@ def run(
     try:
         cfg = load_config(config, {"dataset.limit": limit, "runtime.device": device,
                                    "runtime.batch_size": batch_size, "output.dir": str(out) if out else None})
-        summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config)
+        summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config, distributed=distributed)
     except CamexpError as e:
         _fail(e)
+    if summary is None:  # a rank other than 0: rank 0 prints
+        return
     console.print(Markdown(to_markdown(summary, compare_paper=summary.paper is not None)))
     console.print(f"run folder: {cfg.output_dir}")
 

@@ -75,6 +75,7 @@ class RuntimeConfig(_Strict):
     workers: int = Field(0, ge=0)
     seed: int = 0
     forward_chunk: int | None = Field(None, ge=1, description="max images per no-grad forward of explanation images")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast dtype of the forward passes")
 
 
 class LocalizationConfig(_Strict):
@@ -146,8 +147,10 @@ class ExperimentConfig(_Strict):
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes per-image values (not batch size, device, workers or output)."""
+        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does)."""
         keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"})
+        if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
+            keep["amp"] = self.runtime.amp
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -49,6 +49,34 @@ def read_records(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
     return df
 
 
+def part_path(path: Path, rank: int) -> Path:
+    """The file rank `rank` of a distributed run writes in place of `path` (per_image.rank1.csv, ...)."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def parts(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
+
+
+def merge_parts(path: Path) -> None:
+    """Fold the per-rank files of `path` (from a finished or killed distributed run) into it, then delete them.
+
+    A kill between the append and the delete only duplicates rows, which `finalize_records` drops.
+    """
+    if path.exists():  # a killed run's partial last line must not swallow the first merged row
+        _drop_partial_line(path)
+    for part in parts(path):
+        if path.suffix == ".csv":
+            rows = read_records(part)
+            if len(rows):
+                append_records(path, rows)
+        else:
+            _drop_partial_line(part)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(part.read_text())
+        part.unlink()
+
+
 def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
     """Dataset indices that have a record for every method."""
     if df.empty:

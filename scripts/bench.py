@@ -1,0 +1,258 @@
+"""Side-by-side speed of camexp against the protocol's floor and against pytorch-grad-cam and torchcam.
+
+Every contender runs the same protocol (top-1 target; Grad-CAM, Grad-CAM+, Grad-CAM++ maps; one
+confidence on each explanation image E = L * I) on the same real images, the same model
+(tf_efficientnet_lite0 at 224, the offline package weights) and the same batch size, in one process, in
+alternating rounds; the median round is reported. All contenders read the images through the same
+DataLoader (JPEG decode + resize + crop), so the comparison is of the explanation work. The floor is
+plain torch's default (NCHW); since camexp runs convolutions channels_last, the floor in that layout and
+the floor without image loading are reported beside it.
+
+  python scripts/bench.py [--batch-size 16] [--rounds 3] [--limit N] [--out results/bench.json]
+  python scripts/bench.py --rss [--rss-sizes 200 2000]   # peak RSS of camexp runs, each in a subprocess
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig
+from camexp.data import LOADERS, Listing, build_dataset, collate, list_dataset
+from camexp.models import LoadedModel, build_model
+from camexp.results import RUN_JSON, read_json
+from camexp.runner import run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_IMAGES = REPO.parent / "shared" / "data" / "ilsvrc2012-val-subset" / "images"
+METHODS = ["gradcam", "gradcam+", "gradcam++"]
+CYCLED = "bench-cycled"  # dataset kind registered here: the real images repeated to any length
+
+
+def default_images() -> Path:
+    """The shared ILSVRC2012 subset when present, else the scikit-image photos of the demo."""
+    if SHARED_IMAGES.is_dir():
+        return SHARED_IMAGES
+    demo = REPO / "build" / "demo-images"
+    if not demo.is_dir():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "demo_images.py"), str(demo)], check=True)
+    return demo
+
+
+def _cycled(cfg: DatasetConfig) -> Listing:
+    """The folder's images repeated until `limit` items (unique ids), to measure memory on long runs."""
+    base = list_dataset(cfg.model_copy(update={"kind": "folder", "limit": None})).items
+    n = cfg.limit or len(base)
+    return Listing([type(it)(path=it.path, image_id=f"{it.image_id}.{k // len(base)}", label=it.label)
+                    for k, it in zip(range(n), _repeat(base))])
+
+
+def _repeat(items: list) -> Iterator:
+    while True:
+        yield from items
+
+
+LOADERS[CYCLED] = _cycled
+
+
+def camexp_config(images: Path, n: int, batch_size: int, workers: int, out: Path, kind: str = "folder") -> ExperimentConfig:
+    return ExperimentConfig(
+        name="bench", dataset=DatasetConfig(kind=kind, root=images, limit=n),
+        model=ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package"),
+        methods=METHODS, metrics=["avg_drop", "increase", "win"],
+        runtime=RuntimeConfig(device="cpu", batch_size=batch_size, workers=workers), output=OutputConfig(dir=out))
+
+
+# --- contenders: each returns the seconds its batch loop took ------------------------------------------------
+
+
+def run_camexp(cfg: ExperimentConfig) -> float:
+    """camexp's own runner on a fresh folder; the batch loop's time as run.json records it."""
+    run_experiment(cfg, fresh=True, progress=False)
+    return float(read_json(cfg.output_dir / RUN_JSON)["wall_time_s"])
+
+
+def timed_loop(loader: DataLoader, step: Callable[[torch.Tensor], None]) -> float:
+    start = time.perf_counter()
+    for batch in loader:
+        step(batch["image"])
+    return time.perf_counter() - start
+
+
+def floor_step(model: nn.Module, layout: torch.memory_format = torch.contiguous_format) -> Callable[[torch.Tensor], None]:
+    """The protocol's floor: one batched forward of the images and one of the M explanation images."""
+    def step(x: torch.Tensor) -> None:
+        with torch.inference_mode():
+            model(x.contiguous(memory_format=layout))
+            model(x.repeat(len(METHODS), 1, 1, 1).contiguous(memory_format=layout))
+    return step
+
+
+def confidence_on(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """What a library user writes after getting maps (B,H,W): E = map * image, forward, softmax at target."""
+    with torch.no_grad():
+        return model(maps[:, None] * x).softmax(1).gather(1, targets[:, None])[:, 0]
+
+
+def pgc_step(model: nn.Module, layer: nn.Module) -> Callable[[torch.Tensor], None]:
+    """pytorch-grad-cam: GradCAM, GradCAMPlusPlus and a user-written Grad-CAM+ (the library has none)."""
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.base_cam import BaseCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    class GradCAMPlus(BaseCAM):
+        def __init__(self, model: nn.Module, target_layers: list[nn.Module]):
+            super().__init__(model, target_layers)
+
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):  # noqa: ANN001
+            return np.maximum(grads, 0).mean(axis=(2, 3))
+
+    cams = [cls(model=model, target_layers=[layer]) for cls in (GradCAM, GradCAMPlus, GradCAMPlusPlus)]
+
+    def step(x: torch.Tensor) -> None:
+        with torch.no_grad():
+            t = model(x).argmax(1)
+        targets = [ClassifierOutputTarget(int(c)) for c in t]
+        for cam in cams:
+            confidence_on(model, x, torch.from_numpy(cam(input_tensor=x, targets=targets)), t)
+    return step
+
+
+def torchcam_step(model: nn.Module, layer_name: str) -> Callable[[torch.Tensor], None]:
+    """torchcam: GradCAM, GradCAMpp and a user-written Grad-CAM+ (the library has none)."""
+    from torchcam.methods import GradCAM, GradCAMpp
+
+    class GradCAMPlus(GradCAM):
+        def _get_weights(self, class_idx, scores, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            self._backprop(scores, class_idx, **kwargs)
+            return [grad.relu().flatten(2).mean(-1) for grad in self.hook_g]
+
+    def step(x: torch.Tensor) -> None:
+        t = None
+        for cls in (GradCAM, GradCAMPlus, GradCAMpp):
+            with cls(model, target_layer=layer_name, input_shape=tuple(x.shape[1:])) as extractor:
+                scores = model(x)
+                t = scores.argmax(1)
+                (cam,) = extractor(class_idx=t.tolist(), scores=scores)
+            maps = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            confidence_on(model, x, maps, t)
+    return step
+
+
+def user_model(loaded: LoadedModel) -> nn.Module:
+    """The model as a library user holds it: same weights, parameters trainable (the default)."""
+    return loaded.model.requires_grad_(True).eval()
+
+
+# --- modes ---------------------------------------------------------------------------------------------------
+
+
+def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip: list[str]) -> dict:
+    """Alternate the contenders for `rounds` rounds; median seconds and images/s of each."""
+    tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-"))
+    cfg = camexp_config(images, n, batch_size, workers, tmp / "run")
+    frozen = build_model(cfg.model)
+    user = build_model(cfg.model)
+    nhwc = build_model(cfg.model).model.to(memory_format=torch.channels_last)
+    ds = build_dataset(cfg.dataset, frozen.spec)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    preloaded = [b["image"] for b in loader]
+    contenders: dict[str, Callable[[], float]] = {
+        "camexp": lambda: run_camexp(cfg),
+        "floor": lambda: timed_loop(loader, floor_step(frozen.model)),
+        "floor_channels_last": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last)),
+        "floor_forwards_only": lambda: timed_loop([{"image": x} for x in preloaded], floor_step(frozen.model)),
+        "pytorch-grad-cam": lambda: timed_loop(loader, pgc_step(user_model(user), user.layer)),
+        "torchcam": lambda: timed_loop(loader, torchcam_step(user_model(user), f"net.{user.layer_name}")),
+    }
+    contenders = {k: v for k, v in contenders.items() if k not in skip}
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(rounds):
+        for name, fn in contenders.items():
+            times[name].append(fn())
+            print(f"round {r + 1}/{rounds} {name:20s} {times[name][-1]:7.2f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result: dict = {"images": len(ds), "batch_size": batch_size, "workers": workers, "rounds": rounds,
+                    "threads": torch.get_num_threads(), "images_dir": str(images),
+                    "seconds": times, "median_s": med, "images_per_s": {k: len(ds) / v for k, v in med.items()}}
+    ratios = {}
+    if "floor" in med:
+        ratios["camexp/floor wall"] = med["camexp"] / med["floor"]
+    for floor in ("floor_channels_last", "floor_forwards_only"):
+        if floor in med:
+            ratios[f"camexp/{floor} wall"] = med["camexp"] / med[floor]
+    for peer in ("pytorch-grad-cam", "torchcam"):
+        if peer in med:
+            ratios[f"camexp/{peer} throughput"] = med[peer] / med["camexp"]
+    result["ratios"] = ratios
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def rss_child(images: Path, n: int, batch_size: int, workers: int) -> None:
+    """One camexp run of `n` (cycled) images; prints its peak RSS (self and largest child) as JSON."""
+    with tempfile.TemporaryDirectory(prefix="camexp-rss-") as tmp:
+        wall = run_camexp(camexp_config(images, n, batch_size, workers, Path(tmp) / "run", kind=CYCLED))
+    print(json.dumps({"images": n, "wall_s": wall,
+                      "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def rss(images: Path, sizes: list[int], batch_size: int, workers: int) -> dict:
+    runs = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--rss-child", str(n), "--images", str(images),
+               "--batch-size", str(batch_size), "--workers", str(workers)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"rss {n:6d} images: {runs[-1]}", flush=True)
+    return {"rss_runs": runs, "rss_ratio_largest_smallest": runs[-1]["self_mib"] / runs[0]["self_mib"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N images")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=RuntimeConfig().workers, help="DataLoader workers (all contenders)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (not camexp)")
+    p.add_argument("--rss", action="store_true", help="measure peak RSS of camexp runs instead")
+    p.add_argument("--rss-sizes", type=int, nargs="+", default=[200, 2000])
+    p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=REPO / "results" / "bench.json")
+    a = p.parse_args()
+    images = a.images or default_images()
+    if a.rss_child is not None:
+        return rss_child(images, a.rss_child, a.batch_size, a.workers)
+    if a.rss:
+        result = rss(images, a.rss_sizes, a.batch_size, a.workers)
+        out = a.out.with_name(a.out.stem + "_rss.json")
+    else:
+        result = bench(images, a.limit, a.batch_size, a.workers, a.rounds, a.skip)
+        out = a.out
+        for k, v in result["images_per_s"].items():
+            print(f"{k:20s} {v:7.2f} img/s  (median {result['median_s'][k]:.2f} s for {result['images']} images)")
+        for k, v in result["ratios"].items():
+            print(f"{k:36s} {v:.3f}")
+        print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
