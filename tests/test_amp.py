@@ -39,5 +39,5 @@ def test_bf16_autocast_on_cpu_touches_only_the_explanation_forward():
     full = explanation_confidence(loaded, x, ex, "pixel", "softmax", None)
     half = explanation_confidence(loaded, x, ex, "pixel", "softmax", None, amp="bf16")
     assert half.dtype == torch.float64 and half.shape == (len(ds), len(METHODS))
-    assert (half - full).abs().median() < 0.01  # measured: median ~5e-3, max 0.12 (docs/scaling.md)
+    assert (half - full).abs().median() < 0.01  # measured: median ~5e-3, max 0.12 (README.md, "Speed and scale-out")
     assert not torch.equal(half, full)  # autocast really ran

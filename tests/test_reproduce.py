@@ -43,7 +43,7 @@ def independent_o_y(image_paths: list[Path]) -> dict[tuple[str, str], tuple[floa
         A = feats["A"]
         (G,) = torch.autograd.grad(logits[0, c], A)
         A, G = A.detach().double(), G.double()
-        y = float(logits.double().softmax(1)[0, c])
+        y = float(logits.detach().double().softmax(1)[0, c])
         gg = G**2 / torch.where(2 * G**2 + A.sum((2, 3), keepdim=True) * G**3 == 0, torch.inf,
                                 2 * G**2 + A.sum((2, 3), keepdim=True) * G**3)
         weights = {"gradcam": G.mean((2, 3)), "gradcam++": (gg * G.clamp(min=0)).sum((2, 3))}
