@@ -32,7 +32,7 @@ def run(
     progress: bool = typer.Option(True, help="show a progress bar"),
     distributed: Optional[bool] = typer.Option(None, "--distributed/--single-process", show_default="auto",
                                                help="shard the images over torchrun's processes (auto: when "
-                                                    "launched by torchrun); see README.md, "Speed and scale-out""),
+                                                    "launched by torchrun); see README.md, 'Speed and scale-out'"),
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""
     from camexp.config import load_config
