@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
+from camexp.explain.maps import upsample_normalize
 from camexp.runner import explanation_confidence
 
 pytestmark = pytest.mark.slow
@@ -84,6 +85,15 @@ def test_gradcampp_equals_exact_eq14_where_peers_do_not(lite0, photos):
     with GradCAMPlusPlus(model=model, target_layers=[model.net.get_submodule(lite0.layer_name)]) as pgc:
         theirs = minmax(torch.from_numpy(pgc(input_tensor=photos, targets=[ClassifierOutputTarget(int(t)) for t in ex.targets])))
     assert (theirs - exact).abs().max() > 100 * ours_err
+
+    # torchcam 0.5's GradCAMpp divides a boolean-indexed copy, so its alpha stays G^2: weights ~ ReLU(G)^3.
+    from torchcam.methods import GradCAMpp
+
+    model = user_model(lite0)
+    with GradCAMpp(model, target_layer="net." + lite0.layer_name) as extractor:
+        low_res = extractor(class_idx=ex.targets.tolist(), scores=model(photos))[0]
+    torchcam_maps, _ = upsample_normalize(low_res, tuple(photos.shape[-2:]))
+    assert (torchcam_maps - exact).abs().max() > 100 * ours_err
 
 
 def test_cam_map_averages_to_the_logit(lite0, photos):
