@@ -26,6 +26,18 @@ def channels_last(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
+CPU_FORWARD_CHUNK = 8
+
+
+def forward_chunk(device: torch.device, configured: int | None) -> int | None:
+    """Images per forward pass of the explanation images: the config's `runtime.forward_chunk`, else 8 on
+    CPU and all M*B at once on a GPU. On 2 CPU cores, Lite0's 48 explanation images of a batch of 16 took
+    4.4 s in one forward, 3.5 s in chunks of 16 and 2.4 s in chunks of 8 (cache-sized batches)."""
+    if configured is not None:
+        return configured
+    return CPU_FORWARD_CHUNK if device.type == "cpu" else None
+
+
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a (pinned) host batch without waiting for it, in the memory layout the device prefers."""
     x = x.to(device, non_blocking=True)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camexp.accel import autocast, channels_last, to_device
+from camexp.accel import autocast, channels_last, forward_chunk, to_device
 from camexp.analyses import ANALYSES, Analysis, BatchContext
 from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
@@ -243,7 +243,7 @@ class Run:
         y = conf.gather(1, ex.targets[:, None])[:, 0]
         p_true = torch.where(labels >= 0, conf.gather(1, labels.clamp(min=0)[:, None])[:, 0],
                              torch.full_like(y, float("nan")))
-        o = explanation_confidence(loaded, x, ex, cfg.occlusion, cfg.confidence, cfg.runtime.forward_chunk,
+        o = explanation_confidence(loaded, x, ex, cfg.occlusion, cfg.confidence, forward_chunk(device, cfg.runtime.forward_chunk),
                                    cfg.runtime.amp)
         ids = [batch["image_id"][i] for i in good.tolist()]
         if self.analyses:

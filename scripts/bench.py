@@ -5,8 +5,9 @@ confidence on each explanation image E = L * I) on the same real images, the sam
 (tf_efficientnet_lite0 at 224, the offline package weights) and the same batch size, in one process, in
 alternating rounds; the median round is reported. All contenders read the images through the same
 DataLoader (JPEG decode + resize + crop), so the comparison is of the explanation work. The floor is
-plain torch's default (NCHW); since camexp runs convolutions channels_last, the floor in that layout and
-the floor without image loading are reported beside it.
+plain torch's default (NCHW); since camexp runs convolutions channels_last and, on CPU, the explanation
+images in cache-sized forwards (camexp.accel.forward_chunk), the floor in that layout, the floor with
+those chunks too (the tightest floor) and the floor without image loading are reported beside it.
 
   python scripts/bench.py [--batch-size 16] [--rounds 3] [--limit N] [--out results/bench.json]
   python scripts/bench.py --rss [--rss-sizes 200 2000]   # peak RSS of camexp runs, each in a subprocess
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from camexp.accel import forward_chunk
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig
 from camexp.data import LOADERS, Listing, build_dataset, collate, list_dataset
 from camexp.models import LoadedModel, build_model
@@ -92,12 +94,16 @@ def timed_loop(loader: DataLoader, step: Callable[[torch.Tensor], None]) -> floa
     return time.perf_counter() - start
 
 
-def floor_step(model: nn.Module, layout: torch.memory_format = torch.contiguous_format) -> Callable[[torch.Tensor], None]:
-    """The protocol's floor: one batched forward of the images and one of the M explanation images."""
+def floor_step(model: nn.Module, layout: torch.memory_format = torch.contiguous_format,
+               chunk: int | None = None) -> Callable[[torch.Tensor], None]:
+    """The protocol's floor: one batched forward of the images and one of the M explanation images
+    (in forwards of at most `chunk` images, as camexp runs them on this device)."""
     def step(x: torch.Tensor) -> None:
         with torch.inference_mode():
             model(x.contiguous(memory_format=layout))
-            model(x.repeat(len(METHODS), 1, 1, 1).contiguous(memory_format=layout))
+            explained = x.repeat(len(METHODS), 1, 1, 1).contiguous(memory_format=layout)
+            for part in explained.split(chunk or len(explained)):
+                model(part)
     return step
 
 
@@ -174,6 +180,8 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
         "camexp": lambda: run_camexp(cfg),
         "floor": lambda: timed_loop(loader, floor_step(frozen.model)),
         "floor_channels_last": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last)),
+        "floor_chunked": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last,
+                                                              forward_chunk(torch.device("cpu"), None))),
         "floor_forwards_only": lambda: timed_loop([{"image": x} for x in preloaded], floor_step(frozen.model)),
         "pytorch-grad-cam": lambda: timed_loop(loader, pgc_step(user_model(user), user.layer)),
         "torchcam": lambda: timed_loop(loader, torchcam_step(user_model(user), f"net.{user.layer_name}")),
@@ -191,7 +199,7 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     ratios = {}
     if "floor" in med:
         ratios["camexp/floor wall"] = med["camexp"] / med["floor"]
-    for floor in ("floor_channels_last", "floor_forwards_only"):
+    for floor in ("floor_channels_last", "floor_chunked", "floor_forwards_only"):
         if floor in med:
             ratios[f"camexp/{floor} wall"] = med["camexp"] / med[floor]
     for peer in ("pytorch-grad-cam", "torchcam"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from camexp.accel import forward_chunk
 from camexp.analyses import BatchContext, analysis
 from camexp.analyses.store import recorded_rows, reset_if_fresh
 from camexp.config import ExperimentConfig
@@ -59,7 +60,8 @@ class AreaCurve:
         for t, theta in enumerate(THETAS):
             kept_maps = {m: ex.maps[m] * masks[m][t] for m in ex.maps}
             o = explanation_confidence(ctx.loaded, ctx.x, replace(ex, maps=kept_maps), ctx.cfg.occlusion,
-                                       ctx.cfg.confidence, ctx.cfg.runtime.forward_chunk).cpu()
+                                       ctx.cfg.confidence, forward_chunk(ctx.x.device, ctx.cfg.runtime.forward_chunk),
+                                       ctx.cfg.runtime.amp).cpu()
             for j, m in enumerate(ex.maps):
                 frames.append(pd.DataFrame({
                     "index": ctx.batch["index"].tolist(), "image_id": ctx.batch["image_id"], "method": m,
