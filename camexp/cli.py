@@ -136,13 +136,14 @@ def explain(
     target_class: Optional[str] = typer.Option(None, "--class", help="class index or name (default: top-1)"),
     out: Path = typer.Option(Path("results/explain"), help="folder for the figures"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    confidence: str = typer.Option("softmax", help="softmax | sigmoid (multi-label heads, e.g. VOC fine-tunes)"),
 ) -> None:
     """Draw heatmap overlays and explanation maps of IMAGE(s) per method (and per model), as PNG + PDF."""
     from camexp.report.figures import explain_files
 
     try:
         written = explain_files(images, model=model, models=models, weights=weights, layer=layer, methods=methods,
-                                target_class=target_class, out=out, device=device)
+                                target_class=target_class, out=out, device=device, confidence=confidence)
     except CamexpError as e:
         _fail(e)
     for path in written:

@@ -17,7 +17,9 @@ import camexp.report.figures as figures
 from camexp.analyses.alpha_hist import AlphaHistogram, summarize_alpha
 from camexp.cli import app
 from camexp.errors import CamexpError
-from camexp.explain.gallery import MethodPanel, ModelRow
+from camexp.data.images import load_rgb
+from camexp.data.transforms import PixelTransform
+from camexp.explain.gallery import MethodPanel, ModelRow, explain_batch
 from camexp.explain.guided import guided_backprop
 from camexp.report.run_plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
 
@@ -154,3 +156,14 @@ def test_explain_cli_names_a_missing_or_corrupt_image(tmp_path: Path) -> None:
         assert bad.name in result.output and "Traceback" not in result.output
     unknown = CliRunner().invoke(app, ["explain", str(CAMERA), *LITE0, "--methods", "guided-nope"])
     assert unknown.exit_code == 2 and "guided-nope" in unknown.output
+    wrong = CliRunner().invoke(app, ["explain", str(CAMERA), *LITE0, "--confidence", "probit"])
+    assert wrong.exit_code == 2 and "--confidence must be 'softmax' or 'sigmoid'" in wrong.output
+
+
+def test_explain_sigmoid_confidence_is_the_sigmoid_of_the_target_logit(lite0) -> None:  # noqa: ANN001
+    x = PixelTransform(lite0.spec)(load_rgb(CAMERA))[0][None]
+    soft, sig = (explain_batch(lite0, x, ["gradcam"], None, kind)[0] for kind in ("softmax", "sigmoid"))
+    logits = lite0.model(x)[0].double()
+    target = int(logits.argmax())
+    assert soft.confidence == pytest.approx(float(logits.softmax(0)[target]))
+    assert sig.confidence == pytest.approx(float(logits[target].sigmoid()))

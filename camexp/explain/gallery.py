@@ -90,12 +90,14 @@ def class_label(loaded: LoadedModel, index: int) -> str:
     return loaded.class_names[index] if loaded.class_names else f"class {index}"
 
 
-def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], target: int | None) -> list[ModelRow]:
-    """Rows for images `x` (B,3,H,W in [0,1]) on the model's device; `target` None = top-1 per image."""
+def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], target: int | None,
+                  kind: str = "softmax") -> list[ModelRow]:
+    """Rows for images `x` (B,3,H,W in [0,1]) on the model's device; `target` None = top-1 per image;
+    `kind` the confidence shown: softmax, or sigmoid for a multi-label (VOC fine-tuned) head."""
     bases = list(dict.fromkeys(split_guided(m)[0] for m in methods))
     ex = Explainer(loaded, bases).explain(x, None if target is None else torch.full((len(x),), target))
-    y = confidence(ex.logits, "softmax").gather(1, ex.targets[:, None])[:, 0]
-    o = explanation_confidence(loaded, x, ex, "pixel", "softmax", None)
+    y = confidence(ex.logits, kind).gather(1, ex.targets[:, None])[:, 0]
+    o = explanation_confidence(loaded, x, ex, "pixel", kind, None)
     guided = None
     if any(split_guided(m)[1] for m in methods):
         guided = guided_backprop(loaded.model, x, ex.targets)

@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from camexp.data.images import load_rgb
+from camexp.errors import CamexpError
 from camexp.data.transforms import PixelTransform
 from camexp.explain.gallery import ModelRow, explain_batch, model_configs, parse_methods, resolve_class
 from camexp.models import build_model
@@ -59,7 +60,8 @@ def draw_explain_grid(rows: list[ModelRow]) -> Figure:
 
 
 def explain_files(images: list[Path], *, model: str | None, models: str | None, weights: str, layer: str | None,
-                  methods: str, target_class: str | None, out: Path, device: str = "auto") -> list[Path]:
+                  methods: str, target_class: str | None, out: Path, device: str = "auto",
+                  confidence: str = "softmax") -> list[Path]:
     """Explain every image with every model and write one figure (PNG + PDF) per image into `out`, named
     explain_<file stem> (with a counter where two files share a stem).
 
@@ -67,6 +69,8 @@ def explain_files(images: list[Path], *, model: str | None, models: str | None, 
     """
     from camexp.runner import resolve_device
 
+    if confidence not in ("softmax", "sigmoid"):
+        raise CamexpError(f"--confidence must be 'softmax' or 'sigmoid' (multi-label heads), not {confidence!r}")
     names = parse_methods(methods)
     dev = resolve_device(device)
     cfgs = model_configs(model, models, weights, layer)
@@ -76,7 +80,7 @@ def explain_files(images: list[Path], *, model: str | None, models: str | None, 
         loaded = build_model(cfg, dev)
         transform = PixelTransform(loaded.spec)
         x = torch.stack([transform(pic)[0] for pic in pictures]).to(dev)
-        for i, row in enumerate(explain_batch(loaded, x, names, resolve_class(target_class, loaded))):
+        for i, row in enumerate(explain_batch(loaded, x, names, resolve_class(target_class, loaded), confidence)):
             rows[i].append(row)
     stems = [p.stem for p in images]
     written = []
