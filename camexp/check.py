@@ -19,7 +19,7 @@ from camexp.data import Listing, list_dataset
 from camexp.data.base import Item
 from camexp.errors import CamexpError
 from camexp.models import LoadedModel, build_model
-from camexp.models.classes import check_class_names
+from camexp.models.classes import head_problems, label_problems
 
 MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
 T = TypeVar("T")
@@ -83,11 +83,7 @@ def _check_dataset(cfg: ExperimentConfig, report: CheckReport) -> Listing | None
                                "image folder (expected for a subset of val)")
     if listing.multilabel and (empty := sum(1 for it in items if not it.labels)):
         report.warnings.append(f"{empty} images have no (non-difficult) object label")
-    needs_labels = [why for why, needed in (("target: true", cfg.target == "true"),
-                                            ("metric relperf", "relperf" in cfg.metrics)) if needed]
-    if needs_labels and not any(it.label >= 0 for it in items):
-        report.errors.append(f"{cfg.dataset.root}: {' and '.join(needs_labels)} need a single true label per image; "
-                             f"this {cfg.dataset.kind} data set has none")
+    report.errors += label_problems(cfg, items)
     return listing
 
 
@@ -123,14 +119,7 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | No
 
 def _check_fit(cfg: ExperimentConfig, listing: Listing, loaded: LoadedModel, report: CheckReport) -> None:
     """The model's head must predict the data set's classes."""
-    n = loaded.num_classes
-    if report.dataset_classes is not None and report.dataset_classes != n:
-        report.errors.append(f"model {cfg.model.name!r} (weights {cfg.model.weights!r}) predicts {n} classes but the "
-                             f"{cfg.dataset.kind} data set has {report.dataset_classes}; use weights for that head")
-    elif report.dataset_classes is None and (top := max((it.label for it in listing.items), default=-1)) >= n:
-        report.errors.append(f"{cfg.dataset.root}: label {top} is out of range for a model with {n} classes")
-    if report.dataset_classes == n:
-        _attempt(lambda: check_class_names(listing.class_names, loaded, cfg.model.weights), report)
+    report.errors += head_problems(cfg, listing.items, listing.class_names, loaded)
     if listing.multilabel and cfg.confidence == "softmax":
         report.warnings.append("multi-label data set with confidence: softmax; the papers' VOC setting is sigmoid")
 

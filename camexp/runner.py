@@ -29,9 +29,9 @@ from camexp.data.filters import filter_min_true_prob
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
-from camexp.metrics import NEEDS_LABELS, MetricParams
+from camexp.metrics import MetricParams
 from camexp.models import LoadedModel, build_model
-from camexp.models.classes import check_class_names
+from camexp.models.classes import head_problems, label_problems
 from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, append_records, complete_images, finalize_records, \
     merge_parts, part_path, parts, read_json, read_records, write_json
@@ -129,20 +129,9 @@ class Run:
         self.ranks.barrier()
 
     def _check_data(self, ds: ImageDataset, loaded: LoadedModel) -> None:
-        cfg = self.cfg
-        check_class_names(ds.class_names, loaded, cfg.model.weights)
-        if ds.class_names is not None and len(ds.class_names) != loaded.num_classes:
-            raise CamexpError(f"dataset has {len(ds.class_names)} classes but model {cfg.model.name!r} has "
-                              f"{loaded.num_classes} outputs: use weights trained for this data set")
-        labels = [it.label for it in ds.items]
-        if max(labels, default=-1) >= loaded.num_classes:
-            raise CamexpError(f"dataset {cfg.dataset.root}: label {max(labels)} is out of range for a model with "
-                              f"{loaded.num_classes} classes (wrong label mapping?)")
-        unlabelled = sum(1 for lb in labels if lb < 0)
-        needs = [m for m in cfg.metrics if m in NEEDS_LABELS] + (["target: true"] if cfg.target == "true" else [])
-        if needs and unlabelled:
-            raise CamexpError(f"{', '.join(needs)} need(s) a true label for every image, but {unlabelled} image(s) "
-                              f"in {cfg.dataset.root} have none (give dataset.labels, or use target: predicted)")
+        problems = label_problems(self.cfg, ds.items) + head_problems(self.cfg, ds.items, ds.class_names, loaded)
+        if problems:
+            raise CamexpError(problems[0])
 
     def execute(self) -> RunSummary | None:
         """Explain this rank's share of the pending images; rank 0 then merges every rank's records, writes
