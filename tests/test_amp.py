@@ -1,6 +1,8 @@
 """runtime.amp: reduced precision in the explanation forward only; targets and maps stay float32."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -10,7 +12,6 @@ from camexp.data import build_dataset
 from camexp.explain.core import Explainer
 from camexp.models import build_model
 from camexp.runner import explanation_confidence
-from realdata import ILSVRC_IMAGES, real_images
 
 METHODS = ["gradcam", "gradcam+", "gradcam++"]
 
@@ -29,11 +30,10 @@ def test_amp_is_part_of_the_fingerprint_only_when_on():
 
 
 @pytest.mark.slow
-@real_images
-def test_bf16_autocast_on_cpu_touches_only_the_explanation_forward():
+def test_bf16_autocast_on_cpu_touches_only_the_explanation_forward(ilsvrc_images: Path):
     """Targets and maps come from the float32 pass; O moves by bf16 rounding only."""
     loaded = build_model(ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package"))
-    ds = build_dataset(DatasetConfig(root=ILSVRC_IMAGES, limit=16), loaded.spec)
+    ds = build_dataset(DatasetConfig(root=ilsvrc_images, limit=16), loaded.spec)
     x = torch.stack([ds[i]["image"] for i in range(len(ds))])
     ex = Explainer(loaded, METHODS).explain(x)
     full = explanation_confidence(loaded, x, ex, "pixel", "softmax", None)

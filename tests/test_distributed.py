@@ -18,7 +18,6 @@ from camexp.config import load_config
 from camexp.distributed import Ranks
 from camexp.results import RECORDS, RUN_JSON, merge_parts, part_path, parts
 from camexp.runner import run_experiment
-from realdata import ILSVRC_IMAGES as IMAGES, real_images
 
 N = 15  # odd: the two shards differ in size and each ends in a partial batch
 
@@ -39,11 +38,11 @@ def test_merge_parts_folds_rank_files_into_one(tmp_path):
     assert bad.read_text().split() == ["a", "b", "c"] and not parts(bad)
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, images: Path) -> Path:
     path = tmp_path / "ilsvrc.yaml"
     path.write_text(f"""
 name: dist
-dataset: {{kind: folder, root: {IMAGES}, limit: {N}}}
+dataset: {{kind: folder, root: {images}, limit: {N}}}
 model: {{name: tf_efficientnet_lite0, weights: efficientnet-lite0-package}}
 methods: [gradcam, gradcam+, gradcam++]
 metrics: [avg_drop, increase, win]
@@ -72,9 +71,8 @@ def _assert_same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-@real_images
-def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path):
-    cfg_path = _config(tmp_path)
+def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path: Path, ilsvrc_images: Path):
+    cfg_path = _config(tmp_path, ilsvrc_images)
     dist_out, single_out = tmp_path / "dist", tmp_path / "single"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -22,8 +22,8 @@ from camexp.data.transforms import PixelTransform
 from camexp.explain.gallery import MethodPanel, ModelRow, explain_batch
 from camexp.explain.guided import guided_backprop
 from camexp.report.run_plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
+from conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAMERA = Path(skimage.data.__file__).parent / "camera.png"  # grayscale PNG
 LITE0 = ["--model", "tf_efficientnet_lite0", "--weights", "efficientnet-lite0-package"]
 
