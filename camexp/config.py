@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
+MIN_BOOTSTRAP = 100  # fewer resamples cannot place a 95 % interval's percentiles meaningfully
 PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
 
 
@@ -96,6 +97,23 @@ class OutputConfig(_Strict):
     dir: Path | None = None
 
 
+class StatsConfig(_Strict):
+    """Uncertainty of the summary numbers: percentile bootstrap over images (camexp/metrics/stats.py).
+
+    Summaries only: changing these never changes a per-image value, so they are not in the fingerprint.
+    """
+
+    bootstrap: int = Field(1000, ge=0, description="resamples of the images; 0 turns the intervals off")
+    level: float = Field(0.95, gt=0.0, lt=1.0, description="coverage of every interval")
+    seed: int = Field(0, ge=0, description="seed of numpy's default_rng (PCG64) that draws the resamples")
+
+    @model_validator(mode="after")
+    def _enough_resamples(self) -> "StatsConfig":
+        if 0 < self.bootstrap < MIN_BOOTSTRAP:
+            raise ValueError(f"bootstrap: use at least {MIN_BOOTSTRAP} resamples (or 0 to turn the intervals off)")
+        return self
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment; see README.md for every key."""
 
@@ -114,6 +132,7 @@ class ExperimentConfig(_Strict):
     localization: LocalizationConfig = LocalizationConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
+    stats: StatsConfig = StatsConfig()
 
     @field_validator("name")
     @classmethod
@@ -148,7 +167,8 @@ class ExperimentConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does)."""
-        keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"})
+        keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper",
+                                                    "stats"})
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

@@ -8,14 +8,29 @@ from __future__ import annotations
 import torch
 
 
+def _per_image(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """y (N,) shaped to broadcast against o (N,) or (N, M)."""
+    return y.reshape(-1, *([1] * (o.dim() - 1)))
+
+
+def drop_per_image(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """100 max(0, y - o) / y per image (and method): the values average drop averages."""
+    return 100.0 * (_per_image(y, o) - o).clamp(min=0) / _per_image(y, o)
+
+
+def increase_per_image(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """100 1[o > y] per image (and method): the values % increase in confidence averages."""
+    return 100.0 * (o > _per_image(y, o)).double()
+
+
 def average_drop(y: torch.Tensor, o: torch.Tensor) -> float:
     """(100/N) sum max(0, y - o) / y; lower is better."""
-    return float(100.0 * ((y - o).clamp(min=0) / y).mean())
+    return float(drop_per_image(y, o).mean())
 
 
 def increase_in_confidence(y: torch.Tensor, o: torch.Tensor) -> float:
     """(100/N) sum 1[o > y]; higher is better."""
-    return float(100.0 * (o > y).double().mean())
+    return float(increase_per_image(y, o).mean())
 
 
 def win_matrix(o: torch.Tensor) -> torch.Tensor:
@@ -26,13 +41,16 @@ def win_matrix(o: torch.Tensor) -> torch.Tensor:
     return w.fill_diagonal_(float("nan"))
 
 
+def strictly_best(o: torch.Tensor) -> torch.Tensor:
+    """(N, M) True where a method alone has an image's highest o (the strictly smallest fall)."""
+    is_top = o == o.max(1, keepdim=True).values
+    return is_top & (is_top.sum(1, keepdim=True) == 1)
+
+
 def best_share(o: torch.Tensor) -> torch.Tensor:
     """(M,) percent of images where a method has the strictly smallest fall (our extension); images where
     the best value is shared count for nobody."""
-    top = o.max(1, keepdim=True).values
-    is_top = o == top
-    unique = is_top.sum(1, keepdim=True) == 1
-    return 100.0 * (is_top & unique).double().mean(0)
+    return 100.0 * strictly_best(o).double().mean(0)
 
 
 def relative_performance(o_a: torch.Tensor, o_b: torch.Tensor) -> tuple[float, float, float]:

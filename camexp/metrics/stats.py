@@ -1,0 +1,183 @@
+"""Uncertainty of per-image means: percentile bootstrap over images, paired differences, the exact sign test.
+
+Every summary number of camexp is a mean over images of a per-image value (avg drop: 100·max(0, Y−O)/Y;
+increase: 100·1[O > Y]; win % of A vs B: 50 + 50·sign(O_A − O_B); log R: log O_A − log O_B; ...). So one
+engine serves them all: a metric is a wide matrix, images × methods (NaN where a method has no value for an
+image), and the bootstrap resamples its rows, the images, so the methods of one image stay together and
+every difference between two methods is paired.
+
+Resamples are drawn by numpy's `np.random.default_rng(seed)` (PCG64): resample b takes the row indices
+`rng.integers(0, N, N)`, b = 0, 1, ..., which is the stream a plain Python loop draws too. They are
+drawn in chunks of whole resamples and turned into count matrices (how often each image was drawn), so the
+means of every column are one matrix product per chunk and memory stays bounded by `max_cells`.
+Intervals are percentile intervals (numpy's default linear interpolation between order statistics).
+
+Pure functions of numpy arrays and pandas frames: nothing here reads files or knows a run.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+GENERATOR = "numpy.random.default_rng (PCG64)"
+LONG_COLUMNS = ["image_id", "method", "metric", "value"]
+MAX_CELLS = 1 << 21  # image draws per chunk: 2M int64 indices (16 MiB) and their counts
+
+
+def resample_means(x: np.ndarray, n_boot: int, seed: int, max_cells: int = MAX_CELLS) -> np.ndarray:
+    """(n_boot, K) means of the K columns of `x` (N, K) over `n_boot` bootstrap resamples of its N rows.
+
+    NaN marks a missing value: a column's mean is over the drawn rows where it is present (NaN when the
+    resample drew none). A column holding ±inf has no meaningful resample means: NaN throughout.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, k = x.shape
+    out = np.full((n_boot, k), np.nan)
+    if n == 0 or n_boot == 0:
+        return out
+    present = ~np.isnan(x)
+    finite = np.isfinite(np.where(present, x, 0.0)).all(0)
+    values = np.where(present[:, finite], x[:, finite], 0.0)
+    weights = present[:, finite].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, max_cells // n)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(m, n))
+        idx += (np.arange(m) * n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + m, finite] = (counts @ values) / (counts @ weights)
+    return out
+
+
+def percentile_interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of `boot` (n_boot, K): the (1 − level)/2 and (1 + level)/2 quantiles over the resamples
+    where the statistic is defined; NaN for a column with none (or no resamples at all)."""
+    boot = np.asarray(boot, dtype=np.float64)
+    lo, hi = np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan)
+    ok = ~np.isnan(boot).all(0)
+    if ok.any():
+        q = np.nanquantile(boot[:, ok], [(1 - level) / 2, (1 + level) / 2], axis=0)
+        lo[ok], hi[ok] = q
+    return lo, hi
+
+
+def sign_test(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Exact two-sided sign test (ties left out): the binomial test of p = 1/2 on the w + l untied images,
+    p = min(1, 2·P(X ≤ min(w, l))), X ~ Bin(w + l, 1/2); 1 where every image ties.
+
+    For p = 1/2 the binomial distribution is symmetric, so doubling the smaller tail equals the sum over
+    all outcomes no more likely than the observed one (scipy.stats.binomtest's definition), and this form
+    is vectorised over all method pairs at once.
+    """
+    wins, losses = np.asarray(wins), np.asarray(losses)
+    n = wins + losses
+    p = np.minimum(1.0, 2.0 * st.binom.cdf(np.minimum(wins, losses), n, 0.5))
+    return np.where(n > 0, p, 1.0)
+
+
+def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
+    """Mean of `values` and its Student t interval, mean ± t_{n−1} · sd / √n (sd with ddof = 1)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    mean = float(values.mean()) if n else float("nan")
+    if n < 2 or not np.isfinite(values).all():
+        return mean, float("nan"), float("nan")
+    half = float(st.t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Long per-image values (image_id, method, metric, value) as one wide frame per metric: images
+    (sorted by image_id, so the result does not depend on row order) × methods (in `methods`' order when
+    given). An image is in a metric's frame when any method has a value for it."""
+    missing = set(LONG_COLUMNS) - set(long.columns)
+    if missing:
+        raise ValueError(f"per-image values need the columns {LONG_COLUMNS} (missing {sorted(missing)})")
+    dup = long.duplicated(["image_id", "method", "metric"])
+    if dup.any():
+        first = long[dup].iloc[0]
+        raise ValueError(f"two values for image {first['image_id']!r}, method {first['method']!r}, metric "
+                         f"{first['metric']!r}")
+    out = {}
+    for metric, rows in long.groupby("metric", sort=False):
+        wide = rows.pivot(index="image_id", columns="method", values="value").astype(np.float64)
+        order = [m for m in methods if m in wide.columns] if methods else list(dict.fromkeys(rows["method"]))
+        out[str(metric)] = wide.reindex(columns=order).dropna(how="all")
+    return out
+
+
+def interval_tables(wides: dict[str, pd.DataFrame], n_boot: int, level: float, seed: int
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per metric (wide frame: images × methods): each method's mean with its percentile bootstrap interval
+    (metric, method, value, lo, hi, n) and, for every pair of methods, the paired bootstrap interval of
+    the difference of their means (metric, method_a, method_b, value, lo, hi, n; value = a − b).
+
+    Each metric's resamples come from a fresh generator with `seed` over its own images, so a metric's
+    interval does not depend on which other metrics are computed; metrics over the same images share one
+    pass (the same resamples, drawn once).
+    """
+    per_method, pairs = [], []
+    groups: dict[tuple, list[str]] = {}
+    for metric, wide in wides.items():
+        groups.setdefault(tuple(wide.index), []).append(metric)
+    for metrics in groups.values():
+        cols = [(metric, m) for metric in metrics for m in wides[metric].columns]
+        x = np.column_stack([wides[metric][m].to_numpy() for metric, m in cols]) if cols else np.empty((0, 0))
+        boot = resample_means(x, n_boot, seed)
+        count = (~np.isnan(x)).sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            point = np.nansum(x, 0) / count
+        lo, hi = percentile_interval(boot, level)
+        at = {c: j for j, c in enumerate(cols)}
+        for j, (metric, m) in enumerate(cols):
+            per_method.append({"metric": metric, "method": m, "value": point[j], "lo": lo[j], "hi": hi[j],
+                               "n": int(count[j])})
+        for metric in metrics:
+            for a, b in combinations(wides[metric].columns, 2):
+                ja, jb = at[(metric, a)], at[(metric, b)]
+                d_lo, d_hi = percentile_interval(boot[:, [ja]] - boot[:, [jb]], level)
+                both = ~np.isnan(x[:, ja]) & ~np.isnan(x[:, jb])
+                pairs.append({"metric": metric, "method_a": a, "method_b": b, "value": point[ja] - point[jb],
+                              "lo": d_lo[0], "hi": d_hi[0], "n": int(both.sum())})
+    return (pd.DataFrame(per_method, columns=["metric", "method", "value", "lo", "hi", "n"]),
+            pd.DataFrame(pairs, columns=["metric", "method_a", "method_b", "value", "lo", "hi", "n"]))
+
+
+def win_table(o: pd.DataFrame, n_boot: int, level: float, seed: int) -> pd.DataFrame:
+    """Win % of A vs B for every pair of methods (columns of `o`, images × methods, the confidence on each
+    explanation image): the mean of 50 + 50·sign(O_A − O_B) (ties count half), its bootstrap interval, and
+    the exact sign test's p-value on the images where O_A ≠ O_B (n_untied of n)."""
+    pairs = list(combinations(range(o.shape[1]), 2))
+    x = o.to_numpy(dtype=np.float64)
+    sign = np.column_stack([np.sign(x[:, a] - x[:, b]) for a, b in pairs]) if pairs else np.empty((len(x), 0))
+    lo, hi = percentile_interval(resample_means(50.0 + 50.0 * sign, n_boot, seed), level)
+    wins, losses = (sign > 0).sum(0), (sign < 0).sum(0)
+    p = sign_test(wins, losses)
+    names = list(o.columns)
+    return pd.DataFrame([{"metric": "win", "method_a": names[a], "method_b": names[b],
+                          "value": 50.0 + 50.0 * float(sign[:, j].mean()), "lo": lo[j], "hi": hi[j],
+                          "p_value": p[j], "n": len(x), "n_untied": int(wins[j] + losses[j])}
+                         for j, (a, b) in enumerate(pairs)])
+
+
+def relperf_table(o: pd.DataFrame, n_boot: int, level: float, seed: int) -> pd.DataFrame:
+    """Relative performance R = exp(mean log(O_A/O_B)) for every pair (columns of `o`, the images that
+    passed the true-class threshold): its paired bootstrap interval (interval = 'bootstrap', the exp of
+    the interval of the mean log ratio) and the interval exp(mean ± t·sd/√n) from the mean and standard
+    deviation of the per-image log ratio (interval = 't')."""
+    with np.errstate(divide="ignore"):
+        log_o = np.log(o.astype(np.float64))
+    _, diffs = interval_tables({"relperf": log_o}, n_boot, level, seed)
+    rows = []
+    for d in diffs.itertuples():
+        _, t_lo, t_hi = t_interval((log_o[d.method_a] - log_o[d.method_b]).to_numpy(), level)
+        for kind, lo, hi in (("bootstrap", d.lo, d.hi), ("t", t_lo, t_hi)):
+            rows.append({"metric": "relperf", "method_a": d.method_a, "method_b": d.method_b,
+                         "value": float(np.exp(d.value)), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
+                         "interval": kind, "n": d.n})
+    return pd.DataFrame(rows)
