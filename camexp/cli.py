@@ -72,9 +72,17 @@ def table(
     fmt: str = typer.Option("md", "--format", help="md | csv: what to print"),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the published numbers beside ours"),
     out: Optional[Path] = typer.Option(None, help="where to write report.md and report.csv (default RESULTS_DIR)"),
+    leaderboard: bool = typer.Option(False, "--leaderboard", help="one metric across runs: methods as rows, one "
+                                                                  "column per run, mean rank (leaderboard.md/.csv)"),
+    metric: str = typer.Option("avg_drop", help="the leaderboard's metric (a metric of summary_long.csv)"),
+    bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)"),
+    level: Optional[float] = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)"),
+    seed: Optional[int] = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)"),
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
+    from camexp.report.leaderboard import leaderboard as make_leaderboard
     from camexp.report.tables import find_runs, report
+    from camexp.report.uncertainty import stats_settings
 
     try:
         if not results_dir.is_dir():
@@ -83,18 +91,21 @@ def table(
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
         if not find_runs(results_dir):
             raise CamexpError(f"{results_dir}: no run folders (run.json + per_image.csv) found below it")
-        md, frame = report(results_dir, compare_paper)
+        stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
+        stats_settings(**stats)  # a bad value fails here, once, not per run
+        name = "leaderboard" if leaderboard else "report"
+        md, frame = make_leaderboard(results_dir, metric, stats) if leaderboard else report(results_dir, compare_paper, stats)
     except CamexpError as e:
         _fail(e)
     target = out or results_dir
     target.mkdir(parents=True, exist_ok=True)
-    (target / "report.md").write_text(md)
-    frame.to_csv(target / "report.csv", index=False, float_format="%.4f")
+    (target / f"{name}.md").write_text(md)
+    frame.to_csv(target / f"{name}.csv", index=False, float_format="%.4f")
     if fmt == "md":
         console.print(Markdown(md))
     else:
         typer.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)
-    err_console.print(f"wrote {target / 'report.md'} and {target / 'report.csv'}")
+    err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}")
 
 
 @app.command()

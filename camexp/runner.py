@@ -176,7 +176,7 @@ class Run:
         merge_parts(bad_path)
         records = finalize_records(records_path, cfg.methods)
         summary = summarize(cfg.name, cfg.paper, records, cfg.methods, cfg.metrics,
-                            MetricParams(cfg.relperf_min_true_prob), self.out, cfg.analyses)
+                            MetricParams(cfg.relperf_min_true_prob), self.out, cfg.analyses, cfg.stats)
         bad = _read_bad(bad_path)
         if bad:
             summary.extra_notes.append(f"{len(bad)} unreadable image(s) skipped (listed in {BAD_IMAGES}).")

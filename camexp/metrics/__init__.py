@@ -51,6 +51,11 @@ class MetricParams:
 MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
 METRICS: dict[str, MetricFn] = {}
 NEEDS_LABELS = {"relperf"}
+# Main-table row of each per-method number; camexp.report.uncertainty puts its interval beside it by this key.
+ROW_LABELS = {"avg_drop": "Average drop % (lower is better)",
+              "increase": "% increase in confidence (higher is better)",
+              "win": "Win % (higher is better)",
+              "best_share": "Best share % (camexp extension: strictly smallest fall)"}
 
 
 def metric(name: str) -> Callable[[MetricFn], MetricFn]:
@@ -63,13 +68,13 @@ def metric(name: str) -> Callable[[MetricFn], MetricFn]:
 
 @metric("avg_drop")
 def _avg_drop(v: RecordsView, p: MetricParams) -> MetricResult:
-    return MetricResult(rows={"Average drop % (lower is better)": {
+    return MetricResult(rows={ROW_LABELS["avg_drop"]: {
         m: F.average_drop(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}})
 
 
 @metric("increase")
 def _increase(v: RecordsView, p: MetricParams) -> MetricResult:
-    return MetricResult(rows={"% increase in confidence (higher is better)": {
+    return MetricResult(rows={ROW_LABELS["increase"]: {
         m: F.increase_in_confidence(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}})
 
 
@@ -80,9 +85,9 @@ def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     table.index.name = "win % of row vs column"
     res = MetricResult(tables={"Win % (row method vs column method, ties counted half)": table})
     if len(v.methods) == 2:
-        res.rows["Win % (higher is better)"] = {v.methods[0]: float(w[0, 1]), v.methods[1]: float(w[1, 0])}
+        res.rows[ROW_LABELS["win"]] = {v.methods[0]: float(w[0, 1]), v.methods[1]: float(w[1, 0])}
     share = F.best_share(v.o)
-    res.rows["Best share % (camexp extension: strictly smallest fall)"] = {
+    res.rows[ROW_LABELS["best_share"]] = {
         m: float(share[j]) for j, m in enumerate(v.methods)}
     return res
 

@@ -1,0 +1,82 @@
+"""`camexp table RESULTS_DIR --leaderboard`: one metric across runs; methods as rows, one column per run
+(backbone × data set), each value with its interval, and each method's mean rank over the complete runs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from camexp.errors import CamexpError
+from camexp.report.tables import RunSummary, find_runs, summarize_run_dir
+from camexp.report.uncertainty import LOWER_IS_BETTER, marked_cell, marks
+from camexp.results import RUN_JSON, read_json
+
+
+def dataset_label(dataset: dict) -> str:
+    """A data set as a reader names it: 'ILSVRC2012 val', 'VOC2007 val', or the image folder's name."""
+    kind, root = dataset.get("kind", "folder"), Path(str(dataset.get("root", ""))).name
+    if kind == "imagenet_val":
+        return "ILSVRC2012 val"
+    if kind == "imagenetv2":
+        return f"ImageNetV2 {root}"
+    if kind == "voc":
+        return f"VOC{dataset.get('year') or ''} {dataset.get('split') or 'val'}"
+    return root if kind == "folder" else f"{kind} {root}"
+
+
+def run_labels(metas: list[dict]) -> list[str]:
+    """'backbone × data set' per run; the run's name is added where two runs would share a label."""
+    base = [f"{m['config']['model']['name']} × {dataset_label(m['config']['dataset'])}" for m in metas]
+    return [f"{b} ({m['config']['name']})" if base.count(b) > 1 else b for b, m in zip(base, metas)]
+
+
+def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
+                ) -> tuple[str, pd.DataFrame]:
+    """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
+    `stats` updates each run's recorded `stats:` settings."""
+    run_dirs = find_runs(results_dir)
+    metas = [read_json(d / RUN_JSON) for d in run_dirs]
+    summaries: list[RunSummary] = [summarize_run_dir(d, stats) for d in run_dirs]
+    have = {k for s in summaries if s.stats is not None for k in s.stats.per_method.metric}
+    if metric not in have:
+        raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
+    if metric not in LOWER_IS_BETTER:
+        raise CamexpError(f"--metric {metric!r}: camexp does not know whether lower or higher is better, so it "
+                          f"cannot rank it; rankable: {sorted(have & set(LOWER_IS_BETTER))}")
+    labels = run_labels(metas)
+    methods: list[str] = []
+    cells: dict[str, dict[str, str]] = {}
+    columns: dict[str, pd.Series] = {}
+    ranks: dict[str, pd.Series] = {}
+    for label, meta, s in zip(labels, metas, summaries):
+        complete = meta.get("status") == "complete"
+        header = label if complete else f"{label} (incomplete: {meta.get('status')}, {s.images} images)"
+        rows = s.stats.per_method[s.stats.per_method.metric == metric].set_index("method")
+        methods += [m for m in rows.index if m not in methods]
+        mk = marks(s.stats, metric)
+        cells[header] = {m: marked_cell(r.value, r.lo, r.hi, mk.get(m, "")) for m, r in rows.iterrows()}
+        for col in ("value", "lo", "hi"):
+            columns[f"{header} {col}" if col != "value" else header] = rows[col]
+        if complete:
+            ranks[header] = rows.value.rank(ascending=LOWER_IS_BETTER[metric], method="average")
+            columns[f"{header} rank"] = ranks[header]
+    rank_frame = pd.DataFrame(ranks, index=methods)
+    mean_rank = rank_frame.mean(axis=1)
+    order = mean_rank.sort_values(kind="stable", na_position="last").index
+    md_table = pd.DataFrame(cells, index=methods).fillna("").loc[order]
+    md_table.insert(0, "mean rank", [f"{mean_rank[m]:.2f}" if pd.notna(mean_rank[m]) else "—" for m in order])
+    md_table.index.name = "method"
+    legends = dict.fromkeys(s.stats.legend() for s in summaries)
+    direction = "lower" if LOWER_IS_BETTER[metric] else "higher"
+    md = "\n".join([
+        f"# camexp leaderboard: {metric} ({direction} is better)", "",
+        f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",
+        *legends, "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
+        "rank); incomplete runs are shown over their recorded images but not ranked.", "",
+        md_table.to_markdown(), ""])
+    frame = pd.DataFrame(columns, index=methods).loc[order]
+    frame.insert(0, "runs_ranked", rank_frame.notna().sum(axis=1).loc[order])
+    frame.insert(0, "mean_rank", mean_rank.loc[order])
+    frame.index.name = "method"
+    return md, frame.reset_index()

@@ -1,0 +1,218 @@
+"""A run's numbers with their uncertainty, recomputed from its records (camexp/metrics/stats.py does the math).
+
+Per method: every per-image metric's mean with its percentile bootstrap interval over images
+(summary_long.csv). Per pair of methods: the paired bootstrap interval of every metric's difference, win %
+with its interval and the exact sign test, relative performance R with its bootstrap and t intervals
+(pairwise.csv). Per-image values of further metrics, in long form in per_image_metrics.csv (image_id,
+method, metric, value), get the same treatment by adding rows.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import ValidationError
+
+from camexp.config import StatsConfig
+from camexp.errors import CamexpError
+from camexp.metrics import ROW_LABELS, MetricParams, RecordsView
+from camexp.metrics import faithfulness as F
+from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, interval_tables, relperf_table, wide_metrics, win_table
+from camexp.results import read_records
+
+PER_IMAGE_METRICS = "per_image_metrics.csv"
+SUMMARY_LONG = "summary_long.csv"
+PAIRWISE = "pairwise.csv"
+PER_METHOD_COLUMNS = ["metric", "method", "value", "lo", "hi", "n"]
+PAIR_COLUMNS = ["metric", "method_a", "method_b", "value", "lo", "hi", "interval", "p_value", "n", "n_untied"]
+# Which way is better, per metric key: what marks the best method and ranks a leaderboard.
+LOWER_IS_BETTER = {"avg_drop": True, "increase": False, "win": False, "best_share": False}
+NULL = {"win": 50.0, "relperf": 1.0}  # a pairwise value meaning "no difference" (0 for differences)
+NOT_DISTINGUISHABLE = "≈"
+
+
+@dataclass
+class RunStats:
+    """Intervals of a run: per method (PER_METHOD_COLUMNS) and per pair of methods (PAIR_COLUMNS)."""
+
+    settings: StatsConfig
+    per_method: pd.DataFrame
+    pairwise: pd.DataFrame
+
+    def legend(self) -> str:
+        s = self.settings
+        if not s.bootstrap:
+            return "Intervals are off (stats.bootstrap: 0)."
+        return (f"Cells: mean [{100 * s.level:g} % percentile bootstrap interval over images: {s.bootstrap} "
+                f"resamples, seed {s.seed}, {GENERATOR}]. **Bold**: best; {NOT_DISTINGUISHABLE}: not "
+                "distinguishable from the best (the paired interval of the difference contains no difference).")
+
+
+def stats_settings(recorded: dict | None = None, **overrides: object) -> StatsConfig:
+    """A run's recorded `stats:` settings with command-line overrides (None = keep) applied, validated."""
+    merged = {**(recorded or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return StatsConfig.model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise CamexpError(f"stats.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def read_per_image_metrics(run_dir: Path | None) -> pd.DataFrame | None:
+    """The run's long-form per-image values of further metrics, when it has that file."""
+    path = run_dir / PER_IMAGE_METRICS if run_dir is not None else None
+    return read_records(path, LONG_COLUMNS) if path is not None and path.exists() else None
+
+
+def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, settings: StatsConfig,
+                  extra: pd.DataFrame | None = None, source: str = PER_IMAGE_METRICS) -> RunStats:
+    """Intervals and paired comparisons of the run's metrics (and of `extra`'s long-form per-image values)."""
+    order = np.argsort(np.array(view.image_ids, dtype=object), kind="stable")  # independent of record order
+    ids = [view.image_ids[i] for i in order]
+    y, o = view.y[order], view.o[order]
+
+    def frame(values: torch.Tensor) -> pd.DataFrame:
+        return pd.DataFrame(values.double().numpy(), index=ids, columns=view.methods)
+
+    wides = {}
+    if "avg_drop" in metrics:
+        wides["avg_drop"] = frame(F.drop_per_image(y, o))
+    if "increase" in metrics:
+        wides["increase"] = frame(F.increase_per_image(y, o))
+    if "win" in metrics:
+        wides["best_share"] = frame(100.0 * F.strictly_best(o))
+    if extra is not None and len(extra):
+        try:
+            more = wide_metrics(extra, view.methods)
+        except ValueError as e:
+            raise CamexpError(f"{source}: {e}") from None
+        clash = sorted(set(more) & set(wides))
+        if clash:
+            raise CamexpError(f"{source}: metric(s) {clash} are also computed from the records; rename them")
+        wides.update(more)
+    b, level, seed = settings.bootstrap, settings.level, settings.seed
+    per_method, diffs = interval_tables(wides, b, level, seed)
+    pairs = [diffs.assign(interval="bootstrap")]
+    o_frame = frame(o)
+    if "win" in metrics:
+        win = win_table(o_frame, b, level, seed).assign(interval="bootstrap")
+        pairs.append(win)
+        if len(view.methods) == 2:  # the paper's row: each method's win % against the other
+            (a, w_ab, lo, hi, n), = win[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)
+            other = view.methods[1] if a == view.methods[0] else view.methods[0]
+            per_method = pd.concat([per_method, pd.DataFrame(
+                [["win", a, w_ab, lo, hi, n], ["win", other, 100 - w_ab, 100 - hi, 100 - lo, n]],
+                columns=PER_METHOD_COLUMNS)], ignore_index=True)
+    if "relperf" in metrics:
+        keep = (view.p_true[order] > params.relperf_min_true_prob).numpy()
+        pairs.append(relperf_table(o_frame[keep], b, level, seed))
+    pairwise = pd.concat([p for p in pairs if len(p)], ignore_index=True) if any(len(p) for p in pairs) else \
+        pd.DataFrame(columns=PAIR_COLUMNS)
+    pairwise = pairwise.reindex(columns=PAIR_COLUMNS).astype({"n": "int64", "n_untied": "Int64"})
+    return RunStats(settings, per_method.reindex(columns=PER_METHOD_COLUMNS), pairwise)
+
+
+def write_stats(run_dir: Path, stats: RunStats) -> None:
+    """summary_long.csv and pairwise.csv into the run folder."""
+    stats.per_method.to_csv(run_dir / SUMMARY_LONG, index=False, float_format="%.10g")
+    stats.pairwise.to_csv(run_dir / PAIRWISE, index=False, float_format="%.10g")
+
+
+# --- reading and formatting ----------------------------------------------------------------------------------
+
+
+def cell(value: float, lo: float, hi: float, digits: int = 2) -> str:
+    """'36.84 [35.9, 37.7]': the value, and its interval to one digit less (the CSV files keep every digit)."""
+    if not math.isfinite(value):
+        return "—" if math.isnan(value) else f"{value}"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits - 1}f}, {hi:.{digits - 1}f}]"
+
+
+def _contains_null(pairwise: pd.DataFrame, metric: str, a: str, b: str) -> bool | None:
+    """Whether the bootstrap interval comparing a with b for `metric` contains "no difference" (0 for a
+    difference, 50 for win %, 1 for R; either order of the pair gives the same answer); None without one."""
+    rows = pairwise[(pairwise.metric == metric) & (pairwise.interval == "bootstrap")
+                    & (((pairwise.method_a == a) & (pairwise.method_b == b))
+                       | ((pairwise.method_a == b) & (pairwise.method_b == a)))]
+    if rows.empty or rows[["lo", "hi"]].isna().any(axis=None):
+        return None
+    return bool(rows.lo.iloc[0] <= NULL.get(metric, 0.0) <= rows.hi.iloc[0])
+
+
+def marks(stats: RunStats, metric: str) -> dict[str, str]:
+    """Per method of `metric`: 'best' (ties too), NOT_DISTINGUISHABLE (its paired interval against the best
+    contains no difference) or ''. Empty when the metric has no known direction."""
+    rows = stats.per_method[(stats.per_method.metric == metric) & stats.per_method.value.notna()]
+    if metric not in LOWER_IS_BETTER or rows.empty:
+        return {}
+    values = rows.set_index("method").value
+    best = values.idxmin() if LOWER_IS_BETTER[metric] else values.idxmax()
+    out = {m: "best" if v == values[best] else "" for m, v in values.items()}  # a tie for best: all bold
+    for m in values.index:  # a two-method run's win row compares through the pair's win % (null 50)
+        if not out[m] and _contains_null(stats.pairwise, metric, best, m):
+            out[m] = NOT_DISTINGUISHABLE
+    return out
+
+
+def marked_cell(value: float, lo: float, hi: float, mark: str, digits: int = 2) -> str:
+    text = cell(value, lo, hi, digits)
+    if mark == "best":
+        head, _, rest = text.partition(" ")
+        return f"**{head}** {rest}".rstrip()
+    return f"{text} {mark}" if mark else text
+
+
+def with_missing_rows(main: pd.DataFrame, stats: RunStats) -> pd.DataFrame:
+    """The main table plus a row for every per-method metric of `stats` it lacks (e.g. those of
+    per_image_metrics.csv), labelled by ROW_LABELS or the metric's own name."""
+    label = stats.per_method.metric.map(lambda k: ROW_LABELS.get(k, k))
+    extra = stats.per_method.assign(label=label)[~label.isin(main.index)]
+    if extra.empty:
+        return main
+    rows = extra.pivot(index="label", columns="method", values="value").reindex(
+        index=list(dict.fromkeys(extra.label)), columns=main.columns)
+    return pd.concat([main, rows]).rename_axis(main.index.name)
+
+
+def main_cells(main: pd.DataFrame, stats: RunStats, fallback: Callable[[object], str]) -> pd.DataFrame:
+    """The main table (metric rows x methods) as text, each number with its interval and mark where the
+    run's stats have one, else `fallback(value)`."""
+    out = main.map(fallback)
+    label_to_key = {label: key for key, label in ROW_LABELS.items()}
+    per = stats.per_method.set_index(["metric", "method"])
+    for label in main.index:
+        key = label_to_key.get(label, label)
+        mk = marks(stats, key)
+        for method in main.columns:
+            if (key, method) in per.index:
+                r = per.loc[(key, method)]
+                out.loc[label, method] = marked_cell(r.value, r.lo, r.hi, mk.get(method, ""))
+    return out
+
+
+def pairwise_markdown(stats: RunStats) -> str:
+    """One row per pair of methods, one column per comparison; '' when there is none."""
+    pw = stats.pairwise
+    if pw.empty:
+        return ""
+    table: dict[str, dict[str, str]] = {}
+    for r in pw.itertuples():
+        pair = f"{r.method_a} vs {r.method_b}"
+        if r.metric == "relperf":
+            col, text = f"R ({r.interval})", cell(r.value, r.lo, r.hi, 3)
+        elif r.metric == "win":
+            table.setdefault(pair, {})["win % A vs B"] = cell(r.value, r.lo, r.hi)
+            col, text = "sign test p", f"{r.p_value:.3g} ({r.n_untied} untied)"
+        else:
+            col, text = f"Δ {r.metric} (A − B)", cell(r.value, r.lo, r.hi)
+        table.setdefault(pair, {})[col] = text
+    frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
+    frame.index.name = "A vs B"
+    return frame.to_markdown()
