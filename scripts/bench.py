@@ -11,6 +11,7 @@ those chunks too (the tightest floor) and the floor without image loading are re
 
   python scripts/bench.py [--batch-size 16] [--rounds 3] [--limit N] [--out results/bench.json]
   python scripts/bench.py --rss [--rss-sizes 200 2000]   # peak RSS of camexp runs, each in a subprocess
+  python scripts/bench.py --only stats    # the bootstrap alone: 50,000 images x 10 methods x 1,000 resamples
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,9 +34,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from camexp.accel import forward_chunk
-from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig
+from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig, StatsConfig
 from camexp.data import LOADERS, Listing, build_dataset, collate, list_dataset
+from camexp.metrics import MetricParams, RecordsView
+from camexp.metrics.stats import resample_means
 from camexp.models import LoadedModel, build_model
+from camexp.report.uncertainty import compute_stats
 from camexp.results import RUN_JSON, read_json
 from camexp.runner import run_experiment
 
@@ -230,6 +235,39 @@ def rss(images: Path, sizes: list[int], batch_size: int, workers: int) -> dict:
     return {"rss_runs": runs, "rss_ratio_largest_smallest": runs[-1]["self_mib"] / runs[0]["self_mib"]}
 
 
+def bench_stats(n_images: int, n_methods: int, n_boot: int, rounds: int) -> dict:
+    """Seconds (median of `rounds`) and peak traced memory of the bootstrap on synthetic per-image values:
+    `resample_means` of one (images x methods) metric, and a whole run's intervals (avg drop, increase,
+    best share, win % and sign test of every pair, relative performance)."""
+    g = np.random.default_rng(0)
+    y = g.uniform(0.2, 1.0, n_images)
+    o = y[:, None] * g.uniform(0.1, 1.2, (n_images, n_methods))
+    view = RecordsView(methods=[f"m{j}" for j in range(n_methods)], image_ids=[f"{i:06d}" for i in range(n_images)],
+                       y=torch.from_numpy(y), o=torch.from_numpy(o), p_true=torch.from_numpy(y))
+    settings = StatsConfig(bootstrap=n_boot)
+    jobs: dict[str, Callable[[], object]] = {
+        "resample_means": lambda: resample_means(o, n_boot, seed=0),
+        "run_intervals": lambda: compute_stats(view, ["avg_drop", "increase", "win", "relperf"], MetricParams(), settings),
+    }
+    result: dict = {"images": n_images, "methods": n_methods, "resamples": n_boot, "rounds": rounds,
+                    "numpy_threads_hint": torch.get_num_threads()}
+    for name, job in jobs.items():
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            job()
+            times.append(time.perf_counter() - start)
+        tracemalloc.start()
+        job()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        result[name] = {"median_s": statistics.median(times), "seconds": times, "peak_traced_mib": peak / 2**20}
+        print(f"stats {name:16s} {result[name]['median_s']:6.2f} s (median of {rounds}), peak "
+              f"{result[name]['peak_traced_mib']:.0f} MiB traced: {n_images} images x {n_methods} methods x "
+              f"{n_boot} resamples", flush=True)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
@@ -241,8 +279,18 @@ def main() -> None:
     p.add_argument("--rss", action="store_true", help="measure peak RSS of camexp runs instead")
     p.add_argument("--rss-sizes", type=int, nargs="+", default=[200, 2000])
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--only", choices=["stats"], default=None, help="run one section only (stats: the bootstrap)")
+    p.add_argument("--stats-size", type=int, nargs=3, default=[50_000, 10, 1000],
+                   metavar=("IMAGES", "METHODS", "RESAMPLES"), help="size of the bootstrap measurement")
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench.json")
     a = p.parse_args()
+    stats_size = (*a.stats_size, a.rounds)
+    if a.only == "stats":
+        out = a.out.with_name(a.out.stem + "_stats.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(bench_stats(*stats_size), indent=2))
+        print(f"wrote {out}")
+        return
     images = a.images or default_images()
     if a.rss_child is not None:
         return rss_child(images, a.rss_child, a.batch_size, a.workers)
@@ -251,6 +299,7 @@ def main() -> None:
         out = a.out.with_name(a.out.stem + "_rss.json")
     else:
         result = bench(images, a.limit, a.batch_size, a.workers, a.rounds, a.skip)
+        result["stats"] = bench_stats(*stats_size)
         out = a.out
         for k, v in result["images_per_s"].items():
             print(f"{k:20s} {v:7.2f} img/s  (median {result['median_s'][k]:.2f} s for {result['images']} images)")

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import binomtest, t as student_t
 
 from camexp.metrics import faithfulness as F
-from camexp.metrics.stats import (interval_tables, percentile_interval, relperf_table, resample_means, sign_test,
+from camexp.metrics.stats import (bootstrap_frames, interval_tables, percentile_interval, relperf_table, resample_means, sign_test,
                                   t_interval, wide_metrics, win_table)
 
 
@@ -169,3 +169,14 @@ def test_no_resamples_gives_no_interval_and_infinite_values_give_none():
     assert np.isnan(lo).all() and np.isnan(hi).all()
     lo, hi = percentile_interval(resample_means(x, 200, 0), 0.95)
     assert np.isfinite([lo[0], hi[0]]).all() and np.isnan([lo[1], hi[1]]).all()
+
+
+def test_frames_over_the_same_images_share_resamples_without_changing_them():
+    g = np.random.default_rng(12)
+    ids = [f"{i:02d}" for i in range(25)]
+    a = pd.DataFrame(g.normal(size=(25, 2)), index=ids)
+    b = pd.DataFrame(g.normal(size=(25, 3)), index=ids)
+    c = pd.DataFrame(g.normal(size=(9, 2)), index=ids[:9])
+    joint = bootstrap_frames({"a": a, "c": c, "b": b}, 150, 7)
+    for key, frame in (("a", a), ("b", b), ("c", c)):
+        np.testing.assert_allclose(joint[key], loop_bootstrap(frame.to_numpy(), 150, 7), rtol=1e-12)

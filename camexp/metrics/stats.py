@@ -16,12 +16,15 @@ Pure functions of numpy arrays and pandas frames: nothing here reads files or kn
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import combinations
+from typing import Hashable, TypeVar
 
 import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+K = TypeVar("K", bound=Hashable)
 GENERATOR = "numpy.random.default_rng (PCG64)"
 LONG_COLUMNS = ["image_id", "method", "metric", "value"]
 MAX_CELLS = 1 << 21  # image draws per chunk: 2M int64 indices (16 MiB) and their counts
@@ -41,7 +44,8 @@ def resample_means(x: np.ndarray, n_boot: int, seed: int, max_cells: int = MAX_C
     present = ~np.isnan(x)
     finite = np.isfinite(np.where(present, x, 0.0)).all(0)
     values = np.where(present[:, finite], x[:, finite], 0.0)
-    weights = present[:, finite].astype(np.float64)
+    gaps = ~present[:, finite].all(0)  # columns with missing values need their own denominators
+    weights = present[:, finite][:, gaps].astype(np.float64)
     rng = np.random.default_rng(seed)
     chunk = max(1, max_cells // n)
     for start in range(0, n_boot, chunk):
@@ -49,8 +53,12 @@ def resample_means(x: np.ndarray, n_boot: int, seed: int, max_cells: int = MAX_C
         idx = rng.integers(0, n, size=(m, n))
         idx += (np.arange(m) * n)[:, None]
         counts = np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + m, finite] = (counts @ values) / (counts @ weights)
+        means = counts @ values
+        means[:, ~gaps] /= n
+        if gaps.any():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means[:, gaps] /= counts @ weights
+        out[start:start + m, finite] = means
     return out
 
 
@@ -111,68 +119,89 @@ def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None) -> dict[s
     return out
 
 
-def interval_tables(wides: dict[str, pd.DataFrame], n_boot: int, level: float, seed: int
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int) -> dict[K, np.ndarray]:
+    """(n_boot, columns) resample means of each frame's columns (rows: images). Every frame sees the
+    resamples a fresh generator with `seed` draws over its own images, so a metric's interval does not depend
+    on which other metrics are computed; frames over the same images (same index) share one pass, which
+    draws those resamples once."""
+    groups: dict[tuple, list[K]] = {}
+    for key, frame in frames.items():
+        groups.setdefault(tuple(frame.index), []).append(key)
+    out = {}
+    for keys in groups.values():
+        boot = resample_means(np.column_stack([frames[k].to_numpy(np.float64) for k in keys]), n_boot, seed)
+        for key, part in zip(keys, np.split(boot, np.cumsum([frames[k].shape[1] for k in keys])[:-1], axis=1)):
+            out[key] = part
+    return out
+
+
+def interval_tables(wides: dict[str, pd.DataFrame], n_boot: int, level: float, seed: int,
+                    boots: Mapping[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per metric (wide frame: images × methods): each method's mean with its percentile bootstrap interval
     (metric, method, value, lo, hi, n) and, for every pair of methods, the paired bootstrap interval of
     the difference of their means (metric, method_a, method_b, value, lo, hi, n; value = a − b).
-
-    Each metric's resamples come from a fresh generator with `seed` over its own images, so a metric's
-    interval does not depend on which other metrics are computed; metrics over the same images share one
-    pass (the same resamples, drawn once).
-    """
+    `boots`: the metrics' resample means when `bootstrap_frames` already drew them."""
+    boots = bootstrap_frames(wides, n_boot, seed) if boots is None else boots
     per_method, pairs = [], []
-    groups: dict[tuple, list[str]] = {}
     for metric, wide in wides.items():
-        groups.setdefault(tuple(wide.index), []).append(metric)
-    for metrics in groups.values():
-        cols = [(metric, m) for metric in metrics for m in wides[metric].columns]
-        x = np.column_stack([wides[metric][m].to_numpy() for metric, m in cols]) if cols else np.empty((0, 0))
-        boot = resample_means(x, n_boot, seed)
+        x, boot = wide.to_numpy(np.float64), boots[metric]
         count = (~np.isnan(x)).sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             point = np.nansum(x, 0) / count
         lo, hi = percentile_interval(boot, level)
-        at = {c: j for j, c in enumerate(cols)}
-        for j, (metric, m) in enumerate(cols):
+        for j, m in enumerate(wide.columns):
             per_method.append({"metric": metric, "method": m, "value": point[j], "lo": lo[j], "hi": hi[j],
                                "n": int(count[j])})
-        for metric in metrics:
-            for a, b in combinations(wides[metric].columns, 2):
-                ja, jb = at[(metric, a)], at[(metric, b)]
-                d_lo, d_hi = percentile_interval(boot[:, [ja]] - boot[:, [jb]], level)
-                both = ~np.isnan(x[:, ja]) & ~np.isnan(x[:, jb])
-                pairs.append({"metric": metric, "method_a": a, "method_b": b, "value": point[ja] - point[jb],
-                              "lo": d_lo[0], "hi": d_hi[0], "n": int(both.sum())})
+        for a, b in combinations(range(x.shape[1]), 2):
+            d_lo, d_hi = percentile_interval(boot[:, [a]] - boot[:, [b]], level)
+            both = ~np.isnan(x[:, a]) & ~np.isnan(x[:, b])
+            pairs.append({"metric": metric, "method_a": wide.columns[a], "method_b": wide.columns[b],
+                          "value": point[a] - point[b], "lo": d_lo[0], "hi": d_hi[0], "n": int(both.sum())})
     return (pd.DataFrame(per_method, columns=["metric", "method", "value", "lo", "hi", "n"]),
             pd.DataFrame(pairs, columns=["metric", "method_a", "method_b", "value", "lo", "hi", "n"]))
 
 
-def win_table(o: pd.DataFrame, n_boot: int, level: float, seed: int) -> pd.DataFrame:
-    """Win % of A vs B for every pair of methods (columns of `o`, images × methods, the confidence on each
-    explanation image): the mean of 50 + 50·sign(O_A − O_B) (ties count half), its bootstrap interval, and
-    the exact sign test's p-value on the images where O_A ≠ O_B (n_untied of n)."""
-    pairs = list(combinations(range(o.shape[1]), 2))
+def win_values(o: pd.DataFrame) -> pd.DataFrame:
+    """Per image (rows of `o`, images × methods: the confidence on each explanation image) and pair of
+    methods (columns, in `combinations` order): 50 + 50·sign(O_A − O_B), whose mean is win % of A vs B."""
     x = o.to_numpy(dtype=np.float64)
+    pairs = list(combinations(range(x.shape[1]), 2))
     sign = np.column_stack([np.sign(x[:, a] - x[:, b]) for a, b in pairs]) if pairs else np.empty((len(x), 0))
-    lo, hi = percentile_interval(resample_means(50.0 + 50.0 * sign, n_boot, seed), level)
-    wins, losses = (sign > 0).sum(0), (sign < 0).sum(0)
+    return pd.DataFrame(50.0 + 50.0 * sign, index=o.index)
+
+
+def win_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.ndarray | None = None) -> pd.DataFrame:
+    """Win % of A vs B for every pair of methods (columns of `o`), ties counting half, its bootstrap interval,
+    and the exact sign test's p-value on the images where O_A ≠ O_B (n_untied of n). `boot`: the resample
+    means of `win_values(o)` when already drawn."""
+    values = win_values(o)
+    boot = bootstrap_frames({"win": values}, n_boot, seed)["win"] if boot is None else boot
+    lo, hi = percentile_interval(boot, level)
+    x = values.to_numpy()
+    wins, losses = (x > 50).sum(0), (x < 50).sum(0)
     p = sign_test(wins, losses)
+    point = x.mean(0)
     names = list(o.columns)
-    return pd.DataFrame([{"metric": "win", "method_a": names[a], "method_b": names[b],
-                          "value": 50.0 + 50.0 * float(sign[:, j].mean()), "lo": lo[j], "hi": hi[j],
-                          "p_value": p[j], "n": len(x), "n_untied": int(wins[j] + losses[j])}
-                         for j, (a, b) in enumerate(pairs)])
+    return pd.DataFrame([{"metric": "win", "method_a": names[a], "method_b": names[b], "value": point[j],
+                          "lo": lo[j], "hi": hi[j], "p_value": p[j], "n": len(x),
+                          "n_untied": int(wins[j] + losses[j])}
+                         for j, (a, b) in enumerate(combinations(range(len(names)), 2))])
 
 
-def relperf_table(o: pd.DataFrame, n_boot: int, level: float, seed: int) -> pd.DataFrame:
+def log_values(o: pd.DataFrame) -> pd.DataFrame:
+    """log O per image and method (−inf where a confidence underflowed to 0)."""
+    with np.errstate(divide="ignore"):
+        return np.log(o.astype(np.float64))
+
+
+def relperf_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.ndarray | None = None
+                  ) -> pd.DataFrame:
     """Relative performance R = exp(mean log(O_A/O_B)) for every pair (columns of `o`, the images that
     passed the true-class threshold): its paired bootstrap interval (interval = 'bootstrap', the exp of
     the interval of the mean log ratio) and the interval exp(mean ± t·sd/√n) from the mean and standard
-    deviation of the per-image log ratio (interval = 't')."""
-    with np.errstate(divide="ignore"):
-        log_o = np.log(o.astype(np.float64))
-    _, diffs = interval_tables({"relperf": log_o}, n_boot, level, seed)
+    deviation of the per-image log ratio (interval = 't'). `boot`: resample means of `log_values(o)`."""
+    log_o = log_values(o)
+    _, diffs = interval_tables({"relperf": log_o}, n_boot, level, seed, None if boot is None else {"relperf": boot})
     rows = []
     for d in diffs.itertuples():
         _, t_lo, t_hi = t_interval((log_o[d.method_a] - log_o[d.method_b]).to_numpy(), level)

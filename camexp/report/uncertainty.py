@@ -22,7 +22,8 @@ from camexp.config import StatsConfig
 from camexp.errors import CamexpError
 from camexp.metrics import ROW_LABELS, MetricParams, RecordsView
 from camexp.metrics import faithfulness as F
-from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, interval_tables, relperf_table, wide_metrics, win_table
+from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, bootstrap_frames, interval_tables, log_values, \
+    relperf_table, wide_metrics, win_table, win_values
 from camexp.results import read_records
 
 PER_IMAGE_METRICS = "per_image_metrics.csv"
@@ -96,11 +97,18 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
             raise CamexpError(f"{source}: metric(s) {clash} are also computed from the records; rename them")
         wides.update(more)
     b, level, seed = settings.bootstrap, settings.level, settings.seed
-    per_method, diffs = interval_tables(wides, b, level, seed)
-    pairs = [diffs.assign(interval="bootstrap")]
     o_frame = frame(o)
+    frames: dict[tuple[str, str], pd.DataFrame] = {("metric", k): v for k, v in wides.items()}
     if "win" in metrics:
-        win = win_table(o_frame, b, level, seed).assign(interval="bootstrap")
+        frames[("win", "")] = win_values(o_frame)
+    if "relperf" in metrics:
+        keep = (view.p_true[order] > params.relperf_min_true_prob).numpy()
+        frames[("relperf", "")] = log_values(o_frame[keep])
+    boots = bootstrap_frames(frames, b, seed)  # one pass over the resamples for all metrics of the same images
+    per_method, diffs = interval_tables(wides, b, level, seed, {k: boots[("metric", k)] for k in wides})
+    pairs = [diffs.assign(interval="bootstrap")]
+    if "win" in metrics:
+        win = win_table(o_frame, b, level, seed, boots[("win", "")]).assign(interval="bootstrap")
         pairs.append(win)
         if len(view.methods) == 2:  # the paper's row: each method's win % against the other
             (a, w_ab, lo, hi, n), = win[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)
@@ -109,8 +117,7 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
                 [["win", a, w_ab, lo, hi, n], ["win", other, 100 - w_ab, 100 - hi, 100 - lo, n]],
                 columns=PER_METHOD_COLUMNS)], ignore_index=True)
     if "relperf" in metrics:
-        keep = (view.p_true[order] > params.relperf_min_true_prob).numpy()
-        pairs.append(relperf_table(o_frame[keep], b, level, seed))
+        pairs.append(relperf_table(o_frame[keep], b, level, seed, boots[("relperf", "")]))
     pairwise = pd.concat([p for p in pairs if len(p)], ignore_index=True) if any(len(p) for p in pairs) else \
         pd.DataFrame(columns=PAIR_COLUMNS)
     pairwise = pairwise.reindex(columns=PAIR_COLUMNS).astype({"n": "int64", "n_untied": "Int64"})
