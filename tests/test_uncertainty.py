@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from camexp.cli import app
@@ -226,3 +228,40 @@ def test_stats_settings_are_not_part_of_the_fingerprint():
     base = dict(name="x", dataset={"root": "/d"}, model={"name": "resnet18"})
     assert ExperimentConfig(**base).fingerprint() == ExperimentConfig(
         **base, stats={"bootstrap": 200, "level": 0.9, "seed": 3}).fingerprint()
+
+
+@pytest.mark.slow
+def test_real_runs_write_intervals_and_make_a_leaderboard(tmp_path: Path, photo_dir: Path):
+    """Two real backbones (Lite0 with ImageNet weights, ResNet-18 with random ones) on two photographs."""
+    for name, model, weights in (("lite0", "tf_efficientnet_lite0", "efficientnet-lite0-package"),
+                                 ("rn18", "resnet18", "random")):
+        cfg = {"name": name, "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+               "model": {"name": model, "weights": weights}, "methods": ["gradcam", "gradcam++", "cam"],
+               "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "res" / name)},
+               "stats": {"bootstrap": 200, "seed": 1}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        res = invoke("run", tmp_path / f"{name}.yaml", "--no-progress")
+        assert res.exit_code == 0, res.output
+        assert "[" in res.output  # the printed table carries intervals
+    run = tmp_path / "res" / "lite0"
+    assert json.loads((run / RUN_JSON).read_text())["config"]["stats"] == {"bootstrap": 200, "level": 0.95, "seed": 1}
+    summary = pd.read_csv(run / "summary.csv", index_col=0)
+    long = pd.read_csv(run / "summary_long.csv").set_index(["metric", "method"])
+    for m in ("gradcam", "gradcam++", "cam"):
+        assert long.at[("avg_drop", m), "value"] == pytest.approx(
+            summary.at["Average drop % (lower is better)", m], abs=1e-4)
+        assert long.at[("avg_drop", m), "n"] == 2
+    rec = pd.read_csv(run / RECORDS).pivot(index="index", columns="method", values="o")
+    pw = pd.read_csv(run / "pairwise.csv")
+    win = pw[(pw.metric == "win") & (pw.method_a == "gradcam") & (pw.method_b == "cam")].iloc[0]
+    wins, losses = int((rec.gradcam > rec.cam).sum()), int((rec.gradcam < rec.cam).sum())
+    assert win.n_untied == wins + losses
+    if wins + losses:
+        assert win.p_value == pytest.approx(binomtest(wins, wins + losses).pvalue, rel=1e-12)
+    res = invoke("table", tmp_path / "res", "--leaderboard")
+    assert res.exit_code == 0, res.output
+    board = pd.read_csv(tmp_path / "res" / "leaderboard.csv").set_index("method")
+    lite0, rn18 = f"tf_efficientnet_lite0 × {photo_dir.name}", f"resnet18 × {photo_dir.name}"
+    assert {lite0, rn18, f"{lite0} rank", f"{rn18} rank"} <= set(board.columns)
+    assert board[lite0].to_dict() == pytest.approx(long.xs("avg_drop")["value"].to_dict(), abs=1e-4)
+    assert (board["runs_ranked"] == 2).all() and board["mean_rank"].is_monotonic_increasing
