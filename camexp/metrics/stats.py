@@ -124,11 +124,15 @@ def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int) -
     resamples a fresh generator with `seed` draws over its own images, so a metric's interval does not depend
     on which other metrics are computed; frames over the same images (same index) share one pass, which
     draws those resamples once."""
-    groups: dict[tuple, list[K]] = {}
+    groups: list[tuple[pd.Index, list[K]]] = []
     for key, frame in frames.items():
-        groups.setdefault(tuple(frame.index), []).append(key)
+        same = next((keys for index, keys in groups if index.equals(frame.index)), None)
+        if same is None:
+            groups.append((frame.index, [key]))
+        else:
+            same.append(key)
     out = {}
-    for keys in groups.values():
+    for _, keys in groups:
         boot = resample_means(np.column_stack([frames[k].to_numpy(np.float64) for k in keys]), n_boot, seed)
         for key, part in zip(keys, np.split(boot, np.cumsum([frames[k].shape[1] for k in keys])[:-1], axis=1)):
             out[key] = part
