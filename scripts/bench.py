@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -250,7 +251,7 @@ def bench_stats(n_images: int, n_methods: int, n_boot: int, rounds: int) -> dict
         "run_intervals": lambda: compute_stats(view, ["avg_drop", "increase", "win", "relperf"], MetricParams(), settings),
     }
     result: dict = {"images": n_images, "methods": n_methods, "resamples": n_boot, "rounds": rounds,
-                    "numpy_threads_hint": torch.get_num_threads()}
+                    "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
     for name, job in jobs.items():
         times = []
         for _ in range(rounds):

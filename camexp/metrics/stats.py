@@ -23,6 +23,7 @@ from typing import Hashable, TypeVar
 import numpy as np
 import pandas as pd
 from scipy import stats as st
+from threadpoolctl import threadpool_limits
 
 K = TypeVar("K", bound=Hashable)
 GENERATOR = "numpy.random.default_rng (PCG64)"
@@ -48,17 +49,20 @@ def resample_means(x: np.ndarray, n_boot: int, seed: int, max_cells: int = MAX_C
     weights = present[:, finite][:, gaps].astype(np.float64)
     rng = np.random.default_rng(seed)
     chunk = max(1, max_cells // n)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(m, n))
-        idx += (np.arange(m) * n)[:, None]
-        counts = np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.float64)
-        means = counts @ values
-        means[:, ~gaps] /= n
-        if gaps.any():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means[:, gaps] /= counts @ weights
-        out[start:start + m, finite] = means
+    # One BLAS thread: between the products the loop draws and counts in this thread, and a second BLAS
+    # thread spinning meanwhile took 13-25 s instead of 1.8 s for 85 columns on 2 busy cores (measured).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, n_boot, chunk):
+            m = min(chunk, n_boot - start)
+            idx = rng.integers(0, n, size=(m, n))
+            idx += (np.arange(m) * n)[:, None]
+            counts = np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.float64)
+            means = counts @ values
+            means[:, ~gaps] /= n
+            if gaps.any():
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    means[:, gaps] /= counts @ weights
+            out[start:start + m, finite] = means
     return out
 
 
