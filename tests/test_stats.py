@@ -180,3 +180,29 @@ def test_frames_over_the_same_images_share_resamples_without_changing_them():
     joint = bootstrap_frames({"a": a, "c": c, "b": b}, 150, 7)
     for key, frame in (("a", a), ("b", b), ("c", c)):
         np.testing.assert_allclose(joint[key], loop_bootstrap(frame.to_numpy(), 150, 7), rtol=1e-12)
+
+
+def test_weighted_means_resample_images_with_their_units():
+    """mLoc-like values: an image's value is the mean over its w units; the statistic is the mean over all
+    units, and the bootstrap resamples images (clusters of units), as a plain loop over units does."""
+    g = np.random.default_rng(13)
+    units = [g.uniform(0, 1, g.integers(0, 4)) for _ in range(40)]  # 0..3 (image, class) pairs per image
+    w = np.array([len(u) for u in units], dtype=float)
+    x = np.array([u.mean() if len(u) else np.nan for u in units])
+    ours = resample_means(x[:, None], 300, seed=2, weights=w[:, None])
+    rng = np.random.default_rng(2)
+    ref = []
+    for _ in range(300):
+        drawn = [units[i] for i in rng.integers(0, 40, 40)]
+        ref.append(np.concatenate(drawn).mean())
+    np.testing.assert_allclose(ours[:, 0], ref, rtol=1e-12)
+    long = pd.DataFrame({"image_id": [f"{i:02d}" for i in range(40)], "method": "m", "metric": "mLoc δ=0",
+                         "value": x, "weight": w}).dropna()
+    wides = wide_metrics(long, ["m"])
+    per_method, _ = interval_tables(wides, 300, 0.95, 2, weights=wide_metrics(long, ["m"], "weight"))
+    assert per_method.value[0] == pytest.approx(np.concatenate(units).mean())
+    assert per_method.n[0] == int((w > 0).sum())
+    # from long form, a metric's images are those with a value: images without a pair are not resampled
+    rng, kept = np.random.default_rng(2), [u for u in units if len(u)]
+    ref = [np.concatenate([kept[i] for i in rng.integers(0, len(kept), len(kept))]).mean() for _ in range(300)]
+    assert (per_method.lo[0], per_method.hi[0]) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])), rel=1e-10)

@@ -265,3 +265,30 @@ def test_real_runs_write_intervals_and_make_a_leaderboard(tmp_path: Path, photo_
     assert {lite0, rn18, f"{lite0} rank", f"{rn18} rank"} <= set(board.columns)
     assert board[lite0].to_dict() == pytest.approx(long.xs("avg_drop")["value"].to_dict(), abs=1e-4)
     assert (board["runs_ranked"] == 2).all() and board["mean_rank"].is_monotonic_increasing
+
+
+def test_mloc_rows_get_cluster_bootstrap_intervals(tmp_path: Path):
+    """mLoc is a mean over (image, class) pairs: its interval resamples images with all their pairs."""
+    from camexp.analyses.localization import COLUMNS as MLOC_COLUMNS, MLOC_CSV
+
+    y, o = synthetic(9, n=12)
+    run = write_run(tmp_path, "voc", "vgg16", y, o, analyses=["mloc"])
+    g = np.random.default_rng(1)
+    rows = [{"index": i, "image_id": f"img{i:03d}", "class": c, "rank": c, "method": m, "delta": d,
+             "loc": g.uniform(0, 1)}
+            for i in range(12) for c in range(i % 3) for m in METHODS for d in (0.0, 0.5)]  # 0, 1 or 2 pairs
+    pd.DataFrame(rows, columns=MLOC_COLUMNS).to_csv(run / MLOC_CSV, index=False)
+    s = summarize_run_dir(run, {"bootstrap": 250})
+    per = s.stats.per_method.set_index(["metric", "method"])
+    loc = pd.DataFrame(rows)
+    for d in (0.0, 0.5):
+        sub = loc[(loc.method == "gradcam++") & (loc.delta == d)]
+        key = ("mLoc δ=0" if d == 0 else "mLoc δ=0.5", "gradcam++")
+        assert per.at[key, "value"] == pytest.approx(sub["loc"].mean())
+        assert per.at[key, "value"] == pytest.approx(s.main.at[key[0], "gradcam++"])  # = the analysis' own row
+        assert per.at[key, "n"] == 8  # images with at least one pair
+        groups = [grp["loc"].to_numpy() for _, grp in sorted(sub.groupby("image_id"))]
+        rng = np.random.default_rng(0)
+        ref = [np.concatenate([groups[i] for i in rng.integers(0, 8, 8)]).mean() for _ in range(250)]
+        assert (per.at[key, "lo"], per.at[key, "hi"]) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])), rel=1e-10)
+    assert "**" in next(line for line in to_markdown(s).splitlines() if line.startswith("| mLoc δ=0 "))

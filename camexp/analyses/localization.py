@@ -78,11 +78,16 @@ class MLoc:
         return []  # the summary rows come from `mloc_result`, so `camexp table` shows them too
 
 
+def mloc_rows(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The Loc rows (one per image, class, method, δ) of the images that have final records."""
+    df = read_records(run_dir / MLOC_CSV, COLUMNS)
+    return df[df["index"].isin(records["index"]) & df["method"].isin(methods)].drop_duplicates(KEY, keep="last")
+
+
 @analysis_result("mloc")
 def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
     """mLoc(δ) per method = mean Loc over (image, class) pairs of the images that have final records."""
-    df = read_records(run_dir / MLOC_CSV, COLUMNS)
-    df = df[df["index"].isin(records["index"]) & df["method"].isin(methods)].drop_duplicates(KEY, keep="last")
+    df = mloc_rows(run_dir, records, methods)
     means = df.groupby(["delta", "method"])["loc"].mean()
     rows = {row_label(d): {m: float(means.get((d, m), float("nan"))) for m in methods}
             for d in sorted(df["delta"].unique())}

@@ -31,11 +31,14 @@ LONG_COLUMNS = ["image_id", "method", "metric", "value"]
 MAX_CELLS = 1 << 21  # image draws per chunk: 2M int64 indices (16 MiB) and their counts
 
 
-def resample_means(x: np.ndarray, n_boot: int, seed: int, max_cells: int = MAX_CELLS) -> np.ndarray:
+def resample_means(x: np.ndarray, n_boot: int, seed: int, weights: np.ndarray | None = None,
+                   max_cells: int = MAX_CELLS) -> np.ndarray:
     """(n_boot, K) means of the K columns of `x` (N, K) over `n_boot` bootstrap resamples of its N rows.
 
     NaN marks a missing value: a column's mean is over the drawn rows where it is present (NaN when the
-    resample drew none). A column holding ±inf has no meaningful resample means: NaN throughout.
+    resample drew none). `weights` (N, K): a row's weight in its column's mean, e.g. how many units (image,
+    class pairs) the row's value averages, so the mean over units is resampled by image (Σ w·x / Σ w over
+    the drawn rows). A column holding ±inf has no meaningful resample means: NaN throughout.
     """
     x = np.asarray(x, dtype=np.float64)
     n, k = x.shape
@@ -43,10 +46,11 @@ def resample_means(x: np.ndarray, n_boot: int, seed: int, max_cells: int = MAX_C
     if n == 0 or n_boot == 0:
         return out
     present = ~np.isnan(x)
+    w = present.astype(np.float64) if weights is None else np.where(present, np.asarray(weights, np.float64), 0.0)
     finite = np.isfinite(np.where(present, x, 0.0)).all(0)
-    values = np.where(present[:, finite], x[:, finite], 0.0)
-    gaps = ~present[:, finite].all(0)  # columns with missing values need their own denominators
-    weights = present[:, finite][:, gaps].astype(np.float64)
+    values = np.where(present[:, finite], x[:, finite], 0.0) * w[:, finite]
+    gaps = ~(w[:, finite] == 1.0).all(0)  # columns other than plain means need their own denominators
+    weights = w[:, finite][:, gaps]
     rng = np.random.default_rng(seed)
     chunk = max(1, max_cells // n)
     # One BLAS thread: between the products the loop draws and counts in this thread, and a second BLAS
@@ -103,10 +107,11 @@ def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Long per-image values (image_id, method, metric, value) as one wide frame per metric: images
-    (sorted by image_id, so the result does not depend on row order) × methods (in `methods`' order when
-    given). An image is in a metric's frame when any method has a value for it."""
+def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None, column: str = "value"
+                 ) -> dict[str, pd.DataFrame]:
+    """Long per-image values (image_id, method, metric, value[, weight]) as one wide frame of `column` per
+    metric: images (sorted by image_id, so the result does not depend on row order) × methods (in
+    `methods`' order when given). An image is in a metric's frame when any method has a value for it."""
     missing = set(LONG_COLUMNS) - set(long.columns)
     if missing:
         raise ValueError(f"per-image values need the columns {LONG_COLUMNS} (missing {sorted(missing)})")
@@ -117,17 +122,20 @@ def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None) -> dict[s
                          f"{first['metric']!r}")
     out = {}
     for metric, rows in long.groupby("metric", sort=False):
-        wide = rows.pivot(index="image_id", columns="method", values="value").astype(np.float64)
+        wide = rows.pivot(index="image_id", columns="method", values=column).astype(np.float64)
         order = [m for m in methods if m in wide.columns] if methods else list(dict.fromkeys(rows["method"]))
-        out[str(metric)] = wide.reindex(columns=order).dropna(how="all")
+        keep = rows.pivot(index="image_id", columns="method", values="value").notna().any(axis=1)
+        out[str(metric)] = wide.reindex(columns=order)[keep]
     return out
 
 
-def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int) -> dict[K, np.ndarray]:
-    """(n_boot, columns) resample means of each frame's columns (rows: images). Every frame sees the
-    resamples a fresh generator with `seed` draws over its own images, so a metric's interval does not depend
-    on which other metrics are computed; frames over the same images (same index) share one pass, which
-    draws those resamples once."""
+def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int,
+                     weights: Mapping[K, pd.DataFrame] | None = None) -> dict[K, np.ndarray]:
+    """(n_boot, columns) resample means of each frame's columns (rows: images), weighted by the frame of
+    the same key in `weights` where there is one. Every frame sees the resamples a fresh generator with
+    `seed` draws over its own images, so a metric's interval does not depend on which other metrics are
+    computed; frames over the same images (same index) share one pass, which draws those resamples once."""
+    weights = weights or {}
     groups: list[tuple[pd.Index, list[K]]] = []
     for key, frame in frames.items():
         same = next((keys for index, keys in groups if index.equals(frame.index)), None)
@@ -137,25 +145,32 @@ def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int) -
             same.append(key)
     out = {}
     for _, keys in groups:
-        boot = resample_means(np.column_stack([frames[k].to_numpy(np.float64) for k in keys]), n_boot, seed)
+        x = np.column_stack([frames[k].to_numpy(np.float64) for k in keys])
+        w = np.column_stack([weights[k].to_numpy(np.float64) if k in weights else np.ones(frames[k].shape)
+                             for k in keys])
+        boot = resample_means(x, n_boot, seed, w)
         for key, part in zip(keys, np.split(boot, np.cumsum([frames[k].shape[1] for k in keys])[:-1], axis=1)):
             out[key] = part
     return out
 
 
 def interval_tables(wides: dict[str, pd.DataFrame], n_boot: int, level: float, seed: int,
-                    boots: Mapping[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per metric (wide frame: images × methods): each method's mean with its percentile bootstrap interval
-    (metric, method, value, lo, hi, n) and, for every pair of methods, the paired bootstrap interval of
-    the difference of their means (metric, method_a, method_b, value, lo, hi, n; value = a − b).
-    `boots`: the metrics' resample means when `bootstrap_frames` already drew them."""
-    boots = bootstrap_frames(wides, n_boot, seed) if boots is None else boots
+                    boots: Mapping[str, np.ndarray] | None = None, weights: Mapping[str, pd.DataFrame] | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per metric (wide frame: images × methods): each method's mean (weighted by `weights[metric]` where
+    given) with its percentile bootstrap interval (metric, method, value, lo, hi, n: images) and, for every
+    pair of methods, the paired bootstrap interval of the difference of their means (metric, method_a,
+    method_b, value, lo, hi, n; value = a − b). `boots`: the resample means when `bootstrap_frames` drew them."""
+    weights = weights or {}
+    boots = bootstrap_frames(wides, n_boot, seed, weights) if boots is None else boots
     per_method, pairs = [], []
     for metric, wide in wides.items():
         x, boot = wide.to_numpy(np.float64), boots[metric]
-        count = (~np.isnan(x)).sum(0)
+        present = ~np.isnan(x)
+        w = np.where(present, weights[metric].to_numpy(np.float64), 0.0) if metric in weights else present
+        count = present.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            point = np.nansum(x, 0) / count
+            point = np.where(present, x * w, 0.0).sum(0) / w.sum(0)
         lo, hi = percentile_interval(boot, level)
         for j, m in enumerate(wide.columns):
             per_method.append({"metric": metric, "method": m, "value": point[j], "lo": lo[j], "hi": hi[j],

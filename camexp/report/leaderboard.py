@@ -9,7 +9,7 @@ import pandas as pd
 
 from camexp.errors import CamexpError
 from camexp.report.tables import RunSummary, find_runs, summarize_run_dir
-from camexp.report.uncertainty import LOWER_IS_BETTER, marked_cell, marks
+from camexp.report.uncertainty import lower_is_better, marked_cell, marks
 from camexp.results import RUN_JSON, read_json
 
 
@@ -41,9 +41,10 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
     have = {k for s in summaries if s.stats is not None for k in s.stats.per_method.metric}
     if metric not in have:
         raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
-    if metric not in LOWER_IS_BETTER:
+    lower = lower_is_better(metric)
+    if lower is None:
         raise CamexpError(f"--metric {metric!r}: camexp does not know whether lower or higher is better, so it "
-                          f"cannot rank it; rankable: {sorted(have & set(LOWER_IS_BETTER))}")
+                          f"cannot rank it; rankable: {sorted(k for k in have if lower_is_better(k) is not None)}")
     labels = run_labels(metas)
     methods: list[str] = []
     cells: dict[str, dict[str, str]] = {}
@@ -59,7 +60,7 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
         for col in ("value", "lo", "hi"):
             columns[f"{header} {col}" if col != "value" else header] = rows[col]
         if complete:
-            ranks[header] = rows.value.rank(ascending=LOWER_IS_BETTER[metric], method="average")
+            ranks[header] = rows.value.rank(ascending=lower, method="average")
             columns[f"{header} rank"] = ranks[header]
     rank_frame = pd.DataFrame(ranks, index=methods)
     mean_rank = rank_frame.mean(axis=1)
@@ -68,7 +69,7 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
     md_table.insert(0, "mean rank", [f"{mean_rank[m]:.2f}" if pd.notna(mean_rank[m]) else "—" for m in order])
     md_table.index.name = "method"
     legends = dict.fromkeys(s.stats.legend() for s in summaries)
-    direction = "lower" if LOWER_IS_BETTER[metric] else "higher"
+    direction = "lower" if lower else "higher"
     md = "\n".join([
         f"# camexp leaderboard: {metric} ({direction} is better)", "",
         f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",

@@ -12,8 +12,8 @@ from camexp.analyses import ANALYSIS_RESULTS
 from camexp.config import StatsConfig
 from camexp.metrics import ROW_LABELS, MetricParams, MetricResult, compute_metrics
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF
-from camexp.report.uncertainty import RunStats, compute_stats, main_cells, pairwise_markdown, \
-    read_per_image_metrics, stats_settings, with_missing_rows, write_stats
+from camexp.report.uncertainty import RunStats, compute_stats, extra_values, main_cells, pairwise_markdown, \
+    stats_settings, with_missing_rows, write_stats
 from camexp.results import RECORDS, RUN_JSON, complete_images, read_json, read_records, records_view
 
 
@@ -42,7 +42,8 @@ def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list
             result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
     main = pd.DataFrame(result.rows).T.reindex(columns=methods)
     main.index.name = "metric"
-    run_stats = compute_stats(view, metrics, params, stats, read_per_image_metrics(run_dir)) if stats else None
+    run_stats = compute_stats(view, metrics, params, stats, extra_values(run_dir, records, methods, analyses)) \
+        if stats else None
     if run_stats is not None:
         main = with_missing_rows(main, run_stats)
     return RunSummary(name, paper, main, result, images=len(view.image_ids), stats=run_stats)

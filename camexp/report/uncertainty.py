@@ -9,7 +9,7 @@ method, metric, value), get the same treatment by adding rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
+from camexp.analyses.localization import MLOC_CSV, mloc_rows, row_label
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
 from camexp.metrics import ROW_LABELS, MetricParams, RecordsView
@@ -33,6 +34,7 @@ PER_METHOD_COLUMNS = ["metric", "method", "value", "lo", "hi", "n"]
 PAIR_COLUMNS = ["metric", "method_a", "method_b", "value", "lo", "hi", "interval", "p_value", "n", "n_untied"]
 # Which way is better, per metric key: what marks the best method and ranks a leaderboard.
 LOWER_IS_BETTER = {"avg_drop": True, "increase": False, "win": False, "best_share": False}
+MLOC_PREFIX = row_label(0.0).split("=")[0]  # 'mLoc δ'
 NULL = {"win": 50.0, "relperf": 1.0}  # a pairwise value meaning "no difference" (0 for differences)
 NOT_DISTINGUISHABLE = "≈"
 
@@ -64,10 +66,25 @@ def stats_settings(recorded: dict | None = None, **overrides: object) -> StatsCo
         raise CamexpError(f"stats.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def read_per_image_metrics(run_dir: Path | None) -> pd.DataFrame | None:
-    """The run's long-form per-image values of further metrics, when it has that file."""
-    path = run_dir / PER_IMAGE_METRICS if run_dir is not None else None
-    return read_records(path, LONG_COLUMNS) if path is not None and path.exists() else None
+def extra_values(run_dir: Path | None, records: pd.DataFrame, methods: list[str], analyses: Sequence[str]
+                 ) -> pd.DataFrame | None:
+    """Long-form per-image values beyond the records: the run's per_image_metrics.csv, and with the mloc
+    analysis each image's mean Loc per method and δ, weighted by its (image, class) pairs."""
+    if run_dir is None:
+        return None
+    parts = []
+    if (run_dir / PER_IMAGE_METRICS).exists():
+        parts.append(read_records(run_dir / PER_IMAGE_METRICS, LONG_COLUMNS))
+    if "mloc" in analyses and (run_dir / MLOC_CSV).exists():
+        loc = mloc_rows(run_dir, records, methods).groupby(["image_id", "method", "delta"])["loc"]
+        loc = loc.agg(value="mean", weight="size").reset_index()
+        parts.append(loc.assign(metric=loc["delta"].map(row_label))[[*LONG_COLUMNS, "weight"]])
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def lower_is_better(metric: str) -> bool | None:
+    """Which way `metric` improves (mLoc at any δ: higher); None when camexp does not know."""
+    return LOWER_IS_BETTER.get(metric, False if metric.startswith(MLOC_PREFIX) else None)
 
 
 def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, settings: StatsConfig,
@@ -87,9 +104,14 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
         wides["increase"] = frame(F.increase_per_image(y, o))
     if "win" in metrics:
         wides["best_share"] = frame(100.0 * F.strictly_best(o))
+    weights: dict[str, pd.DataFrame] = {}
     if extra is not None and len(extra):
         try:
             more = wide_metrics(extra, view.methods)
+            if "weight" in extra.columns:  # rows without one weigh 1
+                if (extra["weight"] < 0).any():
+                    raise ValueError("a weight is negative (weights count what an image's value averages)")
+                weights = wide_metrics(extra.fillna({"weight": 1.0}), view.methods, "weight")
         except ValueError as e:
             raise CamexpError(f"{source}: {e}") from None
         clash = sorted(set(more) & set(wides))
@@ -104,8 +126,9 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
     if "relperf" in metrics:
         keep = (view.p_true[order] > params.relperf_min_true_prob).numpy()
         frames[("relperf", "")] = log_values(o_frame[keep])
-    boots = bootstrap_frames(frames, b, seed)  # one pass over the resamples for all metrics of the same images
-    per_method, diffs = interval_tables(wides, b, level, seed, {k: boots[("metric", k)] for k in wides})
+    # one pass over the resamples for all metrics of the same images
+    boots = bootstrap_frames(frames, b, seed, {("metric", k): w for k, w in weights.items()})
+    per_method, diffs = interval_tables(wides, b, level, seed, {k: boots[("metric", k)] for k in wides}, weights)
     pairs = [diffs.assign(interval="bootstrap")]
     if "win" in metrics:
         win = win_table(o_frame, b, level, seed, boots[("win", "")]).assign(interval="bootstrap")
@@ -157,10 +180,11 @@ def marks(stats: RunStats, metric: str) -> dict[str, str]:
     """Per method of `metric`: 'best' (ties too), NOT_DISTINGUISHABLE (its paired interval against the best
     contains no difference) or ''. Empty when the metric has no known direction."""
     rows = stats.per_method[(stats.per_method.metric == metric) & stats.per_method.value.notna()]
-    if metric not in LOWER_IS_BETTER or rows.empty:
+    lower = lower_is_better(metric)
+    if lower is None or rows.empty:
         return {}
     values = rows.set_index("method").value
-    best = values.idxmin() if LOWER_IS_BETTER[metric] else values.idxmax()
+    best = values.idxmin() if lower else values.idxmax()
     out = {m: "best" if v == values[best] else "" for m, v in values.items()}  # a tie for best: all bold
     for m in values.index:  # a two-method run's win row compares through the pair's win % (null 50)
         if not out[m] and _contains_null(stats.pairwise, metric, best, m):
