@@ -4,7 +4,8 @@ Every summary number of camexp is a mean over images of a per-image value (avg d
 increase: 100·1[O > Y]; win % of A vs B: 50 + 50·sign(O_A − O_B); log R: log O_A − log O_B; ...). So one
 engine serves them all: a metric is a wide matrix, images × methods (NaN where a method has no value for an
 image), and the bootstrap resamples its rows, the images, so the methods of one image stay together and
-every difference between two methods is paired.
+every difference between two methods is paired. A value that averages several units of one image (mLoc:
+its (image, class) pairs) carries their number as its weight, and its resamples keep the units together.
 
 Resamples are drawn by numpy's `np.random.default_rng(seed)` (PCG64): resample b takes the row indices
 `rng.integers(0, N, N)`, b = 0, 1, ..., which is the stream a plain Python loop draws too. They are
@@ -16,9 +17,9 @@ Pure functions of numpy arrays and pandas frames: nothing here reads files or kn
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from itertools import combinations
-from typing import Hashable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd

@@ -35,7 +35,7 @@ PAIR_COLUMNS = ["metric", "method_a", "method_b", "value", "lo", "hi", "interval
 # Which way is better, per metric key: what marks the best method and ranks a leaderboard.
 LOWER_IS_BETTER = {"avg_drop": True, "increase": False, "win": False, "best_share": False}
 MLOC_PREFIX = row_label(0.0).split("=")[0]  # 'mLoc δ'
-NULL = {"win": 50.0, "relperf": 1.0}  # a pairwise value meaning "no difference" (0 for differences)
+NULL = {"win": 50.0}  # a pairwise value meaning "no difference" (0 for differences)
 NOT_DISTINGUISHABLE = "≈"
 
 
@@ -88,7 +88,7 @@ def lower_is_better(metric: str) -> bool | None:
 
 
 def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, settings: StatsConfig,
-                  extra: pd.DataFrame | None = None, source: str = PER_IMAGE_METRICS) -> RunStats:
+                  extra: pd.DataFrame | None = None) -> RunStats:
     """Intervals and paired comparisons of the run's metrics (and of `extra`'s long-form per-image values)."""
     order = np.argsort(np.array(view.image_ids, dtype=object), kind="stable")  # independent of record order
     ids = [view.image_ids[i] for i in order]
@@ -113,10 +113,11 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
                     raise ValueError("a weight is negative (weights count what an image's value averages)")
                 weights = wide_metrics(extra.fillna({"weight": 1.0}), view.methods, "weight")
         except ValueError as e:
-            raise CamexpError(f"{source}: {e}") from None
+            raise CamexpError(f"{PER_IMAGE_METRICS}: {e}") from None
         clash = sorted(set(more) & set(wides))
         if clash:
-            raise CamexpError(f"{source}: metric(s) {clash} are also computed from the records; rename them")
+            raise CamexpError(f"{PER_IMAGE_METRICS}: metric(s) {clash} are also computed from the records; "
+                              "rename them")
         wides.update(more)
     b, level, seed = settings.bootstrap, settings.level, settings.seed
     o_frame = frame(o)
@@ -167,7 +168,7 @@ def cell(value: float, lo: float, hi: float, digits: int = 2) -> str:
 
 def _contains_null(pairwise: pd.DataFrame, metric: str, a: str, b: str) -> bool | None:
     """Whether the bootstrap interval comparing a with b for `metric` contains "no difference" (0 for a
-    difference, 50 for win %, 1 for R; either order of the pair gives the same answer); None without one."""
+    difference, 50 for win %; either order of the pair gives the same answer); None without one."""
     rows = pairwise[(pairwise.metric == metric) & (pairwise.interval == "bootstrap")
                     & (((pairwise.method_a == a) & (pairwise.method_b == b))
                        | ((pairwise.method_a == b) & (pairwise.method_b == a)))]
@@ -193,6 +194,7 @@ def marks(stats: RunStats, metric: str) -> dict[str, str]:
 
 
 def marked_cell(value: float, lo: float, hi: float, mark: str, digits: int = 2) -> str:
+    """`cell` with its mark: the value in bold for 'best', the mark appended otherwise."""
     text = cell(value, lo, hi, digits)
     if mark == "best":
         head, _, rest = text.partition(" ")
