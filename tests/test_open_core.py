@@ -142,3 +142,16 @@ def test_a_constant_map_is_zeros_and_noted_in_the_summary(tmp_path: Path, photo_
     rec = pd.read_csv(tmp_path / "out" / "per_image.csv")
     assert rec.loc[rec["method"] == flat, "constant_map"].tolist() == [1, 1]
     assert f"{flat} 2" in " ".join(summary.extra_notes)
+
+
+def test_alpha_stats_asks_the_registry_which_methods_use_alpha():
+    from camexp.analyses.alpha_stats import AlphaStats
+    from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
+
+    def cfg(methods: list) -> ExperimentConfig:  # noqa: ANN001
+        return ExperimentConfig(name="a", dataset=DatasetConfig(root="."), model=ModelConfig(name="resnet18"),
+                                methods=methods, metrics=["avg_drop"])
+
+    with pytest.raises(CamexpError, match=r"add one of \[.*'gradcam\+\+orig'"):
+        AlphaStats(cfg(["gradcam", "layercam"]))
+    AlphaStats(cfg(["gradcam", MethodSpec(name="pp", method="gradcam++")]))  # a renamed Grad-CAM++ counts
