@@ -12,7 +12,7 @@ from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
 from camexp.explain.maps import upsample_normalize
-from camexp.runner import explanation_confidence
+from camexp.explain.scoring import Scorer
 
 pytestmark = pytest.mark.slow
 
@@ -70,21 +70,24 @@ def test_gradcam_equals_pytorch_grad_cam(lite0, photos):
     assert torch.allclose(ex.maps["gradcam"], ref, atol=1e-5)
 
 
-def test_gradcampp_equals_exact_eq14_where_peers_do_not(lite0, photos):
+def test_gradcampp_equals_exact_eq14(lite0, photos, record_property):
+    """Ours is within 1e-4 of exact eq. (14). The peers' deviations are measured and recorded as test
+    properties (README, "Methods and metrics", reports them), never asserted: a fix on their side must not
+    fail our suite. Measured with pytorch-grad-cam 1.5 and torchcam 0.5: 0.03 and 0.15, each over 100x ours."""
     ex = Explainer(lite0, ["gradcam++"]).explain(photos)
     exact = exact_gradcampp_float64(lite0, photos, ex.targets).float()
     ours_err = (ex.maps["gradcam++"] - exact).abs().max()
     assert ours_err < 1e-4
+    record_property("ours_max_deviation", float(ours_err))
 
-    # pytorch-grad-cam's `+ 1e-6` in the alpha denominator is not negligible for this model's small
-    # gradients: its maps are measurably off eq. (14). This is the bug our reference would catch.
+    # pytorch-grad-cam's `+ 1e-6` in the alpha denominator is not negligible for this model's small gradients.
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = user_model(lite0)
     with GradCAMPlusPlus(model=model, target_layers=[model.net.get_submodule(lite0.layer_name)]) as pgc:
         theirs = minmax(torch.from_numpy(pgc(input_tensor=photos, targets=[ClassifierOutputTarget(int(t)) for t in ex.targets])))
-    assert (theirs - exact).abs().max() > 100 * ours_err
+    record_property("pytorch_grad_cam_max_deviation", float((theirs - exact).abs().max()))
 
     # torchcam 0.5's GradCAMpp divides a boolean-indexed copy, so its alpha stays G^2: weights ~ ReLU(G)^3.
     from torchcam.methods import GradCAMpp
@@ -93,7 +96,7 @@ def test_gradcampp_equals_exact_eq14_where_peers_do_not(lite0, photos):
     with GradCAMpp(model, target_layer="net." + lite0.layer_name) as extractor:
         low_res = extractor(class_idx=ex.targets.tolist(), scores=model(photos))[0]
     torchcam_maps, _ = upsample_normalize(low_res, tuple(photos.shape[-2:]))
-    assert (torchcam_maps - exact).abs().max() > 100 * ours_err
+    record_property("torchcam_max_deviation", float((torchcam_maps - exact).abs().max()))
 
 
 def test_cam_map_averages_to_the_logit(lite0, photos):
@@ -132,10 +135,10 @@ def test_batch_independence(lite0, photos):
     methods = ["gradcam", "gradcam+", "gradcam++", "cam"]
     explainer = Explainer(lite0, methods)
     whole = explainer.explain(photos)
-    o_whole = explanation_confidence(lite0, photos, whole, "pixel", "softmax", None)
+    o_whole = Scorer(lite0.model, "pixel", chunk=None).explanations(photos, whole.maps, whole.targets)
     for i in range(len(photos)):
         one = explainer.explain(photos[i:i + 1])
-        o_one = explanation_confidence(lite0, photos[i:i + 1], one, "pixel", "softmax", None)
+        o_one = Scorer(lite0.model, "pixel", chunk=None).explanations(photos[i:i + 1], one.maps, one.targets)
         for m in methods:
             assert torch.allclose(one.maps[m][0], whole.maps[m][i], atol=1e-5), m
         assert torch.allclose(o_one[0], o_whole[i], atol=1e-5)
@@ -143,8 +146,8 @@ def test_batch_independence(lite0, photos):
 
 def test_chunked_explanation_forward_equals_one_forward(lite0, photos):
     ex = Explainer(lite0, ["gradcam", "gradcam++"]).explain(photos)
-    full = explanation_confidence(lite0, photos, ex, "pixel", "softmax", None)
-    chunked = explanation_confidence(lite0, photos, ex, "pixel", "softmax", 5)
+    full = Scorer(lite0.model, "pixel", chunk=None).explanations(photos, ex.maps, ex.targets)
+    chunked = Scorer(lite0.model, "pixel", chunk=5).explanations(photos, ex.maps, ex.targets)
     assert torch.allclose(full, chunked, atol=1e-6)
 
 
@@ -155,5 +158,5 @@ def test_occlusion_modes_differ_as_documented(lite0, photos):
     black = lite0.model(torch.zeros_like(photos[:1])).double().softmax(1)
     mean_img = lite0.model.net(torch.zeros_like(photos[:1])).double().softmax(1)
     t = ex.targets[:, None]
-    assert torch.allclose(explanation_confidence(lite0, photos[:1], ex, "pixel", "softmax", None), black.gather(1, t))
-    assert torch.allclose(explanation_confidence(lite0, photos[:1], ex, "normalized", "softmax", None), mean_img.gather(1, t))
+    assert torch.allclose(Scorer(lite0.model, "pixel", chunk=None).explanations(photos[:1], ex.maps, ex.targets), black.gather(1, t))
+    assert torch.allclose(Scorer(lite0.model, "normalized", chunk=None).explanations(photos[:1], ex.maps, ex.targets), mean_img.gather(1, t))

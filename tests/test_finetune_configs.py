@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camexp.config import load_config
+from camexp.experiment import load_experiment as load_config
 from camexp.finetune.config import load_finetune_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

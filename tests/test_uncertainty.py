@@ -215,6 +215,16 @@ def test_per_image_metrics_file_adds_rows_not_code(tmp_path: Path):
     assert res.exit_code == 2 and PER_IMAGE_METRICS in res.output and "two values for image" in res.output
 
 
+def test_a_run_with_a_named_method_setting_is_summarised_by_its_record_name(tmp_path: Path):
+    y, o = synthetic(10)
+    run = write_run(tmp_path, "spec", "resnet18", y, o, methods=["gradcam", "gradcam++", "cam"])
+    meta = json.loads((run / RUN_JSON).read_text())
+    meta["config"]["methods"][2] = {"name": "cam", "method": "cam", "params": {}}  # as run.json stores a spec
+    (run / RUN_JSON).write_text(json.dumps(meta))
+    s = summarize_run_dir(run, {"bootstrap": 100})
+    assert list(s.main.columns) == METHODS and set(s.stats.per_method.method) == set(METHODS)
+
+
 def test_bootstrap_zero_turns_intervals_off_but_keeps_the_sign_test():
     y, o = synthetic(8)
     s = summarize("r", None, records(y, o), METHODS, ["avg_drop", "win"], MetricParams(),

@@ -54,9 +54,10 @@ def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> Run
     folder; intervals with the `stats:` settings the run recorded, updated by `stats` (None values keep)."""
     meta = read_json(run_dir / RUN_JSON)
     cfg = meta["config"]
+    methods = [m if isinstance(m, str) else m["name"] for m in cfg["methods"]]  # a method spec: its record name
     records = read_records(run_dir / RECORDS)
-    records = records[records["index"].isin(complete_images(records, cfg["methods"]))]
-    return summarize(cfg["name"], cfg.get("paper"), records, cfg["methods"], cfg["metrics"],
+    records = records[records["index"].isin(complete_images(records, methods))]
+    return summarize(cfg["name"], cfg.get("paper"), records, methods, cfg["metrics"],
                      MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
                      run_dir, cfg.get("analyses", []), stats_settings(cfg.get("stats"), **(stats or {})))
 
