@@ -4,6 +4,7 @@ per_image.csv holds one row per (image, method). It is the truth of a run; summa
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -22,8 +23,11 @@ COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "
 
 
 def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS) -> None:
-    """Append rows with one write + fsync, so a kill leaves at most one partial last line."""
+    """Append rows with one write + fsync, so a kill leaves at most one partial last line, which the next
+    append cuts off first (it would otherwise swallow the first new row)."""
     header = not path.exists() or path.stat().st_size == 0
+    if not header:
+        _drop_partial_line(path)
     text = rows[columns].to_csv(index=False, header=header, float_format="%.17g")
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
@@ -32,17 +36,33 @@ def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS)
 
 
 def _drop_partial_line(path: Path) -> None:
+    """Truncate `path` after its last newline (a writer killed mid-line); reads the file only when torn."""
+    with open(path, "rb+") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+
+
+def complete_lines(path: Path) -> bytes:
+    """The bytes of `path` up to its last newline: what a killed writer finished, read without modifying it."""
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return data[: data.rfind(b"\n") + 1]
 
 
 def read_records(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    """Records of a run (or another per-image file with `columns`), without a partially written last line."""
-    if not path.exists() or path.stat().st_size == 0:
+    """Records of a run (or another per-image file with `columns`), without a partially written last line.
+    Never writes: report commands read run folders they must leave untouched."""
+    data = complete_lines(path) if path.exists() else b""
+    if not data.strip():
         return pd.DataFrame(columns=columns)
-    _drop_partial_line(path)
-    df = pd.read_csv(path, dtype={"image_id": str})
+    try:
+        df = pd.read_csv(io.BytesIO(data), dtype={"image_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise CamexpError(f"{path}: not a camexp records file ({str(e).strip()})") from None
     missing = set(columns) - set(df.columns)
     if missing:
         raise CamexpError(f"{path}: not a camexp records file (missing columns {sorted(missing)})")
