@@ -58,6 +58,8 @@ class DatasetConfig(_Strict):
     subset: SubsetConfig | None = None
     limit: int | None = Field(None, ge=1)
     skip_bad_images: bool = False
+    bad_boxes: Literal["error", "skip"] = Field(
+        "error", description="a box that is inverted or outside its image: an error naming it, or skipped and counted")
     extensions: list[str] = [".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"]
 
 
@@ -147,8 +149,10 @@ class ExperimentConfig(_Strict):
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does)."""
-        keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"})
+        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does;
+        dataset.bad_boxes only changes which boxes the mloc analysis sees)."""
+        skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"), True)
+        keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
