@@ -10,7 +10,9 @@ from rich.markdown import Markdown
 
 from camexp.errors import CamexpError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# rich_markup_mode=None: click's help layout, which shows `--compare-paper` as a flag (Typer's rich panels
+# print every flag as `--compare-paper <bool>`, as if it took a value).
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.")
 console = Console()
 err_console = Console(stderr=True)
@@ -52,13 +54,17 @@ def run(
 
 
 @app.command()
-def check(config: Path = typer.Argument(..., help="experiment YAML")) -> None:
-    """Check data layout, labels, boxes, weights, layer and class count before a long run."""
+def check(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    quick: bool = typer.Option(False, "--quick", help="decode an evenly spread sample of at most 100 images, not all"),
+    progress: bool = typer.Option(True, help="show a progress bar while decoding"),
+) -> None:
+    """Check data layout, labels, boxes, weights, layer and class count, and decode every image, before a long run."""
     from camexp.check import check_experiment, render
     from camexp.config import load_config
 
     try:
-        report = check_experiment(load_config(config))
+        report = check_experiment(load_config(config), quick=quick, progress=progress)
     except CamexpError as e:
         _fail(e)
     render(report, console)
