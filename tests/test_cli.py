@@ -164,6 +164,10 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path: Path, photo_dir
     cfg = write_config(tmp_path, folder)
     res = invoke("run", cfg, "--no-progress")
     assert res.exit_code == 2 and "broken.jpg: cannot read image" in res.output
+    workers = write_config(tmp_path, folder, "workers.yaml", runtime__workers=1)  # decoded in a worker process
+    res = invoke("run", workers, "--no-progress")
+    assert res.exit_code == 2 and "broken.jpg: cannot read image" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "worker" not in res.output
 
     cfg = write_config(tmp_path, folder, "skip.yaml", dataset__skip_bad_images=True, output__dir=str(tmp_path / "s"))
     res = invoke("run", cfg, "--no-progress")

@@ -264,3 +264,19 @@ def test_voc_box_rules_use_the_declared_size_and_the_image_must_match(tmp_path: 
     assert item.size == (80, 60)
     with pytest.raises(CamexpError, match="000001.jpg: the image is 40x30 but its annotation gives 80x60"):
         decode(item)
+
+
+def test_a_bad_image_in_a_dataloader_worker_is_still_one_line(tmp_path: Path, make_jpeg) -> None:
+    """torch re-raises a worker's exception with the worker's whole traceback as its message."""
+    from torch.utils.data import DataLoader
+
+    from camexp.data import collate
+    from camexp.data.images import BadImageError
+
+    make_jpeg(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    dataset = build_dataset(DatasetConfig(root=tmp_path), SPEC)
+    with pytest.raises(BadImageError) as e:
+        list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate))
+    assert str(e.value).startswith(f"{tmp_path / 'b.jpg'}: cannot read image (")
+    assert "\n" not in str(e.value) and "worker" not in str(e.value)
