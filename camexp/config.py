@@ -9,15 +9,26 @@ import hashlib
 import json
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
 PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
+
+
+def _plain_name(v: str) -> str:
+    """A name that becomes a file or folder name (results/<name>, checkpoints/<name>.pt) must stay there."""
+    if not v or any(c in v for c in "/\\") or v.startswith("."):
+        raise ValueError("must be a plain file name (no slashes, not starting with '.'), e.g. voc07_vgg16")
+    return v
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
 class _Strict(BaseModel):
@@ -81,7 +92,7 @@ class RuntimeConfig(_Strict):
 
 
 class LocalizationConfig(_Strict):
-    """The `mloc` analysis (PROTOCOL.md section 5): map thresholds δ and how many top predictions count."""
+    """The `mloc` analysis (README.md, Definitions D5): map thresholds δ and how many top predictions count."""
 
     thresholds: list[float] = [0.0, 0.25, 0.5]
     topk: int = Field(5, ge=1)
@@ -101,7 +112,7 @@ class OutputConfig(_Strict):
 class ExperimentConfig(_Strict):
     """A whole experiment; see README.md for every key."""
 
-    name: str
+    name: PlainName
     paper: Literal[PAPER_TABLES] | None = None  # type: ignore[valid-type]
     dataset: DatasetConfig
     model: ModelConfig
@@ -116,13 +127,6 @@ class ExperimentConfig(_Strict):
     localization: LocalizationConfig = LocalizationConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\") or v.startswith("."):
-            raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
-        return v
 
     @field_validator("methods", "metrics", "analyses")
     @classmethod
