@@ -38,7 +38,7 @@ def run(
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""
     from camexp.config import load_config
-    from camexp.report.tables import to_markdown
+    from camexp.report.terminal import print_summary
     from camexp.runner import run_experiment
 
     try:
@@ -49,7 +49,7 @@ def run(
         _fail(e)
     if summary is None:  # a rank other than 0: rank 0 prints
         return
-    console.print(Markdown(to_markdown(summary, compare_paper=summary.paper is not None)))
+    print_summary(summary, console, compare_paper=summary.paper is not None)
     console.print(f"run folder: {cfg.output_dir}")
 
 
@@ -80,26 +80,29 @@ def table(
     out: Optional[Path] = typer.Option(None, help="where to write report.md and report.csv (default RESULTS_DIR)"),
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
-    from camexp.report.tables import find_runs, report
+    from camexp.report.runs import find_runs
+    from camexp.report.tables import report, write_report
+    from camexp.report.terminal import print_summary
 
+    target = out or results_dir
     try:
         if not results_dir.is_dir():
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
         if not find_runs(results_dir):
-            raise CamexpError(f"{results_dir}: no run folders (run.json + per_image.csv) found below it")
-        md, frame = report(results_dir, compare_paper)
+            raise CamexpError(f"{results_dir}: no run folders (holding run.json) found below it")
+        rep = report(results_dir, compare_paper)
+        write_report(rep, target)
     except CamexpError as e:
         _fail(e)
-    target = out or results_dir
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "report.md").write_text(md)
-    frame.to_csv(target / "report.csv", index=False, float_format="%.4f")
     if fmt == "md":
-        console.print(Markdown(md))
+        for summary in rep.summaries:
+            print_summary(summary, console, compare_paper)
     else:
-        typer.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)
+        typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
+    for w in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     err_console.print(f"wrote {target / 'report.md'} and {target / 'report.csv'}")
 
 

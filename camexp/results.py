@@ -105,14 +105,33 @@ def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
     return set(int(i) for i in have[have == len(methods)].index)
 
 
-def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
-    """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
-    resumed run's file equals an uninterrupted one's."""
-    df = read_records(path)
+def complete_records(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The rows of images recorded for every method in `methods`, one per (image, method), sorted by
+    (dataset index, method order): what every summary is computed over."""
     df = df[df["index"].isin(complete_images(df, methods)) & df["method"].isin(methods)]
     df = df.drop_duplicates(["index", "method"], keep="last")
     order = {m: i for i, m in enumerate(methods)}
-    df = df.sort_values(["index", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    return df.sort_values(["index", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+
+
+def conflicting_duplicate(df: pd.DataFrame) -> str | None:
+    """The first (image, method) recorded twice with different values, described; None when every
+    repeated row is an exact copy (what a kill during a distributed merge leaves, harmless)."""
+    rows = df.drop_duplicates()
+    twice = rows[rows.duplicated(["index", "method"], keep=False)]
+    if twice.empty:
+        return None
+    keys = twice.groupby(["index", "method"], sort=False)
+    (index, method), rows = next(iter(keys))
+    more = f" (and {keys.ngroups - 1} more image-method pairs)" if keys.ngroups > 1 else ""
+    return (f"image {rows['image_id'].iloc[0]} (index {index}), method {method}: {len(rows)} rows with "
+            f"different values{more}")
+
+
+def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
+    """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
+    resumed run's file equals an uninterrupted one's."""
+    df = complete_records(read_records(path), methods)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(df[COLUMNS].to_csv(index=False, float_format="%.17g"))
     tmp.replace(path)

@@ -1,0 +1,89 @@
+"""Run folders as report commands see them: read-only, checked, and honest about how far a run got.
+
+`camexp table` must never modify a run folder, must not present half a run as a whole one, and must not
+fall over (or report garbage) on a folder it did not write: a foreign run.json or records that two runs
+wrote into is skipped with the reason, and the other runs are still reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from camexp.errors import CamexpError
+from camexp.metrics import METRICS
+from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, complete_lines, complete_records, conflicting_duplicate, \
+    parts, read_json, read_records
+
+
+@dataclass
+class RunFolder:
+    """A run folder's metadata and its records restricted to the images complete for every method."""
+
+    path: Path
+    meta: dict[str, Any]
+    records: pd.DataFrame
+    status: str | None  # None: the run is complete; else a sentence saying what is missing
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+
+def find_runs(results_dir: Path) -> list[Path]:
+    """Every folder holding a run.json below `results_dir` (a run that has not recorded an image yet
+    included), sorted."""
+    return sorted(p.parent for p in results_dir.rglob(RUN_JSON))
+
+
+def open_run(run_dir: Path) -> RunFolder:
+    """Read a run folder without writing to it; a CamexpError says why it cannot be reported."""
+    meta = _camexp_meta(run_dir / RUN_JSON)
+    methods = meta["config"]["methods"]
+    records = pd.concat([read_records(p) for p in _record_files(run_dir)], ignore_index=True)
+    if conflict := conflicting_duplicate(records):
+        raise CamexpError(f"{run_dir / RECORDS}: {conflict}: records of two runs were mixed in this folder; "
+                          "rerun it with --fresh")
+    complete = complete_records(records, methods).reset_index(drop=True)
+    return RunFolder(run_dir, meta, complete, _status(run_dir, meta, complete["index"].nunique()))
+
+
+def _camexp_meta(path: Path) -> dict[str, Any]:
+    """run.json, if camexp wrote it: a config with a name, methods and metrics this version knows."""
+    meta = read_json(path)
+    cfg = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) or not all(
+            isinstance(cfg.get(k), list) and all(isinstance(v, str) for v in cfg[k]) for k in ("methods", "metrics")) \
+            or not isinstance(cfg.get("dataset"), dict) or not isinstance((cfg.get("model") or {}).get("name"), str):
+        raise CamexpError(f"{path}: not a camexp run.json (no 'config' with name, model, dataset, methods and metrics)")
+    if unknown := [m for m in cfg["metrics"] if m not in METRICS]:
+        raise CamexpError(f"{path}: metrics {unknown} are unknown to this camexp version")
+    return meta
+
+
+def _record_files(run_dir: Path) -> list[Path]:
+    """per_image.csv, plus the per-rank files of a distributed run that has not merged them yet."""
+    return [run_dir / RECORDS, *parts(run_dir / RECORDS)]
+
+
+def images_to_do(meta: dict[str, Any]) -> int | None:
+    """How many images the run set out to explain: after subset, limit and the min_true_prob filter."""
+    dataset = meta.get("dataset") or {}
+    passed = (dataset.get("min_true_prob") or {}).get("passed")
+    return passed if passed is not None else dataset.get("selected", meta.get("images_in_dataset"))
+
+
+def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
+    """None for a finished run with every image recorded (or skipped as unreadable); else what is missing."""
+    total = images_to_do(meta)
+    bad = sum(len(complete_lines(p).split()) for p in [run_dir / BAD_IMAGES, *parts(run_dir / BAD_IMAGES)]
+              if p.exists())
+    if meta.get("status") == "complete" and (total is None or done + bad >= total):
+        return None
+    state = "still running or stopped before the end" if meta.get("status") == "running" else \
+        f"run.json says {meta.get('status')!r}"
+    skipped = f", {bad} unreadable" if bad else ""
+    return (f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
+            f"method{skipped}. The numbers below cover those {done} images only.")
