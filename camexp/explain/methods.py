@@ -1,4 +1,4 @@
-"""CAM methods as pure functions of the layer activation A and its gradient G (PROTOCOL.md section 2).
+"""CAM methods as pure functions of the layer activation A and its gradient G (README.md, Definitions D2).
 
 Every gradient method reads the same (A, G) from one forward + one backward pass. A method is one
 decorated function returning the map before upsampling, shape (B, h, w); adding one is a few lines here.
