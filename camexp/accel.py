@@ -10,6 +10,20 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from camexp.errors import CamexpError
+
+def resolve_device(name: str) -> torch.device:
+    """`runtime.device` as a torch device: 'auto' picks CUDA when present; an unusable name is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CamexpError(f"runtime.device {name!r}: no CUDA device is available here (use 'cpu' or 'auto')")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CamexpError(f"runtime.device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

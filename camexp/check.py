@@ -20,11 +20,26 @@ from camexp.data import Listing, list_dataset
 from camexp.data.base import Item, decode
 from camexp.errors import CamexpError
 from camexp.models import LoadedModel, build_model
-from camexp.models.classes import head_problems, label_problems
+from camexp.explain.methods import METHODS
+from camexp.metrics import METRICS
+from camexp.models.classes import head_problems
 
 MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
 QUICK_SAMPLE = 100  # images decoded by `camexp check --quick`
 T = TypeVar("T")
+
+
+def label_problems(cfg: ExperimentConfig, items: list[Item]) -> list[str]:
+    """What the config needs of the labels that the data set lacks (target: true and relperf need a single
+    true label for every image)."""
+    needs = [f"metric {m}" for m in cfg.metrics if METRICS.get(m).needs_labels] + \
+        (["target: true"] if cfg.target == "true" else [])
+    unlabelled = sum(1 for it in items if it.label < 0)
+    if not needs or not unlabelled:
+        return []
+    return [f"{cfg.dataset.root}: {' and '.join(needs)} need(s) a true label for every image (a single true label "
+            f"per image), but {unlabelled} {cfg.dataset.kind} image(s) have none (give dataset.labels, or use "
+            "target: predicted)"]
 
 
 @dataclass
@@ -115,8 +130,7 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | No
     if loaded is None:
         return None
     report.model_classes, report.layer = loaded.num_classes, loaded.layer_name
-    if "cam" in cfg.methods and loaded.cam_weight is None:
-        report.errors.append(f"method 'cam' is not available for {cfg.model.name}: {loaded.cam_unavailable}")
+    report.errors += [why for _, m, _ in cfg.method_specs() if (why := METHODS.get(m).unavailable(loaded))]
     return loaded
 
 

@@ -37,12 +37,12 @@ def run(
                                                     "launched by torchrun); see README.md, 'Speed and scale-out'"),
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""
-    from camexp.config import load_config
+    from camexp.experiment import load_experiment
     from camexp.report.terminal import print_summary
     from camexp.runner import run_experiment
 
     try:
-        cfg = load_config(config, {"dataset.limit": limit, "runtime.device": device,
+        cfg = load_experiment(config, {"dataset.limit": limit, "runtime.device": device,
                                    "runtime.batch_size": batch_size, "output.dir": str(out) if out else None})
         summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config, distributed=distributed)
     except CamexpError as e:
@@ -61,10 +61,10 @@ def check(
 ) -> None:
     """Check data layout, labels, boxes, weights, layer and class count, and decode every image, before a long run."""
     from camexp.check import check_experiment, render
-    from camexp.config import load_config
+    from camexp.experiment import load_experiment
 
     try:
-        report = check_experiment(load_config(config), quick=quick, progress=progress)
+        report = check_experiment(load_experiment(config), quick=quick, progress=progress)
     except CamexpError as e:
         _fail(e)
     render(report, console)
@@ -176,15 +176,45 @@ def plot(
 
 
 @app.command()
-def methods() -> None:
-    """List the implemented methods."""
+def methods(
+    config: Optional[Path] = typer.Argument(None, help="experiment YAML: costs for its model and layer, and its "
+                                                       "own method settings"),
+    fmt: str = typer.Option("table", "--format", help="table | csv"),
+) -> None:
+    """List every method: what it needs, what it costs per image beyond the shared pass, and its source."""
+    import csv
+    import sys
+
     from rich.table import Table
 
     from camexp.explain.methods import METHODS
 
-    t = Table("method", "needs gradient", "what it is")
-    for m in METHODS.values():
-        t.add_row(m.name, "yes" if m.needs_grad else "no", m.summary)
+    try:
+        if fmt not in ("table", "csv"):
+            raise CamexpError(f"--format must be 'table' or 'csv', not {fmt!r}")
+        channels, specs, where = None, {}, "K = the layer's channels"
+        if config is not None:
+            from camexp.experiment import load_experiment
+            from camexp.models import build_model
+
+            cfg = load_experiment(config)
+            loaded = build_model(cfg.model)
+            channels = loaded.maps_shape[0]
+            specs = {m: params for _, m, params in cfg.method_specs()}
+            where = f"{cfg.model.name} at {loaded.layer_name}: K = {channels}"
+        rows = [(name, "yes" if m.needs_grad else "no", "yes" if m.needs_model else "no",
+                 m.cost(channels, {**m.params, **specs.get(name, {})}),
+                 m.summary, m.source) for name, m in METHODS.items()]
+    except CamexpError as e:
+        _fail(e)
+    header = ("method", "needs gradient", "calls the model", f"cost per image ({where})", "what it is", "source")
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerows([header, *rows])
+        return
+    t = Table(*header)
+    for row in rows:
+        t.add_row(*row)
     console.print(t)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -80,6 +79,8 @@ class ModelConfig(_Strict):
     name: str
     weights: str = "timm"
     layer: str | None = None
+    layout: Literal["auto", "nchw", "nhwc", "tokens"] = Field(
+        "auto", description="how the layer's output is laid out; auto: NCHW, NHWC (timm output_fmt) or ViT tokens")
 
 
 class RuntimeConfig(_Strict):
@@ -105,6 +106,15 @@ class LocalizationConfig(_Strict):
         return v
 
 
+class MethodSpec(_Strict):
+    """A method under a name of its own with parameters, so two settings of one method run side by side:
+    `{name: scorecam-softmax, method: scorecam, params: {weighting: softmax}}`."""
+
+    name: str
+    method: str
+    params: dict[str, Any] = {}
+
+
 class OutputConfig(_Strict):
     dir: Path | None = None
 
@@ -116,7 +126,7 @@ class ExperimentConfig(_Strict):
     paper: Literal[PAPER_TABLES] | None = None  # type: ignore[valid-type]
     dataset: DatasetConfig
     model: ModelConfig
-    methods: list[str] = ["gradcam", "gradcam++"]
+    methods: list[str | MethodSpec] = ["gradcam", "gradcam++"]
     score: Literal["logit", "softmax"] = "logit"
     confidence: Literal["softmax", "sigmoid"] = "softmax"
     target: Literal["predicted", "true"] = "predicted"
@@ -130,16 +140,20 @@ class ExperimentConfig(_Strict):
 
     @field_validator("methods", "metrics", "analyses")
     @classmethod
-    def _registered(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        """Every listed name must be in its registry (imported lazily: those modules import this one)."""
-        registry = _registry(info.field_name)
-        unknown = [n for n in v if n not in registry]
-        if unknown:
-            raise ValueError(f"unknown {info.field_name} {unknown}; known: {sorted(registry)}")
-        if len(set(v)) != len(v):
+    def _registered(cls, v: list[Any], info: ValidationInfo) -> list[Any]:
+        """Names must be distinct and, when the caller passes the registries as validation context
+        (camexp/experiment.py does), registered. This module imports no registry: config is a leaf."""
+        names = [n.name if isinstance(n, MethodSpec) else n for n in v]
+        if len(set(names)) != len(names):
             raise ValueError(f"a name is listed twice in {info.field_name}")
         if info.field_name == "methods" and not v:
             raise ValueError("list at least one method")
+        registry = (info.context or {}).get(info.field_name)
+        if registry is not None:
+            lookup = [n.method if isinstance(n, MethodSpec) else n for n in v]
+            unknown = registry.unknown(lookup)
+            if unknown:
+                raise ValueError(f"unknown {info.field_name} {unknown}; known: {registry.names()}")
         return v
 
     @model_validator(mode="after")
@@ -147,6 +161,15 @@ class ExperimentConfig(_Strict):
         if "win" in self.metrics and len(self.methods) < 2:
             raise ValueError("metric 'win' compares methods: list at least two methods (or drop 'win')")
         return self
+
+    @property
+    def method_names(self) -> list[str]:
+        """The names the records carry, in config order."""
+        return [m.name if isinstance(m, MethodSpec) else m for m in self.methods]
+
+    def method_specs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(record name, registered method, parameters) per listed method."""
+        return [(m, m, {}) if isinstance(m, str) else (m.name, m.method, dict(m.params)) for m in self.methods]
 
     @property
     def output_dir(self) -> Path:
@@ -159,21 +182,9 @@ class ExperimentConfig(_Strict):
         keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
+        if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
+            del keep["model"]["layout"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _registry(field: str) -> Collection[str]:
-    if field == "methods":
-        from camexp.explain.methods import METHODS
-
-        return METHODS
-    if field == "metrics":
-        from camexp.metrics import METRICS
-
-        return METRICS
-    from camexp.analyses import ANALYSES
-
-    return ANALYSES
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
@@ -188,13 +199,10 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{more}"
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size')."""
-    return load_yaml(path, ExperimentConfig, overrides)
-
-
-def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None) -> S:
-    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`."""
+def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None,
+              context: dict[str, Any] | None = None) -> S:
+    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`
+    (`context` is handed to the validators: the registries that names are checked against)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -214,7 +222,7 @@ def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | Non
         node[leaf] = value
     _resolve_paths(raw, path.parent)
     try:
-        return schema.model_validate(raw)
+        return schema.model_validate(raw, context=context)
     except ValidationError as e:
         raise ConfigError(_format_error(path, e)) from None
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -20,6 +21,32 @@ RECORDS = "per_image.csv"
 RUN_JSON = "run.json"
 BAD_IMAGES = "bad_images.txt"
 COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "p_true", "constant_map"]
+
+
+def batch_records(index: np.ndarray, image_ids: list[str], methods: list[str], *, y: torch.Tensor,
+                  p_true: torch.Tensor, targets: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor,
+                  o: torch.Tensor, constant: torch.Tensor, finite: torch.Tensor) -> pd.DataFrame:
+    """The records of one batch, method by method (M*B rows of COLUMNS), from device tensors.
+
+    y, p_true, targets, pred, labels: (B,); o, constant, finite: (M, B). Everything leaves the device in one
+    float64 transfer (float64 holds class indices exactly), the loop's only host sync. A non-finite map is
+    an error naming the method and the images, never a record.
+    """
+    rows = [y, p_true, targets, pred, labels, o, constant, finite]
+    host = torch.cat([r.to(torch.float64).reshape(-1, r.shape[-1]) for r in rows]).cpu().numpy()
+    y_h, p_true_h, *classes = host[:5]
+    m = len(methods)
+    target, pred_h, label = (np.tile(c, m).astype(np.int64) for c in classes)
+    o_h, constant_h, finite_h = np.split(host[5:], 3)  # (M, B) each
+    if not finite_h.all():
+        j = int(np.flatnonzero(finite_h.min(1) == 0)[0])
+        raise CamexpError(f"method {methods[j]!r} produced non-finite values for image(s) "
+                          f"{[image_ids[i] for i in np.flatnonzero(finite_h[j] == 0)]}: NaN/Inf in the model's "
+                          "activations or gradients")
+    return pd.DataFrame({
+        "index": np.tile(index, m), "image_id": image_ids * m, "method": np.repeat(methods, len(image_ids)),
+        "target": target, "label": label, "pred": pred_h, "y": np.tile(y_h, m), "o": o_h.ravel(),
+        "p_true": np.tile(p_true_h, m), "constant_map": constant_h.ravel().astype(np.int64)})
 
 
 def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS) -> None:

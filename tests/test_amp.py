@@ -11,7 +11,7 @@ from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, RuntimeC
 from camexp.data import build_dataset
 from camexp.explain.core import Explainer
 from camexp.models import build_model
-from camexp.runner import explanation_confidence
+from camexp.explain.scoring import Scorer
 
 METHODS = ["gradcam", "gradcam+", "gradcam++"]
 
@@ -22,7 +22,7 @@ def _cfg(amp: str) -> ExperimentConfig:
 
 
 def test_amp_is_part_of_the_fingerprint_only_when_on():
-    assert _cfg("off").fingerprint() != _cfg("bf16").fingerprint() != _cfg("fp16").fingerprint()
+    assert len({_cfg(a).fingerprint() for a in ("off", "bf16", "fp16")}) == 3
     off = _cfg("off")
     assert off.fingerprint() == off.model_copy(update={"runtime": RuntimeConfig(batch_size=3)}).fingerprint()
     with pytest.raises(ValidationError):
@@ -36,8 +36,8 @@ def test_bf16_autocast_on_cpu_touches_only_the_explanation_forward(ilsvrc_images
     ds = build_dataset(DatasetConfig(root=ilsvrc_images, limit=16), loaded.spec)
     x = torch.stack([ds[i]["image"] for i in range(len(ds))])
     ex = Explainer(loaded, METHODS).explain(x)
-    full = explanation_confidence(loaded, x, ex, "pixel", "softmax", None)
-    half = explanation_confidence(loaded, x, ex, "pixel", "softmax", None, amp="bf16")
+    full = Scorer(loaded.model).explanations(x, ex.maps, ex.targets)
+    half = Scorer(loaded.model, amp="bf16").explanations(x, ex.maps, ex.targets)
     assert half.dtype == torch.float64 and half.shape == (len(ds), len(METHODS))
     assert (half - full).abs().median() < 0.01  # measured: median ~5e-3, max 0.12 (README.md, "Speed and scale-out")
     assert not torch.equal(half, full)  # autocast really ran

@@ -17,7 +17,8 @@ from camexp.analyses.alpha_stats import merge_batches
 from camexp.analyses.area_curve import THETAS, quantile_masks
 import camexp.runner as runner
 from camexp.cli import app
-from camexp.config import ExperimentConfig, load_config
+from camexp.config import ExperimentConfig
+from camexp.experiment import load_experiment as load_config
 from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
 from camexp.models import LoadedModel

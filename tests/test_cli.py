@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 
 import camexp.runner as runner_mod
 from camexp.cli import app
-from camexp.config import load_config
+from camexp.experiment import load_experiment as load_config
 from camexp.runner import run_experiment
 
 pytestmark = pytest.mark.slow
@@ -125,7 +127,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path, photo_dir: Path):
     ({"model__name": "not_a_model"}, "'not_a_model' is not a timm model"),
     ({"model__weights": "/no/ckpt.pt"}, "/no/ckpt.pt not found"),
     ({"model__layer": "blocks.99"}, "model.layer 'blocks.99' does not exist"),
-    ({"model__layer": "classifier"}, "not a 4-D feature map"),
+    ({"model__layer": "classifier"}, "outputs (1, 1000), not a feature map"),
     ({"target": "true"}, "need(s) a true label"),
     ({"metrics": ["relperf"]}, "need(s) a true label"),
     ({"methods": ["gradcam"], "metrics": ["win"]}, "at least two methods"),
@@ -196,10 +198,15 @@ def test_table_gathers_runs_and_compares_with_the_paper(tmp_path: Path, photo_di
 
 
 def test_methods_lists_every_method():
-    res = invoke("methods")
-    assert res.exit_code == 0
-    for m in ("cam", "gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig"):
-        assert m in res.output
+    """Each registered method is one CSV row whose first cell is exactly its name."""
+    from camexp.explain.methods import METHODS
+
+    res = invoke("methods", "--format", "csv")
+    assert res.exit_code == 0, res.output
+    rows = list(csv.reader(io.StringIO(res.output)))
+    assert rows[0][0] == "method"
+    assert [r[0] for r in rows[1:]] == METHODS.names()
+    assert {"cam", "gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig"} <= {r[0] for r in rows[1:]}
 
 
 def test_unreachable_uncached_weights_fail_fast_with_the_fix(monkeypatch: pytest.MonkeyPatch):

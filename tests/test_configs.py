@@ -7,7 +7,8 @@ import pytest
 import timm
 import torchvision
 
-from camexp.config import PAPER_TABLES, ExperimentConfig, load_config
+from camexp.config import PAPER_TABLES, ExperimentConfig
+from camexp.experiment import load_experiment as load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

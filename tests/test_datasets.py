@@ -177,7 +177,7 @@ def test_filter_min_true_prob_keeps_confident_labelled_images(tmp_path: Path, ma
     from types import SimpleNamespace
 
     from camexp.data import ImageDataset, Item
-    from camexp.data.filters import filter_min_true_prob
+    from camexp.models.filters import filter_min_true_prob
 
     shades = [("bright", 255, 0), ("dark", 0, 0), ("unlabelled", 255, -1), ("bright2", 250, 0)]
     items = [Item(make_jpeg(tmp_path / f"{name}.jpg", color=(v, v, v)), name, label) for name, v, label in shades]

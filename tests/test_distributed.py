@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from camexp.config import load_config
+from camexp.experiment import load_experiment as load_config
 from camexp.distributed import Ranks
 from camexp.results import RECORDS, RUN_JSON, merge_parts, part_path, parts
 from camexp.runner import run_experiment

@@ -12,7 +12,7 @@ from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
 from camexp.explain.maps import upsample_normalize
-from camexp.runner import explanation_confidence
+from camexp.explain.scoring import Scorer
 
 pytestmark = pytest.mark.slow
 
@@ -132,10 +132,10 @@ def test_batch_independence(lite0, photos):
     methods = ["gradcam", "gradcam+", "gradcam++", "cam"]
     explainer = Explainer(lite0, methods)
     whole = explainer.explain(photos)
-    o_whole = explanation_confidence(lite0, photos, whole, "pixel", "softmax", None)
+    o_whole = Scorer(lite0.model, "pixel", chunk=None).explanations(photos, whole.maps, whole.targets)
     for i in range(len(photos)):
         one = explainer.explain(photos[i:i + 1])
-        o_one = explanation_confidence(lite0, photos[i:i + 1], one, "pixel", "softmax", None)
+        o_one = Scorer(lite0.model, "pixel", chunk=None).explanations(photos[i:i + 1], one.maps, one.targets)
         for m in methods:
             assert torch.allclose(one.maps[m][0], whole.maps[m][i], atol=1e-5), m
         assert torch.allclose(o_one[0], o_whole[i], atol=1e-5)
@@ -143,8 +143,8 @@ def test_batch_independence(lite0, photos):
 
 def test_chunked_explanation_forward_equals_one_forward(lite0, photos):
     ex = Explainer(lite0, ["gradcam", "gradcam++"]).explain(photos)
-    full = explanation_confidence(lite0, photos, ex, "pixel", "softmax", None)
-    chunked = explanation_confidence(lite0, photos, ex, "pixel", "softmax", 5)
+    full = Scorer(lite0.model, "pixel", chunk=None).explanations(photos, ex.maps, ex.targets)
+    chunked = Scorer(lite0.model, "pixel", chunk=5).explanations(photos, ex.maps, ex.targets)
     assert torch.allclose(full, chunked, atol=1e-6)
 
 
@@ -155,5 +155,5 @@ def test_occlusion_modes_differ_as_documented(lite0, photos):
     black = lite0.model(torch.zeros_like(photos[:1])).double().softmax(1)
     mean_img = lite0.model.net(torch.zeros_like(photos[:1])).double().softmax(1)
     t = ex.targets[:, None]
-    assert torch.allclose(explanation_confidence(lite0, photos[:1], ex, "pixel", "softmax", None), black.gather(1, t))
-    assert torch.allclose(explanation_confidence(lite0, photos[:1], ex, "normalized", "softmax", None), mean_img.gather(1, t))
+    assert torch.allclose(Scorer(lite0.model, "pixel", chunk=None).explanations(photos[:1], ex.maps, ex.targets), black.gather(1, t))
+    assert torch.allclose(Scorer(lite0.model, "normalized", chunk=None).explanations(photos[:1], ex.maps, ex.targets), mean_img.gather(1, t))

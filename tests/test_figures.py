@@ -21,7 +21,7 @@ from camexp.data.images import load_rgb
 from camexp.data.transforms import PixelTransform
 from camexp.explain.gallery import MethodPanel, ModelRow, explain_batch
 from camexp.explain.guided import guided_backprop
-from camexp.report.run_plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
+from camexp.analyses.plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
 from conftest import SHARED_DATA
 
 CAMERA = Path(skimage.data.__file__).parent / "camera.png"  # grayscale PNG

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camexp.config import load_config
 from camexp.errors import ConfigError
+from camexp.experiment import load_experiment as load_config
 from camexp.finetune.config import load_finetune_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

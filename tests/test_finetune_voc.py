@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from camexp.config import ModelConfig, load_config
+from camexp.config import ModelConfig
+from camexp.experiment import load_experiment as load_config
 from camexp.errors import CamexpError
 from camexp.finetune.config import FinetuneConfig, load_finetune_config
 from camexp.finetune.train import FinetuneResult, Trainer, finetune

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from camexp.config import load_config
+from camexp.experiment import load_experiment as load_config
 from camexp.runner import run_experiment
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from camexp.config import load_config
+from camexp.experiment import load_experiment as load_config
 from camexp.runner import run_experiment
 
 pytestmark = pytest.mark.slow

@@ -1,78 +1,9 @@
 """Per-batch analyses beyond the faithfulness records (area curve, alpha statistics, localization, ...).
 
-An analysis sees every batch through `BatchContext` and writes its own files when the run ends. Register a
-factory with `@analysis(name)`; a config enables it by listing the name under `analyses:`. To survive a
-kill, an analysis should append per-image rows to its own file in `update` (as the runner does), not
-keep everything in memory. An analysis whose files hold numbers for the summary table also registers a
-reader with `@analysis_result(name)`: the summary (and `camexp table`) recomputes them from the files,
-as metrics are recomputed from the records.
+The contract and the registries are in camexp/analyses/base.py; importing this package registers the
+built-in analyses.
 """
-from __future__ import annotations
+from camexp.analyses import alpha_stats, area_curve, localization, record_plots  # noqa: F401
+from camexp.analyses.base import ANALYSES, ANALYSIS_RESULTS, Analysis, BatchContext, analysis, analysis_result
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-
-import torch
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from camexp.config import ExperimentConfig
-    from camexp.explain.core import Explainer, Explanation
-    from camexp.metrics import MetricResult
-    from camexp.models import LoadedModel
-
-
-@dataclass
-class BatchContext:
-    """One batch as the runner saw it; tensors are on the run's device, rows are the good images only."""
-
-    cfg: "ExperimentConfig"
-    loaded: "LoadedModel"
-    explainer: "Explainer"
-    x: torch.Tensor  # (B,3,H,W) pixel-space images
-    explanation: "Explanation"
-    y: torch.Tensor  # (B,) target confidence on the full image
-    o: torch.Tensor  # (B,M) target confidence on the explanation images
-    batch: dict[str, Any]  # the collated batch, restricted to the good images
-    out_dir: Path
-
-
-class Analysis(Protocol):
-    def update(self, ctx: BatchContext) -> None: ...
-
-    def finish(self, out_dir: Path) -> list[str]:
-        """Write final files; return Markdown lines for summary.md (e.g. figure links)."""
-        ...
-
-
-T = TypeVar("T")
-AnalysisFactory = Callable[["ExperimentConfig"], Analysis]
-ANALYSES: dict[str, AnalysisFactory] = {}
-
-
-def _registrar(table: dict[str, T], name: str) -> Callable[[T], T]:
-    def register(obj: T) -> T:
-        table[name] = obj
-        return obj
-
-    return register
-
-
-def analysis(name: str) -> Callable[[AnalysisFactory], AnalysisFactory]:
-    return _registrar(ANALYSES, name)
-
-
-# (run folder, the run's final per-image records, methods) -> rows/tables/notes for the summary
-ResultReader = Callable[[Path, "pd.DataFrame", list[str]], "MetricResult"]
-ANALYSIS_RESULTS: dict[str, ResultReader] = {}
-
-
-def analysis_result(name: str) -> Callable[[ResultReader], ResultReader]:
-    return _registrar(ANALYSIS_RESULTS, name)
-
-
-# The built-in analyses register themselves on import.
-from camexp.analyses import alpha_stats, area_curve, localization, record_plots  # noqa: E402,F401
+__all__ = ["ANALYSES", "ANALYSIS_RESULTS", "Analysis", "BatchContext", "analysis", "analysis_result"]

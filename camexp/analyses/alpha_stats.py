@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from camexp.analyses import BatchContext, analysis
+from camexp.analyses.base import BatchContext, analysis
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges, summarize_alpha, unsqueeze
 from camexp.analyses.store import reset_if_fresh
 from camexp.config import ExperimentConfig
@@ -76,8 +76,8 @@ class AlphaStats:
         append_records(ctx.out_dir / BATCHES, row, COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
-        from camexp.report.run_plots import draw_alpha
-        from camexp.report.savefig import figure_link, save_figure
+        from camexp.analyses.plots import draw_alpha
+        from camexp.savefig import figure_link, save_figure
 
         rows = read_records(out_dir / BATCHES, COLUMNS)
         recorded = set(read_records(out_dir / RECORDS)["index"].astype(int))

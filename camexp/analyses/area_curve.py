@@ -9,14 +9,12 @@ quantile, e.g. the many zeros of a ReLU map, can keep more than 1 - θ).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from camexp.accel import forward_chunk
-from camexp.analyses import BatchContext, analysis
+from camexp.analyses.base import BatchContext, analysis
 from camexp.analyses.store import recorded_rows, reset_if_fresh
 from camexp.config import ExperimentConfig
 from camexp.results import append_records
@@ -52,16 +50,12 @@ class AreaCurve:
         if not self.started:
             reset_if_fresh(ctx.out_dir, PER_IMAGE)
             self.started = True
-        from camexp.runner import explanation_confidence
-
         ex = ctx.explanation
         masks = {m: quantile_masks(ex.maps[m]) for m in ex.maps}
         frames = []
         for t, theta in enumerate(THETAS):
             kept_maps = {m: ex.maps[m] * masks[m][t] for m in ex.maps}
-            o = explanation_confidence(ctx.loaded, ctx.x, replace(ex, maps=kept_maps), ctx.cfg.occlusion,
-                                       ctx.cfg.confidence, forward_chunk(ctx.x.device, ctx.cfg.runtime.forward_chunk),
-                                       ctx.cfg.runtime.amp).cpu()
+            o = ctx.explainer.scorer.explanations(ctx.x, kept_maps, ex.targets).cpu()
             for j, m in enumerate(ex.maps):
                 frames.append(pd.DataFrame({
                     "index": ctx.batch["index"].tolist(), "image_id": ctx.batch["image_id"], "method": m,
@@ -70,8 +64,8 @@ class AreaCurve:
         append_records(ctx.out_dir / PER_IMAGE, pd.concat(frames, ignore_index=True), COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
-        from camexp.report.run_plots import draw_area_curve
-        from camexp.report.savefig import figure_link, save_figure
+        from camexp.analyses.plots import draw_area_curve
+        from camexp.savefig import figure_link, save_figure
 
         rows = recorded_rows(out_dir, PER_IMAGE, COLUMNS, ["index", "method", "theta"])
         if rows.empty:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from camexp.analyses import BatchContext, analysis, analysis_result
+from camexp.analyses.base import BatchContext, analysis, analysis_result
 from camexp.metrics import MetricResult
 from camexp.metrics.localization import class_box_masks, localization
 from camexp.results import RECORDS, append_records, read_records

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from camexp.analyses import BatchContext, analysis
+from camexp.analyses.base import BatchContext, analysis
 from camexp.config import ExperimentConfig
 from camexp.metrics import RecordsView
 from camexp.results import RECORDS, read_records, records_view
@@ -55,7 +55,7 @@ class RecordsFigure:
         raise NotImplementedError
 
     def finish(self, out_dir: Path) -> list[str]:
-        from camexp.report.savefig import figure_link, save_figure
+        from camexp.savefig import figure_link, save_figure
 
         view = records_view(read_records(out_dir / RECORDS), self.cfg.methods)
         fig, note = self.draw(view)
@@ -68,7 +68,7 @@ class RelperfPlot(RecordsFigure):
     title = "Per-image O_A / O_B for each method pair (equivalence paper Fig. 6)"
 
     def draw(self, view: RecordsView) -> tuple["Figure", str]:
-        from camexp.report.run_plots import draw_ratio_boxes
+        from camexp.analyses.plots import draw_ratio_boxes
 
         thr = self.cfg.relperf_min_true_prob
         keep = view.p_true > thr if thr > 0 else torch.ones(len(view.image_ids), dtype=torch.bool)
@@ -83,7 +83,7 @@ class DropDist(RecordsFigure):
     title = "Distribution of the per-image drop max(0, Y − O) / Y"
 
     def draw(self, view: RecordsView) -> tuple["Figure", str]:
-        from camexp.report.run_plots import draw_drop_dist
+        from camexp.analyses.plots import draw_drop_dist
 
         note = (f"{len(view.image_ids)} images; the mean of each distribution (×100) is the method's Average drop %.")
         return draw_drop_dist(drops(view.y, view.o, view.methods)), note

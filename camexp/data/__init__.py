@@ -1,4 +1,7 @@
-"""Datasets: a registry from `dataset.kind` to a function listing `Item`s, and the DataLoader factory."""
+"""Datasets: a registry from `dataset.kind` to a function listing `Item`s, and the DataLoader factory.
+
+A new kind is one function `(DatasetConfig) -> Listing` registered here, or a plug-in named by import path
+(`kind: mypkg.data:list_mine`) or entry point (group `camexp.datasets`)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,18 +17,19 @@ from camexp.data.imagenetv2 import list_imagenetv2
 from camexp.data.transforms import InputSpec, PixelTransform
 from camexp.data.voc import list_voc
 from camexp.errors import CamexpError
+from camexp.registry import Registry, callable_entry
 
 
 def _folder(cfg: DatasetConfig) -> Listing:
     return Listing(list_folder(cfg.root, cfg.extensions, cfg.labels))
 
 
-LOADERS: dict[str, Callable[[DatasetConfig], Listing]] = {
-    "folder": _folder,
-    "imagenet_val": list_imagenet_val,
-    "imagenetv2": list_imagenetv2,
-    "voc": list_voc,
-}
+Loader = Callable[[DatasetConfig], Listing]
+LOADERS: Registry[Loader] = Registry("dataset kind", callable_entry("a function (DatasetConfig) -> Listing"),
+                                     group="camexp.datasets")
+for _kind, _loader in (("folder", _folder), ("imagenet_val", list_imagenet_val), ("imagenetv2", list_imagenetv2),
+                       ("voc", list_voc)):
+    LOADERS.register(_kind, _loader)
 
 
 def select_subset(n: int, subset: SubsetConfig) -> list[int]:
@@ -42,9 +46,11 @@ def list_dataset(cfg: DatasetConfig) -> Listing:
     `provenance` ends with what the runner writes to run.json: counts before and after selection, the
     subset and limit used, and a hash of the selected image ids.
     """
-    if cfg.kind not in LOADERS:
-        raise CamexpError(f"dataset.kind {cfg.kind!r} is not known; known kinds: {sorted(LOADERS)}")
-    listing = LOADERS[cfg.kind](cfg)
+    try:
+        loader = LOADERS.get(cfg.kind)
+    except CamexpError as e:
+        raise CamexpError(f"dataset.kind: {e}") from None
+    listing = loader(cfg)
     items = listing.items
     if cfg.subset is not None:
         items = [items[i] for i in select_subset(len(items), cfg.subset)]

@@ -1,22 +1,53 @@
 """The explainer core: one forward and at most one backward per batch serve every method.
 
-A forward hook replaces the layer's output by a leaf tensor that requires grad. Parameters are frozen and
-the input needs no grad, so autograd records nothing before the layer and the backward pass runs through
-the head only.
+A forward hook replaces the layer's output by a leaf tensor that requires grad, in map layout (B,K,h,w)
+whatever the layer's own layout (camexp/models/layout.py). Parameters are frozen and the input needs no
+grad, so autograd records nothing before the layer and the backward pass runs through the head only.
+Methods that call the model get, through their context, the run's scorer, the tail of the network after
+the layer, and further forward + head-backward passes on other inputs.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from camexp.accel import autocast
 from camexp.errors import CamexpError
 from camexp.explain.maps import upsample_normalize
-from camexp.explain.methods import METHODS, MethodInputs
+from camexp.explain.methods import METHODS, Method, MethodInputs
+from camexp.explain.scoring import Scorer
 from camexp.models import LoadedModel
+from camexp.models.layout import FeatureLayout
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """A method as a run uses it: the name its records carry, the registered method and its parameters."""
+
+    name: str
+    method: Method
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]]) -> list[MethodRun]:
+    """Resolve method names (or (name, method, params) triples) against the registry."""
+    triples = [(s, s, {}) if isinstance(s, str) else s for s in specs]
+    unknown = METHODS.unknown([m for _, m, _ in triples])
+    if unknown:
+        raise CamexpError(f"unknown method(s) {unknown}; known: {METHODS.names()}")
+    runs = []
+    for name, m, params in triples:
+        entry = METHODS.get(m)
+        extra = sorted(set(params) - set(entry.params))
+        if extra:
+            raise CamexpError(f"method {name!r}: {m} has no parameter(s) {extra}; its parameters: {dict(entry.params)}")
+        runs.append(MethodRun(name, entry, dict(params)))
+    return runs
 
 
 @dataclass
@@ -33,18 +64,21 @@ class Explanation:
 
 
 @contextmanager
-def leaf_activation(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """While active, `layer`'s output becomes a fresh leaf requiring grad (appended to the yielded list).
+def leaf_activation(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """While active, `layer`'s output becomes a fresh leaf in map layout that requires grad; each call
+    appends (leaf maps, detached native output) to the yielded list.
 
     The model continues on a clone of the leaf, so an in-place op after the layer (VGG's ReLU(inplace))
     cannot modify A or trip autograd's leaf check.
     """
-    store: list[torch.Tensor] = []
+    store: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        leaf = output.detach().requires_grad_(True)
-        store.append(leaf)
-        return leaf.clone()
+        native = output.detach()
+        maps = layout.to_maps(native)
+        leaf = (maps if layout.kind == "nchw" else maps.contiguous()).requires_grad_(True)
+        store.append((leaf, native))
+        return layout.to_native(leaf.clone(), native)
 
     handle = layer.register_forward_hook(hook)
     try:
@@ -56,43 +90,61 @@ def leaf_activation(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
 class Explainer:
     """Computes maps of several methods for a batch of pixel-space images on the model's device."""
 
-    def __init__(self, loaded: LoadedModel, methods: list[str], score: str = "logit"):
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise CamexpError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-        if "cam" in methods and loaded.cam_weight is None:
-            raise CamexpError(f"method 'cam' is not defined for {loaded.name} at layer {loaded.layer_name!r}: "
-                              f"{loaded.cam_unavailable}. Use gradient methods (gradcam, gradcam++, ...) instead.")
+    def __init__(self, loaded: LoadedModel, methods: list[str] | list[tuple[str, str, dict[str, Any]]],
+                 score: str = "logit", scorer: Scorer | None = None):
         if score not in ("logit", "softmax"):
             raise CamexpError(f"score must be 'logit' or 'softmax', not {score!r}")
+        self.runs = method_runs(methods)
+        for r in self.runs:
+            why = r.method.unavailable(loaded)
+            if why:
+                raise CamexpError(why)
         self.loaded = loaded
-        self.methods = list(methods)
+        self.methods = [r.name for r in self.runs]
         self.score = score
-        self.needs_grad = any(METHODS[m].needs_grad for m in methods)
+        self.scorer = scorer or Scorer(loaded.model)
+        self.needs_grad = any(r.method.needs_grad for r in self.runs)
 
-    def activations(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, MethodInputs]:
-        """Forward (and, if any method needs it, backward) pass: logits and the method inputs.
-
-        `targets` None means the top-1 prediction of each image.
-        """
-        model = self.loaded.model
-        with leaf_activation(self.loaded.layer) as store, torch.enable_grad():
-            logits = model(x)
-            A = store[-1]
+    def forward_backward(self, x: torch.Tensor, targets: torch.Tensor | None = None, grad: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """One forward (and with `grad`, one head backward) of pixel images x: logits, targets, A and G in
+        map layout, and the layer's native output. `targets` None means the top-1 prediction of each image."""
+        with leaf_activation(self.loaded.layer, self.loaded.layout) as store, torch.enable_grad():
+            logits = self.loaded.model(x)
+            A, native = store[-1]
             t = logits.argmax(1) if targets is None else targets.to(logits.device)
             G = None
-            if self.needs_grad:
+            if grad:
                 scores = logits if self.score == "logit" else logits.float().softmax(1)
                 (G,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), A)
-        return logits.detach(), MethodInputs(A=A.detach().float(), G=None if G is None else G.float(), targets=t,
-                                             cam_weight=self.loaded.cam_weight)
+        return logits.detach(), t, A.detach().float(), None if G is None else G.float(), native
+
+    def activations(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, MethodInputs]:
+        """Forward (and, if any method needs it, backward) pass: logits and the methods' context."""
+        logits, t, A, G, native = self.forward_backward(x, targets, self.needs_grad)
+        inputs = MethodInputs(A=A, G=G, targets=t, cam_weight=self.loaded.cam_weight, x=x, logits=logits,
+                              scorer=self.scorer, score=self.score,
+                              tail=lambda a, which=None: self.tail(a, x, native, which),
+                              grads=lambda x2, t2: self.forward_backward(x2, t2)[2:4])  # type: ignore[return-value]
+        return logits, inputs
+
+    def tail(self, a: torch.Tensor, x: torch.Tensor, native: torch.Tensor,
+             which: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the network after the layer for activations `a` (N,K,h,w) in map layout; row n belongs
+        to image which[n] of the batch (default: row n is image n). Inference mode, the run's amp."""
+        which = torch.arange(len(a), device=a.device) if which is None else which
+        lay = self.loaded.layout
+        with torch.inference_mode(), autocast(a.device, self.scorer.amp):
+            a_native = lay.to_native(a.to(native.dtype), native[which])
+            x_norm = None if self.loaded.tail.split is not None else self.loaded.model.normalize(x[which])
+            return self.loaded.tail(a_native, x_norm)
 
     def explain(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> Explanation:
         """Maps of every method for images `x` (B,3,H,W in [0,1]); see `activations` for `targets`."""
         logits, inputs = self.activations(x, targets)
         maps, constant, finite = {}, {}, {}
-        for name in self.methods:
-            raw = METHODS[name].fn(inputs)
-            maps[name], constant[name] = upsample_normalize(raw, tuple(x.shape[-2:]))
-            finite[name] = torch.isfinite(raw).all(dim=(1, 2))
+        for r in self.runs:
+            raw = r.method(inputs, **r.params)
+            maps[r.name], constant[r.name] = upsample_normalize(raw, tuple(x.shape[-2:]))
+            finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
         return Explanation(logits, inputs.targets, maps, constant, finite, inputs)

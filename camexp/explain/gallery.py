@@ -16,7 +16,7 @@ from camexp.explain.core import Explainer
 from camexp.explain.guided import guided_backprop, guided_cam, split_guided, to_display
 from camexp.explain.methods import METHODS
 from camexp.models import LoadedModel
-from camexp.runner import confidence, explanation_confidence
+from camexp.explain.scoring import Scorer, confidence
 
 
 @dataclass
@@ -48,7 +48,7 @@ def parse_methods(spec: str) -> list[str]:
     names = [m.strip() for m in spec.split(",") if m.strip()]
     unknown = [m for m in names if split_guided(m)[0] not in METHODS]
     if not names or unknown:
-        raise CamexpError(f"--methods: unknown method(s) {unknown or spec!r}; known: {sorted(METHODS)}, each "
+        raise CamexpError(f"--methods: unknown method(s) {unknown or spec!r}; known: {METHODS.names()}, each "
                           "optionally prefixed 'guided-'")
     return names
 
@@ -95,9 +95,10 @@ def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], targ
     """Rows for images `x` (B,3,H,W in [0,1]) on the model's device; `target` None = top-1 per image;
     `kind` the confidence shown: softmax, or sigmoid for a multi-label (VOC fine-tuned) head."""
     bases = list(dict.fromkeys(split_guided(m)[0] for m in methods))
-    ex = Explainer(loaded, bases).explain(x, None if target is None else torch.full((len(x),), target))
+    scorer = Scorer(loaded.model, kind=kind)
+    ex = Explainer(loaded, bases, scorer=scorer).explain(x, None if target is None else torch.full((len(x),), target))
     y = confidence(ex.logits, kind).gather(1, ex.targets[:, None])[:, 0]
-    o = explanation_confidence(loaded, x, ex, "pixel", kind, None)
+    o = scorer.explanations(x, ex.maps, ex.targets)
     guided = None
     if any(split_guided(m)[1] for m in methods):
         guided = guided_backprop(loaded.model, x, ex.targets)

@@ -1,57 +1,118 @@
-"""CAM methods as pure functions of the layer activation A and its gradient G (README.md, Definitions D2).
+"""CAM methods: the registry, the context a method sees, and the methods that need only A and G.
 
-Every gradient method reads the same (A, G) from one forward + one backward pass. A method is one
-decorated function returning the map before upsampling, shape (B, h, w); adding one is a few lines here.
+A method is a function `fn(ctx: MethodInputs, **params) -> (B, h, w)` map before upsampling
+(README.md, Definitions D2), registered with its metadata by `@method(...)`. Methods of (A, G) alone stay
+three-line pure functions; methods that call the model (Score-CAM, Ablation-CAM, noise-averaged ones)
+use the context's `scorer`, `tail` and `grads`, which the explainer provides for the batch. Methods that
+call the model live in camexp/explain/model_methods.py.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from camexp.registry import Registry
+
+if TYPE_CHECKING:
+    from camexp.explain.scoring import Scorer
+    from camexp.models import LoadedModel
 
 
 @dataclass
 class MethodInputs:
-    """A and G (B,K,h,w, float32), the target classes (B,) and the classifier weights for CAM (C,K)."""
+    """What a method may read for one batch. A and G (B,K,h,w, float32; G None when no method of the run
+    needs a gradient), the target classes (B,) and the classifier weights for CAM (C,K). Methods that call
+    the model also get the pixel-space input x (B,3,H,W), the full-image logits, a `scorer` of pixel-space
+    images, `tail(A') -> logits` (the network after the layer) and `grads(x', targets) -> (A', G')` (one
+    more forward + head backward, e.g. on a noisy copy). Derived values (alpha) are computed once, lazily,
+    and shared by every method of the batch."""
 
     A: torch.Tensor
     G: torch.Tensor | None
     targets: torch.Tensor
     cam_weight: torch.Tensor | None = None
+    x: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    scorer: "Scorer | None" = None
+    tail: Callable[[torch.Tensor], torch.Tensor] | None = None
+    grads: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    score: str = "logit"
+    image_ids: list[str] | None = None
 
     @cached_property
     def alpha(self) -> torch.Tensor:
-        """Grad-CAM++ alpha, eq. (14) with Y = exp(S): G^2 / (2G^2 + sum_ab A_ab G^3).
-
-        Evaluated as 1 / (2 + sum_ab A_ab * G), which is exact where G != 0 and, unlike the G^2 form,
-        needs no epsilon: with |G| ~ 1e-3 an eps of 1e-6 would swamp the true denominator. alpha = 0 where
-        G = 0 or where the denominator vanishes.
-        """
+        """Grad-CAM++ alpha of this batch's A and G (`gradcampp_alpha`)."""
         assert self.G is not None
-        denom = 2.0 + self.A.sum((2, 3), keepdim=True) * self.G
-        ok = (self.G != 0) & (denom != 0)
-        return torch.where(ok, 1.0 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+        return gradcampp_alpha(self.A, self.G)
+
+
+def gradcampp_alpha(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ alpha, eq. (14) with Y = exp(S): G^2 / (2G^2 + sum_ab A_ab G^3).
+
+    Evaluated as 1 / (2 + sum_ab A_ab * G), which is exact where G != 0 and, unlike the G^2 form,
+    needs no epsilon: with |G| ~ 1e-3 an eps of 1e-6 would swamp the true denominator. alpha = 0 where
+    G = 0 or where the denominator vanishes.
+    """
+    denom = 2.0 + A.sum((2, 3), keepdim=True) * G
+    ok = (G != 0) & (denom != 0)
+    return torch.where(ok, 1.0 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+
+
+MethodFn = Callable[..., torch.Tensor]
+
+
+def _no_extra_cost(channels: int | None, params: Mapping[str, Any]) -> str:
+    return "0 (shares the one forward + backward)"
 
 
 @dataclass(frozen=True)
 class Method:
+    """A registered method and what the explainer and the config checks need to know about it.
+
+    `cost(K, params)` says what the method adds to the shared forward + backward per image, for a layer
+    of K channels (None: not known, say "K"); `unavailable(loaded)` gives the reason the method cannot run on a backbone ('' if it can);
+    `params` are the defaults of its keyword parameters (a config may override them)."""
+
     name: str
-    fn: Callable[[MethodInputs], torch.Tensor]
-    needs_grad: bool
+    fn: MethodFn
     summary: str
+    needs_grad: bool = True
+    needs_model: bool = False
+    uses_alpha: bool = False
+    needs_labels: bool = False
+    class_agnostic: bool = False
+    cost: Callable[[int | None, Mapping[str, Any]], str] = _no_extra_cost
+    unavailable: Callable[["LoadedModel"], str] = lambda loaded: ""
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    source: str = ""
+
+    def __call__(self, ctx: MethodInputs, **params: Any) -> torch.Tensor:
+        return self.fn(ctx, **{**self.params, **params})
 
 
-METHODS: dict[str, Method] = {}
+def _as_method(name: str, obj: Any) -> Method:
+    """A plug-in is a `Method` (e.g. made with `@method`) or a bare function of (A, G): a gradient method."""
+    if isinstance(obj, Method):
+        return obj
+    if callable(obj):
+        doc = (obj.__doc__ or "").strip().splitlines()
+        return Method(name=name, fn=obj, summary=doc[0] if doc else f"plug-in {name}", source="plug-in")
+    raise TypeError(f"a method must be a function of MethodInputs (or a camexp Method), not {type(obj).__name__}")
 
 
-def method(name: str, summary: str, needs_grad: bool = True) -> Callable[[Callable[[MethodInputs], torch.Tensor]], Callable[[MethodInputs], torch.Tensor]]:
-    """Register `fn` under `name`."""
+METHODS: Registry[Method] = Registry("method", _as_method)
 
-    def register(fn: Callable[[MethodInputs], torch.Tensor]) -> Callable[[MethodInputs], torch.Tensor]:
-        METHODS[name] = Method(name, fn, needs_grad, summary)
-        return fn
+
+def method(name: str, summary: str, **meta: Any) -> Callable[[MethodFn], Method]:
+    """Register `fn` as method `name` with metadata (see `Method`); returns the `Method`, still callable."""
+
+    def register(fn: MethodFn) -> Method:
+        return METHODS.register(name, Method(name=name, fn=fn, summary=summary, **meta))
 
     return register
 
@@ -61,44 +122,55 @@ def weighted_sum(w: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bk,bkhw->bhw", w, A)
 
 
-@method("cam", "CAM (Zhou et al.): classifier weights of the target class; GAP + linear heads only", needs_grad=False)
+def _needs_cam_head(loaded: "LoadedModel") -> str:
+    if loaded.cam_weight is not None:
+        return ""
+    return (f"method 'cam' is not defined for {loaded.name} at layer {loaded.layer_name!r}: {loaded.cam_unavailable}. "
+            "Use gradient methods (gradcam, gradcam++, ...) instead.")
+
+
+@method("cam", "CAM (Zhou et al.): classifier weights of the target class; GAP + linear heads only",
+        needs_grad=False, unavailable=_needs_cam_head, source="Zhou et al., CVPR 2016")
 def cam(x: MethodInputs) -> torch.Tensor:
     assert x.cam_weight is not None
     return weighted_sum(x.cam_weight[x.targets].to(x.A.dtype), x.A)
 
 
-@method("gradcam", "Grad-CAM: w_k = mean of G")
+@method("gradcam", "Grad-CAM: w_k = mean of G", source="Selvaraju et al., ICCV 2017")
 def gradcam(x: MethodInputs) -> torch.Tensor:
     return weighted_sum(x.G.mean((2, 3)), x.A).relu()
 
 
-@method("gradcam+", "Grad-CAM+: w_k = mean of ReLU(G) (equivalence paper eq. 3)")
+@method("gradcam+", "Grad-CAM+: w_k = mean of ReLU(G) (equivalence paper eq. 3)", source="equivalence paper, eq. 3")
 def gradcam_plus(x: MethodInputs) -> torch.Tensor:
     return weighted_sum(x.G.relu().mean((2, 3)), x.A).relu()
 
 
-@method("gradcam++", "Grad-CAM++: w_k = sum alpha * ReLU(G), exact eq. (14) alpha")
+@method("gradcam++", "Grad-CAM++: w_k = sum alpha * ReLU(G), exact eq. (14) alpha", uses_alpha=True,
+        source="Chattopadhyay et al., WACV 2018, eq. 14")
 def gradcam_pp(x: MethodInputs) -> torch.Tensor:
     return weighted_sum((x.alpha * x.G.relu()).sum((2, 3)), x.A).relu()
 
 
-@method("gradcam++all", "Grad-CAM++ with alpha on all gradients, no ReLU on G (supplementary Table 4)")
+@method("gradcam++all", "Grad-CAM++ with alpha on all gradients, no ReLU on G (supplementary Table 4)",
+        uses_alpha=True, source="Grad-CAM++ supplementary §6.1")
 def gradcam_pp_all(x: MethodInputs) -> torch.Tensor:
     return weighted_sum((x.alpha * x.G).sum((2, 3)), x.A).relu()
 
 
-@method("gradcam++orig", "Grad-CAM++ with alpha normalised per channel over G > 0, as the authors' code")
+@method("gradcam++orig", "Grad-CAM++ with alpha normalised per channel over G > 0, as the authors' code",
+        uses_alpha=True, source="Grad-CAM++ authors' code (misc/utils.py)")
 def gradcam_pp_orig(x: MethodInputs) -> torch.Tensor:
     norm = (x.alpha * (x.G > 0)).sum((2, 3), keepdim=True)
     alpha = x.alpha / torch.where(norm == 0, torch.ones_like(norm), norm)
     return weighted_sum((alpha * x.G.relu()).sum((2, 3)), x.A).relu()
 
 
-@method("hirescam", "HiRes-CAM (extension): ReLU(sum_k G_k * A_k), element-wise")
+@method("hirescam", "HiRes-CAM (extension): ReLU(sum_k G_k * A_k), element-wise", source="Draelos & Carin, 2020")
 def hirescam(x: MethodInputs) -> torch.Tensor:
     return (x.G * x.A).sum(1).relu()
 
 
-@method("layercam", "LayerCAM (extension): ReLU(sum_k ReLU(G_k) * A_k), element-wise")
+@method("layercam", "LayerCAM (extension): ReLU(sum_k ReLU(G_k) * A_k), element-wise", source="Jiang et al., TIP 2021")
 def layercam(x: MethodInputs) -> torch.Tensor:
     return (x.G.relu() * x.A).sum(1).relu()

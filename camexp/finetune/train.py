@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from camexp.accel import resolve_device
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
 from camexp.errors import CamexpError
 from camexp.finetune.augment import TrainTransform
@@ -23,7 +24,6 @@ from camexp.finetune.head import replace_head
 from camexp.metrics.ap import per_class_ap
 from camexp.models import PixelModel, build_model
 from camexp.models.weights import load_state
-from camexp.runner import resolve_device
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Metric registry: each metric turns the per-image records of a run into summary rows and tables.
 
-A metric is a function `(view, params) -> MetricResult` registered with `@metric(name)`; the summary is
-recomputed from records at any time (`camexp table`), never from in-memory state of a run.
+A metric is a function `(view, params) -> MetricResult` registered with `@metric(name)` (metadata, such
+as needing true labels, on the entry); the summary is recomputed from records at any time
+(`camexp table`), never from in-memory state of a run. A plug-in metric is such a function named by
+import path (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pandas as pd
 import torch
 
 from camexp.metrics import faithfulness as F
+from camexp.registry import Registry
 
 
 @dataclass
@@ -49,14 +52,34 @@ class MetricParams:
 
 
 MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
-METRICS: dict[str, MetricFn] = {}
-NEEDS_LABELS = {"relperf"}
 
 
-def metric(name: str) -> Callable[[MetricFn], MetricFn]:
-    def register(fn: MetricFn) -> MetricFn:
-        METRICS[name] = fn
-        return fn
+@dataclass(frozen=True)
+class Metric:
+    """A registered record metric; `needs_labels`: it needs a true label for every image."""
+
+    name: str
+    fn: MetricFn
+    needs_labels: bool = False
+
+    def __call__(self, view: RecordsView, params: MetricParams) -> MetricResult:
+        return self.fn(view, params)
+
+
+def _as_metric(name: str, obj: object) -> Metric:
+    if isinstance(obj, Metric):
+        return obj
+    if callable(obj):
+        return Metric(name, obj)  # type: ignore[arg-type]
+    raise TypeError(f"a metric must be a function (RecordsView, MetricParams) -> MetricResult, not {type(obj).__name__}")
+
+
+METRICS: Registry[Metric] = Registry("metric", _as_metric)
+
+
+def metric(name: str, needs_labels: bool = False) -> Callable[[MetricFn], Metric]:
+    def register(fn: MetricFn) -> Metric:
+        return METRICS.register(name, Metric(name, fn, needs_labels))
 
     return register
 
@@ -87,7 +110,7 @@ def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     return res
 
 
-@metric("relperf")
+@metric("relperf", needs_labels=True)
 def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
     keep = v.p_true > p.relperf_min_true_prob
     rows = []
@@ -107,5 +130,5 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
     """Run the named metrics and merge their results in order."""
     out = MetricResult()
     for name in names:
-        out.merge(METRICS[name](view, params))
+        out.merge(METRICS.get(name)(view, params))
     return out

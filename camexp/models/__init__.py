@@ -12,6 +12,8 @@ from camexp.config import ModelConfig
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
+from camexp.models.layout import FeatureLayout, detect_layout
+from camexp.models.tail import Tail, build_tail
 from camexp.models.weights import (LITE0_PACKAGE, NAMED_SOURCES, check_download_possible, load_package_lite0,
                                    load_state, offline_hint, read_checkpoint)
 
@@ -38,12 +40,16 @@ class PixelModel(nn.Module):
 
 @dataclass
 class LoadedModel:
-    """A ready backbone: pixel-space model, its preprocessing, the explained layer and the CAM weights."""
+    """A ready backbone: pixel-space model, its preprocessing, the explained layer (with the layout of its
+    output and the network after it) and the CAM weights."""
 
     model: PixelModel
     spec: InputSpec
     layer: nn.Module
     layer_name: str
+    layout: FeatureLayout
+    tail: Tail
+    maps_shape: tuple[int, int, int]  # (K, h, w) of the layer's output in map layout, at the model's input size
     num_classes: int
     class_names: list[str] | None
     cam_weight: torch.Tensor | None
@@ -107,17 +113,18 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
     layer_name = cfg.layer or auto_layer(net, probe)
     layer = get_module(net, layer_name)
     a, logits = probe_layer(net, layer, probe)
-    if not isinstance(a, torch.Tensor) or a.dim() != 4:
-        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
-        raise CamexpError(f"model.layer {layer_name!r} outputs {shape}, not a 4-D feature map (B,K,h,w)")
-    cam_weight, why = find_cam_classifier(net, a, logits)
+    layout = detect_layout(net, layer_name, a, cfg.layout)
+    assert isinstance(a, torch.Tensor)
+    maps = layout.to_maps(a)
+    cam_weight, why = find_cam_classifier(net, maps, logits)
     num_classes = logits.shape[1]
     class_names = ckpt.get("class_names") if ckpt else None
     if class_names is None and num_classes == 1000:
         from camexp.data.wnids import imagenet_class_names
 
         class_names = list(imagenet_class_names())
-    loaded = LoadedModel(model=PixelModel(net, spec), spec=spec, layer=layer, layer_name=layer_name,
+    loaded = LoadedModel(model=PixelModel(net, spec), spec=spec, layer=layer, layer_name=layer_name, layout=layout,
+                         tail=build_tail(net, layer, layer_name, a, logits), maps_shape=tuple(maps.shape[1:]),
                          num_classes=num_classes, class_names=class_names, cam_weight=cam_weight,
                          cam_unavailable=why, name=cfg.name)
     return loaded.to(torch.device(device))

@@ -1,13 +1,13 @@
 """Does the data set fit the model and the config? The head must predict the data set's classes (by name and
 in order, not just by count), and labels must exist where the config needs them. `camexp check` reports
-these problems; `camexp run` refuses to start on the first one.
+these problems; `camexp run` refuses to start on the first one. (What the config needs of the labels is
+checked in camexp/check.py, which knows the metrics.)
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from camexp.errors import CamexpError
-from camexp.metrics import NEEDS_LABELS
 from camexp.models import LoadedModel
 
 if TYPE_CHECKING:
@@ -26,18 +26,6 @@ def check_class_names(dataset_names: list[str] | None, loaded: LoadedModel, weig
         diff = f"class {i} is {loaded.class_names[i]!r} where the data set has {dataset_names[i]!r}"
     raise CamexpError(f"model.weights {weights}: the model's class list does not match the data set's ({diff}); "
                       "use a checkpoint fine-tuned on this data set's classes (camexp finetune)")
-
-
-def label_problems(cfg: "ExperimentConfig", items: "list[Item]") -> list[str]:
-    """What the config needs of the labels that the data set lacks (target: true and relperf need a single
-    true label for every image)."""
-    needs = [f"metric {m}" for m in cfg.metrics if m in NEEDS_LABELS] + (["target: true"] if cfg.target == "true" else [])
-    unlabelled = sum(1 for it in items if it.label < 0)
-    if not needs or not unlabelled:
-        return []
-    return [f"{cfg.dataset.root}: {' and '.join(needs)} need(s) a true label for every image (a single true label "
-            f"per image), but {unlabelled} {cfg.dataset.kind} image(s) have none (give dataset.labels, or use "
-            "target: predicted)"]
 
 
 def head_problems(cfg: "ExperimentConfig", items: "list[Item]", class_names: list[str] | None,

@@ -8,12 +8,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from camexp.accel import resolve_device
 from camexp.data.images import load_rgb
 from camexp.errors import CamexpError
 from camexp.data.transforms import PixelTransform
 from camexp.explain.gallery import ModelRow, explain_batch, model_configs, parse_methods, resolve_class
 from camexp.models import build_model
-from camexp.report.savefig import new_figure, save_figure
+from camexp.savefig import new_figure, save_figure
 
 OVERLAY_ALPHA = 0.5
 
@@ -67,8 +68,6 @@ def explain_files(images: list[Path], *, model: str | None, models: str | None, 
 
     All images are decoded first, so a missing or corrupt file fails before any model is built.
     """
-    from camexp.runner import resolve_device
-
     if confidence not in ("softmax", "sigmoid"):
         raise CamexpError(f"--confidence must be 'softmax' or 'sigmoid' (multi-label heads), not {confidence!r}")
     names = parse_methods(methods)

@@ -31,6 +31,11 @@ class RunFolder:
     def config(self) -> dict[str, Any]:
         return self.meta["config"]
 
+    @property
+    def methods(self) -> list[str]:
+        """The method names the records carry (a `{name, method, params}` entry records under its name)."""
+        return [m if isinstance(m, str) else m["name"] for m in self.config["methods"]]
+
 
 def find_runs(results_dir: Path) -> list[Path]:
     """Every folder holding a run.json below `results_dir` (a run that has not recorded an image yet
@@ -40,25 +45,27 @@ def find_runs(results_dir: Path) -> list[Path]:
 
 def open_run(run_dir: Path) -> RunFolder:
     """Read a run folder without writing to it; a CamexpError says why it cannot be reported."""
-    meta = _camexp_meta(run_dir / RUN_JSON)
-    methods = meta["config"]["methods"]
+    run = RunFolder(run_dir, _camexp_meta(run_dir / RUN_JSON), pd.DataFrame(), None)
     records = pd.concat([read_records(p) for p in _record_files(run_dir)], ignore_index=True)
     if conflict := conflicting_duplicate(records):
         raise CamexpError(f"{run_dir / RECORDS}: {conflict}: records of two runs were mixed in this folder; "
                           "rerun it with --fresh")
-    complete = complete_records(records, methods).reset_index(drop=True)
-    return RunFolder(run_dir, meta, complete, _status(run_dir, meta, complete["index"].nunique()))
+    run.records = complete_records(records, run.methods).reset_index(drop=True)
+    run.status = _status(run_dir, run.meta, run.records["index"].nunique())
+    return run
 
 
 def _camexp_meta(path: Path) -> dict[str, Any]:
     """run.json, if camexp wrote it: a config with a name, methods and metrics this version knows."""
     meta = read_json(path)
     cfg = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) or not all(
-            isinstance(cfg.get(k), list) and all(isinstance(v, str) for v in cfg[k]) for k in ("methods", "metrics")) \
+    named = (lambda v: isinstance(v, str) or isinstance(v, dict) and isinstance(v.get("name"), str))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) \
+            or not isinstance(cfg.get("methods"), list) or not all(map(named, cfg["methods"])) \
+            or not isinstance(cfg.get("metrics"), list) or not all(isinstance(m, str) for m in cfg["metrics"]) \
             or not isinstance(cfg.get("dataset"), dict) or not isinstance((cfg.get("model") or {}).get("name"), str):
         raise CamexpError(f"{path}: not a camexp run.json (no 'config' with name, model, dataset, methods and metrics)")
-    if unknown := [m for m in cfg["metrics"] if m not in METRICS]:
+    if unknown := METRICS.unknown(cfg["metrics"]):
         raise CamexpError(f"{path}: metrics {unknown} are unknown to this camexp version")
     return meta
 

@@ -53,7 +53,7 @@ def summarize_run_dir(run_dir: Path) -> RunSummary:
     cfg = run.config
     if run.records.empty:
         raise CamexpError(f"{run_dir}: no image recorded for every method yet ({run.status})")
-    summary = summarize(cfg["name"], cfg.get("paper"), run.records, cfg["methods"], cfg["metrics"],
+    summary = summarize(cfg["name"], cfg.get("paper"), run.records, run.methods, cfg["metrics"],
                         MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
                         run_dir, cfg.get("analyses", []))
     summary.status = run.status

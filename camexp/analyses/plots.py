@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges
-from camexp.report.savefig import new_figure
+from camexp.savefig import new_figure
 
 
 def draw_area_curve(curve: pd.DataFrame) -> Figure:

@@ -1,0 +1,78 @@
+"""The analysis contract and registries: per-batch analyses beyond the faithfulness records (area curve, alpha statistics, localization, ...).
+
+An analysis sees every batch through `BatchContext` and writes its own files when the run ends. Register a
+factory with `@analysis(name)`; a config enables it by listing the name under `analyses:`. To survive a
+kill, an analysis should append per-image rows to its own file in `update` (as the runner does), not
+keep everything in memory. An analysis whose files hold numbers for the summary table also registers a
+reader with `@analysis_result(name)`: the summary (and `camexp table`) recomputes them from the files,
+as metrics are recomputed from the records. A plug-in analysis is a factory named by import path
+(`analyses: [mypkg.analyses:MyAnalysis]`) or entry point (group `camexp.analyses`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import torch
+
+from camexp.registry import Registry, callable_entry as _callable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from camexp.config import ExperimentConfig
+    from camexp.explain.core import Explainer, Explanation
+    from camexp.metrics import MetricResult
+    from camexp.models import LoadedModel
+
+
+@dataclass
+class BatchContext:
+    """One batch as the runner saw it; tensors are on the run's device, rows are the good images only."""
+
+    cfg: "ExperimentConfig"
+    loaded: "LoadedModel"
+    explainer: "Explainer"
+    x: torch.Tensor  # (B,3,H,W) pixel-space images
+    explanation: "Explanation"
+    y: torch.Tensor  # (B,) target confidence on the full image
+    o: torch.Tensor  # (B,M) target confidence on the explanation images
+    batch: dict[str, Any]  # the collated batch, restricted to the good images
+    out_dir: Path
+
+
+class Analysis(Protocol):
+    def update(self, ctx: BatchContext) -> None: ...
+
+    def finish(self, out_dir: Path) -> list[str]:
+        """Write final files; return Markdown lines for summary.md (e.g. figure links)."""
+        ...
+
+
+T = TypeVar("T")
+AnalysisFactory = Callable[["ExperimentConfig"], Analysis]
+ANALYSES: Registry[AnalysisFactory] = Registry("analysis", _callable("an analysis factory (config) -> Analysis"),
+                                               group="camexp.analyses")
+
+# (run folder, the run's final per-image records, methods) -> rows/tables/notes for the summary
+ResultReader = Callable[[Path, "pd.DataFrame", list[str]], "MetricResult"]
+ANALYSIS_RESULTS: Registry[ResultReader] = Registry("analysis result")
+
+
+def _registrar(registry: Registry[T], name: str) -> Callable[[T], T]:
+    def register(obj: T) -> T:
+        return registry.register(name, obj)
+
+    return register
+
+
+def analysis(name: str) -> Callable[[AnalysisFactory], AnalysisFactory]:
+    """Register an analysis factory (a class taking the config) under `name`."""
+    return _registrar(ANALYSES, name)
+
+
+def analysis_result(name: str) -> Callable[[ResultReader], ResultReader]:
+    """Register the reader that recomputes analysis `name`'s summary rows from its files."""
+    return _registrar(ANALYSIS_RESULTS, name)

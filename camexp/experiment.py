@@ -1,0 +1,25 @@
+"""Loading an experiment: the YAML schema of camexp/config.py, checked against the registries it names.
+
+config.py is a leaf that knows no registry; this module hands the registries of methods, metrics and
+analyses to its validators, so that an unknown (or unimportable plug-in) name is a one-line error naming
+the config file and the key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from camexp.analyses import ANALYSES
+from camexp.config import ExperimentConfig, load_yaml
+from camexp.explain.methods import METHODS
+from camexp.metrics import METRICS
+
+
+def registries() -> dict[str, Any]:
+    """The validation context: config list key -> the registry its names must be in."""
+    return {"methods": METHODS, "metrics": METRICS, "analyses": ANALYSES}
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size')."""
+    return load_yaml(path, ExperimentConfig, overrides, context=registries())

@@ -1,0 +1,78 @@
+"""Target confidences of pixel-space images: the forwards that every metric and model-calling method shares.
+
+One set of rules for all of them, the explanation forward's: inference mode (no autograd bookkeeping),
+chunks of `chunk` images (camexp/accel.py's forward_chunk), channels_last where the device prefers it, and
+the run's `amp` autocast. Masked images L * I are built chunk by chunk, so a caller may score thousands of
+masks per batch (Score-CAM) without ever holding all the masked images at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from camexp.accel import autocast, channels_last
+from camexp.models import PixelModel
+
+
+def confidence(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Post-softmax (single-label) or post-sigmoid (multi-label) confidences, in float64."""
+    z = logits.double()
+    return z.softmax(1) if kind == "softmax" else z.sigmoid()
+
+
+@dataclass
+class Scorer:
+    """Scores images for one model under the run's rules.
+
+    `occlusion`: `pixel` masks the [0,1] RGB image and normalises after (the paper); `normalized` masks the
+    already-normalised tensor (torchcam's variant, where black becomes the mean colour). `kind`: softmax
+    or sigmoid confidences."""
+
+    model: PixelModel
+    occlusion: str = "pixel"
+    kind: str = "softmax"
+    chunk: int | None = None
+    amp: str = "off"
+
+    def logits(self, images: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Logits of (N,3,H,W) images (pixel space, or model space when `normalized`), chunked."""
+        outs = []
+        with torch.inference_mode(), autocast(images.device, self.amp):
+            for part in images.split(self.chunk or len(images)):
+                part = self._layout(part)
+                outs.append(self.model.net(part if normalized else self.model.normalize(part)))
+        return torch.cat(outs)
+
+    def images(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(N,) float64 confidence of `targets` (N,) on pixel-space images (N,3,H,W)."""
+        return confidence(self.logits(images), self.kind).gather(1, targets[:, None])[:, 0]
+
+    def masked(self, x: torch.Tensor, masks: torch.Tensor, which: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(N,) float64 confidence of `targets[which]` on the masked images masks[n] * x[which[n]].
+
+        x: (B,3,H,W) pixel-space images; masks: (N,H,W) in [0,1]; which: (N,) image index of each mask.
+        The occlusion rule decides whether the mask multiplies the pixel image or the normalised tensor.
+        """
+        base = x if self.occlusion == "pixel" else self.model.normalize(x)
+        t = targets[which]
+        outs = []
+        with torch.inference_mode(), autocast(x.device, self.amp):
+            step = self.chunk or len(masks)
+            for lo in range(0, len(masks), step):
+                sel = which[lo:lo + step]
+                part = self._layout(masks[lo:lo + step, None] * base[sel])
+                net_in = self.model.normalize(part) if self.occlusion == "pixel" else part
+                outs.append(confidence(self.model.net(net_in), self.kind).gather(1, t[lo:lo + step, None])[:, 0])
+        return torch.cat(outs) if outs else torch.empty(0, dtype=torch.float64, device=x.device)
+
+    def explanations(self, x: torch.Tensor, maps: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """(B, M) confidence of each image's target on every method's explanation image E = L * I."""
+        b = len(x)
+        stacked = torch.cat([maps[m] for m in maps])  # (M*B,H,W), method-major like the records
+        which = torch.arange(b, device=x.device).repeat(len(maps))
+        return self.masked(x, stacked, which, targets).view(len(maps), b).T
+
+    @staticmethod
+    def _layout(images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if channels_last(images.device) else images

@@ -1,0 +1,116 @@
+"""One registry shape for methods, metrics, analyses and data set kinds (as timm's model registry).
+
+`register` refuses a duplicate name; `get` gives the one "unknown X; known: ..." error; metadata lives on
+the registered entry itself. Third-party entries need no fork: a name of the form `package.module:attr`
+is imported on first use, and installed packages may declare entries in the entry-point group
+`camexp.<kind>s` (e.g. `[project.entry-points."camexp.methods"] my_cam = "mypkg.cams:my_cam"`). Both go
+through the registry's `coerce`, so they obey the same contract as the built-in entries.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+from camexp.errors import CamexpError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind; `coerce(name, obj)` turns a third-party object into an entry (or raises)."""
+
+    def __init__(self, kind: str, coerce: Callable[[str, Any], T] | None = None, group: str | None = None):
+        self.kind = kind
+        self.group = group or f"camexp.{kind.replace(' ', '_')}s"
+        self._coerce = coerce
+        self._entries: dict[str, T] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str, entry: T) -> T:
+        """Add `entry` under `name`; a name registered twice is a programming error, never a silent overwrite."""
+        if name in self._entries:
+            raise CamexpError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+        return entry
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get(name)
+        except CamexpError:
+            return False
+        return True
+
+    def get(self, name: str) -> T:
+        """The entry called `name`: built-in, an installed entry point, or an import path `module:attr`."""
+        if name in self._entries:
+            return self._entries[name]
+        self._load_entry_points()
+        if name in self._entries:
+            return self._entries[name]
+        if ":" in name:
+            return self.register(name, self._import(name))
+        raise CamexpError(f"unknown {self.kind} {name!r}; known: {self.names()} "
+                          f"(or a plug-in as 'package.module:attribute')")
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def unknown(self, names: list[str]) -> list[str]:
+        """The names in `names` that resolve to nothing."""
+        return [n for n in names if n not in self]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        self._load_entry_points()
+        return iter(list(self._entries.items()))
+
+    def _import(self, path: str) -> T:
+        module, _, attr = path.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise CamexpError(f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e})") from None
+        return self._as_entry(path, obj)
+
+    def _as_entry(self, name: str, obj: Any) -> T:
+        if self._coerce is None:
+            return obj
+        try:
+            return self._coerce(name, obj)
+        except (TypeError, ValueError) as e:
+            raise CamexpError(f"{self.kind} {name!r}: {e}") from None
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=self.group):
+            if ep.name not in self._entries:
+                try:
+                    self.register(ep.name, self._as_entry(ep.name, ep.load()))
+                except Exception as e:  # whatever a third-party package raises, name the entry point that did
+                    raise CamexpError(f"entry point {ep.name!r} in group {self.group!r} ({ep.value}) failed to "
+                                      f"load: {e.__class__.__name__}: {e}") from None
+
+
+def callable_entry(what: str) -> Callable[[str, Any], Any]:
+    """A `coerce` that accepts any callable (a factory or function) and names `what` was expected otherwise."""
+
+    def coerce(name: str, obj: Any) -> Any:
+        if not callable(obj):
+            raise TypeError(f"expected {what}, got {type(obj).__name__}")
+        return obj
+
+    return coerce
