@@ -175,16 +175,20 @@ class ExperimentConfig(_Strict):
     def output_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does;
-        dataset.bad_boxes only changes which boxes the mloc analysis sees)."""
+    def fingerprinted(self) -> dict[str, Any]:
+        """Everything that changes per-image values (not batch size, device, workers or output; amp does;
+        dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict."""
         skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"), True)
         keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
             del keep["model"]["layout"]
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        return keep
+
+    def fingerprint(self) -> str:
+        """Hash of `fingerprinted()`: a run folder resumes only a run with the same one (or an extension)."""
+        return hashlib.sha256(json.dumps(self.fingerprinted(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

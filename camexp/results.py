@@ -4,9 +4,12 @@ per_image.csv holds one row per (image, method). It is the truth of a run; summa
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from camexp.errors import CamexpError
+from camexp.errors import CamexpError, os_reason
 from camexp.metrics import RecordsView
 
 RECORDS = "per_image.csv"
@@ -124,6 +127,11 @@ def merge_parts(path: Path) -> None:
         part.unlink()
 
 
+def read_all_records(folder: Path) -> pd.DataFrame:
+    """per_image.csv of a run folder with the per-rank files a distributed run has not merged yet (read only)."""
+    return pd.concat([read_records(p) for p in (folder / RECORDS, *parts(folder / RECORDS))], ignore_index=True)
+
+
 def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
     """Dataset indices that have a record for every method."""
     if df.empty:
@@ -190,3 +198,23 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CamexpError(f"{path}: cannot read run metadata ({e})") from None
+
+
+FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+@contextmanager
+def writes_kept(folder: Path, methods: list[str]) -> Iterator[None]:
+    """A write into the run folder that fails (disk full, quota, read-only remount) ends the run with one line
+    saying what the records kept and how to go on, instead of a traceback from deep in a batch."""
+    try:
+        yield
+    except OSError as e:
+        denied = e.errno in (errno.EACCES, errno.EPERM) and e.filename and Path(e.filename).parent == folder
+        if e.errno not in FULL_OR_READ_ONLY and not denied:
+            raise
+        kept = complete_images(read_all_records(folder), methods)
+        raise CamexpError(f"{e.filename or folder}: {os_reason(e)} while the run was writing; kept: {len(kept)} images "
+                          f"recorded for every method in {folder / RECORDS} (a half-written last line is dropped "
+                          "on resume); free space or make the folder writable, then run the same command to "
+                          "resume") from None
