@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +58,7 @@ def test_half_written_run_is_reported_as_incomplete_over_its_complete_images_and
 
     summary = summarize_run_dir(run)
     assert summary.images == 2
-    assert summary.status.startswith("Incomplete run (still running or stopped before the end): 2 of 10 images")
+    assert summary.status.startswith("Incomplete run (stopped before the end; the same `camexp run` command resumes it): 2 of 10 images")
     drop = summary.main.loc["Average drop % (lower is better)"]
     assert drop["gradcam"] == pytest.approx(avg_drop([0.8, 0.8], [0.4, 0.2]))
     assert drop["layercam"] == pytest.approx(avg_drop([0.8, 0.8], [0.8, 0.1]))
@@ -167,3 +168,13 @@ def test_readme_publishes_the_numbers_compare_paper_uses():
         pp, gc = line.strip("|").split("|")[2:4]
         for cell, method in ((pp, "gradcam++" if table != "table4" else "gradcam++all"), (gc, "gradcam")):
             assert [float(v) for v in cell.split("/")] == [per[method] for per in rows.values()], table
+
+
+def test_a_run_holding_its_lock_is_reported_as_running_now(tmp_path: Path):
+    from camexp.lock import hold
+
+    run = write_run(tmp_path / "live", [[0.4, 0.6, 0.8]], status="running", selected=3)
+    with hold(run):
+        status = summarize_run_dir(run).status
+    assert status.startswith(f"Incomplete run (running now: pid {os.getpid()} on host ")
+    assert "1 of 3 images recorded for every method" in status

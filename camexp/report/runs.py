@@ -13,9 +13,10 @@ from typing import Any
 import pandas as pd
 
 from camexp.errors import CamexpError
+from camexp.lock import read_owner_quietly
 from camexp.metrics import METRICS
 from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, complete_lines, complete_records, conflicting_duplicate, \
-    parts, read_json, read_records
+    parts, read_all_records, read_json
 
 
 @dataclass
@@ -46,7 +47,7 @@ def find_runs(results_dir: Path) -> list[Path]:
 def open_run(run_dir: Path) -> RunFolder:
     """Read a run folder without writing to it; a CamexpError says why it cannot be reported."""
     run = RunFolder(run_dir, _camexp_meta(run_dir / RUN_JSON), pd.DataFrame(), None)
-    records = pd.concat([read_records(p) for p in _record_files(run_dir)], ignore_index=True)
+    records = read_all_records(run_dir)
     if conflict := conflicting_duplicate(records):
         raise CamexpError(f"{run_dir / RECORDS}: {conflict}: records of two runs were mixed in this folder; "
                           "rerun it with --fresh")
@@ -70,11 +71,6 @@ def _camexp_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _record_files(run_dir: Path) -> list[Path]:
-    """per_image.csv, plus the per-rank files of a distributed run that has not merged them yet."""
-    return [run_dir / RECORDS, *parts(run_dir / RECORDS)]
-
-
 def images_to_do(meta: dict[str, Any]) -> int | None:
     """How many images the run set out to explain: after subset, limit and the min_true_prob filter."""
     dataset = meta.get("dataset") or {}
@@ -89,8 +85,18 @@ def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
               if p.exists())
     if meta.get("status") == "complete" and (total is None or done + bad >= total):
         return None
-    state = "still running or stopped before the end" if meta.get("status") == "running" else \
-        f"run.json says {meta.get('status')!r}"
+    state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}"
     skipped = f", {bad} unreadable" if bad else ""
     return (f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
             f"method{skipped}. The numbers below cover those {done} images only.")
+
+
+def _liveness(run_dir: Path) -> str:
+    """Whether a run whose run.json says 'running' still runs, from the folder's lock (camexp/lock.py)."""
+    owner = read_owner_quietly(run_dir)
+    alive = owner.alive() if owner else False
+    if alive:
+        return f"running now: {owner.describe()}"
+    if alive is None:
+        return f"running on another host or stopped: {owner.describe()}"
+    return "stopped before the end; the same `camexp run` command resumes it"
