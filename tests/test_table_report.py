@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -25,7 +26,8 @@ cli = CliRunner()
 
 
 def write_run(folder: Path, o: list[list[float]], *, y: list[float] | None = None, status: str = "complete",
-              selected: int | None = None, methods: list[str] = METHODS, **config) -> Path:
+              selected: int | None = None, methods: list[str] = METHODS, p_true: float = float("nan"),
+              **config) -> Path:
     """A run folder as camexp writes it: run.json and per_image.csv with o[i][j] = O of image i, method j."""
     folder.mkdir(parents=True)
     cfg = ExperimentConfig(name=folder.name, dataset={"kind": "folder", "root": str(folder)}, methods=methods,
@@ -35,7 +37,7 @@ def write_run(folder: Path, o: list[list[float]], *, y: list[float] | None = Non
             "dataset": {"kind": "folder", "selected": selected or len(o)}}
     (folder / "run.json").write_text(json.dumps(meta))
     rows = [{"index": i, "image_id": f"img{i}", "method": m, "target": 1, "label": -1, "pred": 1, "y": y[i], "o": v,
-             "p_true": float("nan"), "constant_map": 0} for i, per in enumerate(o) for m, v in zip(methods, per)]
+             "p_true": p_true, "constant_map": 0} for i, per in enumerate(o) for m, v in zip(methods, per)]
     pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / "per_image.csv", index=False)
     return folder
 
@@ -49,9 +51,10 @@ def folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_half_written_run_is_reported_as_incomplete_over_its_complete_images_and_left_untouched(tmp_path: Path):
-    """Images 0 and 1 have all three methods; image 2 only two (its batch was killed mid-way: a torn last line)."""
-    run = write_run(tmp_path / "res" / "half", [[0.4, 0.6, 0.8], [0.2, 0.9, 0.1], [0.0, 0.0, 0.0]], status="running",
-                    selected=10)
+    """Images 0 and 1 have all three methods; image 2 only two (its batch was killed mid-way: a torn last line),
+    with O = 0 for gradcam, which over all rows would make R infinite and add the 'underflowed' note."""
+    run = write_run(tmp_path / "res" / "half", [[0.4, 0.6, 0.8], [0.2, 0.9, 0.1], [0.0, 0.5, 0.5]], status="running",
+                    selected=10, p_true=0.9, metrics=["avg_drop", "increase", "win", "relperf"])
     rec = run / "per_image.csv"
     rec.write_text("\n".join(rec.read_text().splitlines()[:-1]) + "\n2,img2,layercam,1,-1,1,0.8,0.0")  # torn
     before = folder_state(run)
@@ -65,6 +68,10 @@ def test_half_written_run_is_reported_as_incomplete_over_its_complete_images_and
     win = summary.result.tables["Win % (row method vs column method, ties counted half)"]
     assert win.loc["gradcam", "gradcam++"] + win.loc["gradcam++", "gradcam"] == pytest.approx(100)
     assert win.loc["gradcam++", "gradcam"] == pytest.approx(100)  # 0.6 > 0.4 and 0.9 > 0.2
+    relperf = summary.result.tables["Relative performance R = exp(mean log(O_A / O_B))"]
+    expected_r = math.exp((math.log(0.4 / 0.6) + math.log(0.2 / 0.9)) / 2)
+    assert relperf.loc["gradcam vs gradcam++", ["R", "images"]].tolist() == pytest.approx([expected_r, 2])
+    assert not any("underflowed" in n for n in summary.result.notes)
 
     res = cli.invoke(app, ["table", str(tmp_path / "res"), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
