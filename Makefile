@@ -4,7 +4,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-all bench clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -16,7 +16,12 @@ demo: setup
 	$(RUN) python scripts/demo_images.py build/demo-images
 	$(RUN) camexp run configs/demo.yaml --fresh
 
+# The fast tier (every real-model check except the long end-to-end runs marked `slow`): under 5 minutes on 2 cores.
 test: setup
+	$(RUN) pytest -q -m "not slow"
+
+# Everything, `slow` end-to-end runs included: what CI runs.
+test-all: setup
 	$(RUN) pytest -q
 
 # Speed side by side (camexp vs the floor, pytorch-grad-cam, torchcam); BENCH_ARGS e.g. "--rounds 5 --limit 96".

@@ -19,10 +19,13 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Named entries of one kind; `coerce(name, obj)` turns a third-party object into an entry (or raises)."""
+    """Named entries of one kind; `coerce(name, obj)` turns a third-party object into an entry (or raises).
+    `plugins=False`: only entries registered in code (a registry keyed by another registry's names)."""
 
-    def __init__(self, kind: str, coerce: Callable[[str, Any], T] | None = None, group: str | None = None):
+    def __init__(self, kind: str, coerce: Callable[[str, Any], T] | None = None, group: str | None = None,
+                 plugins: bool = True):
         self.kind = kind
+        self.plugins = plugins
         self.group = group or f"camexp.{kind.replace(' ', '_')}s"
         self._coerce = coerce
         self._entries: dict[str, T] = {}
@@ -51,7 +54,7 @@ class Registry(Generic[T]):
         self._load_entry_points()
         if name in self._entries:
             return self._entries[name]
-        if ":" in name:
+        if ":" in name and self.plugins:
             return self.register(name, self._import(name))
         raise CamexpError(f"unknown {self.kind} {name!r}; known: {self.names()} "
                           f"(or a plug-in as 'package.module:attribute')")
@@ -93,7 +96,7 @@ class Registry(Generic[T]):
             raise CamexpError(f"{self.kind} {name!r}: {e}") from None
 
     def _load_entry_points(self) -> None:
-        if self._entry_points_loaded:
+        if self._entry_points_loaded or not self.plugins:
             return
         self._entry_points_loaded = True
         for ep in metadata.entry_points(group=self.group):

@@ -67,7 +67,7 @@ def _repeat(items: list) -> Iterator:
         yield from items
 
 
-LOADERS[CYCLED] = _cycled
+LOADERS.register(CYCLED, _cycled)
 
 
 def camexp_config(images: Path, n: int, batch_size: int, workers: int, out: Path, kind: str = "folder") -> ExperimentConfig:

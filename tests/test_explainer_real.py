@@ -70,21 +70,24 @@ def test_gradcam_equals_pytorch_grad_cam(lite0, photos):
     assert torch.allclose(ex.maps["gradcam"], ref, atol=1e-5)
 
 
-def test_gradcampp_equals_exact_eq14_where_peers_do_not(lite0, photos):
+def test_gradcampp_equals_exact_eq14(lite0, photos, record_property):
+    """Ours is within 1e-4 of exact eq. (14). The peers' deviations are measured and recorded as test
+    properties (README, "Methods and metrics", reports them), never asserted: a fix on their side must not
+    fail our suite. Measured with pytorch-grad-cam 1.5 and torchcam 0.5: 0.03 and 0.15, each over 100x ours."""
     ex = Explainer(lite0, ["gradcam++"]).explain(photos)
     exact = exact_gradcampp_float64(lite0, photos, ex.targets).float()
     ours_err = (ex.maps["gradcam++"] - exact).abs().max()
     assert ours_err < 1e-4
+    record_property("ours_max_deviation", float(ours_err))
 
-    # pytorch-grad-cam's `+ 1e-6` in the alpha denominator is not negligible for this model's small
-    # gradients: its maps are measurably off eq. (14). This is the bug our reference would catch.
+    # pytorch-grad-cam's `+ 1e-6` in the alpha denominator is not negligible for this model's small gradients.
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = user_model(lite0)
     with GradCAMPlusPlus(model=model, target_layers=[model.net.get_submodule(lite0.layer_name)]) as pgc:
         theirs = minmax(torch.from_numpy(pgc(input_tensor=photos, targets=[ClassifierOutputTarget(int(t)) for t in ex.targets])))
-    assert (theirs - exact).abs().max() > 100 * ours_err
+    record_property("pytorch_grad_cam_max_deviation", float((theirs - exact).abs().max()))
 
     # torchcam 0.5's GradCAMpp divides a boolean-indexed copy, so its alpha stays G^2: weights ~ ReLU(G)^3.
     from torchcam.methods import GradCAMpp
@@ -93,7 +96,7 @@ def test_gradcampp_equals_exact_eq14_where_peers_do_not(lite0, photos):
     with GradCAMpp(model, target_layer="net." + lite0.layer_name) as extractor:
         low_res = extractor(class_idx=ex.targets.tolist(), scores=model(photos))[0]
     torchcam_maps, _ = upsample_normalize(low_res, tuple(photos.shape[-2:]))
-    assert (torchcam_maps - exact).abs().max() > 100 * ours_err
+    record_property("torchcam_max_deviation", float((torchcam_maps - exact).abs().max()))
 
 
 def test_cam_map_averages_to_the_logit(lite0, photos):

@@ -22,7 +22,6 @@ from camexp.data.transforms import PixelTransform
 from camexp.explain.gallery import MethodPanel, ModelRow, explain_batch
 from camexp.explain.guided import guided_backprop
 from camexp.analyses.plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
-from conftest import SHARED_DATA
 
 CAMERA = Path(skimage.data.__file__).parent / "camera.png"  # grayscale PNG
 LITE0 = ["--model", "tf_efficientnet_lite0", "--weights", "efficientnet-lite0-package"]
@@ -126,13 +125,13 @@ def test_run_plots_have_their_panels() -> None:
 
 
 def test_explain_cli_on_real_images_across_two_backbones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        lite0) -> None:  # noqa: ANN001
+                                                        lite0, ilsvrc_images: Path) -> None:  # noqa: ANN001
     build = figures.build_model
     monkeypatch.setattr(figures, "build_model", lambda cfg, dev: lite0 if cfg.weights == LITE0[-1] else build(cfg, dev))
     drawn: list[Figure] = []
     save = figures.save_figure
     monkeypatch.setattr(figures, "save_figure", lambda fig, *a: drawn.append(fig) or save(fig, *a))
-    images = [CAMERA] + sorted((SHARED_DATA / "ilsvrc2012-val-subset" / "images").glob("*.JPEG"))[2:3]
+    images = [CAMERA, ilsvrc_images / "ILSVRC2012_val_00000003.JPEG"]
     result = CliRunner().invoke(app, ["explain", *map(str, images), "--models", "tf_efficientnet_lite0,resnet18",
                                       "--weights", "efficientnet-lite0-package,random", "--methods",
                                       "gradcam,guided-gradcam++", "--out", str(tmp_path), "--device", "cpu"])
@@ -143,8 +142,8 @@ def test_explain_cli_on_real_images_across_two_backbones(tmp_path: Path, monkeyp
     assert len(fig.axes) == 2 * 4  # two model rows: original, overlay, E, guided
     t = titles(fig)
     assert t[0].startswith("tf_efficientnet_lite0\n") and t[4].startswith("resnet18\n")
-    if len(images) == 2:  # ILSVRC2012_val_00000003 is a Shetland sheepdog; Lite0 gets it right
-        assert "Shetland sheepdog" in t[0] and "Shetland sheepdog" in t[2]
+    # ILSVRC2012_val_00000003 is a Shetland sheepdog; Lite0 gets it right
+    assert "Shetland sheepdog" in t[0] and "Shetland sheepdog" in t[2]
 
 
 def test_explain_cli_names_a_missing_or_corrupt_image(tmp_path: Path) -> None:

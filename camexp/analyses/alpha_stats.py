@@ -16,13 +16,13 @@ from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, 
 from camexp.analyses.store import reset_if_fresh
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
+from camexp.explain.methods import METHODS
 from camexp.results import RECORDS, append_records, read_records
 
 BATCHES = "alpha_batches.csv"
 HIST = "alpha_hist.csv"
 STATS = "alpha_stats.json"
 COLUMNS = ["indices", "state"]
-ALPHA_METHODS = ("gradcam++", "gradcam++all", "gradcam++orig")
 
 
 def merge_batches(rows: pd.DataFrame, recorded: set[int]) -> tuple[AlphaHistogram, int]:
@@ -60,8 +60,9 @@ class AlphaStats:
     """Streams alpha statistics; needs a Grad-CAM++ method so that the run computes gradients."""
 
     def __init__(self, cfg: ExperimentConfig):
-        if not set(ALPHA_METHODS) & set(cfg.methods):
-            raise CamexpError(f"analyses: alpha_stats describes Grad-CAM++'s alpha: add one of {list(ALPHA_METHODS)} "
+        alpha_methods = [name for name, m in METHODS.items() if m.uses_alpha]
+        if not any(METHODS.get(m).uses_alpha for _, m, _ in cfg.method_specs()):
+            raise CamexpError(f"analyses: alpha_stats describes Grad-CAM++'s alpha: add one of {alpha_methods} "
                               "to methods, or drop alpha_stats")
         self.started = False
 

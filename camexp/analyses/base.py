@@ -60,7 +60,7 @@ ANALYSES: Registry[AnalysisFactory] = Registry("analysis", _callable("an analysi
 
 # (run folder, the run's final per-image records, methods) -> rows/tables/notes for the summary
 ResultReader = Callable[[Path, "pd.DataFrame", list[str]], "MetricResult"]
-ANALYSIS_RESULTS: Registry[ResultReader] = Registry("analysis result")
+ANALYSIS_RESULTS: Registry[ResultReader] = Registry("analysis result", plugins=False)
 
 
 def _registrar(registry: Registry[T], name: str) -> Callable[[T], T]:

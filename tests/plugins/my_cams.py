@@ -1,0 +1,35 @@
+"""A third-party method, metric and analysis, as a researcher would write them in their own package."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from camexp.analyses import BatchContext
+from camexp.explain.methods import MethodInputs, weighted_sum
+from camexp.metrics import MetricParams, MetricResult, RecordsView
+
+
+def abs_gradcam(x: MethodInputs) -> torch.Tensor:
+    """Grad-CAM with |G| as channel weights (a plug-in for the tests)."""
+    return weighted_sum(x.G.abs().mean((2, 3)), x.A).relu()
+
+
+def mean_o(view: RecordsView, params: MetricParams) -> MetricResult:
+    """Mean confidence on the explanation image, per method."""
+    return MetricResult(rows={"Mean O (plug-in)": {m: float(view.o[:, j].mean()) for j, m in enumerate(view.methods)}})
+
+
+class CountImages:
+    """Counts the images it saw and writes the count when the run ends."""
+
+    def __init__(self, cfg: object) -> None:
+        self.seen = 0
+
+    def update(self, ctx: BatchContext) -> None:
+        self.seen += len(ctx.x)
+
+    def finish(self, out_dir: Path) -> list[str]:
+        pd.DataFrame({"images": [self.seen]}).to_csv(out_dir / "plugin_count.csv", index=False)
+        return [f"plug-in analysis saw {self.seen} images"]

@@ -1,0 +1,157 @@
+"""The open core: one registry, plug-ins by import path and entry point, an acyclic import graph, and the
+small helpers the runner relies on."""
+from __future__ import annotations
+
+import importlib.util
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from camexp.accel import forward_chunk, resolve_device
+from camexp.errors import CamexpError
+from camexp.explain.methods import METHODS, Method, MethodInputs, method
+from camexp.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_graph_has_no_cycle_and_runs_with_the_data_flow():
+    spec = importlib.util.spec_from_file_location("import_graph", REPO / "scripts" / "import_graph.py")
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    edges = graph.graph()
+    assert "camexp.runner" in edges and edges["camexp.cli"]  # the scan really read the package
+    assert graph.cycles(edges) == []
+    assert graph.backward(edges) == []
+    assert [a for a, bs in edges.items() if "camexp.runner" in bs] == ["camexp.cli"]
+    # the checker itself finds a cycle and a backward import when there is one
+    assert graph.cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
+    assert graph.backward({"camexp.config": {"camexp.runner"}, "camexp.runner": set()}) == [("camexp.config", "camexp.runner")]
+
+
+def test_registry_refuses_duplicates_and_names_what_is_known():
+    reg: Registry[int] = Registry("widget")
+    reg.register("a", 1)
+    with pytest.raises(CamexpError, match="'a' is registered twice"):
+        reg.register("a", 2)
+    assert reg.get("a") == 1 and "a" in reg and "b" not in reg
+    with pytest.raises(CamexpError, match=r"unknown widget 'b'; known: \['a'\]"):
+        reg.get("b")
+    with pytest.raises(CamexpError, match="registered twice"):
+        method("gradcam", "again")(lambda x: x.A.sum(1))
+
+
+def test_plugins_by_import_path_share_the_contract():
+    m = METHODS.get("plugins.my_cams:abs_gradcam")
+    assert isinstance(m, Method) and m.needs_grad and m.summary.startswith("Grad-CAM with |G|")
+    a = torch.rand(1, 2, 3, 3)
+    g = torch.tensor([-1.0, 2.0])[None, :, None, None].expand(1, 2, 3, 3)
+    expected = (1.0 * a[0, 0] + 2.0 * a[0, 1]).relu()
+    assert torch.allclose(m(MethodInputs(A=a, G=g, targets=torch.tensor([0])))[0], expected)
+    with pytest.raises(CamexpError, match="cannot import"):
+        METHODS.get("plugins.no_such_module:x")
+    with pytest.raises(CamexpError, match="must be a function"):
+        METHODS.get("plugins.my_cams:__name__")
+
+
+def test_entry_points_register_into_the_same_registry(monkeypatch: pytest.MonkeyPatch):
+    ep = metadata.EntryPoint(name="abs-cam", value="plugins.my_cams:abs_gradcam", group="camexp.widgets")
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [ep] if group == "camexp.widgets" else [])
+    reg: Registry[object] = Registry("widget")
+    assert reg.names() == ["abs-cam"] and reg.get("abs-cam").__name__ == "abs_gradcam"
+
+
+def test_plugin_method_metric_and_analysis_run_through_camexp_run(tmp_path: Path, photo_dir: Path):
+    from typer.testing import CliRunner
+
+    from camexp.cli import app
+
+    cfg = {"name": "plugin", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+           "model": {"name": "resnet18", "weights": "random"},
+           "methods": ["gradcam", "plugins.my_cams:abs_gradcam"],
+           "metrics": ["avg_drop", "plugins.my_cams:mean_o"], "analyses": ["plugins.my_cams:CountImages"],
+           "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "out")}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rec = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    assert list(rec["method"].unique()) == ["gradcam", "plugins.my_cams:abs_gradcam"] and len(rec) == 4
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv", index_col=0)
+    mean_o = rec.groupby("method", sort=False)["o"].mean()
+    assert summary.loc["Mean O (plug-in)", "plugins.my_cams:abs_gradcam"] == pytest.approx(mean_o.iloc[1], abs=1e-4)
+    assert pd.read_csv(tmp_path / "out" / "plugin_count.csv")["images"].tolist() == [2]
+    bad = dict(cfg, methods=["gradcam", "plugins.my_cams:nope"])
+    path.write_text(yaml.safe_dump(bad))
+    res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
+    assert res.exit_code == 2 and "cfg.yaml: methods" in res.output and "plugins.my_cams:nope" in res.output
+
+
+def test_resolve_device_errors_are_one_line():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CamexpError, match="not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(CamexpError, match="no CUDA device"):
+            resolve_device("cuda:1")
+
+
+def test_forward_chunk_defaults():
+    assert forward_chunk(torch.device("cpu"), None) == 8
+    assert forward_chunk(torch.device("cpu"), 3) == 3
+    assert forward_chunk(torch.device("cuda"), None) is None
+    assert forward_chunk(torch.device("cuda"), 5) == 5
+
+
+def test_non_finite_maps_stop_the_run_naming_method_and_image():
+    from camexp.results import batch_records
+
+    b, methods = 2, ["gradcam", "gradcam++"]
+    vec = torch.ones(b)
+    finite = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(CamexpError, match=r"'gradcam\+\+' produced non-finite values for image\(s\) \['img1'\]"):
+        batch_records(torch.arange(b).numpy(), ["img0", "img1"], methods, y=vec, p_true=vec, targets=vec, pred=vec,
+                      labels=vec, o=torch.ones(2, b), constant=torch.zeros(2, b), finite=finite)
+    rows = batch_records(torch.arange(b).numpy(), ["img0", "img1"], methods, y=vec, p_true=vec, targets=vec * 3,
+                         pred=vec, labels=-vec, o=torch.tensor([[0.5, 0.25], [0.125, 1.0]]),
+                         constant=torch.tensor([[0.0, 1.0], [0.0, 0.0]]), finite=torch.ones(2, b))
+    assert rows["method"].tolist() == ["gradcam", "gradcam", "gradcam++", "gradcam++"]
+    assert rows["o"].tolist() == [0.5, 0.25, 0.125, 1.0] and rows["constant_map"].tolist() == [0, 1, 0, 0]
+    assert rows["target"].tolist() == [3] * 4 and rows["label"].tolist() == [-1] * 4
+
+
+def test_a_constant_map_is_zeros_and_noted_in_the_summary(tmp_path: Path, photo_dir: Path):
+    """A registered method whose map is constant: records flag it and the summary says how many."""
+    from camexp.experiment import load_experiment
+    from camexp.runner import run_experiment
+
+    flat = "tests_flat_map"
+    if flat not in METHODS:
+        method(flat, "constant map (test)", needs_grad=False)(lambda x: torch.ones_like(x.A[:, 0]))
+    cfg = {"name": "flat", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+           "model": {"name": "resnet18", "weights": "random"}, "methods": ["gradcam", flat],
+           "runtime": {"device": "cpu"}, "output": {"dir": str(tmp_path / "out")}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = run_experiment(load_experiment(path), progress=False)
+    rec = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    assert rec.loc[rec["method"] == flat, "constant_map"].tolist() == [1, 1]
+    assert f"{flat} 2" in " ".join(summary.extra_notes)
+
+
+def test_alpha_stats_asks_the_registry_which_methods_use_alpha():
+    from camexp.analyses.alpha_stats import AlphaStats
+    from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
+
+    def cfg(methods: list) -> ExperimentConfig:  # noqa: ANN001
+        return ExperimentConfig(name="a", dataset=DatasetConfig(root="."), model=ModelConfig(name="resnet18"),
+                                methods=methods, metrics=["avg_drop"])
+
+    with pytest.raises(CamexpError, match=r"add one of \[.*'gradcam\+\+orig'"):
+        AlphaStats(cfg(["gradcam", "layercam"]))
+    AlphaStats(cfg(["gradcam", MethodSpec(name="pp", method="gradcam++")]))  # a renamed Grad-CAM++ counts
