@@ -65,12 +65,12 @@ def with_paper(summary: RunSummary) -> pd.DataFrame:
     if summary.paper not in PUBLISHED:
         return summary.main
     _, rows = PUBLISHED[summary.paper]
-    out = summary.main.map(_fmt)
+    out = summary.main.map(fmt_cell)
     for row, per_method in rows.items():
         for method, value in per_method.items():
             if method in out.columns:
                 ours = summary.main.at[row, method] if row in summary.main.index else float("nan")
-                out.loc[row, method] = f"{_fmt(ours)} / {value:.2f}"
+                out.loc[row, method] = f"{fmt_cell(ours)} / {value:.2f}"
     return out.fillna("—")  # cells of a published-only row for methods the paper did not print
 
 
@@ -84,8 +84,15 @@ def relperf_with_paper(summary: RunSummary, table: pd.DataFrame) -> pd.DataFrame
     return out
 
 
-def _fmt(v: object) -> str:
-    return ("—" if pd.isna(v) else f"{v:.2f}") if isinstance(v, float) else str(v)
+def fmt_cell(v: object, digits: int = 2) -> str:
+    """A table cell as the summaries print it: floats rounded, NaN as a dash, text as it is."""
+    return ("—" if pd.isna(v) else f"{v:.{digits}f}") if isinstance(v, float) else str(v)
+
+
+def header_lines(summary: RunSummary, compare_paper: bool) -> list[str]:
+    """Title, what an incomplete run lacks, the image count, and with --compare-paper what it is read against."""
+    lines = [f"## {summary.name}", ""] + ([f"**{summary.status}**", ""] if summary.status else [])
+    return lines + [f"{summary.images} images."] + (paper_lines(summary) if compare_paper else [])
 
 
 def paper_lines(summary: RunSummary) -> list[str]:
@@ -111,15 +118,11 @@ def paper_warning(summary: RunSummary) -> str | None:
 
 def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
     """A run's summary as Markdown, in the paper's layout (metrics as rows, methods as columns)."""
-    lines = [f"## {summary.name}", ""] + ([f"**{summary.status}**", ""] if summary.status else [])
-    lines.append(f"{summary.images} images.")
-    if compare_paper:
-        lines += paper_lines(summary)
+    lines = header_lines(summary, compare_paper)
     main = with_paper(summary) if compare_paper else summary.main
     lines += ["", main.to_markdown(floatfmt=".2f"), ""]
     for title, table in summary_tables(summary, compare_paper):
-        shown = table.map(lambda v: "—" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else v)
-        lines += [f"### {title}", "", shown.to_markdown(), ""]
+        lines += [f"### {title}", "", table.map(lambda v: fmt_cell(v, 3)).to_markdown(), ""]
     lines += [*summary.result.notes, *summary.extra_notes]
     return "\n".join(lines).rstrip() + "\n"
 

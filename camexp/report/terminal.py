@@ -13,29 +13,21 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from camexp.report.tables import RunSummary, paper_lines, summary_tables, with_paper
+from camexp.report.tables import RunSummary, fmt_cell, header_lines, summary_tables, with_paper
 
 
 def print_summary(summary: RunSummary, console: Console, compare_paper: bool = False) -> None:
     """The summary of `summary.md`, laid out for `console`'s width."""
-    header = [f"## {summary.name}", ""] + ([f"**{summary.status}**", ""] if summary.status else [])
-    header.append(f"{summary.images} images.")
-    if compare_paper:
-        header += paper_lines(summary)
+    header = header_lines(summary, compare_paper)
     parts = [Markdown("\n\n".join(line for line in header if line))]
-    main = (with_paper(summary) if compare_paper else summary.main).map(lambda v: _cell(v, 2))
+    main = (with_paper(summary) if compare_paper else summary.main).map(fmt_cell)
     parts.append(fit(main, console, labels_are_methods=False))
     for title, table in summary_tables(summary, compare_paper):
-        parts += [Markdown(f"### {title}"), fit(table.map(lambda v: _cell(v, 3)), console, labels_are_methods=True)]
+        parts += [Markdown(f"### {title}"), fit(table.map(lambda v: fmt_cell(v, 3)), console, labels_are_methods=True)]
     notes = [*summary.result.notes, *summary.extra_notes]
     if notes:
         parts.append(Markdown("\n\n".join(notes)))
     console.print(Group(*parts))
-
-
-def _cell(v: object, digits: int) -> str:
-    """Numbers as summary.md prints them (NaN as a dash)."""
-    return "—" if isinstance(v, float) and pd.isna(v) else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def fit(df: pd.DataFrame, console: Console, labels_are_methods: bool) -> Table:
