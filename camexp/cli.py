@@ -10,7 +10,9 @@ from rich.markdown import Markdown
 
 from camexp.errors import CamexpError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# rich_markup_mode=None: click's help layout, which shows `--compare-paper` as a flag (Typer's rich panels
+# print every flag as `--compare-paper <bool>`, as if it took a value).
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.")
 console = Console()
 err_console = Console(stderr=True)
@@ -36,7 +38,7 @@ def run(
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""
     from camexp.experiment import load_experiment
-    from camexp.report.tables import to_markdown
+    from camexp.report.terminal import print_summary
     from camexp.runner import run_experiment
 
     try:
@@ -47,18 +49,22 @@ def run(
         _fail(e)
     if summary is None:  # a rank other than 0: rank 0 prints
         return
-    console.print(Markdown(to_markdown(summary, compare_paper=summary.paper is not None)))
+    print_summary(summary, console, compare_paper=summary.paper is not None)
     console.print(f"run folder: {cfg.output_dir}")
 
 
 @app.command()
-def check(config: Path = typer.Argument(..., help="experiment YAML")) -> None:
-    """Check data layout, labels, boxes, weights, layer and class count before a long run."""
+def check(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    quick: bool = typer.Option(False, "--quick", help="decode an evenly spread sample of at most 100 images, not all"),
+    progress: bool = typer.Option(True, help="show a progress bar while decoding"),
+) -> None:
+    """Check data layout, labels, boxes, weights, layer and class count, and decode every image, before a long run."""
     from camexp.check import check_experiment, render
     from camexp.experiment import load_experiment
 
     try:
-        report = check_experiment(load_experiment(config))
+        report = check_experiment(load_experiment(config), quick=quick, progress=progress)
     except CamexpError as e:
         _fail(e)
     render(report, console)
@@ -81,30 +87,40 @@ def table(
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
     from camexp.report.leaderboard import leaderboard as make_leaderboard
-    from camexp.report.tables import find_runs, report
+    from camexp.report.runs import find_runs
+    from camexp.report.tables import Report, report, write_report
+    from camexp.report.terminal import print_summary
     from camexp.report.uncertainty import stats_settings
 
+    target = out or results_dir
     try:
         if not results_dir.is_dir():
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
         if not find_runs(results_dir):
-            raise CamexpError(f"{results_dir}: no run folders (run.json + per_image.csv) found below it")
+            raise CamexpError(f"{results_dir}: no run folders (holding run.json) found below it")
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
         stats_settings(**stats)  # a bad value fails here, once, not per run
-        name = "leaderboard" if leaderboard else "report"
-        md, frame = make_leaderboard(results_dir, metric, stats) if leaderboard else report(results_dir, compare_paper, stats)
+        if leaderboard:
+            md, frame = make_leaderboard(results_dir, metric, stats)
+            rep = Report(md, frame, [], [])
+            write_report(rep, target, "leaderboard")
+        else:
+            rep = report(results_dir, compare_paper, stats)
+            write_report(rep, target)
     except CamexpError as e:
         _fail(e)
-    target = out or results_dir
-    target.mkdir(parents=True, exist_ok=True)
-    (target / f"{name}.md").write_text(md)
-    frame.to_csv(target / f"{name}.csv", index=False, float_format="%.4f")
-    if fmt == "md":
-        console.print(Markdown(md))
+    if fmt == "csv":
+        typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
+    elif leaderboard:
+        console.print(Markdown(rep.markdown))
     else:
-        typer.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)
+        for summary in rep.summaries:
+            print_summary(summary, console, compare_paper)
+    for w in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    name = "leaderboard" if leaderboard else "report"
     err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}")
 
 

@@ -8,16 +8,27 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
 MIN_BOOTSTRAP = 100  # fewer resamples cannot place a 95 % interval's percentiles meaningfully
 PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
+
+
+def _plain_name(v: str) -> str:
+    """A name that becomes a file or folder name (results/<name>, checkpoints/<name>.pt) must stay there."""
+    if not v or any(c in v for c in "/\\") or v.startswith("."):
+        raise ValueError("must be a plain file name (no slashes, not starting with '.'), e.g. voc07_vgg16")
+    return v
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
 class _Strict(BaseModel):
@@ -58,6 +69,8 @@ class DatasetConfig(_Strict):
     subset: SubsetConfig | None = None
     limit: int | None = Field(None, ge=1)
     skip_bad_images: bool = False
+    bad_boxes: Literal["error", "skip"] = Field(
+        "error", description="a box that is inverted or outside its image: an error naming it, or skipped and counted")
     extensions: list[str] = [".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"]
 
 
@@ -81,7 +94,7 @@ class RuntimeConfig(_Strict):
 
 
 class LocalizationConfig(_Strict):
-    """The `mloc` analysis (PROTOCOL.md section 5): map thresholds δ and how many top predictions count."""
+    """The `mloc` analysis (README.md, Definitions D5): map thresholds δ and how many top predictions count."""
 
     thresholds: list[float] = [0.0, 0.25, 0.5]
     topk: int = Field(5, ge=1)
@@ -127,7 +140,7 @@ class StatsConfig(_Strict):
 class ExperimentConfig(_Strict):
     """A whole experiment; see README.md for every key."""
 
-    name: str
+    name: PlainName
     paper: Literal[PAPER_TABLES] | None = None  # type: ignore[valid-type]
     dataset: DatasetConfig
     model: ModelConfig
@@ -143,13 +156,6 @@ class ExperimentConfig(_Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
     stats: StatsConfig = StatsConfig()
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\") or v.startswith("."):
-            raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
-        return v
 
     @field_validator("methods", "metrics", "analyses")
     @classmethod
@@ -188,15 +194,20 @@ class ExperimentConfig(_Strict):
     def output_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does)."""
-        keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper",
-                                                    "stats"})
+    def fingerprinted(self) -> dict[str, Any]:
+        """Everything that changes per-image values (not batch size, device, workers, output or stats; amp
+        does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict."""
+        skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper", "stats"), True)
+        keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
             del keep["model"]["layout"]
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        return keep
+
+    def fingerprint(self) -> str:
+        """Hash of `fingerprinted()`: a run folder resumes only a run with the same one (or an extension)."""
+        return hashlib.sha256(json.dumps(self.fingerprinted(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

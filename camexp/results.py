@@ -4,8 +4,12 @@ per_image.csv holds one row per (image, method). It is the truth of a run; summa
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from camexp.errors import CamexpError
+from camexp.errors import CamexpError, os_reason
 from camexp.metrics import RecordsView
 
 RECORDS = "per_image.csv"
@@ -49,8 +53,11 @@ def batch_records(index: np.ndarray, image_ids: list[str], methods: list[str], *
 
 
 def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS) -> None:
-    """Append rows with one write + fsync, so a kill leaves at most one partial last line."""
+    """Append rows with one write + fsync, so a kill leaves at most one partial last line, which the next
+    append cuts off first (it would otherwise swallow the first new row)."""
     header = not path.exists() or path.stat().st_size == 0
+    if not header:
+        _drop_partial_line(path)
     text = rows[columns].to_csv(index=False, header=header, float_format="%.17g")
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
@@ -59,17 +66,33 @@ def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS)
 
 
 def _drop_partial_line(path: Path) -> None:
+    """Truncate `path` after its last newline (a writer killed mid-line); reads the file only when torn."""
+    with open(path, "rb+") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+
+
+def complete_lines(path: Path) -> bytes:
+    """The bytes of `path` up to its last newline: what a killed writer finished, read without modifying it."""
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return data[: data.rfind(b"\n") + 1]
 
 
 def read_records(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    """Records of a run (or another per-image file with `columns`), without a partially written last line."""
-    if not path.exists() or path.stat().st_size == 0:
+    """Records of a run (or another per-image file with `columns`), without a partially written last line.
+    Never writes: report commands read run folders they must leave untouched."""
+    data = complete_lines(path) if path.exists() else b""
+    if not data.strip():
         return pd.DataFrame(columns=columns)
-    _drop_partial_line(path)
-    df = pd.read_csv(path, dtype={"image_id": str})
+    try:
+        df = pd.read_csv(io.BytesIO(data), dtype={"image_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise CamexpError(f"{path}: not a camexp records file ({str(e).strip()})") from None
     missing = set(columns) - set(df.columns)
     if missing:
         raise CamexpError(f"{path}: not a camexp records file (missing columns {sorted(missing)})")
@@ -104,6 +127,11 @@ def merge_parts(path: Path) -> None:
         part.unlink()
 
 
+def read_all_records(folder: Path) -> pd.DataFrame:
+    """per_image.csv of a run folder with the per-rank files a distributed run has not merged yet (read only)."""
+    return pd.concat([read_records(p) for p in (folder / RECORDS, *parts(folder / RECORDS))], ignore_index=True)
+
+
 def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
     """Dataset indices that have a record for every method."""
     if df.empty:
@@ -112,14 +140,33 @@ def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
     return set(int(i) for i in have[have == len(methods)].index)
 
 
-def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
-    """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
-    resumed run's file equals an uninterrupted one's."""
-    df = read_records(path)
+def complete_records(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The rows of images recorded for every method in `methods`, one per (image, method), sorted by
+    (dataset index, method order): what every summary is computed over."""
     df = df[df["index"].isin(complete_images(df, methods)) & df["method"].isin(methods)]
     df = df.drop_duplicates(["index", "method"], keep="last")
     order = {m: i for i, m in enumerate(methods)}
-    df = df.sort_values(["index", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    return df.sort_values(["index", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+
+
+def conflicting_duplicate(df: pd.DataFrame) -> str | None:
+    """The first (image, method) recorded twice with different values, described; None when every
+    repeated row is an exact copy (what a kill during a distributed merge leaves, harmless)."""
+    rows = df.drop_duplicates()
+    twice = rows[rows.duplicated(["index", "method"], keep=False)]
+    if twice.empty:
+        return None
+    keys = twice.groupby(["index", "method"], sort=False)
+    (index, method), rows = next(iter(keys))
+    more = f" (and {keys.ngroups - 1} more image-method pairs)" if keys.ngroups > 1 else ""
+    return (f"image {rows['image_id'].iloc[0]} (index {index}), method {method}: {len(rows)} rows with "
+            f"different values{more}")
+
+
+def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
+    """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
+    resumed run's file equals an uninterrupted one's."""
+    df = complete_records(read_records(path), methods)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(df[COLUMNS].to_csv(index=False, float_format="%.17g"))
     tmp.replace(path)
@@ -151,3 +198,23 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CamexpError(f"{path}: cannot read run metadata ({e})") from None
+
+
+FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+@contextmanager
+def writes_kept(folder: Path, methods: list[str]) -> Iterator[None]:
+    """A write into the run folder that fails (disk full, quota, read-only remount) ends the run with one line
+    saying what the records kept and how to go on, instead of a traceback from deep in a batch."""
+    try:
+        yield
+    except OSError as e:
+        denied = e.errno in (errno.EACCES, errno.EPERM) and e.filename and Path(e.filename).parent == folder
+        if e.errno not in FULL_OR_READ_ONLY and not denied:
+            raise
+        kept = complete_images(read_all_records(folder), methods)
+        raise CamexpError(f"{e.filename or folder}: {os_reason(e)} while the run was writing; kept: {len(kept)} images "
+                          f"recorded for every method in {folder / RECORDS} (a half-written last line is dropped "
+                          "on resume); free space or make the folder writable, then run the same command to "
+                          "resume") from None

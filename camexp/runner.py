@@ -34,13 +34,15 @@ from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.scoring import Scorer, confidence
+from camexp.lock import hold
 from camexp.metrics import MetricParams
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
 from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, append_records, batch_records, complete_images, \
-    finalize_records, merge_parts, part_path, parts, read_json, read_records, write_json
+    finalize_records, merge_parts, part_path, parts, read_json, read_records, write_json, writes_kept
+from camexp.resume import check_config, check_images
 
 
 def _versions() -> dict[str, str]:
@@ -90,10 +92,7 @@ class Run:
         """Check (every rank) and reset or merge (rank 0) the folder; the other ranks wait for rank 0."""
         meta_path = self.out / RUN_JSON
         if not fresh and meta_path.exists():
-            old = read_json(meta_path)
-            if old.get("fingerprint") != self.cfg.fingerprint():
-                raise CamexpError(f"{self.out}: holds a run of a different configuration; pass --fresh to start "
-                                  "over or --out to write elsewhere")
+            check_config(read_json(meta_path), self.cfg, self.out)
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for name in (RECORDS, BAD_IMAGES):
@@ -141,7 +140,9 @@ class Run:
         """Data set indices still to explain (selected, not recorded for every method, not known bad), and
         the number of images already recorded."""
         cfg, ds = self.cfg, s.dataset
-        done = complete_images(read_records(self.out / RECORDS), self.methods)
+        records = read_records(self.out / RECORDS)
+        check_images(cfg, records, ds.items, self.out)
+        done = complete_images(records, self.methods)
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
@@ -254,5 +255,6 @@ def run_experiment(cfg: ExperimentConfig, *, fresh: bool = False, progress: bool
 
     `distributed` None joins a torch.distributed job when launched by torchrun; True requires one.
     """
-    with process_group(resolve_device(cfg.runtime.device), distributed) as ranks:
+    with process_group(resolve_device(cfg.runtime.device), distributed) as ranks, \
+            hold(cfg.output_dir, owner=ranks.main), writes_kept(cfg.output_dir, cfg.method_names):
         return Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks).execute()

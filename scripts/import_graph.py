@@ -14,14 +14,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "camexp"
 # The data flow, upstream first: a module may import only from its own layer or layers before it.
 LAYERS = [
-    {"errors", "registry", "config", "accel", "distributed", "savefig"},
+    {"errors", "registry", "config", "accel", "distributed", "savefig", "lock"},
     {"data"},
     {"models"},
     {"explain"},
     {"metrics"},
     {"results"},
     {"analyses"},
-    {"report", "check", "finetune", "experiment"},
+    {"report", "check", "finetune", "experiment", "resume"},
     {"runner"},
     {"cli", "__main__"},
 ]

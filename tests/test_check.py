@@ -126,7 +126,8 @@ BROKEN: dict[str, tuple[Callable[[Path, Callable], dict], tuple[str, ...]]] = {
     "voc unknown class": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("dog", "dragon")),
                           ("000001.xml", "'dragon'")),
     "voc box outside": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("<xmax>40", "<xmax>41")),
-                        ("000001.jpg", "outside the 40x30 image")),
+                        ("000001.xml: object 1 ('dog', xmin=1 ymin=1 xmax=41 ymax=30)", "outside the 40x30 image",
+                         "dataset.bad_boxes: skip")),
     "voc bad xml": (lambda r, mk: voc_tree(r, mk, "<annotation>"), ("000001.xml", "not valid XML")),
     "voc no split": (lambda r, mk: {**voc_tree(r, mk), "split": "train"}, ("train.txt", "not found")),
     "image without label": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000002,n01440764 0 0 9 9\n"),
@@ -136,7 +137,8 @@ BROKEN: dict[str, tuple[Callable[[Path, Callable], dict], tuple[str, ...]]] = {
     "malformed csv": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 9\n"),
                       ("LOC_val_solution.csv: line 2", "malformed")),
     "kaggle box outside": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 40 29\n"),
-                           ("ILSVRC2012_val_00000001.JPEG", "outside")),
+                           ("LOC_val_solution.csv: line 2: box 1 of ILSVRC2012_val_00000001.JPEG",
+                            "outside the 40x30 image")),
     "devkit unknown id": (lambda r, mk: devkit_tree(r, mk), ("ground_truth.txt: line 1", "'7'", "meta.mat")),
     "devkit missing meta": (lambda r, mk: devkit_tree(r, mk, meta=False), ("meta.mat", "must sit beside")),
     "v2 non-integer folder": (lambda r, mk: (mk(r / "1" / "a.jpg"), mk(r / "n01" / "b.jpg"),
@@ -148,3 +150,59 @@ BROKEN: dict[str, tuple[Callable[[Path, Callable], dict], tuple[str, ...]]] = {
 def test_broken_layout_named(tmp_path: Path, make_jpeg, case: str) -> None:
     build, fragments = BROKEN[case]
     assert_error(experiment(build(tmp_path, make_jpeg)), *fragments)
+
+
+def test_check_decodes_every_image_so_a_truncated_jpeg_fails(tmp_path: Path, make_jpeg) -> None:
+    """The header of a JPEG cut after 60% of its bytes still reads (the old check passed it); decoding it
+    does not, in the check as in the run."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a", "c"):
+        make_jpeg(tmp_path / "imgs" / f"{name}.jpg", size=(64, 48))
+    cut = tmp_path / "imgs" / "b.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(cut, quality=95)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 6 // 10])
+    assert Image.open(cut).size == (160, 120)
+    cfg = experiment({"kind": "folder", "root": str(tmp_path / "imgs")})
+    report = check_experiment(cfg)
+    assert report.decoded == 3 and len(report.errors) == 1
+    assert report.errors[0].startswith(f"{cut}: cannot read image (OSError: image file is truncated")
+    quick = check_experiment(cfg, quick=True)  # 3 images <= the quick sample: all decoded
+    assert quick.decoded == 3 and quick.errors == report.errors
+
+
+def test_quick_check_decodes_an_even_sample(tmp_path: Path, make_jpeg, monkeypatch) -> None:
+    monkeypatch.setattr(camexp.check, "QUICK_SAMPLE", 4)
+    for i in range(10):
+        make_jpeg(tmp_path / f"{i}.jpg")
+    report = check_experiment(experiment({"kind": "folder", "root": str(tmp_path)}), quick=True)
+    assert report.decoded == 4 and report.ok  # items 0, 3, 6, 9
+    console = Console(record=True, width=120)
+    render(report, console)
+    assert "all: 10 of 10 listed; 4 decoded (a --quick sample)" in console.export_text()
+
+
+def test_run_and_check_reject_an_inverted_box_with_the_same_words(tmp_path: Path, make_jpeg) -> None:
+    from camexp.data import list_dataset
+    from camexp.errors import CamexpError
+
+    cfg = experiment(voc_tree(tmp_path, make_jpeg, GOOD_XML.replace("<xmin>1", "<xmin>35").replace(
+        "<xmax>40", "<xmax>20")))
+    with pytest.raises(CamexpError) as run_error:
+        list_dataset(cfg.dataset)  # what `camexp run` lists before its first batch
+    assert "object 1 ('dog', xmin=35 ymin=1 xmax=20 ymax=30): xmax < xmin (inverted box)" in str(run_error.value)
+    report = check_experiment(cfg)
+    assert str(run_error.value) in report.errors and not any("outside" in e for e in report.errors)
+    skipping = check_experiment(cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"bad_boxes": "skip"})}))
+    assert any("1 malformed box(es) skipped" in w for w in skipping.warnings)
+    assert skipping.images_with_boxes == 0
+
+
+def test_a_failed_listing_is_not_shown_as_zero_images(tmp_path: Path) -> None:
+    report = check_experiment(experiment({"kind": "folder", "root": str(tmp_path / "nowhere")}))
+    console = Console(record=True, width=120)
+    render(report, console)
+    text = console.export_text()
+    assert "of 0 listed" not in text and "could not be listed" in text

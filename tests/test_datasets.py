@@ -186,3 +186,97 @@ def test_filter_min_true_prob_keeps_confident_labelled_images(tmp_path: Path, ma
     assert filter_min_true_prob(dataset, SimpleNamespace(model=net), 0.9, "cpu", batch_size=3) == [0, 3]
     with pytest.raises(CamexpError, match="needs true labels"):
         filter_min_true_prob(ImageDataset(items[2:3], PixelTransform(SPEC)), SimpleNamespace(model=net), 0.9, "cpu", 2)
+
+
+# --- strict inputs: high bit depth, broken links, malformed boxes ---------------------------------------------
+
+def test_16bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """PIL's own convert('RGB') clips 16-bit values at 255 (mean 254.5 for this ramp); the expected 8-bit
+    value is round(v * 255 / 65535), computed here in numpy."""
+    from camexp.data.images import BadImageError, load_rgb
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    expected = np.round(ramp.astype(np.float64) * 255 / 65535)
+    for name in ("ramp.png", "ramp.tif"):
+        Image.fromarray(ramp).save(tmp_path / name)
+        assert Image.open(tmp_path / name).mode == "I;16"
+        rgb = np.asarray(load_rgb(tmp_path / name)).astype(np.float64)
+        assert np.abs(rgb - expected[..., None]).max() <= 0.5 and abs(rgb.mean() - 127.47) < 0.01
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(BadImageError, match="float.tif: a floating-point image"):
+        load_rgb(tmp_path / "float.tif")
+
+
+def test_broken_and_looping_links_are_listed_then_named_or_skipped(tmp_path: Path, make_jpeg) -> None:
+    """They used to vanish from the listing; now they are images that cannot be read, like a corrupt file."""
+    make_jpeg(tmp_path / "a.jpg")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    listing = list_dataset(DatasetConfig(root=tmp_path))
+    assert [it.image_id for it in listing.items] == ["a", "dangling", "loop"]
+    with pytest.raises(CamexpError, match=r"dangling.jpg: cannot read image \(broken symbolic link to .*gone.jpg\)"):
+        build_dataset(DatasetConfig(root=tmp_path), SPEC)[1]
+    skipping = build_dataset(DatasetConfig(root=tmp_path, skip_bad_images=True), SPEC)
+    assert [skipping[i]["bad"] for i in range(3)] == [False, True, True]
+    with pytest.raises(CamexpError, match="loop.jpg: cannot read image \\(symbolic link loop\\)"):
+        build_dataset(DatasetConfig(root=tmp_path), SPEC)[2]
+
+
+VOC_OBJECT = ("<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>1</ymin>"
+              "<xmax>{x1}</xmax><ymax>30</ymax></bndbox></object>")
+
+
+def small_voc(root: Path, make_jpeg, objects: list[tuple[str, int, int]], size: str = "") -> Path:
+    """One 40x30 VOC image with the given (class, xmin, xmax) objects; returns its XML file."""
+    voc = root / "VOCdevkit" / "VOC2007"
+    make_jpeg(voc / "JPEGImages" / "000001.jpg", size=(40, 30))
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("000001\n")
+    (voc / "Annotations").mkdir()
+    xml = voc / "Annotations" / "000001.xml"
+    xml.write_text("<annotation>" + size + "".join(VOC_OBJECT.format(name=n, x0=a, x1=b) for n, a, b in objects)
+                   + "</annotation>")
+    return xml
+
+
+def test_inverted_voc_box_is_an_error_naming_file_and_object(tmp_path: Path, make_jpeg) -> None:
+    xml = small_voc(tmp_path, make_jpeg, [("dog", 1, 40), ("cat", 30, 10)])
+    cfg = DatasetConfig(kind="voc", root=tmp_path, split="val")
+    with pytest.raises(CamexpError) as e:
+        list_dataset(cfg)
+    assert str(e.value) == (f"{xml}: object 2 ('cat', xmin=30 ymin=1 xmax=10 ymax=30): xmax < xmin (inverted box); "
+                            "fix the annotation, or set dataset.bad_boxes: skip to drop such boxes (counted in run.json)")
+
+    listing = list_dataset(cfg.model_copy(update={"bad_boxes": "skip"}))
+    cat, dog = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")
+    (item,) = listing.items
+    assert item.labels == (cat, dog)  # the object still says the image shows a cat
+    assert item.boxes == ((0, 0, 40, 30),) and item.box_labels == (dog,)
+    assert listing.provenance["boxes_skipped"] == 1 and "object 2 ('cat'" in listing.provenance["skipped_boxes"][0]
+
+
+def test_voc_box_rules_use_the_declared_size_and_the_image_must_match(tmp_path: Path, make_jpeg) -> None:
+    """The XML says 80x60: a box to x=60 passes the rules, but the 40x30 JPEG then fails to decode."""
+    from camexp.data.base import decode
+
+    small_voc(tmp_path, make_jpeg, [("dog", 1, 60)], size="<size><width>80</width><height>60</height></size>")
+    (item,) = list_dataset(DatasetConfig(kind="voc", root=tmp_path, split="val")).items
+    assert item.size == (80, 60)
+    with pytest.raises(CamexpError, match="000001.jpg: the image is 40x30 but its annotation gives 80x60"):
+        decode(item)
+
+
+def test_a_bad_image_in_a_dataloader_worker_is_still_one_line(tmp_path: Path, make_jpeg) -> None:
+    """torch re-raises a worker's exception with the worker's whole traceback as its message."""
+    from torch.utils.data import DataLoader
+
+    from camexp.data import collate
+    from camexp.data.images import BadImageError
+
+    make_jpeg(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    dataset = build_dataset(DatasetConfig(root=tmp_path), SPEC)
+    with pytest.raises(BadImageError) as e:
+        list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate))
+    assert str(e.value).startswith(f"{tmp_path / 'b.jpg'}: cannot read image (")
+    assert "\n" not in str(e.value) and "worker" not in str(e.value)

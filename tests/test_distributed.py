@@ -16,6 +16,7 @@ import torch
 
 from camexp.experiment import load_experiment as load_config
 from camexp.distributed import Ranks
+from camexp.lock import LOCK
 from camexp.results import RECORDS, RUN_JSON, merge_parts, part_path, parts
 from camexp.runner import run_experiment
 
@@ -83,6 +84,7 @@ def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path: Path, ilsvrc_
     assert meta["world_size"] == 2 and meta["backend"] == "gloo" and meta["status"] == "complete"
     assert meta["images_processed"] == N and meta["amp"] == "off"
     assert not parts(dist_out / RECORDS)
+    assert not (dist_out / LOCK).exists()  # rank 0 held the folder for the job and released it
     assert sorted(merged.groupby("index").size().items()) == [(i, 3) for i in range(N)]  # every image once
 
     with one_thread():

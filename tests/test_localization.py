@@ -1,4 +1,4 @@
-"""mLoc (PROTOCOL.md section 5) against masks and boxes worked out by hand."""
+"""mLoc (README.md, Definitions D5) against masks and boxes worked out by hand."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,7 +5,9 @@ factory with `@analysis(name)`; a config enables it by listing the name under `a
 kill, an analysis should append per-image rows to its own file in `update` (as the runner does), not
 keep everything in memory. An analysis whose files hold numbers for the summary table also registers a
 reader with `@analysis_result(name)`: the summary (and `camexp table`) recomputes them from the files,
-as metrics are recomputed from the records. A plug-in analysis is a factory named by import path
+as metrics are recomputed from the records. An analysis that needs nothing per batch (it reads the records
+when the run ends) sets `per_batch = False`: a resumed run may then add it; any other analysis added to a
+run that has recorded images is refused (camexp/resume.py), since it would cover only the new images. A plug-in analysis is a factory named by import path
 (`analyses: [mypkg.analyses:MyAnalysis]`) or entry point (group `camexp.analyses`).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes (PROTOCOL.md §5).
+"""`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes (README.md, Definitions D5).
 
 Per batch and per rank k of the top-k predictions: one batched forward + backward explains class
 topk[:, k] for the images that have a box of that class (rank 0 reuses the runner's own explanation when

@@ -43,6 +43,7 @@ class RecordsFigure:
 
     stem = ""
     title = ""
+    per_batch = False  # nothing recorded per batch: it may be added to a run that has recorded images
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg

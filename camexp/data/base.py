@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from camexp.data.images import BadImageError, load_rgb
+from camexp.errors import CamexpError
 from camexp.data.transforms import PixelTransform
 
 
@@ -22,7 +24,8 @@ class Item:
 
     `labels` (multi-label sets, e.g. VOC) and `boxes` (with `box_labels`) are optional. Boxes are xyxy in
     original-image pixel *edges*, 0-based: a box covers pixels x0 .. x1-1, so a whole W-pixel-wide image
-    is (0, W). Loaders convert their format's convention into this one.
+    is (0, W). Loaders convert their format's convention into this one. `size` (width, height) is the
+    image size the boxes were checked against (camexp/data/boxes.py); the decoded image must match it.
     """
 
     path: Path
@@ -32,6 +35,7 @@ class Item:
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     box_labels: tuple[int, ...] = ()
     box_difficult: tuple[bool, ...] = field(default=())
+    size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class ImageDataset(Dataset):
         sample: dict[str, Any] = {"image_id": it.image_id, "index": index, "label": it.label, "bad": False}
         boxes = torch.tensor(it.boxes, dtype=torch.float32).reshape(-1, 4) if it.boxes else None
         try:
-            image = load_rgb(it.path)
+            image = decode(it)
             sample["image"], mapped = self.transform(image, boxes)
         except BadImageError:
             if not self.skip_bad:
@@ -93,6 +97,17 @@ class ImageDataset(Dataset):
             sample["box_labels"] = torch.tensor(it.box_labels, dtype=torch.long)
             sample["box_difficult"] = torch.tensor(it.box_difficult or [False] * len(it.boxes), dtype=torch.bool)
         return sample
+
+
+def decode(item: Item) -> Image.Image:
+    """The item's image as the run sees it (RGB, fully decoded). An image whose size differs from the one
+    its boxes were checked against is refused: the boxes would be mapped onto the wrong pixels."""
+    image = load_rgb(item.path)
+    if item.boxes and item.size and image.size != item.size:
+        (w, h), (aw, ah) = image.size, item.size
+        raise CamexpError(f"{item.path}: the image is {w}x{h} but its annotation gives {aw}x{ah}, so its boxes "
+                          "would be misplaced; fix the annotation")
+    return image
 
 
 _LIST_KEYS = ("image_id", "boxes", "box_labels", "box_difficult")

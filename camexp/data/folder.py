@@ -11,9 +11,11 @@ from camexp.errors import CamexpError
 
 
 def list_images(folder: Path, extensions: list[str]) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
+    """Entries of `folder` named like images, sorted by name: files, and also broken or looping symbolic
+    links, which then fail to decode like any unreadable image (an error naming them, or skipped, counted
+    and listed with `skip_bad_images`) instead of vanishing from the data set unnoticed."""
     exts = {e.lower() for e in extensions}
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and not p.is_dir())
 
 
 def list_folder(root: Path, extensions: list[str], labels_csv: Path | None = None) -> list[Item]:

@@ -1,4 +1,4 @@
-"""`kind: imagenet_val`: ILSVRC2012 val in the three layouts met in the wild (PROTOCOL.md section 6).
+"""`kind: imagenet_val`: ILSVRC2012 val in the three layouts met in the wild (README.md, 'Real data sets').
 
 - `wnid_folders`: one folder per wnid (torchvision's layout).
 - `kaggle_csv`: flat `ILSVRC2012_val_*.JPEG` + Kaggle's `LOC_val_solution.csv` (with boxes).
@@ -17,7 +17,9 @@ import numpy as np
 
 from camexp.config import DatasetConfig
 from camexp.data.base import Item, Listing
+from camexp.data.boxes import BoxRules
 from camexp.data.folder import class_folder_items, dataset_root, is_wnid, list_images, sub_folders, wnid_folder_index
+from camexp.data.images import image_size
 from camexp.data.wnids import imagenet_class_names, imagenet_wnid_index
 from camexp.errors import CamexpError
 
@@ -34,6 +36,7 @@ class Truth(NamedTuple):
     label: int
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     box_labels: tuple[int, ...] = ()
+    where: str = ""  # "file: line N", to name a malformed box
 
 
 def list_imagenet_val(cfg: DatasetConfig) -> Listing:
@@ -46,8 +49,9 @@ def list_imagenet_val(cfg: DatasetConfig) -> Listing:
     else:
         assert annotations is not None
         truth = read_kaggle_csv(annotations) if layout == "kaggle_csv" else read_devkit_truth(annotations)
-        items = _pair(_flat_image_dir(root, cfg.extensions), truth, annotations, cfg.extensions)
-        provenance["labels_without_image"] = len(truth) - len(items)
+        rules = BoxRules(cfg.bad_boxes)
+        items = _pair(_flat_image_dir(root, cfg.extensions), truth, annotations, cfg.extensions, rules)
+        provenance.update(labels_without_image=len(truth) - len(items), **rules.provenance())
     return Listing(items, list(imagenet_class_names()), provenance=provenance)
 
 
@@ -91,14 +95,21 @@ def _flat_image_dir(root: Path, extensions: list[str]) -> Path:
     raise CamexpError(f"{root}: no images with extensions {extensions} here nor in images/ or val/")
 
 
-def _pair(folder: Path, truth: dict[str, Truth], annotations: Path, extensions: list[str]) -> list[Item]:
-    """One item per image file; an image without a label is an error (the wrong annotations file)."""
+def _pair(folder: Path, truth: dict[str, Truth], annotations: Path, extensions: list[str],
+          rules: BoxRules) -> list[Item]:
+    """One item per image file; an image without a label is an error (the wrong annotations file). Boxes
+    are checked against the image's size, read from its header."""
     items = []
     for path in list_images(folder, extensions):
         t = truth.get(path.stem)
         if t is None:
             raise CamexpError(f"{path}: image has no label in {annotations}; is that the right annotations file?")
-        items.append(Item(path=path, image_id=path.stem, label=t.label, boxes=t.boxes, box_labels=t.box_labels))
+        size = image_size(path) if t.boxes else None
+        kept = rules.keep(t.boxes, size, lambda k: f"{t.where}: box {k + 1} of {path.name}")
+        boxes = tuple(b for b, keep in zip(t.boxes, kept) if keep)
+        items.append(Item(path=path, image_id=path.stem, label=t.label, boxes=boxes,
+                          box_labels=tuple(c for c, keep in zip(t.box_labels, kept) if keep),
+                          size=size if boxes else None))
     return items
 
 
@@ -127,7 +138,7 @@ def read_kaggle_csv(path: Path) -> dict[str, Truth]:
             except ValueError:
                 raise CamexpError(f"{path}: line {line}: box coordinates must be numbers") from None
             labels = tuple(wnid_index[g[0]] for g in groups)
-            truth[row[0]] = Truth(labels[0], boxes, labels)
+            truth[row[0]] = Truth(labels[0], boxes, labels, f"{path}: line {line}")
     return truth
 
 

@@ -1,7 +1,7 @@
 """Pixel-space geometry: resize + crop to [0,1] RGB tensors, with boxes mapped through the same geometry.
 
 Mean/std normalisation is *not* done here: it belongs to the model wrapper, so explanation images
-E = L * I can be formed in pixel space (PROTOCOL.md section 3). torchvision.transforms.v2 moves
+E = L * I can be formed in pixel space (README.md, Definitions D3). torchvision.transforms.v2 moves
 bounding boxes through Resize/CenterCrop exactly like the image, which is why we use it rather than
 hand-written box arithmetic.
 """

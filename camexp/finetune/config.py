@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from camexp.config import DatasetConfig, ModelConfig, _Strict, load_yaml
+from camexp.config import DatasetConfig, ModelConfig, PlainName, _Strict, load_yaml
 
 
 class TrainConfig(_Strict):
@@ -50,7 +50,7 @@ class FinetuneOutput(_Strict):
 class FinetuneConfig(_Strict):
     """A multi-label fine-tune: backbone + ImageNet weights to start from, data set, training, output."""
 
-    name: str
+    name: PlainName
     model: ModelConfig
     dataset: DatasetConfig
     train: TrainConfig = TrainConfig()

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from camexp.errors import CamexpError
-from camexp.report.tables import RunSummary, find_runs, summarize_run_dir
+from camexp.report.runs import find_runs
+from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import lower_is_better, marked_cell, marks
 from camexp.results import RUN_JSON, read_json
 
@@ -35,9 +36,18 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
                 ) -> tuple[str, pd.DataFrame]:
     """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
     `stats` updates each run's recorded `stats:` settings."""
-    run_dirs = find_runs(results_dir)
-    metas = [read_json(d / RUN_JSON) for d in run_dirs]
-    summaries: list[RunSummary] = [summarize_run_dir(d, stats) for d in run_dirs]
+    run_dirs: list[Path] = []
+    metas: list[dict] = []
+    summaries: list[RunSummary] = []
+    skipped: list[str] = []
+    for d in find_runs(results_dir):
+        try:  # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp table`
+            summaries.append(summarize_run_dir(d, stats))
+        except CamexpError as e:
+            skipped.append(f"- skipped {d}: {e}")
+            continue
+        run_dirs.append(d)
+        metas.append(read_json(d / RUN_JSON))
     have = {k for s in summaries if s.stats is not None for k in s.stats.per_method.metric}
     if metric not in have:
         raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
@@ -75,7 +85,7 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
         f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",
         *legends, "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
         "rank); incomplete runs are shown over their recorded images but not ranked.", "",
-        md_table.to_markdown(), ""])
+        md_table.to_markdown(), "", *skipped])
     frame = pd.DataFrame(columns, index=methods).loc[order]
     frame.insert(0, "runs_ranked", rank_frame.notna().sum(axis=1).loc[order])
     frame.insert(0, "mean_rank", mean_rank.loc[order])

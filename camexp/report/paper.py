@@ -1,5 +1,8 @@
-"""Numbers the papers printed (PROTOCOL.md section 7), to show beside a run's own."""
+"""Numbers the papers printed (README.md, Definitions D6), to show beside a run's own."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 AVG_DROP = "Average drop % (lower is better)"
 INCREASE = "% increase in confidence (higher is better)"
@@ -37,3 +40,46 @@ PUBLISHED_RELPERF: dict[str, tuple[str, dict[str, tuple[float, float, float]]]] 
         "gradcam++ vs gradcam": (1.27, 0.24, 0.68), "gradcam+ vs gradcam": (1.25, 0.22, 0.68),
         "gradcam++ vs gradcam+": (1.01, 0.01, 0.11)}),
 }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a table's numbers were measured on, or what a run measured: backbone architecture (timm or
+    torchvision name without the weights tag) and data set ('imagenet_val', 'voc2007', 'voc2012', 'imagenetv2',
+    or the run's `dataset.kind`)."""
+
+    backbone: str
+    dataset: str
+
+    @classmethod
+    def of_run(cls, meta: dict[str, Any]) -> "Setting":
+        """A run's setting from its run.json (the VOC year as the loader found it, when the config left it open)."""
+        cfg = meta["config"]
+        kind = cfg["dataset"].get("kind", "folder")
+        year = cfg["dataset"].get("year") or (meta.get("dataset") or {}).get("year")
+        return cls(cfg["model"]["name"].removeprefix("tv:").split(".")[0], f"voc{year}" if kind == "voc" else kind)
+
+    def describe(self) -> str:
+        return f"{self.backbone} on {DATASET_NAMES.get(self.dataset, 'a ' + self.dataset + ' data set')}"
+
+
+DATASET_NAMES = {"imagenet_val": "ILSVRC2012 val", "voc2007": "VOC 2007 val", "voc2012": "VOC 2012 val",
+                 "imagenetv2": "ImageNetV2 MatchedFrequency"}
+SETTINGS: dict[str, Setting] = {
+    "table1": Setting("vgg16", "imagenet_val"), "table2": Setting("vgg16", "voc2007"),
+    "table3": Setting("vgg16", "voc2012"), "table4": Setting("vgg16", "voc2007"),
+    "table5": Setting("alexnet", "imagenet_val"), "table6": Setting("alexnet", "voc2007"),
+    "table7": Setting("resnet50", "imagenet_val"), "table8": Setting("resnet50", "voc2007"),
+    "equiv1": Setting("vgg16", "imagenetv2"), "equiv2": Setting("vgg16", "imagenetv2"),
+}
+
+
+def setting_mismatch(paper: str, run: Setting) -> str | None:
+    """Why a run's numbers cannot be read against `paper`'s (another backbone or data set), or None."""
+    table = SETTINGS[paper]
+    diffs = [f"{what} {ours}, the paper's {theirs}" for what, ours, theirs in (
+        ("backbone", run.backbone, table.backbone),
+        ("data set", DATASET_NAMES.get(run.dataset, run.dataset), DATASET_NAMES[table.dataset])) if ours != theirs]
+    if not diffs:
+        return None
+    return f"not comparable with {paper}: this run's {' and '.join(diffs)}"

@@ -10,16 +10,20 @@ import pandas as pd
 
 from camexp.analyses import ANALYSIS_RESULTS
 from camexp.config import StatsConfig
+from camexp.errors import CamexpError
 from camexp.metrics import ROW_LABELS, MetricParams, MetricResult, compute_metrics
-from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF
+from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
+from camexp.report.runs import find_runs, open_run
 from camexp.report.uncertainty import RunStats, compute_stats, extra_values, main_cells, pairwise_markdown, \
     stats_settings, with_missing_rows, write_stats
-from camexp.results import RECORDS, RUN_JSON, complete_images, read_json, read_records, records_view
+from camexp.results import RUN_JSON, read_json, records_view
 
 
 @dataclass
 class RunSummary:
-    """The summary of one run folder: main table (metrics x methods), extra tables and notes."""
+    """The summary of one run folder: main table (metrics x methods), extra tables and notes; `setting` is
+    what the run measured (for --compare-paper), `status` says what an incomplete run lacks, `stats` the
+    intervals and paired comparisons (camexp/report/uncertainty.py)."""
 
     name: str
     paper: str | None
@@ -27,14 +31,17 @@ class RunSummary:
     result: MetricResult
     images: int
     extra_notes: list[str] = field(default_factory=list)
-    stats: RunStats | None = None  # intervals and paired comparisons (camexp/report/uncertainty.py)
+    setting: Setting | None = None
+    status: str | None = None
+    stats: RunStats | None = None
 
 
 def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list[str], metrics: list[str],
               params: MetricParams, run_dir: Path | None = None, analyses: Sequence[str] = (),
               stats: StatsConfig | None = None) -> RunSummary:
     """Compute the metrics from records, and the analyses' numbers from their files in `run_dir` (never
-    from a run's memory); with `stats`, every per-image metric's intervals and paired comparisons too."""
+    from a run's memory); the run's setting comes from its run.json; with `stats`, every per-image
+    metric's intervals and paired comparisons too."""
     view = records_view(records, methods)
     result = compute_metrics(metrics, view, params)
     for a in analyses:
@@ -46,20 +53,24 @@ def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list
         if stats else None
     if run_stats is not None:
         main = with_missing_rows(main, run_stats)
-    return RunSummary(name, paper, main, result, images=len(view.image_ids), stats=run_stats)
+    meta = run_dir / RUN_JSON if run_dir is not None else None
+    setting = Setting.of_run(read_json(meta)) if meta is not None and meta.exists() else None
+    return RunSummary(name, paper, main, result, images=len(view.image_ids), setting=setting, stats=run_stats)
 
 
 def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> RunSummary:
-    """Recompute a finished (or partial: over the images recorded for every method) run's summary from its
-    folder; intervals with the `stats:` settings the run recorded, updated by `stats` (None values keep)."""
-    meta = read_json(run_dir / RUN_JSON)
-    cfg = meta["config"]
-    methods = [m if isinstance(m, str) else m["name"] for m in cfg["methods"]]  # a method spec: its record name
-    records = read_records(run_dir / RECORDS)
-    records = records[records["index"].isin(complete_images(records, methods))]
-    return summarize(cfg["name"], cfg.get("paper"), records, methods, cfg["metrics"],
-                     MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
-                     run_dir, cfg.get("analyses", []), stats_settings(cfg.get("stats"), **(stats or {})))
+    """Recompute a finished (or partial) run's summary from its folder, over the images complete for every
+    method; intervals with the `stats:` settings the run recorded, updated by `stats` (None values keep).
+    Raises CamexpError for a folder that cannot be reported (see camexp/report/runs.py)."""
+    run = open_run(run_dir)
+    cfg = run.config
+    if run.records.empty:
+        raise CamexpError(f"{run_dir}: no image recorded for every method yet ({run.status})")
+    summary = summarize(cfg["name"], cfg.get("paper"), run.records, run.methods, cfg["metrics"],
+                        MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
+                        run_dir, cfg.get("analyses", []), stats_settings(cfg.get("stats"), **(stats or {})))
+    summary.status = run.status
+    return summary
 
 
 def with_paper(summary: RunSummary) -> pd.DataFrame:
@@ -71,14 +82,14 @@ def with_paper(summary: RunSummary) -> pd.DataFrame:
     for row, per_method in rows.items():
         for method, value in per_method.items():
             if method in out.columns:
-                ours = out.at[row, method] if row in out.index else _fmt(float("nan"))
+                ours = out.at[row, method] if row in out.index else fmt_cell(float("nan"))
                 out.loc[row, method] = f"{ours} / {value:.2f}"
-    return out
+    return out.fillna("—")  # cells of a published-only row for methods the paper did not print
 
 
 def cells(summary: RunSummary) -> pd.DataFrame:
     """The main table as text: each number with its interval where the summary has them."""
-    return summary.main.map(_fmt) if summary.stats is None else main_cells(summary.main, summary.stats, _fmt)
+    return summary.main.map(fmt_cell) if summary.stats is None else main_cells(summary.main, summary.stats, fmt_cell)
 
 
 def relperf_with_paper(summary: RunSummary, table: pd.DataFrame) -> pd.DataFrame:
@@ -91,32 +102,65 @@ def relperf_with_paper(summary: RunSummary, table: pd.DataFrame) -> pd.DataFrame
     return out
 
 
-def _fmt(v: object) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
+def fmt_cell(v: object, digits: int = 2) -> str:
+    """A table cell as the summaries print it: floats rounded, NaN as a dash, text as it is."""
+    return ("—" if pd.isna(v) else f"{v:.{digits}f}") if isinstance(v, float) else str(v)
+
+
+def header_lines(summary: RunSummary, compare_paper: bool) -> list[str]:
+    """Title, what an incomplete run lacks, the image count, and with --compare-paper what it is read against."""
+    lines = [f"## {summary.name}", ""] + ([f"**{summary.status}**", ""] if summary.status else [])
+    return lines + [f"{summary.images} images."] + (paper_lines(summary) if compare_paper else [])
+
+
+def paper_lines(summary: RunSummary) -> list[str]:
+    """What --compare-paper says about a run: the published setting its cells are read against, a warning
+    when the run's backbone or data set differ from it, or that the run names no paper."""
+    if summary.paper is None:
+        return ["No `paper:` in this run's config: no published numbers to compare with "
+                f"(set paper: to one of {', '.join(SETTINGS)})."]
+    caption = (PUBLISHED.get(summary.paper) or PUBLISHED_RELPERF[summary.paper])[0]
+    lines = [f"Compared with {caption} ({SETTINGS[summary.paper].describe()}); cells: ours / published."]
+    warning = paper_warning(summary)
+    return lines + ([f"**Warning: {warning}.**"] if warning else [])
+
+
+def paper_warning(summary: RunSummary) -> str | None:
+    """The mismatch between a run and its `paper:` setting, or None (no paper, or the same setting)."""
+    if summary.paper is None:
+        return None
+    if summary.setting is None:
+        return f"this run's backbone and data set are not recorded: cannot tell whether {summary.paper} applies"
+    return setting_mismatch(summary.paper, summary.setting)
 
 
 def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
     """A run's summary as Markdown, in the paper's layout (metrics as rows, methods as columns)."""
-    lines = [f"## {summary.name}", "", f"{summary.images} images."]
-    if compare_paper and summary.paper in PUBLISHED:
-        lines.append(f"Cells: ours / published ({PUBLISHED[summary.paper][0]}).")
+    lines = header_lines(summary, compare_paper)
     main = with_paper(summary) if compare_paper else cells(summary)
     lines += ["", main.to_markdown(), ""]
     if summary.stats is not None:
         lines += [summary.stats.legend(), ""]
-    for title, table in summary.result.tables.items():
-        if compare_paper and title.startswith("Relative performance"):
-            table = relperf_with_paper(summary, table)
-            if summary.paper in PUBLISHED_RELPERF:
-                title += f" — beside {PUBLISHED_RELPERF[summary.paper][0]}"
-        shown = table.map(lambda v: "—" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else v)
-        lines += [f"### {title}", "", shown.to_markdown(), ""]
+    for title, table in summary_tables(summary, compare_paper):
+        lines += [f"### {title}", "", table.map(lambda v: fmt_cell(v, 3)).to_markdown(), ""]
     pairwise = pairwise_markdown(summary.stats) if summary.stats is not None else ""
     if pairwise:
         lines += ["### Paired comparisons (bootstrap intervals over the same images; exact sign test for win %)",
                   "", pairwise, ""]
     lines += [*summary.result.notes, *summary.extra_notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def summary_tables(summary: RunSummary, compare_paper: bool) -> list[tuple[str, pd.DataFrame]]:
+    """The extra tables (win matrix, relative performance), with the published R beside ours on request."""
+    out = []
+    for title, table in summary.result.tables.items():
+        if compare_paper and title.startswith("Relative performance"):
+            table = relperf_with_paper(summary, table)
+            if summary.paper in PUBLISHED_RELPERF:
+                title += f" — beside {PUBLISHED_RELPERF[summary.paper][0]}"
+        out.append((title, table))
+    return out
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
@@ -131,33 +175,63 @@ def write_summary(run_dir: Path, summary: RunSummary) -> None:
         write_stats(run_dir, summary.stats)
 
 
-def find_runs(results_dir: Path) -> list[Path]:
-    """Every run folder (holding run.json and records) below `results_dir`, sorted."""
-    return sorted(p.parent for p in results_dir.rglob(RUN_JSON) if (p.parent / RECORDS).exists())
+@dataclass
+class Report:
+    """`camexp table`'s result: the Markdown, a long frame (run, metric, method, value[, paper, compared_to]),
+    the summaries, and the folders skipped with the reason."""
+
+    markdown: str
+    frame: pd.DataFrame
+    summaries: list[RunSummary]
+    warnings: list[str]
 
 
-def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any] | None = None
-           ) -> tuple[str, pd.DataFrame]:
-    """Markdown for every run below `results_dir` and one long CSV-ready frame (run, metric, method, value,
-    lo, hi); intervals with each run's recorded `stats:` settings, updated by `stats`."""
-    parts, frames = [f"# camexp report: {results_dir}", ""], []
+def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any] | None = None) -> Report:
+    """Summaries of every run folder below `results_dir`, intervals with each run's recorded `stats:`
+    settings updated by `stats`; a folder that cannot be reported is skipped with a warning, the others are
+    still reported. Reads only: no run folder is modified."""
+    parts, frames, summaries, warnings = [f"# camexp report: {results_dir}", ""], [], [], []
     for run_dir in find_runs(results_dir):
-        s = summarize_run_dir(run_dir, stats)
+        try:
+            s = summarize_run_dir(run_dir, stats)
+        except CamexpError as e:
+            warnings.append(f"skipped {run_dir}: {e}")
+            continue
+        summaries.append(s)
         parts.append(to_markdown(s, compare_paper))
-        long = s.main.reset_index().melt(id_vars="metric", var_name="method", value_name="value")
-        long.insert(0, "run", s.name)
-        long = with_bounds(long, s.stats)
-        if compare_paper and s.paper in PUBLISHED:
-            pub = PUBLISHED[s.paper][1]
-            long["paper"] = [pub.get(r, {}).get(m, float("nan")) for r, m in zip(long["metric"], long["method"])]
-        frames.append(long)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "metric", "method", "value"])
-    return "\n".join(parts), table
+        if compare_paper and (w := paper_warning(s) or (None if s.paper else "no `paper:` in its config")):
+            warnings.append(f"{run_dir}: {w}")
+        frames.append(_long(s, compare_paper))
+    if warnings:
+        parts += ["## Not reported / warnings", "", *(f"- {w}" for w in warnings), ""]
+    columns = ["run", "metric", "method", "value", "lo", "hi"]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return Report("\n".join(parts), table, summaries, warnings)
 
 
-def with_bounds(long: pd.DataFrame, stats: RunStats | None) -> pd.DataFrame:
-    """Add each row's interval (lo, hi) to a long (metric label, method, value) frame."""
-    if stats is None:
-        return long.assign(lo=float("nan"), hi=float("nan"))
-    keyed = stats.per_method.assign(metric=stats.per_method.metric.map(lambda k: ROW_LABELS.get(k, k)))
-    return long.merge(keyed[["metric", "method", "lo", "hi"]], on=["metric", "method"], how="left")
+def write_report(rep: Report, folder: Path, name: str = "report") -> None:
+    """`name`.md and `name`.csv into `folder` (created), or one CamexpError naming it (a file, read-only, full)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.md").write_text(rep.markdown)
+        rep.frame.to_csv(folder / f"{name}.csv", index=False, float_format="%.4f")
+    except OSError as e:
+        raise CamexpError(f"{folder}: cannot write {name}.md and {name}.csv ({e.strerror or e}); choose another "
+                          "folder with --out") from None
+
+
+def _long(s: RunSummary, compare_paper: bool) -> pd.DataFrame:
+    """One run's main table as long rows with their intervals (lo, hi); with the paper, its value and which
+    table it comes from."""
+    long = s.main.reset_index().melt(id_vars="metric", var_name="method", value_name="value")
+    long.insert(0, "run", s.name)
+    if s.stats is None:
+        long = long.assign(lo=float("nan"), hi=float("nan"))
+    else:
+        keyed = s.stats.per_method.assign(metric=s.stats.per_method.metric.map(lambda k: ROW_LABELS.get(k, k)))
+        long = long.merge(keyed[["metric", "method", "lo", "hi"]], on=["metric", "method"], how="left")
+    if compare_paper and s.paper in PUBLISHED:
+        pub = PUBLISHED[s.paper][1]
+        long["paper"] = [pub.get(r, {}).get(m, float("nan")) for r, m in zip(long["metric"], long["method"])]
+        long["compared_to"] = s.paper
+    return long

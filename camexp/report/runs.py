@@ -1,0 +1,102 @@
+"""Run folders as report commands see them: read-only, checked, and honest about how far a run got.
+
+`camexp table` must never modify a run folder, must not present half a run as a whole one, and must not
+fall over (or report garbage) on a folder it did not write: a foreign run.json or records that two runs
+wrote into is skipped with the reason, and the other runs are still reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from camexp.errors import CamexpError
+from camexp.lock import read_owner_quietly
+from camexp.metrics import METRICS
+from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, complete_lines, complete_records, conflicting_duplicate, \
+    parts, read_all_records, read_json
+
+
+@dataclass
+class RunFolder:
+    """A run folder's metadata and its records restricted to the images complete for every method."""
+
+    path: Path
+    meta: dict[str, Any]
+    records: pd.DataFrame
+    status: str | None  # None: the run is complete; else a sentence saying what is missing
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def methods(self) -> list[str]:
+        """The method names the records carry (a `{name, method, params}` entry records under its name)."""
+        return [m if isinstance(m, str) else m["name"] for m in self.config["methods"]]
+
+
+def find_runs(results_dir: Path) -> list[Path]:
+    """Every folder holding a run.json below `results_dir` (a run that has not recorded an image yet
+    included), sorted."""
+    return sorted(p.parent for p in results_dir.rglob(RUN_JSON))
+
+
+def open_run(run_dir: Path) -> RunFolder:
+    """Read a run folder without writing to it; a CamexpError says why it cannot be reported."""
+    run = RunFolder(run_dir, _camexp_meta(run_dir / RUN_JSON), pd.DataFrame(), None)
+    records = read_all_records(run_dir)
+    if conflict := conflicting_duplicate(records):
+        raise CamexpError(f"{run_dir / RECORDS}: {conflict}: records of two runs were mixed in this folder; "
+                          "rerun it with --fresh")
+    run.records = complete_records(records, run.methods).reset_index(drop=True)
+    run.status = _status(run_dir, run.meta, run.records["index"].nunique())
+    return run
+
+
+def _camexp_meta(path: Path) -> dict[str, Any]:
+    """run.json, if camexp wrote it: a config with a name, methods and metrics this version knows."""
+    meta = read_json(path)
+    cfg = meta.get("config") if isinstance(meta, dict) else None
+    named = (lambda v: isinstance(v, str) or isinstance(v, dict) and isinstance(v.get("name"), str))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) \
+            or not isinstance(cfg.get("methods"), list) or not all(map(named, cfg["methods"])) \
+            or not isinstance(cfg.get("metrics"), list) or not all(isinstance(m, str) for m in cfg["metrics"]) \
+            or not isinstance(cfg.get("dataset"), dict) or not isinstance((cfg.get("model") or {}).get("name"), str):
+        raise CamexpError(f"{path}: not a camexp run.json (no 'config' with name, model, dataset, methods and metrics)")
+    if unknown := METRICS.unknown(cfg["metrics"]):
+        raise CamexpError(f"{path}: metrics {unknown} are unknown to this camexp version")
+    return meta
+
+
+def images_to_do(meta: dict[str, Any]) -> int | None:
+    """How many images the run set out to explain: after subset, limit and the min_true_prob filter."""
+    dataset = meta.get("dataset") or {}
+    passed = (dataset.get("min_true_prob") or {}).get("passed")
+    return passed if passed is not None else dataset.get("selected", meta.get("images_in_dataset"))
+
+
+def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
+    """None for a finished run with every image recorded (or skipped as unreadable); else what is missing."""
+    total = images_to_do(meta)
+    bad = sum(len(complete_lines(p).split()) for p in [run_dir / BAD_IMAGES, *parts(run_dir / BAD_IMAGES)]
+              if p.exists())
+    if meta.get("status") == "complete" and (total is None or done + bad >= total):
+        return None
+    state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}"
+    skipped = f", {bad} unreadable" if bad else ""
+    return (f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
+            f"method{skipped}. The numbers below cover those {done} images only.")
+
+
+def _liveness(run_dir: Path) -> str:
+    """Whether a run whose run.json says 'running' still runs, from the folder's lock (camexp/lock.py)."""
+    owner = read_owner_quietly(run_dir)
+    alive = owner.alive() if owner else False
+    if alive:
+        return f"running now: {owner.describe()}"
+    if alive is None:
+        return f"running on another host or stopped: {owner.describe()}"
+    return "stopped before the end; the same `camexp run` command resumes it"

@@ -1,0 +1,93 @@
+"""May this config resume the run in a folder? The same per-image configuration, or the same one selecting
+more images (an extension: only the new images are computed), with no analysis added after images were
+recorded without it (its summary would silently cover fewer images than the run's; an analysis drawn from
+the records alone, `per_batch = False`, may be added at any time).
+
+`check_config` runs before the model is built, from run.json alone; `check_images` runs once the data set
+is listed, against the records: every recorded image must be the image the new selection puts at that
+index, or the records would mix two images under one number.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from camexp.analyses import ANALYSES
+from camexp.config import ExperimentConfig
+from camexp.data.base import Item
+from camexp.errors import CamexpError
+from camexp.results import complete_images, read_all_records
+
+SELECTION = ("dataset.limit", "dataset.subset")  # keys that may grow a run: positions are kept or checked
+SHOWN = 3  # differing keys named in a refusal
+
+
+def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> None:
+    """Refuse to resume a run of another per-image configuration, naming the keys that differ (old -> new),
+    or one that adds a per-batch analysis after images were recorded without it. A different
+    `dataset.limit` or `dataset.subset` passes here; `check_images` decides on the images."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
+        raise CamexpError(f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or "
+                          "replace it with --fresh)")
+    _check_analyses(previous["config"].get("analyses", []), cfg, folder)
+    if previous.get("fingerprint") == cfg.fingerprint():
+        return
+    try:
+        old = ExperimentConfig.model_validate(previous["config"]).fingerprinted()
+    except (KeyError, TypeError, ValidationError):
+        raise CamexpError(f"{folder}: holds a run whose configuration this camexp version cannot compare; pass "
+                          "--fresh to start over or --out to write elsewhere") from None
+    new = cfg.fingerprinted()
+    blocking = [k for k in changed_keys(old, new) if not k.startswith(SELECTION)]
+    if blocking:
+        raise CamexpError(f"{folder}: holds a run of a different configuration ({describe(blocking, old, new)}); "
+                          "pass --fresh to start over or --out to write elsewhere")
+
+
+def _check_analyses(before: list[str], cfg: ExperimentConfig, folder: Path) -> None:
+    """An analysis that works per batch, added after images were recorded without it, would cover only the
+    images explained from now on; one drawn from the records alone (`per_batch = False`) covers them all."""
+    added = [a for a in cfg.analyses if a not in before and getattr(ANALYSES.get(a), "per_batch", True)]
+    recorded = len(complete_images(read_all_records(folder), cfg.method_names)) if added else 0
+    if recorded:
+        raise CamexpError(f"{folder}: analyses {added} were added after {recorded} images were recorded without them; "
+                          "their numbers would cover only the images explained from now on: pass --fresh to "
+                          "recompute every image with them, or --out for a new folder")
+
+
+def check_images(cfg: ExperimentConfig, records: pd.DataFrame, items: list[Item], folder: Path) -> None:
+    """Refuse records whose images are not the items now at their indices: a subset that renumbers the
+    images, a smaller limit, files renamed on disk. Their records would otherwise mix two images per index."""
+    if records.empty:
+        return
+    ids = records.drop_duplicates("index").set_index("index")["image_id"]
+    moved = [(int(i), rid) for i, rid in ids.items() if i >= len(items) or items[i].image_id != rid]
+    if moved:
+        i, rid = moved[0]
+        now = f"is now {items[i].image_id}" if i < len(items) else "is no longer selected"
+        raise CamexpError(f"{folder}: {len(moved)} of its {len(ids)} recorded images are not where the data set now "
+                          f"puts them (index {i} was {rid}, {now}); a run is extended only when its images keep their "
+                          "places (a larger dataset.limit, not a subset that renumbers them); pass --fresh to start "
+                          "over or --out to write elsewhere")
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (a key on one side only counts)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix or "(top level)"]
+    return [k for key in sorted(old.keys() | new.keys(), key=str)
+            for k in changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))]
+
+
+def describe(keys: list[str], old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'score: logit -> softmax, ...' for the first few keys."""
+    def value(tree: dict[str, Any], key: str) -> Any:
+        for part in key.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    shown = ", ".join(f"{k}: {value(old, k)!r} -> {value(new, k)!r}" for k in keys[:SHOWN])
+    return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")

@@ -1,0 +1,187 @@
+"""`camexp table` on run folders built here by hand: half-written, foreign, mixed and paper-mismatched runs.
+
+No model runs: the records hold chosen Y and O, so every expected number is computed in the test.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from camexp.cli import app
+from camexp.config import ExperimentConfig
+from camexp.report.tables import report, summarize_run_dir
+from camexp.report.terminal import print_summary
+from camexp.results import COLUMNS
+
+METHODS = ["gradcam", "gradcam++", "layercam"]
+cli = CliRunner()
+
+
+def write_run(folder: Path, o: list[list[float]], *, y: list[float] | None = None, status: str = "complete",
+              selected: int | None = None, methods: list[str] = METHODS, p_true: float = float("nan"),
+              **config) -> Path:
+    """A run folder as camexp writes it: run.json and per_image.csv with o[i][j] = O of image i, method j."""
+    folder.mkdir(parents=True)
+    cfg = ExperimentConfig(name=folder.name, dataset={"kind": "folder", "root": str(folder)}, methods=methods,
+                           model={"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"}, **config)
+    y = y or [0.8] * len(o)
+    meta = {"config": cfg.model_dump(mode="json"), "fingerprint": cfg.fingerprint(), "status": status,
+            "dataset": {"kind": "folder", "selected": selected or len(o)}}
+    (folder / "run.json").write_text(json.dumps(meta))
+    rows = [{"index": i, "image_id": f"img{i}", "method": m, "target": 1, "label": -1, "pred": 1, "y": y[i], "o": v,
+             "p_true": p_true, "constant_map": 0} for i, per in enumerate(o) for m, v in zip(methods, per)]
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / "per_image.csv", index=False)
+    return folder
+
+
+def avg_drop(y: list[float], o: list[float]) -> float:
+    return 100 * sum(max(0.0, a - b) / a for a, b in zip(y, o)) / len(y)
+
+
+def folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (hashlib.sha256(p.read_bytes()).digest(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_half_written_run_is_reported_as_incomplete_over_its_complete_images_and_left_untouched(tmp_path: Path):
+    """Images 0 and 1 have all three methods; image 2 only two (its batch was killed mid-way: a torn last line),
+    with O = 0 for gradcam, which over all rows would make R infinite and add the 'underflowed' note."""
+    run = write_run(tmp_path / "res" / "half", [[0.4, 0.6, 0.8], [0.2, 0.9, 0.1], [0.0, 0.5, 0.5]], status="running",
+                    selected=10, p_true=0.9, metrics=["avg_drop", "increase", "win", "relperf"])
+    rec = run / "per_image.csv"
+    rec.write_text("\n".join(rec.read_text().splitlines()[:-1]) + "\n2,img2,layercam,1,-1,1,0.8,0.0")  # torn
+    before = folder_state(run)
+
+    summary = summarize_run_dir(run)
+    assert summary.images == 2
+    assert summary.status.startswith("Incomplete run (stopped before the end; the same `camexp run` command resumes it): 2 of 10 images")
+    drop = summary.main.loc["Average drop % (lower is better)"]
+    assert drop["gradcam"] == pytest.approx(avg_drop([0.8, 0.8], [0.4, 0.2]))
+    assert drop["layercam"] == pytest.approx(avg_drop([0.8, 0.8], [0.8, 0.1]))
+    win = summary.result.tables["Win % (row method vs column method, ties counted half)"]
+    assert win.loc["gradcam", "gradcam++"] + win.loc["gradcam++", "gradcam"] == pytest.approx(100)
+    assert win.loc["gradcam++", "gradcam"] == pytest.approx(100)  # 0.6 > 0.4 and 0.9 > 0.2
+    relperf = summary.result.tables["Relative performance R = exp(mean log(O_A / O_B))"]
+    expected_r = math.exp((math.log(0.4 / 0.6) + math.log(0.2 / 0.9)) / 2)
+    assert relperf.loc["gradcam vs gradcam++", ["R", "images"]].tolist() == pytest.approx([expected_r, 2])
+    assert not any("underflowed" in n for n in summary.result.notes)
+
+    res = cli.invoke(app, ["table", str(tmp_path / "res"), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "Incomplete run" in res.output and "2 of 10 images" in res.output
+    assert "**Incomplete run" in (tmp_path / "rep" / "report.md").read_text()
+    assert folder_state(run) == before  # not a byte nor a timestamp changed
+
+
+def test_a_complete_run_shows_no_incomplete_mark(tmp_path: Path):
+    summary = summarize_run_dir(write_run(tmp_path / "done", [[0.4, 0.6, 0.8]]))
+    assert summary.status is None and summary.images == 1
+
+
+def test_foreign_and_mixed_folders_are_skipped_with_a_warning_and_the_rest_reported(tmp_path: Path):
+    res_dir = tmp_path / "res"
+    write_run(res_dir / "good", [[0.4, 0.6, 0.8]])
+    (res_dir / "foreign").mkdir()
+    (res_dir / "foreign" / "run.json").write_text('{"epochs": 3, "loss": 0.1}')  # another tool's run.json
+    (res_dir / "garbled").mkdir()
+    (res_dir / "garbled" / "run.json").write_text("{not json")
+    mixed = write_run(res_dir / "mixed", [[0.4, 0.6, 0.8], [0.3, 0.3, 0.3]])
+    with open(mixed / "per_image.csv", "a") as f:  # a second run's value for image 0, gradcam
+        f.write("0,img0,gradcam,1,-1,1,0.8,0.75,,0\n")
+    copied = write_run(res_dir / "copied", [[0.4, 0.6, 0.8]])
+    text = (copied / "per_image.csv").read_text()
+    (copied / "per_image.csv").write_text(text + text.split("\n", 1)[1])  # the same rows twice: same numbers
+
+    res = cli.invoke(app, ["table", str(res_dir)])
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+    rep = report(res_dir)
+    assert sorted(s.name for s in rep.summaries) == ["copied", "good"]
+    assert len(rep.warnings) == 3
+    by_folder = {w.split(":")[0]: w for w in rep.warnings}
+    assert "not a camexp run.json" in by_folder[f"skipped {res_dir / 'foreign'}"]
+    assert "cannot read run metadata" in by_folder[f"skipped {res_dir / 'garbled'}"]
+    assert ("image img0 (index 0), method gradcam: 2 rows with different values"
+            in by_folder[f"skipped {res_dir / 'mixed'}"])
+    for w in rep.warnings:
+        assert f"warning: {w}" in " ".join(res.output.split())
+    copied_drop = rep.frame[(rep.frame.run == "copied") & rep.frame.metric.str.startswith("Average drop")]
+    assert copied_drop.set_index("method")["value"]["gradcam"] == pytest.approx(50.0)
+
+
+def test_compare_paper_names_the_setting_and_warns_on_another_backbone_or_no_paper(tmp_path: Path):
+    res_dir = tmp_path / "res"
+    write_run(res_dir / "lite0_vs_resnet", [[0.4, 0.6, 0.8]], paper="table7")
+    write_run(res_dir / "nopaper", [[0.4, 0.6, 0.8]])
+    rep = report(res_dir, compare_paper=True)
+    md = rep.markdown
+    assert "Compared with Grad-CAM++ paper Table 7: ILSVRC2012 val, ResNet-50 (resnet50 on ILSVRC2012 val)" in md
+    mismatch = ("not comparable with table7: this run's backbone tf_efficientnet_lite0, the paper's resnet50 and "
+                "data set folder, the paper's ILSVRC2012 val")
+    assert f"**Warning: {mismatch}.**" in md
+    assert "No `paper:` in this run's config" in md
+    assert rep.warnings == [f"{res_dir / 'lite0_vs_resnet'}: {mismatch}", f"{res_dir / 'nopaper'}: no `paper:` in its config"]
+    assert set(rep.frame.dropna(subset=["paper"])["compared_to"]) == {"table7"}
+
+
+def test_matching_setting_gets_no_warning(tmp_path: Path):
+    run = write_run(tmp_path / "res" / "r50", [[0.4, 0.6, 0.8]], paper="table7")
+    meta = json.loads((run / "run.json").read_text())
+    meta["config"]["model"]["name"] = "tv:resnet50"
+    meta["config"]["dataset"]["kind"] = "imagenet_val"
+    (run / "run.json").write_text(json.dumps(meta))
+    assert report(tmp_path / "res", compare_paper=True).warnings == []
+
+
+def test_terminal_table_keeps_every_method_name_whole_on_80_columns(tmp_path: Path):
+    methods = ["gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig", "layercam"]
+    run = write_run(tmp_path / "many", [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]] * 2, methods=methods)
+    console = Console(width=80, record=True)
+    print_summary(summarize_run_dir(run), console)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    rows = [line.split()[0] for line in text.splitlines() if line.split() and line.split()[0] in methods]
+    assert rows[:6] == methods  # main table transposed: one row per method, names whole
+    assert any(line.split()[:2] == ["5", "gradcam++orig"] for line in text.splitlines())  # numbered win matrix
+
+
+def test_report_into_an_unwritable_place_is_one_line(tmp_path: Path):
+    write_run(tmp_path / "res" / "r", [[0.4, 0.6, 0.8]])
+    (tmp_path / "afile").write_text("")
+    res = cli.invoke(app, ["table", str(tmp_path / "res"), "--out", str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"{tmp_path / 'afile'}: cannot write report.md and report.csv" in " ".join(res.output.split())
+
+
+def test_plain_flags_are_shown_as_flags():
+    res = cli.invoke(app, ["table", "--help"])
+    assert "--compare-paper" in res.output and "<bool>" not in res.output
+
+
+def test_readme_publishes_the_numbers_compare_paper_uses():
+    """The README's Definitions D6 table is what users read; it must be the numbers of report/paper.py."""
+    from camexp.report.paper import PUBLISHED
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("### D6")[1]
+    for table, (_, rows) in PUBLISHED.items():
+        line = next(line for line in readme.splitlines() if line.startswith(f"| {table} |"))
+        pp, gc = line.strip("|").split("|")[2:4]
+        for cell, method in ((pp, "gradcam++" if table != "table4" else "gradcam++all"), (gc, "gradcam")):
+            assert [float(v) for v in cell.split("/")] == [per[method] for per in rows.values()], table
+
+
+def test_a_run_holding_its_lock_is_reported_as_running_now(tmp_path: Path):
+    from camexp.lock import hold
+
+    run = write_run(tmp_path / "live", [[0.4, 0.6, 0.8]], status="running", selected=3)
+    with hold(run):
+        status = summarize_run_dir(run).status
+    assert status.startswith(f"Incomplete run (running now: pid {os.getpid()} on host ")
+    assert "1 of 3 images recorded for every method" in status
