@@ -169,9 +169,17 @@ class ExperimentConfig(_Strict):
     def output_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does)."""
+    def fingerprint(self, method_params: dict[str, dict[str, Any]] | None = None) -> str:
+        """Hash of everything that changes per-image values (not batch size, device, workers or output; amp does).
+
+        `method_params`: every method's parameters with its defaults filled in (record name -> params; the
+        registry knows the defaults, this leaf module does not). A run passes them, so that a changed default
+        cannot mix two settings in one run folder; methods without parameters leave older fingerprints valid.
+        """
         keep = self.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper"})
+        resolved = {name: params for name, params in (method_params or {}).items() if params}
+        if resolved:
+            keep["method_params"] = resolved
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid

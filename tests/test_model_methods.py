@@ -191,9 +191,9 @@ def test_smoothgradcampp_without_noise_is_gradcampp(tiny, images):
 @pytest.mark.parametrize("name, params, problem", [
     ("scorecam", {"weighting": "softmax"}, "weighting must be one of"),
     ("smoothgradcam++", {"n": 0}, "n must be at least 1"),
-    ("smoothgradcam++", {"n": 2.5}, "parameter 'n' must be a int"),
+    ("smoothgradcam++", {"n": 2.5}, "parameter 'n' must be of type int"),
     ("smoothgradcam++", {"sigma": 0.2}, "no parameter(s) ['sigma']"),
-    ("random", {"seed": True}, "parameter 'seed' must be a int"),
+    ("random", {"seed": True}, "parameter 'seed' must be of type int"),
 ])
 def test_bad_parameters_are_named(name, params, problem):
     assert problem in METHODS[name].param_problem(params)

@@ -117,7 +117,7 @@ class Method:
             want = type(self.params[key])
             ok = isinstance(value, want) and not (isinstance(value, bool) and want is not bool)
             if not ok and not (want is float and isinstance(value, int) and not isinstance(value, bool)):
-                return f"parameter {key!r} must be a {want.__name__} (default {self.params[key]!r}), not {value!r}"
+                return f"parameter {key!r} must be of type {want.__name__} (default {self.params[key]!r}), not {value!r}"
         return self.check({**self.params, **params})
 
 
