@@ -199,18 +199,23 @@ def methods(
                                                        "own method settings"),
     fmt: str = typer.Option("table", "--format", help="table | csv"),
 ) -> None:
-    """List every method: what it needs, what it costs per image beyond the shared pass, and its source."""
+    """List every method: what it needs, what it costs per image beyond the shared pass, its parameters and source.
+
+    With a CONFIG, costs are for its model's layer (K channels) and each configured setting (a `{name, method,
+    params}` entry) is listed too, under its own name, with its parameters."""
     import csv
     import sys
 
     from rich.table import Table
 
+    from camexp.explain.core import method_runs
     from camexp.explain.methods import METHODS
 
     try:
         if fmt not in ("table", "csv"):
             raise CamexpError(f"--format must be 'table' or 'csv', not {fmt!r}")
-        channels, specs, where = None, {}, "K = the layer's channels"
+        channels, where = None, "K = the layer's channels"
+        runs = method_runs(METHODS.names())
         if config is not None:
             from camexp.experiment import load_experiment
             from camexp.models import build_model
@@ -218,14 +223,17 @@ def methods(
             cfg = load_experiment(config)
             loaded = build_model(cfg.model)
             channels = loaded.maps_shape[0]
-            specs = {m: params for _, m, params in cfg.method_specs()}
             where = f"{cfg.model.name} at {loaded.layer_name}: K = {channels}"
-        rows = [(name, "yes" if m.needs_grad else "no", "yes" if m.needs_model else "no",
-                 m.cost(channels, {**m.params, **specs.get(name, {})}),
-                 m.summary, m.source) for name, m in METHODS.items()]
+            runs += [r for r in method_runs(cfg.method_specs()) if r.name != r.method.name or r.params]
+        rows = [(r.name if r.name == r.method.name else f"{r.name} ({r.method.name})",
+                 "yes" if r.method.needs_grad else "no", "yes" if r.method.needs_model else "no",
+                 "yes" if r.method.class_agnostic else "no", r.method.cost(channels, r.resolved),
+                 ", ".join(f"{k}={v}" for k, v in r.resolved.items()), r.method.summary, r.method.source)
+                for r in runs]
     except CamexpError as e:
         _fail(e)
-    header = ("method", "needs gradient", "calls the model", f"cost per image ({where})", "what it is", "source")
+    header = ("method", "needs gradient", "calls the model", "class-agnostic", f"cost per image ({where})",
+              "parameters", "what it is", "source")
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerows([header, *rows])

@@ -194,20 +194,28 @@ class ExperimentConfig(_Strict):
     def output_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
-    def fingerprinted(self) -> dict[str, Any]:
+    def fingerprinted(self, method_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Everything that changes per-image values (not batch size, device, workers, output or stats; amp
-        does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict."""
+        does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict.
+
+        `method_params`: every method's parameters with its defaults filled in (record name -> params; the
+        registry knows the defaults, this leaf module does not). A run passes them, so that a changed default
+        cannot mix two settings in one run folder; methods without parameters leave older fingerprints valid.
+        """
         skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper", "stats"), True)
         keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
+        resolved = {name: params for name, params in (method_params or {}).items() if params}
+        if resolved:
+            keep["method_params"] = resolved
         if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
             del keep["model"]["layout"]
         return keep
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, method_params: dict[str, dict[str, Any]] | None = None) -> str:
         """Hash of `fingerprinted()`: a run folder resumes only a run with the same one (or an extension)."""
-        return hashlib.sha256(json.dumps(self.fingerprinted(), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.fingerprinted(method_params), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

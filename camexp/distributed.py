@@ -47,6 +47,14 @@ class Ranks:
         """One GPU per rank on a node; a CPU stays a CPU."""
         return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.backend else device
 
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's `obj` (picklable), in rank order, on every rank; [obj] in a single process."""
+        if not self.backend:
+            return [obj]
+        out: list[T] = [obj] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.backend == "nccl":
             dist.barrier(device_ids=[self.local_rank])

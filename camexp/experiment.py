@@ -2,7 +2,7 @@
 
 config.py is a leaf that knows no registry; this module hands the registries of methods, metrics and
 analyses to its validators, so that an unknown (or unimportable plug-in) name is a one-line error naming
-the config file and the key.
+the config file and the key; method parameters are checked against their method here too.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from camexp.analyses import ANALYSES
 from camexp.config import ExperimentConfig, load_yaml
+from camexp.errors import CamexpError, ConfigError
+from camexp.explain.core import method_runs
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS
 
@@ -22,4 +24,9 @@ def registries() -> dict[str, Any]:
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size')."""
-    return load_yaml(path, ExperimentConfig, overrides, context=registries())
+    cfg = load_yaml(path, ExperimentConfig, overrides, context=registries())
+    try:
+        method_runs(cfg.method_specs())
+    except CamexpError as e:
+        raise ConfigError(f"{path}: methods: {e}") from None
+    return cfg

@@ -25,22 +25,24 @@ SELECTION = ("dataset.limit", "dataset.subset")  # keys that may grow a run: pos
 SHOWN = 3  # differing keys named in a refusal
 
 
-def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> None:
+def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path,
+                 method_params: dict[str, dict[str, Any]] | None = None) -> None:
     """Refuse to resume a run of another per-image configuration, naming the keys that differ (old -> new),
     or one that adds a per-batch analysis after images were recorded without it. A different
-    `dataset.limit` or `dataset.subset` passes here; `check_images` decides on the images."""
+    `dataset.limit` or `dataset.subset` passes here; `check_images` decides on the images. `method_params`:
+    the methods' resolved parameters (run.json keeps the previous run's)."""
     if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
         raise CamexpError(f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or "
                           "replace it with --fresh)")
     _check_analyses(previous["config"].get("analyses", []), cfg, folder)
-    if previous.get("fingerprint") == cfg.fingerprint():
+    if previous.get("fingerprint") == cfg.fingerprint(method_params):
         return
     try:
-        old = ExperimentConfig.model_validate(previous["config"]).fingerprinted()
+        old = ExperimentConfig.model_validate(previous["config"]).fingerprinted(previous.get("method_params"))
     except (KeyError, TypeError, ValidationError):
         raise CamexpError(f"{folder}: holds a run whose configuration this camexp version cannot compare; pass "
                           "--fresh to start over or --out to write elsewhere") from None
-    new = cfg.fingerprinted()
+    new = cfg.fingerprinted(method_params)
     blocking = [k for k in changed_keys(old, new) if not k.startswith(SELECTION)]
     if blocking:
         raise CamexpError(f"{folder}: holds a run of a different configuration ({describe(blocking, old, new)}); "

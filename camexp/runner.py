@@ -32,7 +32,7 @@ from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
-from camexp.explain.core import Explainer
+from camexp.explain.core import Explainer, method_runs
 from camexp.explain.scoring import Scorer, confidence
 from camexp.lock import hold
 from camexp.metrics import MetricParams
@@ -84,6 +84,9 @@ class Run:
         self.config_path = config_path
         self.ranks = ranks
         self.methods = cfg.method_names
+        self.method_params = {r.name: r.resolved for r in method_runs(cfg.method_specs())}
+        self.fingerprint = cfg.fingerprint(self.method_params)
+        self.counts: dict[str, dict[str, int]] = {}
         if cfg.analyses and ranks.world > 1:
             raise CamexpError(f"analyses {cfg.analyses} do not run distributed yet: run them in a single process")
         self._prepare_folder(fresh)
@@ -92,7 +95,7 @@ class Run:
         """Check (every rank) and reset or merge (rank 0) the folder; the other ranks wait for rank 0."""
         meta_path = self.out / RUN_JSON
         if not fresh and meta_path.exists():
-            check_config(read_json(meta_path), self.cfg, self.out)
+            check_config(read_json(meta_path), self.cfg, self.out, self.method_params)
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for name in (RECORDS, BAD_IMAGES):
@@ -117,6 +120,7 @@ class Run:
         self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size), *self._own_files())
         self.ranks.barrier()
         wall = time.perf_counter() - start
+        self.counts = _sum_counts(self.ranks.gather(self.counts))
         return self.finish(meta, resumed, wall) if self.ranks.main else None
 
     def setup(self) -> Setup:
@@ -155,11 +159,11 @@ class Run:
         cfg, device, loaded = self.cfg, s.device, s.loaded
         return {
             "config": cfg.model_dump(mode="json"), "config_path": str(self.config_path) if self.config_path else None,
-            "fingerprint": cfg.fingerprint(), "status": "running", "versions": _versions(), "uv_lock_sha256": _lock_hash(),
+            "fingerprint": self.fingerprint, "method_params": self.method_params, "status": "running", "versions": _versions(), "uv_lock_sha256": _lock_hash(),
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "amp": cfg.runtime.amp, "channels_last": channels_last(device), "world_size": self.ranks.world,
             "backend": self.ranks.backend, "layer": loaded.layer_name, "layer_layout": loaded.layout.describe(),
-            "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": {**r.method.params, **r.params}}
+            "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": r.resolved}
                                                   for r in s.explainer.runs},
             "input": loaded.spec.__dict__, "argv": sys.argv,
             "dataset": s.dataset.provenance, "images_in_dataset": len(s.dataset), "images_resumed": resumed,
@@ -189,10 +193,14 @@ class Run:
                                        + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
         for a in self.analyses:
             summary.extra_notes += a.finish(self.out)
-        write_summary(self.out, summary)
         recorded = int(records["index"].nunique())
         processed = recorded - resumed
-        meta.update(status="complete", images_processed=processed, images_recorded=recorded,
+        if self.counts:
+            summary.extra_notes.append(f"Model calls of the methods on the {processed} image(s) explained by this "
+                                       "invocation: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:,}" for k, v in c.items())
+                                                                  for m, c in self.counts.items()))
+        write_summary(self.out, summary)
+        meta.update(status="complete", images_processed=processed, images_recorded=recorded, method_counts=self.counts,
                     images_bad=len(bad), wall_time_s=round(wall, 3),
                     images_per_s=round(processed / wall, 3) if wall > 0 and processed else None)
         write_json(self.out / RUN_JSON, meta)
@@ -228,13 +236,14 @@ class Run:
         everyone = len(good) == len(batch["bad"])  # indexing would copy the batch out of pinned memory
         x = to_device(batch["image"] if everyone else batch["image"][good], s.device)
         labels = (batch["label"] if everyone else batch["label"][good]).to(s.device, non_blocking=True)
-        ex = s.explainer.explain(x, labels if cfg.target == "true" else None)
+        ids = [batch["image_id"][i] for i in good.tolist()]
+        ex = s.explainer.explain(x, labels if cfg.target == "true" else None, ids)
+        self.counts = _sum_counts([self.counts, ex.counts])
         conf = confidence(ex.logits, cfg.confidence)
         y = conf.gather(1, ex.targets[:, None])[:, 0]
         p_true = torch.where(labels >= 0, conf.gather(1, labels.clamp(min=0)[:, None])[:, 0],
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
-        ids = [batch["image_id"][i] for i in good.tolist()]
         if self.analyses:
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
             ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out)
@@ -243,6 +252,16 @@ class Run:
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}
         return batch_records(batch["index"][good].numpy(), ids, self.methods, y=y, p_true=p_true, targets=ex.targets,
                              pred=ex.logits.argmax(1), labels=labels, o=o.T, **flags)
+
+
+def _sum_counts(per_rank: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Every rank's method counters (method -> counter -> n), summed."""
+    total: dict[str, dict[str, int]] = {}
+    for counts in per_rank:
+        for m, c in counts.items():
+            for k, v in c.items():
+                total.setdefault(m, {})[k] = total.get(m, {}).get(k, 0) + v
+    return total
 
 
 def _read_bad(path: Path) -> set[str]:

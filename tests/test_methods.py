@@ -1,6 +1,9 @@
 """Every method against values computed by hand on tiny tensors (README.md, Definitions D2)."""
 from __future__ import annotations
 
+import hashlib
+import math
+
 import pytest
 import torch
 
@@ -60,7 +63,7 @@ def test_zero_denominator_gives_zero_alpha_not_inf():
 
 def test_all_zero_gradients_give_zero_maps():
     g = torch.zeros_like(G)
-    for name in ("gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig", "hirescam", "layercam"):
+    for name in ("gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig", "hirescam", "layercam", "xgradcam"):
         assert torch.equal(run(name, g=g), torch.zeros(1, 1, 2)), name
 
 
@@ -87,7 +90,85 @@ def test_hirescam_and_layercam_by_hand():
     assert torch.allclose(run("layercam"), torch.tensor([[[0.5, 0.0]]]))
 
 
-@pytest.mark.parametrize("name", sorted(m for m in METHODS if METHODS[m].needs_grad))
+def test_xgradcam_by_hand():
+    g = torch.tensor([[[[1.0, 0.5]], [[0.25, -1.0]]]])
+    # w0 = (1*1 + 3*0.5) / 4 = 0.625; w1 = (2*0.25 + 0*(-1)) / 2 = 0.25
+    # L = ReLU([0.625*1 + 0.25*2, 0.625*3 + 0.25*0]) = [1.125, 1.875]
+    assert torch.allclose(run("xgradcam", g=g), torch.tensor([[[1.125, 1.875]]]))
+
+
+def test_xgradcam_zero_sum_channel_gets_zero_weight():
+    # channel 1 sums to 0 (all zero, or +1 and -1): w1 = 0, not inf/NaN; only channel 0 counts
+    for zero_sum in ([0.0, 0.0], [1.0, -1.0]):
+        a = torch.tensor([[[[1.0, 3.0]], [zero_sum]]])
+        g = torch.tensor([[[[1.0, 0.5]], [[5.0, 7.0]]]])
+        assert torch.allclose(run("xgradcam", a, g), torch.tensor([[[0.625, 1.875]]])), zero_sum
+
+
+def test_eigencam_rank_one_activations_give_the_spatial_pattern():
+    # A_k = c_k * p: M = p c^T has right-singular vector c/|c| and L = M v = |c| p (sign fixed positive)
+    p, c = torch.tensor([1.0, 3.0, 0.0, 2.0]), torch.tensor([2.0, 1.0, 0.5])
+    a = (c[:, None] * p[None, :]).view(1, 3, 2, 2)
+    assert torch.allclose(run("eigencam", a, None), (c.norm() * p).view(1, 2, 2), atol=1e-5)
+
+
+def test_eigencam_against_numpy_svd():
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(2)
+    a = torch.rand(3, 6, 4, 5, generator=gen) - 0.3
+    out = run("eigencam", a, None)
+    for i in range(3):
+        m = a[i].double().numpy().reshape(6, -1).T  # rows = positions
+        _, _, vt = np.linalg.svd(m, full_matrices=False)
+        proj = m @ vt[0]
+        if (proj * m.sum(1)).sum() < 0:
+            proj = -proj
+        assert np.allclose(out[i].numpy().ravel(), np.maximum(proj, 0), atol=1e-5)
+
+
+def test_eigencam_all_zero_activations_give_a_zero_map():
+    assert torch.equal(run("eigencam", torch.zeros(2, 3, 2, 2), None), torch.zeros(2, 2, 2))
+
+
+def test_center_is_a_gaussian_of_a_quarter_of_the_shorter_side():
+    x = torch.zeros(2, 3, 4, 6)
+    out = run("center", torch.zeros(2, 1, 2, 2), None, x=x)
+    sigma = 4 / 4
+    for i in range(4):
+        for j in range(6):
+            want = math.exp(-((i - 1.5) ** 2 + (j - 2.5) ** 2) / (2 * sigma**2))
+            assert out[0, i, j].item() == pytest.approx(want, rel=1e-6)
+    assert torch.equal(out[0], out[1])
+
+
+def _seed(seed: int, image_id: str) -> int:
+    """The documented rule: the first 8 bytes (little-endian) of sha256('<seed>\\0<image id>')."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{image_id}".encode()).digest()[:8], "little")
+
+
+def test_random_map_is_seeded_per_image_id_not_per_batch():
+    a = torch.zeros(3, 2, 4, 5)
+    x = torch.rand(3, 3, 8, 10)
+    both = run("random", a, None, x=x, image_ids=["a", "b", "c"])
+    for i, image_id in enumerate("abc"):
+        alone = run("random", a[i:i + 1], None, x=x[i:i + 1], image_ids=[image_id])
+        assert torch.equal(alone[0], both[i])
+        assert torch.equal(both[i], torch.rand(4, 5, generator=torch.Generator().manual_seed(_seed(0, image_id))))
+    assert not torch.equal(both[0], both[1])
+    other_seed = METHODS["random"](MethodInputs(A=a, G=None, targets=torch.zeros(3), x=x, image_ids=list("abc")), seed=1)
+    assert not torch.equal(other_seed, both)
+
+
+def test_random_map_without_ids_is_seeded_by_the_pixels():
+    a = torch.zeros(2, 2, 4, 5)
+    x = torch.rand(2, 3, 8, 10)
+    both = run("random", a, None, x=x)
+    assert torch.equal(run("random", a[1:], None, x=x[1:])[0], both[1])
+    assert not torch.equal(both[0], both[1])
+
+
+@pytest.mark.parametrize("name", sorted(m for m in METHODS if METHODS[m].needs_grad and not METHODS[m].needs_model))
 def test_methods_are_per_image(name: str):
     """Batch of two = the two images separately (no cross-image reduction)."""
     gen = torch.Generator().manual_seed(1)

@@ -58,7 +58,8 @@ class MLoc:
             if torch.equal(ctx.explanation.targets, classes):
                 maps = {m: v[sel] for m, v in ctx.explanation.maps.items()}
             else:
-                maps = ctx.explainer.explain(ctx.x[sel], classes[sel]).maps
+                ids = [ctx.batch["image_id"][i] for i in sel.tolist()]
+                maps = ctx.explainer.explain(ctx.x[sel], classes[sel], ids).maps
             frames += [self._rows(ctx, sel, classes[sel], rank, m, localization(v, box[sel], self.thresholds))
                        for m, v in maps.items()]
         if frames:

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from camexp.accel import autocast
 from camexp.errors import CamexpError
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, Method, MethodInputs
@@ -33,6 +32,11 @@ class MethodRun:
     method: Method
     params: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """Every parameter the method runs with: its defaults, overridden by the config's."""
+        return {**self.method.params, **self.params}
+
 
 def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]]) -> list[MethodRun]:
     """Resolve method names (or (name, method, params) triples) against the registry."""
@@ -43,9 +47,9 @@ def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]]) -> lis
     runs = []
     for name, m, params in triples:
         entry = METHODS.get(m)
-        extra = sorted(set(params) - set(entry.params))
-        if extra:
-            raise CamexpError(f"method {name!r}: {m} has no parameter(s) {extra}; its parameters: {dict(entry.params)}")
+        problem = entry.param_problem(params)
+        if problem:
+            raise CamexpError(f"method {name!r} ({m}): {problem}")
         runs.append(MethodRun(name, entry, dict(params)))
     return runs
 
@@ -53,7 +57,8 @@ def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]]) -> lis
 @dataclass
 class Explanation:
     """Everything one batch yields: logits on the full images, targets, and per method the normalised
-    maps (B,H,W) with flags of constant maps and of non-finite maps."""
+    maps (B,H,W) with flags of constant maps and of non-finite maps, and the method's counters (forwards
+    run, channels skipped: `MethodInputs.count`)."""
 
     logits: torch.Tensor
     targets: torch.Tensor
@@ -61,6 +66,7 @@ class Explanation:
     constant: dict[str, torch.Tensor]
     finite: dict[str, torch.Tensor]
     inputs: MethodInputs
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -119,11 +125,13 @@ class Explainer:
                 (G,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), A)
         return logits.detach(), t, A.detach().float(), None if G is None else G.float(), native
 
-    def activations(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, MethodInputs]:
-        """Forward (and, if any method needs it, backward) pass: logits and the methods' context."""
+    def activations(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                    image_ids: list[str] | None = None) -> tuple[torch.Tensor, MethodInputs]:
+        """Forward (and, if any method needs it, backward) pass: logits and the methods' context.
+        `image_ids` (one per image) seed the methods that draw noise; without them they seed by pixels."""
         logits, t, A, G, native = self.forward_backward(x, targets, self.needs_grad)
         inputs = MethodInputs(A=A, G=G, targets=t, cam_weight=self.loaded.cam_weight, x=x, logits=logits,
-                              scorer=self.scorer, score=self.score,
+                              scorer=self.scorer, score=self.score, image_ids=image_ids,
                               tail=lambda a, which=None: self.tail(a, x, native, which),
                               grads=lambda x2, t2: self.forward_backward(x2, t2)[2:4])  # type: ignore[return-value]
         return logits, inputs
@@ -131,20 +139,30 @@ class Explainer:
     def tail(self, a: torch.Tensor, x: torch.Tensor, native: torch.Tensor,
              which: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the network after the layer for activations `a` (N,K,h,w) in map layout; row n belongs
-        to image which[n] of the batch (default: row n is image n). Inference mode, the run's amp."""
+        to image which[n] of the batch (default: row n is image n). Inference mode, float32 whatever the run's
+        amp: the tail computes map weights (Ablation-CAM's small score differences), and maps must not depend
+        on a speed setting. A full-forward tail (a model that cannot be split at the layer) runs in the
+        scorer's chunks, as any forward of whole images."""
         which = torch.arange(len(a), device=a.device) if which is None else which
         lay = self.loaded.layout
-        with torch.inference_mode(), autocast(a.device, self.scorer.amp):
+        with torch.inference_mode():
             a_native = lay.to_native(a.to(native.dtype), native[which])
-            x_norm = None if self.loaded.tail.split is not None else self.loaded.model.normalize(x[which])
-            return self.loaded.tail(a_native, x_norm)
+            if self.loaded.tail.split is not None:
+                return self.loaded.tail(a_native)
+            step = self.scorer.chunk or max(1, len(a))
+            return torch.cat([self.loaded.tail(a_native[lo:lo + step], self.loaded.model.normalize(x[which[lo:lo + step]]))
+                              for lo in range(0, len(a), step)])
 
-    def explain(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> Explanation:
-        """Maps of every method for images `x` (B,3,H,W in [0,1]); see `activations` for `targets`."""
-        logits, inputs = self.activations(x, targets)
-        maps, constant, finite = {}, {}, {}
+    def explain(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                image_ids: list[str] | None = None) -> Explanation:
+        """Maps of every method for images `x` (B,3,H,W in [0,1]); see `activations` for `targets` and
+        `image_ids`."""
+        logits, inputs = self.activations(x, targets, image_ids)
+        maps, constant, finite, counts = {}, {}, {}, {}
         for r in self.runs:
+            inputs.counts = {}
             raw = r.method(inputs, **r.params)
+            counts[r.name] = inputs.counts
             maps[r.name], constant[r.name] = upsample_normalize(raw, tuple(x.shape[-2:]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
-        return Explanation(logits, inputs.targets, maps, constant, finite, inputs)
+        return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from camexp.accel import forward_chunk
 from camexp.config import ModelConfig
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
@@ -91,12 +92,15 @@ def class_label(loaded: LoadedModel, index: int) -> str:
 
 
 def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], target: int | None,
-                  kind: str = "softmax") -> list[ModelRow]:
+                  kind: str = "softmax", image_ids: list[str] | None = None) -> list[ModelRow]:
     """Rows for images `x` (B,3,H,W in [0,1]) on the model's device; `target` None = top-1 per image;
-    `kind` the confidence shown: softmax, or sigmoid for a multi-label (VOC fine-tuned) head."""
+    `kind` the confidence shown: softmax, or sigmoid for a multi-label (VOC fine-tuned) head; `image_ids`
+    seed the noise of seeded methods (random, smoothgradcam++) as a run's image ids do. Forwards run in the
+    device's chunks (Score-CAM's masked images too), as in a run."""
     bases = list(dict.fromkeys(split_guided(m)[0] for m in methods))
-    scorer = Scorer(loaded.model, kind=kind)
-    ex = Explainer(loaded, bases, scorer=scorer).explain(x, None if target is None else torch.full((len(x),), target))
+    scorer = Scorer(loaded.model, kind=kind, chunk=forward_chunk(x.device, None))
+    ex = Explainer(loaded, bases, scorer=scorer).explain(x, None if target is None else torch.full((len(x),), target),
+                                                         image_ids)
     y = confidence(ex.logits, kind).gather(1, ex.targets[:, None])[:, 0]
     o = scorer.explanations(x, ex.maps, ex.targets)
     guided = None

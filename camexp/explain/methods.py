@@ -43,6 +43,12 @@ class MethodInputs:
     grads: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     score: str = "logit"
     image_ids: list[str] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, key: str, n: int) -> None:
+        """Add `n` to the method's counter `key` (e.g. forwards run, channels skipped); the explainer
+        collects each method's counters per batch (`Explanation.counts`) and a run sums them into run.json."""
+        self.counts[key] = self.counts.get(key, 0) + int(n)
 
     @cached_property
     def alpha(self) -> torch.Tensor:
@@ -63,6 +69,11 @@ def gradcampp_alpha(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, 1.0 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
 
 
+def gradcampp_weights(alpha: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ channel weights w_k = sum_ij alpha_ij ReLU(G_ij) -> (B,K)."""
+    return (alpha * G.relu()).sum((2, 3))
+
+
 MethodFn = Callable[..., torch.Tensor]
 
 
@@ -76,7 +87,8 @@ class Method:
 
     `cost(K, params)` says what the method adds to the shared forward + backward per image, for a layer
     of K channels (None: not known, say "K"); `unavailable(loaded)` gives the reason the method cannot run on a backbone ('' if it can);
-    `params` are the defaults of its keyword parameters (a config may override them)."""
+    `params` are the defaults of its keyword parameters (a config may override them, with values of the
+    default's type) and `check(params)` says what is wrong with a full set of them ('' if nothing)."""
 
     name: str
     fn: MethodFn
@@ -89,10 +101,24 @@ class Method:
     cost: Callable[[int | None, Mapping[str, Any]], str] = _no_extra_cost
     unavailable: Callable[["LoadedModel"], str] = lambda loaded: ""
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    check: Callable[[Mapping[str, Any]], str] = lambda params: ""
     source: str = ""
 
     def __call__(self, ctx: MethodInputs, **params: Any) -> torch.Tensor:
         return self.fn(ctx, **{**self.params, **params})
+
+    def param_problem(self, params: Mapping[str, Any]) -> str:
+        """What is wrong with config `params` for this method: an unknown name, a value of another type than
+        the default's (an int is a valid float), or what `check` says; '' if nothing."""
+        extra = sorted(set(params) - set(self.params))
+        if extra:
+            return f"no parameter(s) {extra}; its parameters: {dict(self.params)}"
+        for key, value in params.items():
+            want = type(self.params[key])
+            ok = isinstance(value, want) and not (isinstance(value, bool) and want is not bool)
+            if not ok and not (want is float and isinstance(value, int) and not isinstance(value, bool)):
+                return f"parameter {key!r} must be of type {want.__name__} (default {self.params[key]!r}), not {value!r}"
+        return self.check({**self.params, **params})
 
 
 def _as_method(name: str, obj: Any) -> Method:
@@ -149,7 +175,7 @@ def gradcam_plus(x: MethodInputs) -> torch.Tensor:
 @method("gradcam++", "Grad-CAM++: w_k = sum alpha * ReLU(G), exact eq. (14) alpha", uses_alpha=True,
         source="Chattopadhyay et al., WACV 2018, eq. 14")
 def gradcam_pp(x: MethodInputs) -> torch.Tensor:
-    return weighted_sum((x.alpha * x.G.relu()).sum((2, 3)), x.A).relu()
+    return weighted_sum(gradcampp_weights(x.alpha, x.G), x.A).relu()
 
 
 @method("gradcam++all", "Grad-CAM++ with alpha on all gradients, no ReLU on G (supplementary Table 4)",
@@ -174,3 +200,29 @@ def hirescam(x: MethodInputs) -> torch.Tensor:
 @method("layercam", "LayerCAM (extension): ReLU(sum_k ReLU(G_k) * A_k), element-wise", source="Jiang et al., TIP 2021")
 def layercam(x: MethodInputs) -> torch.Tensor:
     return (x.G.relu() * x.A).sum(1).relu()
+
+
+@method("xgradcam", "XGrad-CAM: w_k = sum_ij (A_ij / sum_ab A_ab) G_ij (0 where sum_ab A_ab = 0)",
+        source="Fu et al., BMVC 2020")
+def xgradcam(x: MethodInputs) -> torch.Tensor:
+    total = x.A.sum((2, 3))
+    w = (x.A * x.G).sum((2, 3)) / torch.where(total == 0, torch.ones_like(total), total)
+    return weighted_sum(torch.where(total == 0, torch.zeros_like(w), w), x.A).relu()
+
+
+@method("eigencam", "Eigen-CAM: projection of A on its first right-singular vector (not centred), class-agnostic",
+        needs_grad=False, class_agnostic=True, cost=lambda k, p: "0 (an SVD of the h*w x K activation matrix)",
+        source="Muhammad & Yeasin, IJCNN 2020")
+def eigencam(x: MethodInputs) -> torch.Tensor:
+    """L = A v for the first right-singular vector v of the (h*w) x K matrix M of A, i.e. sigma_1 u_1 (so v itself
+    is never formed), signed so that sum L * (sum_k A_k) >= 0, then ReLU. The SVD runs in float64: a small
+    singular gap would otherwise turn float32 rounding into a different map. An image with non-finite
+    activations gets a NaN map (the run then names it) instead of failing the SVD of the whole batch."""
+    b, k, h, w = x.A.shape
+    m = x.A.double().flatten(2).transpose(1, 2)  # (B, h*w, K): rows are positions
+    finite = torch.isfinite(m).all(2).all(1)[:, None]
+    u, s, _ = torch.linalg.svd(torch.where(finite[..., None], m, 0.0), full_matrices=False)
+    proj = u[..., 0] * s[..., :1]
+    sign = torch.where((proj * m.sum(2)).sum(1, keepdim=True) < 0, -1.0, 1.0)
+    proj = torch.where(finite, sign * proj, float("nan"))
+    return proj.view(b, h, w).to(x.A.dtype).relu()

@@ -16,9 +16,10 @@ from camexp.models import PixelModel
 
 
 def confidence(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Post-softmax (single-label) or post-sigmoid (multi-label) confidences, in float64."""
+    """Post-softmax (single-label) or post-sigmoid (multi-label) confidences, or with `logit` the scores
+    before either (what Ablation-CAM and Score-CAM's softmax weighting read), in float64."""
     z = logits.double()
-    return z.softmax(1) if kind == "softmax" else z.sigmoid()
+    return z if kind == "logit" else z.softmax(1) if kind == "softmax" else z.sigmoid()
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Scorer:
 
     `occlusion`: `pixel` masks the [0,1] RGB image and normalises after (the paper); `normalized` masks the
     already-normalised tensor (torchcam's variant, where black becomes the mean colour). `kind`: softmax
-    or sigmoid confidences."""
+    or sigmoid confidences (or `logit`, see `confidence`)."""
 
     model: PixelModel
     occlusion: str = "pixel"
@@ -58,7 +59,7 @@ class Scorer:
         t = targets[which]
         outs = []
         with torch.inference_mode(), autocast(x.device, self.amp):
-            step = self.chunk or len(masks)
+            step = self.chunk or max(1, len(masks))
             for lo in range(0, len(masks), step):
                 sel = which[lo:lo + step]
                 part = self._layout(masks[lo:lo + step, None] * base[sel])

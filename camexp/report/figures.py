@@ -79,7 +79,8 @@ def explain_files(images: list[Path], *, model: str | None, models: str | None, 
         loaded = build_model(cfg, dev)
         transform = PixelTransform(loaded.spec)
         x = torch.stack([transform(pic)[0] for pic in pictures]).to(dev)
-        for i, row in enumerate(explain_batch(loaded, x, names, resolve_class(target_class, loaded), confidence)):
+        for i, row in enumerate(explain_batch(loaded, x, names, resolve_class(target_class, loaded), confidence,
+                                              [p.stem for p in images])):
             rows[i].append(row)
     stems = [p.stem for p in images]
     written = []

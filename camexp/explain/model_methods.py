@@ -1,0 +1,172 @@
+"""Methods that call the model beyond the shared pass (Score-CAM, Ablation-CAM, Smooth Grad-CAM++) and the
+floors that call none (random, center): PROTOCOL.md section 9.
+
+Each costs what its definition needs and nothing more. Score-CAM forwards only the masked images of channels
+whose map is not constant (counted as `constant_channels_skipped`); Ablation-CAM runs only the network after
+the layer (`tail`) and skips channels that are all zero, whose ablation changes nothing (w_k = 0 exactly).
+Both work through flat lists of (image, channel) pairs in blocks of about BLOCK_ELEMENTS floats, so the
+masked images or ablated activations of several images go through the model together while memory stays
+flat: nothing K x B x H x W is ever held. Seeded methods draw their noise per image from a generator seeded by
+(seed, image id), on the CPU, so a map does not depend on the batch it came in nor on the device.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from camexp.explain.methods import MethodInputs, gradcampp_alpha, gradcampp_weights, method, weighted_sum
+from camexp.explain.scoring import confidence
+
+# Floats per block of masks (Score-CAM) or ablated activations (Ablation-CAM): 64 MiB in float32.
+BLOCK_ELEMENTS = 1 << 24
+SCORECAM_WEIGHTINGS = ("probability", "softmax_logits")
+
+
+def block_size(per_item: int, chunk: int | None) -> int:
+    """Items per block: about BLOCK_ELEMENTS floats, a multiple of the forward chunk when there is one (so
+    that no forward but the last runs short)."""
+    n = max(1, BLOCK_ELEMENTS // per_item)
+    return max(chunk, n - n % chunk) if chunk else n
+
+
+def image_seeds(ctx: MethodInputs, seed: int) -> list[int]:
+    """One 64-bit seed per image from (seed, image id); without ids (a direct Explainer call), from the
+    image's pixels. Neither depends on the batch, so batch size and resume do not change the noise."""
+    keys = ctx.image_ids if ctx.image_ids is not None else [
+        hashlib.sha256(img.detach().cpu().contiguous().numpy().tobytes()).hexdigest() for img in ctx.x]
+    return [int.from_bytes(hashlib.sha256(f"{seed}\0{key}".encode()).digest()[:8], "little") for key in keys]
+
+
+def image_generators(ctx: MethodInputs, seed: int) -> list[torch.Generator]:
+    """CPU generators, one per image (`image_seeds`): the same draws on every device."""
+    return [torch.Generator().manual_seed(s) for s in image_seeds(ctx, seed)]
+
+
+def _check_scorecam(p: Mapping[str, Any]) -> str:
+    if p["weighting"] not in SCORECAM_WEIGHTINGS:
+        return f"weighting must be one of {list(SCORECAM_WEIGHTINGS)}, not {p['weighting']!r}"
+    return ""
+
+
+@method("scorecam", "Score-CAM: w_k = target confidence on the image masked by the normalised upsampled A_k",
+        needs_grad=False, needs_model=True, params={"weighting": "probability"}, check=_check_scorecam,
+        cost=lambda k, p: f"<= {k or 'K'} forwards of masked images (one per non-constant channel)",
+        source="Wang et al., CVPR-W 2020, authors' code; weighting softmax_logits: pytorch-grad-cam's")
+def scorecam(ctx: MethodInputs, weighting: str = "probability") -> torch.Tensor:
+    """w_k = p^c(x o H_k), H_k = min-max normalised bilinear upsampling of A_k to the input size, with the run's
+    occlusion and confidence (softmax; sigmoid for a multi-label head); channels whose A_k is constant get
+    w_k = 0 and no forward. `softmax_logits`: w = softmax over the non-constant channels of the target's
+    logit on the masked images (pytorch-grad-cam). L = ReLU(sum_k w_k A_k).
+
+    The masked forwards run in float32 whatever the run's amp: maps must not depend on a speed setting."""
+    A, x = ctx.A, ctx.x
+    assert x is not None and ctx.scorer is not None
+    b, k = A.shape[:2]
+    size = tuple(x.shape[-2:])
+    flat = A.flatten(2)
+    live = flat.amax(2) > flat.amin(2)  # False for constant channels (and for NaN ones: the map shows NaN)
+    pairs = live.nonzero()
+    ctx.count("forwards", len(pairs))
+    ctx.count("constant_channels_skipped", b * k - len(pairs))
+    scorer = replace(ctx.scorer, kind=ctx.scorer.kind if weighting == "probability" else "logit", amp="off")
+    scores = torch.zeros(b, k, dtype=torch.float64, device=A.device)
+    for part in pairs.split(block_size(size[0] * size[1], scorer.chunk)):
+        i, c = part.unbind(1)
+        up = F.interpolate(A[i, c][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        lo, hi = up.amin((1, 2), keepdim=True), up.amax((1, 2), keepdim=True)
+        masks = torch.where(hi > lo, (up - lo) / torch.where(hi > lo, hi - lo, 1.0), 0.0)
+        scores[i, c] = scorer.masked(x, masks, i, ctx.targets)
+    if weighting == "softmax_logits":  # rows without a live channel are all -inf: NaN, replaced by 0
+        scores = torch.where(live, torch.where(live, scores, float("-inf")).softmax(1), 0.0)
+    return weighted_sum(scores.to(A.dtype), A).relu()
+
+
+@method("ablationcam", "Ablation-CAM: w_k = relative drop of the target score when channel k is set to 0",
+        needs_grad=False, needs_model=True,
+        cost=lambda k, p: f"<= {k or 'K'} passes of the network after the layer (one per channel not all zero)",
+        source="Desai & Ramaswamy, WACV 2020")
+def ablationcam(ctx: MethodInputs) -> torch.Tensor:
+    """w_k = (y^c - y^c_k) / y^c with y^c the run's score (logit, or softmax probability) from the network after
+    the layer, y^c_k the same with channel k of A zeroed; w = 0 for every channel where y^c = 0 (the map is
+    then constant: zeros, flagged). Channels that are all zero are not ablated: zeroing them changes nothing,
+    so their w_k is 0 exactly. y^c comes from the same tail as y^c_k, so both carry the same rounding.
+    L = ReLU(sum_k w_k A_k)."""
+    A, t = ctx.A, ctx.targets
+    assert ctx.tail is not None
+    b, k = A.shape[:2]
+    kind = "logit" if ctx.score == "logit" else "softmax"
+
+    def score(a: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        return confidence(ctx.tail(a, which), kind).gather(1, t[which, None])[:, 0]
+
+    y = score(A, torch.arange(b, device=A.device))
+    pairs = A.flatten(2).ne(0).any(2).nonzero()
+    ctx.count("tail_passes", len(pairs))
+    ctx.count("zero_channels_skipped", b * k - len(pairs))
+    drop = torch.zeros(b, k, dtype=torch.float64, device=A.device)
+    for part in pairs.split(block_size(A[0].numel(), None)):
+        i, c = part.unbind(1)
+        ablated = A[i]
+        ablated[torch.arange(len(part), device=A.device), c] = 0
+        drop[i, c] = y[i] - score(ablated, i)
+    w = torch.where(y[:, None] != 0, drop / torch.where(y == 0, 1.0, y)[:, None], 0.0)
+    return weighted_sum(w.to(A.dtype), A).relu()
+
+
+def _check_smooth(p: Mapping[str, Any]) -> str:
+    if p["n"] < 1:
+        return f"n must be at least 1, not {p['n']}"
+    if p["spread"] < 0:
+        return f"spread must be >= 0, not {p['spread']}"
+    return ""
+
+
+@method("smoothgradcam++", "Smooth Grad-CAM++: Grad-CAM++ weights (exact alpha) averaged over n noisy copies",
+        needs_model=True, params={"n": 8, "spread": 0.15, "seed": 0}, check=_check_smooth,
+        cost=lambda k, p: f"{p['n']} forwards + {p['n']} head backwards",
+        source="Omeiza et al., 2019 (weights averaged per copy; torchcam averages gradient powers)")
+def smoothgradcam_pp(ctx: MethodInputs, n: int = 8, spread: float = 0.15, seed: int = 0) -> torch.Tensor:
+    """x_s = x + N(0, sigma^2), sigma = spread * (max x - min x) per image, in pixel space (the model's input);
+    w_k = mean over the n copies of each copy's Grad-CAM++ weights (exact alpha of its own A_s, G_s);
+    L = ReLU(sum_k w_k A_k) with A of the clean image. Copy s of image i is the s-th draw of its generator."""
+    x, A = ctx.x, ctx.A
+    assert x is not None and ctx.grads is not None
+    sigma = spread * (x.amax((1, 2, 3)) - x.amin((1, 2, 3)))
+    gens = image_generators(ctx, seed)
+    w = torch.zeros(A.shape[:2], dtype=A.dtype, device=A.device)
+    for _ in range(n):
+        noise = torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in gens]).to(x.device)
+        a_s, g_s = ctx.grads(x + sigma.view(-1, 1, 1, 1) * noise, ctx.targets)
+        w += gradcampp_weights(gradcampp_alpha(a_s, g_s), g_s)
+    ctx.count("forwards", n * len(x))
+    ctx.count("head_backwards", n * len(x))
+    return weighted_sum(w / n, A).relu()
+
+
+@method("random", "floor: uniform noise at the layer's resolution, seeded per image", needs_grad=False,
+        class_agnostic=True, params={"seed": 0}, cost=lambda k, p: "0 (no model)",
+        source="floor baseline (pytorch-grad-cam's RandomCAM draws channel weights instead)")
+def random_map(ctx: MethodInputs, seed: int = 0) -> torch.Tensor:
+    h, w = ctx.A.shape[-2:]
+    return torch.stack([torch.rand(h, w, generator=g) for g in image_generators(ctx, seed)]).to(ctx.A.device)
+
+
+@method("center", "floor: isotropic Gaussian centred on the image, sigma = 1/4 of the shorter side",
+        needs_grad=False, class_agnostic=True, cost=lambda k, p: "0 (no model)",
+        source="floor baseline (TorchRay's center)")
+def center(ctx: MethodInputs) -> torch.Tensor:
+    """The map at input resolution (pixel centres, so the peak sits between the middle pixels of an even side)."""
+    assert ctx.x is not None
+    h, w = ctx.x.shape[-2:]
+    sigma = min(h, w) / 4
+
+    def axis(n: int) -> torch.Tensor:
+        return (torch.arange(n, dtype=torch.float64, device=ctx.x.device) - (n - 1) / 2) ** 2
+
+    g = torch.exp(-(axis(h)[:, None] + axis(w)[None, :]) / (2 * sigma**2))
+    return g.to(ctx.A.dtype).expand(len(ctx.x), h, w)
