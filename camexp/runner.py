@@ -34,13 +34,19 @@ from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.scoring import Scorer, confidence
-from camexp.metrics import MetricParams
+from camexp.metrics import BatchMetric, batch_metrics
+from camexp.metrics.batch import MetricBatch
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
 from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
-from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, append_records, batch_records, complete_images, \
-    finalize_records, merge_parts, part_path, parts, read_json, read_records, write_json
+from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
+    RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
+    metric_complete, metric_records, part_path, parts, read_json, read_records, write_json
+
+# Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns.
+APPENDED: dict[str, list[str] | None] = {RECORDS: COLUMNS, BAD_IMAGES: None, METRIC_RECORDS: METRIC_COLUMNS,
+                                         CURVES: CURVE_COLUMNS}
 
 
 def _versions() -> dict[str, str]:
@@ -82,6 +88,7 @@ class Run:
         self.config_path = config_path
         self.ranks = ranks
         self.methods = cfg.method_names
+        self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
         if cfg.analyses and ranks.world > 1:
             raise CamexpError(f"analyses {cfg.analyses} do not run distributed yet: run them in a single process")
         self._prepare_folder(fresh)
@@ -96,11 +103,15 @@ class Run:
                                   "over or --out to write elsewhere")
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for name in (RECORDS, BAD_IMAGES):
+            for name, columns in APPENDED.items():
                 if fresh:
                     for path in [self.out / name, *parts(self.out / name)]:
                         path.unlink(missing_ok=True)
-                merge_parts(self.out / name)
+                merge_parts(self.out / name, columns or COLUMNS)
+            records = self.out / RECORDS
+            if not records.exists() or records.stat().st_size == 0:  # nothing recorded: other rows are stale
+                for name in (METRIC_RECORDS, CURVES):
+                    (self.out / name).unlink(missing_ok=True)
             if fresh:
                 meta_path.unlink(missing_ok=True)
         self.ranks.barrier()
@@ -115,7 +126,7 @@ class Run:
             write_json(self.out / RUN_JSON, meta)
         self.analyses: list[Analysis] = [ANALYSES.get(name)(self.cfg) for name in self.cfg.analyses]
         start = time.perf_counter()
-        self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size), *self._own_files())
+        self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
         self.ranks.barrier()
         wall = time.perf_counter() - start
         return self.finish(meta, resumed, wall) if self.ranks.main else None
@@ -138,10 +149,14 @@ class Run:
         return Setup(device, loaded, explainer, ds)
 
     def pending(self, s: Setup) -> tuple[list[int], int]:
-        """Data set indices still to explain (selected, not recorded for every method, not known bad), and
-        the number of images already recorded."""
+        """Data set indices still to explain (selected, not recorded for every method or lacking a per-batch
+        metric's rows, not known bad), and the number of images already recorded."""
         cfg, ds = self.cfg, s.dataset
         done = complete_images(read_records(self.out / RECORDS), self.methods)
+        with_metrics = metric_complete(read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
+                                       [m.row_names for m in self.batch_metrics])
+        if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
+            done &= with_metrics
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
@@ -162,24 +177,25 @@ class Run:
                                                   for r in s.explainer.runs},
             "input": loaded.spec.__dict__, "argv": sys.argv,
             "dataset": s.dataset.provenance, "images_in_dataset": len(s.dataset), "images_resumed": resumed,
+            "per_image_metrics": {m.name: m.summary for m in self.batch_metrics},
         }
 
-    def _own_files(self) -> tuple[Path, Path]:
-        records, bad = self.out / RECORDS, self.out / BAD_IMAGES
-        if self.ranks.world == 1:
-            return records, bad
-        return part_path(records, self.ranks.rank), part_path(bad, self.ranks.rank)
+    def _own(self, name: str) -> Path:
+        """The file this process appends `name` to: under torchrun its own per-rank file, merged by rank 0."""
+        path = self.out / name
+        return path if self.ranks.world == 1 else part_path(path, self.ranks.rank)
 
     def finish(self, meta: dict[str, Any], resumed: int, wall: float) -> RunSummary:
         """Rank 0: merge the ranks' files, finalise the records, recompute the summary from them, close run.json."""
         cfg = self.cfg
-        records_path, bad_path = self.out / RECORDS, self.out / BAD_IMAGES
-        merge_parts(records_path)
-        merge_parts(bad_path)
-        records = finalize_records(records_path, self.methods)
-        summary = summarize(cfg.name, cfg.paper, records, self.methods, cfg.metrics,
-                            MetricParams(cfg.relperf_min_true_prob), self.out, cfg.analyses)
-        bad = _read_bad(bad_path)
+        for name, columns in APPENDED.items():
+            merge_parts(self.out / name, columns or COLUMNS)
+        records = finalize_records(self.out / RECORDS, self.methods)
+        images = set(records["index"].astype(int))
+        for name, columns in ((METRIC_RECORDS, METRIC_COLUMNS), (CURVES, CURVE_COLUMNS)):
+            final_metric_rows(self.out / name, images, self.methods, columns, rewrite=True)
+        summary = summarize(cfg, records, self.out)
+        bad = _read_bad(self.out / BAD_IMAGES)
         if bad:
             summary.extra_notes.append(f"{len(bad)} unreadable image(s) skipped (listed in {BAD_IMAGES}).")
         constant = records.groupby("method")["constant_map"].sum()
@@ -197,8 +213,9 @@ class Run:
         write_json(self.out / RUN_JSON, meta)
         return summary
 
-    def _loop(self, s: Setup, pending: list[int], records_path: Path, bad_path: Path) -> None:
+    def _loop(self, s: Setup, pending: list[int]) -> None:
         cfg = self.cfg
+        records_path, bad_path = self._own(RECORDS), self._own(BAD_IMAGES)
         loader = DataLoader(Subset(s.dataset, pending), batch_size=cfg.runtime.batch_size, shuffle=False,
                             num_workers=cfg.runtime.workers, collate_fn=collate, pin_memory=s.device.type == "cuda")
         drop_sum = np.zeros(len(self.methods))
@@ -234,8 +251,16 @@ class Run:
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
         ids = [batch["image_id"][i] for i in good.tolist()]
-        if self.analyses:
+        if self.analyses or self.batch_metrics:
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
+        if self.batch_metrics:  # appended before the records: a recorded image has its metric rows
+            mb = MetricBatch(cfg, s.explainer, x, ex, sub)
+            rows, curves = metric_records(sub["index"].numpy(), ids, [v for m in self.batch_metrics for v in m.compute(mb)],
+                                          cfg.perturbation.curves)
+            if curves is not None:
+                append_records(self._own(CURVES), curves, CURVE_COLUMNS)
+            append_records(self._own(METRIC_RECORDS), rows, METRIC_COLUMNS)
+        if self.analyses:
             ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out)
             for a in self.analyses:
                 a.update(ctx)

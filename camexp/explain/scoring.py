@@ -16,8 +16,11 @@ from camexp.models import PixelModel
 
 
 def confidence(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Post-softmax (single-label) or post-sigmoid (multi-label) confidences, in float64."""
+    """Post-softmax (single-label) or post-sigmoid (multi-label) confidences, or the logits themselves
+    (`logit`, a score some perturbation metrics offer), in float64."""
     z = logits.double()
+    if kind == "logit":
+        return z
     return z.softmax(1) if kind == "softmax" else z.sigmoid()
 
 

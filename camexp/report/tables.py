@@ -1,16 +1,16 @@
 """Summaries of runs as tables: a run's own summary files, and the report across many runs."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from camexp.analyses import ANALYSIS_RESULTS
-from camexp.metrics import MetricParams, MetricResult, compute_metrics
+from camexp.config import ExperimentConfig
+from camexp.metrics import MetricParams, MetricResult, batch_metrics, compute_metrics
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF
-from camexp.results import RECORDS, RUN_JSON, read_json, read_records, records_view
+from camexp.results import METRIC_RECORDS, RECORDS, RUN_JSON, final_metric_rows, read_json, read_records, records_view
 
 
 @dataclass
@@ -25,28 +25,30 @@ class RunSummary:
     extra_notes: list[str] = field(default_factory=list)
 
 
-def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list[str], metrics: list[str],
-              params: MetricParams, run_dir: Path | None = None, analyses: Sequence[str] = ()) -> RunSummary:
-    """Compute the metrics from records, and the analyses' numbers from their files in `run_dir` (never
-    from a run's memory)."""
+def summarize(cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None = None) -> RunSummary:
+    """Compute the record metrics from records, and the per-batch metrics' and the analyses' numbers from
+    their files in `run_dir` (never from a run's memory)."""
+    methods = cfg.method_names
     view = records_view(records, methods)
-    result = compute_metrics(metrics, view, params)
-    for a in analyses:
-        if run_dir is not None and a in ANALYSIS_RESULTS:
-            result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
+    result = compute_metrics(cfg.metrics, view, MetricParams(cfg.relperf_min_true_prob))
+    if run_dir is not None:
+        per_batch = batch_metrics(cfg.metrics)
+        if per_batch:
+            rows = final_metric_rows(run_dir / METRIC_RECORDS, set(records["index"].astype(int)), methods)
+            for m in per_batch:
+                result.merge(m.summarize(rows[rows["metric"].isin(m.row_names)], methods, cfg))
+        for a in cfg.analyses:
+            if a in ANALYSIS_RESULTS:
+                result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
     main = pd.DataFrame(result.rows).T.reindex(columns=methods)
     main.index.name = "metric"
-    return RunSummary(name, paper, main, result, images=len(view.image_ids))
+    return RunSummary(cfg.name, cfg.paper, main, result, images=len(view.image_ids))
 
 
 def summarize_run_dir(run_dir: Path) -> RunSummary:
     """Recompute a finished (or partial) run's summary from its folder."""
-    meta = read_json(run_dir / RUN_JSON)
-    cfg = meta["config"]
-    records = read_records(run_dir / RECORDS)
-    return summarize(cfg["name"], cfg.get("paper"), records, cfg["methods"], cfg["metrics"],
-                     MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
-                     run_dir, cfg.get("analyses", []))
+    cfg = ExperimentConfig.model_validate(read_json(run_dir / RUN_JSON)["config"])
+    return summarize(cfg, read_records(run_dir / RECORDS), run_dir)
 
 
 def with_paper(summary: RunSummary) -> pd.DataFrame:

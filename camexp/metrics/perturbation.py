@@ -1,0 +1,186 @@
+"""Perturbation metrics (PROTOCOL.md section 10): insertion / deletion AUC (RISE) and the kept-fraction drop.
+
+Insertion and deletion. The pixels of each normalised, upsampled map are ranked once (a stable descending
+sort, `pixel_ranks`); with S = `perturbation.steps`, n = ceil(H*W / S) pixels change per step and after step s
+the pixels of rank < min(s*n, H*W) have changed. Deletion starts from the image and replaces changed pixels
+by the deletion substrate; insertion starts from the insertion substrate and puts the image's pixels back.
+Everything happens in model space (the mean/std normalised tensor), as RISE does. The step images of every
+method, image and step of a batch are jobs of one chunked loop: a chunk's images are
+`where(rank < count, end, start)` for its jobs (an O(H*W) select per image, which a copy of the previous
+step's image would cost too), scored in one forward; nothing is re-sorted. p_s is the target's score
+after step s; AUC = (sum_s p_s - p_0/2 - p_S/2) / S. The two ends of a curve are shared: the full image's
+score is the run's own (from the explanation's logits), the all-substrate image is scored once per image
+for every method. Cost per image: 2 + 2 * M * (S - 1) forwards for M methods, both curves.
+
+Kept fraction (`avg_drop@keep`, `increase@keep`, Score-CAM §4.1): keep the round(q * H * W) top-ranked
+pixels (ties by pixel index, as above), mute the rest by the run's occlusion rule, score the image with the
+run's `confidence` and apply PROTOCOL.md section 4's average drop and increase to it. `binary` keeps the
+kept pixels at full strength, `weighted` multiplies them by the map (E = L * 1[kept] * I).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from camexp.metrics.base import MetricResult, PerImage, Summarize, batch_metric
+from camexp.metrics.batch import MetricBatch
+
+if TYPE_CHECKING:
+    from camexp.config import ExperimentConfig
+
+BLUR_SIZE, BLUR_SIGMA = 11, 5.0
+INSERTION, DELETION = "Insertion AUC (higher is better)", "Deletion AUC (lower is better)"
+KEEP_DROP, KEEP_INCREASE = "Average drop % @keep (lower is better)", "% increase in confidence @keep (higher is better)"
+
+
+def step_counts(pixels: int, steps: int) -> torch.Tensor:
+    """(S+1,) pixels changed after each step s = 0..S: min(s * ceil(pixels / S), pixels)."""
+    n = math.ceil(pixels / steps)
+    return torch.clamp(torch.arange(steps + 1, dtype=torch.long) * n, max=pixels)
+
+
+def auc(curve: torch.Tensor) -> torch.Tensor:
+    """Trapezoid area under (..., S+1) curves sampled at changed fractions 0, 1/S, ..., 1."""
+    steps = curve.shape[-1] - 1
+    return (curve.sum(-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / steps
+
+
+def rise_kernel() -> torch.Tensor:
+    """RISE's blur kernel: scipy.ndimage.gaussian_filter (sigma 5, default mode 'reflect') of an 11x11 array
+    that is 1 at its centre (it sums to 1)."""
+    from scipy.ndimage import gaussian_filter
+
+    delta = np.zeros((BLUR_SIZE, BLUR_SIZE))
+    delta[BLUR_SIZE // 2, BLUR_SIZE // 2] = 1.0
+    return torch.from_numpy(gaussian_filter(delta, BLUR_SIGMA))
+
+
+def rise_blur(images: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) convolved per channel with `rise_kernel`, zero padding 5 (RISE's `blur`)."""
+    c = images.shape[1]
+    kernel = rise_kernel().to(images)[None, None].expand(c, 1, BLUR_SIZE, BLUR_SIZE)
+    return F.conv2d(images, kernel, padding=BLUR_SIZE // 2, groups=c)
+
+
+def substrate(batch: MetricBatch, kind: str | tuple[float, float, float]) -> torch.Tensor:
+    """(B,3,H,W) model-space substrate: `zero` (0 after normalisation: the mean colour), `blur` (RISE's blur
+    of the normalised image) or an (r, g, b) colour in [0,1] pixel space."""
+    xn = batch.normalized()
+    if kind == "zero":
+        return torch.zeros_like(xn)
+    if kind == "blur":
+        return batch.cached("blur", lambda: rise_blur(xn))
+    colour = torch.tensor(kind, dtype=batch.x.dtype, device=batch.x.device).view(1, 3, 1, 1).expand_as(batch.x)
+    return batch.scorer.model.normalize(colour).float()
+
+
+def curves(batch: MetricBatch, start: torch.Tensor, end: torch.Tensor, p_start: torch.Tensor,
+           p_end: torch.Tensor) -> torch.Tensor:
+    """(M, B, S+1) scores along the path from `start` to `end` (model-space images, B,3,H,W) by every
+    method's ranking: step s shows `end` at the pixels of rank < count_s and `start` elsewhere. The end
+    points are given (p_start, p_end: (B,)); the S-1 interior steps are scored in chunks."""
+    b, _, h, w = batch.x.shape
+    methods = batch.methods
+    counts = step_counts(h * w, batch.cfg.perturbation.steps).to(batch.x.device)
+    inner = counts[1:-1]
+    ranks = torch.stack([batch.ranks(m) for m in methods])  # (M, B, H*W)
+    per_image = len(inner)
+    total = len(methods) * b * per_image
+
+    def images(jobs: torch.Tensor) -> torch.Tensor:
+        m, rest = jobs // (b * per_image), jobs % (b * per_image)
+        i, s = rest // per_image, rest % per_image
+        changed = (ranks[m, i] < inner[s, None]).view(-1, 1, h, w)
+        return torch.where(changed, end[i], start[i])
+
+    image_of_job = torch.arange(b, device=batch.x.device).repeat_interleave(per_image).repeat(len(methods))
+    inner_scores = batch.scores(total, images, batch.targets[image_of_job]).view(len(methods), b, per_image)
+    ends = [p.to(inner_scores).expand(len(methods), b)[..., None] for p in (p_start, p_end)]
+    return torch.cat([ends[0], inner_scores, ends[1]], dim=2)
+
+
+def _substrate_scores(batch: MetricBatch, image: torch.Tensor) -> torch.Tensor:
+    return batch.scores(len(image), lambda jobs: image[jobs], batch.targets)
+
+
+def _curve_values(batch: MetricBatch, name: str, scores: torch.Tensor) -> list[PerImage]:
+    pos = torch.arange(len(batch.x), device=batch.x.device)
+    return [PerImage(m, name, pos, batch.targets, auc(scores[j]), scores[j]) for j, m in enumerate(batch.methods)]
+
+
+def mean_rows(label: str, note: Callable[["ExperimentConfig"], str] = lambda cfg: "") -> Summarize:
+    """A Summarize that averages each method's non-NaN values into one row `label`, with a note on how many
+    images (and `note(cfg)`: the settings)."""
+    def summarize(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+        valid = rows.dropna(subset=["value"])
+        means = valid.groupby("method")["value"].mean()
+        images = valid["index"].nunique()
+        return MetricResult(rows={label: {m: float(means.get(m, float("nan"))) for m in methods}},
+                            notes=[f"{label.split(' (')[0]}: mean over {images} images{note(cfg)}."])
+    return summarize
+
+
+def _steps_note(cfg: "ExperimentConfig") -> str:
+    p = cfg.perturbation
+    score = cfg.confidence if p.score == "confidence" else p.score
+    return (f"; S = {p.steps} steps, deletion substrate {p.deletion_substrate}, insertion substrate "
+            f"{p.insertion_substrate}, score {score}")
+
+
+def _keep_note(cfg: "ExperimentConfig") -> str:
+    return f"; top {100 * cfg.keep.fraction:g}% of the pixels kept, {cfg.keep.mode}"
+
+
+@batch_metric("deletion", mean_rows(DELETION, _steps_note),
+              "deletion AUC (RISE): remove the top-ranked pixels step by step")
+def deletion(batch: MetricBatch) -> list[PerImage]:
+    xn = batch.normalized()
+    sub = substrate(batch, batch.cfg.perturbation.deletion_substrate)
+    scores = curves(batch, xn, sub, batch.full_scores(), _substrate_scores(batch, sub))
+    return _curve_values(batch, "deletion", scores)
+
+
+@batch_metric("insertion", mean_rows(INSERTION, _steps_note),
+              "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step")
+def insertion(batch: MetricBatch) -> list[PerImage]:
+    xn = batch.normalized()
+    sub = substrate(batch, batch.cfg.perturbation.insertion_substrate)
+    scores = curves(batch, sub, xn, _substrate_scores(batch, sub), batch.full_scores())
+    return _curve_values(batch, "insertion", scores)
+
+
+def kept_confidence(batch: MetricBatch) -> torch.Tensor:
+    """(M, B) the run's confidence of the target on each image with only its top-q pixels kept."""
+    def compute() -> torch.Tensor:
+        b, _, h, w = batch.x.shape
+        keep = batch.cfg.keep
+        n = math.floor(keep.fraction * h * w + 0.5)
+        masks = torch.cat([(batch.ranks(m) < n).view(b, h, w).to(batch.x.dtype)
+                           * (batch.explanation.maps[m] if keep.mode == "weighted" else 1.0) for m in batch.methods])
+        which = torch.arange(b, device=batch.x.device).repeat(len(batch.methods))
+        return batch.scorer.masked(batch.x, masks, which, batch.targets).view(len(batch.methods), b)
+    return batch.cached("kept", compute)
+
+
+def _kept(batch: MetricBatch, name: str, value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[PerImage]:
+    y, o = batch.full_scores(batch.cfg.confidence), kept_confidence(batch)
+    pos = torch.arange(len(batch.x), device=batch.x.device)
+    return [PerImage(m, name, pos, batch.targets, value(y, o[j])) for j, m in enumerate(batch.methods)]
+
+
+@batch_metric("avg_drop@keep", mean_rows(KEEP_DROP, _keep_note),
+              "average drop % with only the top `keep.fraction` of the map's pixels kept (Score-CAM §4.1)")
+def avg_drop_keep(batch: MetricBatch) -> list[PerImage]:
+    return _kept(batch, "avg_drop@keep", lambda y, o: 100.0 * (y - o).clamp(min=0) / y)
+
+
+@batch_metric("increase@keep", mean_rows(KEEP_INCREASE, _keep_note),
+              "% increase in confidence with only the top `keep.fraction` of the map's pixels kept")
+def increase_keep(batch: MetricBatch) -> list[PerImage]:
+    return _kept(batch, "increase@keep", lambda y, o: 100.0 * (o > y).double())
