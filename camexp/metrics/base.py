@@ -90,6 +90,7 @@ class PerImage:
     curve: torch.Tensor | None = None
 
 
+Note = Callable[["ExperimentConfig"], str]
 # (this metric's rows of the run's final images and methods, methods in run order, the run's config) -> summary
 Summarize = Callable[[pd.DataFrame, list[str], "ExperimentConfig"], MetricResult]
 
@@ -144,6 +145,18 @@ def batch_metric(name: str, summarize: Summarize, summary: str = "", **meta: obj
         return METRICS.register(name, BatchMetric(name, fn, summarize, summary, **meta))  # type: ignore[arg-type, return-value]
 
     return register
+
+
+def mean_rows(label: str, note: Note = lambda cfg: "", scale: float = 1.0) -> Summarize:
+    """A Summarize that averages each method's non-NaN values (times `scale`, e.g. 100 for a percentage)
+    into one row `label`, with a note on how many images (and `note(cfg)`: the settings)."""
+    def summarize(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+        valid = rows.dropna(subset=["value"])
+        means = valid.groupby("method")["value"].mean() * scale
+        images = valid["index"].nunique()
+        return MetricResult(rows={label: {m: float(means.get(m, float("nan"))) for m in methods}},
+                            notes=[f"{label.split(' (')[0]}: mean over {images} images{note(cfg)}."])
+    return summarize
 
 
 def batch_metrics(names: list[str]) -> list[BatchMetric]:

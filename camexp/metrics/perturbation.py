@@ -24,11 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from camexp.metrics.base import MetricResult, PerImage, Summarize, batch_metric
+from camexp.metrics.base import PerImage, batch_metric, mean_rows
 from camexp.metrics.batch import MetricBatch
 
 if TYPE_CHECKING:
@@ -114,18 +113,6 @@ def _curve_values(batch: MetricBatch, name: str, scores: torch.Tensor) -> list[P
     return [PerImage(m, name, pos, batch.targets, auc(scores[j]), scores[j]) for j, m in enumerate(batch.methods)]
 
 
-def mean_rows(label: str, note: Callable[["ExperimentConfig"], str] = lambda cfg: "") -> Summarize:
-    """A Summarize that averages each method's non-NaN values into one row `label`, with a note on how many
-    images (and `note(cfg)`: the settings)."""
-    def summarize(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
-        valid = rows.dropna(subset=["value"])
-        means = valid.groupby("method")["value"].mean()
-        images = valid["index"].nunique()
-        return MetricResult(rows={label: {m: float(means.get(m, float("nan"))) for m in methods}},
-                            notes=[f"{label.split(' (')[0]}: mean over {images} images{note(cfg)}."])
-    return summarize
-
-
 def _steps_note(cfg: "ExperimentConfig") -> str:
     p = cfg.perturbation
     score = cfg.confidence if p.score == "confidence" else p.score
@@ -174,13 +161,13 @@ def _kept(batch: MetricBatch, name: str, value: Callable[[torch.Tensor, torch.Te
     return [PerImage(m, name, pos, batch.targets, value(y, o[j])) for j, m in enumerate(batch.methods)]
 
 
-@batch_metric("avg_drop@keep", mean_rows(KEEP_DROP, _keep_note),
+@batch_metric("avg_drop@keep", mean_rows(KEEP_DROP, _keep_note, 100.0),
               "average drop % with only the top `keep.fraction` of the map's pixels kept (Score-CAM §4.1)")
 def avg_drop_keep(batch: MetricBatch) -> list[PerImage]:
-    return _kept(batch, "avg_drop@keep", lambda y, o: 100.0 * (y - o).clamp(min=0) / y)
+    return _kept(batch, "avg_drop@keep", lambda y, o: (y - o).clamp(min=0) / y)
 
 
-@batch_metric("increase@keep", mean_rows(KEEP_INCREASE, _keep_note),
+@batch_metric("increase@keep", mean_rows(KEEP_INCREASE, _keep_note, 100.0),
               "% increase in confidence with only the top `keep.fraction` of the map's pixels kept")
 def increase_keep(batch: MetricBatch) -> list[PerImage]:
-    return _kept(batch, "increase@keep", lambda y, o: 100.0 * (o > y).double())
+    return _kept(batch, "increase@keep", lambda y, o: (o > y).double())
