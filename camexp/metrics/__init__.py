@@ -73,4 +73,4 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
 __all__ = ["METRICS", "AnyMetric", "BatchMetric", "Metric", "MetricFn", "MetricParams", "MetricResult", "PerImage",
            "RecordsView", "batch_metric", "batch_metrics", "compute_metrics", "metric"]
 
-from camexp.metrics import perturbation, pointing  # noqa: E402,F401  (registers the per-batch metrics)
+from camexp.metrics import perturbation, pointing, road  # noqa: E402,F401  (registers the per-batch metrics)
