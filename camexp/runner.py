@@ -3,7 +3,7 @@
 Per batch: one forward + one backward (head only) give A, G and Y for every method; one batched forward of
 the M explanation images gives O. Only the small per-image records leave the device, in one transfer per
 batch, which is also the loop's only host sync. Under torchrun each rank takes a disjoint shard of the
-pending images and writes its own records file; rank 0 merges them (camexp/distributed.py).
+pending images and writes its own records, metric and analysis files; rank 0 merges them (camexp/distributed.py).
 
 A run is four steps (`Run.execute`): set up the model, explainer and data set; decide which images are
 pending (resume); stream them; and, on rank 0, merge, finalise the records and write the summary.
@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camexp.accel import channels_last, forward_chunk, resolve_device, to_device
-from camexp.analyses import ANALYSES, Analysis, BatchContext
+from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
@@ -44,7 +44,8 @@ from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_CO
     RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
     metric_complete, metric_records, part_path, parts, read_json, read_records, write_json
 
-# Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns.
+# Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
+# the enabled analyses add the files they declare.
 APPENDED: dict[str, list[str] | None] = {RECORDS: COLUMNS, BAD_IMAGES: None, METRIC_RECORDS: METRIC_COLUMNS,
                                          CURVES: CURVE_COLUMNS}
 
@@ -89,8 +90,12 @@ class Run:
         self.ranks = ranks
         self.methods = cfg.method_names
         self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
-        if cfg.analyses and ranks.world > 1:
-            raise CamexpError(f"analyses {cfg.analyses} do not run distributed yet: run them in a single process")
+        declared = {name: declared_files(ANALYSES.get(name)) for name in cfg.analyses}
+        undeclared = [name for name, files in declared.items() if files is None]
+        if undeclared and ranks.world > 1:
+            raise CamexpError(f"analyses {undeclared} declare no per-batch files (a `files` attribute), so their "
+                              "ranks would write over each other: run them in a single process")
+        self.appended = {**APPENDED, **{k: v for files in declared.values() for k, v in (files or {}).items()}}
         self._prepare_folder(fresh)
 
     def _prepare_folder(self, fresh: bool) -> None:
@@ -103,14 +108,14 @@ class Run:
                                   "over or --out to write elsewhere")
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for name, columns in APPENDED.items():
+            for name, columns in self.appended.items():
                 if fresh:
                     for path in [self.out / name, *parts(self.out / name)]:
                         path.unlink(missing_ok=True)
                 merge_parts(self.out / name, columns or COLUMNS)
             records = self.out / RECORDS
             if not records.exists() or records.stat().st_size == 0:  # nothing recorded: other rows are stale
-                for name in (METRIC_RECORDS, CURVES):
+                for name in set(self.appended) - {RECORDS, BAD_IMAGES}:
                     (self.out / name).unlink(missing_ok=True)
             if fresh:
                 meta_path.unlink(missing_ok=True)
@@ -188,7 +193,7 @@ class Run:
     def finish(self, meta: dict[str, Any], resumed: int, wall: float) -> RunSummary:
         """Rank 0: merge the ranks' files, finalise the records, recompute the summary from them, close run.json."""
         cfg = self.cfg
-        for name, columns in APPENDED.items():
+        for name, columns in self.appended.items():
             merge_parts(self.out / name, columns or COLUMNS)
         records = finalize_records(self.out / RECORDS, self.methods)
         images = set(records["index"].astype(int))
@@ -261,7 +266,7 @@ class Run:
                 append_records(self._own(CURVES), curves, CURVE_COLUMNS)
             append_records(self._own(METRIC_RECORDS), rows, METRIC_COLUMNS)
         if self.analyses:
-            ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out)
+            ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out, self._own)
             for a in self.analyses:
                 a.update(ctx)
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}

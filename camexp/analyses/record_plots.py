@@ -43,6 +43,7 @@ class RecordsFigure:
 
     stem = ""
     title = ""
+    files: dict[str, list[str]] = {}
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
