@@ -62,6 +62,13 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def torchrun_two_ranks(cfg_path: Path, out: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m camexp run` on CPU (gloo), one thread per rank."""
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "-m", "camexp", "run", str(cfg_path), "--fresh", "--no-progress", "--out", str(out)],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+
+
 def _assert_same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a.columns) == list(b.columns)
     for col in ("index", "image_id", "method", "target", "label", "pred", "constant_map"):
@@ -74,10 +81,7 @@ def _assert_same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
 def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path: Path, ilsvrc_images: Path):
     cfg_path = _config(tmp_path, ilsvrc_images)
     dist_out, single_out = tmp_path / "dist", tmp_path / "single"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "camexp", "run", str(cfg_path), "--fresh", "--no-progress", "--out", str(dist_out)],
-                   check=True, env=env, capture_output=True, text=True, timeout=300)
+    torchrun_two_ranks(cfg_path, dist_out)
     merged = pd.read_csv(dist_out / RECORDS, dtype={"image_id": str})
     meta = json.loads((dist_out / RUN_JSON).read_text())
     assert meta["world_size"] == 2 and meta["backend"] == "gloo" and meta["status"] == "complete"
@@ -129,10 +133,7 @@ def _sorted(path: Path, key: list[str]) -> pd.DataFrame:
 def test_torchrun_runs_per_batch_metrics_and_analyses_like_one_process(tmp_path: Path, shared_data: Path):
     cfg_path = _all_config(tmp_path, shared_data)
     dist_out, single_out = tmp_path / "dist", tmp_path / "single"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "camexp", "run", str(cfg_path), "--fresh", "--no-progress", "--out", str(dist_out)],
-                   check=True, env=env, capture_output=True, text=True, timeout=600)
+    torchrun_two_ranks(cfg_path, dist_out)
     with one_thread():
         single = run_experiment(load_config(cfg_path, {"output.dir": str(single_out)}), fresh=True, progress=False)
     assert not list(dist_out.glob("*.rank*"))
