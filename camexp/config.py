@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
-PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
+PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2",
+                "scorecam", "torchray_vgg16", "torchray_resnet50")
 
 
 class _Strict(BaseModel):

@@ -52,17 +52,21 @@ def summarize_run_dir(run_dir: Path) -> RunSummary:
 
 
 def with_paper(summary: RunSummary) -> pd.DataFrame:
-    """Main table with the published value beside each of ours ('ours / paper')."""
+    """Main table with the published value beside each of ours ('ours / paper'); a published method the run
+    did not include gets a column '<method> (not run)' with '— / paper'."""
     if summary.paper not in PUBLISHED:
         return summary.main
     _, rows = PUBLISHED[summary.paper]
     out = summary.main.map(_fmt)
     for row, per_method in rows.items():
         for method, value in per_method.items():
-            if method in out.columns:
+            digits = max(2, len(f"{value:g}".partition(".")[2]))  # as precise as the paper printed it
+            if method in summary.main.columns:
                 ours = summary.main.at[row, method] if row in summary.main.index else float("nan")
-                out.loc[row, method] = f"{_fmt(ours)} / {value:.2f}"
-    return out
+                out.loc[row, method] = f"{ours:.{digits}f} / {value:.{digits}f}"
+            else:
+                out.loc[row, f"{method} (not run)"] = f"— / {value:.{digits}f}"
+    return out.fillna("")
 
 
 def relperf_with_paper(summary: RunSummary, table: pd.DataFrame) -> pd.DataFrame:
