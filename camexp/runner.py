@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from camexp.accel import channels_last, forward_chunk, resolve_device, to_device
 from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
+from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
@@ -209,6 +210,8 @@ class Run:
                                        + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
         for a in self.analyses:
             summary.extra_notes += a.finish(self.out)
+        if cfg.perturbation.curves:
+            summary.extra_notes += write_curves(self.out, cfg, images)
         write_summary(self.out, summary)
         recorded = int(records["index"].nunique())
         processed = recorded - resumed

@@ -121,6 +121,12 @@ def test_summary_is_recomputed_from_the_file(run_dir: Path) -> None:
             assert again.main.at[label, m] == pytest.approx(expected, abs=1e-12)
     curves = pd.read_csv(run_dir / "per_image_curves.csv")
     assert len(curves) == len(rows) and all(len(p.split()) == STEPS + 1 for p in curves["points"])
+    table = pd.read_csv(run_dir / "perturbation_curves.csv")  # the figure's numbers: the mean curve per method
+    for (metric, method), part in curves.groupby(["metric", "method"]):
+        points = np.array([[float(v) for v in p.split()] for p in part["points"]])
+        got = table[(table["metric"] == metric) & (table["method"] == method)]
+        assert np.allclose(got["mean"], points.mean(0), atol=1e-6) and got["x"].tolist() == [0, 0.25, 0.5, 0.75, 1]
+    assert (run_dir / "perturbation_curves.png").is_file() and "perturbation_curves.png" in (run_dir / "summary.md").read_text()
 
 
 def test_a_killed_run_resumes_only_the_missing_images(run_dir: Path, photo_dir: Path, lite0: LoadedModel,

@@ -4,13 +4,14 @@ Insertion and deletion. The pixels of each normalised, upsampled map are ranked 
 sort, `pixel_ranks`); with S = `perturbation.steps`, n = ceil(H*W / S) pixels change per step and after step s
 the pixels of rank < min(s*n, H*W) have changed. Deletion starts from the image and replaces changed pixels
 by the deletion substrate; insertion starts from the insertion substrate and puts the image's pixels back.
-Everything happens in model space (the mean/std normalised tensor), as RISE does. The step images of every
-method, image and step of a batch are jobs of one chunked loop: a chunk's images are
+Everything happens in model space (the mean/std normalised tensor), as RISE does. The step images of both
+curves, every method, image and step of a batch are jobs of one chunked loop: a chunk's images are
 `where(rank < count, end, start)` for its jobs (an O(H*W) select per image, which a copy of the previous
 step's image would cost too), scored in one forward; nothing is re-sorted. p_s is the target's score
 after step s; AUC = (sum_s p_s - p_0/2 - p_S/2) / S. The two ends of a curve are shared: the full image's
 score is the run's own (from the explanation's logits), the all-substrate image is scored once per image
-for every method. Cost per image: 2 + 2 * M * (S - 1) forwards for M methods, both curves.
+for every method (once for both curves when they share the substrate). Cost per image: 2 + 2 * M * (S - 1)
+forwards for M methods, both curves.
 
 Kept fraction (`avg_drop@keep`, `increase@keep`, Score-CAM §4.1): keep the round(q * H * W) top-ranked
 pixels (ties by pixel index, as above), mute the rest by the run's occlusion rule, score the image with the
@@ -79,36 +80,63 @@ def substrate(batch: MetricBatch, kind: str | tuple[float, float, float]) -> tor
     return batch.scorer.model.normalize(colour).float()
 
 
-def curves(batch: MetricBatch, start: torch.Tensor, end: torch.Tensor, p_start: torch.Tensor,
-           p_end: torch.Tensor) -> torch.Tensor:
-    """(M, B, S+1) scores along the path from `start` to `end` (model-space images, B,3,H,W) by every
-    method's ranking: step s shows `end` at the pixels of rank < count_s and `start` elsewhere. The end
-    points are given (p_start, p_end: (B,)); the S-1 interior steps are scored in chunks."""
+def _setting(name: str, batch: MetricBatch) -> str | tuple[float, float, float]:
+    p = batch.cfg.perturbation
+    return p.deletion_substrate if name == "deletion" else p.insertion_substrate
+
+
+def rise_curves(batch: MetricBatch, name: str) -> torch.Tensor:
+    """(M, B, S+1) scores of curve `name` (insertion or deletion). Both curves of the run are scored
+    together, so that chunks are full: every job of the batch (substrate images, then curve x method x
+    image x interior step) is one stream."""
+    names = tuple(k for k in ("deletion", "insertion") if k == name or k in batch.cfg.metrics)
+    return batch.cached(("rise", names), lambda: _rise(batch, names))[name]
+
+
+def _rise(batch: MetricBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Deletion goes from the image to its substrate, insertion from its substrate to the image: step s
+    shows the path's end at the pixels of rank < count_s and its start elsewhere. The image's own score is
+    the run's; each distinct substrate image is scored once per image, for every method and both curves."""
     b, _, h, w = batch.x.shape
-    methods = batch.methods
-    counts = step_counts(h * w, batch.cfg.perturbation.steps).to(batch.x.device)
-    inner = counts[1:-1]
+    device, methods = batch.x.device, batch.methods
+    xn = batch.normalized()
+    kinds = list(dict.fromkeys(_setting(n, batch) for n in names))  # distinct substrates
+    subs = torch.cat([substrate(batch, k) for k in kinds])  # (len(kinds) * B, 3, H, W)
+    of = {n: kinds.index(_setting(n, batch)) for n in names}
+    starts = torch.stack([xn if n == "deletion" else subs[of[n] * b:(of[n] + 1) * b] for n in names])
+    ends = torch.stack([subs[of[n] * b:(of[n] + 1) * b] if n == "deletion" else xn for n in names])
+    inner = step_counts(h * w, batch.cfg.perturbation.steps).to(device)[1:-1]
     ranks = torch.stack([batch.ranks(m) for m in methods])  # (M, B, H*W)
-    per_image = len(inner)
-    total = len(methods) * b * per_image
+    n_sub, per_image = len(subs), len(inner)
+    per_curve = len(methods) * b * per_image
 
     def images(jobs: torch.Tensor) -> torch.Tensor:
-        m, rest = jobs // (b * per_image), jobs % (b * per_image)
+        out = torch.empty(len(jobs), *xn.shape[1:], dtype=xn.dtype, device=device)
+        is_sub = jobs < n_sub
+        out[is_sub] = subs[jobs[is_sub]]
+        j = jobs[~is_sub] - n_sub
+        c, rest = j // per_curve, j % per_curve
+        m, rest = rest // (b * per_image), rest % (b * per_image)
         i, s = rest // per_image, rest % per_image
         changed = (ranks[m, i] < inner[s, None]).view(-1, 1, h, w)
-        return torch.where(changed, end[i], start[i])
+        out[~is_sub] = torch.where(changed, ends[c, i], starts[c, i])
+        return out
 
-    image_of_job = torch.arange(b, device=batch.x.device).repeat_interleave(per_image).repeat(len(methods))
-    inner_scores = batch.scores(total, images, batch.targets[image_of_job]).view(len(methods), b, per_image)
-    ends = [p.to(inner_scores).expand(len(methods), b)[..., None] for p in (p_start, p_end)]
-    return torch.cat([ends[0], inner_scores, ends[1]], dim=2)
+    image_of_job = torch.cat([torch.arange(b, device=device).repeat(len(kinds)),
+                              torch.arange(b, device=device).repeat_interleave(per_image).repeat(len(methods) * len(names))])
+    scores = batch.scores(n_sub + per_curve * len(names), images, batch.targets[image_of_job])
+    sub_scores = scores[:n_sub].view(len(kinds), 1, b, 1).expand(-1, len(methods), -1, -1)
+    inner_scores = scores[n_sub:].view(len(names), len(methods), b, per_image)
+    full = batch.full_scores().view(1, b, 1).expand(len(methods), -1, -1)
+    out = {}
+    for c, n in enumerate(names):
+        first, last = (full, sub_scores[of[n]]) if n == "deletion" else (sub_scores[of[n]], full)
+        out[n] = torch.cat([first, inner_scores[c], last], dim=2)
+    return out
 
 
-def _substrate_scores(batch: MetricBatch, image: torch.Tensor) -> torch.Tensor:
-    return batch.scores(len(image), lambda jobs: image[jobs], batch.targets)
-
-
-def _curve_values(batch: MetricBatch, name: str, scores: torch.Tensor) -> list[PerImage]:
+def _curve_values(batch: MetricBatch, name: str) -> list[PerImage]:
+    scores = rise_curves(batch, name)
     pos = torch.arange(len(batch.x), device=batch.x.device)
     return [PerImage(m, name, pos, batch.targets, auc(scores[j]), scores[j]) for j, m in enumerate(batch.methods)]
 
@@ -127,19 +155,13 @@ def _keep_note(cfg: "ExperimentConfig") -> str:
 @batch_metric("deletion", mean_rows(DELETION, _steps_note),
               "deletion AUC (RISE): remove the top-ranked pixels step by step")
 def deletion(batch: MetricBatch) -> list[PerImage]:
-    xn = batch.normalized()
-    sub = substrate(batch, batch.cfg.perturbation.deletion_substrate)
-    scores = curves(batch, xn, sub, batch.full_scores(), _substrate_scores(batch, sub))
-    return _curve_values(batch, "deletion", scores)
+    return _curve_values(batch, "deletion")
 
 
 @batch_metric("insertion", mean_rows(INSERTION, _steps_note),
               "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step")
 def insertion(batch: MetricBatch) -> list[PerImage]:
-    xn = batch.normalized()
-    sub = substrate(batch, batch.cfg.perturbation.insertion_substrate)
-    scores = curves(batch, sub, xn, _substrate_scores(batch, sub), batch.full_scores())
-    return _curve_values(batch, "insertion", scores)
+    return _curve_values(batch, "insertion")
 
 
 def kept_confidence(batch: MetricBatch) -> torch.Tensor:
