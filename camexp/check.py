@@ -31,15 +31,19 @@ T = TypeVar("T")
 
 def label_problems(cfg: ExperimentConfig, items: list[Item]) -> list[str]:
     """What the config needs of the labels that the data set lacks (target: true and relperf need a single
-    true label for every image)."""
+    true label for every image; the pointing games need boxes)."""
+    boxed = [m for m in cfg.metrics if getattr(METRICS.get(m), "needs_boxes", False)]
+    problems = [f"{cfg.dataset.root}: metric(s) {boxed} need ground-truth boxes, but no {cfg.dataset.kind} image has "
+                "any (use kind: voc, or imagenet_val with LOC_val_solution.csv)"] \
+        if boxed and not any(it.boxes for it in items) else []
     needs = [f"metric {m}" for m in cfg.metrics if METRICS.get(m).needs_labels] + \
         (["target: true"] if cfg.target == "true" else [])
     unlabelled = sum(1 for it in items if it.label < 0)
     if not needs or not unlabelled:
-        return []
-    return [f"{cfg.dataset.root}: {' and '.join(needs)} need(s) a true label for every image (a single true label "
-            f"per image), but {unlabelled} {cfg.dataset.kind} image(s) have none (give dataset.labels, or use "
-            "target: predicted)"]
+        return problems
+    return problems + [f"{cfg.dataset.root}: {' and '.join(needs)} need(s) a true label for every image (a single "
+                       f"true label per image), but {unlabelled} {cfg.dataset.kind} image(s) have none (give "
+                       "dataset.labels, or use target: predicted)"]
 
 
 @dataclass

@@ -18,7 +18,8 @@ from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
 MIN_BOOTSTRAP = 100  # fewer resamples cannot place a 95 % interval's percentiles meaningfully
-PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2")
+PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2",
+                "scorecam", "torchray_vgg16", "torchray_resnet50")
 
 
 def _plain_name(v: str) -> str:
@@ -107,6 +108,67 @@ class LocalizationConfig(_Strict):
         return v
 
 
+Substrate = Literal["zero", "blur"] | tuple[float, float, float]
+
+
+class PerturbationConfig(_Strict):
+    """Insertion/deletion (PROTOCOL.md section 10, RISE): steps, what replaces pixels, and the score."""
+
+    steps: int = Field(100, ge=1, description="S: ceil(H*W/S) pixels change per step; S + 1 points per curve")
+    deletion_substrate: Substrate = Field(
+        "zero", description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
+                            "[r, g, b]: a constant colour in [0,1] pixel space")
+    insertion_substrate: Substrate = "blur"
+    score: Literal["confidence", "softmax", "sigmoid", "logit"] = Field(
+        "confidence", description="the target's score after each step: the run's `confidence` (softmax unless set), "
+                                  "or softmax / sigmoid / logit explicitly; also ROAD's score")
+    curves: bool = Field(False, description="also write every curve per image to per_image_curves.csv (a figure "
+                                            "of the mean curves follows); no effect on any value")
+
+    @field_validator("deletion_substrate", "insertion_substrate")
+    @classmethod
+    def _colour(cls, v: Any) -> Any:
+        if isinstance(v, tuple) and not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError("a constant colour is [r, g, b] in [0,1] pixel space")
+        return v
+
+
+class KeepConfig(_Strict):
+    """`avg_drop@keep` / `increase@keep` (Score-CAM §4.1): keep the top `fraction` of the map's pixels."""
+
+    fraction: float = Field(0.5, gt=0.0, le=1.0)
+    mode: Literal["binary", "weighted"] = Field(
+        "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I")
+
+
+class PointingConfig(_Strict):
+    """`pointing_game` (TorchRay) and `energy_pointing` (Score-CAM §4.2)."""
+
+    tolerance: float = Field(15.0, ge=0.0, description="a hit: the map's maximum within this many pixels of a box "
+                                                       "of the class, in the original image's pixel coordinates")
+    difficult_area: float = Field(0.25, gt=0.0, le=1.0, description="difficult subset: the class's boxes cover less "
+                                                                    "than this share of the image, another class present")
+    energy_max_area: float = Field(0.5, gt=0.0, le=1.0, description="energy_pointing: images with exactly one box "
+                                                                    "covering less than this share of the image")
+
+
+class RoadConfig(_Strict):
+    """`road` (Rong et al., ICML 2022): noisy linear imputation of the removed pixels."""
+
+    percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    noise: float = Field(0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised tensor)")
+    neighbours: Literal["road", "uniform"] = Field(
+        "road", description="road: the ROAD authors' weights (1/6 edge, 1/12 corner neighbours); uniform: the plain "
+                            "mean of the 8 neighbours")
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percent(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < p < 100 for p in v) or len(set(v)) != len(v):
+            raise ValueError("give distinct percentages p with 0 < p < 100")
+        return v
+
+
 class MethodSpec(_Strict):
     """A method under a name of its own with parameters, so two settings of one method run side by side:
     `{name: scorecam-softmax, method: scorecam, params: {weighting: softmax}}`."""
@@ -153,6 +215,10 @@ class ExperimentConfig(_Strict):
     analyses: list[str] = []
     relperf_min_true_prob: float = Field(0.0, ge=0.0, le=1.0)
     localization: LocalizationConfig = LocalizationConfig()
+    perturbation: PerturbationConfig = PerturbationConfig()
+    keep: KeepConfig = KeepConfig()
+    pointing: PointingConfig = PointingConfig()
+    road: RoadConfig = RoadConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
     stats: StatsConfig = StatsConfig()
@@ -211,6 +277,11 @@ class ExperimentConfig(_Strict):
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
             del keep["model"]["layout"]
+        del keep["perturbation"]["curves"]  # what is written, not what is computed
+        for key, default in (("perturbation", PerturbationConfig(curves=self.perturbation.curves)),
+                             ("keep", KeepConfig()), ("pointing", PointingConfig()), ("road", RoadConfig())):
+            if getattr(self, key) == default:  # added later: defaults keep older fingerprints valid
+                del keep[key]
         return keep
 
     def fingerprint(self, method_params: dict[str, dict[str, Any]] | None = None) -> str:

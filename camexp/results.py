@@ -1,6 +1,9 @@
 """Per-image records on disk: append batch by batch, survive a crash, read back as a wide view.
 
 per_image.csv holds one row per (image, method). It is the truth of a run; summaries are views of it.
+per_image_metrics.csv holds the per-batch metrics' values in long form, one row per (image, method, metric,
+class), and per_image_curves.csv their curves when asked for; both are appended before the batch's records,
+so an image in the records has its metric rows too.
 """
 from __future__ import annotations
 
@@ -18,12 +21,17 @@ import pandas as pd
 import torch
 
 from camexp.errors import CamexpError, os_reason
-from camexp.metrics import RecordsView
+from camexp.metrics import PerImage, RecordsView
 
 RECORDS = "per_image.csv"
 RUN_JSON = "run.json"
 BAD_IMAGES = "bad_images.txt"
 COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "p_true", "constant_map"]
+METRIC_RECORDS = "per_image_metrics.csv"
+METRIC_COLUMNS = ["index", "image_id", "method", "metric", "class", "value"]
+CURVES = "per_image_curves.csv"
+CURVE_COLUMNS = ["index", "image_id", "method", "metric", "class", "points"]
+METRIC_KEY = ["index", "method", "metric", "class"]
 
 
 def batch_records(index: np.ndarray, image_ids: list[str], methods: list[str], *, y: torch.Tensor,
@@ -50,6 +58,31 @@ def batch_records(index: np.ndarray, image_ids: list[str], methods: list[str], *
         "index": np.tile(index, m), "image_id": image_ids * m, "method": np.repeat(methods, len(image_ids)),
         "target": target, "label": label, "pred": pred_h, "y": np.tile(y_h, m), "o": o_h.ravel(),
         "p_true": np.tile(p_true_h, m), "constant_map": constant_h.ravel().astype(np.int64)})
+
+
+def metric_records(index: np.ndarray, image_ids: list[str], values: list[PerImage], with_curves: bool
+                   ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Long rows (METRIC_COLUMNS) of one batch's per-batch metric values and, `with_curves`, their curves
+    (CURVE_COLUMNS, the points space-separated). Values leave the device in one float64 transfer per kind."""
+    if not values:
+        return pd.DataFrame(columns=METRIC_COLUMNS), None
+    host = torch.cat([torch.stack([v.pos.double(), v.cls.double(), v.value.double()], 1) for v in values]).cpu().numpy()
+    pos, cls = host[:, 0].astype(np.int64), host[:, 1].astype(np.int64)
+    names = [(v.method, v.metric) for v in values for _ in range(len(v.pos))]
+    rows = pd.DataFrame({"index": index[pos], "image_id": [image_ids[i] for i in pos],
+                         "method": [m for m, _ in names], "metric": [k for _, k in names], "class": cls,
+                         "value": host[:, 2]})
+    with_curve = [v for v in values if v.curve is not None]
+    if not with_curves or not with_curve:
+        return rows, None
+    points = [" ".join(f"{p:.9g}" for p in row) for v in with_curve for row in v.curve.double().cpu().numpy()]
+    pos_c = np.concatenate([v.pos.cpu().numpy() for v in with_curve]).astype(np.int64)
+    curves = pd.DataFrame({"index": index[pos_c], "image_id": [image_ids[i] for i in pos_c],
+                           "method": [v.method for v in with_curve for _ in range(len(v.pos))],
+                           "metric": [v.metric for v in with_curve for _ in range(len(v.pos))],
+                           "class": np.concatenate([v.cls.cpu().numpy() for v in with_curve]).astype(np.int64),
+                           "points": points})
+    return rows, curves
 
 
 def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS) -> None:
@@ -108,18 +141,19 @@ def parts(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
 
 
-def merge_parts(path: Path) -> None:
+def merge_parts(path: Path, columns: list[str] = COLUMNS) -> None:
     """Fold the per-rank files of `path` (from a finished or killed distributed run) into it, then delete them.
 
-    A kill between the append and the delete only duplicates rows, which `finalize_records` drops.
+    A kill between the append and the delete only duplicates rows, which `finalize_records` drops. A CSV
+    has `columns`; any other file is text, one entry per line.
     """
     if path.exists():  # a killed run's partial last line must not swallow the first merged row
         _drop_partial_line(path)
     for part in parts(path):
         if path.suffix == ".csv":
-            rows = read_records(part)
+            rows = read_records(part, columns)
             if len(rows):
-                append_records(path, rows)
+                append_records(path, rows, columns)
         else:
             _drop_partial_line(part)
             with open(path, "a", encoding="utf-8") as f:
@@ -171,6 +205,35 @@ def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
     tmp.write_text(df[COLUMNS].to_csv(index=False, float_format="%.17g"))
     tmp.replace(path)
     return df.reset_index(drop=True)
+
+
+def metric_complete(df: pd.DataFrame, row_names: list[tuple[str, ...]]) -> set[int] | None:
+    """Dataset indices that have a row of every per-batch metric (each given by the metric names its rows
+    carry); None when no per-batch metric is on."""
+    if not row_names:
+        return None
+    done = None
+    for names in row_names:
+        have = set(int(i) for i in df.loc[df["metric"].isin(names), "index"]) if len(df) else set()
+        done = have if done is None else done & have
+    return done
+
+
+def final_metric_rows(path: Path, images: set[int], methods: list[str], columns: list[str] = METRIC_COLUMNS,
+                      rewrite: bool = False) -> pd.DataFrame:
+    """Rows of a per-batch metric file for `images` and `methods`, the last per (image, method, metric, class)
+    (a resumed batch re-appends rows), sorted by (index, metric, method order, class); `rewrite` writes
+    them back so that a resumed or distributed run's file equals an uninterrupted one's."""
+    df = read_records(path, columns)
+    df = df[df["index"].isin(images) & df["method"].isin(methods)].drop_duplicates(METRIC_KEY, keep="last")
+    order = {m: i for i, m in enumerate(methods)}
+    df = df.sort_values(["index", "metric", "method", "class"], kind="stable",
+                        key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
+    if rewrite and path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(df[columns].to_csv(index=False, float_format="%.17g"))
+        tmp.replace(path)
+    return df
 
 
 def records_view(df: pd.DataFrame, methods: list[str] | None = None) -> RecordsView:

@@ -3,7 +3,7 @@
 Per batch: one forward + one backward (head only) give A, G and Y for every method; one batched forward of
 the M explanation images gives O. Only the small per-image records leave the device, in one transfer per
 batch, which is also the loop's only host sync. Under torchrun each rank takes a disjoint shard of the
-pending images and writes its own records file; rank 0 merges them (camexp/distributed.py).
+pending images and writes its own records, metric and analysis files; rank 0 merges them (camexp/distributed.py).
 
 A run is four steps (`Run.execute`): set up the model, explainer and data set; decide which images are
 pending (resume); stream them; and, on rank 0, merge, finalise the records and write the summary.
@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camexp.accel import channels_last, forward_chunk, resolve_device, to_device
-from camexp.analyses import ANALYSES, Analysis, BatchContext
+from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
+from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig
 from camexp.data import ImageDataset, build_dataset, collate
@@ -35,14 +36,21 @@ from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
 from camexp.explain.scoring import Scorer, confidence
 from camexp.lock import hold
-from camexp.metrics import MetricParams
+from camexp.metrics import BatchMetric, batch_metrics
+from camexp.metrics.batch import MetricBatch
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
 from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
-from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, append_records, batch_records, complete_images, \
-    finalize_records, merge_parts, part_path, parts, read_json, read_records, write_json, writes_kept
+from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
+    RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
+    metric_complete, metric_records, part_path, parts, read_json, read_records, write_json, writes_kept
 from camexp.resume import check_config, check_images
+
+# Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
+# the enabled analyses add the files they declare.
+APPENDED: dict[str, list[str] | None] = {RECORDS: COLUMNS, BAD_IMAGES: None, METRIC_RECORDS: METRIC_COLUMNS,
+                                         CURVES: CURVE_COLUMNS}
 
 
 def _versions() -> dict[str, str]:
@@ -87,8 +95,13 @@ class Run:
         self.method_params = {r.name: r.resolved for r in method_runs(cfg.method_specs())}
         self.fingerprint = cfg.fingerprint(self.method_params)
         self.counts: dict[str, dict[str, int]] = {}
-        if cfg.analyses and ranks.world > 1:
-            raise CamexpError(f"analyses {cfg.analyses} do not run distributed yet: run them in a single process")
+        self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
+        declared = {name: declared_files(ANALYSES.get(name)) for name in cfg.analyses}
+        undeclared = [name for name, files in declared.items() if files is None]
+        if undeclared and ranks.world > 1:
+            raise CamexpError(f"analyses {undeclared} declare no per-batch files (a `files` attribute), so their "
+                              "ranks would write over each other: run them in a single process")
+        self.appended = {**APPENDED, **{k: v for files in declared.values() for k, v in (files or {}).items()}}
         self._prepare_folder(fresh)
 
     def _prepare_folder(self, fresh: bool) -> None:
@@ -98,11 +111,15 @@ class Run:
             check_config(read_json(meta_path), self.cfg, self.out, self.method_params)
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for name in (RECORDS, BAD_IMAGES):
+            for name, columns in self.appended.items():
                 if fresh:
                     for path in [self.out / name, *parts(self.out / name)]:
                         path.unlink(missing_ok=True)
-                merge_parts(self.out / name)
+                merge_parts(self.out / name, columns or COLUMNS)
+            records = self.out / RECORDS
+            if not records.exists() or records.stat().st_size == 0:  # nothing recorded: other rows are stale
+                for name in set(self.appended) - {RECORDS, BAD_IMAGES}:
+                    (self.out / name).unlink(missing_ok=True)
             if fresh:
                 meta_path.unlink(missing_ok=True)
         self.ranks.barrier()
@@ -117,7 +134,7 @@ class Run:
             write_json(self.out / RUN_JSON, meta)
         self.analyses: list[Analysis] = [ANALYSES.get(name)(self.cfg) for name in self.cfg.analyses]
         start = time.perf_counter()
-        self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size), *self._own_files())
+        self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
         self.ranks.barrier()
         wall = time.perf_counter() - start
         self.counts = _sum_counts(self.ranks.gather(self.counts))
@@ -141,12 +158,16 @@ class Run:
         return Setup(device, loaded, explainer, ds)
 
     def pending(self, s: Setup) -> tuple[list[int], int]:
-        """Data set indices still to explain (selected, not recorded for every method, not known bad), and
-        the number of images already recorded."""
+        """Data set indices still to explain (selected, not recorded for every method or lacking a per-batch
+        metric's rows, not known bad), and the number of images already recorded."""
         cfg, ds = self.cfg, s.dataset
         records = read_records(self.out / RECORDS)
         check_images(cfg, records, ds.items, self.out)
         done = complete_images(records, self.methods)
+        with_metrics = metric_complete(read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
+                                       [m.row_names for m in self.batch_metrics])
+        if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
+            done &= with_metrics
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
@@ -167,24 +188,25 @@ class Run:
                                                   for r in s.explainer.runs},
             "input": loaded.spec.__dict__, "argv": sys.argv,
             "dataset": s.dataset.provenance, "images_in_dataset": len(s.dataset), "images_resumed": resumed,
+            "per_image_metrics": {m.name: m.summary for m in self.batch_metrics},
         }
 
-    def _own_files(self) -> tuple[Path, Path]:
-        records, bad = self.out / RECORDS, self.out / BAD_IMAGES
-        if self.ranks.world == 1:
-            return records, bad
-        return part_path(records, self.ranks.rank), part_path(bad, self.ranks.rank)
+    def _own(self, name: str) -> Path:
+        """The file this process appends `name` to: under torchrun its own per-rank file, merged by rank 0."""
+        path = self.out / name
+        return path if self.ranks.world == 1 else part_path(path, self.ranks.rank)
 
     def finish(self, meta: dict[str, Any], resumed: int, wall: float) -> RunSummary:
         """Rank 0: merge the ranks' files, finalise the records, recompute the summary from them, close run.json."""
         cfg = self.cfg
-        records_path, bad_path = self.out / RECORDS, self.out / BAD_IMAGES
-        merge_parts(records_path)
-        merge_parts(bad_path)
-        records = finalize_records(records_path, self.methods)
-        summary = summarize(cfg.name, cfg.paper, records, self.methods, cfg.metrics,
-                            MetricParams(cfg.relperf_min_true_prob), self.out, cfg.analyses, cfg.stats)
-        bad = _read_bad(bad_path)
+        for name, columns in self.appended.items():
+            merge_parts(self.out / name, columns or COLUMNS)
+        records = finalize_records(self.out / RECORDS, self.methods)
+        images = set(records["index"].astype(int))
+        for name, columns in ((METRIC_RECORDS, METRIC_COLUMNS), (CURVES, CURVE_COLUMNS)):
+            final_metric_rows(self.out / name, images, self.methods, columns, rewrite=True)
+        summary = summarize(cfg, records, self.out, cfg.stats)
+        bad = _read_bad(self.out / BAD_IMAGES)
         if bad:
             summary.extra_notes.append(f"{len(bad)} unreadable image(s) skipped (listed in {BAD_IMAGES}).")
         constant = records.groupby("method")["constant_map"].sum()
@@ -193,6 +215,8 @@ class Run:
                                        + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
         for a in self.analyses:
             summary.extra_notes += a.finish(self.out)
+        if cfg.perturbation.curves:
+            summary.extra_notes += write_curves(self.out, cfg, images)
         recorded = int(records["index"].nunique())
         processed = recorded - resumed
         if self.counts:
@@ -206,8 +230,9 @@ class Run:
         write_json(self.out / RUN_JSON, meta)
         return summary
 
-    def _loop(self, s: Setup, pending: list[int], records_path: Path, bad_path: Path) -> None:
+    def _loop(self, s: Setup, pending: list[int]) -> None:
         cfg = self.cfg
+        records_path, bad_path = self._own(RECORDS), self._own(BAD_IMAGES)
         loader = DataLoader(Subset(s.dataset, pending), batch_size=cfg.runtime.batch_size, shuffle=False,
                             num_workers=cfg.runtime.workers, collate_fn=collate, pin_memory=s.device.type == "cuda")
         drop_sum = np.zeros(len(self.methods))
@@ -244,9 +269,17 @@ class Run:
         p_true = torch.where(labels >= 0, conf.gather(1, labels.clamp(min=0)[:, None])[:, 0],
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
-        if self.analyses:
+        if self.analyses or self.batch_metrics:
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
-            ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out)
+        if self.batch_metrics:  # appended before the records: a recorded image has its metric rows
+            mb = MetricBatch(cfg, s.explainer, x, ex, sub)
+            rows, curves = metric_records(sub["index"].numpy(), ids, [v for m in self.batch_metrics for v in m.compute(mb)],
+                                          cfg.perturbation.curves)
+            if curves is not None:
+                append_records(self._own(CURVES), curves, CURVE_COLUMNS)
+            append_records(self._own(METRIC_RECORDS), rows, METRIC_COLUMNS)
+        if self.analyses:
+            ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out, self._own)
             for a in self.analyses:
                 a.update(ctx)
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}

@@ -12,6 +12,10 @@ those chunks too (the tightest floor) and the floor without image loading are re
   python scripts/bench.py [--batch-size 16] [--rounds 3] [--limit N] [--out results/bench.json]
   python scripts/bench.py --rss [--rss-sizes 200 2000]   # peak RSS of camexp runs, each in a subprocess
   python scripts/bench.py --only stats    # the bootstrap alone: 50,000 images x 10 methods x 1,000 resamples
+  python scripts/bench.py --metrics [--limit 4] [--steps 20] [--road-percentiles 10 50 90]
+      # per-batch metrics on the same maps: insertion/deletion vs torchcam's DeletionInsertionMetric and vs
+      # the floor (the same number of bare forwards), ROAD vs pytorch-grad-cam's ROADCombined
+  python scripts/bench.py --rss --rss-metrics insertion deletion road [--rss-sizes 8 32] [--steps 5]
 """
 from __future__ import annotations
 
@@ -76,11 +80,16 @@ def _repeat(items: list) -> Iterator:
 LOADERS.register(CYCLED, _cycled)
 
 
-def camexp_config(images: Path, n: int, batch_size: int, workers: int, out: Path, kind: str = "folder") -> ExperimentConfig:
+def loaded_config() -> ModelConfig:
+    return ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package")
+
+
+def camexp_config(images: Path, n: int, batch_size: int, workers: int, out: Path, kind: str = "folder",
+                  extra_metrics: tuple[str, ...] = (), steps: int = 100) -> ExperimentConfig:
     return ExperimentConfig(
         name="bench", dataset=DatasetConfig(kind=kind, root=images, limit=n),
-        model=ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package"),
-        methods=METHODS, metrics=["avg_drop", "increase", "win"],
+        model=loaded_config(), methods=METHODS, metrics=["avg_drop", "increase", "win", *extra_metrics], perturbation={"steps": steps},
+        road={"percentiles": [50]},
         runtime=RuntimeConfig(device="cpu", batch_size=batch_size, workers=workers), output=OutputConfig(dir=out))
 
 
@@ -216,20 +225,23 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     return result
 
 
-def rss_child(images: Path, n: int, batch_size: int, workers: int) -> None:
+def rss_child(images: Path, n: int, batch_size: int, workers: int, metrics: tuple[str, ...] = (), steps: int = 100) -> None:
     """One camexp run of `n` (cycled) images; prints its peak RSS (self and largest child) as JSON."""
     with tempfile.TemporaryDirectory(prefix="camexp-rss-") as tmp:
-        wall = run_camexp(camexp_config(images, n, batch_size, workers, Path(tmp) / "run", kind=CYCLED))
+        wall = run_camexp(camexp_config(images, n, batch_size, workers, Path(tmp) / "run", kind=CYCLED,
+                                        extra_metrics=metrics, steps=steps))
     print(json.dumps({"images": n, "wall_s": wall,
                       "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 
-def rss(images: Path, sizes: list[int], batch_size: int, workers: int) -> dict:
+def rss(images: Path, sizes: list[int], batch_size: int, workers: int, metrics: tuple[str, ...] = (),
+        steps: int = 100) -> dict:
     runs = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--rss-child", str(n), "--images", str(images),
-               "--batch-size", str(batch_size), "--workers", str(workers)]
+               "--batch-size", str(batch_size), "--workers", str(workers), "--steps", str(steps),
+               *(["--rss-metrics", *metrics] if metrics else [])]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
         print(f"rss {n:6d} images: {runs[-1]}", flush=True)
@@ -269,6 +281,121 @@ def bench_stats(n_images: int, n_methods: int, n_boot: int, rounds: int) -> dict
     return result
 
 
+# --- per-batch metrics on the same maps ----------------------------------------------------------------------
+
+
+class GivenMaps:
+    """A torchcam CAM extractor returning maps computed beforehand, so that only the metric is timed."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.maps = model, None
+
+    def __call__(self, class_idx, scores, normalized=True, **kwargs):  # noqa: ANN001, ANN003, ANN204
+        return [self.maps]
+
+    def fuse_cams(self, cams: list[torch.Tensor]) -> torch.Tensor:
+        return cams[0]
+
+    def _hooks_off(self):  # noqa: ANN202
+        from contextlib import nullcontext
+        return nullcontext()
+
+
+def metric_batches(images: Path, n: int | None, batch_size: int, method: str) -> tuple[LoadedModel, list]:
+    """Lite0, and per batch: the images, the explainer and its Explanation of `method` (computed once)."""
+    from camexp.explain.core import Explainer
+    from camexp.explain.scoring import Scorer
+
+    cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp()))
+    loaded = build_model(cfg.model)
+    loaded.model.to(memory_format=torch.channels_last)
+    explainer = Explainer(loaded, [method], scorer=Scorer(loaded.model, chunk=forward_chunk(torch.device("cpu"), None)))
+    ds = build_dataset(cfg.dataset, loaded.spec)
+    out = []
+    for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
+        x = b["image"].contiguous(memory_format=torch.channels_last)
+        out.append((x, explainer, explainer.explain(x)))
+    return loaded, out
+
+
+def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, percentiles: list[int], rounds: int) -> dict:
+    """Insertion + deletion: camexp vs torchcam's DeletionInsertionMetric (same maps, steps, substrate 0 for
+    both curves as torchcam has it, chunks of the same size) vs the floor: the same number of forwards of
+    ready-made images. ROAD: camexp vs pytorch-grad-cam's ROADCombined (same maps and percentiles)."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    from torchcam.metrics import DeletionInsertionMetric
+
+    from camexp.metrics import METRICS
+    from camexp.metrics.batch import MetricBatch
+
+    method = "gradcam++"
+    loaded, batches = metric_batches(images, n, batch_size, method)
+    chunk = forward_chunk(torch.device("cpu"), None)
+    cfg = ExperimentConfig(name="bench", dataset=DatasetConfig(root=images), model=loaded_config(),
+                           methods=[method], metrics=["insertion", "deletion", "road"],
+                           perturbation={"steps": steps, "insertion_substrate": "zero"}, road={"percentiles": percentiles})
+    net = loaded.model.net
+    count = sum(len(x) for x, _, _ in batches)
+
+    def camexp_metric(names: tuple[str, ...]) -> float:
+        start = time.perf_counter()
+        for x, explainer, ex in batches:
+            mb = MetricBatch(cfg, explainer, x, ex, {})
+            for name in names:
+                METRICS.get(name).compute(mb)
+        return time.perf_counter() - start
+
+    def torchcam() -> float:
+        extractor = GivenMaps(net)
+        metric = DeletionInsertionMetric(extractor, lambda z: z.softmax(-1), steps=steps, batch_size=chunk)
+        start = time.perf_counter()
+        for x, _, ex in batches:
+            extractor.maps = ex.maps[method]
+            metric.update(loaded.model.normalize(x), class_idx=ex.targets.tolist())
+        return time.perf_counter() - start
+
+    def floor() -> float:
+        forwards = 2 + 2 * (steps - 1)  # per image and method, both curves: what camexp runs
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for x, _, _ in batches:
+                block = loaded.model.normalize(x).repeat(-(-chunk // len(x)), 1, 1, 1)[:chunk]
+                block = block.contiguous(memory_format=torch.channels_last)
+                for lo in range(0, forwards * len(x), chunk):
+                    net(block[:min(chunk, forwards * len(x) - lo)])
+        return time.perf_counter() - start
+
+    def pgc_road() -> float:
+        road = ROADCombined(percentiles=percentiles)
+        start = time.perf_counter()
+        for x, _, ex in batches:
+            road(loaded.model.normalize(x), ex.maps[method].numpy(),
+                 [ClassifierOutputSoftmaxTarget(int(t)) for t in ex.targets], net)
+        return time.perf_counter() - start
+
+    contenders = {"camexp insertion+deletion": lambda: camexp_metric(("insertion", "deletion")),
+                  "torchcam DeletionInsertionMetric": torchcam, "floor (same forwards)": floor,
+                  "camexp road": lambda: camexp_metric(("road",)), "pytorch-grad-cam ROADCombined": pgc_road}
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(rounds + 1):  # round 0 warms oneDNN's kernels for every shape; not counted
+        for name, fn in contenders.items():
+            seconds = fn()
+            if r:
+                times[name].append(seconds)
+            print(f"round {r}/{rounds} {name:34s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"images": count, "batch_size": batch_size, "steps": steps, "road_percentiles": percentiles,
+            "method": method, "threads": torch.get_num_threads(), "seconds": times, "median_s": med,
+            "ratios": {"torchcam/camexp insertion+deletion (speed-up, target >= 2)":
+                       med["torchcam DeletionInsertionMetric"] / med["camexp insertion+deletion"],
+                       "camexp/floor insertion+deletion (target <= 1.10)":
+                       med["camexp insertion+deletion"] / med["floor (same forwards)"],
+                       "pytorch-grad-cam/camexp ROAD (speed-up, target >= 3)":
+                       med["pytorch-grad-cam ROADCombined"] / med["camexp road"]},
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
@@ -283,6 +410,10 @@ def main() -> None:
     p.add_argument("--only", choices=["stats"], default=None, help="run one section only (stats: the bootstrap)")
     p.add_argument("--stats-size", type=int, nargs=3, default=[50_000, 10, 1000],
                    metavar=("IMAGES", "METHODS", "RESAMPLES"), help="size of the bootstrap measurement")
+    p.add_argument("--rss-metrics", nargs="*", default=[], help="per-batch metrics added to the --rss runs")
+    p.add_argument("--metrics", action="store_true", help="bench the per-batch metrics against their peers instead")
+    p.add_argument("--steps", type=int, default=20, help="insertion/deletion steps (--metrics, --rss-metrics)")
+    p.add_argument("--road-percentiles", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60, 70, 80, 90])
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench.json")
     a = p.parse_args()
     stats_size = (*a.stats_size, a.rounds)
@@ -294,10 +425,17 @@ def main() -> None:
         return
     images = a.images or default_images()
     if a.rss_child is not None:
-        return rss_child(images, a.rss_child, a.batch_size, a.workers)
+        return rss_child(images, a.rss_child, a.batch_size, a.workers, tuple(a.rss_metrics), a.steps)
     if a.rss:
-        result = rss(images, a.rss_sizes, a.batch_size, a.workers)
+        result = rss(images, a.rss_sizes, a.batch_size, a.workers, tuple(a.rss_metrics), a.steps)
         out = a.out.with_name(a.out.stem + "_rss.json")
+    elif a.metrics:
+        result = metrics_bench(images, a.limit or 4, a.batch_size, a.steps, a.road_percentiles, a.rounds)
+        out = a.out.with_name(a.out.stem + "_metrics.json")
+        for k, v in result["median_s"].items():
+            print(f"{k:34s} median {v:7.2f} s for {result['images']} images")
+        for k, v in result["ratios"].items():
+            print(f"{k:58s} {v:.3f}")
     else:
         result = bench(images, a.limit, a.batch_size, a.workers, a.rounds, a.skip)
         result["stats"] = bench_stats(*stats_size)

@@ -48,3 +48,17 @@ def test_tables_are_set_up_as_published() -> None:
         cfg = by_paper[table]
         assert (cfg.dataset.kind, cfg.score, cfg.metrics) == ("imagenetv2", score, ["relperf"])
         assert sorted(cfg.methods) == ["gradcam", "gradcam+", "gradcam++"] and cfg.relperf_min_true_prob > 0
+
+
+def test_field_metric_tables_are_set_up_as_published() -> None:
+    by_paper = {c.paper: c for c in load_all().values() if c.paper}
+    sc = by_paper["scorecam"]
+    assert (sc.dataset.kind, sc.dataset.subset.random, sc.model.name) == ("imagenet_val", 2000, "vgg16.tv_in1k")
+    assert sc.metrics == ["avg_drop@keep", "increase@keep", "insertion", "deletion", "energy_pointing"]
+    assert (sc.perturbation.steps, sc.perturbation.deletion_substrate, sc.perturbation.insertion_substrate,
+            sc.keep.fraction) == (100, "zero", "blur", 0.5)
+    for arch, model in (("vgg16", "vgg16.tv_in1k"), ("resnet50", "resnet50.tv_in1k")):
+        cfg = by_paper[f"torchray_{arch}"]
+        assert (cfg.dataset.kind, cfg.dataset.year, cfg.dataset.split, cfg.model.name) == ("voc", 2007, "test", model)
+        assert cfg.metrics == ["pointing_game"] and cfg.pointing.tolerance == 15
+        assert cfg.model.weights == f"checkpoints/voc07_{arch}.pt" and "gradcam" in cfg.method_names

@@ -63,6 +63,13 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def torchrun_two_ranks(cfg_path: Path, out: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m camexp run` on CPU (gloo), one thread per rank."""
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "-m", "camexp", "run", str(cfg_path), "--fresh", "--no-progress", "--out", str(out)],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+
+
 def _assert_same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a.columns) == list(b.columns)
     for col in ("index", "image_id", "method", "target", "label", "pred", "constant_map"):
@@ -75,10 +82,7 @@ def _assert_same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
 def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path: Path, ilsvrc_images: Path):
     cfg_path = _config(tmp_path, ilsvrc_images)
     dist_out, single_out = tmp_path / "dist", tmp_path / "single"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "camexp", "run", str(cfg_path), "--fresh", "--no-progress", "--out", str(dist_out)],
-                   check=True, env=env, capture_output=True, text=True, timeout=300)
+    torchrun_two_ranks(cfg_path, dist_out)
     merged = pd.read_csv(dist_out / RECORDS, dtype={"image_id": str})
     meta = json.loads((dist_out / RUN_JSON).read_text())
     assert meta["world_size"] == 2 and meta["backend"] == "gloo" and meta["status"] == "complete"
@@ -102,3 +106,56 @@ def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path: Path, ilsvrc_
     meta = json.loads((dist_out / RUN_JSON).read_text())
     assert meta["images_resumed"] == 7 and meta["images_processed"] == N - 7
     _assert_same_records(pd.read_csv(dist_out / RECORDS, dtype={"image_id": str}), single)
+
+
+def _all_config(tmp_path: Path, shared: Path) -> Path:
+    """Every per-batch metric and every analysis with per-batch files, small settings (4 ILSVRC images with
+    their boxes, batches of 2: one batch per rank)."""
+    path = tmp_path / "all.yaml"
+    root = shared / "ilsvrc2012-val-subset"
+    path.write_text(f"""
+name: dist_all
+dataset: {{kind: imagenet_val, root: {root / 'images'}, annotations: {root / 'LOC_val_solution.csv'}, limit: 4}}
+model: {{name: tf_efficientnet_lite0, weights: efficientnet-lite0-package}}
+methods: [gradcam, gradcam++]
+metrics: [avg_drop, insertion, deletion, avg_drop@keep, pointing_game, energy_pointing, road]
+perturbation: {{steps: 3, curves: true}}
+road: {{percentiles: [10, 30]}}
+analyses: [mloc, area_curve, alpha_stats]
+runtime: {{device: cpu, batch_size: 2}}
+""")
+    return path
+
+
+def _sorted(path: Path, key: list[str]) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"image_id": str}).sort_values(key, kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_torchrun_runs_per_batch_metrics_and_analyses_like_one_process(tmp_path: Path, shared_data: Path):
+    cfg_path = _all_config(tmp_path, shared_data)
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    torchrun_two_ranks(cfg_path, dist_out)
+    with one_thread():
+        single = run_experiment(load_config(cfg_path, {"output.dir": str(single_out)}), fresh=True, progress=False)
+    assert not list(dist_out.glob("*.rank*"))
+    metrics = [pd.read_csv(d / "per_image_metrics.csv", dtype={"image_id": str}) for d in (dist_out, single_out)]
+    assert metrics[0][["index", "method", "metric", "class"]].equals(metrics[1][["index", "method", "metric", "class"]])
+    assert set(metrics[0]["metric"]) >= {"insertion", "deletion", "avg_drop@keep", "pointing_game", "energy_pointing",
+                                         "road", "road_morf", "road_lerf"}
+    assert np.allclose(metrics[0]["value"], metrics[1]["value"], rtol=0, atol=1e-6, equal_nan=True)
+    curves = [pd.read_csv(d / "per_image_curves.csv") for d in (dist_out, single_out)]
+    assert curves[0][["index", "method", "metric"]].equals(curves[1][["index", "method", "metric"]])
+    for name, key, values in (("mloc.csv", ["index", "class", "method", "delta"], ["loc"]),
+                              ("area_curve_per_image.csv", ["index", "method", "theta"], ["kept", "y", "o"])):
+        a, b = _sorted(dist_out / name, key), _sorted(single_out / name, key)
+        assert a[key].equals(b[key]) and np.allclose(a[values], b[values], rtol=0, atol=1e-6), name
+    alpha = [json.loads((d / "alpha_stats.json").read_text()) for d in (dist_out, single_out)]
+    assert alpha[0]["images"] == alpha[1]["images"] == 4
+    assert {k: alpha[0][k] for k in ("total", "nonzero")} == {k: alpha[1][k] for k in ("total", "nonzero")}
+    for k in ("share_near_half", "median", "min", "max"):
+        assert alpha[0][k] == pytest.approx(alpha[1][k], rel=1e-4), k
+    from camexp.report.tables import summarize_run_dir
+    merged = summarize_run_dir(dist_out).main
+    assert merged.index.tolist() == single.main.index.tolist()
+    assert np.allclose(merged.to_numpy(float), single.main.to_numpy(float), rtol=0, atol=1e-4, equal_nan=True)

@@ -1,20 +1,25 @@
 """Fine-tune real EfficientNet-Lite0 weights on the real VOC 2012 subset (a few steps on CPU), then run the
-VOC protocol (faithfulness + mLoc) with the checkpoint. Skipped when ../shared/data is absent."""
+VOC protocol (faithfulness, mLoc, pointing games) with the checkpoint. Skipped when ../shared/data is absent."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from PIL import Image
 
-from camexp.config import ModelConfig
+from camexp.config import ExperimentConfig, ModelConfig
+from camexp.data import build_dataset
+from camexp.explain.core import Explainer
 from camexp.experiment import load_experiment as load_config
 from camexp.errors import CamexpError
 from camexp.finetune.config import FinetuneConfig, load_finetune_config
 from camexp.finetune.train import FinetuneResult, Trainer, finetune
 from camexp.models import build_model
-from camexp.report.tables import summarize_run_dir
+from camexp.report.tables import RunSummary, summarize_run_dir
+from camexp.results import METRIC_COLUMNS, METRIC_RECORDS, read_records
 from camexp.runner import run_experiment
 
 VOC_SUBSET = "voc2012-subset"
@@ -82,22 +87,65 @@ def _run_yaml(tmp: Path, root: Path, weights: Path) -> Path:
         "dataset": {"kind": "voc", "root": str(root), "year": 2012, "split": "subset", "limit": 4},
         "model": {"name": "tf_efficientnet_lite0", "weights": str(weights)},
         "methods": ["gradcam", "gradcam++"], "confidence": "sigmoid",
-        "metrics": ["avg_drop", "increase", "win"], "analyses": ["mloc"],
+        "metrics": ["avg_drop", "increase", "win", "pointing_game", "energy_pointing"], "analyses": ["mloc"],
         "runtime": {"device": "cpu", "batch_size": 4}, "output": {"dir": str(tmp / "run")}})
 
 
-def test_run_with_the_checkpoint_end_to_end(tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path,
-                                            tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def voc_run(tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, RunSummary]:
+    """The VOC protocol with the fine-tuned checkpoint: faithfulness, mLoc and the pointing games."""
     _, ft = tuned
-    cfg = load_config(_run_yaml(tmp_path, shared_data / VOC_SUBSET, ft.checkpoint_path))
-    summary = run_experiment(cfg, progress=False)
-    rows = ["mLoc δ=0", "mLoc δ=0.25", "mLoc δ=0.5", "Average drop % (lower is better)"]
+    cfg = load_config(_run_yaml(tmp_path_factory.mktemp("voc_run"), shared_data / VOC_SUBSET, ft.checkpoint_path))
+    return cfg, run_experiment(cfg, progress=False)
+
+
+def test_run_with_the_checkpoint_end_to_end(voc_run: tuple[ExperimentConfig, RunSummary]) -> None:
+    cfg, summary = voc_run
+    rows = ["mLoc δ=0", "mLoc δ=0.25", "mLoc δ=0.5", "Average drop % (lower is better)", "Pointing game % (all)",
+            "Energy pointing % (higher is better)"]
     assert set(rows) <= set(summary.main.index) and summary.images == 4
     values = summary.main.loc[rows[:3]].to_numpy()
     assert ((values >= 0) & (values <= 1)).all()
     assert any("mLoc: mean over" in n for n in summary.result.notes)
     again = summarize_run_dir(cfg.output_dir)  # `camexp table` recomputes the same numbers from the files
     assert again.main.loc[rows].equals(summary.main.loc[rows])
+
+
+def test_pointing_game_against_original_image_coordinates(voc_run: tuple[ExperimentConfig, RunSummary]) -> None:
+    """Each (image, class) hit recomputed independently: the map of the class explained alone, its maximum
+    taken back through the centre crop and the resize into the original image, and its distance to the
+    class's boxes from the XML file (in original pixels) compared with 15."""
+    cfg, _ = voc_run
+    loaded = build_model(cfg.model)
+    ds = build_dataset(cfg.dataset, loaded.spec)
+    explainer = Explainer(loaded, cfg.method_names)
+    rows = read_records(cfg.output_dir / METRIC_RECORDS, METRIC_COLUMNS)
+    rows = rows[rows["metric"] == "pointing_game"]
+    h, w = loaded.spec.size
+    resize = math.floor(h / loaded.spec.crop_pct)
+    checked = skipped = 0
+    for index, item in enumerate(ds.items):
+        w0, h0 = Image.open(item.path).size
+        new_w, new_h = (resize, int(resize * h0 / w0)) if w0 <= h0 else (int(resize * w0 / h0), resize)
+        left, top = int(round((new_w - w) / 2.0)), int(round((new_h - h) / 2.0))
+        window = (left * w0 / new_w, top * h0 / new_h, (left + w) * w0 / new_w, (top + h) * h0 / new_h)
+        x = ds[index]["image"][None]
+        for c in sorted(set(item.box_labels)):
+            boxes = [b for b, lab in zip(item.boxes, item.box_labels) if lab == c]
+            ours = rows[(rows["index"] == index) & (rows["class"] == c)].set_index("method")["value"]
+            if not any(b[0] < window[2] and b[2] > window[0] and b[1] < window[3] and b[3] > window[1] for b in boxes):
+                assert ours.isna().all()
+                skipped += 1
+                continue
+            maps = explainer.explain(x, torch.tensor([c])).maps
+            for m, cam in maps.items():
+                row, col = divmod(int(cam[0].flatten().argmax()), w)
+                px, py = (col + 0.5 + left) * w0 / new_w, (row + 0.5 + top) * h0 / new_h
+                dist = min(math.hypot(max(b[0] - px, 0, px - b[2]), max(b[1] - py, 0, py - b[3])) for b in boxes)
+                assert ours[m] == float(dist <= 15.0), (item.image_id, c, m, dist)
+                checked += 1
+    assert checked >= 2 * len(ds)
 
 
 def test_checkpoint_with_another_class_list_is_refused(tuned: tuple[FinetuneResult, FinetuneConfig],

@@ -4,6 +4,7 @@ The contract and the registries are in camexp/analyses/base.py; importing this p
 built-in analyses.
 """
 from camexp.analyses import alpha_stats, area_curve, localization, record_plots  # noqa: F401
-from camexp.analyses.base import ANALYSES, ANALYSIS_RESULTS, Analysis, BatchContext, analysis, analysis_result
+from camexp.analyses.base import (ANALYSES, ANALYSIS_RESULTS, Analysis, BatchContext, analysis, analysis_result,
+                                  declared_files)
 
-__all__ = ["ANALYSES", "ANALYSIS_RESULTS", "Analysis", "BatchContext", "analysis", "analysis_result"]
+__all__ = ["ANALYSES", "ANALYSIS_RESULTS", "Analysis", "BatchContext", "analysis", "analysis_result", "declared_files"]

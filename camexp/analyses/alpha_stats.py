@@ -13,7 +13,6 @@ import pandas as pd
 
 from camexp.analyses.base import BatchContext, analysis
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges, summarize_alpha, unsqueeze
-from camexp.analyses.store import reset_if_fresh
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
@@ -57,24 +56,23 @@ def summary_line(s: AlphaSummary, images: int) -> str:
 
 
 class AlphaStats:
-    """Streams alpha statistics; needs a Grad-CAM++ method so that the run computes gradients."""
+    """Streams alpha statistics; needs a Grad-CAM++ method so that the run computes gradients. The per-batch
+    state rows are this analysis's per-rank state under torchrun; `finish` reduces them (merge_batches)."""
+
+    files = {BATCHES: COLUMNS}
 
     def __init__(self, cfg: ExperimentConfig):
         alpha_methods = [name for name, m in METHODS.items() if m.uses_alpha]
         if not any(METHODS.get(m).uses_alpha for _, m, _ in cfg.method_specs()):
             raise CamexpError(f"analyses: alpha_stats describes Grad-CAM++'s alpha: add one of {alpha_methods} "
                               "to methods, or drop alpha_stats")
-        self.started = False
 
     def update(self, ctx: BatchContext) -> None:
-        if not self.started:
-            reset_if_fresh(ctx.out_dir, BATCHES)
-            self.started = True
         h = AlphaHistogram()
         h.update(ctx.explanation.inputs.alpha)
         row = pd.DataFrame({"indices": [" ".join(str(i) for i in ctx.batch["index"].tolist())],
                             "state": [json.dumps(h.row())]})
-        append_records(ctx.out_dir / BATCHES, row, COLUMNS)
+        append_records(ctx.path(BATCHES), row, COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
         from camexp.analyses.plots import draw_alpha

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from camexp.analyses.base import BatchContext, analysis
-from camexp.analyses.store import recorded_rows, reset_if_fresh
+from camexp.analyses.store import recorded_rows
 from camexp.config import ExperimentConfig
 from camexp.results import append_records
 
@@ -42,14 +42,12 @@ def curve(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 class AreaCurve:
     """Per batch: T extra batched forwards of the M explanation images; per-image rows appended to a CSV."""
 
+    files = {PER_IMAGE: COLUMNS}
+
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
-        self.started = False
 
     def update(self, ctx: BatchContext) -> None:
-        if not self.started:
-            reset_if_fresh(ctx.out_dir, PER_IMAGE)
-            self.started = True
         ex = ctx.explanation
         masks = {m: quantile_masks(ex.maps[m]) for m in ex.maps}
         frames = []
@@ -61,7 +59,7 @@ class AreaCurve:
                     "index": ctx.batch["index"].tolist(), "image_id": ctx.batch["image_id"], "method": m,
                     "theta": theta, "kept": masks[m][t].float().mean((1, 2)).cpu().numpy(),
                     "y": ctx.y.cpu().numpy(), "o": o[:, j].numpy()}))
-        append_records(ctx.out_dir / PER_IMAGE, pd.concat(frames, ignore_index=True), COLUMNS)
+        append_records(ctx.path(PER_IMAGE), pd.concat(frames, ignore_index=True), COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
         from camexp.analyses.plots import draw_area_curve

@@ -16,7 +16,7 @@ import torch
 from camexp.analyses.base import BatchContext, analysis, analysis_result
 from camexp.metrics import MetricResult
 from camexp.metrics.localization import class_box_masks, localization
-from camexp.results import RECORDS, append_records, read_records
+from camexp.results import append_records, read_records
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -35,13 +35,11 @@ def row_label(delta: float) -> str:
 class MLoc:
     """Streams Loc values to mloc.csv."""
 
+    files = {MLOC_CSV: COLUMNS}
+
     def __init__(self, cfg: "ExperimentConfig"):
         self.cfg = cfg
         self.thresholds = torch.tensor(cfg.localization.thresholds, dtype=torch.float64)
-        self.path = cfg.output_dir / MLOC_CSV
-        records = cfg.output_dir / RECORDS
-        if not records.exists() or records.stat().st_size == 0:
-            self.path.unlink(missing_ok=True)  # nothing done yet: rows from an earlier run are stale
 
     def update(self, ctx: BatchContext) -> None:
         logits = ctx.explanation.logits
@@ -63,7 +61,7 @@ class MLoc:
             frames += [self._rows(ctx, sel, classes[sel], rank, m, localization(v, box[sel], self.thresholds))
                        for m, v in maps.items()]
         if frames:
-            append_records(self.path, pd.concat(frames, ignore_index=True), COLUMNS)
+            append_records(ctx.path(MLOC_CSV), pd.concat(frames, ignore_index=True), COLUMNS)
 
     def _rows(self, ctx: BatchContext, sel: torch.Tensor, classes: torch.Tensor, rank: int, method: str,
               loc: torch.Tensor) -> pd.DataFrame:

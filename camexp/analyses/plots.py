@@ -82,3 +82,22 @@ def draw_drop_dist(drops: dict[str, np.ndarray]) -> Figure:
     box.set_title("per method (triangle: mean = Average drop / 100)", fontsize=9)
     return fig
 
+
+
+def draw_mean_curves(table: pd.DataFrame) -> Figure:
+    """One panel per metric (insertion, deletion, ROAD MoRF / LeRF): mean score against the fraction of
+    pixels changed, one line per method (columns metric, method, x, mean, images)."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig = new_figure(4.2 * len(metrics), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, metric in zip(axes, metrics):
+        part = table[table["metric"] == metric]
+        for method, line in part.groupby("method", sort=False):
+            ax.plot(line["x"], line["mean"], marker="." if len(line) < 30 else None, label=str(method))
+        ax.set_xlabel("fraction of pixels removed" if metric.startswith("road") else "fraction of pixels changed")
+        ax.set_ylabel("mean score of the target")
+        ax.set_title(f"{metric} ({int(part['images'].max())} images)", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig

@@ -44,6 +44,7 @@ class RecordsFigure:
     stem = ""
     title = ""
     per_batch = False  # nothing recorded per batch: it may be added to a run that has recorded images
+    files: dict[str, list[str]] = {}
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg

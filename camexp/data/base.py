@@ -53,7 +53,8 @@ class Listing:
 
 
 class ImageDataset(Dataset):
-    """Items -> samples: dicts with `image` (3,H,W in [0,1]), `image_id`, `index`, `label`, `bad`, ...
+    """Items -> samples: dicts with `image` (3,H,W in [0,1]), `image_id`, `index`, `label`, `bad`, `scale`
+    ((sy, sx) input pixels per original pixel, for tolerances stated in original pixels), ...
 
     With `skip_bad=True` an unreadable file yields a zero image flagged `bad=True` (the runner counts and
     drops it); otherwise it raises `BadImageError` naming the file.
@@ -82,11 +83,12 @@ class ImageDataset(Dataset):
         try:
             image = decode(it)
             sample["image"], mapped = self.transform(image, boxes)
+            sample["scale"] = torch.tensor(self.transform.scale(image.height, image.width), dtype=torch.float64)
         except BadImageError:
             if not self.skip_bad:
                 raise
             h, w = self.transform.spec.size
-            sample.update(image=torch.zeros(3, h, w), bad=True)
+            sample.update(image=torch.zeros(3, h, w), bad=True, scale=torch.ones(2, dtype=torch.float64))
             mapped = boxes
         if self.class_names is not None and self.multilabel:
             multi_hot = torch.zeros(len(self.class_names))

@@ -66,8 +66,21 @@ class PixelTransform:
         else:
             raise CamexpError(f"crop_mode {spec.crop_mode!r} of the model's data config is not supported (center, squash)")
         self.spec = spec
+        self._resize = scale
         self._geometry = v2.Compose([v2.Resize(scale, interpolation=interp, antialias=True), v2.CenterCrop((h, w))])
         self._to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+
+    def scale(self, height: int, width: int) -> tuple[float, float]:
+        """(sy, sx): input pixels per original pixel for an image of `height` x `width`, vertically and
+        horizontally, as torchvision's Resize sizes it (an int resizes the shorter side and truncates the
+        longer one; a pair is the exact size); the centre crop moves pixels without scaling them."""
+        if isinstance(self._resize, int):
+            short, long = sorted((height, width))
+            new_short, new_long = self._resize, int(self._resize * long / short)
+            new_h, new_w = (new_short, new_long) if height <= width else (new_long, new_short)
+        else:
+            new_h, new_w = self._resize
+        return new_h / height, new_w / width
 
     def __call__(self, image: Image.Image, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if boxes is None:

@@ -8,85 +8,19 @@ import path (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import combinations
 
 import pandas as pd
-import torch
 
 from camexp.metrics import faithfulness as F
-from camexp.registry import Registry
+from camexp.metrics.base import (METRICS, AnyMetric, BatchMetric, Metric, MetricFn, MetricParams, MetricResult, PerImage,
+                                 RecordsView, batch_metric, batch_metrics, metric)
 
-
-@dataclass
-class RecordsView:
-    """Per-image records in wide form: one row per image, one column per method."""
-
-    methods: list[str]
-    image_ids: list[str]
-    y: torch.Tensor  # (N,) target confidence on the full image
-    o: torch.Tensor  # (N, M) target confidence on each method's explanation image
-    p_true: torch.Tensor  # (N,) true-class confidence on the full image (NaN: no label)
-
-
-@dataclass
-class MetricResult:
-    """`rows`: label -> method -> value, for the main table (metrics as rows, methods as columns);
-    `tables`: extra titled tables; `notes`: lines printed under the tables."""
-
-    rows: dict[str, dict[str, float]] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def merge(self, other: "MetricResult") -> None:
-        """Add `other`'s rows, tables and notes after ours."""
-        self.rows.update(other.rows)
-        self.tables.update(other.tables)
-        self.notes += other.notes
-
-
-@dataclass(frozen=True)
-class MetricParams:
-    relperf_min_true_prob: float = 0.0
-
-
-MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
 # Main-table row of each per-method number; camexp.report.uncertainty puts its interval beside it by this key.
 ROW_LABELS = {"avg_drop": "Average drop % (lower is better)",
               "increase": "% increase in confidence (higher is better)",
               "win": "Win % (higher is better)",
               "best_share": "Best share % (camexp extension: strictly smallest fall)"}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A registered record metric; `needs_labels`: it needs a true label for every image."""
-
-    name: str
-    fn: MetricFn
-    needs_labels: bool = False
-
-    def __call__(self, view: RecordsView, params: MetricParams) -> MetricResult:
-        return self.fn(view, params)
-
-
-def _as_metric(name: str, obj: object) -> Metric:
-    if isinstance(obj, Metric):
-        return obj
-    if callable(obj):
-        return Metric(name, obj)  # type: ignore[arg-type]
-    raise TypeError(f"a metric must be a function (RecordsView, MetricParams) -> MetricResult, not {type(obj).__name__}")
-
-
-METRICS: Registry[Metric] = Registry("metric", _as_metric)
-
-
-def metric(name: str, needs_labels: bool = False) -> Callable[[MetricFn], Metric]:
-    def register(fn: MetricFn) -> Metric:
-        return METRICS.register(name, Metric(name, fn, needs_labels))
-
-    return register
 
 
 @metric("avg_drop")
@@ -132,8 +66,17 @@ def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
 
 
 def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -> MetricResult:
-    """Run the named metrics and merge their results in order."""
+    """Run the named record metrics and merge their results in order (per-batch metrics are summarised from
+    their own file: `camexp.report.tables.summarize`)."""
     out = MetricResult()
     for name in names:
-        out.merge(METRICS.get(name)(view, params))
+        entry = METRICS.get(name)
+        if isinstance(entry, Metric):
+            out.merge(entry(view, params))
     return out
+
+
+__all__ = ["METRICS", "AnyMetric", "BatchMetric", "Metric", "MetricFn", "MetricParams", "MetricResult", "PerImage",
+           "RecordsView", "batch_metric", "batch_metrics", "compute_metrics", "metric"]
+
+from camexp.metrics import perturbation, pointing, road  # noqa: E402,F401  (registers the per-batch metrics)

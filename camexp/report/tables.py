@@ -1,22 +1,22 @@
 """Summaries of runs as tables: a run's own summary files, and the report across many runs."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from camexp.analyses import ANALYSIS_RESULTS
-from camexp.config import StatsConfig
+from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
-from camexp.metrics import ROW_LABELS, MetricParams, MetricResult, compute_metrics
+from camexp.metrics import ROW_LABELS, MetricParams, MetricResult, batch_metrics, compute_metrics
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import find_runs, open_run
 from camexp.report.uncertainty import RunStats, compute_stats, extra_values, main_cells, pairwise_markdown, \
     stats_settings, with_missing_rows, write_stats
-from camexp.results import RUN_JSON, read_json, records_view
+from camexp.results import METRIC_RECORDS, RUN_JSON, final_metric_rows, read_json, records_view
 
 
 @dataclass
@@ -36,26 +36,33 @@ class RunSummary:
     stats: RunStats | None = None
 
 
-def summarize(name: str, paper: str | None, records: pd.DataFrame, methods: list[str], metrics: list[str],
-              params: MetricParams, run_dir: Path | None = None, analyses: Sequence[str] = (),
+def summarize(cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None = None,
               stats: StatsConfig | None = None) -> RunSummary:
-    """Compute the metrics from records, and the analyses' numbers from their files in `run_dir` (never
-    from a run's memory); the run's setting comes from its run.json; with `stats`, every per-image
-    metric's intervals and paired comparisons too."""
+    """Compute the record metrics from records, and the per-batch metrics' and the analyses' numbers from
+    their files in `run_dir` (never from a run's memory); the run's setting comes from its run.json; with
+    `stats`, every per-image metric's intervals and paired comparisons too."""
+    methods = cfg.method_names
+    params = MetricParams(cfg.relperf_min_true_prob)
     view = records_view(records, methods)
-    result = compute_metrics(metrics, view, params)
-    for a in analyses:
-        if run_dir is not None and a in ANALYSIS_RESULTS:
-            result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
+    result = compute_metrics(cfg.metrics, view, params)
+    if run_dir is not None:
+        per_batch = batch_metrics(cfg.metrics)
+        if per_batch:
+            rows = final_metric_rows(run_dir / METRIC_RECORDS, set(records["index"].astype(int)), methods)
+            for m in per_batch:
+                result.merge(m.summarize(rows[rows["metric"].isin(m.row_names)], methods, cfg))
+        for a in cfg.analyses:
+            if a in ANALYSIS_RESULTS:
+                result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
     main = pd.DataFrame(result.rows).T.reindex(columns=methods)
     main.index.name = "metric"
-    run_stats = compute_stats(view, metrics, params, stats, extra_values(run_dir, records, methods, analyses)) \
+    run_stats = compute_stats(view, cfg.metrics, params, stats, extra_values(run_dir, records, methods, cfg.analyses)) \
         if stats else None
     if run_stats is not None:
         main = with_missing_rows(main, run_stats)
     meta = run_dir / RUN_JSON if run_dir is not None else None
     setting = Setting.of_run(read_json(meta)) if meta is not None and meta.exists() else None
-    return RunSummary(name, paper, main, result, images=len(view.image_ids), setting=setting, stats=run_stats)
+    return RunSummary(cfg.name, cfg.paper, main, result, images=len(view.image_ids), setting=setting, stats=run_stats)
 
 
 def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> RunSummary:
@@ -63,28 +70,36 @@ def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> Run
     method; intervals with the `stats:` settings the run recorded, updated by `stats` (None values keep).
     Raises CamexpError for a folder that cannot be reported (see camexp/report/runs.py)."""
     run = open_run(run_dir)
-    cfg = run.config
     if run.records.empty:
         raise CamexpError(f"{run_dir}: no image recorded for every method yet ({run.status})")
-    summary = summarize(cfg["name"], cfg.get("paper"), run.records, run.methods, cfg["metrics"],
-                        MetricParams(relperf_min_true_prob=cfg.get("relperf_min_true_prob", 0.0)),
-                        run_dir, cfg.get("analyses", []), stats_settings(cfg.get("stats"), **(stats or {})))
+    try:
+        cfg = ExperimentConfig.model_validate(run.config)
+    except ValidationError as e:
+        raise CamexpError(f"{run_dir}: its run.json config is not one this camexp version reads "
+                          f"({e.error_count()} problem(s), first: {e.errors()[0]['msg']})") from None
+    summary = summarize(cfg, run.records, run_dir, stats_settings(run.config.get("stats"), **(stats or {})))
     summary.status = run.status
     return summary
 
 
 def with_paper(summary: RunSummary) -> pd.DataFrame:
-    """Main table with the published value beside each of ours ('ours / paper')."""
+    """Main table with the published value beside each of ours ('ours / paper'); a published method the run
+    did not include gets a column '<method> (not run)' with '— / paper'."""
     if summary.paper not in PUBLISHED:
         return summary.main
     _, rows = PUBLISHED[summary.paper]
     out = cells(summary)
     for row, per_method in rows.items():
         for method, value in per_method.items():
-            if method in out.columns:
-                ours = out.at[row, method] if row in out.index else fmt_cell(float("nan"))
-                out.loc[row, method] = f"{ours} / {value:.2f}"
-    return out.fillna("—")  # cells of a published-only row for methods the paper did not print
+            digits = max(2, len(f"{value:g}".partition(".")[2]))  # as precise as the paper printed it
+            if method in summary.main.columns:
+                ours = summary.main.at[row, method] if row in summary.main.index else float("nan")
+                cell = str(out.at[row, method]) if row in out.index else ""
+                shown = cell if "[" in cell else f"{ours:.{digits}f}"  # keep an interval where there is one
+                out.loc[row, method] = f"{shown} / {value:.{digits}f}"
+            else:
+                out.loc[row, f"{method} (not run)"] = f"— / {value:.{digits}f}"
+    return out.fillna("")
 
 
 def cells(summary: RunSummary) -> pd.DataFrame:

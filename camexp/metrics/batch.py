@@ -1,0 +1,115 @@
+"""What a per-batch metric sees: one batch of the run, with shared derived values computed once.
+
+`MetricBatch` holds the batch's pixel images, the run's Explanation (maps, targets, logits) and the explainer
+with its scorer. Values several metrics need are computed lazily and once per batch: the model-space images,
+each map's pixel ranking (one stable sort per map), the target scores on the full images, and maps of the
+ground-truth classes (pointing games), explained in one batched call and reused across metrics.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from camexp.explain.scoring import confidence
+
+if TYPE_CHECKING:
+    from camexp.config import ExperimentConfig
+    from camexp.explain.core import Explainer, Explanation
+    from camexp.explain.scoring import Scorer
+
+T = TypeVar("T")
+GPU_CHUNK = 256  # perturbed images per forward where the run sets no forward_chunk (a GPU): bounds memory
+
+
+def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) maps -> (B, H*W) int64: each pixel's place in the map's descending order, ties by ascending
+    pixel index (one stable sort). Pixel k is among the first n of the order exactly when rank[k] < n."""
+    flat = maps.flatten(1)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+@dataclass
+class MetricBatch:
+    """One batch of a run as per-batch metrics see it; tensors on the run's device, the good images only."""
+
+    cfg: "ExperimentConfig"
+    explainer: "Explainer"
+    x: torch.Tensor  # (B,3,H,W) pixel-space images in [0,1]
+    explanation: "Explanation"
+    batch: dict[str, Any]  # the collated batch restricted to the good images (index, image_id, boxes, scale, ...)
+    _cache: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.explanation.maps)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.explanation.targets
+
+    @property
+    def scorer(self) -> "Scorer":
+        return self.explainer.scorer
+
+    @property
+    def score_kind(self) -> str:
+        """The perturbation metrics' score: `perturbation.score`, where `confidence` means the run's."""
+        kind = self.cfg.perturbation.score
+        return self.cfg.confidence if kind == "confidence" else kind
+
+    def cached(self, key: Any, make: Callable[[], T]) -> T:
+        """`make()` once per batch under `key`, shared by every metric of the batch."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def normalized(self) -> torch.Tensor:
+        """(B,3,H,W) the images in model space (mean/std normalised), where perturbation metrics edit pixels."""
+        return self.cached("normalized", lambda: self.scorer.model.normalize(self.x).float())
+
+    def ranks(self, method: str) -> torch.Tensor:
+        """(B, H*W) pixel ranks of `method`'s maps (see `pixel_ranks`)."""
+        return self.cached(("ranks", method), lambda: pixel_ranks(self.explanation.maps[method]))
+
+    def full_scores(self, kind: str | None = None) -> torch.Tensor:
+        """(B,) float64 score of the target on the full images from the run's own logits: `kind` (softmax,
+        sigmoid, logit), by default `score_kind`. With the run's `confidence` this is the records' Y."""
+        kind = kind or self.score_kind
+        return self.cached(("full", kind), lambda: confidence(self.explanation.logits, kind)
+                           .gather(1, self.targets[:, None])[:, 0])
+
+    def scores(self, count: int, images: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """(count,) float64 scores (`score_kind`) of model-space images built chunk by chunk: `images(jobs)`
+        returns the images of job numbers `jobs`; targets (count,). Memory holds one chunk at a time."""
+        chunk = self.scorer.chunk or GPU_CHUNK
+        out = torch.empty(count, dtype=torch.float64, device=self.x.device)
+        for lo in range(0, count, chunk):
+            jobs = torch.arange(lo, min(lo + chunk, count), device=self.x.device)
+            logits = self.scorer.logits(images(jobs), normalized=True)
+            out[jobs] = confidence(logits, self.score_kind).gather(1, targets[jobs, None])[:, 0]
+        return out
+
+    def class_maps(self, pos: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Maps (P,H,W) per method explaining class classes[p] of image pos[p]: the run's own maps where the
+        class is the image's target, the rest explained in one batched call. Cached per (image, class)."""
+        store: dict[tuple[int, int], tuple[int, int]] = self._cache.setdefault("class_rows", {})
+        chunks: list[dict[str, torch.Tensor]] = self._cache.setdefault("class_chunks", [self.explanation.maps])
+        pairs = list(zip(pos.tolist(), classes.tolist()))
+        targets = self.targets.tolist()
+        for i, c in pairs:
+            if c == targets[i]:
+                store.setdefault((i, c), (0, i))
+        need = list(dict.fromkeys(p for p in pairs if p not in store))
+        if need:
+            sel = torch.tensor([i for i, _ in need], device=self.x.device)
+            cls = torch.tensor([c for _, c in need], device=self.x.device)
+            chunks.append(self.explainer.explain(self.x[sel], cls).maps)
+            store.update({p: (len(chunks) - 1, r) for r, p in enumerate(need)})
+        where = [store[p] for p in pairs]
+        return {m: torch.stack([chunks[k][m][r] for k, r in where]) if where
+                else self.explanation.maps[m][:0] for m in self.methods}

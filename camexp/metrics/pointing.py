@@ -1,0 +1,211 @@
+"""Pointing games (PROTOCOL.md section 10): TorchRay's pointing game and Score-CAM's energy-based one.
+
+Both explain the ground-truth classes: for every (image, class with a box in the image) the map of that
+class (`MetricBatch.class_maps`: the run's own map where the class is the image's target, otherwise one
+batched explanation per batch). Boxes are the data set's, mapped through the same resize / centre crop as
+the image (pixel edges; a pixel belongs to a box when its centre lies inside). A box cropped away entirely
+is not visible; a class none of whose boxes is visible cannot be pointed at and is skipped (a NaN row).
+
+Pointing game: the point is the centre of the map's maximum pixel (the first in row-major order on ties;
+a constant map, normalised to zeros, points at the top-left pixel). A hit when the point lies within
+`pointing.tolerance` (15) pixels of a visible box of the class, measured in the original image's pixel
+coordinates: distances in the input are divided by the resize scale (input pixels per original pixel,
+per axis; the crop does not scale), so 15 original pixels are ~15 * 224/375 ≈ 9 input pixels on a VOC
+image. Distance to a box is to the rectangle, 0 inside it. Per class: hits / pairs; the summary is the
+mean over classes, on all pairs and on the difficult pairs (the class's visible boxes cover less than
+`pointing.difficult_area` (1/4) of the input image, and the image has another ground-truth class).
+
+Energy-based pointing game: on images with exactly one box, visible and covering less than
+`pointing.energy_max_area` (50 %) of the input image, the share of the class map's mass inside the box,
+sum_{in box} L / sum L (0 for a constant map, which has no mass); the summary is the mean over images in %.
+Images not selected leave a NaN row, so the selection is counted from the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+
+from camexp.metrics.base import MetricResult, PerImage, batch_metric, mean_rows
+from camexp.metrics.batch import MetricBatch
+from camexp.metrics.localization import box_union_mask
+
+if TYPE_CHECKING:
+    from camexp.config import ExperimentConfig
+
+POINTING_ALL, POINTING_DIFFICULT = "Pointing game % (all)", "Pointing game % (difficult)"
+ENERGY = "Energy pointing % (higher is better)"
+NO_BOX = -1  # the class of a NaN row for an image without any box
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The batch's (image, ground-truth class) pairs: pos, cls (P,); `boxes` (N,4) of the visible boxes with
+    `owner` (N,) their pair; `visible` (P,) whether the pair has any; `classes_in_image` (P,) how many
+    ground-truth classes its image has; `boxes_in_image` (P,) how many boxes; `bare` positions of images
+    without any box."""
+
+    pos: torch.Tensor
+    cls: torch.Tensor
+    boxes: torch.Tensor
+    owner: torch.Tensor
+    visible: torch.Tensor
+    classes_in_image: torch.Tensor
+    boxes_in_image: torch.Tensor
+    bare: torch.Tensor
+
+
+def truth(batch: MetricBatch) -> Truth:
+    """The ground-truth pairs of the batch, computed once per batch."""
+    def make() -> Truth:
+        device = batch.x.device
+        n = len(batch.x)
+        boxes = batch.batch.get("boxes") or [None] * n
+        labels = batch.batch.get("box_labels") or [None] * n
+        pos, cls, kept, owner, n_cls, n_box, bare = [], [], [], [], [], [], []
+        for i, (b, lab) in enumerate(zip(boxes, labels)):
+            if b is None or lab is None or not len(lab):
+                bare.append(i)
+                continue
+            present = sorted(set(lab.tolist()))
+            for c in present:
+                mine = b[lab == c]
+                mine = mine[(mine[:, 2] > mine[:, 0]) & (mine[:, 3] > mine[:, 1])]
+                owner += [len(pos)] * len(mine)
+                kept.append(mine)
+                pos.append(i)
+                cls.append(c)
+                n_cls.append(len(present))
+                n_box.append(len(lab))
+        long = dict(dtype=torch.long, device=device)
+        owner_t = torch.tensor(owner, **long)
+        visible = torch.zeros(len(pos), dtype=torch.bool, device=device)
+        visible[owner_t] = True
+        return Truth(torch.tensor(pos, **long), torch.tensor(cls, **long),
+                     torch.cat(kept).to(device, torch.float64) if kept else torch.zeros(0, 4, dtype=torch.float64,
+                                                                                      device=device),
+                     owner_t, visible, torch.tensor(n_cls, **long), torch.tensor(n_box, **long),
+                     torch.tensor(bare, **long))
+    return batch.cached("truth", make)
+
+
+def box_distance(px: torch.Tensor, py: torch.Tensor, boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(N,) Euclidean distance from points (px, py) (N,) to boxes (N,4) xyxy, 0 inside, in original-image
+    pixels: per axis, input-pixel distances divided by scale (N,2) = (sy, sx) input pixels per original pixel."""
+    dx = (boxes[:, 0] - px).clamp(min=0) + (px - boxes[:, 2]).clamp(min=0)
+    dy = (boxes[:, 1] - py).clamp(min=0) + (py - boxes[:, 3]).clamp(min=0)
+    return torch.hypot(dx / scale[:, 1], dy / scale[:, 0])
+
+
+def pointing_hits(maps: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, scale: torch.Tensor,
+                  tolerance: float) -> torch.Tensor:
+    """(P,) bool: the maximum of maps[p] (P,H,W) lies within `tolerance` original pixels of a box owned by p.
+
+    boxes (N,4) with owner (N,) in 0..P-1; scale (P,2) = (sy, sx) of each pair's image."""
+    w = maps.shape[-1]
+    top = maps.flatten(1).argmax(1)
+    px, py = (top % w).double() + 0.5, (top // w).double() + 0.5
+    near = box_distance(px[owner], py[owner], boxes, scale[owner]) <= tolerance
+    hits = torch.zeros(len(maps), dtype=torch.long, device=maps.device).index_add_(0, owner, near.long())
+    return hits > 0
+
+
+def _nan_rows(batch: MetricBatch, name: str, pos: torch.Tensor, cls: torch.Tensor) -> list[PerImage]:
+    nan = torch.full((len(pos),), float("nan"), dtype=torch.float64, device=batch.x.device)
+    return [PerImage(m, name, pos, cls, nan) for m in batch.methods] if len(pos) else []
+
+
+def _bare_rows(batch: MetricBatch, name: str, t: Truth) -> list[PerImage]:
+    return _nan_rows(batch, name, t.bare, torch.full_like(t.bare, NO_BOX))
+
+
+def pointing(batch: MetricBatch) -> list[PerImage]:
+    t = truth(batch)
+    seen = t.visible.nonzero()[:, 0]
+    out = _bare_rows(batch, "pointing_game", t) + _nan_rows(batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible])
+    if not len(seen):
+        return out
+    settings = batch.cfg.pointing
+    h, w = batch.x.shape[-2:]
+    remap = torch.full((len(t.pos),), -1, dtype=torch.long, device=batch.x.device)
+    remap[seen] = torch.arange(len(seen), device=batch.x.device)
+    owner = remap[t.owner]
+    area = box_union_mask(t.boxes, owner, len(seen), (h, w)).double().mean((1, 2))
+    difficult = (area < settings.difficult_area) & (t.classes_in_image[seen] > 1)
+    pos, cls = t.pos[seen], t.cls[seen]
+    scale = batch.batch["scale"].to(batch.x.device, torch.float64)[pos]
+    for m, maps in batch.class_maps(pos, cls).items():
+        hit = pointing_hits(maps, t.boxes, owner, scale, settings.tolerance).double()
+        out += [PerImage(m, "pointing_game", pos, cls, hit),
+                PerImage(m, "pointing_game_difficult", pos[difficult], cls[difficult], hit[difficult])]
+    return out
+
+
+def _class_mean(rows: pd.DataFrame, methods: list[str]) -> dict[str, float]:
+    """Per method: the mean over classes of the per-class hit rate, in %."""
+    per_class = rows.groupby(["method", "class"])["value"].mean().groupby("method").mean() * 100
+    return {m: float(per_class.get(m, float("nan"))) for m in methods}
+
+
+def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+    valid = rows.dropna(subset=["value"])
+    one = rows[rows["method"] == methods[0]]
+    pairs = valid[valid["method"] == methods[0]]
+    difficult = pairs[pairs["metric"] == "pointing_game_difficult"]
+    pairs = pairs[pairs["metric"] == "pointing_game"]
+    skipped = one[one["value"].isna() & (one["class"] != NO_BOX)]
+    bare = one[one["value"].isna() & (one["class"] == NO_BOX)]
+    note = (f"Pointing game (tolerance {cfg.pointing.tolerance:g} original pixels): mean over "
+            f"{pairs['class'].nunique()} classes of the hit rate; {len(pairs)} (image, class) pairs, "
+            f"{len(difficult)} difficult; {len(skipped)} pairs skipped (every box of the class cropped away), "
+            f"{len(bare)} images without boxes.")
+    return MetricResult(rows={POINTING_ALL: _class_mean(valid[valid["metric"] == "pointing_game"], methods),
+                              POINTING_DIFFICULT: _class_mean(valid[valid["metric"] == "pointing_game_difficult"],
+                                                              methods)},
+                        notes=[note])
+
+
+batch_metric("pointing_game", summarize_pointing,
+             "pointing game (TorchRay): the map's maximum within 15 original pixels of a box of the class",
+             rows=("pointing_game", "pointing_game_difficult"), needs_boxes=True)(pointing)
+
+
+def energy_shares(maps: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(P,) float64 share of each map's mass (P,H,W) inside the mask `inside` (P,H,W); 0 for a map without mass."""
+    total = maps.double().sum((1, 2))
+    part = (maps.double() * inside).sum((1, 2))
+    return torch.where(total > 0, part / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total))
+
+
+def energy(batch: MetricBatch) -> list[PerImage]:
+    t = truth(batch)
+    h, w = batch.x.shape[-2:]
+    single = (t.boxes_in_image == 1) & t.visible
+    candidates = single.nonzero()[:, 0]
+    box_of = torch.full((len(t.pos),), -1, dtype=torch.long, device=batch.x.device)
+    box_of[t.owner] = torch.arange(len(t.owner), device=batch.x.device)
+    inside = box_union_mask(t.boxes[box_of[candidates]], torch.arange(len(candidates), device=batch.x.device),
+                            len(candidates), (h, w))
+    small = inside.double().mean((1, 2)) < batch.cfg.pointing.energy_max_area
+    chosen, inside = candidates[small], inside[small]
+    rest = torch.ones(len(batch.x), dtype=torch.bool, device=batch.x.device)
+    rest[t.pos[chosen]] = False
+    others = rest.nonzero()[:, 0]
+    out = _nan_rows(batch, "energy_pointing", others, torch.full_like(others, NO_BOX))
+    if len(chosen):
+        pos, cls = t.pos[chosen], t.cls[chosen]
+        out += [PerImage(m, "energy_pointing", pos, cls, energy_shares(maps, inside))
+                for m, maps in batch.class_maps(pos, cls).items()]
+    return out
+
+
+def _energy_note(cfg: "ExperimentConfig") -> str:
+    return (f" with exactly one box covering less than {100 * cfg.pointing.energy_max_area:g}% of the image "
+            "(images not selected: NaN rows in per_image_metrics.csv); the map of the box's class")
+
+
+batch_metric("energy_pointing", mean_rows(ENERGY, _energy_note, 100.0),
+             "energy-based pointing game (Score-CAM): share of the map's mass inside the box",
+             needs_boxes=True)(energy)

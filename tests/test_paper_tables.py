@@ -1,0 +1,28 @@
+"""`--compare-paper` for the field's metrics: published values at the precision printed, and the published
+methods a run did not include (Score-CAM, the center baseline) in columns of their own."""
+from __future__ import annotations
+
+import pandas as pd
+
+from camexp.metrics import MetricResult
+from camexp.metrics.perturbation import DELETION, INSERTION
+from camexp.metrics.pointing import POINTING_ALL, POINTING_DIFFICULT
+from camexp.report.tables import RunSummary, to_markdown, with_paper
+
+
+def test_pointing_game_beside_torchray_with_the_center_baseline() -> None:
+    main = pd.DataFrame({"gradcam": [86.04, 70.0]}, index=[POINTING_ALL, POINTING_DIFFICULT])
+    out = with_paper(RunSummary("tr", "torchray_vgg16", main, MetricResult(), images=3))
+    assert out.at[POINTING_ALL, "gradcam"] == "86.04 / 86.60" and out.at[POINTING_DIFFICULT, "gradcam"] == "70.00 / 74.00"
+    assert out.at[POINTING_ALL, "center (not run)"] == "— / 69.60"
+    assert out.at[POINTING_DIFFICULT, "center (not run)"] == "— / 42.40"
+
+
+def test_auc_rows_keep_three_decimals() -> None:
+    main = pd.DataFrame({"gradcam": [0.35712, 0.0912], "gradcam++": [0.3, 0.1]}, index=[INSERTION, DELETION])
+    summary = RunSummary("sc", "scorecam", main, MetricResult(), images=3)
+    out = with_paper(summary)
+    assert out.at[INSERTION, "gradcam"] == "0.357 / 0.357" and out.at[DELETION, "gradcam++"] == "0.100 / 0.082"
+    assert out.at[INSERTION, "scorecam (not run)"] == "— / 0.386"
+    md = to_markdown(summary, compare_paper=True)
+    assert "Score-CAM paper Tables 1-3" in md and "0.357 / 0.357" in md
