@@ -172,6 +172,9 @@ def test_readme_publishes_the_numbers_compare_paper_uses():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("### D6")[1]
     for table, (_, rows) in PUBLISHED.items():
         line = next(line for line in readme.splitlines() if line.startswith(f"| {table} |"))
+        if not table.startswith("table"):  # the later papers: every published number is on the table's line
+            assert all(f"{v:g}" in line for per in rows.values() for v in per.values()), table
+            continue
         pp, gc = line.strip("|").split("|")[2:4]
         for cell, method in ((pp, "gradcam++" if table != "table4" else "gradcam++all"), (gc, "gradcam")):
             assert [float(v) for v in cell.split("/")] == [per[method] for per in rows.values()], table
@@ -185,3 +188,11 @@ def test_a_run_holding_its_lock_is_reported_as_running_now(tmp_path: Path):
         status = summarize_run_dir(run).status
     assert status.startswith(f"Incomplete run (running now: pid {os.getpid()} on host ")
     assert "1 of 3 images recorded for every method" in status
+
+
+def test_every_published_table_names_its_setting():
+    """--compare-paper reads a run against SETTINGS[paper]: a published table without one would crash it."""
+    from camexp.config import PAPER_TABLES
+    from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS
+
+    assert set(PUBLISHED) | set(PUBLISHED_RELPERF) == set(SETTINGS) == set(PAPER_TABLES)

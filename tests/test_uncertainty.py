@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from camexp.cli import app
 from camexp.config import ExperimentConfig, StatsConfig
 from camexp.metrics import MetricParams
-from camexp.report.tables import summarize, summarize_run_dir, to_markdown, write_summary
+from camexp.report.tables import RunSummary, summarize_run_dir, to_markdown, write_summary
+from camexp.report.tables import summarize as summarize_cfg
 from camexp.report.uncertainty import NOT_DISTINGUISHABLE, PER_IMAGE_METRICS, cell
 from camexp.results import COLUMNS, RECORDS, RUN_JSON, append_records, records_view
 
@@ -36,6 +37,14 @@ def synthetic(seed: int, n: int = 30, shift: tuple[float, ...] = (0.6, 0.75, 0.9
     g = np.random.default_rng(seed)
     y = g.uniform(0.4, 1.0, n)
     return y, y[:, None] * g.uniform(0.2, 1.2, (n, len(shift))) * np.array(shift)
+
+
+def summarize(name: str, paper: str | None, rec: pd.DataFrame, methods: list[str], metrics: list[str],
+              params: MetricParams, stats: StatsConfig) -> RunSummary:
+    """The summary of records under a config with these methods and metrics (no run folder)."""
+    cfg = ExperimentConfig(name=name, paper=paper, dataset={"root": "."}, model={"name": "resnet18"}, methods=methods,
+                           metrics=metrics, relperf_min_true_prob=params.relperf_min_true_prob)
+    return summarize_cfg(cfg, rec, None, stats)
 
 
 def loop_interval(values: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
@@ -304,3 +313,29 @@ def test_mloc_rows_get_cluster_bootstrap_intervals(tmp_path: Path):
         ref = [np.concatenate([groups[i] for i in rng.integers(0, 8, 8)]).mean() for _ in range(250)]
         assert (per.at[key, "lo"], per.at[key, "hi"]) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])), rel=1e-10)
     assert "**" in next(line for line in to_markdown(s).splitlines() if line.startswith("| mLoc δ=0 "))
+
+
+def test_the_field_metrics_get_intervals_from_per_image_metrics(tmp_path: Path, photo_dir: Path):
+    """insertion / deletion / kept-fraction drop (issue 11) written per image get the same bootstrap as the
+    record metrics: the interval of each row brackets the row's own value, computed from the same file."""
+    from camexp.experiment import load_experiment
+    from camexp.metrics import PER_IMAGE_MEANS
+    from camexp.runner import run_experiment
+
+    cfg = {"name": "field", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 4},
+           "model": {"name": "resnet18", "weights": "random"}, "methods": ["gradcam", "gradcam++"],
+           "metrics": ["avg_drop", "insertion", "deletion", "avg_drop@keep"], "perturbation": {"steps": 4},
+           "stats": {"bootstrap": 200}, "runtime": {"device": "cpu"}, "output": {"dir": str(tmp_path / "out")}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = run_experiment(load_experiment(path), progress=False)
+    long = pd.read_csv(tmp_path / "out" / "summary_long.csv").set_index(["metric", "method"])
+    for key in ("insertion", "deletion", "avg_drop@keep"):
+        label = PER_IMAGE_MEANS[key][0]
+        for m in ("gradcam", "gradcam++"):
+            row = long.loc[(key, m)]
+            assert row.value == pytest.approx(summary.main.at[label, m], rel=1e-9) and row.n == 4
+            assert row.lo <= row.value <= row.hi
+    assert "insertion" not in summary.main.index  # one row per metric: the labelled one carries the interval
+    pairs = pd.read_csv(tmp_path / "out" / "pairwise.csv")
+    assert {"insertion", "deletion"} <= set(pairs.metric)

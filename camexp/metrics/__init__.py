@@ -79,4 +79,15 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
 __all__ = ["METRICS", "AnyMetric", "BatchMetric", "Metric", "MetricFn", "MetricParams", "MetricResult", "PerImage",
            "RecordsView", "batch_metric", "batch_metrics", "compute_metrics", "metric"]
 
-from camexp.metrics import perturbation, pointing, road  # noqa: E402,F401  (registers the per-batch metrics)
+from camexp.metrics import perturbation, pointing, road  # noqa: E402  (registers the per-batch metrics)
+
+# Per-batch metrics whose summary row is the mean over images of their per-image value (times a scale):
+# camexp.report.uncertainty puts a bootstrap interval beside those rows. The pointing game is left out: its
+# row is a mean over classes of per-class accuracies, not a mean over images.
+# key in per_image_metrics.csv -> (main-table label, scale, lower is better)
+PER_IMAGE_MEANS = {
+    "insertion": (perturbation.INSERTION, 1.0, False), "deletion": (perturbation.DELETION, 1.0, True),
+    "avg_drop@keep": (perturbation.KEEP_DROP, 100.0, True), "increase@keep": (perturbation.KEEP_INCREASE, 100.0, False),
+    "energy_pointing": (pointing.ENERGY, 100.0, False),
+    "road_morf": (road.MORF, 1.0, True), "road_lerf": (road.LERF, 1.0, False), "road": (road.COMBINED, 1.0, False)}
+ROW_LABELS.update({key: label for key, (label, _, _) in PER_IMAGE_MEANS.items()})

@@ -86,6 +86,8 @@ SETTINGS: dict[str, Setting] = {
     "table5": Setting("alexnet", "imagenet_val"), "table6": Setting("alexnet", "voc2007"),
     "table7": Setting("resnet50", "imagenet_val"), "table8": Setting("resnet50", "voc2007"),
     "equiv1": Setting("vgg16", "imagenetv2"), "equiv2": Setting("vgg16", "imagenetv2"),
+    "scorecam": Setting("vgg16", "imagenet_val"), "torchray_vgg16": Setting("vgg16", "voc2007"),
+    "torchray_resnet50": Setting("resnet50", "voc2007"),
 }
 
 

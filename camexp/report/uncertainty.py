@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from camexp.analyses.localization import MLOC_CSV, mloc_rows, row_label
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
-from camexp.metrics import ROW_LABELS, MetricParams, RecordsView
+from camexp.metrics import METRICS, PER_IMAGE_MEANS, ROW_LABELS, BatchMetric, MetricParams, RecordsView
 from camexp.metrics import faithfulness as F
 from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, bootstrap_frames, interval_tables, log_values, \
     relperf_table, wide_metrics, win_table, win_values
@@ -74,7 +74,7 @@ def extra_values(run_dir: Path | None, records: pd.DataFrame, methods: list[str]
         return None
     parts = []
     if (run_dir / PER_IMAGE_METRICS).exists():
-        parts.append(read_records(run_dir / PER_IMAGE_METRICS, LONG_COLUMNS))
+        parts.append(per_image_means(read_records(run_dir / PER_IMAGE_METRICS, LONG_COLUMNS)))
     if "mloc" in analyses and (run_dir / MLOC_CSV).exists():
         loc = mloc_rows(run_dir, records, methods).groupby(["image_id", "method", "delta"])["loc"]
         loc = loc.agg(value="mean", weight="size").reset_index()
@@ -82,8 +82,26 @@ def extra_values(run_dir: Path | None, records: pd.DataFrame, methods: list[str]
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
+def per_image_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """per_image_metrics.csv as one value per (image, method, metric), ready for the bootstrap.
+
+    Rows of camexp's own per-batch metrics (written with `index` and `class`) count only where their summary
+    is a mean over images (PER_IMAGE_MEANS): a NaN value is an image seen without a value and is dropped,
+    and the value is scaled as the summary row is. Rows of other metrics (a plug-in's long-form values)
+    are taken as they are."""
+    if "class" not in rows.columns:
+        return rows
+    own = {m for entry in METRICS.items() if isinstance(entry[1], BatchMetric) for m in entry[1].row_names}
+    foreign = rows[~rows["metric"].isin(own)]
+    mine = rows[rows["metric"].isin(PER_IMAGE_MEANS)].dropna(subset=["value"])
+    mine = mine.assign(value=mine["value"] * mine["metric"].map(lambda k: PER_IMAGE_MEANS[k][1]))
+    return pd.concat([foreign[LONG_COLUMNS], mine[LONG_COLUMNS]], ignore_index=True)
+
+
 def lower_is_better(metric: str) -> bool | None:
     """Which way `metric` improves (mLoc at any δ: higher); None when camexp does not know."""
+    if metric in PER_IMAGE_MEANS:
+        return PER_IMAGE_MEANS[metric][2]
     return LOWER_IS_BETTER.get(metric, False if metric.startswith(MLOC_PREFIX) else None)
 
 
