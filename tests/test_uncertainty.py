@@ -182,10 +182,11 @@ def test_leaderboard_of_another_metric_and_its_errors(tmp_path: Path):
     res = invoke("table", tmp_path, "--leaderboard", "--metric", "best_share", "--format", "csv")
     assert res.exit_code == 0, res.output
     assert "mean_rank" in res.stdout
-    long = pd.DataFrame({"image_id": ["img000", "img001"], "method": ["cam", "cam"], "metric": "deletion",
+    # a plug-in's per-image values: camexp cannot know their direction (deletion, a built-in one, it knows)
+    long = pd.DataFrame({"image_id": ["img000", "img001"], "method": ["cam", "cam"], "metric": "my_score",
                          "value": [0.1, 0.2]})
     long.to_csv(tmp_path / "a" / PER_IMAGE_METRICS, index=False)
-    res = invoke("table", tmp_path, "--leaderboard", "--metric", "deletion")
+    res = invoke("table", tmp_path, "--leaderboard", "--metric", "my_score")
     assert res.exit_code == 2 and "lower or higher is better" in res.output
     res = invoke("table", tmp_path, "--leaderboard", "--metric", "nope")
     assert res.exit_code == 2 and "available" in res.output and "avg_drop" in res.output
