@@ -124,3 +124,38 @@ def test_rise_kernel_is_scipys_blurred_delta() -> None:
     delta[5, 5] = 1
     assert np.array_equal(k, gaussian_filter(delta, 5)) and k.sum() == pytest.approx(1.0)
     assert k[5, 5] > k[5, 0] > k[0, 0] > 0  # reflect mode: no zero tails inside 11x11
+
+
+def test_settings_are_validated_and_fingerprinted_only_when_not_default() -> None:
+    import hashlib
+    import json
+
+    from pydantic import ValidationError
+
+    base = dict(name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=["avg_drop"])
+    plain = ExperimentConfig(**base)
+    # the fingerprint of a config written before these settings existed: they are absent from it
+    old = plain.model_dump(mode="json", exclude={"runtime", "output", "metrics", "analyses", "relperf_min_true_prob",
+                                                 "paper", "perturbation", "keep", "pointing", "road"})
+    del old["model"]["layout"]
+    assert plain.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert ExperimentConfig(**base, perturbation={"curves": True}).fingerprint() == plain.fingerprint()
+    for changed in ({"perturbation": {"steps": 50}}, {"keep": {"mode": "weighted"}}, {"pointing": {"tolerance": 10}},
+                    {"road": {"noise": 0.0}}, {"perturbation": {"insertion_substrate": [0, 0, 0]}}):
+        assert ExperimentConfig(**base, **changed).fingerprint() != plain.fingerprint(), changed
+    for bad in ({"perturbation": {"deletion_substrate": [2, 0, 0]}}, {"perturbation": {"steps": 0}},
+                {"road": {"percentiles": [0, 50]}}, {"keep": {"fraction": 0}}, {"perturbation": {"score": "prob"}}):
+        with pytest.raises(ValidationError):
+            ExperimentConfig(**base, **bad)
+
+
+def test_pointing_games_need_boxes(tmp_path) -> None:  # noqa: ANN001
+    from camexp.check import label_problems
+    from camexp.data.base import Item
+
+    cfg = ExperimentConfig(name="f", dataset={"root": str(tmp_path)}, model={"name": "toy"},
+                           metrics=["avg_drop", "pointing_game"])
+    (problem,) = label_problems(cfg, [Item(path=tmp_path / "a.jpg", image_id="a")])
+    assert "metric(s) ['pointing_game'] need ground-truth boxes" in problem
+    boxed = Item(path=tmp_path / "a.jpg", image_id="a", boxes=((0, 0, 1, 1),), box_labels=(3,))
+    assert label_problems(cfg, [boxed]) == []

@@ -116,3 +116,22 @@ def test_pointing_summary_is_the_mean_over_classes() -> None:
     assert res.rows["Pointing game % (all)"]["m"] == pytest.approx(100 / 3)
     assert res.rows["Pointing game % (difficult)"]["m"] == 0.0
     assert "4 (image, class) pairs, 1 difficult; 0 pairs skipped" in res.notes[0] and "1 images without" in res.notes[0]
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (224, 224), (333, 1000)])
+def test_resize_scale_matches_the_box_mapping(size: tuple[int, int]) -> None:
+    """The scale the data set records is the one torchvision applies to boxes (a box inside the crop)."""
+    from PIL import Image
+
+    from camexp.data.transforms import InputSpec, PixelTransform
+
+    spec = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    tf = PixelTransform(spec)
+    w, h = size
+    box = torch.tensor([[w / 2 - 20, h / 2 - 30, w / 2 + 20, h / 2 + 30]])
+    _, mapped = tf(Image.new("RGB", size), box)
+    sy, sx = tf.scale(h, w)
+    assert float(mapped[0, 2] - mapped[0, 0]) == pytest.approx(40 * sx, rel=1e-5)
+    assert float(mapped[0, 3] - mapped[0, 1]) == pytest.approx(60 * sy, rel=1e-5)
+    assert min(sy, sx) == pytest.approx(256 / min(w, h), rel=1e-2)
