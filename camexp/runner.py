@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camexp.accel import channels_last, forward_chunk, resolve_device, to_device
+from camexp.accel import channels_last, disable_tf32, forward_chunk, resolve_device, to_device
 from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
 from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
@@ -146,6 +146,7 @@ class Run:
         torch.manual_seed(cfg.runtime.seed)
         device = self.ranks.device(resolve_device(cfg.runtime.device))
         loaded = build_model(cfg.model, device)
+        disable_tf32(device)
         if channels_last(device):
             loaded.model.to(memory_format=torch.channels_last)
         scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(device, cfg.runtime.forward_chunk),
@@ -182,7 +183,7 @@ class Run:
             "config": cfg.model_dump(mode="json"), "config_path": str(self.config_path) if self.config_path else None,
             "fingerprint": self.fingerprint, "method_params": self.method_params, "status": "running", "versions": _versions(), "uv_lock_sha256": _lock_hash(),
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-            "amp": cfg.runtime.amp, "channels_last": channels_last(device), "world_size": self.ranks.world,
+            "amp": cfg.runtime.amp, "tf32": False, "channels_last": channels_last(device), "world_size": self.ranks.world,
             "backend": self.ranks.backend, "layer": loaded.layer_name, "layer_layout": loaded.layout.describe(),
             "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": r.resolved}
                                                   for r in s.explainer.runs},

@@ -155,3 +155,17 @@ def test_alpha_stats_asks_the_registry_which_methods_use_alpha():
     with pytest.raises(CamexpError, match=r"add one of \[.*'gradcam\+\+orig'"):
         AlphaStats(cfg(["gradcam", "layercam"]))
     AlphaStats(cfg(["gradcam", MethodSpec(name="pp", method="gradcam++")]))  # a renamed Grad-CAM++ counts
+
+
+def test_tf32_is_off_on_cuda_and_untouched_elsewhere():
+    from camexp.accel import disable_tf32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        disable_tf32(torch.device("cpu"))
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        disable_tf32(torch.device("cuda"))
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -204,21 +204,21 @@ def test_per_image_metrics_file_adds_rows_not_code(tmp_path: Path):
     g = np.random.default_rng(0)
     values = g.uniform(0, 1, (30, 3)) + np.array([0.0, 0.1, 0.3])
     ids = [f"img{i:03d}" for i in range(30)]
-    long = pd.DataFrame({"image_id": np.repeat(ids, 3), "method": METHODS * 30, "metric": "insertion",
+    long = pd.DataFrame({"image_id": np.repeat(ids, 3), "method": METHODS * 30, "metric": "my_auc",
                          "value": values.ravel()})
     long.iloc[::-1].to_csv(run / PER_IMAGE_METRICS, index=False)
     s = summarize_run_dir(run, {"bootstrap": 300})
-    per = s.stats.per_method.set_index(["metric", "method"]).loc["insertion"]
+    per = s.stats.per_method.set_index(["metric", "method"]).loc["my_auc"]
     for j, m in enumerate(METHODS):
         assert per.at[m, "value"] == pytest.approx(values[:, j].mean())
         assert (per.at[m, "lo"], per.at[m, "hi"]) == pytest.approx(loop_interval(values[:, j], 300, 0), rel=1e-10)
-    assert s.main.loc["insertion"].to_numpy() == pytest.approx(values.mean(0))
-    diff = s.stats.pairwise[(s.stats.pairwise.metric == "insertion") & (s.stats.pairwise.method_a == "gradcam")]
+    assert s.main.loc["my_auc"].to_numpy() == pytest.approx(values.mean(0))
+    diff = s.stats.pairwise[(s.stats.pairwise.metric == "my_auc") & (s.stats.pairwise.method_a == "gradcam")]
     assert diff.set_index("method_b").at["cam", "value"] == pytest.approx(values[:, 0].mean() - values[:, 2].mean())
     res = invoke("table", tmp_path, "--format", "csv", "--bootstrap", 300)
     assert res.exit_code == 0, res.output
     report = pd.read_csv(tmp_path / "report.csv")
-    row = report[(report.metric == "insertion") & (report.method == "cam")].iloc[0]
+    row = report[(report.metric == "my_auc") & (report.method == "cam")].iloc[0]
     assert (row.lo, row.hi) == pytest.approx((per.at["cam", "lo"], per.at["cam", "hi"]), abs=1e-4)
     pd.concat([long, long.iloc[:1]]).to_csv(run / PER_IMAGE_METRICS, index=False)
     res = invoke("table", tmp_path)

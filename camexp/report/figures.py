@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from camexp.accel import resolve_device
+from camexp.accel import disable_tf32, resolve_device
 from camexp.data.images import load_rgb
 from camexp.errors import CamexpError
 from camexp.data.transforms import PixelTransform
@@ -72,6 +72,7 @@ def explain_files(images: list[Path], *, model: str | None, models: str | None, 
         raise CamexpError(f"--confidence must be 'softmax' or 'sigmoid' (multi-label heads), not {confidence!r}")
     names = parse_methods(methods)
     dev = resolve_device(device)
+    disable_tf32(dev)
     cfgs = model_configs(model, models, weights, layer)
     pictures = [load_rgb(p) for p in images]
     rows: list[list[ModelRow]] = [[] for _ in images]
