@@ -204,8 +204,8 @@ class Run:
             merge_parts(self.out / name, columns or COLUMNS)
         records = finalize_records(self.out / RECORDS, self.methods)
         images = set(records["index"].astype(int))
-        for name, columns in ((METRIC_RECORDS, METRIC_COLUMNS), (CURVES, CURVE_COLUMNS)):
-            final_metric_rows(self.out / name, images, self.methods, columns, rewrite=True)
+        final_metric_rows(self.out / CURVES, images, self.methods, CURVE_COLUMNS, rewrite=True)
+        metric_rows = final_metric_rows(self.out / METRIC_RECORDS, images, self.methods, rewrite=True)
         summary = summarize(cfg, records, self.out, cfg.stats)
         bad = _read_bad(self.out / BAD_IMAGES)
         if bad:
@@ -225,6 +225,9 @@ class Run:
                                        "invocation: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:,}" for k, v in c.items())
                                                                   for m, c in self.counts.items()))
         write_summary(self.out, summary)
+        meta["per_image_metric_images"] = {  # how many images each per-batch metric selected (a value) and saw
+            name: {"with_value": int(rows.dropna(subset=["value"])["index"].nunique()), "seen": int(rows["index"].nunique())}
+            for name, rows in metric_rows.groupby("metric")}
         meta.update(status="complete", images_processed=processed, images_recorded=recorded, method_counts=self.counts,
                     images_bad=len(bad), wall_time_s=round(wall, 3),
                     images_per_s=round(processed / wall, 3) if wall > 0 and processed else None)

@@ -356,7 +356,7 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
         return time.perf_counter() - start
 
     def floor() -> float:
-        forwards = 2 + 2 * (steps - 1)  # per image and method, both curves: what camexp runs
+        forwards = 1 + 2 * (steps - 1)  # per image, one method, both curves sharing the zero substrate: camexp's count
         start = time.perf_counter()
         with torch.inference_mode():
             for x, _, _ in batches:

@@ -2,6 +2,7 @@
 VOC protocol (faithfulness, mLoc, pointing games) with the checkpoint. Skipped when ../shared/data is absent."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def test_run_with_the_checkpoint_end_to_end(voc_run: tuple[ExperimentConfig, Run
     assert any("mLoc: mean over" in n for n in summary.result.notes)
     again = summarize_run_dir(cfg.output_dir)  # `camexp table` recomputes the same numbers from the files
     assert again.main.loc[rows].equals(summary.main.loc[rows])
+    energy = read_records(cfg.output_dir / METRIC_RECORDS, METRIC_COLUMNS).query("metric == 'energy_pointing'")
+    counts = json.loads((cfg.output_dir / "run.json").read_text())["per_image_metric_images"]
+    assert counts["energy_pointing"] == {"seen": 4, "with_value": energy.dropna(subset=["value"])["index"].nunique()}
+    assert counts["pointing_game"]["seen"] == 4
 
 
 def test_pointing_game_against_original_image_coordinates(voc_run: tuple[ExperimentConfig, RunSummary]) -> None:

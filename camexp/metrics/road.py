@@ -6,8 +6,9 @@ ties by pixel index) or the bottom n_p (LeRF; the last n_p of that ranking, so t
 index). Removed pixels are filled by noisy linear imputation in model space (the mean/std normalised
 tensor, where the ROAD authors and pytorch-grad-cam impute): each removed pixel equals the weighted mean
 of its in-image 8 neighbours, known or removed, which is one sparse linear system per image shared by
-the three channels (three right-hand sides), solved exactly by sparse LU (scipy's SuperLU; the system is
-symmetric and diagonally dominant, so symmetric mode without pivoting is stable), then Gaussian noise of
+the three channels (three right-hand sides), solved exactly by sparse LU (scipy's SuperLU in the order of
+`nested_dissection`; the system is symmetric and diagonally dominant, so symmetric mode without pivoting is
+stable), then Gaussian noise of
 std `road.noise` (0.01) is added to the imputed values. The noise is seeded per (runtime.seed, data set
 index, method position, curve, p), so a value does not depend on the batch or the process that computed it.
 Weights (`road.neighbours`): `road`, the authors' 1/6 for the 4 edge neighbours and 1/12 for the 4 corner
@@ -17,7 +18,7 @@ neighbours inside the image are renormalised.
 Per (image, method): `road_morf` = mean over p of the MoRF scores (lower is better), `road_lerf` likewise
 (higher is better), `road` = (LeRF - MoRF) / 2 (higher is better); the scores are `perturbation.score`'s.
 Cost: 2 * len(percentiles) forwards per image and method plus as many sparse solves (the dominant cost on
-CPU: ~0.6 s for 90 % of a 224 x 224 image). The solves run on the host, the forwards in chunks.
+CPU: ~0.35 s for 90 % of a 224 x 224 image). The solves run on the host, the forwards in chunks.
 """
 from __future__ import annotations
 
@@ -42,6 +43,28 @@ NEIGHBOURS = {"road": [(o, 1 / 6) for o in EDGE] + [(o, 1 / 12) for o in CORNER]
 CURVES = ("morf", "lerf")
 MORF, LERF, COMBINED = ("ROAD MoRF (lower is better)", "ROAD LeRF (higher is better)",
                         "ROAD (LeRF − MoRF) / 2 (higher is better)")
+
+
+def nested_dissection(ys: np.ndarray, xs: np.ndarray, leaf: int = 64) -> np.ndarray:
+    """A fill-reducing order of grid points (ys, xs): split the points' bounding box across its longer side
+    at its middle line, order the two halves (recursively) before the line, which separates them for an
+    8-neighbour stencil. On a 224 x 224 ROAD system with 90 % of the pixels removed, SuperLU factorised in
+    this order in ~0.2 s, in its own MMD order in 0.45 s, in COLAMD order (spsolve's default) in 1.0 s."""
+    pending, out = [np.arange(len(ys))], []
+    while pending:  # depth first, `out` collects pieces in reverse: each split pushes sep, then hi, then lo
+        idx = pending.pop()
+        if isinstance(idx, tuple):
+            out.append(idx[0])
+            continue
+        y, x = ys[idx], xs[idx]
+        y0, y1, x0, x1 = y.min(), y.max(), x.min(), x.max()
+        key, line = (y, (y0 + y1) // 2) if y1 - y0 >= x1 - x0 else (x, (x0 + x1) // 2)
+        lo, hi, sep = idx[key < line], idx[key > line], idx[key == line]
+        if len(idx) <= leaf or not (len(lo) or len(hi)):
+            out.append(idx)
+            continue
+        pending += [(sep,), hi, lo]
+    return np.concatenate(out)
 
 
 def impute(image: np.ndarray, removed: np.ndarray, weights: list[tuple[tuple[int, int], float]]) -> np.ndarray:
@@ -69,9 +92,13 @@ def impute(image: np.ndarray, removed: np.ndarray, weights: list[tuple[tuple[int
         cols.append(variable[neighbour[free]])
         vals.append(np.full(int(free.sum()), -weight))
         rhs[inside[~free]] += weight * out[:, neighbour[~free]].T
-    a = coo_matrix((np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    lu = splu(a.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-    out[:, unknown] = lu.solve(rhs).T
+    order = nested_dissection(ys, xs)
+    where = np.empty(n, dtype=np.int64)
+    where[order] = np.arange(n)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    a = coo_matrix((np.concatenate([diag, *vals]), (where[r], where[c])), shape=(n, n))
+    lu = splu(a.tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    out[:, unknown[order]] = lu.solve(rhs[order]).T
     return out.reshape(image.shape)
 
 
