@@ -13,6 +13,7 @@ from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.scoring import Scorer
+from peers import user_model
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +28,6 @@ def minmax(m: torch.Tensor) -> torch.Tensor:
     lo = m.amin((-2, -1), keepdim=True)
     hi = m.amax((-2, -1), keepdim=True)
     return (m - lo) / (hi - lo)
-
-
-def user_model(lite0) -> torch.nn.Module:
-    """A trainable copy, as a user of the peer libraries would hand them (they need parameter grads)."""
-    return copy.deepcopy(lite0.model).requires_grad_(True)
 
 
 def exact_gradcampp_float64(lite0, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

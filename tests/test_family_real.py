@@ -17,6 +17,7 @@ from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.scoring import Scorer
+from peers import deviation, pytorch_grad_cam_maps, torchcam_maps
 
 pytestmark = pytest.mark.slow
 TOL = 1e-4
@@ -76,7 +77,8 @@ def normalised(raw: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return upsample_normalize(raw.float(), tuple(size))[0]
 
 
-def test_xgradcam_equals_float64(lite0, pictures, clean):
+def test_xgradcam_equals_float64(lite0, pictures, clean, record_property):
+    """Ours to 1e-4; pytorch-grad-cam's and torchcam's XGradCAM (an epsilon in the denominator) measured."""
     targets, a, g = clean
     ex = Explainer(lite0, ["xgradcam"]).explain(pictures, targets)
     maps = []
@@ -86,11 +88,19 @@ def test_xgradcam_equals_float64(lite0, pictures, clean):
             total = a[i, k].sum()
             w[k] = 0.0 if total == 0 else (a[i, k] / total * g[i, k]).sum()
         maps.append(torch.einsum("k,khw->hw", w, a[i]).clamp(min=0))
-    assert (ex.maps["xgradcam"] - normalised(torch.stack(maps), pictures.shape[-2:])).abs().max() < TOL
+    want = normalised(torch.stack(maps), pictures.shape[-2:])
+    assert (ex.maps["xgradcam"] - want).abs().max() < TOL
+    from pytorch_grad_cam import XGradCAM
+    from torchcam.methods import XGradCAM as TorchcamXGradCAM
+
+    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, XGradCAM, pictures, targets), want))
+    record_property("torchcam_max_deviation", deviation(torchcam_maps(lite0, TorchcamXGradCAM, pictures, targets), want))
 
 
-def test_eigencam_equals_numpy_svd_in_float64(lite0, pictures, clean):
-    _, a, _ = clean
+def test_eigencam_equals_numpy_svd_in_float64(lite0, pictures, clean, record_property):
+    """Ours to 1e-4; pytorch-grad-cam's EigenCAM (which centres the positions and leaves the sign to the SVD)
+    measured."""
+    targets, a, _ = clean
     ex = Explainer(lite0, ["eigencam"]).explain(pictures)
     maps = []
     for i in range(len(a)):
@@ -99,13 +109,15 @@ def test_eigencam_equals_numpy_svd_in_float64(lite0, pictures, clean):
         proj = m @ vt[0]
         proj = -proj if (proj * m.sum(1)).sum() < 0 else proj
         maps.append(torch.from_numpy(np.maximum(proj, 0).reshape(a.shape[2:])))
-    assert (ex.maps["eigencam"] - normalised(torch.stack(maps), pictures.shape[-2:])).abs().max() < TOL
+    want = normalised(torch.stack(maps), pictures.shape[-2:])
+    assert (ex.maps["eigencam"] - want).abs().max() < TOL
+    from pytorch_grad_cam import EigenCAM
+
+    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, EigenCAM, pictures, targets), want))
 
 
-def test_ablationcam_equals_float64_with_the_models_own_head(lite0, pictures, reference, clean):
+def ablationcam_float64(reference: Float64, a: torch.Tensor, targets: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Lite0's layer feeds timm's forward_head: y_k from that head on A with channel k zeroed, channel by channel."""
-    targets, a, _ = clean
-    ex = Explainer(lite0, ["ablationcam"]).explain(pictures, targets)
     head = reference.net.net.forward_head
     maps = []
     with torch.no_grad():
@@ -119,8 +131,30 @@ def test_ablationcam_equals_float64_with_the_models_own_head(lite0, pictures, re
                     ablated[row, k] = 0
                 w[ks] = (y - head(ablated)[:, c]) / y
             maps.append(torch.einsum("k,khw->hw", w, a[i]).clamp(min=0))
+    return normalised(torch.stack(maps), size)
+
+
+def test_ablationcam_equals_float64_with_the_models_own_head(lite0, pictures, reference, clean):
+    targets, a, _ = clean
+    ex = Explainer(lite0, ["ablationcam"]).explain(pictures, targets)
     assert ex.counts["ablationcam"]["tail_passes"] < a.shape[0] * a.shape[1]  # all-zero channels were skipped
-    assert (ex.maps["ablationcam"] - normalised(torch.stack(maps), pictures.shape[-2:])).abs().max() < TOL
+    assert (ex.maps["ablationcam"] - ablationcam_float64(reference, a, targets, pictures.shape[-2:])).abs().max() < TOL
+
+
+def test_ablationcam_on_a_small_image_and_pytorch_grad_cams_deviation(lite0, pictures, reference, record_property):
+    """pytorch-grad-cam's AblationCAM runs the whole network once per channel (1280 per image), so it is
+    measured on one picture at 112x112; it zeroes a channel as we do when the layer's minimum is 0 (ReLU6 here)."""
+    from pytorch_grad_cam import AblationCAM
+
+    x = torch.nn.functional.interpolate(pictures[:1], size=(112, 112), mode="bilinear", antialias=True)
+    logits, _, _ = reference(x)
+    targets = logits.argmax(1)
+    _, a, _ = reference(x, targets)
+    want = ablationcam_float64(reference, a, targets, x.shape[-2:])
+    ours = Explainer(lite0, ["ablationcam"]).explain(x, targets).maps["ablationcam"]
+    assert (ours - want).abs().max() < TOL
+    record_property("ours_max_deviation", deviation(ours, want))
+    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, AblationCAM, x, targets), want))
 
 
 def seed_of(seed: int, image_id: str) -> int:

@@ -124,6 +124,29 @@ def test_scorecam_with_real_weights_on_real_images_equals_float64(ilsvrc_images)
     assert (ex.maps["scorecam"] - scorecam_float64(lite0, x, ex.targets, "probability")).abs().max() < 1e-4
 
 
+@pytest.mark.slow
+def test_scorecam_at_lite0s_head_with_the_peers_weighting_equals_float64(lite0, ilsvrc_images, record_property):
+    """The peers' definition (softmax over channels of the target's logit; pixel-space masking, as they mask the
+    input of the pixel-space model a user hands them) at Lite0's 1280-channel head with its real weights, one
+    ILSVRC2012 image at 112x112 (the peers run all 1280 forwards). Ours to 1e-4; pytorch-grad-cam's and torchcam's
+    ScoreCAM measured against the same float64 reference."""
+    from pytorch_grad_cam import ScoreCAM
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    from camexp.data import PixelTransform
+    from camexp.data.images import load_rgb
+    from peers import deviation, pytorch_grad_cam_maps, torchcam_maps
+
+    x = PixelTransform(lite0.spec)(load_rgb(sorted(ilsvrc_images.iterdir())[0]))[0][None]
+    x = F.interpolate(x, size=(112, 112), mode="bilinear", antialias=True)
+    ex = Explainer(lite0, [("s", "scorecam", {"weighting": "softmax_logits"})], scorer=Scorer(lite0.model, chunk=8)).explain(x)
+    want = scorecam_float64(lite0, x, ex.targets, "softmax_logits")
+    assert (ex.maps["s"] - want).abs().max() < 1e-4
+    record_property("ours_max_deviation", deviation(ex.maps["s"], want))
+    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, ScoreCAM, x, ex.targets), want))
+    record_property("torchcam_max_deviation", deviation(torchcam_maps(lite0, TorchcamScoreCAM, x, ex.targets), want))
+
+
 def test_ablationcam_runs_the_tail_once_per_live_channel(tiny, images):
     ctx = context(tiny, images)
     ctx.A[0, :7] = 0.0
