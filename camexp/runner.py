@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camexp.accel import channels_last, disable_tf32, forward_chunk, resolve_device, to_device
+from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
 from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
 from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
@@ -79,6 +79,7 @@ class Setup:
     loaded: LoadedModel
     explainer: Explainer
     dataset: ImageDataset
+    host_allocator: dict[str, int] | None  # what keep_host_memory set (run.json)
 
 
 class Run:
@@ -156,7 +157,7 @@ class Run:
         problems = label_problems(cfg, ds.items) + head_problems(cfg, ds.items, ds.class_names, loaded)
         if problems:
             raise CamexpError(problems[0])
-        return Setup(device, loaded, explainer, ds)
+        return Setup(device, loaded, explainer, ds, keep_host_memory())
 
     def pending(self, s: Setup) -> tuple[list[int], int]:
         """Data set indices still to explain (selected, not recorded for every method or lacking a per-batch
@@ -183,7 +184,8 @@ class Run:
             "config": cfg.model_dump(mode="json"), "config_path": str(self.config_path) if self.config_path else None,
             "fingerprint": self.fingerprint, "method_params": self.method_params, "status": "running", "versions": _versions(), "uv_lock_sha256": _lock_hash(),
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-            "amp": cfg.runtime.amp, "tf32": False, "channels_last": channels_last(device), "world_size": self.ranks.world,
+            "amp": cfg.runtime.amp, "tf32": False, "channels_last": channels_last(device),
+            "host_allocator": s.host_allocator, "world_size": self.ranks.world,
             "backend": self.ranks.backend, "layer": loaded.layer_name, "layer_layout": loaded.layout.describe(),
             "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": r.resolved}
                                                   for r in s.explainer.runs},

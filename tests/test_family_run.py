@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import platform
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from camexp.accel import HOST_ALLOCATOR
 from camexp.cli import app
 from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
 
@@ -48,6 +50,7 @@ def test_every_method_runs_with_its_parameters_and_counts_recorded(tmp_path: Pat
     assert rec["o"].between(0, 1).all()
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
     assert meta["methods"]["scorecam"] == {"method": "scorecam", "params": {"weighting": "probability"}}
+    assert meta["host_allocator"] == (HOST_ALLOCATOR if platform.libc_ver()[0] == "glibc" else None)
     assert meta["methods"]["scorecam-sm"]["params"] == {"weighting": "softmax_logits"}
     assert meta["methods"]["sg2"]["params"] == {"n": 2, "spread": 0.15, "seed": 0}
     assert meta["methods"]["random-7"]["params"] == {"seed": 7}

@@ -3,6 +3,9 @@ small helpers the runner relies on."""
 from __future__ import annotations
 
 import importlib.util
+import platform
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from camexp.accel import forward_chunk, resolve_device
+from camexp.accel import HOST_ALLOCATOR, forward_chunk, resolve_device
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS, Method, MethodInputs, method
 from camexp.registry import Registry
@@ -169,3 +172,32 @@ def test_tf32_is_off_on_cuda_and_untouched_elsewhere():
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+RETAINED = """
+import sys, torch
+from camexp.accel import keep_host_memory
+settings = keep_host_memory() if sys.argv[1] == "keep" else None
+def rss() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+before = rss()
+x = torch.ones(1 << 24)  # 64 MiB, touched
+del x
+print(settings, (rss() - before) >> 20)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
+                    reason="needs Linux with glibc (the allocator setting is a no-op elsewhere)")
+def test_keep_host_memory_makes_glibc_keep_a_freed_64_mib_block():
+    """In a fresh process: by default glibc hands a freed 64 MiB block back to the OS (it was mmapped); after
+    keep_host_memory it stays in the process for the next forward to reuse."""
+    def retained(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", RETAINED, mode], check=True, capture_output=True, text=True).stdout
+        settings, mib = out.rsplit(" ", 1)
+        return settings, int(mib)
+
+    _, default_mib = retained("default")
+    kept_settings, kept_mib = retained("keep")
+    assert default_mib < 8 and kept_mib >= 60
+    assert kept_settings == str(HOST_ALLOCATOR)
