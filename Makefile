@@ -25,8 +25,11 @@ test-all: setup
 	$(RUN) pytest -q
 
 # Speed side by side (camexp vs the floor, pytorch-grad-cam, torchcam); BENCH_ARGS e.g. "--rounds 5 --limit 96".
+# Then Score-CAM and Ablation-CAM vs their floors and the peers (about 15 minutes on 2 cores: the peers run
+# every one of Lite0's 1280 channels); FAMILY_ARGS e.g. "--limit 8 --batch-size 4".
 bench: setup
 	$(RUN) python scripts/bench.py $(BENCH_ARGS)
+	$(RUN) python scripts/bench.py --family $(FAMILY_ARGS)
 
 clean:
 	rm -rf build results/demo .pytest_cache

@@ -16,10 +16,17 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # per-batch metrics on the same maps: insertion/deletion vs torchcam's DeletionInsertionMetric and vs
       # the floor (the same number of bare forwards), ROAD vs pytorch-grad-cam's ROADCombined
   python scripts/bench.py --rss --rss-metrics insertion deletion road [--rss-sizes 8 32] [--steps 5]
+  python scripts/bench.py --family [--limit 2] [--batch-size 2] [--skip torchcam\ ScoreCAM]
+      # Score-CAM (at the peers' softmax-over-channels weighting) vs pytorch-grad-cam's and torchcam's ScoreCAM
+      # and vs its floor (the forwards of the non-constant channels' masked images); Ablation-CAM vs
+      # pytorch-grad-cam's AblationCAM and vs its floor (one pass of the network after the layer per channel)
+  python scripts/bench.py --rss --rss-methods scorecam ablationcam --rss-sizes 2 8 --batch-size 2
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -38,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from camexp.accel import forward_chunk
+from camexp.accel import forward_chunk, keep_host_memory
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig, StatsConfig
 from camexp.data import LOADERS, Listing, build_dataset, collate, list_dataset
 from camexp.metrics import MetricParams, RecordsView
@@ -85,10 +92,11 @@ def loaded_config() -> ModelConfig:
 
 
 def camexp_config(images: Path, n: int, batch_size: int, workers: int, out: Path, kind: str = "folder",
-                  extra_metrics: tuple[str, ...] = (), steps: int = 100) -> ExperimentConfig:
+                  extra_metrics: tuple[str, ...] = (), steps: int = 100, methods: tuple[str, ...] = tuple(METHODS)
+                  ) -> ExperimentConfig:
     return ExperimentConfig(
         name="bench", dataset=DatasetConfig(kind=kind, root=images, limit=n),
-        model=loaded_config(), methods=METHODS, metrics=["avg_drop", "increase", "win", *extra_metrics], perturbation={"steps": steps},
+        model=loaded_config(), methods=list(methods), metrics=["avg_drop", "increase", "win", *extra_metrics], perturbation={"steps": steps},
         road={"percentiles": [50]},
         runtime=RuntimeConfig(device="cpu", batch_size=batch_size, workers=workers), output=OutputConfig(dir=out))
 
@@ -225,23 +233,24 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     return result
 
 
-def rss_child(images: Path, n: int, batch_size: int, workers: int, metrics: tuple[str, ...] = (), steps: int = 100) -> None:
+def rss_child(images: Path, n: int, batch_size: int, workers: int, metrics: tuple[str, ...] = (), steps: int = 100,
+              methods: tuple[str, ...] = tuple(METHODS)) -> None:
     """One camexp run of `n` (cycled) images; prints its peak RSS (self and largest child) as JSON."""
     with tempfile.TemporaryDirectory(prefix="camexp-rss-") as tmp:
         wall = run_camexp(camexp_config(images, n, batch_size, workers, Path(tmp) / "run", kind=CYCLED,
-                                        extra_metrics=metrics, steps=steps))
+                                        extra_metrics=metrics, steps=steps, methods=methods))
     print(json.dumps({"images": n, "wall_s": wall,
                       "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 
 def rss(images: Path, sizes: list[int], batch_size: int, workers: int, metrics: tuple[str, ...] = (),
-        steps: int = 100) -> dict:
+        steps: int = 100, methods: tuple[str, ...] = tuple(METHODS)) -> dict:
     runs = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--rss-child", str(n), "--images", str(images),
                "--batch-size", str(batch_size), "--workers", str(workers), "--steps", str(steps),
-               *(["--rss-metrics", *metrics] if metrics else [])]
+               *(["--rss-metrics", *metrics] if metrics else []), "--rss-methods", *methods]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
         print(f"rss {n:6d} images: {runs[-1]}", flush=True)
@@ -396,11 +405,124 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+# --- the CAM family: Score-CAM and Ablation-CAM against their floors and the peers ---------------------------
+
+
+def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip: list[str]) -> dict:
+    """Score-CAM at the peers' definition (softmax over channels of the target's logit on the pixel-space masked
+    images: `weighting: softmax_logits`) vs pytorch-grad-cam's and torchcam's ScoreCAM and vs its floor: one
+    forward of the images plus one forward per non-constant channel (the count camexp reports), of ready-made
+    images, chunked and channels_last as camexp runs them. Ablation-CAM vs pytorch-grad-cam's AblationCAM and
+    vs its floor: the forward of the images plus one pass of the network after the layer per channel not all
+    zero. All on the same pre-decoded batches, the same targets (camexp's top-1) and the same weights."""
+    from pytorch_grad_cam import AblationCAM, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    from camexp.explain.core import Explainer
+    from camexp.explain.model_methods import block_size
+    from camexp.explain.scoring import Scorer
+
+    cpu = torch.device("cpu")
+    cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")))
+    loaded = build_model(cfg.model)
+    loaded.model.to(memory_format=torch.channels_last)
+    net, chunk = loaded.model.net, forward_chunk(cpu, None)
+    scorer = Scorer(loaded.model, chunk=chunk)
+    explainers = {"scorecam": Explainer(loaded, [("scorecam", "scorecam", {"weighting": "softmax_logits"})], scorer=scorer),
+                  "ablationcam": Explainer(loaded, ["ablationcam"], scorer=scorer)}
+    batches = [b["image"].contiguous(memory_format=torch.channels_last)
+               for b in DataLoader(build_dataset(cfg.dataset, loaded.spec), batch_size=batch_size, collate_fn=collate)]
+    # Setup (and oneDNN warm-up): each batch's targets, live-channel counts and layer output for the floors.
+    targets, counts, natives = [], [], []
+    for x in batches:
+        ex = {m: e.explain(x) for m, e in explainers.items()}
+        targets.append(ex["scorecam"].targets)
+        counts.append({m: e.counts[m] for m, e in ex.items()})
+        natives.append(explainers["ablationcam"].forward_backward(x, grad=False)[4])
+    k = loaded.maps_shape[0]
+    user = user_model(build_model(cfg.model))
+    layer = user.net.get_submodule(loaded.layer_name)
+
+    def timed(step: Callable[[int, torch.Tensor], None]) -> float:
+        start = time.perf_counter()
+        for j, x in enumerate(batches):
+            step(j, x)
+        return time.perf_counter() - start
+
+    def floor_scorecam(j: int, x: torch.Tensor) -> None:
+        with torch.inference_mode():
+            net(loaded.model.normalize(x))
+            block = loaded.model.normalize(x).repeat(-(-chunk // len(x)), 1, 1, 1)[:chunk]
+            block = block.contiguous(memory_format=torch.channels_last)
+            todo = counts[j]["scorecam"]["forwards"]
+            for lo in range(0, todo, chunk):
+                net(block[:min(chunk, todo - lo)])
+
+    def floor_ablationcam(j: int, x: torch.Tensor) -> None:
+        native = natives[j]
+        per_block = block_size(native[0].numel(), None)
+        with torch.inference_mode():
+            net(loaded.model.normalize(x))
+            todo = counts[j]["ablationcam"]["tail_passes"]
+            block = native.repeat(-(-min(todo, per_block) // len(x)), 1, 1, 1)
+            for lo in range(0, todo, per_block):
+                loaded.tail(block[:min(per_block, todo - lo)])
+
+    def pgc(cls: type) -> Callable[[int, torch.Tensor], None]:
+        cam = cls(model=user, target_layers=[layer])
+
+        def step(j: int, x: torch.Tensor) -> None:
+            with contextlib.redirect_stderr(io.StringIO()):  # its progress bar per image, not worth a terminal
+                cam(input_tensor=x.contiguous(), targets=[ClassifierOutputTarget(int(t)) for t in targets[j]])
+        return step
+
+    def torchcam_scorecam(j: int, x: torch.Tensor) -> None:
+        with TorchcamScoreCAM(user, target_layer=f"net.{loaded.layer_name}", input_shape=tuple(x.shape[1:])) as extractor:
+            with torch.inference_mode():
+                user(x.contiguous())
+                extractor(class_idx=targets[j].tolist())
+
+    contenders: dict[str, Callable[[int, torch.Tensor], None]] = {
+        "camexp scorecam": lambda j, x: explainers["scorecam"].explain(x),
+        "floor scorecam": floor_scorecam,
+        "pytorch-grad-cam ScoreCAM": pgc(ScoreCAM),
+        "torchcam ScoreCAM": torchcam_scorecam,
+        "camexp ablationcam": lambda j, x: explainers["ablationcam"].explain(x),
+        "floor ablationcam": floor_ablationcam,
+        "pytorch-grad-cam AblationCAM": pgc(AblationCAM),
+    }
+    contenders = {name: fn for name, fn in contenders.items() if name not in skip}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, fn in contenders.items():
+            times[name].append(timed(fn))
+            print(f"round {r + 1}/{rounds} {name:30s} {times[name][-1]:8.2f} s", flush=True)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    count = sum(len(x) for x in batches)
+    totals = {m: {key: sum(c[m][key] for c in counts) for key in counts[0][m]} for m in explainers}
+    ratios = {}
+    if "floor scorecam" in med:
+        ratios["camexp/floor scorecam wall (target <= 1.10)"] = med["camexp scorecam"] / med["floor scorecam"]
+    peers = [med[p] for p in ("pytorch-grad-cam ScoreCAM", "torchcam ScoreCAM") if p in med]
+    if peers:
+        ratios["faster peer/camexp scorecam wall (speed-up, target >= 3)"] = min(peers) / med["camexp scorecam"]
+    if "floor ablationcam" in med:
+        ratios["camexp/floor ablationcam wall"] = med["camexp ablationcam"] / med["floor ablationcam"]
+    if "pytorch-grad-cam AblationCAM" in med:
+        ratios["pytorch-grad-cam/camexp ablationcam wall (speed-up, target >= 5)"] = (
+            med["pytorch-grad-cam AblationCAM"] / med["camexp ablationcam"])
+    return {"images": count, "batch_size": batch_size, "rounds": rounds, "channels": k, "chunk": chunk,
+            "threads": torch.get_num_threads(), "images_dir": str(images), "counts": totals,
+            "seconds": times, "median_s": med, "images_per_s": {name: count / v for name, v in med.items()},
+            "ratios": ratios, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 16; 2 with --family)")
     p.add_argument("--workers", type=int, default=RuntimeConfig().workers, help="DataLoader workers (all contenders)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (not camexp)")
@@ -412,10 +534,16 @@ def main() -> None:
                    metavar=("IMAGES", "METHODS", "RESAMPLES"), help="size of the bootstrap measurement")
     p.add_argument("--rss-metrics", nargs="*", default=[], help="per-batch metrics added to the --rss runs")
     p.add_argument("--metrics", action="store_true", help="bench the per-batch metrics against their peers instead")
+    p.add_argument("--family", action="store_true",
+                   help="bench Score-CAM and Ablation-CAM against their floors and the peers instead")
+    p.add_argument("--rss-methods", nargs="+", default=METHODS, help="the methods of the --rss runs")
     p.add_argument("--steps", type=int, default=20, help="insertion/deletion steps (--metrics, --rss-metrics)")
     p.add_argument("--road-percentiles", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60, 70, 80, 90])
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench.json")
     a = p.parse_args()
+    # camexp's runs set glibc's allocator thresholds (camexp.accel.keep_host_memory); set them before any
+    # contender runs, so that every one is timed under the same allocator, whatever ran before it.
+    allocator = keep_host_memory()
     stats_size = (*a.stats_size, a.rounds)
     if a.only == "stats":
         out = a.out.with_name(a.out.stem + "_stats.json")
@@ -424,20 +552,29 @@ def main() -> None:
         print(f"wrote {out}")
         return
     images = a.images or default_images()
+    batch_size = a.batch_size or (2 if a.family else 16)
     if a.rss_child is not None:
-        return rss_child(images, a.rss_child, a.batch_size, a.workers, tuple(a.rss_metrics), a.steps)
+        return rss_child(images, a.rss_child, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods))
     if a.rss:
-        result = rss(images, a.rss_sizes, a.batch_size, a.workers, tuple(a.rss_metrics), a.steps)
+        result = rss(images, a.rss_sizes, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods))
         out = a.out.with_name(a.out.stem + "_rss.json")
+    elif a.family:
+        result = family_bench(images, a.limit or 2, batch_size, a.rounds, a.skip)
+        out = a.out.with_name(a.out.stem + "_family.json")
+        for k, v in result["median_s"].items():
+            print(f"{k:30s} median {v:8.2f} s for {result['images']} images ({result['images_per_s'][k]:.3f} img/s)")
+        for k, v in result["ratios"].items():
+            print(f"{k:62s} {v:.3f}")
+        print(f"channels skipped and model calls: {result['counts']}")
     elif a.metrics:
-        result = metrics_bench(images, a.limit or 4, a.batch_size, a.steps, a.road_percentiles, a.rounds)
+        result = metrics_bench(images, a.limit or 4, batch_size, a.steps, a.road_percentiles, a.rounds)
         out = a.out.with_name(a.out.stem + "_metrics.json")
         for k, v in result["median_s"].items():
             print(f"{k:34s} median {v:7.2f} s for {result['images']} images")
         for k, v in result["ratios"].items():
             print(f"{k:58s} {v:.3f}")
     else:
-        result = bench(images, a.limit, a.batch_size, a.workers, a.rounds, a.skip)
+        result = bench(images, a.limit, batch_size, a.workers, a.rounds, a.skip)
         result["stats"] = bench_stats(*stats_size)
         out = a.out
         for k, v in result["images_per_s"].items():
@@ -445,6 +582,7 @@ def main() -> None:
         for k, v in result["ratios"].items():
             print(f"{k:36s} {v:.3f}")
         print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
+    result["host_allocator"] = allocator
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
