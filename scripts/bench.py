@@ -512,7 +512,14 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
     if "pytorch-grad-cam AblationCAM" in med:
         ratios["pytorch-grad-cam/camexp ablationcam wall (speed-up, target >= 5)"] = (
             med["pytorch-grad-cam AblationCAM"] / med["camexp ablationcam"])
-    return {"images": count, "batch_size": batch_size, "rounds": rounds, "channels": k, "chunk": chunk,
+    # Where Score-CAM's time goes: how many masked images each side forwards, and how fast.
+    profile = {"scorecam masked images, camexp": totals["scorecam"]["forwards"], "scorecam masked images, peers": count * k}
+    profile["fewer forwards (constant channels skipped)"] = count * k / totals["scorecam"]["forwards"]
+    for name in ("camexp scorecam", "floor scorecam", "pytorch-grad-cam ScoreCAM", "torchcam ScoreCAM"):
+        if name in med:
+            done = count * k if name.startswith(("pytorch", "torchcam")) else totals["scorecam"]["forwards"]
+            profile[f"masked images/s, {name}"] = done / med[name]
+    return {"images": count, "batch_size": batch_size, "rounds": rounds, "channels": k, "chunk": chunk, "profile": profile,
             "threads": torch.get_num_threads(), "images_dir": str(images), "counts": totals,
             "seconds": times, "median_s": med, "images_per_s": {name: count / v for name, v in med.items()},
             "ratios": ratios, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -566,6 +573,8 @@ def main() -> None:
         for k, v in result["ratios"].items():
             print(f"{k:62s} {v:.3f}")
         print(f"channels skipped and model calls: {result['counts']}")
+        for k, v in result["profile"].items():
+            print(f"{k:62s} {v:.2f}")
     elif a.metrics:
         result = metrics_bench(images, a.limit or 4, batch_size, a.steps, a.road_percentiles, a.rounds)
         out = a.out.with_name(a.out.stem + "_metrics.json")
