@@ -145,8 +145,8 @@ class Explainer:
         scorer's chunks, as any forward of whole images."""
         which = torch.arange(len(a), device=a.device) if which is None else which
         lay = self.loaded.layout
-        with torch.inference_mode():  # only token layouts read `like` (their prefix tokens): no gather for the rest
-            a_native = lay.to_native(a.to(native.dtype), native[which] if lay.kind == "tokens" else native)
+        with torch.inference_mode():
+            a_native = lay.to_native(a.to(native.dtype), native, which)
             if self.loaded.tail.split is not None:
                 return self.loaded.tail(a_native)
             step = self.scorer.chunk or max(1, len(a))

@@ -36,14 +36,16 @@ class FeatureLayout:
         assert self.grid is not None
         return out[:, self.prefix:].unflatten(1, self.grid).permute(0, 3, 1, 2)
 
-    def to_native(self, maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) -> the layer's own layout; token layouts take their prefix tokens from `like`."""
+    def to_native(self, maps: torch.Tensor, like: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, h, w) -> the layer's own layout; token layouts take their prefix tokens from `like` (row which[n]
+        of it for row n of `maps`; default: row n). Only those tokens are gathered, never the whole of `like`."""
         if self.kind == "nchw":
             return maps
         if self.kind == "nhwc":
             return maps.permute(0, 2, 3, 1)
         patches = maps.permute(0, 2, 3, 1).flatten(1, 2)
-        return torch.cat([like[:, :self.prefix].to(patches.dtype), patches], 1)
+        prefix = like[:, :self.prefix] if which is None else like[which, :self.prefix]
+        return torch.cat([prefix.to(patches.dtype), patches], 1)
 
     def describe(self) -> str:
         return f"tokens (grid {self.grid}, {self.prefix} prefix token(s))" if self.kind == "tokens" else self.kind.upper()
