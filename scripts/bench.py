@@ -130,6 +130,14 @@ def floor_step(model: nn.Module, layout: torch.memory_format = torch.contiguous_
     return step
 
 
+def bare_forwards(net: nn.Module, normalized: torch.Tensor, n: int, chunk: int) -> None:
+    """`n` forwards of ready-made images (the model-space `normalized` images repeated), `chunk` per call,
+    channels_last: what a floor spends where camexp would forward n built images. Call in inference mode."""
+    block = normalized.repeat(-(-chunk // len(normalized)), 1, 1, 1)[:chunk].contiguous(memory_format=torch.channels_last)
+    for lo in range(0, n, chunk):
+        net(block[:min(chunk, n - lo)])
+
+
 def confidence_on(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """What a library user writes after getting maps (B,H,W): E = map * image, forward, softmax at target."""
     with torch.no_grad():
@@ -369,10 +377,7 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
         start = time.perf_counter()
         with torch.inference_mode():
             for x, _, _ in batches:
-                block = loaded.model.normalize(x).repeat(-(-chunk // len(x)), 1, 1, 1)[:chunk]
-                block = block.contiguous(memory_format=torch.channels_last)
-                for lo in range(0, forwards * len(x), chunk):
-                    net(block[:min(chunk, forwards * len(x) - lo)])
+                bare_forwards(net, loaded.model.normalize(x), forwards * len(x), chunk)
         return time.perf_counter() - start
 
     def pgc_road() -> float:
@@ -452,12 +457,9 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
 
     def floor_scorecam(j: int, x: torch.Tensor) -> None:
         with torch.inference_mode():
-            net(loaded.model.normalize(x))
-            block = loaded.model.normalize(x).repeat(-(-chunk // len(x)), 1, 1, 1)[:chunk]
-            block = block.contiguous(memory_format=torch.channels_last)
-            todo = counts[j]["scorecam"]["forwards"]
-            for lo in range(0, todo, chunk):
-                net(block[:min(chunk, todo - lo)])
+            normalized = loaded.model.normalize(x)
+            net(normalized)
+            bare_forwards(net, normalized, counts[j]["scorecam"]["forwards"], chunk)
 
     def floor_ablationcam(j: int, x: torch.Tensor) -> None:
         native = natives[j]
