@@ -108,7 +108,8 @@ class MetricBatch:
         if need:
             sel = torch.tensor([i for i, _ in need], device=self.x.device)
             cls = torch.tensor([c for _, c in need], device=self.x.device)
-            chunks.append(self.explainer.explain(self.x[sel], cls).maps)
+            ids = self.batch.get("image_id")  # seeded methods seed by (seed, image id), as in the run's own maps
+            chunks.append(self.explainer.explain(self.x[sel], cls, None if ids is None else [ids[i] for i, _ in need]).maps)
             store.update({p: (len(chunks) - 1, r) for r, p in enumerate(need)})
         where = [store[p] for p in pairs]
         return {m: torch.stack([chunks[k][m][r] for k, r in where]) if where
