@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from camexp.explain.model_methods import image_keys
 from camexp.explain.scoring import confidence
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ class MetricBatch:
             self._cache[key] = make()
         return self._cache[key]
 
+    def image_keys(self) -> list[str]:
+        """Each image's seeding key: its id, or a hash of its pixels without ids (`image_keys`)."""
+        return self.cached("image_keys", lambda: image_keys(self.x, self.batch.get("image_id")))
+
     def normalized(self) -> torch.Tensor:
         """(B,3,H,W) the images in model space (mean/std normalised), where perturbation metrics edit pixels."""
         return self.cached("normalized", lambda: self.scorer.model.normalize(self.x).float())
@@ -109,7 +114,8 @@ class MetricBatch:
             sel = torch.tensor([i for i, _ in need], device=self.x.device)
             cls = torch.tensor([c for _, c in need], device=self.x.device)
             ids = self.batch.get("image_id")  # seeded methods seed by (seed, image id), as in the run's own maps
-            chunks.append(self.explainer.explain(self.x[sel], cls, None if ids is None else [ids[i] for i, _ in need]).maps)
+            need_ids = None if ids is None else [ids[i] for i, _ in need]
+            chunks.append(self.explainer.explain(self.x[sel], cls, need_ids).maps)
             store.update({p: (len(chunks) - 1, r) for r, p in enumerate(need)})
         where = [store[p] for p in pairs]
         return {m: torch.stack([chunks[k][m][r] for k, r in where]) if where
