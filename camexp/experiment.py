@@ -2,7 +2,8 @@
 
 config.py is a leaf that knows no registry; this module hands the registries of methods, metrics and
 analyses to its validators, so that an unknown (or unimportable plug-in) name is a one-line error naming
-the config file and the key; method parameters are checked against their method here too.
+the config file and the key; method parameters are checked against their method, and metric settings
+against the metric that reads them, here too.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from camexp.config import ExperimentConfig, load_yaml
 from camexp.errors import CamexpError, ConfigError
 from camexp.explain.core import method_runs
 from camexp.explain.methods import METHODS
-from camexp.metrics import METRICS
+from camexp.metrics import METRICS, validate_settings
 
 
 def registries() -> dict[str, Any]:
@@ -29,4 +30,8 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
         method_runs(cfg.method_specs())
     except CamexpError as e:
         raise ConfigError(f"{path}: methods: {e}") from None
+    try:
+        validate_settings(cfg)
+    except CamexpError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return cfg

@@ -15,6 +15,7 @@ import torch
 
 from camexp.explain.model_methods import image_keys
 from camexp.explain.scoring import confidence
+from camexp.metrics.base import settings_of
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -60,8 +61,12 @@ class MetricBatch:
     @property
     def score_kind(self) -> str:
         """The perturbation metrics' score: `perturbation.score`, where `confidence` means the run's."""
-        kind = self.cfg.perturbation.score
+        kind = self.settings("perturbation").score
         return self.cfg.confidence if kind == "confidence" else kind
+
+    def settings(self, key: str) -> Any:
+        """The validated settings a metric reads under config key `key` (`settings_of`), once per batch."""
+        return self.cached(("settings", key), lambda: settings_of(self.cfg, key))
 
     def cached(self, key: Any, make: Callable[[], T]) -> T:
         """`make()` once per batch under `key`, shared by every metric of the batch."""

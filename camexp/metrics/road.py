@@ -24,16 +24,17 @@ CPU: ~0.35 s for 90 % of a 224 x 224 image). The solves run on the host, the for
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import splu
 
 from camexp.explain.model_methods import seed_of
-from camexp.metrics.base import MetricResult, PerImage, batch_metric, mean_rows
+from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, mean_rows, settings_of
 from camexp.metrics.batch import MetricBatch
 
 if TYPE_CHECKING:
@@ -43,8 +44,32 @@ EDGE, CORNER = ((0, 1), (0, -1), (1, 0), (-1, 0)), ((1, 1), (1, -1), (-1, 1), (-
 NEIGHBOURS = {"road": [(o, 1 / 6) for o in EDGE] + [(o, 1 / 12) for o in CORNER],
               "uniform": [(o, 1 / 8) for o in EDGE + CORNER]}
 CURVES = ("morf", "lerf")
-MORF, LERF, COMBINED = ("ROAD MoRF (lower is better)", "ROAD LeRF (higher is better)",
-                        "ROAD (LeRF − MoRF) / 2 (higher is better)")
+MORF, LERF = Row("road_morf", "ROAD MoRF", True), Row("road_lerf", "ROAD LeRF", False)
+COMBINED = Row("road", "ROAD (LeRF − MoRF) / 2", False)
+
+
+class RoadSettings(BaseModel):
+    """`road:` noisy linear imputation of the removed pixels (Rong et al., ICML 2022)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    noise: float = Field(0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised "
+                                                   "tensor)")
+    neighbours: Literal["road", "uniform"] = Field(
+        "road", description="road: the ROAD authors' weights (1/6 edge, 1/12 corner neighbours); uniform: the plain "
+                            "mean of the 8 neighbours")
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percent(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < p < 100 for p in v) or len(set(v)) != len(v):
+            raise ValueError("give distinct percentages p with 0 < p < 100")
+        return v
+
+
+def road_settings(cfg: "ExperimentConfig") -> RoadSettings:
+    return settings_of(cfg, "road")
 
 
 def nested_dissection(ys: np.ndarray, xs: np.ndarray, leaf: int = 64) -> np.ndarray:
@@ -117,7 +142,7 @@ def removed_counts(pixels: int, percent: int) -> tuple[int, int]:
 
 
 def road(batch: MetricBatch) -> list[PerImage]:
-    settings = batch.cfg.road
+    settings = batch.settings("road")
     b, _, h, w = batch.x.shape
     methods = batch.methods
     weights = NEIGHBOURS[settings.neighbours]
@@ -157,13 +182,13 @@ def road(batch: MetricBatch) -> list[PerImage]:
 def summarize_road(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
     """The three ROAD rows, each the mean over images of its per-image value."""
     out = MetricResult()
-    for name, label in (("road_morf", MORF), ("road_lerf", LERF), ("road", COMBINED)):
-        out.merge(mean_rows(label)(rows[rows["metric"] == name], methods, cfg))
-    r = cfg.road
+    for row in (MORF, LERF, COMBINED):
+        out.merge(mean_rows(row)(rows[rows["metric"] == row.key], methods, cfg))
+    r = road_settings(cfg)
     out.notes = [f"ROAD: mean over {rows['index'].nunique()} images of the mean over p = {r.percentiles} % removed; "
                  f"noisy linear imputation ({r.neighbours} weights, noise std {r.noise:g})."]
     return out
 
 
-batch_metric("road", summarize_road, "ROAD: remove the top / bottom p % of pixels, impute them (noisy linear), score",
-             rows=("road", "road_morf", "road_lerf"))(road)
+batch_metric("road", "ROAD: remove the top / bottom p % of pixels, impute them (noisy linear), score",
+             summarize=summarize_road, rows=(COMBINED, MORF, LERF), settings=RoadSettings, settings_key="road")(road)
