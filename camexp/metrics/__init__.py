@@ -1,9 +1,10 @@
 """Metric registry: each metric turns the per-image records of a run into summary rows and tables.
 
-A metric is a function `(view, params) -> MetricResult` registered with `@metric(name)` (metadata, such
-as needing true labels, on the entry); the summary is recomputed from records at any time
-(`camexp table`), never from in-memory state of a run. A plug-in metric is such a function named by
-import path (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
+A metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)` (metadata,
+such as needing true labels, and its main-table rows with their direction and per-image values, on the
+entry); the summary is recomputed from records at any time (`camexp table`), never from in-memory state of a
+run. A plug-in metric is such a function, or a per-batch `BatchMetric`, named by import path
+(`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 from __future__ import annotations
 
