@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from camexp.errors import CamexpError
+from camexp.study.cli import study_app
 
 # rich_markup_mode=None: click's help layout, which shows `--compare-paper` as a flag (Typer's rich panels
 # print every flag as `--compare-paper <bool>`, as if it took a value).
@@ -16,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.")
 console = Console()
 err_console = Console(stderr=True)
+app.add_typer(study_app, name="study")
 
 
 def _fail(e: CamexpError) -> None:
