@@ -89,7 +89,7 @@ def table(
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
     from camexp.report.leaderboard import leaderboard as make_leaderboard
-    from camexp.report.runs import find_runs
+    from camexp.report.runs import find_runs, find_studies
     from camexp.report.tables import Report, report, write_report
     from camexp.report.terminal import print_summary
     from camexp.report.uncertainty import stats_settings
@@ -100,8 +100,8 @@ def table(
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
-        if not find_runs(results_dir):
-            raise CamexpError(f"{results_dir}: no run folders (holding run.json) found below it")
+        if not find_runs(results_dir) and not find_studies(results_dir):
+            raise CamexpError(f"{results_dir}: no run folders (holding run.json) or studies (study.json) found below it")
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
         stats_settings(**stats)  # a bad value fails here, once, not per run
         if leaderboard:
@@ -120,6 +120,8 @@ def table(
     else:
         for summary in rep.summaries:
             print_summary(summary, console, compare_paper)
+        for section in rep.studies:
+            console.print(Markdown(section))
     for w in rep.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"

@@ -34,11 +34,12 @@ from camexp.explain.core import Explainer
 from camexp.explain.scoring import Scorer
 from camexp.models import LoadedModel, build_model
 from camexp.report.figures import overlay
+from camexp.report.runs import STUDY_JSON
 from camexp.results import write_json
 from camexp.study.config import StudyConfig, load_study
 from camexp.study.select import F1_CSV, chosen_indices, f1_table, predict, top_f1_indices
 
-STUDY_JSON, KEY_JSON, PAGE, ITEMS_JS = "study.json", "key.json", "page", "items.js"
+KEY_JSON, PAGE, ITEMS_JS = "key.json", "page", "items.js"
 PAGE_FILES = ("index.html", "study.css", "study.js")  # copied from camexp/study/page/
 
 

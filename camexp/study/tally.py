@@ -27,12 +27,12 @@ from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from camexp.errors import CamexpError
 from camexp.metrics.stats import percentile_interval, resample_means
-from camexp.study.make import KEY_JSON, STUDY_JSON
+from camexp.report.runs import STUDY_JSON, STUDY_REPORT
+from camexp.study.make import KEY_JSON
 
 FORMAT = "camexp-study-answers/1"
 CHOICES = ("left", "same", "right")
 A, B, SAME = 0, 1, 2  # vote codes; NaN: no answer
-REPORT = "study_report"
 # The paper's published totals (§4.2, 250 images, 13 raters), by camexp method name.
 PAPER = {"gradcam++": 109.69, "gradcam": 56.08, "same": 84.23}
 PAPER_IMAGES = 250
@@ -187,20 +187,23 @@ def sign_test(fractions: np.ndarray) -> tuple[int, int, int, float]:
     return wins, losses, int(ok.sum()) - wins - losses, float(p)
 
 
-def agreement(votes: np.ndarray) -> tuple[float, int, float]:
+def agreement(votes: np.ndarray, categories: int = 3) -> tuple[float, int, float]:
     """Fleiss' κ over the images every rater answered (statsmodels; κ needs the same raters per image), their
-    number, and Krippendorff's α (nominal; missing answers allowed). NaN where undefined (one rater, or no
-    variation at all)."""
+    number, and Krippendorff's α (nominal; missing answers allowed), for votes coded 0 .. categories - 1
+    (a study's A, B, same). NaN where undefined (one rater, or no variation at all)."""
     full = ~np.isnan(votes).any(0)
     kappa = float("nan")
     if votes.shape[0] >= 2 and full.any():
-        table, _ = aggregate_raters(votes[:, full].T.astype(int), n_cat=3)
+        table, _ = aggregate_raters(votes[:, full].T.astype(int), n_cat=categories)
         with np.errstate(invalid="ignore", divide="ignore"):
             kappa = float(fleiss_kappa(table, method="fleiss"))
     try:
-        alpha = float(
-            krippendorff.alpha(reliability_data=votes, level_of_measurement="nominal", value_domain=[A, B, SAME])
-        )
+        with np.errstate(invalid="ignore", divide="ignore"):  # no variation at all: 0/0, NaN
+            alpha = float(
+                krippendorff.alpha(
+                    reliability_data=votes, level_of_measurement="nominal", value_domain=list(range(categories))
+                )
+            )
     except (ValueError, ZeroDivisionError):
         alpha = float("nan")
     return kappa, int(full.sum()), alpha
@@ -327,7 +330,7 @@ def tally_study(
     )
     target = out or study_dir
     target.mkdir(parents=True, exist_ok=True)
-    paths = (target / f"{REPORT}.md", target / f"{REPORT}.csv")
+    paths = (target / STUDY_REPORT, target / Path(STUDY_REPORT).with_suffix(".csv").name)
     paths[0].write_text(md)
     frame.to_csv(paths[1], index=False)
     warnings += [
