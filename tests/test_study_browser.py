@@ -119,7 +119,7 @@ def _shot(d, out: Path, name: str) -> Path:
     return path
 
 
-def test_page_answered_by_three_raters_tallies_exactly(study: Path, driver, tmp_path: Path) -> None:
+def test_page_answered_by_three_raters_tallies_exactly(driver, study: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 

@@ -236,3 +236,20 @@ def test_table_lists_a_study_beside_runs(tmp_path: Path) -> None:
     result = cli.invoke(app, ["table", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0 and "A: gradcam" in result.output
     assert "### Per class" in (tmp_path / "out" / "report.md").read_text()
+
+
+STUDY_CONFIGS = [p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+                 if "study:" in p.read_text()]
+
+
+def test_shipped_study_configs_validate_and_the_paper_one_is_set_up_as_published() -> None:
+    from camexp.study.config import load_study
+
+    loaded = {p.stem: load_study(p) for p in STUDY_CONFIGS}
+    assert {"human_trust_ilsvrc_vgg16", "study_smoke_lite0"} <= set(loaded)
+    assert all(cfg.name == stem for stem, (_, cfg, _) in loaded.items())
+    study, cfg, runs = loaded["human_trust_ilsvrc_vgg16"]
+    assert (cfg.dataset.kind, cfg.model.name, cfg.dataset.limit, cfg.dataset.subset) == ("imagenet_val",
+                                                                                         "vgg16.tv_in1k", None, None)
+    assert (study.select.top_f1_classes, study.select.per_class, study.stimulus) == (5, 50, "explanation")
+    assert sorted(r.method.name for r in runs) == ["gradcam", "gradcam++"]
