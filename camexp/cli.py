@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from camexp.errors import CamexpError
-from camexp.study.cli import study_app
 
 # rich_markup_mode=None: click's help layout, which shows `--compare-paper` as a flag (Typer's rich panels
 # print every flag as `--compare-paper <bool>`, as if it took a value).
@@ -17,7 +16,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.")
 console = Console()
 err_console = Console(stderr=True)
-app.add_typer(study_app, name="study")
 
 
 def _fail(e: CamexpError) -> None:
@@ -246,6 +244,64 @@ def methods(
     for row in rows:
         t.add_row(*row)
     console.print(t)
+
+
+# `camexp study make|tally`: the paper's human-trust experiment (camexp/study).
+study_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                        help="The paper's human-trust study (§4.2): a blind web page of two methods' maps, and the "
+                             "tally of the raters' answers.")
+
+
+@study_app.command("make")
+def study_make(
+    config: Path = typer.Argument(..., help="study YAML (an experiment config with a `study:` section)"),
+    out: Optional[Path] = typer.Option(None, help="study folder (default results/<name>)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    force: bool = typer.Option(False, "--force", help="replace a study already in the folder"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Select the images (top-F1 classes by default), draw both methods' maps, write page/ and key.json."""
+    from camexp.study.make import KEY_JSON, PAGE, make_study
+
+    try:
+        result = make_study(config, out, device, force, progress)
+    except CamexpError as e:
+        _fail(e)
+    if result.f1 is not None:
+        console.print(Markdown(f"Per-class F1 of the model (best 10 of {len(result.f1)} classes; all in "
+                               f"{result.folder / 'f1_per_class.csv'}):\n\n"
+                               + result.f1.head(10).to_markdown(index=False, floatfmt=".3f")))
+    console.print(f"study {result.study_id}: {result.images} images, {result.items} items, classes: "
+                  f"{', '.join(result.classes)}", highlight=False)
+    console.print(f"page for the raters: {result.folder / PAGE / 'index.html'} (host the page/ folder as it is)")
+    console.print(f"key (keep it from the raters): {result.folder / KEY_JSON}")
+
+
+@study_app.command("tally")
+def study_tally(
+    study_dir: Path = typer.Argument(..., help="the study folder (holding key.json)"),
+    answers: list[Path] = typer.Argument(..., help="answer files the page downloaded"),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's published scores beside ours"),
+    out: Optional[Path] = typer.Option(None, help="where to write study_report.md/.csv (default STUDY_DIR)"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples of the intervals (0: none)"),
+    level: float = typer.Option(0.95, help="interval coverage"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+) -> None:
+    """Un-blind the answer files with key.json; write study_report.md and study_report.csv."""
+    from camexp.study.tally import tally_study
+
+    try:
+        rep = tally_study(study_dir, answers, compare_paper=compare_paper, n_boot=bootstrap, level=level, seed=seed,
+                          out=out)
+    except CamexpError as e:
+        _fail(e)
+    console.print(Markdown(rep.markdown))
+    for w in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    err_console.print(f"wrote {rep.paths[0]} and {rep.paths[1]}")
+
+
+app.add_typer(study_app, name="study")
 
 
 def main() -> None:
