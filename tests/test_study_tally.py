@@ -188,8 +188,9 @@ def test_f1_table_matches_sklearn_and_picks_best_classes() -> None:
     peer = f1_score(labels, preds, labels=f1["class"].tolist(), average=None)
     assert f1["f1"].to_numpy() == pytest.approx(peer)
     assert f1["f1"].is_monotonic_decreasing
-    # hand case: class 1 perfect (F1 1), class 0 one miss (2·1/(2+0+1)), class 2 a false positive only
-    f1 = f1_table(np.array([0, 0, 1, 3]), np.array([0, 2, 1, 3]), None)
+    # hand case: class 1 perfect (F1 1), class 0 one miss (2·1/(2+0+1)), class 2 a false positive only; the
+    # unlabelled last image (-1) predicted as 1 is no false positive of class 1
+    f1 = f1_table(np.array([0, 0, 1, 3, -1]), np.array([0, 2, 1, 3, 1]), None)
     assert f1["class"].tolist() == [1, 3, 0] and f1["f1"].tolist() == pytest.approx([1, 1, 2 / 3])
     assert top_f1_indices(np.array([0, 0, 1, 3]), f1, 2, per_class=None) == [2, 3]
 

@@ -91,6 +91,8 @@ def make_study(
     dev = resolve_device(cfg.runtime.device)
     disable_tf32(dev)
     loaded = build_model(cfg.model, dev)
+    scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(dev, cfg.runtime.forward_chunk))
+    explainer = Explainer(loaded, study.method_specs(), cfg.score, scorer)  # a method the model lacks fails here
     ds = build_dataset(cfg.dataset, loaded.spec)
     labels = np.array([it.label for it in ds.items])
     f1 = None
@@ -107,31 +109,31 @@ def make_study(
         chosen = top_f1_indices(labels, f1, sel.top_f1_classes, sel.per_class)
     else:
         chosen = chosen_indices(sel, [it.image_id for it in ds.items])
+    if not chosen:
+        raise CamexpError(f"{config}: study.select chose no image of the {len(ds)} listed")
     plan = Plan.draw(len(chosen), study.repeats, study.seed)
     if folder.exists() and force:
         for stale in (PAGE, KEY_JSON, STUDY_JSON, F1_CSV):
             shutil.rmtree(folder / stale) if (folder / stale).is_dir() else (folder / stale).unlink(missing_ok=True)
     (folder / PAGE / "img").mkdir(parents=True, exist_ok=True)
-    images = _write_stimuli(study, cfg, loaded, ds, [chosen[i] for i in plan.order], plan, folder / PAGE, dev, progress)
+    images = _write_stimuli(study, explainer, ds, [chosen[i] for i in plan.order], plan, folder / PAGE, cfg, progress)
     return _write_study(study, cfg, config, loaded, folder, images, plan, f1)
 
 
 def _write_stimuli(
     study: StudyConfig,
-    cfg: ExperimentConfig,
-    loaded: LoadedModel,
+    explainer: Explainer,
     ds: ImageDataset,
     shown: list[int],
     plan: Plan,
     page: Path,
-    dev: torch.device,
+    cfg: ExperimentConfig,
     progress: bool,
 ) -> list[dict[str, Any]]:
     """Explain the shown images (data set indices, display order) for their target class (the true label,
     else the top-1 prediction) and write each one's original and two stimuli; one dict per image."""
-    scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(dev, cfg.runtime.forward_chunk))
-    explainer = Explainer(loaded, study.method_specs(), cfg.score, scorer)
-    names = explainer.methods
+    loaded, names = explainer.loaded, explainer.methods
+    dev = loaded.model.mean.device
     out: list[dict[str, Any]] = []
     loader = DataLoader(Subset(ds, shown), batch_size=cfg.runtime.batch_size, shuffle=False, collate_fn=collate)
     with tqdm(total=len(shown), unit="img", desc="stimuli", disable=not progress) as bar:
@@ -140,7 +142,7 @@ def _write_stimuli(
                 raise CamexpError(f"{ds.items[int(batch['index'][batch['bad'].bool()][0])].path}: unreadable image")
             x = batch["image"].to(dev)
             labels = batch["label"].to(dev)
-            pred = scorer.logits(x).argmax(1)
+            pred = explainer.scorer.logits(x).argmax(1)
             targets = torch.where(labels >= 0, labels, pred)
             ex = explainer.explain(x, targets, batch["image_id"])
             for i in range(len(x)):

@@ -43,10 +43,12 @@ def predict(
 
 
 def f1_table(labels: np.ndarray, preds: np.ndarray, class_names: list[str] | None) -> pd.DataFrame:
-    """Per class with images (support > 0): support, TP, FP, FN, precision, recall and F1, sorted best first
+    """Per class with images (support > 0) over the labelled images (label -1: none): support, TP, FP, FN,
+    precision, recall and F1, sorted best first
     (F1 descending, then support descending, then class index): the order `top_f1_classes` takes."""
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    classes = np.unique(labels[labels >= 0])
+    labelled = np.asarray(labels) >= 0  # an image without a label is no one's true or false positive
+    labels, preds = np.asarray(labels)[labelled], np.asarray(preds)[labelled]
+    classes = np.unique(labels)
     tp = np.array([np.sum((labels == c) & (preds == c)) for c in classes])
     fp = np.array([np.sum((labels != c) & (preds == c)) for c in classes])
     fn = np.array([np.sum((labels == c) & (preds != c)) for c in classes])
