@@ -222,6 +222,34 @@ def consistency(votes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
     return out
 
 
+def _score_rows(
+    frac: np.ndarray, votes: np.ndarray, labels: list[str], n_boot: int, level: float, seed: int
+) -> list[dict[str, Any]]:
+    """Per choice the paper's score over the N rated images (`frac`: N × 3, `votes`: raters × N) as a total and
+    a percentage, with percentile bootstrap intervals over images and over raters and images."""
+    n = len(frac)
+    lo, hi = percentile_interval(resample_means(frac, n_boot, seed), level)
+    lo2, hi2 = (
+        percentile_interval(two_level_means(votes, n_boot, seed), level) if n_boot and n else (np.full(3, np.nan),) * 2
+    )
+    rows = []
+    for j, label in enumerate(labels):
+        for quantity, scale in (("score", n), ("score_percent", 100.0)):
+            rows.append(
+                {
+                    "quantity": quantity,
+                    "subject": label,
+                    "value": frac[:, j].sum() if quantity == "score" else 100 * frac[:, j].sum() / n if n else np.nan,
+                    "lo": scale * lo[j],
+                    "hi": scale * hi[j],
+                    "lo_two_level": scale * lo2[j],
+                    "hi_two_level": scale * hi2[j],
+                    "n": n,
+                }
+            )
+    return rows
+
+
 def tally_study(
     study_dir: Path,
     answer_paths: Sequence[Path],
@@ -249,40 +277,7 @@ def tally_study(
     n = int(rated.sum())
     names = {"A": key["methods"]["A"], "B": key["methods"]["B"]}
     labels = [f"A: {names['A']}", f"B: {names['B']}", "same"]
-    totals = np.nansum(frac, 0)
-    rows: list[dict[str, Any]] = []
-    boot = resample_means(frac[rated], n_boot, seed)
-    lo, hi = percentile_interval(boot, level)
-    lo2, hi2 = (
-        percentile_interval(two_level_means(image_votes[:, rated], n_boot, seed), level)
-        if n_boot and len(files)
-        else (np.full(3, np.nan),) * 2
-    )
-    for j, label in enumerate(labels):
-        rows.append(
-            {
-                "quantity": "score",
-                "subject": label,
-                "value": totals[j],
-                "lo": n * lo[j],
-                "hi": n * hi[j],
-                "lo_two_level": n * lo2[j],
-                "hi_two_level": n * hi2[j],
-                "n": n,
-            }
-        )
-        rows.append(
-            {
-                "quantity": "score_percent",
-                "subject": label,
-                "value": 100 * totals[j] / n if n else np.nan,
-                "lo": 100 * lo[j],
-                "hi": 100 * hi[j],
-                "lo_two_level": 100 * lo2[j],
-                "hi_two_level": 100 * hi2[j],
-                "n": n,
-            }
-        )
+    rows = _score_rows(frac[rated], image_votes[:, rated], labels, n_boot, level, seed)
     warnings = list(notes)
     paper_col = None
     if compare_paper:
