@@ -254,3 +254,35 @@ def test_shipped_study_configs_validate_and_the_paper_one_is_set_up_as_published
                                                                                          "vgg16.tv_in1k", None, None)
     assert (study.select.top_f1_classes, study.select.per_class, study.stimulus) == (5, 50, "explanation")
     assert sorted(r.method.name for r in runs) == ["gradcam", "gradcam++"]
+
+
+def test_make_on_unlabelled_photos_with_a_random_model(tmp_path: Path, photo_dir: Path) -> None:
+    """`camexp study make` end to end on a tiny model: top-F1 needs labels (one line, exit 2); `random: 3`
+    writes 3 images, their overlays, the key and a page that names no method; a second make needs --force."""
+    config = tmp_path / "study.yaml"
+    base = (f"name: tiny\ndataset: {{kind: folder, root: {photo_dir}}}\n"
+            "model: {name: resnet18, weights: random}\nruntime: {batch_size: 2}\n")
+    config.write_text(base + "study: {methods: [gradcam, gradcam++]}\n")
+    out = tmp_path / "out"
+    result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2 and "top_f1_classes needs a single true label per image" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    config.write_text(base + "study: {methods: [gradcam, gradcam++], select: {random: 3}, stimulus: overlay, "
+                             "repeats: 1}\n")
+    result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    key = json.loads((out / "key.json").read_text())
+    assert len(key["images"]) == 3 and len(key["items"]) == 4 and key["items"][3]["repeat"]
+    repeat = key["items"][3]
+    first = key["items"][repeat["image"]]
+    assert (repeat["left"], repeat["right"]) == (first["right"], first["left"])
+    assert sorted(p.name for p in (out / "page" / "img").iterdir()) == [f"item_{k:03d}_{s}.png" for k in range(3)
+                                                                        for s in "abo"]
+    page_text = " ".join(p.read_text() for p in (out / "page").glob("*.*"))
+    assert "gradcam" not in page_text.lower() and key["study_id"] in page_text
+    study = json.loads((out / "study.json").read_text())
+    assert study["study_id"] == key["study_id"] and study["image_ids"] == sorted(i["image_id"] for i in key["images"])
+    result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2 and "already holds a study" in result.output
+    result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress", "--force"])
+    assert result.exit_code == 0 and json.loads((out / "key.json").read_text())["study_id"] == key["study_id"]

@@ -88,6 +88,7 @@ def make_study(
             f"{folder} already holds a study (key.json); pass --force to replace it (answers given "
             "to the old page will then be refused by the tally)"
         )
+    torch.manual_seed(cfg.runtime.seed)  # as a run does: `weights: random` and seeded methods draw the same
     dev = resolve_device(cfg.runtime.device)
     disable_tf32(dev)
     loaded = build_model(cfg.model, dev)
@@ -210,6 +211,7 @@ def _write_study(
             "study": study.model_dump(mode="json"),
             "model": {"name": loaded.name, "layer": loaded.layer_name, "weights": cfg.model.weights},
             "images": len(images),
+            "image_ids": sorted(im["image_id"] for im in images),
             "items": len(items),
             "repeats": len(plan.repeats),
             "classes": classes,
