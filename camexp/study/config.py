@@ -26,14 +26,16 @@ class SelectionConfig(_Strict):
     """Which images become stimuli: exactly one of the three ways."""
 
     top_f1_classes: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="the classes with the highest F1 of the model on the config's labelled data set (the paper: 5)",
     )
-    random: int | None = Field(None, ge=1, description="N images drawn at random (with `seed`)")
-    image_ids: list[str] | None = Field(None, min_length=1, description="these images, by id")
+    random: int | None = Field(default=None, ge=1, description="N images drawn at random (with `seed`)")
+    image_ids: list[str] | None = Field(default=None, min_length=1, description="these images, by id")
     per_class: int | None = Field(
-        None, ge=1, description="top_f1_classes: at most this many images per class (default all; ILSVRC val has 50)"
+        default=None,
+        ge=1,
+        description="top_f1_classes: at most this many images per class (default all; ILSVRC val has 50)",
     )
     seed: int = 0
 
@@ -50,16 +52,19 @@ class SelectionConfig(_Strict):
 class StudyConfig(_Strict):
     """A blind two-method comparison: what is shown, to whom it is explained, and the randomisation seed."""
 
-    methods: list[str | MethodSpec] = Field(["gradcam", "gradcam++"], description="method A and method B")
+    methods: list[str | MethodSpec] = Field(default=["gradcam", "gradcam++"], description="method A and method B")
     select: SelectionConfig = SelectionConfig(top_f1_classes=5)
     stimulus: Literal["explanation", "overlay"] = Field(
-        "explanation", description="explanation: E = L * I (the paper's Fig. 5); overlay: the heatmap over the image"
+        default="explanation",
+        description="explanation: E = L * I (the paper's Fig. 5); overlay: the heatmap over the image",
     )
-    repeats: int = Field(5, ge=0, description="items shown a second time, sides swapped (intra-rater consistency)")
-    seed: int = Field(0, description="seeds the item order, the sides and which items repeat")
+    repeats: int = Field(
+        default=5, ge=0, description="items shown a second time, sides swapped (intra-rater consistency)"
+    )
+    seed: int = Field(default=0, description="seeds the item order, the sides and which items repeat")
     title: str = "Which picture shows the object better?"
     question: str = Field(
-        "Which of the two maps best describes the {class_name}?",
+        default="Which of the two maps best describes the {class_name}?",
         description="shown above every item; {class_name} becomes the item's class",
     )
 

@@ -222,7 +222,7 @@ def _write_study(
         f1.to_csv(folder / F1_CSV, index=False, float_format="%.4f")
     page = folder / PAGE
     for name in PAGE_FILES:
-        (page / name).write_bytes(resources.files("camexp.study").joinpath("page", name).read_bytes())
+        (page / name).write_bytes(resources.files("camexp.study").joinpath("page").joinpath(name).read_bytes())
     shown = [
         {
             "class_name": images[k]["class_name"],

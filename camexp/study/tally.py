@@ -279,20 +279,18 @@ def tally_study(
     labels = [f"A: {names['A']}", f"B: {names['B']}", "same"]
     rows = _score_rows(frac[rated], image_votes[:, rated], labels, n_boot, level, seed)
     warnings = list(notes)
-    paper_col = None
-    if compare_paper:
-        paper_col = [PAPER.get(names["A"]), PAPER.get(names["B"]), PAPER["same"]]
-        if None in paper_col:
-            warnings.append(
-                f"--compare-paper: the paper compared gradcam and gradcam++, not {names['A']} and "
-                f"{names['B']}; no published numbers to show"
-            )
-            paper_col = None
-        else:
-            rows += [
-                {"quantity": "paper_score", "subject": label, "value": v, "n": PAPER_IMAGES}
-                for label, v in zip(labels, paper_col, strict=True)
-            ]
+    known = {names["A"], names["B"]} <= set(PAPER)
+    paper_col = [PAPER[names["A"]], PAPER[names["B"]], PAPER["same"]] if compare_paper and known else None
+    if compare_paper and not known:
+        warnings.append(
+            f"--compare-paper: the paper compared gradcam and gradcam++, not {names['A']} and "
+            f"{names['B']}; no published numbers to show"
+        )
+    if paper_col:
+        rows += [
+            {"quantity": "paper_score", "subject": label, "value": v, "n": PAPER_IMAGES}
+            for label, v in zip(labels, paper_col, strict=True)
+        ]
     wins, losses, ties, p = sign_test(frac)
     rows.append({"quantity": "sign_test_p", "subject": "A vs B", "value": p, "n": wins + losses})
     kappa, kappa_n, alpha = agreement(image_votes[:, rated]) if n else (np.nan, 0, np.nan)
