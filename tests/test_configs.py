@@ -11,7 +11,7 @@ import yaml
 from camexp.config import PAPER_TABLES, ExperimentConfig
 from camexp.experiment import load_experiment as load_config
 
-# Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study_tally.py.
+# Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study.py.
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
                  if "study" not in yaml.safe_load(p.read_text()))
 

@@ -1,4 +1,4 @@
-"""The human-trust study's tally and config, without a model: hand-made keys and answer files.
+"""The human-trust study: its tally on hand-made keys and answer files, its config, and `study make` on a tiny model.
 
 Expected values come from the paper's worked example (§4.2), published agreement examples (Fleiss' κ on
 Wikipedia's 10 × 5 table, Krippendorff 2011's nominal α), hand-computed binomial tails, and sklearn as a
