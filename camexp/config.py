@@ -260,10 +260,8 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{more}"
 
 
-def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None,
-              context: dict[str, Any] | None = None) -> S:
-    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`
-    (`context` is handed to the validators: the registries that names are checked against)."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; a missing file or bad YAML is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -273,6 +271,16 @@ def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | Non
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, dataset, model, ...)")
+    return raw
+
+
+def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None,
+              context: dict[str, Any] | None = None, raw: dict[str, Any] | None = None) -> S:
+    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`
+    (`context` is handed to the validators: the registries that names are checked against). `raw`: the
+    file's mapping when the caller read it (`read_yaml`) and took out a section of its own."""
+    path = Path(path)
+    raw = read_yaml(path) if raw is None else raw
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -23,9 +23,11 @@ def registries() -> dict[str, Any]:
     return {"methods": METHODS, "metrics": METRICS, "analyses": ANALYSES}
 
 
-def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size')."""
-    cfg = load_yaml(path, ExperimentConfig, overrides, context=registries())
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
+                    raw: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size'); `raw`:
+    the file's mapping, already read (`read_yaml`), less sections other loaders own (a study's `study:`)."""
+    cfg = load_yaml(path, ExperimentConfig, overrides, context=registries(), raw=raw)
     try:
         method_runs(cfg.method_specs())
     except CamexpError as e:
