@@ -86,6 +86,7 @@ def table(
     seed: Optional[int] = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)"),
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
+    from camexp.distill.report import distill_markdown, distill_summaries, with_distill
     from camexp.report.leaderboard import leaderboard as make_leaderboard
     from camexp.report.runs import find_runs, find_studies
     from camexp.report.tables import Report, report, write_report
@@ -98,8 +99,10 @@ def table(
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
-        if not find_runs(results_dir) and not find_studies(results_dir):
-            raise CamexpError(f"{results_dir}: no run folders (holding run.json) or studies (study.json) found below it")
+        distills, distill_warnings = ([], []) if leaderboard else distill_summaries(results_dir, compare_paper)
+        if not find_runs(results_dir) and not find_studies(results_dir) and not distills:
+            raise CamexpError(f"{results_dir}: no run folders (holding run.json), studies (study.json) or distill "
+                              "results (distill.json) found below it")
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
         stats_settings(**stats)  # a bad value fails here, once, not per run
         if leaderboard:
@@ -107,7 +110,7 @@ def table(
             rep = Report(md, frame, [], [])
             write_report(rep, target, "leaderboard")
         else:
-            rep = report(results_dir, compare_paper, stats)
+            rep = with_distill(report(results_dir, compare_paper, stats), distills, distill_warnings, compare_paper)
             write_report(rep, target)
     except CamexpError as e:
         _fail(e)
@@ -120,6 +123,8 @@ def table(
             print_summary(summary, console, compare_paper)
         for section in rep.studies:
             console.print(Markdown(section))
+        for d in distills:
+            console.print(Markdown(distill_markdown(d, compare_paper)))
     for w in rep.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"
@@ -151,6 +156,33 @@ def finetune(
         _fail(e)
     console.print(ap_table(result))
     console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)")
+
+
+@app.command()
+def distill(
+    config: Path = typer.Argument(..., help="distill YAML (see configs/poster4_cifar10_wrn.yaml)"),
+    epochs: Optional[int] = typer.Option(None, help="train every arm until this many epochs are done"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N images of each split"),
+    out: Optional[Path] = typer.Option(None, help="results folder (default results/<name>)"),
+    fresh: bool = typer.Option(False, "--fresh/--resume", help="start every arm over instead of resuming"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train student arms (ce, +kd, +exp_<map>) from a teacher's explanations; per-arm results over paired seeds."""
+    from camexp.distill.config import load_distill_config
+    from camexp.distill.report import distill_markdown, summarize_distill
+    from camexp.distill.train import distill as run_distill
+
+    try:
+        cfg = load_distill_config(config, {"train.epochs": epochs, "train.device": device,
+                                           "train.batch_size": batch_size, "dataset.limit": limit,
+                                           "output.dir": str(out) if out else None})
+        folder = run_distill(cfg, fresh=fresh, progress=progress)
+        console.print(Markdown(distill_markdown(summarize_distill(folder, cfg.paper is not None), cfg.paper is not None)))
+    except CamexpError as e:
+        _fail(e)
+    console.print(f"results folder: {folder}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from camexp.config import DatasetConfig, SubsetConfig
 from camexp.data.base import ImageDataset, Item, Listing, collate
+from camexp.data.cifar10 import list_cifar10
 from camexp.data.folder import list_folder
 from camexp.data.imagenet import list_imagenet_val
 from camexp.data.imagenetv2 import list_imagenetv2
@@ -28,7 +29,7 @@ Loader = Callable[[DatasetConfig], Listing]
 LOADERS: Registry[Loader] = Registry("dataset kind", callable_entry("a function (DatasetConfig) -> Listing"),
                                      group="camexp.datasets")
 for _kind, _loader in (("folder", _folder), ("imagenet_val", list_imagenet_val), ("imagenetv2", list_imagenetv2),
-                       ("voc", list_voc)):
+                       ("voc", list_voc), ("cifar10", list_cifar10)):
     LOADERS.register(_kind, _loader)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,11 @@ def checkpoint_payload(cfg: FinetuneConfig, net: nn.Module, spec: InputSpec, cla
 
 def save_checkpoint(cfg: FinetuneConfig, payload: dict[str, Any]) -> None:
     """Write atomically: a crash while saving leaves the previous epoch's checkpoint intact."""
-    path = cfg.checkpoint_path
+    write_atomic(cfg.checkpoint_path, payload)
+
+
+def write_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save `payload` to `path` through a synced temporary file, so `path` is always a whole checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)

@@ -77,7 +77,7 @@ class Setting:
 
 
 DATASET_NAMES = {"imagenet_val": "ILSVRC2012 val", "voc2007": "VOC 2007 val", "voc2012": "VOC 2012 val",
-                 "imagenetv2": "ImageNetV2 MatchedFrequency"}
+                 "imagenetv2": "ImageNetV2 MatchedFrequency", "cifar10": "CIFAR-10 test"}
 SETTINGS: dict[str, Setting] = {
     "table1": Setting("vgg16", "imagenet_val"), "table2": Setting("vgg16", "voc2007"),
     "table3": Setting("vgg16", "voc2012"), "table4": Setting("vgg16", "voc2007"),
@@ -91,10 +91,32 @@ SETTINGS: dict[str, Setting] = {
 
 def setting_mismatch(paper: str, run: Setting) -> str | None:
     """Why a run's numbers cannot be read against `paper`'s (another backbone or data set), or None."""
-    table = SETTINGS[paper]
+    table = SETTINGS[paper] if paper in SETTINGS else PUBLISHED_DISTILL[paper].setting
     diffs = [f"{what} {ours}, the paper's {theirs}" for what, ours, theirs in (
         ("backbone", run.backbone, table.backbone),
         ("data set", DATASET_NAMES.get(run.dataset, run.dataset), DATASET_NAMES[table.dataset])) if ours != theirs]
     if not diffs:
         return None
     return f"not comparable with {paper}: this run's {' and '.join(diffs)}"
+
+
+@dataclass(frozen=True)
+class DistillTable:
+    """A published table of student arms (`camexp distill`): arm -> value of `metric`; `setting` has the student."""
+
+    caption: str
+    metric: str
+    setting: Setting
+    values: dict[str, float]
+
+
+# Grad-CAM++ poster, "Learning from explanations: knowledge distillation"; arm names as camexp/distill/config.py
+PUBLISHED_DISTILL: dict[str, DistillTable] = {
+    "poster3": DistillTable("Grad-CAM++ poster Table 3: PASCAL VOC 2007, teacher VGG-16 (VOC fine-tuned), student an "
+                            "11-layer CNN (we use VGG-11)", "mAP", Setting("vgg11", "voc2007"),
+                            {"ce+exp_gradcampp": 0.42, "ce+kd": 0.34, "ce": 0.31}),
+    "poster4": DistillTable("Grad-CAM++ poster Table 4: CIFAR-10, teacher WRN-40-2, student WRN-16-2",
+                            "top-1 error %", Setting("wrn_16_2", "cifar10"),
+                            {"ce": 6.78, "ce+exp_gradcampp": 6.74, "ce+exp_gradcam": 6.86, "ce+kd": 5.68,
+                             "ce+kd+exp_gradcampp": 5.56, "ce+kd+exp_gradcam": 5.8}),
+}

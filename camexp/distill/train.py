@@ -1,0 +1,309 @@
+"""`camexp distill`: train each (arm, seed) of a config with the same initial weights, data order and schedule
+(a paired design), a checkpoint and history after every epoch (resumed per arm and epoch after a crash)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from camexp.accel import resolve_device
+from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
+from camexp.data.transforms import InputSpec
+from camexp.distill.config import Arm, DistillConfig
+from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss
+from camexp.distill.teacher import Teacher, TeacherTargets
+from camexp.errors import CamexpError
+from camexp.explain.methods import METHODS
+from camexp.finetune.checkpoint import write_atomic
+from camexp.finetune.head import replace_head
+from camexp.finetune.train import cosine_factor
+from camexp.metrics.ap import per_class_ap
+from camexp.models import LoadedModel, build_model
+from camexp.models.weights import load_state, read_checkpoint
+
+FORMAT = "camexp-distill/1"
+META = "distill.json"
+HISTORY = "history.json"
+
+
+class AugmentTransform(PixelTransform):
+    """The eval geometry, then a random crop of the padded image and/or a horizontal flip."""
+
+    def __init__(self, spec: InputSpec, augment: str, pad: int):
+        super().__init__(spec)
+        steps = [self._geometry] + ([v2.RandomCrop(spec.size, padding=pad)] if augment == "crop_flip" else [])
+        self._geometry = v2.Compose([*steps, v2.RandomHorizontalFlip()])
+
+
+def _listing(cfg: DistillConfig, split: str) -> Listing:
+    listing = list_dataset(cfg.dataset.model_copy(update={"split": split}))
+    if not listing.class_names:
+        raise CamexpError(f"dataset.kind {cfg.dataset.kind!r}: distill needs class names (kind voc or cifar10)")
+    if not listing.items:
+        raise CamexpError(f"dataset {cfg.dataset.root}: split {split!r} selects no images")
+    if not listing.multilabel and any(it.label < 0 for it in listing.items):
+        raise CamexpError(f"dataset {cfg.dataset.root}: split {split!r} has images without a label")
+    return listing
+
+
+def step_factor(cfg: DistillConfig, epoch: int) -> float:
+    """Learning-rate multiplier of `epoch` (0-based): gamma per milestone passed, or a cosine."""
+    t = cfg.train
+    if t.schedule == "cosine":
+        return cosine_factor(epoch, t.epochs)
+    return t.gamma ** sum(epoch >= m for m in t.milestones)
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's data order and augmentation: the same for every arm of a seed."""
+    return seed * 1_000_003 + epoch
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+@dataclass
+class Session:
+    """What every arm shares: config, device, data, the teacher and its cache."""
+
+    cfg: DistillConfig
+    device: torch.device
+    spec: InputSpec
+    class_names: list[str]
+    multilabel: bool
+    train_set: ImageDataset
+    val_loader: DataLoader
+    teacher: Teacher | None
+    progress: bool
+
+
+def build_student(cfg: DistillConfig, num_classes: int, seed: int, device: torch.device) -> LoadedModel:
+    """The student with a `num_classes` head, initialised from `seed` (the same weights for every arm)."""
+    torch.manual_seed(seed)
+    loaded = build_model(cfg.student)
+    if loaded.num_classes != num_classes:
+        replace_head(loaded.model.net, num_classes)
+    loaded.model.requires_grad_(True).train()
+    return loaded.to(device)
+
+
+def open_session(cfg: DistillConfig, progress: bool) -> Session:
+    """List the data, build the teacher, check the class lists agree, and fill the teacher cache if used."""
+    t = cfg.train
+    device = resolve_device(t.device)
+    train, val = _listing(cfg, t.train_split), _listing(cfg, t.val_split)
+    probe = build_model(cfg.student)
+    spec = replace(probe.spec, size=tuple(t.image_size)) if t.image_size else probe.spec
+    transform = PixelTransform(spec) if t.augment == "none" else AugmentTransform(spec, t.augment, t.pad)
+    kw = {"class_names": train.class_names, "multilabel": train.multilabel, "skip_bad": cfg.dataset.skip_bad_images}
+    train_set = ImageDataset(train.items, transform, **kw)
+    val_loader = DataLoader(ImageDataset(val.items, PixelTransform(spec), **kw), batch_size=t.batch_size,
+                            num_workers=t.workers, collate_fn=collate)
+    methods = sorted({a.method for a in cfg.parsed_arms if a.method})
+    teacher = None
+    if cfg.teacher is not None and any(a.needs_teacher for a in cfg.parsed_arms):
+        loaded = build_model(cfg.teacher).to(device)
+        names = train.class_names
+        if loaded.num_classes != len(names) or (loaded.class_names and loaded.class_names != names):
+            raise CamexpError(f"teacher {cfg.teacher.weights}: its {loaded.num_classes} classes are not the data set's "
+                              f"{len(train.class_names)} ({train.class_names[:3]}...); use a teacher trained on them")
+        with torch.no_grad():
+            size = forward_with_maps(probe.model, probe.layer, probe.layout, torch.rand(1, 3, *spec.size))[1].shape[-2:]
+        teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, tuple(size))
+    session = Session(cfg, device, spec, list(train.class_names), train.multilabel, train_set, val_loader, teacher,
+                      progress)
+    if teacher is not None and t.cache_teacher:
+        fill_cache(session)
+    return session
+
+
+def _good(batch: dict[str, Any], device: torch.device, multilabel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = ~batch["bad"].bool()
+    y = batch["labels"] if multilabel else batch["label"]
+    return batch["image"][keep].to(device), y[keep].to(device)
+
+
+def fill_cache(s: Session) -> float:
+    """Teacher targets of every training image, once, in the eval geometry; returns the seconds it took."""
+    assert s.teacher is not None
+    start = time.perf_counter()
+    loader = DataLoader(s.train_set, batch_size=s.cfg.train.batch_size, num_workers=s.cfg.train.workers,
+                        collate_fn=collate)
+    for batch in tqdm(loader, desc="teacher maps (cached once)", unit="batch", disable=not s.progress):
+        keep = ~batch["bad"].bool()
+        kept = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        s.teacher.store(kept["index"], s.teacher.targets(kept["image"].to(s.device), kept))
+    s.teacher.cache_seconds = time.perf_counter() - start
+    return s.teacher.cache_seconds
+
+
+class ArmTrainer:
+    """One (arm, seed): student, optimiser, and its folder `<out>/<arm>/seed<k>` with checkpoint and history."""
+
+    def __init__(self, s: Session, arm: Arm, seed: int, fresh: bool = False):
+        cfg, t = s.cfg, s.cfg.train
+        self.s, self.arm, self.seed = s, arm, seed
+        self.folder = cfg.output_dir / arm.name / f"seed{seed}"
+        self.path = self.folder / "checkpoint.pt"
+        self.fingerprint = cfg.fingerprint(arm.name, seed)
+        ckpt = None if fresh or not self.path.exists() else read_checkpoint(self.path)
+        if ckpt is not None and (ckpt.get("format") != FORMAT or ckpt.get("fingerprint") != self.fingerprint):
+            raise CamexpError(f"{self.path}: holds a checkpoint of another distill configuration; pass --fresh to "
+                              "start over or --out to write elsewhere")
+        self.student = build_student(cfg, len(s.class_names), seed, s.device)
+        self.method = METHODS.get(arm.method) if arm.method else None
+        params = [p for p in self.student.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                         nesterov=t.nesterov)
+        self.history: list[dict[str, Any]] = []
+        if ckpt is not None:
+            load_state(self.student.model.net, ckpt["state_dict"], self.path)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.history = list(ckpt["history"])
+
+    def fit(self) -> list[dict[str, Any]]:
+        for epoch in range(len(self.history), self.s.cfg.train.epochs):
+            start = time.perf_counter()
+            factor = step_factor(self.s.cfg, epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.s.cfg.train.lr * factor
+            row = self.train_epoch(epoch)
+            row.update(epoch=epoch + 1, lr=self.s.cfg.train.lr * factor, metric=self.evaluate(),
+                       seconds=round(time.perf_counter() - start, 3))
+            self.history.append(row)
+            self.save()
+        return self.history
+
+    def save(self) -> None:
+        st = self.student
+        write_atomic(self.path, {
+            "format": FORMAT, "model_name": self.s.cfg.student.name, "num_classes": len(self.s.class_names),
+            "class_names": self.s.class_names, "input": asdict(self.s.spec), "arm": self.arm.name, "seed": self.seed,
+            "epoch": len(self.history), "history": self.history, "fingerprint": self.fingerprint,
+            "state_dict": st.model.net.state_dict(), "optimizer": self.optimizer.state_dict()})
+        write_json(self.folder / HISTORY, {"arm": self.arm.name, "seed": self.seed, "history": self.history})
+
+    def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
+        teacher = self.s.teacher
+        assert teacher is not None
+        keep = ~batch["bad"].bool()
+        if teacher.cache:
+            return teacher.cached(batch["index"][keep]).to(self.s.device)
+        return teacher.targets(x, {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)})
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training split: mean losses per image, mean seconds per student step, the order's hash."""
+        cfg, t, dev = self.s.cfg, self.s.cfg.train, self.s.device
+        torch.manual_seed(order_seed(self.seed, epoch))  # augmentation: the same draws for every arm
+        loader = DataLoader(self.s.train_set, batch_size=t.batch_size, shuffle=True, num_workers=t.workers,
+                            collate_fn=collate, generator=torch.Generator().manual_seed(order_seed(self.seed, epoch)))
+        self.student.model.train()
+        sums = {"task_loss": 0.0, "exp_loss": 0.0, "kd_loss": 0.0, "loss": 0.0}
+        seen, steps, step_time, teacher_time, order = 0, 0, 0.0, 0.0, hashlib.sha256()
+        bar = tqdm(loader, desc=f"{self.arm.name} seed {self.seed} epoch {epoch + 1}/{t.epochs}", unit="batch",
+                   disable=not self.s.progress, dynamic_ncols=True)
+        for batch in bar:
+            order.update(batch["index"].numpy().tobytes())
+            x, y = _good(batch, dev, self.s.multilabel)
+            if not len(x):
+                continue
+            t0 = time.perf_counter()
+            target = self.teacher_targets(batch, x) if self.arm.needs_teacher else None
+            t1 = time.perf_counter()
+            parts = self.step(x, y, target)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            teacher_time += t1 - t0
+            step_time += time.perf_counter() - t1
+            steps += 1
+            seen += len(x)
+            for k, v in parts.items():
+                sums[k] += v * len(x)
+            bar.set_postfix({k.removesuffix("_loss"): f"{sums[k] / seen:.4f}" for k in sums})
+        if not seen:
+            raise CamexpError(f"dataset {cfg.dataset.root}: no readable image in split {t.train_split!r}")
+        return {**{k: v / seen for k, v in sums.items()}, "step_seconds": step_time / steps, "steps": steps,
+                "teacher_seconds": round(teacher_time, 3), "order_sha": order.hexdigest()[:16]}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, target: TeacherTargets | None) -> dict[str, float]:
+        """One SGD step on L = L_task + alpha * L_exp + lambda * L_KD; returns the loss components."""
+        cfg, st = self.s.cfg, self.student
+        logits, A = forward_with_maps(st.model, st.layer, st.layout, x)
+        logits = logits.float()
+        task = F.binary_cross_entropy_with_logits(logits, y.float()) if self.s.multilabel \
+            else F.cross_entropy(logits, y)
+        exp = kd = torch.zeros((), device=x.device)
+        if self.method is not None and target is not None:
+            maps = class_maps(self.method, A.float(), logits, target.classes)
+            exp = explanation_loss(maps, target.maps[self.method.name], target.classes, cfg.loss.map_norm)
+        if self.arm.kd and target is not None:
+            kd = kd_loss(logits, target.logits, cfg.loss.temperature, self.s.multilabel)
+        loss = task + cfg.loss.alpha * exp + cfg.loss.kd_weight * kd
+        if not torch.isfinite(loss):
+            raise CamexpError(f"arm {self.arm.name} seed {self.seed}: the loss is not finite (task {float(task)}, "
+                              f"exp {float(exp)}, kd {float(kd)}); lower train.lr or loss.alpha")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        parts = {"task_loss": task, "exp_loss": exp, "kd_loss": kd, "loss": loss}
+        return {k: float(v.detach()) for k, v in parts.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """mAP on the val split (multi-label), or top-1 error % (single-label)."""
+        model = self.student.model
+        model.eval()
+        scores, targets = [], []
+        for batch in self.s.val_loader:
+            x, y = _good(batch, self.s.device, self.s.multilabel)
+            scores.append(model(x).float().cpu())
+            targets.append(y.cpu())
+        model.train()
+        s, y = torch.cat(scores), torch.cat(targets)
+        if self.s.multilabel:
+            return float(per_class_ap(s.sigmoid(), y).nanmean())
+        return 100.0 * float((s.argmax(1) != y).double().mean())
+
+
+def metric_name(multilabel: bool) -> str:
+    return "mAP" if multilabel else "top-1 error %"
+
+
+def write_meta(s: Session, status: str) -> None:
+    """distill.json: the config, what the metric is, and how the teacher maps were made (for `camexp table`)."""
+    cfg = s.cfg
+    teacher = s.teacher
+    meta = {"format": FORMAT, "name": cfg.name, "paper": cfg.paper, "status": status,
+            "metric": metric_name(s.multilabel), "higher_is_better": s.multilabel,
+            "config": cfg.model_dump(mode="json"), "input_size": list(s.spec.size),
+            "dataset": {"kind": cfg.dataset.kind, "year": cfg.dataset.year, "train_images": len(s.train_set),
+                        "val_images": len(s.val_loader.dataset)},  # type: ignore[arg-type]
+            "teacher_maps": None if teacher is None else {
+                "mode": "cache" if cfg.train.cache_teacher else "recompute",
+                "teacher_map_size": list(teacher.loaded.maps_shape[1:]), "student_map_size": list(teacher.map_size),
+                "resized_bilinear": teacher.resized, "cache_seconds": teacher.cache_seconds}}
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.output_dir / META, meta)
+
+
+def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -> Path:
+    """Train every (seed, arm) not yet complete, resuming from the last epoch; returns the results folder."""
+    s = open_session(cfg, progress)
+    write_meta(s, "running")
+    for seed in cfg.seeds:
+        for arm in cfg.parsed_arms:
+            ArmTrainer(s, arm, seed, fresh).fit()
+    write_meta(s, "complete")
+    return cfg.output_dir
