@@ -123,8 +123,8 @@ def table(
             print_summary(summary, console, compare_paper)
         for section in rep.studies:
             console.print(Markdown(section))
-        for d in distills:
-            console.print(Markdown(distill_markdown(d, compare_paper)))
+        for d in distills:  # the Markdown source: rich's rendering would cut arm names in a narrow terminal
+            console.print(distill_markdown(d, compare_paper), markup=False, highlight=False, soft_wrap=True)
     for w in rep.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"
@@ -168,18 +168,26 @@ def distill(
     out: Optional[Path] = typer.Option(None, help="results folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start every arm over instead of resuming"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    profile: Optional[int] = typer.Option(None, help="only time N training steps of each arm (vs ce); writes nothing"),
 ) -> None:
     """Train student arms (ce, +kd, +exp_<map>) from a teacher's explanations; per-arm results over paired seeds."""
     from camexp.distill.config import load_distill_config
     from camexp.distill.report import distill_markdown, summarize_distill
     from camexp.distill.train import distill as run_distill
+    from camexp.distill.train import profile as profile_arms
 
     try:
         cfg = load_distill_config(config, {"train.epochs": epochs, "train.device": device,
                                            "train.batch_size": batch_size, "dataset.limit": limit,
                                            "output.dir": str(out) if out else None})
+        if profile is not None:
+            import pandas as pd
+
+            console.print(pd.DataFrame(profile_arms(cfg, profile, progress)).to_markdown(index=False, floatfmt=".4g"))
+            return
         folder = run_distill(cfg, fresh=fresh, progress=progress)
-        console.print(Markdown(distill_markdown(summarize_distill(folder, cfg.paper is not None), cfg.paper is not None)))
+        md = distill_markdown(summarize_distill(folder, cfg.paper is not None), cfg.paper is not None)
+        console.print(md, markup=False, highlight=False, soft_wrap=True)
     except CamexpError as e:
         _fail(e)
     console.print(f"results folder: {folder}")

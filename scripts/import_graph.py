@@ -21,7 +21,7 @@ LAYERS = [
     {"metrics"},
     {"results"},
     {"analyses"},
-    {"report", "check", "finetune", "experiment", "resume", "study"},
+    {"report", "check", "finetune", "experiment", "resume", "study", "distill"},
     {"runner"},
     {"cli", "__main__"},
 ]

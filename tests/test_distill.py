@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,15 @@ def write_cifar(root: Path, per_batch: int = 2, test: int = 3, seed: int = 0) ->
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAMEXP_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: these tiny convolutions run many times slower when threads compete on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_cifar10_kind_reads_the_python_layout(tmp_path: Path) -> None:

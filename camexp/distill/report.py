@@ -28,6 +28,7 @@ class DistillSummary:
     name: str
     paper: str | None
     metric: str
+    split: str
     table: pd.DataFrame
     setting: Setting
     notes: list[str] = field(default_factory=list)
@@ -92,7 +93,8 @@ def summarize_distill(folder: Path, compare_paper: bool = False) -> DistillSumma
     kind = cfg["dataset"]["kind"]
     setting = Setting(cfg["student"]["name"].removeprefix("tv:").split(".")[0],
                       f"voc{cfg['dataset'].get('year') or ''}" if kind == "voc" else kind)
-    summary = DistillSummary(folder, meta["name"], meta.get("paper"), meta["metric"], pd.DataFrame(rows), setting)
+    summary = DistillSummary(folder, meta["name"], meta.get("paper"), meta["metric"],
+                             cfg["train"].get("val_split", "?"), pd.DataFrame(rows), setting)
     missing = [f"{a} seed {s}" for a in arms for s in seeds if s not in done[a]]
     if missing:
         more = " ..." if len(missing) > 6 else ""
@@ -111,7 +113,7 @@ def _num(v: float, digits: int = 4) -> str:
 
 def distill_markdown(s: DistillSummary, compare_paper: bool = False) -> str:
     """The summary as Markdown: one row per arm; with `compare_paper`, the poster's value and any setting warning."""
-    lines = [f"## {s.name} (distill)", "", f"Metric: {s.metric} on the val split, after the last epoch."]
+    lines = [f"## {s.name} (distill)", "", f"Metric: {s.metric} on split {s.split!r}, after the last epoch."]
     if compare_paper and s.paper:
         lines.append(f"Compared with {PUBLISHED_DISTILL[s.paper].caption}; column `paper`.")
         if w := s.warning():

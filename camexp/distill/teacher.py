@@ -40,18 +40,20 @@ def image_classes(batch: dict[str, Any], logits: torch.Tensor, target: str, mult
 
 
 class Teacher:
-    """Maps of `methods` on a frozen model, at `map_size` (bilinear resize when the teacher's layer differs)."""
+    """Maps of `methods` on a frozen model, whose layer gives maps of `own_size` at the training input size,
+    resized bilinearly to the student's `map_size` when the two differ."""
 
     def __init__(self, loaded: LoadedModel, methods: list[str], target: str, multilabel: bool,
-                 map_size: tuple[int, int]):
+                 own_size: tuple[int, int], map_size: tuple[int, int]):
         self.explainer = Explainer(loaded, methods)
-        self.loaded, self.target, self.multilabel, self.map_size = loaded, target, multilabel, map_size
+        self.loaded, self.target, self.multilabel = loaded, target, multilabel
+        self.own_size, self.map_size = own_size, map_size
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = {}
         self.cache_seconds: float | None = None
 
     @property
     def resized(self) -> bool:
-        return tuple(self.loaded.maps_shape[1:]) != tuple(self.map_size)
+        return tuple(self.own_size) != tuple(self.map_size)
 
     def targets(self, x: torch.Tensor, batch: dict[str, Any]) -> TeacherTargets:
         """Teacher logits and maps for images x (pixel space) of `batch`: one forward + head backward per class slot."""

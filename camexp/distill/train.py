@@ -99,8 +99,9 @@ def build_student(cfg: DistillConfig, num_classes: int, seed: int, device: torch
     return loaded.to(device)
 
 
-def open_session(cfg: DistillConfig, progress: bool) -> Session:
-    """List the data, build the teacher, check the class lists agree, and fill the teacher cache if used."""
+def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Session:
+    """List the data, build the teacher, check the class lists agree, and fill the teacher cache if used (and
+    `cache`; without it the teacher's targets are recomputed per batch)."""
     t = cfg.train
     device = resolve_device(t.device)
     train, val = _listing(cfg, t.train_split), _listing(cfg, t.val_split)
@@ -119,12 +120,14 @@ def open_session(cfg: DistillConfig, progress: bool) -> Session:
         if loaded.num_classes != len(names) or (loaded.class_names and loaded.class_names != names):
             raise CamexpError(f"teacher {cfg.teacher.weights}: its {loaded.num_classes} classes are not the data set's "
                               f"{len(train.class_names)} ({train.class_names[:3]}...); use a teacher trained on them")
+        x = torch.rand(1, 3, *spec.size)
         with torch.no_grad():
-            size = forward_with_maps(probe.model, probe.layer, probe.layout, torch.rand(1, 3, *spec.size))[1].shape[-2:]
-        teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, tuple(size))
+            own = forward_with_maps(loaded.model, loaded.layer, loaded.layout, x.to(device))[1].shape[-2:]
+            size = forward_with_maps(probe.model, probe.layer, probe.layout, x)[1].shape[-2:]
+        teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, tuple(own), tuple(size))
     session = Session(cfg, device, spec, list(train.class_names), train.multilabel, train_set, val_loader, teacher,
                       progress)
-    if teacher is not None and t.cache_teacher:
+    if teacher is not None and t.cache_teacher and cache:
         fill_cache(session)
     return session
 
@@ -292,7 +295,7 @@ def write_meta(s: Session, status: str) -> None:
                         "val_images": len(s.val_loader.dataset)},  # type: ignore[arg-type]
             "teacher_maps": None if teacher is None else {
                 "mode": "cache" if cfg.train.cache_teacher else "recompute",
-                "teacher_map_size": list(teacher.loaded.maps_shape[1:]), "student_map_size": list(teacher.map_size),
+                "teacher_map_size": list(teacher.own_size), "student_map_size": list(teacher.map_size),
                 "resized_bilinear": teacher.resized, "cache_seconds": teacher.cache_seconds}}
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     write_json(cfg.output_dir / META, meta)
@@ -307,3 +310,31 @@ def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -
             ArmTrainer(s, arm, seed, fresh).fit()
     write_meta(s, "complete")
     return cfg.output_dir
+
+
+def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:
+    """Seconds per training step of each arm (median of `steps` steps after one warm-up step, the teacher's
+    targets excluded) and its ratio to the `ce` arm. Trains fresh students on the first batches; writes nothing."""
+    s = open_session(cfg, progress, cache=False)
+    rows = []
+    for arm in cfg.parsed_arms:
+        trainer = ArmTrainer(s, arm, cfg.seeds[0], fresh=True)
+        loader = DataLoader(s.train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(0), num_workers=cfg.train.workers)
+        times: list[float] = []
+        for batch in loader:
+            x, y = _good(batch, s.device, s.multilabel)
+            target = trainer.teacher_targets(batch, x) if arm.needs_teacher else None
+            start = time.perf_counter()
+            trainer.step(x, y, target)
+            if s.device.type == "cuda":
+                torch.cuda.synchronize(s.device)
+            times.append(time.perf_counter() - start)
+            if len(times) > steps:
+                break
+        rows.append({"arm": arm.name, "steps": len(times) - 1, "batch": cfg.train.batch_size,
+                     "seconds_per_step": float(torch.tensor(times[1:] or times).median())})
+    base = next((r["seconds_per_step"] for r in rows if r["arm"] == "ce"), float("nan"))
+    for r in rows:
+        r["x_ce"] = r["seconds_per_step"] / base
+    return rows
