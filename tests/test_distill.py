@@ -352,3 +352,16 @@ def test_table_compare_paper_shows_the_poster_beside_ours(tmp_path: Path) -> Non
     assert "6.78" in result.output and "6.74" in result.output and "Grad-CAM++ poster Table 4" in result.output
     csv = (tmp_path / "res" / "report.csv").read_text()
     assert "ce+exp_gradcampp" in csv and "poster4" in csv
+
+
+def test_cli_distill_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
+    """A bad key, and a teacher trained on other classes: one line naming the key or file, exit 2."""
+    bad = _tiny_config(tmp_path, "bad", loss={"alpha": 0.01, "mapnorm": "l2"})
+    result = CliRunner().invoke(app, ["distill", str(bad), "--no-progress"])
+    assert result.exit_code == 2 and "loss.mapnorm: unknown key" in result.output and "Traceback" not in result.output
+    torch.save({"model_name": "wrn_16_1", "num_classes": 5, "class_names": NAMES[:5],
+                "state_dict": build_model(ModelConfig(name="wrn_16_1", weights="random")).model.net.state_dict()
+                | {"fc.weight": torch.zeros(5, 64), "fc.bias": torch.zeros(5)}}, tmp_path / "five.pt")
+    other = _tiny_config(tmp_path, "other", teacher={"name": "wrn_16_1", "weights": str(tmp_path / "five.pt")})
+    result = CliRunner().invoke(app, ["distill", str(other), "--no-progress"])
+    assert result.exit_code == 2 and "classes are not the data set's 10" in result.output, result.output
