@@ -365,3 +365,33 @@ def test_cli_distill_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
     other = _tiny_config(tmp_path, "other", teacher={"name": "wrn_16_1", "weights": str(tmp_path / "five.pt")})
     result = CliRunner().invoke(app, ["distill", str(other), "--no-progress"])
     assert result.exit_code == 2 and "classes are not the data set's 10" in result.output, result.output
+
+
+def test_image_classes_label_positives_and_teacher_top1() -> None:
+    from camexp.distill.teacher import image_classes
+
+    logits = torch.tensor([[0.1, 2.0, 0.3], [1.0, 0.0, -1.0]])
+    multi = {"labels": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])}
+    assert image_classes(multi, logits, "label", True).tolist() == [[0, 2], [1, -1]]
+    assert image_classes(multi, logits, "teacher_top1", True).tolist() == [[1], [0]]
+    assert image_classes({"label": torch.tensor([2, 0])}, logits, "label", False).tolist() == [[2], [0]]
+
+
+def test_class_index_folders_train_a_single_label_student(tmp_path: Path) -> None:
+    """ILSVRC-style folders (no class names): classes are indices, a ce-only config needs no teacher."""
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        folder = tmp_path / "d" / str(c)
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "folders", "student": {"name": "wrn_16_1", "weights": "random"},
+        "dataset": {"kind": "folder", "root": str(tmp_path / "d")}, "arms": ["ce"],
+        "train": {"epochs": 1, "batch_size": 4, "augment": "none", "device": "cpu", "train_split": "all",
+                  "val_split": "all"}, "output": {"dir": str(tmp_path / "out")}}))
+    out = distill(load_distill_config(path), progress=False)
+    ckpt = torch.load(out / "ce" / "seed0" / "checkpoint.pt", weights_only=True)
+    assert ckpt["class_names"] == ["0", "1", "2"] and ckpt["num_classes"] == 3
+    assert 0 <= summarize_distill(out).table.at[0, "mean"] <= 100

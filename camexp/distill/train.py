@@ -46,13 +46,24 @@ class AugmentTransform(PixelTransform):
 
 def _listing(cfg: DistillConfig, split: str) -> Listing:
     listing = list_dataset(cfg.dataset.model_copy(update={"split": split}))
-    if not listing.class_names:
-        raise CamexpError(f"dataset.kind {cfg.dataset.kind!r}: distill needs class names (kind voc or cifar10)")
     if not listing.items:
         raise CamexpError(f"dataset {cfg.dataset.root}: split {split!r} selects no images")
     if not listing.multilabel and any(it.label < 0 for it in listing.items):
         raise CamexpError(f"dataset {cfg.dataset.root}: split {split!r} has images without a label")
     return listing
+
+
+def class_list(train: Listing, val: Listing, teacher: LoadedModel | None) -> list[str]:
+    """The data set's class names; for one without them (class-index or wnid folders, labels in the model's index
+    space) the teacher's, else the indices 0 .. largest label."""
+    if train.class_names:
+        return list(train.class_names)
+    top = max(it.label for it in train.items + val.items)
+    if teacher is None:
+        return [str(i) for i in range(top + 1)]
+    if top >= teacher.num_classes:
+        raise CamexpError(f"dataset: label {top} is outside the teacher's {teacher.num_classes} classes")
+    return list(teacher.class_names or [str(i) for i in range(teacher.num_classes)])
 
 
 def step_factor(cfg: DistillConfig, epoch: int) -> float:
@@ -106,27 +117,27 @@ def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Sess
     device = resolve_device(t.device)
     train, val = _listing(cfg, t.train_split), _listing(cfg, t.val_split)
     probe = build_model(cfg.student)
-    spec = replace(probe.spec, size=tuple(t.image_size)) if t.image_size else probe.spec
+    needs_teacher = cfg.teacher is not None and any(a.needs_teacher for a in cfg.parsed_arms)
+    loaded = build_model(cfg.teacher).to(device) if cfg.teacher is not None and needs_teacher else None
+    names = class_list(train, val, loaded)
+    spec = replace(probe.spec, size=t.image_size) if t.image_size else probe.spec
     transform = PixelTransform(spec) if t.augment == "none" else AugmentTransform(spec, t.augment, t.pad)
-    kw = {"class_names": train.class_names, "multilabel": train.multilabel, "skip_bad": cfg.dataset.skip_bad_images}
+    kw: dict[str, Any] = {"class_names": names, "multilabel": train.multilabel, "skip_bad": cfg.dataset.skip_bad_images}
     train_set = ImageDataset(train.items, transform, **kw)
     val_loader = DataLoader(ImageDataset(val.items, PixelTransform(spec), **kw), batch_size=t.batch_size,
                             num_workers=t.workers, collate_fn=collate)
     methods = sorted({a.method for a in cfg.parsed_arms if a.method})
     teacher = None
-    if cfg.teacher is not None and any(a.needs_teacher for a in cfg.parsed_arms):
-        loaded = build_model(cfg.teacher).to(device)
-        names = train.class_names
+    if loaded is not None and cfg.teacher is not None:
         if loaded.num_classes != len(names) or (loaded.class_names and loaded.class_names != names):
-            raise CamexpError(f"teacher {cfg.teacher.weights}: its {loaded.num_classes} classes are not the data set's "
-                              f"{len(train.class_names)} ({train.class_names[:3]}...); use a teacher trained on them")
+            raise CamexpError(f"teacher {cfg.teacher.weights}: its {loaded.num_classes} classes are not the data "
+                              f"set's {len(names)} ({names[:3]}...); use a teacher trained on them")
         x = torch.rand(1, 3, *spec.size)
         with torch.no_grad():
             own = forward_with_maps(loaded.model, loaded.layer, loaded.layout, x.to(device))[1].shape[-2:]
             size = forward_with_maps(probe.model, probe.layer, probe.layout, x)[1].shape[-2:]
-        teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, tuple(own), tuple(size))
-    session = Session(cfg, device, spec, list(train.class_names), train.multilabel, train_set, val_loader, teacher,
-                      progress)
+        teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, (own[0], own[1]), (size[0], size[1]))
+    session = Session(cfg, device, spec, names, train.multilabel, train_set, val_loader, teacher, progress)
     if teacher is not None and t.cache_teacher and cache:
         fill_cache(session)
     return session
@@ -316,7 +327,7 @@ def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[
     """Seconds per training step of each arm (median of `steps` steps after one warm-up step, the teacher's
     targets excluded) and its ratio to the `ce` arm. Trains fresh students on the first batches; writes nothing."""
     s = open_session(cfg, progress, cache=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for arm in cfg.parsed_arms:
         trainer = ArmTrainer(s, arm, cfg.seeds[0], fresh=True)
         loader = DataLoader(s.train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate,
