@@ -183,7 +183,8 @@ def distill(
         if profile is not None:
             import pandas as pd
 
-            console.print(pd.DataFrame(profile_arms(cfg, profile, progress)).to_markdown(index=False, floatfmt=".4g"))
+            rows = pd.DataFrame(profile_arms(cfg, profile, progress)).to_markdown(index=False, floatfmt=".4g")
+            console.print(rows, markup=False, highlight=False, soft_wrap=True)
             return
         folder = run_distill(cfg, fresh=fresh, progress=progress)
         md = distill_markdown(summarize_distill(folder, cfg.paper is not None), cfg.paper is not None)

@@ -395,3 +395,25 @@ def test_class_index_folders_train_a_single_label_student(tmp_path: Path) -> Non
     ckpt = torch.load(out / "ce" / "seed0" / "checkpoint.pt", weights_only=True)
     assert ckpt["class_names"] == ["0", "1", "2"] and ckpt["num_classes"] == 3
     assert 0 <= summarize_distill(out).table.at[0, "mean"] <= 100
+
+
+@pytest.mark.parametrize("target", ["label", "teacher_top1"])
+def test_teacher_targets_are_the_explainers_maps(target: str) -> None:
+    """Teacher logits, classes and maps (Grad-CAM++, resized 8x8 -> 4x4) recomputed independently."""
+    from camexp.distill.teacher import Teacher
+
+    torch.manual_seed(0)
+    loaded = build_model(ModelConfig(name="wrn_16_1", weights="random"))
+    teacher = Teacher(loaded, ["gradcam++"], target, False, (8, 8), (4, 4))
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([4, 0, 9])
+    got = teacher.targets(x, {"label": labels})
+    with torch.no_grad():
+        logits = loaded.model(x)
+    classes = logits.argmax(1) if target == "teacher_top1" else labels
+    explainer = Explainer(loaded, ["gradcam++"])
+    raw = explainer.runs[0].method(explainer.activations(x, classes)[1])
+    expected = nn.functional.avg_pool2d(raw[:, None], 2)[:, 0]  # bilinear 8 -> 4 (no corner alignment) = 2x2 mean
+    torch.testing.assert_close(got.logits, logits)
+    assert got.classes[:, 0].tolist() == classes.tolist()
+    torch.testing.assert_close(got.maps["gradcam++"][:, 0], expected, rtol=1e-5, atol=1e-6)

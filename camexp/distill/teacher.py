@@ -27,7 +27,8 @@ class TeacherTargets:
 
 
 def image_classes(batch: dict[str, Any], logits: torch.Tensor, target: str, multilabel: bool) -> torch.Tensor:
-    """(B,m) class indices per image, -1 padded: the teacher's top-1, the label, or every positive class."""
+    """(B,m) class indices per image, -1 padded, on the device of `logits`: the teacher's top-1 (of `logits`),
+    the label, or every positive class."""
     if target == "teacher_top1":
         return logits.argmax(1)[:, None]
     if not multilabel:
@@ -56,19 +57,28 @@ class Teacher:
         return tuple(self.own_size) != tuple(self.map_size)
 
     def targets(self, x: torch.Tensor, batch: dict[str, Any]) -> TeacherTargets:
-        """Teacher logits and maps for images x (pixel space) of `batch`: one forward + head backward per class slot."""
-        with torch.no_grad():
-            logits = self.loaded.model(x).float()
-        classes = image_classes(batch, logits, self.target, self.multilabel)
+        """Teacher logits and maps for images x (pixel space) of `batch`: one forward + head backward per class
+        slot (the first slot's forward gives the logits; top-1 classes come from that same pass)."""
+        if not self.explainer.runs:  # KD only: the logits
+            with torch.no_grad():
+                logits = self.loaded.model(x).float()
+            return TeacherTargets(logits, image_classes(batch, logits, self.target, self.multilabel), {})
+        top1 = self.target == "teacher_top1"
+        classes = None if top1 else image_classes(batch, x.new_zeros(len(x), 0), self.target, self.multilabel)
         maps: dict[str, list[torch.Tensor]] = {r.name: [] for r in self.explainer.runs}
-        for j in range(classes.shape[1] if self.explainer.runs else 0):
-            _, inputs = self.explainer.activations(x, classes[:, j].clamp_min(0))
+        logits = None
+        for j in range(1 if classes is None else classes.shape[1]):
+            out, inputs = self.explainer.activations(x, None if classes is None else classes[:, j].clamp_min(0))
+            if classes is None:
+                classes = inputs.targets[:, None]
+            logits = out.float() if logits is None else logits
             for r in self.explainer.runs:
                 m = r.method(inputs, **r.params)
                 if self.resized:
                     m = F.interpolate(m[:, None], size=self.map_size, mode="bilinear", align_corners=False)[:, 0]
                 maps[r.name].append(m * (classes[:, j] >= 0)[:, None, None])
-        return TeacherTargets(logits, classes, {k: torch.stack(v, 1).detach() for k, v in maps.items() if v})
+        assert logits is not None and classes is not None
+        return TeacherTargets(logits, classes, {k: torch.stack(v, 1).detach() for k, v in maps.items()})
 
     def store(self, indices: torch.Tensor, t: TeacherTargets) -> None:
         """Keep each image's targets (on the CPU, without padding) under its data set index."""
