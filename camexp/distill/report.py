@@ -160,4 +160,4 @@ def with_distill(rep: Report, summaries: list[DistillSummary], warnings: list[st
     if compare_paper:
         warnings = warnings + [f"{s.folder}: {w}" for s in summaries if (w := s.warning())]
     frame = pd.concat([rep.frame, *(distill_frame(s) for s in summaries)], ignore_index=True)
-    return Report("\n".join(parts), frame, rep.summaries, rep.warnings + warnings)
+    return Report("\n".join(parts), frame, rep.summaries, rep.warnings + warnings, rep.studies)
