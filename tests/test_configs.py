@@ -12,9 +12,10 @@ from camexp.config import PAPER_TABLES, ExperimentConfig
 from camexp.experiment import load_experiment as load_config
 from camexp.metrics import settings_of
 
-# Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study.py.
+# Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study.py, distill configs
+# (`arms:`; camexp/distill loads them) in tests/test_distill.py.
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
-                 if "study" not in yaml.safe_load(p.read_text()))
+                 if not {"study", "arms"} & set(yaml.safe_load(p.read_text())))
 
 
 def load_all() -> dict[str, ExperimentConfig]:

@@ -212,6 +212,16 @@ def test_wrn_builds_by_name_with_the_published_size(name: str, depth: int, k: in
     assert loaded.cam_weight is not None  # GAP + linear: CAM applies too
 
 
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").glob("*.yaml") if "arms:" in p.read_text()),
+                         ids=lambda p: p.stem)
+def test_every_distill_config_validates_and_names_real_models(path: Path) -> None:
+    import timm
+
+    cfg = load_distill_config(path)
+    assert cfg.name == path.stem
+    assert all(timm.is_model(m.name) for m in (cfg.student, cfg.teacher) if m is not None)
+
+
 def test_paper_configs_validate_and_name_the_posters_arms() -> None:
     p3 = load_distill_config(REPO / "configs" / "poster3_voc07_distill.yaml")
     p4 = load_distill_config(REPO / "configs" / "poster4_cifar10_wrn.yaml")
