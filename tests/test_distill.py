@@ -427,3 +427,15 @@ def test_teacher_targets_are_the_explainers_maps(target: str) -> None:
     torch.testing.assert_close(got.logits, logits)
     assert got.classes[:, 0].tolist() == classes.tolist()
     torch.testing.assert_close(got.maps["gradcam++"][:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_voc_teachers_are_checkpoints_of_shipped_finetune_configs() -> None:
+    from camexp.finetune.config import load_finetune_config
+
+    shipped = (REPO / "configs" / "finetune").glob("*.yaml")
+    finetunes = {str(c.checkpoint_path): c for c in map(load_finetune_config, shipped)}
+    for name in ("poster3_voc07_distill", "distill_smoke_voc12"):
+        cfg = load_distill_config(REPO / "configs" / f"{name}.yaml")
+        assert cfg.teacher is not None
+        ft = finetunes[cfg.teacher.weights]
+        assert (ft.model.name, ft.dataset.year) == (cfg.teacher.name, cfg.dataset.year)
