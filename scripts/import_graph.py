@@ -21,6 +21,7 @@ LAYERS = [
     {"metrics"},
     {"results"},
     {"analyses"},
+    {"jobs"},
     {"report", "check", "finetune", "experiment", "resume", "study"},
     {"runner"},
     {"cli", "__main__"},
