@@ -172,7 +172,7 @@ class Run:
         check_images(cfg, records, ds.items, self.out)
         done = complete_images(records, self.methods)
         with_metrics = metric_complete(read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
-                                       [m.row_names for m in self.batch_metrics])
+                                       [m.row_names for m in self.batch_metrics if m.resume == "recompute"])
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
         bad = _read_bad(self.out / BAD_IMAGES)
