@@ -1,7 +1,8 @@
 """May this config resume the run in a folder? The same per-image configuration, or the same one selecting
-more images (an extension: only the new images are computed), with no analysis added after images were
-recorded without it (its summary would silently cover fewer images than the run's; an analysis drawn from
-the records alone, `per_batch = False`, may be added at any time).
+more images (an extension: only the new images are computed), with no per-batch job added after images were
+recorded without it whose entry says `resume = "refuse"` (an analysis: its summary would silently cover fewer
+images than the run's). A per-batch metric (`recompute`: the runner explains again the images lacking its
+rows) and an analysis drawn from the records alone (`any`) may be added at any time.
 
 `check_config` runs before the model is built, from run.json alone; `check_images` runs once the data set
 is listed, against the records: every recorded image must be the image the new selection puts at that
@@ -15,10 +16,10 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from camexp.analyses import ANALYSES
 from camexp.config import ExperimentConfig, fingerprint_hash
 from camexp.data.base import Item
 from camexp.errors import CamexpError
+from camexp.jobs import jobs_of
 from camexp.metrics import settings_fingerprint
 from camexp.results import complete_images, read_all_records
 
@@ -42,7 +43,7 @@ def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path,
     if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
         raise CamexpError(f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or "
                           "replace it with --fresh)")
-    _check_analyses(previous["config"].get("analyses", []), cfg, folder)
+    _check_added(previous["config"], cfg, folder)
     fingerprinted = fingerprinted_of(cfg) if fingerprinted is None else fingerprinted
     if previous.get("fingerprint") == fingerprint_hash(fingerprinted):
         return
@@ -58,10 +59,10 @@ def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path,
                           "elsewhere")
 
 
-def _check_analyses(before: list[str], cfg: ExperimentConfig, folder: Path) -> None:
-    """An analysis that works per batch, added after images were recorded without it, would cover only the
-    images explained from now on; one drawn from the records alone (`per_batch = False`) covers them all."""
-    added = [a for a in cfg.analyses if a not in before and getattr(ANALYSES.get(a), "per_batch", True)]
+def _check_added(before: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> None:
+    """Refuse the per-batch jobs added after images were recorded without them whose entry says `refuse`."""
+    listed = [*before.get("metrics", []), *before.get("analyses", [])]
+    added = [j.name for j in jobs_of(cfg) if j.name not in listed and j.resume == "refuse"]
     recorded = len(complete_images(read_all_records(folder), cfg.method_names)) if added else 0
     if recorded:
         raise CamexpError(f"{folder}: analyses {added} were added after {recorded} images were recorded without them; "

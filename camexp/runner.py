@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
-from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
 from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig, fingerprint_hash
@@ -35,20 +34,21 @@ from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
 from camexp.explain.scoring import Scorer, confidence
+from camexp.jobs import Job, jobs_of
 from camexp.lock import hold
 from camexp.metrics import BatchMetric, batch_metrics, metric_problems, settings_of
-from camexp.metrics.batch import MetricBatch
+from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
 from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
     RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
-    metric_complete, metric_records, part_path, parts, read_json, read_records, write_json, writes_kept
+    metric_complete, part_path, parts, read_json, read_records, write_json, writes_kept
 from camexp.resume import check_config, check_images, fingerprinted_of
 
 # Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
-# the enabled analyses add the files they declare.
+# the run's per-batch jobs add the files they declare.
 APPENDED: dict[str, list[str] | None] = {RECORDS: COLUMNS, BAD_IMAGES: None, METRIC_RECORDS: METRIC_COLUMNS,
                                          CURVES: CURVE_COLUMNS}
 
@@ -100,12 +100,12 @@ class Run:
         self.counts: dict[str, dict[str, int]] = {}
         self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
         self.curves = settings_of(cfg, "perturbation").curves  # also write the per-batch metrics' curves
-        declared = {name: declared_files(ANALYSES.get(name)) for name in cfg.analyses}
-        undeclared = [name for name, files in declared.items() if files is None]
+        self.jobs: list[Job] = jobs_of(cfg)
+        undeclared = [j.name for j in self.jobs if j.files is None]
         if undeclared and ranks.world > 1:
             raise CamexpError(f"analyses {undeclared} declare no per-batch files (a `files` attribute), so their "
                               "ranks would write over each other: run them in a single process")
-        self.appended = {**APPENDED, **{k: v for files in declared.values() for k, v in (files or {}).items()}}
+        self.appended = {**APPENDED, **{k: v for j in self.jobs for k, v in (j.files or {}).items()}}
         self._prepare_folder(fresh)
 
     def _prepare_folder(self, fresh: bool) -> None:
@@ -136,7 +136,8 @@ class Run:
         meta = self.metadata(setup, resumed)
         if self.ranks.main:
             write_json(self.out / RUN_JSON, meta)
-        self.analyses: list[Analysis] = [ANALYSES.get(name)(self.cfg) for name in self.cfg.analyses]
+        for job in self.jobs:
+            job.start()
         start = time.perf_counter()
         self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
         self.ranks.barrier()
@@ -171,7 +172,7 @@ class Run:
         check_images(cfg, records, ds.items, self.out)
         done = complete_images(records, self.methods)
         with_metrics = metric_complete(read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
-                                       [m.row_names for m in self.batch_metrics])
+                                       [m.row_names for m in self.batch_metrics if m.resume == "recompute"])
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
         bad = _read_bad(self.out / BAD_IMAGES)
@@ -220,8 +221,8 @@ class Run:
         if constant.any():
             summary.extra_notes.append("Constant maps (normalised to zeros): "
                                        + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
-        for a in self.analyses:
-            summary.extra_notes += a.finish(self.out)
+        for job in self.jobs:
+            summary.extra_notes += job.finish(self.out)
         if self.curves:
             summary.extra_notes += write_curves(self.out, cfg, images)
         recorded = int(records["index"].nunique())
@@ -279,19 +280,11 @@ class Run:
         p_true = torch.where(labels >= 0, conf.gather(1, labels.clamp(min=0)[:, None])[:, 0],
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
-        if self.analyses or self.batch_metrics:
+        if self.jobs:  # one context for every job; appended before the records: a recorded image has its jobs' rows
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
-        if self.batch_metrics:  # appended before the records: a recorded image has its metric rows
-            mb = MetricBatch(cfg, s.explainer, x, ex, sub)
-            rows, curves = metric_records(sub["index"].numpy(), ids, [v for m in self.batch_metrics for v in m.compute(mb)],
-                                          self.curves)
-            if curves is not None:
-                append_records(self._own(CURVES), curves, CURVE_COLUMNS)
-            append_records(self._own(METRIC_RECORDS), rows, METRIC_COLUMNS)
-        if self.analyses:
-            ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out, self._own)
-            for a in self.analyses:
-                a.update(ctx)
+            ctx = BatchContext(cfg, s.explainer, x, ex, sub, self._own)
+            for job in self.jobs:
+                job.update(ctx)
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}
         return batch_records(batch["index"][good].numpy(), ids, self.methods, y=y, p_true=p_true, targets=ex.targets,
                              pred=ex.logits.argmax(1), labels=labels, o=o.T, **flags)

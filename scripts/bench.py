@@ -344,7 +344,7 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
     from torchcam.metrics import DeletionInsertionMetric
 
     from camexp.metrics import METRICS
-    from camexp.metrics.batch import MetricBatch
+    from camexp.metrics.batch import BatchContext
 
     method = "gradcam++"
     loaded, batches = metric_batches(images, n, batch_size, method)
@@ -358,7 +358,7 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
     def camexp_metric(names: tuple[str, ...]) -> float:
         start = time.perf_counter()
         for x, explainer, ex in batches:
-            mb = MetricBatch(cfg, explainer, x, ex, {})
+            mb = BatchContext(cfg, explainer, x, ex, {})
             for name in names:
                 METRICS.get(name).compute(mb)
         return time.perf_counter() - start

@@ -21,6 +21,7 @@ LAYERS = [
     {"metrics"},
     {"results"},
     {"analyses"},
+    {"jobs"},
     {"report", "check", "finetune", "experiment", "resume", "study", "distill"},
     {"runner"},
     {"cli", "__main__"},

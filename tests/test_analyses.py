@@ -171,7 +171,7 @@ def test_record_figures_and_area_curve_take_named_method_specs(tmp_path: Path) -
     curve = [(i, f"im{i}", m, t, 1 - t, 0.8, 0.4) for i in range(3) for m in names for t in THETAS]
     pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(tmp_path / PER_IMAGE, index=False)
     for name in cfg.analyses:
-        lines = ANALYSES.get(name)(cfg).finish(tmp_path)
+        lines = ANALYSES.get(name).make(cfg).finish(tmp_path)
         assert any(".png" in line for line in lines), name
     written = pd.read_csv(tmp_path / "area_curve.csv")
     assert list(dict.fromkeys(written["method"])) == names

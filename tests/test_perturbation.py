@@ -15,7 +15,7 @@ from camexp.config import ExperimentConfig
 from camexp.data.transforms import InputSpec
 from camexp.explain.scoring import Scorer
 from camexp.metrics import METRICS, BatchMetric
-from camexp.metrics.batch import MetricBatch, pixel_ranks
+from camexp.metrics.batch import BatchContext, pixel_ranks
 from camexp.metrics.perturbation import auc, rise_kernel, step_counts
 from camexp.models import PixelModel
 
@@ -39,7 +39,7 @@ def image() -> torch.Tensor:
     return x
 
 
-def toy_batch(**cfg: Any) -> MetricBatch:
+def toy_batch(**cfg: Any) -> BatchContext:
     spec = InputSpec(size=(4, 4), interpolation="bilinear", crop_pct=1.0, crop_mode="center", mean=(0.0, 0.0, 0.0),
                      std=(1 / 16, 1 / 16, 1 / 16))
     model = PixelModel(SumNet(), spec)
@@ -48,10 +48,10 @@ def toy_batch(**cfg: Any) -> MetricBatch:
                               metrics=["avg_drop"], **cfg)
     explanation = SimpleNamespace(maps={"m": MAP[None]}, targets=torch.tensor([0]), logits=model(x))
     scorer = Scorer(model, config.occlusion, config.confidence, chunk=3)  # chunks of 3 split the steps unevenly
-    return MetricBatch(config, SimpleNamespace(scorer=scorer), x, explanation, {})
+    return BatchContext(config, SimpleNamespace(scorer=scorer), x, explanation, {})
 
 
-def value(name: str, batch: MetricBatch) -> float:
+def value(name: str, batch: BatchContext) -> float:
     entry = METRICS.get(name)
     assert isinstance(entry, BatchMetric)
     (out,) = entry.compute(batch)

@@ -10,7 +10,7 @@ import torch
 
 from camexp.config import ExperimentConfig
 from camexp.metrics import METRICS
-from camexp.metrics.batch import MetricBatch
+from camexp.metrics.batch import BatchContext
 from camexp.metrics.pointing import NO_BOX, energy_shares, pointing_hits, summarize_pointing
 from camexp.results import METRIC_COLUMNS
 
@@ -53,7 +53,7 @@ def test_energy_share_by_hand() -> None:
     assert energy_shares(maps, inside).tolist() == [pytest.approx(10 / 20), 0.0]  # a map without mass: 0
 
 
-def _batch(targets: list[int]) -> tuple[MetricBatch, list]:
+def _batch(targets: list[int]) -> tuple[BatchContext, list]:
     """Three 32x32 images. Image 0: classes 3 (the target, a big box) and 5 (a small box); image 1: class 7
     whose only box was cropped away (zero width) and class 2 with two boxes; image 2: no boxes. The fake
     explainer's map for class c peaks at pixel (c, c)."""
@@ -71,7 +71,7 @@ def _batch(targets: list[int]) -> tuple[MetricBatch, list]:
                        torch.tensor([[32, 0, 32, 10], [0, 0, 4, 4], [28, 28, 32, 32]], dtype=f), None],
              "box_labels": [torch.tensor([3, 5]), torch.tensor([7, 2, 2]), None],
              "scale": torch.ones(3, 2, dtype=torch.float64), "image_id": ["im0", "im1", "im2"]}
-    return MetricBatch(cfg, SimpleNamespace(explain=explain), torch.zeros(3, 3, 32, 32), explanation, batch), calls
+    return BatchContext(cfg, SimpleNamespace(explain=explain), torch.zeros(3, 3, 32, 32), explanation, batch), calls
 
 
 def test_pointing_pairs_reuse_skip_and_difficult() -> None:
@@ -135,3 +135,40 @@ def test_resize_scale_matches_the_box_mapping(size: tuple[int, int]) -> None:
     assert float(mapped[0, 2] - mapped[0, 0]) == pytest.approx(40 * sx, rel=1e-5)
     assert float(mapped[0, 3] - mapped[0, 1]) == pytest.approx(60 * sy, rel=1e-5)
     assert min(sy, sx) == pytest.approx(256 / min(w, h), rel=1e-2)
+
+
+@pytest.mark.parametrize("metrics, analyses, explained", [
+    (["pointing_game", "energy_pointing"], ["mloc"], [[5]]),  # mLoc's pairs are the pointing games' (cached)
+    ([], ["mloc"], [[5]]),                                    # mLoc alone explains its one non-target pair
+    (["pointing_game"], [], [[5]]),
+])
+def test_class_maps_of_other_classes_are_explained_once_per_batch_for_every_job(
+        tmp_path, metrics: list[str], analyses: list[str], explained: list[list[int]]) -> None:
+    """The run's jobs share one batch context: with the pointing games and mLoc on, the map of image 0's
+    non-target class 5 is explained once (one explainer call), and every job reads it from the context's
+    cache. Before the one context, mLoc explained its classes again in a call of its own."""
+    from camexp.analyses.localization import MLOC_CSV
+    from camexp.jobs import jobs_of
+    from camexp.results import read_records
+
+    ctx, calls = _batch([3, 2, 0])
+    cfg = ExperimentConfig(name="p", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=metrics,
+                           analyses=analyses, localization={"topk": 2})
+    ctx.cfg = cfg
+    logits = torch.zeros(3, 10)
+    logits[0, [3, 5]] = torch.tensor([2.0, 1.0])  # image 0's top-2: its target 3 and class 5 (both boxed)
+    logits[1, [2, 7]] = torch.tensor([2.0, 1.0])  # image 1's top-2: its target 2 and 7 (whose box is cropped away)
+    logits[2, [0, 1]] = torch.tensor([2.0, 1.0])  # image 2: no boxes
+    ctx.explanation.logits = logits
+    ctx.batch["index"] = torch.arange(3)
+    ctx.own = lambda name: tmp_path / name
+    for job in jobs_of(cfg):  # as the runner's batch loop does
+        job.start()
+        job.update(ctx)
+    assert [classes for classes, _ in calls] == explained
+    assert [ids for _, ids in calls] == [["im0"]]  # seeded by the image's id, as the run's own maps
+    if analyses:
+        rows = read_records(tmp_path / MLOC_CSV, ["index", "image_id", "class", "rank", "method", "delta", "loc"])
+        assert sorted(set(zip(rows["index"], rows["class"]))) == [(0, 3), (0, 5), (1, 2)]
+        # class 5's map peaks at pixel (5, 5), outside class 5's box [20, 24)^2: no pixel of it on at δ = 0
+        assert rows[(rows["class"] == 5) & (rows["delta"] == 0.0)]["loc"].tolist() == [0.0]

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from camexp.analyses.base import BatchContext, analysis
+from camexp.analyses.base import analysis
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges, summarize_alpha, unsqueeze
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
+from camexp.metrics.batch import BatchContext
 from camexp.results import RECORDS, append_records, read_records
 
 BATCHES = "alpha_batches.csv"
@@ -59,8 +60,6 @@ class AlphaStats:
     """Streams alpha statistics; needs a Grad-CAM++ method so that the run computes gradients. The per-batch
     state rows are this analysis's per-rank state under torchrun; `finish` reduces them (merge_batches)."""
 
-    files = {BATCHES: COLUMNS}
-
     def __init__(self, cfg: ExperimentConfig):
         alpha_methods = [name for name, m in METHODS.items() if m.uses_alpha]
         if not any(METHODS.get(m).uses_alpha for _, m, _ in cfg.method_specs()):
@@ -91,4 +90,4 @@ class AlphaStats:
             "", summary_line(s, images) + f" Numbers: [{STATS}]({STATS}), bins: [{HIST}]({HIST})."]
 
 
-analysis("alpha_stats")(AlphaStats)
+analysis("alpha_stats", {BATCHES: COLUMNS})(AlphaStats)

@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from camexp.analyses.base import BatchContext, analysis
+from camexp.analyses.base import analysis
 from camexp.analyses.store import recorded_rows
 from camexp.config import ExperimentConfig
+from camexp.metrics.batch import BatchContext
 from camexp.results import append_records
 
 THETAS = tuple(i / 10 for i in range(11))
@@ -41,8 +42,6 @@ def curve(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 class AreaCurve:
     """Per batch: T extra batched forwards of the M explanation images; per-image rows appended to a CSV."""
-
-    files = {PER_IMAGE: COLUMNS}
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
@@ -76,4 +75,4 @@ class AreaCurve:
                 f"(E itself), θ = 1 only the pixels at the map's maximum."]
 
 
-analysis("area_curve")(AreaCurve)
+analysis("area_curve", {PER_IMAGE: COLUMNS})(AreaCurve)

@@ -1,9 +1,10 @@
 """`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes (README.md, Definitions D5).
 
-Per batch and per rank k of the top-k predictions: one batched forward + backward explains class
-topk[:, k] for the images that have a box of that class (rank 0 reuses the runner's own explanation when
-its targets are the top-1 predictions). Loc per (image, class, method, δ) is appended to mloc.csv; the
-summary rows `mLoc δ=...` (the layout of the paper's Table 3) are recomputed from that file.
+Per batch: the maps of the top-k predicted classes that have a box in their image come from the batch
+context's `class_maps` (the run's own map where the class is the image's target; the other (image, class)
+pairs explained in one batched forward + backward, shared with the pointing games). Loc per (image, class,
+method, δ) is appended to mloc.csv; the summary rows `mLoc δ=...` (the layout of the paper's Table 3) are
+recomputed from that file by the entry's reader.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from camexp.analyses.base import BatchContext, analysis, analysis_result
+from camexp.analyses.base import analysis
 from camexp.metrics import MetricResult, Row
+from camexp.metrics.batch import BatchContext
 from camexp.metrics.localization import class_box_masks, localization
 from camexp.results import append_records, read_records
 
@@ -35,38 +37,29 @@ def row_label(delta: float) -> str:
 MLOC_ROW = Row(row_label(0.0).split("=")[0] + "=", "mLoc", False, prefix=True)
 
 
-@analysis("mloc")
 class MLoc:
     """Streams Loc values to mloc.csv."""
-
-    files = {MLOC_CSV: COLUMNS}
-    rows = (MLOC_ROW,)
 
     def __init__(self, cfg: "ExperimentConfig"):
         self.cfg = cfg
         self.thresholds = torch.tensor(cfg.localization.thresholds, dtype=torch.float64)
 
     def update(self, ctx: BatchContext) -> None:
-        logits = ctx.explanation.logits
-        top = logits.topk(min(self.cfg.localization.topk, logits.shape[1]), dim=1).indices
+        top = ctx.logits.topk(min(self.cfg.localization.topk, ctx.logits.shape[1]), dim=1).indices  # (B, K)
         boxes = ctx.batch.get("boxes", [None] * len(ctx.x))
         box_labels = ctx.batch.get("box_labels", [None] * len(ctx.x))
-        frames = []
-        for rank in range(top.shape[1]):
-            classes = top[:, rank]
-            box = class_box_masks(boxes, box_labels, classes, tuple(ctx.x.shape[-2:]))
-            sel = box.any((1, 2)).nonzero()[:, 0]
-            if not len(sel):
-                continue
-            if torch.equal(ctx.explanation.targets, classes):
-                maps = {m: v[sel] for m, v in ctx.explanation.maps.items()}
-            else:
-                ids = [ctx.batch["image_id"][i] for i in sel.tolist()]
-                maps = ctx.explainer.explain(ctx.x[sel], classes[sel], ids).maps
-            frames += [self._rows(ctx, sel, classes[sel], rank, m, localization(v, box[sel], self.thresholds))
-                       for m, v in maps.items()]
-        if frames:
-            append_records(ctx.path(MLOC_CSV), pd.concat(frames, ignore_index=True), COLUMNS)
+        size = (ctx.x.shape[-2], ctx.x.shape[-1])
+        box = torch.stack([class_box_masks(boxes, box_labels, top[:, k], size)
+                           for k in range(top.shape[1])])  # (K, B, H, W)
+        rank, pos = box.any((2, 3)).nonzero(as_tuple=True)  # the (rank, image) pairs with a box, rank-major
+        if not len(pos):
+            return
+        classes = top[pos, rank]
+        loc = {m: localization(v, box[rank, pos], self.thresholds)
+               for m, v in ctx.class_maps(pos, classes).items()}  # the batch's own maps where classes are targets
+        frames = [self._rows(ctx, pos[rank == k], classes[rank == k], k, m, v[rank == k])
+                  for k in rank.unique().tolist() for m, v in loc.items()]
+        append_records(ctx.path(MLOC_CSV), pd.concat(frames, ignore_index=True), COLUMNS)
 
     def _rows(self, ctx: BatchContext, sel: torch.Tensor, classes: torch.Tensor, rank: int, method: str,
               loc: torch.Tensor) -> pd.DataFrame:
@@ -79,7 +72,7 @@ class MLoc:
             "delta": self.thresholds.repeat(len(sel)).tolist(), "loc": loc.cpu().flatten().tolist()})
 
     def finish(self, out_dir: Path) -> list[str]:
-        return []  # the summary rows come from `mloc_result`, so `camexp table` shows them too
+        return []  # the summary rows come from the entry's reader, `mloc_result`, so `camexp table` shows them too
 
 
 def mloc_rows(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -88,7 +81,6 @@ def mloc_rows(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.Da
     return df[df["index"].isin(records["index"]) & df["method"].isin(methods)].drop_duplicates(KEY, keep="last")
 
 
-@analysis_result("mloc")
 def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
     """mLoc(δ) per method = mean Loc over (image, class) pairs of the images that have final records."""
     df = mloc_rows(run_dir, records, methods)
@@ -101,3 +93,6 @@ def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> Met
     note = (f"mLoc: mean over {pairs} (image, class) pairs from {used} images (top-k predicted classes that have a "
             f"ground-truth box); {images - used} of {images} images skipped (no such class).")
     return MetricResult(rows=rows, notes=[note])
+
+
+analysis("mloc", {MLOC_CSV: COLUMNS}, rows=(MLOC_ROW,), read=mloc_result)(MLoc)

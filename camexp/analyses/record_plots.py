@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from camexp.analyses.base import BatchContext, analysis
+from camexp.analyses.base import analysis
 from camexp.config import ExperimentConfig
 from camexp.metrics import RecordsView
+from camexp.metrics.batch import BatchContext
 from camexp.results import RECORDS, read_records, records_view
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ class RecordsFigure:
 
     stem = ""
     title = ""
-    per_batch = False  # nothing recorded per batch: it may be added to a run that has recorded images
-    files: dict[str, list[str]] = {}
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
@@ -91,5 +90,6 @@ class DropDist(RecordsFigure):
         return draw_drop_dist(drops(view.y, view.o, view.methods)), note
 
 
-analysis("relperf_plot")(RelperfPlot)
-analysis("drop_dist")(DropDist)
+# nothing recorded per batch: either may be added to a run that has recorded images
+analysis("relperf_plot", {}, resume="any")(RelperfPlot)
+analysis("drop_dist", {}, resume="any")(DropDist)

@@ -10,17 +10,17 @@ reports read the entries; nothing else names a metric.
 A record metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)`; it is
 recomputed from the records at any time. A per-batch metric (`BatchMetric`, `@batch_metric(name, rows=...)`)
 needs more than the records: more forwards per image (insertion/deletion, ROAD, kept-fraction drop) or boxes
-(pointing games). It computes per-image values on the device from the batch the runner hands it
-(`camexp.metrics.batch.MetricBatch`); the runner appends them to per_image_metrics.csv in long form, and its
-`summarize` (by default: the mean over images of each of its rows) turns those rows into summary rows, so
-that `camexp table` recomputes them from the file. A plug-in is either kind, named by import path
+(pointing games). It computes per-image values on the device from the batch context the runner hands every
+per-batch job (`camexp.metrics.batch.BatchContext`; the job contract is camexp/jobs.py); the runner appends
+them to per_image_metrics.csv in long form, and its `summarize` (by default: the mean over images of each of
+its rows) turns those rows into summary rows, so that `camexp table` recomputes them from the file. A plug-in is either kind, named by import path
 (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import pandas as pd
 import torch
@@ -32,7 +32,7 @@ from camexp.registry import Registry
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
-    from camexp.metrics.batch import MetricBatch
+    from camexp.metrics.batch import BatchContext
 
 
 @dataclass
@@ -135,6 +135,10 @@ class PerImage:
     curve: torch.Tensor | None = None
 
 
+# Whether a per-batch job may be added to a run that has recorded images (camexp/resume.py): `recompute` its
+# images lacking the job's rows are explained again; `refuse` it would cover only the images explained from
+# now on, so the resumed run is refused; `any` it reads the records alone and covers every image.
+Resume = Literal["recompute", "refuse", "any"]
 Note = Callable[["ExperimentConfig"], str]
 # (this metric's rows of the run's final images and methods, methods in run order, the run's config) -> summary
 Summarize = Callable[[pd.DataFrame, list[str], "ExperimentConfig"], MetricResult]
@@ -153,10 +157,11 @@ class BatchMetric:
     settings, read from the config under `settings_key` (default: the metric's name; camexp's own metrics
     read the top-level keys perturbation, keep, pointing, road); `check(settings, input size)` finds a setting
     that cannot work with the model's input before the first batch. `needs_boxes`: the data set must have
-    boxes."""
+    boxes. `resume`: added to a recorded run, the images lacking its rows are explained again (see `Resume`).
+    The runner runs it as a per-batch job (camexp/jobs.py)."""
 
     name: str
-    compute: Callable[["MetricBatch"], list[PerImage]]
+    compute: Callable[["BatchContext"], list[PerImage]]
     summarize: Summarize | None = None
     summary: str = ""
     rows: tuple[Row, ...] = ()
@@ -166,6 +171,7 @@ class BatchMetric:
     check: Check | None = None
     needs_boxes: bool = False
     needs_labels: bool = False
+    resume: Resume = "recompute"
 
     @property
     def row_names(self) -> tuple[str, ...]:
@@ -210,10 +216,10 @@ def metric(name: str, needs_labels: bool = False, rows: tuple[Row, ...] = ()) ->
     return register
 
 
-def batch_metric(name: str, summary: str = "", **meta: Any) -> Callable[[Callable[["MetricBatch"], list[PerImage]]],
+def batch_metric(name: str, summary: str = "", **meta: Any) -> Callable[[Callable[["BatchContext"], list[PerImage]]],
                                                                         BatchMetric]:
     """Register `compute(batch) -> [PerImage]` as per-batch metric `name` (see `BatchMetric` for `meta`)."""
-    def register(fn: Callable[["MetricBatch"], list[PerImage]]) -> BatchMetric:
+    def register(fn: Callable[["BatchContext"], list[PerImage]]) -> BatchMetric:
         return METRICS.register(name, BatchMetric(name, fn, summary=summary, **meta))  # type: ignore[return-value]
 
     return register

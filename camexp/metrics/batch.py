@@ -1,14 +1,17 @@
-"""What a per-batch metric sees: one batch of the run, with shared derived values computed once.
+"""The one batch context: what every per-batch job (a per-batch metric or an analysis, camexp/jobs.py) sees.
 
-`MetricBatch` holds the batch's pixel images, the run's Explanation (maps, targets, logits) and the explainer
-with its scorer. Values several metrics need are computed lazily and once per batch: the model-space images,
-each map's pixel ranking (one stable sort per map), the target scores on the full images, and maps of the
-ground-truth classes (pointing games), explained in one batched call and reused across metrics.
+`BatchContext` holds the batch's pixel images, the run's Explanation (maps, targets, logits), the explainer
+(for other classes' maps) with its scorer, and the collated batch (image ids, labels, boxes). Values several
+jobs need are computed lazily and once per batch: the model-space images, each map's pixel ranking (one
+stable sort per map), the target scores on the full images, and the maps of classes other than the target
+(pointing games, mLoc): `class_maps` explains each (image, class) pair at most once per batch, in batched
+calls, and serves every job from that cache.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -36,14 +39,16 @@ def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class MetricBatch:
-    """One batch of a run as per-batch metrics see it; tensors on the run's device, the good images only."""
+class BatchContext:
+    """One batch of a run as every per-batch job sees it; tensors on the run's device, the good images only.
+    `own(name)`: where this process appends to the run folder's file `name` (the runner's per-rank naming)."""
 
     cfg: "ExperimentConfig"
     explainer: "Explainer"
     x: torch.Tensor  # (B,3,H,W) pixel-space images in [0,1]
     explanation: "Explanation"
     batch: dict[str, Any]  # the collated batch restricted to the good images (index, image_id, boxes, scale, ...)
+    own: Callable[[str], Path] | None = field(default=None, repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -53,6 +58,30 @@ class MetricBatch:
     @property
     def targets(self) -> torch.Tensor:
         return self.explanation.targets
+
+    @property
+    def maps(self) -> dict[str, torch.Tensor]:
+        """Method -> (B,H,W) normalised maps of the targets."""
+        return self.explanation.maps
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.explanation.logits
+
+    @property
+    def image_ids(self) -> list[str]:
+        return self.batch["image_id"]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """(B,) the target's confidence (the run's `confidence`) on the full images: the records' Y."""
+        return self.full_scores(self.cfg.confidence)
+
+    def path(self, name: str) -> Path:
+        """Where this process appends to the run folder's file `name` (a per-rank file under torchrun)."""
+        if self.own is None:
+            raise ValueError(f"this batch context writes no files ({name})")
+        return self.own(name)
 
     @property
     def scorer(self) -> "Scorer":

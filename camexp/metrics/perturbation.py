@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from camexp.metrics.base import PerImage, Row, batch_metric, settings_of
-from camexp.metrics.batch import MetricBatch
+from camexp.metrics.batch import BatchContext
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -120,7 +120,7 @@ def rise_blur(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(images, kernel, padding=BLUR_SIZE // 2, groups=c)
 
 
-def substrate(batch: MetricBatch, kind: str | tuple[float, float, float]) -> torch.Tensor:
+def substrate(batch: BatchContext, kind: str | tuple[float, float, float]) -> torch.Tensor:
     """(B,3,H,W) model-space substrate: `zero` (0 after normalisation: the mean colour), `blur` (RISE's blur
     of the normalised image) or an (r, g, b) colour in [0,1] pixel space."""
     xn = batch.normalized()
@@ -132,12 +132,12 @@ def substrate(batch: MetricBatch, kind: str | tuple[float, float, float]) -> tor
     return batch.scorer.model.normalize(colour).float()
 
 
-def _setting(name: str, batch: MetricBatch) -> str | tuple[float, float, float]:
+def _setting(name: str, batch: BatchContext) -> str | tuple[float, float, float]:
     p = batch.settings("perturbation")
     return p.deletion_substrate if name == "deletion" else p.insertion_substrate
 
 
-def rise_curves(batch: MetricBatch, name: str) -> torch.Tensor:
+def rise_curves(batch: BatchContext, name: str) -> torch.Tensor:
     """(M, B, S+1) scores of curve `name` (insertion or deletion). Both curves of the run are scored
     together, so that chunks are full: every job of the batch (substrate images, then curve x method x
     image x interior step) is one stream."""
@@ -145,7 +145,7 @@ def rise_curves(batch: MetricBatch, name: str) -> torch.Tensor:
     return batch.cached(("rise", names), lambda: _rise(batch, names))[name]
 
 
-def _rise(batch: MetricBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def _rise(batch: BatchContext, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Deletion goes from the image to its substrate, insertion from its substrate to the image: step s
     shows the path's end at the pixels of rank < count_s and its start elsewhere. The image's own score is
     the run's; each distinct substrate image is scored once per image, for every method and both curves."""
@@ -187,7 +187,7 @@ def _rise(batch: MetricBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]
     return out
 
 
-def _curve_values(batch: MetricBatch, name: str) -> list[PerImage]:
+def _curve_values(batch: BatchContext, name: str) -> list[PerImage]:
     scores = rise_curves(batch, name)
     pos = torch.arange(len(batch.x), device=batch.x.device)
     return [PerImage(m, name, pos, batch.targets, auc(scores[j]), scores[j]) for j, m in enumerate(batch.methods)]
@@ -212,17 +212,17 @@ KEEP_META: dict[str, Any] = dict(note=_keep_note, settings=KeepSettings, setting
 
 @batch_metric("deletion", "deletion AUC (RISE): remove the top-ranked pixels step by step", rows=(DELETION,),
               **CURVE_META)
-def deletion(batch: MetricBatch) -> list[PerImage]:
+def deletion(batch: BatchContext) -> list[PerImage]:
     return _curve_values(batch, "deletion")
 
 
 @batch_metric("insertion", "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step",
               rows=(INSERTION,), **CURVE_META)
-def insertion(batch: MetricBatch) -> list[PerImage]:
+def insertion(batch: BatchContext) -> list[PerImage]:
     return _curve_values(batch, "insertion")
 
 
-def kept_confidence(batch: MetricBatch) -> torch.Tensor:
+def kept_confidence(batch: BatchContext) -> torch.Tensor:
     """(M, B) the run's confidence of the target on each image with only its top-q pixels kept."""
     def compute() -> torch.Tensor:
         b, _, h, w = batch.x.shape
@@ -235,7 +235,7 @@ def kept_confidence(batch: MetricBatch) -> torch.Tensor:
     return batch.cached("kept", compute)
 
 
-def _kept(batch: MetricBatch, name: str, value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[PerImage]:
+def _kept(batch: BatchContext, name: str, value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[PerImage]:
     y, o = batch.full_scores(batch.cfg.confidence), kept_confidence(batch)
     pos = torch.arange(len(batch.x), device=batch.x.device)
     return [PerImage(m, name, pos, batch.targets, value(y, o[j])) for j, m in enumerate(batch.methods)]
@@ -243,11 +243,11 @@ def _kept(batch: MetricBatch, name: str, value: Callable[[torch.Tensor, torch.Te
 
 @batch_metric("avg_drop@keep", "average drop % with only the top `keep.fraction` of the map's pixels kept "
               "(Score-CAM §4.1)", rows=(KEEP_DROP,), **KEEP_META)
-def avg_drop_keep(batch: MetricBatch) -> list[PerImage]:
+def avg_drop_keep(batch: BatchContext) -> list[PerImage]:
     return _kept(batch, "avg_drop@keep", lambda y, o: (y - o).clamp(min=0) / y)
 
 
 @batch_metric("increase@keep", "% increase in confidence with only the top `keep.fraction` of the map's pixels kept",
               rows=(KEEP_INCREASE,), **KEEP_META)
-def increase_keep(batch: MetricBatch) -> list[PerImage]:
+def increase_keep(batch: BatchContext) -> list[PerImage]:
     return _kept(batch, "increase@keep", lambda y, o: (o > y).double())

@@ -1,7 +1,7 @@
 """Pointing games (PROTOCOL.md section 10): TorchRay's pointing game and Score-CAM's energy-based one.
 
 Both explain the ground-truth classes: for every (image, class with a box in the image) the map of that
-class (`MetricBatch.class_maps`: the run's own map where the class is the image's target, otherwise one
+class (`BatchContext.class_maps`: the run's own map where the class is the image's target, otherwise one
 batched explanation per batch). Boxes are the data set's, mapped through the same resize / centre crop as
 the image (pixel edges; a pixel belongs to a box when its centre lies inside). A box cropped away entirely
 is not visible; a class none of whose boxes is visible cannot be pointed at and is skipped (a NaN row).
@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, settings_of
-from camexp.metrics.batch import MetricBatch
+from camexp.metrics.batch import BatchContext
 from camexp.metrics.localization import box_union_mask
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Truth:
     bare: torch.Tensor
 
 
-def truth(batch: MetricBatch) -> Truth:
+def truth(batch: BatchContext) -> Truth:
     """The ground-truth pairs of the batch, computed once per batch."""
     def make() -> Truth:
         device = batch.x.device
@@ -135,16 +135,16 @@ def pointing_hits(maps: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, 
     return hits > 0
 
 
-def _nan_rows(batch: MetricBatch, name: str, pos: torch.Tensor, cls: torch.Tensor) -> list[PerImage]:
+def _nan_rows(batch: BatchContext, name: str, pos: torch.Tensor, cls: torch.Tensor) -> list[PerImage]:
     nan = torch.full((len(pos),), float("nan"), dtype=torch.float64, device=batch.x.device)
     return [PerImage(m, name, pos, cls, nan) for m in batch.methods] if len(pos) else []
 
 
-def _bare_rows(batch: MetricBatch, name: str, t: Truth) -> list[PerImage]:
+def _bare_rows(batch: BatchContext, name: str, t: Truth) -> list[PerImage]:
     return _nan_rows(batch, name, t.bare, torch.full_like(t.bare, NO_BOX))
 
 
-def pointing(batch: MetricBatch) -> list[PerImage]:
+def pointing(batch: BatchContext) -> list[PerImage]:
     t = truth(batch)
     seen = t.visible.nonzero()[:, 0]
     out = _bare_rows(batch, "pointing_game", t) + _nan_rows(batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible])
@@ -200,7 +200,7 @@ def energy_shares(maps: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, part / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total))
 
 
-def energy(batch: MetricBatch) -> list[PerImage]:
+def energy(batch: BatchContext) -> list[PerImage]:
     t = truth(batch)
     h, w = batch.x.shape[-2:]
     single = (t.boxes_in_image == 1) & t.visible

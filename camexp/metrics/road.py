@@ -35,7 +35,7 @@ from scipy.sparse.linalg import splu
 
 from camexp.explain.model_methods import seed_of
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, mean_rows, settings_of
-from camexp.metrics.batch import MetricBatch
+from camexp.metrics.batch import BatchContext
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -141,7 +141,7 @@ def removed_counts(pixels: int, percent: int) -> tuple[int, int]:
     return pixels * percent // 100, pixels - pixels * (100 - percent) // 100
 
 
-def road(batch: MetricBatch) -> list[PerImage]:
+def road(batch: BatchContext) -> list[PerImage]:
     settings = batch.settings("road")
     b, _, h, w = batch.x.shape
     methods = batch.methods

@@ -20,7 +20,7 @@ def redraw(run_dir: Path, names: list[str] | None = None) -> list[str]:
     if unknown or not names:
         raise CamexpError(f"--analyses: {'unknown ' + str(unknown) if unknown else 'the run enabled none'}; "
                           f"give some of {sorted(ANALYSES)}")
-    lines = [line for n in names for line in ANALYSES[n](cfg).finish(run_dir)]
+    lines = [line for n in names for line in ANALYSES[n].make(cfg).finish(run_dir)]
     summary = run_dir / "summary.md"
     if summary.exists():
         text = summary.read_text()

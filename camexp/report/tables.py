@@ -8,15 +8,15 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from camexp.analyses import ANALYSIS_RESULTS
 from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
-from camexp.metrics import MetricParams, MetricResult, batch_metrics, compute_metrics
+from camexp.jobs import jobs_of
+from camexp.metrics import MetricParams, MetricResult, compute_metrics
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import find_runs, find_studies, open_run, study_section
 from camexp.report.uncertainty import RunStats, compute_stats, extra_values, label_of, main_cells, \
     pairwise_markdown, stats_settings, with_missing_rows, write_stats
-from camexp.results import METRIC_RECORDS, RUN_JSON, final_metric_rows, read_json, records_view
+from camexp.results import RUN_JSON, read_json, records_view
 
 
 @dataclass
@@ -38,22 +38,16 @@ class RunSummary:
 
 def summarize(cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None = None,
               stats: StatsConfig | None = None) -> RunSummary:
-    """Compute the record metrics from records, and the per-batch metrics' and the analyses' numbers from
-    their files in `run_dir` (never from a run's memory); the run's setting comes from its run.json; with
+    """Compute the record metrics from records, and the per-batch jobs' numbers (per-batch metrics,
+    analyses) from their files in `run_dir` (never from a run's memory); the run's setting comes from its run.json; with
     `stats`, every per-image metric's intervals and paired comparisons too."""
     methods = cfg.method_names
     params = MetricParams(cfg.relperf_min_true_prob)
     view = records_view(records, methods)
     result = compute_metrics(cfg.metrics, view, params)
     if run_dir is not None:
-        per_batch = batch_metrics(cfg.metrics)
-        if per_batch:
-            rows = final_metric_rows(run_dir / METRIC_RECORDS, set(records["index"].astype(int)), methods)
-            for m in per_batch:
-                result.merge(m.summary_of(rows[rows["metric"].isin(m.row_names)], methods, cfg))
-        for a in cfg.analyses:
-            if a in ANALYSIS_RESULTS:
-                result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
+        for job in jobs_of(cfg):  # each per-batch job summarised from its own files
+            result.merge(job.read(run_dir, records))
     main = pd.DataFrame(result.rows).T.reindex(columns=methods)
     main.index.name = "metric"
     run_stats = compute_stats(view, cfg.metrics, params, stats, extra_values(run_dir, records, methods, cfg.analyses)) \

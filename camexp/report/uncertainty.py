@@ -37,7 +37,7 @@ NOT_DISTINGUISHABLE = "≈"
 def row_of(key: str) -> Row | None:
     """The registered row (of a metric or an analysis) that `key` names, or None (e.g. a plug-in's long-form
     values without a declared row)."""
-    rows = [*all_rows(), *(r for _, factory in ANALYSES.items() for r in getattr(factory, "rows", ()))]
+    rows = [*all_rows(), *(r for _, entry in ANALYSES.items() for r in entry.rows)]
     return next((r for r in rows if r.matches(key)), None)
 
 

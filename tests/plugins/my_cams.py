@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from camexp.analyses import BatchContext
+from camexp.metrics.batch import BatchContext
 from camexp.explain.methods import MethodInputs, weighted_sum
 from camexp.metrics import MetricParams, MetricResult, RecordsView
 

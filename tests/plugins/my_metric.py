@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.metrics import BatchMetric, PerImage, Row
-from camexp.metrics.batch import MetricBatch
+from camexp.metrics.batch import BatchContext
 
 
 class CentreSettings(BaseModel):
@@ -30,7 +30,7 @@ def centre_shares(maps: torch.Tensor, fraction: float) -> torch.Tensor:
 ROW = Row("centre_mass", "Centre mass %", lower_is_better=False, scale=100.0)
 
 
-def compute(batch: MetricBatch) -> list[PerImage]:
+def compute(batch: BatchContext) -> list[PerImage]:
     settings = batch.settings("centre")
     pos = torch.arange(len(batch.x), device=batch.x.device)
     return [PerImage(m, ROW.key, pos, batch.targets, centre_shares(maps, settings.fraction))

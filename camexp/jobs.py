@@ -1,0 +1,145 @@
+"""One per-batch contract: everything a run computes per batch beyond the records is a `Job`.
+
+A job is a per-batch metric (a `BatchMetric` listed under `metrics:`) or an analysis (listed under
+`analyses:`). The runner builds one `BatchContext` per batch and calls every job's `update(ctx)` before the
+batch's records are written (so a recorded image has its jobs' rows); each job appends to the files it
+declares (`files`, name -> CSV columns: per-rank files under torchrun, merged by rank 0), writes its figures
+in `finish`, and `read` summarises its rows from those files alone, so that `camexp table` recomputes them.
+`resume` (on the entry) says whether it may be added to a run that has recorded images (camexp/resume.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import pandas as pd
+
+from camexp.analyses import ANALYSES, Analysis, Worker
+from camexp.metrics import BatchMetric, MetricResult, batch_metrics
+from camexp.metrics.base import Resume
+from camexp.metrics.batch import BatchContext
+from camexp.results import (
+    CURVE_COLUMNS,
+    CURVES,
+    METRIC_COLUMNS,
+    METRIC_RECORDS,
+    append_records,
+    final_metric_rows,
+    metric_records,
+)
+
+if TYPE_CHECKING:
+    from camexp.config import ExperimentConfig
+
+
+class Job(Protocol):
+    """One per-batch job of a run (see the module docstring)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def files(self) -> dict[str, list[str]] | None:
+        """Files it appends per batch (name -> CSV columns); None: undeclared (a plug-in analysis without
+        `files`), so it runs in a single process only."""
+        ...
+
+    @property
+    def resume(self) -> Resume: ...
+
+    def start(self) -> None:
+        """Prepare for a run before the first batch (an analysis builds its worker, which may refuse the config)."""
+
+    def update(self, ctx: BatchContext) -> None: ...
+
+    def finish(self, out_dir: Path) -> list[str]:
+        """Write final files and figures; return Markdown lines for summary.md."""
+        ...
+
+    def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
+        """Its summary rows, tables and notes from its files, over the images of the final `records`."""
+        ...
+
+
+@dataclass
+class MetricJob:
+    """A per-batch metric as a job: its per-image values go to per_image_metrics.csv (and their curves to
+    the curves file with `perturbation.curves`), summarised by the entry's `summary_of`."""
+
+    entry: BatchMetric
+    cfg: ExperimentConfig
+    files: ClassVar[dict[str, list[str]]] = {METRIC_RECORDS: METRIC_COLUMNS, CURVES: CURVE_COLUMNS}
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def resume(self) -> Resume:
+        return self.entry.resume
+
+    def start(self) -> None:
+        pass
+
+    def update(self, ctx: BatchContext) -> None:
+        rows, curves = metric_records(
+            ctx.batch["index"].numpy(), ctx.image_ids, self.entry.compute(ctx), ctx.settings("perturbation").curves
+        )
+        if curves is not None:
+            append_records(ctx.path(CURVES), curves, CURVE_COLUMNS)
+        append_records(ctx.path(METRIC_RECORDS), rows, METRIC_COLUMNS)
+
+    def finish(self, out_dir: Path) -> list[str]:
+        return []  # its rows are in the summary table (`read`); the curves' figure is the runner's (write_curves)
+
+    def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
+        methods = self.cfg.method_names
+        rows = final_metric_rows(run_dir / METRIC_RECORDS, set(records["index"].astype(int)), methods)
+        return self.entry.summary_of(rows[rows["metric"].isin(self.entry.row_names)], methods, self.cfg)
+
+
+@dataclass
+class AnalysisJob:
+    """An analysis as a job: the entry's worker, built by `start`, sees the batches and writes the figures."""
+
+    entry: Analysis
+    cfg: ExperimentConfig
+    worker: Worker | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def files(self) -> dict[str, list[str]] | None:
+        return self.entry.files
+
+    @property
+    def resume(self) -> Resume:
+        return self.entry.resume
+
+    def start(self) -> None:
+        self.worker = self.entry.make(self.cfg)
+
+    def update(self, ctx: BatchContext) -> None:
+        assert self.worker is not None, "start() builds the worker before the first batch"
+        self.worker.update(ctx)
+
+    def finish(self, out_dir: Path) -> list[str]:
+        assert self.worker is not None, "start() builds the worker before finish()"
+        return self.worker.finish(out_dir)
+
+    def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
+        if self.entry.read is None:
+            return MetricResult()
+        return self.entry.read(run_dir, records, self.cfg.method_names)
+
+
+def jobs_of(cfg: ExperimentConfig) -> list[Job]:
+    """The config's per-batch jobs in the order they run: its per-batch metrics, then its analyses."""
+    return [
+        *(MetricJob(m, cfg) for m in batch_metrics(cfg.metrics)),
+        *(AnalysisJob(ANALYSES.get(name), cfg) for name in cfg.analyses),
+    ]
