@@ -119,7 +119,7 @@ class Registry(Generic[T]):
                     self.register(ep.name, self._as_entry(ep.name, ep.load()))
                 except Exception as e:  # whatever a third-party package raises, name the entry point that did
                     raise CamexpError(f"entry point {ep.name!r} in group {self.group!r} ({ep.value}) failed to "
-                                      f"load: {e.__class__.__name__}: {e}") from None
+                                      f"load: {e.__class__.__name__}: {e}{own_traceback(e, ep.module)}") from None
 
 
 def own_traceback(exc: BaseException, module: str | None) -> str:

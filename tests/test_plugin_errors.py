@@ -77,3 +77,18 @@ def test_a_plugin_module_that_fails_to_import_shows_its_traceback(tmp_path: Path
         load_experiment(path)
     with pytest.raises(CamexpError, match=r"cannot import it \(ModuleNotFoundError[^\n]*$"):  # no plug-in code ran
         METHODS.get("plugins.no_such_module:x")
+
+
+def test_an_entry_point_that_fails_to_load_shows_its_traceback(monkeypatch: pytest.MonkeyPatch):
+    from importlib import metadata
+
+    from camexp.registry import Registry
+
+    ep = metadata.EntryPoint(name="broken", value="plugins.broken_import:cam", group="camexp.widgets")
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [ep] if group == "camexp.widgets" else [])
+    with pytest.raises(CamexpError) as err:
+        Registry("widget").names()
+    first, *rest = str(err.value).splitlines()
+    assert first.startswith("entry point 'broken' in group 'camexp.widgets' (plugins.broken_import:cam) failed to "
+                            "load: NameError")
+    assert "broken_import.py\", line 4, in <module>" in rest[1]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from camexp.accel import chunks
 from camexp.errors import CamexpError
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, Method, MethodInputs
@@ -186,9 +187,8 @@ class Explainer:
             a_native = lay.to_native(a.to(native.dtype), native, which)
             if self.loaded.tail.split is not None:
                 return self.loaded.tail(a_native)
-            step = self.scorer.chunk or max(1, len(a))
-            return torch.cat([self.loaded.tail(a_native[lo:lo + step], self.loaded.model.normalize(x[which[lo:lo + step]]))
-                              for lo in range(0, len(a), step)])
+            return torch.cat([self.loaded.tail(a_native[span], self.loaded.model.normalize(x[which[span]]))
+                              for span in chunks(len(a), self.scorer.chunk)])
 
     def explain(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 image_ids: list[str] | None = None) -> Explanation:

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from camexp.accel import MAX_FORWARD
 from camexp.explain.methods import MethodInputs, gradcampp_alpha, gradcampp_weights, method, weighted_sum
-from camexp.explain.scoring import confidence
+from camexp.explain.scoring import target_scores
 
 # Floats per block of masks (Score-CAM) or ablated activations (Ablation-CAM): 64 MiB in float32.
 BLOCK_ELEMENTS = 1 << 24
@@ -28,10 +29,11 @@ SCORECAM_WEIGHTINGS = ("probability", "softmax_logits")
 
 
 def block_size(per_item: int, chunk: int | None) -> int:
-    """Items per block: about BLOCK_ELEMENTS floats, a multiple of the forward chunk when there is one (so
-    that no forward but the last runs short)."""
+    """Items per block: about BLOCK_ELEMENTS floats, a multiple of the images per forward (camexp/accel.py's
+    `chunks`: the chunk, or MAX_FORWARD without one) so that no forward but the last runs short."""
+    step = chunk or MAX_FORWARD
     n = max(1, BLOCK_ELEMENTS // per_item)
-    return max(chunk, n - n % chunk) if chunk else n
+    return max(step, n - n % step)
 
 
 def image_seeds(ctx: MethodInputs, seed: int) -> list[int]:
@@ -102,7 +104,7 @@ def ablationcam(ctx: MethodInputs) -> torch.Tensor:
     kind = "logit" if ctx.score == "logit" else "softmax"
 
     def score(a: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        return confidence(ctx.tail(a, which), kind).gather(1, t[which, None])[:, 0]
+        return target_scores(ctx.tail(a, which), t[which], kind)
 
     y = score(A, torch.arange(b, device=A.device))
     pairs = A.flatten(2).ne(0).any(2).nonzero()

@@ -5,7 +5,6 @@ Everything in it is a tensor or a plain Python value, so `torch.load(weights_onl
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.finetune.config import FinetuneConfig
+from camexp.io import replace_atomically
 from camexp.models.weights import read_checkpoint
 
 FORMAT = "camexp-finetune/1"
@@ -36,11 +36,7 @@ def save_checkpoint(cfg: FinetuneConfig, payload: dict[str, Any]) -> None:
     """Write atomically: a crash while saving leaves the previous epoch's checkpoint intact."""
     path = cfg.checkpoint_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    replace_atomically(path, lambda tmp: torch.save(payload, tmp), sync=True)
 
 
 def resumable(cfg: FinetuneConfig, fresh: bool) -> dict[str, Any] | None:
