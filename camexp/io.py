@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def replace_atomically(path: Path, write: Callable[[Path], None], sync: bool = False) -> None:
+def replace_atomically(path: Path, write: Callable[[Path], object], sync: bool = False) -> None:
     """`write(tmp)` to a temporary file beside `path`, then rename it over `path`: a crash while writing leaves
     the previous file intact. `sync`: flush the bytes to the disk before the rename (a checkpoint that must
     survive a power cut, not only a killed process)."""

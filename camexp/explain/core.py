@@ -61,7 +61,7 @@ def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None =
     """The method's (B, h, w) maps of the batch. A method that raises or returns something else stops the
     run with one line naming it (for a plug-in, its import path), the batch and what was wrong, and below it
     the method's own traceback (a bug in a plug-in is its author's to fix) -- never torch's error alone."""
-    b, device = len(inputs.targets), inputs.A.device
+    b, device, (h, w) = len(inputs.targets), inputs.A.device, inputs.A.shape[2:]
     who = f"method {r.name!r}" + (f" ({r.method.name})" if r.method.name != r.name else "")
     batch = f"a batch of {b}" + (f" (images {image_ids[:3]}{' ...' if b > 3 else ''})" if image_ids else "")
     module = getattr(r.method.fn, "__module__", None)
@@ -73,13 +73,12 @@ def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None =
         raise CamexpError(f"{who} raised {e.__class__.__name__} on {batch}: {e}{own_traceback(e, module)}") from None
     if not isinstance(raw, torch.Tensor):
         got = f"a {type(raw).__module__}.{type(raw).__qualname__}, not a torch.Tensor"
-    elif raw.dim() != 3 or raw.shape[0] != b or not grid_fits(tuple(raw.shape[1:]), tuple(inputs.A.shape[2:])):
+    elif raw.dim() != 3 or raw.shape[0] != b or not grid_fits((raw.shape[1], raw.shape[2]), (h, w)):
         got = f"shape {tuple(raw.shape)}"
     elif raw.device != device:
         got = f"a tensor on {raw.device}"
     else:
         return raw
-    h, w = inputs.A.shape[2:]
     raise CamexpError(f"{who} returned {got} for {batch}; expected (B, h, w): a torch.Tensor ({b}, h, w) shaped "
                       f"like the layer's {h}x{w} maps, on {device}{_defined_at(r.method.fn)}")
 
