@@ -125,9 +125,10 @@ class Registry(Generic[T]):
 def own_traceback(exc: BaseException, module: str | None) -> str:
     """The part of `exc`'s traceback from the first frame of `module` (a plug-in's code) on, as a block of
     lines to put below a one-line error: the plug-in's author needs it; camexp's and importlib's frames
-    before it are noise. '' when no frame ran in `module` (e.g. a module that does not exist)."""
+    before it are noise. '' when no frame ran in `module` (e.g. a module that does not exist); the whole
+    traceback when the module is not known (None)."""
     tb = exc.__traceback__
-    while tb is not None and (module is None or tb.tb_frame.f_globals.get("__name__") != module):
+    while tb is not None and module is not None and tb.tb_frame.f_globals.get("__name__") != module:
         tb = tb.tb_next
     if tb is None:
         return ""

@@ -63,7 +63,8 @@ def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None =
     the method's own traceback (a bug in a plug-in is its author's to fix) -- never torch's error alone."""
     b, device, (h, w) = len(inputs.targets), inputs.A.device, inputs.A.shape[2:]
     who = f"method {r.name!r}" + (f" ({r.method.name})" if r.method.name != r.name else "")
-    batch = f"a batch of {b}" + (f" (images {image_ids[:3]}{' ...' if b > 3 else ''})" if image_ids else "")
+    more = " ..." if image_ids and len(image_ids) > 3 else ""
+    batch = f"a batch of {b}" + (f" (images {image_ids[:3]}{more})" if image_ids else "")
     module = getattr(r.method.fn, "__module__", None)
     try:
         raw = r.method(inputs, **r.params)
