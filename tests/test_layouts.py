@@ -113,8 +113,9 @@ def test_a_plugin_layout_by_import_path_runs_through_camexp_run(tmp_path: Path, 
     from camexp.explain.core import Explainer
     from camexp.runner import run_experiment
 
-    with pytest.raises(CamexpError, match=r"outputs \(1, 196, 512\), which no layout reads \(as tokens: 196 tokens"):
-        build_model(ModelConfig(name="mixer_s16_224", weights="random", layer="norm"))
+    with pytest.raises(CamexpError, match=r"outputs \(1, 196, 512\), which no layout reads \(as tokens: 196 tokens "
+                                          r"are not 0 prefix token\(s\) \+ a patch grid \(unknown"):
+        resolve_layout(_probe(nn.Identity(), (1, 196, 512)))  # Mixer's tokens: its net has no patch_embed
     name = "plugins.my_layouts:stem_tokens"
     cfg = {"name": "mixer", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
            "model": {"name": "mixer_s16_224", "weights": "random", "layout": name},
