@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from camexp.accel import MAX_FORWARD
 from camexp.explain.methods import MethodInputs, gradcampp_alpha, gradcampp_weights, method, weighted_sum
 from camexp.explain.scoring import target_scores
 
@@ -29,11 +28,10 @@ SCORECAM_WEIGHTINGS = ("probability", "softmax_logits")
 
 
 def block_size(per_item: int, chunk: int | None) -> int:
-    """Items per block: about BLOCK_ELEMENTS floats, a multiple of the images per forward (camexp/accel.py's
-    `chunks`: the chunk, or MAX_FORWARD without one) so that no forward but the last runs short."""
-    step = chunk or MAX_FORWARD
+    """Items per block: about BLOCK_ELEMENTS floats, a multiple of the forward chunk when there is one (so
+    that no forward but the last runs short)."""
     n = max(1, BLOCK_ELEMENTS // per_item)
-    return max(step, n - n % step)
+    return max(chunk, n - n % chunk) if chunk else n
 
 
 def image_keys(x: torch.Tensor, image_ids: list[str] | None) -> list[str]:
