@@ -7,6 +7,7 @@ pass already changed one image's top-1 class, and a target must not depend on a 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -76,6 +77,7 @@ def channels_last(device: torch.device) -> bool:
 
 
 CPU_FORWARD_CHUNK = 8
+MAX_FORWARD = 256  # images per forward where the run sets no forward_chunk (a GPU): bounds memory
 
 
 def forward_chunk(device: torch.device, configured: int | None) -> int | None:
@@ -85,6 +87,14 @@ def forward_chunk(device: torch.device, configured: int | None) -> int | None:
     if configured is not None:
         return configured
     return CPU_FORWARD_CHUNK if device.type == "cpu" else None
+
+
+def chunks(n: int, chunk: int | None) -> Iterator[slice]:
+    """The one chunked-forward policy of every batched forward (scorer, tail, per-batch metrics): n images in
+    forwards of `chunk` (`forward_chunk`), or of at most MAX_FORWARD where there is none (a GPU), so that the
+    memory of one forward stays bounded however many images a metric or method generates."""
+    step = chunk or MAX_FORWARD
+    return (slice(lo, min(lo + step, n)) for lo in range(0, n, step))
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

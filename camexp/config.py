@@ -81,8 +81,17 @@ class ModelConfig(_Strict):
     name: str
     weights: str = "timm"
     layer: str | None = None
-    layout: Literal["auto", "nchw", "nhwc", "tokens"] = Field(
-        "auto", description="how the layer's output is laid out; auto: NCHW, NHWC (timm output_fmt) or ViT tokens")
+    layout: str = Field("auto", description="how the layer's output is laid out: auto (detected) or a registered "
+                                            "layout (nchw, nhwc, tokens, a plug-in 'package.module:attr')")
+
+    @field_validator("layout")
+    @classmethod
+    def _registered_layout(cls, v: str, info: ValidationInfo) -> str:
+        """Checked against the layout registry when the caller passes it as validation context (as methods are)."""
+        registry = (info.context or {}).get("layouts")
+        if v != "auto" and registry is not None and v not in registry:
+            raise ValueError(registry.import_failure([v]) or f"unknown layout {v!r}; known: {['auto', *registry.names()]}")
+        return v
 
 
 class RuntimeConfig(_Strict):
@@ -185,7 +194,8 @@ class ExperimentConfig(_Strict):
             lookup = [n.method if isinstance(n, MethodSpec) else n for n in v]
             unknown = registry.unknown(lookup)
             if unknown:
-                raise ValueError(f"unknown {info.field_name} {unknown}; known: {registry.names()}")
+                failure = registry.import_failure(unknown)  # a plug-in whose own code fails: its traceback
+                raise ValueError(failure or f"unknown {info.field_name} {unknown}; known: {registry.names()}")
         return v
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """Loading an experiment: the YAML schema of camexp/config.py, checked against the registries it names.
 
-config.py is a leaf that knows no registry; this module hands the registries of methods, metrics and
-analyses to its validators, so that an unknown (or unimportable plug-in) name is a one-line error naming
+config.py is a leaf that knows no registry; this module hands the registries of methods, metrics, analyses
+and layouts to its validators, so that an unknown (or unimportable plug-in) name is a one-line error naming
 the config file and the key; method parameters are checked against their method, and metric settings
 against the metric that reads them, here too.
 """
@@ -16,11 +16,12 @@ from camexp.errors import CamexpError, ConfigError
 from camexp.explain.core import method_runs
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS, validate_settings
+from camexp.models.layout import LAYOUTS
 
 
 def registries() -> dict[str, Any]:
     """The validation context: config list key -> the registry its names must be in."""
-    return {"methods": METHODS, "metrics": METRICS, "analyses": ANALYSES}
+    return {"methods": METHODS, "metrics": METRICS, "analyses": ANALYSES, "layouts": LAYOUTS}
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,

@@ -9,6 +9,7 @@ through the registry's `coerce`, so they obey the same contract as the built-in 
 from __future__ import annotations
 
 import importlib
+import traceback
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -77,14 +78,27 @@ class Registry(Generic[T]):
         self._load_entry_points()
         return iter(list(self._entries.items()))
 
+    def import_failure(self, names: list[str]) -> str:
+        """The error of the first plug-in among `names` whose own code fails while it is imported (one line and
+        its traceback below), '' if none does: a config check says that rather than 'unknown'."""
+        for name in names:
+            if ":" in name and self.plugins:
+                try:
+                    self.get(name)
+                except CamexpError as e:
+                    if "\n" in str(e):
+                        return str(e)
+        return ""
+
     def _import(self, path: str) -> T:
         module, _, attr = path.partition(":")
         try:
             obj: Any = importlib.import_module(module)
             for part in attr.split("."):
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise CamexpError(f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e})") from None
+        except Exception as e:  # whatever a plug-in's module raises while it is imported: its author's bug
+            raise CamexpError(f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e})"
+                              f"{own_traceback(e, module)}") from None
         return self._as_entry(path, obj)
 
     def _as_entry(self, name: str, obj: Any) -> T:
@@ -105,7 +119,20 @@ class Registry(Generic[T]):
                     self.register(ep.name, self._as_entry(ep.name, ep.load()))
                 except Exception as e:  # whatever a third-party package raises, name the entry point that did
                     raise CamexpError(f"entry point {ep.name!r} in group {self.group!r} ({ep.value}) failed to "
-                                      f"load: {e.__class__.__name__}: {e}") from None
+                                      f"load: {e.__class__.__name__}: {e}{own_traceback(e, ep.module)}") from None
+
+
+def own_traceback(exc: BaseException, module: str | None) -> str:
+    """The part of `exc`'s traceback from the first frame of `module` (a plug-in's code) on, as a block of
+    lines to put below a one-line error: the plug-in's author needs it; camexp's and importlib's frames
+    before it are noise. '' when no frame ran in `module` (e.g. a module that does not exist); the whole
+    traceback when the module is not known (None)."""
+    tb = exc.__traceback__
+    while tb is not None and module is not None and tb.tb_frame.f_globals.get("__name__") != module:
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    return "\n" + "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
 
 
 def callable_entry(what: str) -> Callable[[str, Any], Any]:

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from camexp.errors import CamexpError, os_reason
+from camexp.io import write_text_atomically
 from camexp.metrics import PerImage, RecordsView
 
 RECORDS = "per_image.csv"
@@ -201,9 +202,7 @@ def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
     """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
     resumed run's file equals an uninterrupted one's."""
     df = complete_records(read_records(path), methods)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(df[COLUMNS].to_csv(index=False, float_format="%.17g"))
-    tmp.replace(path)
+    write_text_atomically(path, df[COLUMNS].to_csv(index=False, float_format="%.17g"))
     return df.reset_index(drop=True)
 
 
@@ -230,9 +229,7 @@ def final_metric_rows(path: Path, images: set[int], methods: list[str], columns:
     df = df.sort_values(["index", "metric", "method", "class"], kind="stable",
                         key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
     if rewrite and path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(df[columns].to_csv(index=False, float_format="%.17g"))
-        tmp.replace(path)
+        write_text_atomically(path, df[columns].to_csv(index=False, float_format="%.17g"))
     return df
 
 
@@ -251,9 +248,7 @@ def records_view(df: pd.DataFrame, methods: list[str] | None = None) -> RecordsV
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=2, default=str))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from camexp.data import ImageDataset, build_dataset, collate
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
-from camexp.explain.scoring import Scorer, confidence
+from camexp.explain.scoring import Scorer, target_scores
 from camexp.jobs import Job, jobs_of
 from camexp.lock import hold
 from camexp.metrics import BatchMetric, batch_metrics, metric_problems, settings_of
@@ -275,9 +275,8 @@ class Run:
         ids = [batch["image_id"][i] for i in good.tolist()]
         ex = s.explainer.explain(x, labels if cfg.target == "true" else None, ids)
         self.counts = _sum_counts([self.counts, ex.counts])
-        conf = confidence(ex.logits, cfg.confidence)
-        y = conf.gather(1, ex.targets[:, None])[:, 0]
-        p_true = torch.where(labels >= 0, conf.gather(1, labels.clamp(min=0)[:, None])[:, 0],
+        y = target_scores(ex.logits, ex.targets, cfg.confidence)
+        p_true = torch.where(labels >= 0, target_scores(ex.logits, labels.clamp(min=0), cfg.confidence),
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
         if self.jobs:  # one context for every job; appended before the records: a recorded image has its jobs' rows

@@ -113,6 +113,6 @@ def test_channels_last_layer_is_never_read_as_nchw():
     from camexp.errors import CamexpError
 
     loaded = build_model(ModelConfig(name="swin_tiny_patch4_window7_224", weights="random", layer="norm"))
-    assert loaded.layout.kind == "nhwc" and loaded.maps_shape == (768, 7, 7)
+    assert loaded.layout.describe() == "NHWC" and loaded.maps_shape == (768, 7, 7)
     with pytest.raises(CamexpError, match="needs \\(B,N,D\\)"):
         build_model(ModelConfig(name="swin_tiny_patch4_window7_224", weights="random", layer="norm", layout="tokens"))

@@ -9,6 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -109,6 +110,41 @@ def test_forward_chunk_defaults():
     assert forward_chunk(torch.device("cpu"), 3) == 3
     assert forward_chunk(torch.device("cuda"), None) is None
     assert forward_chunk(torch.device("cuda"), 5) == 5
+
+
+def test_one_chunked_forward_policy():
+    """Every batched forward (scorer, tail, per-batch metrics) splits by accel.chunks: the chunk, else MAX_FORWARD."""
+    from camexp.accel import MAX_FORWARD, chunks
+
+    assert list(chunks(5, 2)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert list(chunks(MAX_FORWARD + 3, None)) == [slice(0, MAX_FORWARD), slice(MAX_FORWARD, MAX_FORWARD + 3)]
+    assert list(chunks(0, 4)) == []
+
+
+def test_target_scores_are_the_targets_confidences():
+    from camexp.explain.scoring import target_scores
+
+    logits = torch.tensor([[0.0, float(np.log(3.0))], [2.0, -1.0]])
+    assert target_scores(logits, torch.tensor([1, 1]), "softmax").tolist() == pytest.approx([0.75, 1 / (1 + np.exp(3))])
+    assert target_scores(logits, torch.tensor([0, 0]), "logit").tolist() == [0.0, 2.0]
+    assert target_scores(logits, torch.tensor([0, 1]), "sigmoid").tolist() == pytest.approx([0.5, 1 / (1 + np.e)])
+
+
+def test_replace_atomically_leaves_the_old_file_when_writing_fails(tmp_path: Path):
+    from camexp.io import replace_atomically, write_text_atomically
+
+    path = tmp_path / "run.json"
+    write_text_atomically(path, "old")
+
+    def half_written(tmp: Path) -> None:
+        tmp.write_text("ne")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_atomically(path, half_written)
+    assert path.read_text() == "old"
+    replace_atomically(path, lambda tmp: tmp.write_bytes(b"new"), sync=True)
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
 def test_non_finite_maps_stop_the_run_naming_method_and_image():

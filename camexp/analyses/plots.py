@@ -1,6 +1,6 @@
 """Figures of a run's analyses, drawn from saved tables only (so `camexp plot` can redraw them).
 
-Each function takes plain tables/arrays and returns a matplotlib Figure; saving is camexp/report/savefig.py.
+Each function takes plain tables/arrays and returns a matplotlib Figure; saving is camexp/savefig.py.
 """
 from __future__ import annotations
 

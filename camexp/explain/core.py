@@ -8,6 +8,7 @@ the layer, and further forward + head-backward passes on other inputs.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,12 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from camexp.accel import chunks
 from camexp.errors import CamexpError
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, Method, MethodInputs
 from camexp.explain.scoring import Scorer
 from camexp.models import LoadedModel
-from camexp.models.layout import FeatureLayout
+from camexp.models.layout import FeatureLayout, grid_fits
+from camexp.registry import own_traceback
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,41 @@ def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]] | list[
     return runs
 
 
+def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None = None) -> torch.Tensor:
+    """The method's (B, h, w) maps of the batch. A method that raises or returns something else stops the
+    run with one line naming it (for a plug-in, its import path), the batch and what was wrong, and below it
+    the method's own traceback (a bug in a plug-in is its author's to fix) -- never torch's error alone."""
+    b, device, (h, w) = len(inputs.targets), inputs.A.device, inputs.A.shape[2:]
+    who = f"method {r.name!r}" + (f" ({r.method.name})" if r.method.name != r.name else "")
+    more = " ..." if image_ids and len(image_ids) > 3 else ""
+    batch = f"a batch of {b}" + (f" (images {image_ids[:3]}{more})" if image_ids else "")
+    module = getattr(r.method.fn, "__module__", None)
+    try:
+        raw = r.method(inputs, **r.params)
+    except CamexpError:  # a method's own one-line refusal
+        raise
+    except Exception as e:
+        raise CamexpError(f"{who} raised {e.__class__.__name__} on {batch}: {e}{own_traceback(e, module)}") from None
+    if not isinstance(raw, torch.Tensor):
+        got = f"a {type(raw).__module__}.{type(raw).__qualname__}, not a torch.Tensor"
+    elif raw.dim() != 3 or raw.shape[0] != b or not grid_fits((raw.shape[1], raw.shape[2]), (h, w)):
+        got = f"shape {tuple(raw.shape)}"
+    elif raw.device != device:
+        got = f"a tensor on {raw.device}"
+    else:
+        return raw
+    raise CamexpError(f"{who} returned {got} for {batch}; expected (B, h, w): a torch.Tensor ({b}, h, w) shaped "
+                      f"like the layer's {h}x{w} maps, on {device}{_defined_at(r.method.fn)}")
+
+
+def _defined_at(fn: object) -> str:
+    """' (defined at FILE:LINE)' for a function whose source is known, else ''."""
+    try:
+        return f" (defined at {inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]})"  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return ""
+
+
 @dataclass
 class Explanation:
     """Everything one batch yields: logits on the full images, targets, and per method the normalised
@@ -85,7 +123,7 @@ def leaf_activation(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[tu
     def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
         native = output.detach()
         maps = layout.to_maps(native)
-        leaf = (maps if layout.kind == "nchw" else maps.contiguous()).requires_grad_(True)
+        leaf = (maps if maps is native else maps.contiguous()).requires_grad_(True)  # a permuted view: dense
         store.append((leaf, native))
         return layout.to_native(leaf.clone(), native)
 
@@ -153,9 +191,8 @@ class Explainer:
             a_native = lay.to_native(a.to(native.dtype), native, which)
             if self.loaded.tail.split is not None:
                 return self.loaded.tail(a_native)
-            step = self.scorer.chunk or max(1, len(a))
-            return torch.cat([self.loaded.tail(a_native[lo:lo + step], self.loaded.model.normalize(x[which[lo:lo + step]]))
-                              for lo in range(0, len(a), step)])
+            return torch.cat([self.loaded.tail(a_native[span], self.loaded.model.normalize(x[which[span]]))
+                              for span in chunks(len(a), self.scorer.chunk)])
 
     def explain(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 image_ids: list[str] | None = None) -> Explanation:
@@ -165,7 +202,7 @@ class Explainer:
         maps, constant, finite, counts = {}, {}, {}, {}
         for r in self.runs:
             inputs.counts = {}
-            raw = r.method(inputs, **r.params)
+            raw = run_method(r, inputs, image_ids)
             counts[r.name] = inputs.counts
             maps[r.name], constant[r.name] = upsample_normalize(raw, tuple(x.shape[-2:]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))

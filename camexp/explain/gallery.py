@@ -17,7 +17,7 @@ from camexp.explain.core import Explainer
 from camexp.explain.guided import guided_backprop, guided_cam, split_guided, to_display
 from camexp.explain.methods import METHODS
 from camexp.models import LoadedModel
-from camexp.explain.scoring import Scorer, confidence
+from camexp.explain.scoring import Scorer, target_scores
 
 
 @dataclass
@@ -101,7 +101,7 @@ def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], targ
     scorer = Scorer(loaded.model, kind=kind, chunk=forward_chunk(x.device, None))
     ex = Explainer(loaded, bases, scorer=scorer).explain(x, None if target is None else torch.full((len(x),), target),
                                                          image_ids)
-    y = confidence(ex.logits, kind).gather(1, ex.targets[:, None])[:, 0]
+    y = target_scores(ex.logits, ex.targets, kind)
     o = scorer.explanations(x, ex.maps, ex.targets)
     guided = None
     if any(split_guided(m)[1] for m in methods):

@@ -96,7 +96,6 @@ class Method:
     needs_grad: bool = True
     needs_model: bool = False
     uses_alpha: bool = False
-    needs_labels: bool = False
     class_agnostic: bool = False
     cost: Callable[[int | None, Mapping[str, Any]], str] = _no_extra_cost
     unavailable: Callable[["LoadedModel"], str] = lambda loaded: ""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from camexp.explain.methods import MethodInputs, gradcampp_alpha, gradcampp_weights, method, weighted_sum
-from camexp.explain.scoring import confidence
+from camexp.explain.scoring import target_scores
 
 # Floats per block of masks (Score-CAM) or ablated activations (Ablation-CAM): 64 MiB in float32.
 BLOCK_ELEMENTS = 1 << 24
@@ -114,7 +114,7 @@ def ablationcam(ctx: MethodInputs) -> torch.Tensor:
     kind = "logit" if ctx.score == "logit" else "softmax"
 
     def score(a: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        return confidence(ctx.tail(a, which), kind).gather(1, t[which, None])[:, 0]
+        return target_scores(ctx.tail(a, which), t[which], kind)
 
     y = score(A, torch.arange(b, device=A.device))
     pairs = A.flatten(2).ne(0).any(2).nonzero()

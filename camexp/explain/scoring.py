@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from camexp.accel import autocast, channels_last
+from camexp.accel import autocast, channels_last, chunks
 from camexp.models import PixelModel
 
 
@@ -20,6 +20,11 @@ def confidence(logits: torch.Tensor, kind: str) -> torch.Tensor:
     before either (what Ablation-CAM and Score-CAM's softmax weighting read), in float64."""
     z = logits.double()
     return z if kind == "logit" else z.softmax(1) if kind == "softmax" else z.sigmoid()
+
+
+def target_scores(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """(N,) float64 `confidence` of class targets[n] in row n of `logits` (N, C)."""
+    return confidence(logits, kind).gather(1, targets[:, None])[:, 0]
 
 
 @dataclass
@@ -40,14 +45,14 @@ class Scorer:
         """Logits of (N,3,H,W) images (pixel space, or model space when `normalized`), chunked."""
         outs = []
         with torch.inference_mode(), autocast(images.device, self.amp):
-            for part in images.split(self.chunk or len(images)):
-                part = self._layout(part)
+            for span in chunks(len(images), self.chunk):
+                part = self._layout(images[span])
                 outs.append(self.model.net(part if normalized else self.model.normalize(part)))
         return torch.cat(outs)
 
     def images(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(N,) float64 confidence of `targets` (N,) on pixel-space images (N,3,H,W)."""
-        return confidence(self.logits(images), self.kind).gather(1, targets[:, None])[:, 0]
+        return target_scores(self.logits(images), targets, self.kind)
 
     def masked(self, x: torch.Tensor, masks: torch.Tensor, which: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(N,) float64 confidence of `targets[which]` on the masked images masks[n] * x[which[n]].
@@ -59,12 +64,10 @@ class Scorer:
         t = targets[which]
         outs = []
         with torch.inference_mode(), autocast(x.device, self.amp):
-            step = self.chunk or max(1, len(masks))
-            for lo in range(0, len(masks), step):
-                sel = which[lo:lo + step]
-                part = self._layout(masks[lo:lo + step, None] * base[sel])
+            for span in chunks(len(masks), self.chunk):
+                part = self._layout(masks[span, None] * base[which[span]])
                 net_in = self.model.normalize(part) if self.occlusion == "pixel" else part
-                outs.append(confidence(self.model.net(net_in), self.kind).gather(1, t[lo:lo + step, None])[:, 0])
+                outs.append(target_scores(self.model.net(net_in), t[span], self.kind))
         return torch.cat(outs) if outs else torch.empty(0, dtype=torch.float64, device=x.device)
 
     def explanations(self, x: torch.Tensor, maps: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,6 @@ Everything in it is a tensor or a plain Python value, so `torch.load(weights_onl
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from torch import nn
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.finetune.config import FinetuneConfig
+from camexp.io import replace_atomically
 from camexp.models.weights import read_checkpoint
 
 FORMAT = "camexp-finetune/1"
@@ -41,11 +41,7 @@ def save_checkpoint(cfg: FinetuneConfig, payload: dict[str, Any]) -> None:
 def write_atomic(path: Path, payload: dict[str, Any]) -> None:
     """torch.save `payload` to `path` through a synced temporary file, so `path` is always a whole checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    replace_atomically(path, lambda tmp: torch.save(payload, tmp), sync=True)
 
 
 def resumable(cfg: FinetuneConfig, fresh: bool) -> dict[str, Any] | None:

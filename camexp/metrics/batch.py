@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from camexp.accel import chunks
 from camexp.explain.model_methods import image_keys
-from camexp.explain.scoring import confidence
+from camexp.explain.scoring import target_scores
 from camexp.metrics.base import settings_of
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from camexp.explain.scoring import Scorer
 
 T = TypeVar("T")
-GPU_CHUNK = 256  # perturbed images per forward where the run sets no forward_chunk (a GPU): bounds memory
 
 
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
@@ -119,18 +119,15 @@ class BatchContext:
         """(B,) float64 score of the target on the full images from the run's own logits: `kind` (softmax,
         sigmoid, logit), by default `score_kind`. With the run's `confidence` this is the records' Y."""
         kind = kind or self.score_kind
-        return self.cached(("full", kind), lambda: confidence(self.explanation.logits, kind)
-                           .gather(1, self.targets[:, None])[:, 0])
+        return self.cached(("full", kind), lambda: target_scores(self.explanation.logits, self.targets, kind))
 
     def scores(self, count: int, images: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         """(count,) float64 scores (`score_kind`) of model-space images built chunk by chunk: `images(jobs)`
         returns the images of job numbers `jobs`; targets (count,). Memory holds one chunk at a time."""
-        chunk = self.scorer.chunk or GPU_CHUNK
         out = torch.empty(count, dtype=torch.float64, device=self.x.device)
-        for lo in range(0, count, chunk):
-            jobs = torch.arange(lo, min(lo + chunk, count), device=self.x.device)
-            logits = self.scorer.logits(images(jobs), normalized=True)
-            out[jobs] = confidence(logits, self.score_kind).gather(1, targets[jobs, None])[:, 0]
+        for span in chunks(count, self.scorer.chunk):
+            jobs = torch.arange(span.start, span.stop, device=self.x.device)
+            out[jobs] = target_scores(self.scorer.logits(images(jobs), normalized=True), targets[jobs], self.score_kind)
         return out
 
     def class_maps(self, pos: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from camexp.config import ModelConfig
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
-from camexp.models.layout import FeatureLayout, detect_layout
+from camexp.models.layout import LAYOUTS, FeatureLayout, LayerProbe, resolve_layout
 from camexp.models.tail import Tail, build_tail
 from camexp.models.weights import (LITE0_PACKAGE, NAMED_SOURCES, check_download_possible, load_package_lite0,
                                    load_state, offline_hint, read_checkpoint)
@@ -110,10 +110,14 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
         load_state(net, ckpt["state_dict"], Path(cfg.weights))
     net.eval().requires_grad_(False)
     probe = torch.rand(1, 3, *spec.size, generator=torch.Generator().manual_seed(0))
-    layer_name = cfg.layer or auto_layer(net, probe)
+    try:
+        declared = None if cfg.layout == "auto" else LAYOUTS.get(cfg.layout)
+    except CamexpError as e:
+        raise CamexpError(f"model.layout: {e}") from None
+    layer_name = cfg.layer or auto_layer(net, probe, declared)
     layer = get_module(net, layer_name)
     a, logits = probe_layer(net, layer, probe)
-    layout = detect_layout(net, layer_name, a, cfg.layout)
+    layout = resolve_layout(LayerProbe(net, layer_name, layer, a, spec.size), cfg.layout)  # type: ignore[arg-type]
     assert isinstance(a, torch.Tensor)
     maps = layout.to_maps(a)
     cam_weight, why = find_cam_classifier(net, maps, logits)

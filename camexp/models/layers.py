@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from camexp.errors import CamexpError
+from camexp.models.layout import LAYOUTS, Layout
 
 
 def get_module(net: nn.Module, path: str) -> nn.Module:
@@ -33,21 +34,15 @@ def record_outputs(net: nn.Module) -> Iterator[list[tuple[str, object]]]:
             h.remove()
 
 
-def auto_layer(net: nn.Module, probe: torch.Tensor) -> str:
-    """The papers' layer: VGG/AlexNet the last ReLU of `features` (conv5_3 after ReLU); ViT-style token
-    models the last block's first norm (pytorch-grad-cam's choice); Swin the last stage's output; otherwise
-    the final feature map before global pooling: the outermost module whose output *is* timm's
+def auto_layer(net: nn.Module, probe: torch.Tensor, prefer: Layout | None = None) -> str:
+    """The papers' layer: the one a registered layout names for the model's family (`prefer`, the declared
+    model.layout, asked first; VGG/AlexNet, ViT-style and Swin are the built-in ones: camexp/models/layout.py);
+    otherwise the final feature map before global pooling: the outermost module whose output *is* timm's
     `forward_features` output, or, for models without it, the last module with a 4-D output larger than 1x1."""
-    features = getattr(net, "features", None)
-    if type(net).__name__ in ("VGG", "AlexNet") and isinstance(features, nn.Sequential):
-        relus = [i for i, m in enumerate(features) if isinstance(m, nn.ReLU)]
-        return f"features.{relus[-1]}"
-    blocks, stages = getattr(net, "blocks", None), getattr(net, "layers", None)
-    if hasattr(net, "patch_embed") and hasattr(net, "num_prefix_tokens") and isinstance(blocks, (nn.Sequential, nn.ModuleList)) \
-            and len(blocks) and hasattr(blocks[-1], "norm1"):
-        return f"blocks.{len(blocks) - 1}.norm1"
-    if getattr(net, "output_fmt", None) == "NHWC" and isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages):
-        return f"layers.{len(stages) - 1}"
+    for entry in ([prefer] if prefer else []) + [e for _, e in LAYOUTS.items()]:
+        layer = entry.auto_layer(net)
+        if layer:
+            return layer
     with torch.no_grad(), record_outputs(net) as seen:
         feats = net.forward_features(probe) if hasattr(net, "forward_features") else None
         if feats is None:
