@@ -26,6 +26,7 @@ from camexp.explain.methods import METHODS
 from camexp.finetune.checkpoint import write_atomic
 from camexp.finetune.head import replace_head
 from camexp.finetune.train import cosine_factor
+from camexp.io import write_text_atomically
 from camexp.metrics.ap import per_class_ap
 from camexp.models import LoadedModel, build_model
 from camexp.models.weights import load_state, read_checkpoint
@@ -80,9 +81,7 @@ def order_seed(seed: int, epoch: int) -> int:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=1))
 
 
 @dataclass
