@@ -23,6 +23,7 @@ from camexp.models import LoadedModel, build_model
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS
 from camexp.models.classes import head_problems
+from camexp.models.filters import NEEDS_LABELS
 
 MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
 QUICK_SAMPLE = 100  # images decoded by `camexp check --quick`
@@ -31,13 +32,16 @@ T = TypeVar("T")
 
 def label_problems(cfg: ExperimentConfig, items: list[Item]) -> list[str]:
     """What the config needs of the labels that the data set lacks (target: true and relperf need a single
-    true label for every image; the pointing games need boxes)."""
+    true label for every image, dataset.min_true_prob for some; the pointing games need boxes)."""
     boxed = [m for m in cfg.metrics if getattr(METRICS.get(m), "needs_boxes", False)]
     problems = [f"{cfg.dataset.root}: metric(s) {boxed} need ground-truth boxes, but no {cfg.dataset.kind} image has "
                 "any (use kind: voc, or imagenet_val with LOC_val_solution.csv)"] \
         if boxed and not any(it.boxes for it in items) else []
     needs = [f"metric {m}" for m in cfg.metrics if METRICS.get(m).needs_labels] + \
         (["target: true"] if cfg.target == "true" else [])
+    if cfg.dataset.min_true_prob is not None and not any(it.label >= 0 for it in items):
+        problems.append(f"{cfg.dataset.root}: {NEEDS_LABELS}, and no {cfg.dataset.kind} image has one (remove "
+                        "dataset.min_true_prob, or give dataset.labels)")
     unlabelled = sum(1 for it in items if it.label < 0)
     if not needs or not unlabelled:
         return problems

@@ -173,7 +173,8 @@ class Run:
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
-            selected = filter_min_true_prob(ds, s.loaded, cfg.dataset.min_true_prob, s.device, cfg.runtime.batch_size)
+            selected = filter_min_true_prob(ds, s.explainer.scorer.images, cfg.dataset.min_true_prob, s.device,
+                                           cfg.runtime.batch_size)
             ds.provenance["min_true_prob"] = {"threshold": cfg.dataset.min_true_prob, "passed": len(selected)}
         return [i for i in selected if i not in done and ds.items[i].image_id not in bad], len(done)
 
