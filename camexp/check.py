@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from tqdm import tqdm
 
 from camexp.config import ExperimentConfig
@@ -170,9 +172,9 @@ def render(report: CheckReport, console: Console | None = None) -> None:
             ("layer", report.layer or "-"),
             ("status", "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]")]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, value if key == "status" else Text(value))
     console.print(table)
     for e in report.errors:
-        console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {escape(e)}", markup=True, highlight=False)
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w)}", markup=True, highlight=False)

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from camexp.errors import CamexpError
 
@@ -19,7 +20,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(e: CamexpError) -> None:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -50,7 +51,7 @@ def run(
     if summary is None:  # a rank other than 0: rank 0 prints
         return
     print_summary(summary, console, compare_paper=summary.paper is not None)
-    console.print(f"run folder: {cfg.output_dir}")
+    console.print(f"run folder: {cfg.output_dir}", markup=False)
 
 
 @app.command()
@@ -119,9 +120,9 @@ def table(
         for summary in rep.summaries:
             print_summary(summary, console, compare_paper)
     for w in rep.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"
-    err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}")
+    err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}", markup=False)
 
 
 @app.command()
@@ -148,7 +149,7 @@ def finetune(
     except CamexpError as e:
         _fail(e)
     console.print(ap_table(result))
-    console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)")
+    console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)", markup=False)
 
 
 @app.command()
@@ -174,7 +175,7 @@ def explain(
     except CamexpError as e:
         _fail(e)
     for path in written:
-        console.print(str(path), highlight=False)
+        console.print(str(path), highlight=False, markup=False)
 
 
 @app.command()
@@ -190,7 +191,7 @@ def plot(
     except CamexpError as e:
         _fail(e)
     console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))
-    console.print(f"figures in {run_dir}")
+    console.print(f"figures in {run_dir}", markup=False)
 
 
 @app.command()

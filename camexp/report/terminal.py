@@ -7,6 +7,8 @@ metric labels wrap instead, and a table that still does not fit is turned: the m
 """
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 from rich.console import Console, Group
 from rich.markdown import Markdown
@@ -14,6 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from camexp.report.tables import RunSummary, cells, fmt_cell, header_lines, summary_tables, with_paper
+
+BOLD = re.compile(r"\*\*(.+?)\*\*")  # Markdown bold, as uncertainty.marked_cell writes the best value
 
 
 def print_summary(summary: RunSummary, console: Console, compare_paper: bool = False) -> None:
@@ -60,16 +64,24 @@ def _table(df: pd.DataFrame, labels_are_methods: bool, header_width: int | None 
     `header_width`, column headers (metric labels) wrap within that width, or the width of the values."""
     table = Table(show_edge=False, header_style="bold")
     labels = [str(v) for v in df.index]
-    table.add_column(str(df.index.name or ""), no_wrap=labels_are_methods,
+    table.add_column(Text(str(df.index.name or "")), no_wrap=labels_are_methods,
                      min_width=max(map(len, labels), default=0) if labels_are_methods else 12)
     for col in df.columns:
-        cells = [str(v) for v in df[col]]
-        widest = max(map(len, cells), default=0)
+        widest = max((len(styled(str(v))) for v in df[col]), default=0)
         if header_width is not None:
             width = max(widest, header_width)
             table.add_column(Text(str(col), overflow="fold"), justify="right", width=width, min_width=width)
         else:
-            table.add_column(str(col), justify="right", no_wrap=True, min_width=max(widest, len(str(col))))
+            table.add_column(Text(str(col)), justify="right", no_wrap=True, min_width=max(widest, len(str(col))))
     for label, row in zip(labels, df.itertuples(index=False)):
-        table.add_row(label, *(str(v) for v in row))
+        table.add_row(Text(label), *(styled(str(v)) for v in row))
     return table
+
+
+def styled(cell: str) -> Text:
+    """A table cell as terminal text: its Markdown bold (`**19.55**`, the best method) in the terminal's bold,
+    everything else literal (a `[...]` in a name or an interval is text, never rich markup)."""
+    text = Text()
+    for i, part in enumerate(BOLD.split(cell)):
+        text.append(part, style="bold" if i % 2 else "")
+    return text

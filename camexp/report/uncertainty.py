@@ -25,6 +25,7 @@ from camexp.metrics import METRICS, PER_IMAGE_MEANS, ROW_LABELS, BatchMetric, Me
 from camexp.metrics import faithfulness as F
 from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, bootstrap_frames, interval_tables, log_values, \
     relperf_table, wide_metrics, win_table, win_values
+from camexp.report.markdown import markdown_table
 from camexp.results import read_records
 
 PER_IMAGE_METRICS = "per_image_metrics.csv"
@@ -266,4 +267,4 @@ def pairwise_markdown(stats: RunStats) -> str:
         table.setdefault(pair, {})[col] = text
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
     frame.index.name = "A vs B"
-    return frame.to_markdown()
+    return markdown_table(frame)
