@@ -44,7 +44,7 @@ from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
     RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
-    metric_complete, metric_records, part_path, parts, read_json, read_records, write_json, writes_kept
+    metric_complete, metric_records, part_path, parts, read_json, read_records, record_stop, write_json, writes_kept
 from camexp.resume import check_config, check_images
 
 # Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
@@ -96,6 +96,7 @@ class Run:
         self.method_params = {r.name: r.resolved for r in method_runs(cfg.method_specs())}
         self.fingerprint = cfg.fingerprint(self.method_params)
         self.counts: dict[str, dict[str, int]] = {}
+        self.started = False  # run.json says 'running' on this run's behalf
         self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
         declared = {name: declared_files(ANALYSES.get(name)) for name in cfg.analyses}
         undeclared = [name for name, files in declared.items() if files is None]
@@ -133,6 +134,7 @@ class Run:
         meta = self.metadata(setup, resumed)
         if self.ranks.main:
             write_json(self.out / RUN_JSON, meta)
+        self.started = True
         self.analyses: list[Analysis] = [ANALYSES.get(name)(self.cfg) for name in self.cfg.analyses]
         start = time.perf_counter()
         self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
@@ -316,4 +318,10 @@ def run_experiment(cfg: ExperimentConfig, *, fresh: bool = False, progress: bool
     """
     with process_group(resolve_device(cfg.runtime.device), distributed) as ranks, \
             hold(cfg.output_dir, owner=ranks.main), writes_kept(cfg.output_dir, cfg.method_names):
-        return Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks).execute()
+        run = Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks)
+        try:
+            return run.execute()
+        except BaseException as e:  # Ctrl-C too: the run.json this run wrote must not go on saying 'running'
+            if ranks.main and run.started:
+                record_stop(cfg.output_dir / RUN_JSON, e)
+            raise
