@@ -34,6 +34,7 @@ from camexp.data import ImageDataset, build_dataset, collate
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
+from camexp.explain.methods import counter_notes
 from camexp.explain.scoring import Scorer, confidence
 from camexp.lock import hold
 from camexp.metrics import BatchMetric, batch_metrics
@@ -229,6 +230,8 @@ class Run:
             summary.extra_notes.append(f"Model calls of the methods on the {processed} image(s) explained by this "
                                        "invocation: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:,}" for k, v in c.items())
                                                                   for m, c in self.counts.items()))
+        meta["method_notes"] = counter_notes(self.counts, {name: m["method"] for name, m in meta["methods"].items()})
+        summary.extra_notes += meta["method_notes"]
         write_summary(self.out, summary)
         meta["per_image_metric_images"] = {  # how many images each per-batch metric selected (a value) and saw
             name: {"with_value": int(rows.dropna(subset=["value"])["index"].nunique()), "seen": int(rows["index"].nunique())}
