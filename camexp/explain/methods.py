@@ -129,7 +129,7 @@ def counter_notes(counts: Mapping[str, Mapping[str, int]], methods: Mapping[str,
     lines: list[str] = []
     for name, method_name in methods.items():
         notes = METHODS.get(method_name).notes
-        lines += [f"{name}: " + notes[key].format(n=n) for key, n in counts.get(name, {}).items() if n and key in notes]
+        lines += [f"{name}: {notes[key].format(n=n)}" for key, n in counts.get(name, {}).items() if n and key in notes]
     return lines
 
 
