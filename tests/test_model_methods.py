@@ -249,7 +249,8 @@ def test_a_run_counts_negative_score_images_in_run_json_and_the_summary(tmp_path
     assert "negative_score_images" not in meta["method_counts"]["ablation-abs"]  # abs does not flip: no flag
     assert meta["methods"]["ablation-abs"]["params"] == {"denominator": "abs"}
     [note] = meta["method_notes"]
-    assert note.startswith("ablationcam: the target's score y was negative on 2 image(s)") and "{denominator: abs}" in note
+    assert note.startswith("ablationcam: the target's score y was negative on 2 image(s)")
+    assert "{denominator: abs}" in note
     assert note in (tmp_path / "out" / "summary.md").read_text()
 
 
