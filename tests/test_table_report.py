@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from camexp.cli import app
 from camexp.config import ExperimentConfig
-from camexp.report.tables import report, summarize_run_dir
+from camexp.report.tables import RunSummary, cells, report, summarize_run_dir
 from camexp.report.terminal import print_summary
 from camexp.results import COLUMNS
 
@@ -146,10 +146,18 @@ def test_terminal_table_keeps_every_method_name_whole_on_80_columns(tmp_path: Pa
     console = Console(width=80, record=True)
     print_summary(summarize_run_dir(run), console)
     text = console.export_text()
-    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
-    rows = [line.split()[0] for line in text.splitlines() if line.split() and line.split()[0] in methods]
-    assert rows[:6] == methods  # main table transposed: one row per method, names whole
+    summary = summarize_run_dir(run)
+    assert_visible(text, 80, methods, [c.replace("**", "") for c in cells(summary).to_numpy().ravel()])
     assert any(line.split()[:2] == ["5", "gradcam++orig"] for line in text.splitlines())  # numbered win matrix
+
+
+def assert_visible(text: str, width: int, names: list[str], values: list[str]) -> None:
+    """Within `width` columns, nothing cut (…), every name a whole word and every value whole on one line."""
+    assert max(len(line) for line in text.splitlines()) <= width and "…" not in text
+    words = {w for line in text.splitlines() for w in line.replace("│", " ").split()}
+    assert set(names) <= words, names
+    missing = [v for v in values if v not in text]
+    assert not missing, (missing, text)
 
 
 def test_report_into_an_unwritable_place_is_one_line(tmp_path: Path):
@@ -260,3 +268,30 @@ def test_the_best_value_is_bold_on_the_terminal_not_markdown_stars(tmp_path: Pat
     plain = console.export_text(clear=False)
     assert "**" not in plain and "18.75 [" in plain
     assert "\x1b[1m18.75\x1b[0m" in console.export_text(styles=True)
+
+
+def _wide_summary(metrics: int) -> tuple[RunSummary, list[str], list[str]]:
+    """A summary of 3 methods x `metrics` metrics with interval cells (the best in Markdown bold) and a win
+    matrix; its method names and every value as the terminal must show it."""
+    from camexp.metrics.base import MetricResult
+
+    methods = ["gradcam", "gradcam++", "scorecam-softmax"]
+    labels = [f"Metric number {i} with a long label (higher is better)" for i in range(metrics)]
+    values = [[f"{10 * i + j + 0.25:.2f} [{10 * i + j:.1f}, {10 * i + j + 0.5:.1f}]" for j in range(3)]
+              for i in range(metrics)]
+    main = pd.DataFrame([[f"**{row[0].replace(' [', '** [')}", *row[1:]] for row in values], index=labels,
+                        columns=methods).rename_axis("metric")
+    win = pd.DataFrame([[float("nan"), 61.5, 70.25], [38.5, float("nan"), 55.0], [29.75, 45.0, float("nan")]],
+                       index=methods, columns=methods)
+    shown = [v for row in values for v in row] + ["61.500", "70.250", "38.500", "55.000", "29.750", "45.000"]
+    return RunSummary("wide", None, main, MetricResult(tables={"Win matrix (% of images)": win}), 2), methods, shown
+
+
+@pytest.mark.parametrize("metrics", [3, 12])
+def test_every_method_name_and_value_is_visible_at_60_columns(metrics: int):
+    """Issue 22: at 60 columns the last column was cut off, and with 12 metrics the transposed table squeezed
+    the method column to nothing. Now every name and value string is printed whole within 60 columns."""
+    summary, methods, shown = _wide_summary(metrics)
+    console = Console(width=60, record=True)
+    print_summary(summary, console)
+    assert_visible(console.export_text(), 60, methods, shown)
