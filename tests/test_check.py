@@ -221,3 +221,10 @@ def test_min_true_prob_on_a_multilabel_set_is_refused_by_check_and_run_alike(tmp
     with pytest.raises(CamexpError) as run_error:
         run_experiment(cfg, progress=False)
     assert str(run_error.value) == errors[0]
+
+
+def test_check_refuses_more_perturbation_steps_than_input_pixels(tmp_path: Path, make_jpeg) -> None:
+    make_jpeg(tmp_path / "a.jpg")
+    cfg = experiment({"kind": "folder", "root": str(tmp_path)}, metrics=["deletion"],
+                     perturbation={"steps": 1_000_000})
+    assert_error(cfg, "perturbation.steps: 1000000 steps exceed the 50176 pixels", "use at most 50176")

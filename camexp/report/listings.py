@@ -18,7 +18,7 @@ from camexp.analyses import ANALYSES
 from camexp.analyses.base import ANALYSIS_RESULTS, declared_files
 from camexp.errors import CamexpError
 from camexp.explain.core import MethodRun
-from camexp.metrics import METRICS, ROW_LABELS, BatchMetric
+from camexp.metrics import METRICS, BatchMetric
 
 
 @dataclass
@@ -75,18 +75,18 @@ def _metric_needs(entry: Any) -> str:
 
 
 def metric_listing() -> Listing:
-    """Every registered metric: what it needs, when it is computed, and what it is."""
+    """Every registered metric: what it needs, when it is computed, what it is, its table rows and settings."""
     rows, docs = [], {}
     for name, entry in METRICS.items():
         per_batch = isinstance(entry, BatchMetric)
-        fn = entry.compute if per_batch else getattr(entry, "fn", entry)
-        doc = _doc(fn)
-        what = getattr(entry, "summary", "") or getattr(entry, "label", "") or ROW_LABELS.get(name, "") or \
-            doc.split(". ")[0]
+        doc = _doc(entry.compute if per_batch else entry.fn)
+        labels = "; ".join(row.label for row in entry.rows)
+        settings = entry.settings_key if per_batch and entry.settings is not None else ""
         rows.append({"metric": name, "needs": _metric_needs(entry),
                      "computed": "per batch, during the run (more model calls)" if per_batch
                      else "from the records (per_image.csv), any time",
-                     "what it is": what})
+                     "what it is": getattr(entry, "summary", "") or labels or doc.split(". ")[0] or "-",
+                     "table rows": labels or "-", "settings": settings or "-"})
         docs[name] = doc
     return Listing("metric", rows, ("metric", "needs", "computed", "what it is"), docs)
 
