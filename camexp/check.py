@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from tqdm import tqdm
 
 from camexp.config import ExperimentConfig
@@ -23,6 +25,7 @@ from camexp.models import LoadedModel, build_model
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS, metric_problems
 from camexp.models.classes import head_problems
+from camexp.models.filters import NEEDS_LABELS
 
 MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
 QUICK_SAMPLE = 100  # images decoded by `camexp check --quick`
@@ -31,13 +34,16 @@ T = TypeVar("T")
 
 def label_problems(cfg: ExperimentConfig, items: list[Item]) -> list[str]:
     """What the config needs of the labels that the data set lacks (target: true and relperf need a single
-    true label for every image; the pointing games need boxes)."""
+    true label for every image, dataset.min_true_prob for some; the pointing games need boxes)."""
     boxed = [m for m in cfg.metrics if getattr(METRICS.get(m), "needs_boxes", False)]
     problems = [f"{cfg.dataset.root}: metric(s) {boxed} need ground-truth boxes, but no {cfg.dataset.kind} image has "
                 "any (use kind: voc, or imagenet_val with LOC_val_solution.csv)"] \
         if boxed and not any(it.boxes for it in items) else []
     needs = [f"metric {m}" for m in cfg.metrics if METRICS.get(m).needs_labels] + \
         (["target: true"] if cfg.target == "true" else [])
+    if cfg.dataset.min_true_prob is not None and not any(it.label >= 0 for it in items):
+        problems.append(f"{cfg.dataset.root}: {NEEDS_LABELS}, and no {cfg.dataset.kind} image has one (remove "
+                        "dataset.min_true_prob, or give dataset.labels)")
     unlabelled = sum(1 for it in items if it.label < 0)
     if not needs or not unlabelled:
         return problems
@@ -167,9 +173,9 @@ def render(report: CheckReport, console: Console | None = None) -> None:
             ("layer", report.layer or "-"),
             ("status", "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]")]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, value if key == "status" else Text(value))
     console.print(table)
     for e in report.errors:
-        console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {escape(e)}", markup=True, highlight=False)
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w)}", markup=True, highlight=False)

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from camexp.errors import CamexpError
+
+if TYPE_CHECKING:
+    from camexp.report.listings import Listing
 
 # rich_markup_mode=None: click's help layout, which shows `--compare-paper` as a flag (Typer's rich panels
 # print every flag as `--compare-paper <bool>`, as if it took a value).
@@ -19,7 +23,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(e: CamexpError) -> None:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -50,7 +54,7 @@ def run(
     if summary is None:  # a rank other than 0: rank 0 prints
         return
     print_summary(summary, console, compare_paper=summary.paper is not None)
-    console.print(f"run folder: {cfg.output_dir}")
+    console.print(f"run folder: {cfg.output_dir}", markup=False)
 
 
 @app.command()
@@ -126,9 +130,9 @@ def table(
         for d in distills:  # the Markdown source: rich's rendering would cut arm names in a narrow terminal
             console.print(distill_markdown(d, compare_paper), markup=False, highlight=False, soft_wrap=True)
     for w in rep.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"
-    err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}")
+    err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}", markup=False)
 
 
 @app.command()
@@ -155,7 +159,7 @@ def finetune(
     except CamexpError as e:
         _fail(e)
     console.print(ap_table(result))
-    console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)")
+    console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)", markup=False)
 
 
 @app.command()
@@ -217,7 +221,7 @@ def explain(
     except CamexpError as e:
         _fail(e)
     for path in written:
-        console.print(str(path), highlight=False)
+        console.print(str(path), highlight=False, markup=False)
 
 
 @app.command()
@@ -233,58 +237,81 @@ def plot(
     except CamexpError as e:
         _fail(e)
     console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))
-    console.print(f"figures in {run_dir}")
+    console.print(f"figures in {run_dir}", markup=False)
 
 
 @app.command()
 def methods(
-    config: Optional[Path] = typer.Argument(None, help="experiment YAML: costs for its model and layer, and its "
-                                                       "own method settings"),
-    fmt: str = typer.Option("table", "--format", help="table | csv"),
+    target: Optional[str] = typer.Argument(None, metavar="NAME|CONFIG",
+                                           help="a method's name: its full entry; or an experiment YAML: costs "
+                                                "for its model and layer, and its own method settings"),
+    fmt: str = typer.Option("table", "--format", help="table | csv (every field)"),
 ) -> None:
-    """List every method: what it needs, what it costs per image beyond the shared pass, its parameters and source.
+    """List every method: what it needs, what it costs per image beyond the shared pass, and its source.
 
-    With a CONFIG, costs are for its model's layer (K channels) and each configured setting (a `{name, method,
-    params}` entry) is listed too, under its own name, with its parameters."""
+    With a NAME, the method's full entry (parameters, what it is, its definition). With a CONFIG, costs are for
+    its model's layer (K channels) and each configured setting (a `{name, method, params}` entry) is listed
+    too, under its own name."""
+    from camexp.explain.core import method_runs
+    from camexp.explain.methods import METHODS
+    from camexp.report.listings import method_listing
+
+    try:
+        runs = method_runs(METHODS.names())
+        if target is None or target in METHODS:
+            _show(method_listing(runs), target, fmt)
+            return
+        if not Path(target).exists() and Path(target).suffix not in (".yaml", ".yml"):
+            raise CamexpError(f"{target!r} is neither a method (known: {METHODS.names()}) nor an experiment YAML")
+        from camexp.experiment import load_experiment
+        from camexp.models import build_model
+
+        cfg = load_experiment(Path(target))
+        loaded = build_model(cfg.model)
+        channels = loaded.maps_shape[0]
+        runs += [r for r in method_runs(cfg.method_specs()) if r.name != r.method.name or r.params]
+        _show(method_listing(runs, channels, f"{cfg.model.name} at {loaded.layer_name}: K = {channels}"), None, fmt)
+    except CamexpError as e:
+        _fail(e)
+
+
+def _listing_command(command: str, builder: str, what: str, doc: str) -> None:
+    """Register `camexp COMMAND [NAME] [--format]`: the listing that camexp.report.listings.`builder` makes."""
+
+    def listing(name: Optional[str] = typer.Argument(None, metavar="NAME", help=f"{what}'s name: its full entry"),
+                fmt: str = typer.Option("table", "--format", help="table | csv (every field)")) -> None:
+        from camexp.report import listings
+
+        try:
+            _show(getattr(listings, builder)(), name, fmt)
+        except CamexpError as e:
+            _fail(e)
+
+    listing.__doc__ = doc
+    app.command(command)(listing)
+
+
+_listing_command("metrics", "metric_listing", "a metric",
+                 "List every metric: what it needs, whether it is computed from the records or per batch, what it is.")
+_listing_command("analyses", "analysis_listing", "an analysis",
+                 "List every analysis: what it needs, whether it works per batch or from the records, what it is.")
+
+
+def _show(listing: "Listing", name: Optional[str], fmt: str) -> None:
+    """A listing as the compact table, one entry in full (`name`), or CSV of every field."""
     import csv
     import sys
 
-    from rich.table import Table
+    from camexp.report.listings import compact_table, entry_view
 
-    from camexp.explain.core import method_runs
-    from camexp.explain.methods import METHODS
-
-    try:
-        if fmt not in ("table", "csv"):
-            raise CamexpError(f"--format must be 'table' or 'csv', not {fmt!r}")
-        channels, where = None, "K = the layer's channels"
-        runs = method_runs(METHODS.names())
-        if config is not None:
-            from camexp.experiment import load_experiment
-            from camexp.models import build_model
-
-            cfg = load_experiment(config)
-            loaded = build_model(cfg.model)
-            channels = loaded.maps_shape[0]
-            where = f"{cfg.model.name} at {loaded.layer_name}: K = {channels}"
-            runs += [r for r in method_runs(cfg.method_specs()) if r.name != r.method.name or r.params]
-        rows = [(r.name if r.name == r.method.name else f"{r.name} ({r.method.name})",
-                 "yes" if r.method.needs_grad else "no", "yes" if r.method.needs_model else "no",
-                 "yes" if r.method.class_agnostic else "no", r.method.cost(channels, r.resolved),
-                 ", ".join(f"{k}={v}" for k, v in r.resolved.items()), r.method.summary, r.method.source)
-                for r in runs]
-    except CamexpError as e:
-        _fail(e)
-    header = ("method", "needs gradient", "calls the model", "class-agnostic", f"cost per image ({where})",
-              "parameters", "what it is", "source")
+    if fmt not in ("table", "csv"):
+        raise CamexpError(f"--format must be 'table' or 'csv', not {fmt!r}")
     if fmt == "csv":
+        rows = [listing.entry(name)] if name else listing.rows
         writer = csv.writer(sys.stdout)
-        writer.writerows([header, *rows])
-        return
-    t = Table(*header)
-    for row in rows:
-        t.add_row(*row)
-    console.print(t)
+        writer.writerows([listing.header, *([row[h] for h in listing.header] for row in rows)])
+    else:
+        console.print(entry_view(listing, name) if name else compact_table(listing))
 
 
 # `camexp study make|tally`: the paper's human-trust experiment (camexp/study).

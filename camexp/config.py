@@ -63,7 +63,7 @@ class DatasetConfig(_Strict):
         None, description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
                           "(meta.mat beside it) when not found beside the images")
     min_true_prob: float | None = Field(
-        None, ge=0.0, le=1.0, description="keep only images whose true class has full-image softmax prob above this")
+        None, ge=0.0, le=1.0, description="keep only images whose true class has full-image `confidence` above this")
     year: Literal[2007, 2012] | None = Field(None, description="voc: which VOC20xx under the devkit")
     difficult: Literal["keep", "drop"] = Field(
         "keep", description="voc: 'drop' removes objects flagged difficult from labels and boxes")
@@ -196,7 +196,17 @@ class ExperimentConfig(_Strict):
             if unknown:
                 failure = registry.import_failure(unknown)  # a plug-in whose own code fails: its traceback
                 raise ValueError(failure or f"unknown {info.field_name} {unknown}; known: {registry.names()}")
+            shadow = [n for n in v if isinstance(n, MethodSpec) and n.name != n.method and n.name in registry.names()]
+            if shadow:  # its records would pass for the other method's (and beside its published numbers)
+                raise ValueError(f"{{name: {shadow[0].name}, method: {shadow[0].method}}}: the name "
+                                 f"{shadow[0].name!r} is a registered method; give this setting a name of its own")
         return v
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _yaml_true(cls, v: Any) -> Any:
+        """`target: true` reads as YAML's boolean true; it means the true class."""
+        return "true" if v is True else v
 
     @model_validator(mode="after")
     def _metric_needs(self) -> "ExperimentConfig":

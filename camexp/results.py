@@ -12,7 +12,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,19 @@ def records_view(df: pd.DataFrame, methods: list[str] | None = None) -> RecordsV
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(data, indent=2, default=str))
+
+
+def record_stop(path: Path, error: BaseException) -> None:
+    """Rewrite the run.json at `path` of a run that ended early with status 'stopped' (Ctrl-C) or 'failed' and
+    the error's first line, so no report calls it running. A write that fails too is dropped: the original error
+    is the one to see."""
+    if isinstance(error, KeyboardInterrupt):
+        status, line = "stopped", "interrupted (Ctrl-C)"
+    else:
+        text = str(error) if isinstance(error, CamexpError) else f"{type(error).__name__}: {error}"
+        status, line = "failed", (text.strip().splitlines() or [type(error).__name__])[0]
+    with suppress(OSError, CamexpError):
+        write_json(path, {**read_json(path), "status": status, "error": line})
 
 
 def read_json(path: Path) -> dict[str, Any]:

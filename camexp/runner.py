@@ -33,6 +33,7 @@ from camexp.data import ImageDataset, build_dataset, collate
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
+from camexp.explain.methods import counter_notes
 from camexp.explain.scoring import Scorer, target_scores
 from camexp.jobs import Job, jobs_of
 from camexp.lock import hold
@@ -44,7 +45,7 @@ from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
     RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
-    metric_complete, part_path, parts, read_json, read_records, write_json, writes_kept
+    metric_complete, part_path, parts, read_json, read_records, record_stop, write_json, writes_kept
 from camexp.resume import check_config, check_images, fingerprinted_of
 
 # Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
@@ -98,6 +99,7 @@ class Run:
         self.fingerprinted = fingerprinted_of(cfg, self.method_params)
         self.fingerprint = fingerprint_hash(self.fingerprinted)
         self.counts: dict[str, dict[str, int]] = {}
+        self.started = False  # run.json says 'running' on this run's behalf
         self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
         self.curves = settings_of(cfg, "perturbation").curves  # also write the per-batch metrics' curves
         self.jobs: list[Job] = jobs_of(cfg)
@@ -136,6 +138,7 @@ class Run:
         meta = self.metadata(setup, resumed)
         if self.ranks.main:
             write_json(self.out / RUN_JSON, meta)
+        self.started = True
         for job in self.jobs:
             job.start()
         start = time.perf_counter()
@@ -178,7 +181,8 @@ class Run:
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
-            selected = filter_min_true_prob(ds, s.loaded, cfg.dataset.min_true_prob, s.device, cfg.runtime.batch_size)
+            selected = filter_min_true_prob(ds, s.explainer.scorer.images, cfg.dataset.min_true_prob, s.device,
+                                           cfg.runtime.batch_size)
             ds.provenance["min_true_prob"] = {"threshold": cfg.dataset.min_true_prob, "passed": len(selected)}
         return [i for i in selected if i not in done and ds.items[i].image_id not in bad], len(done)
 
@@ -231,6 +235,8 @@ class Run:
             summary.extra_notes.append(f"Model calls of the methods on the {processed} image(s) explained by this "
                                        "invocation: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:,}" for k, v in c.items())
                                                                   for m, c in self.counts.items()))
+        meta["method_notes"] = counter_notes(self.counts, {name: m["method"] for name, m in meta["methods"].items()})
+        summary.extra_notes += meta["method_notes"]
         write_summary(self.out, summary)
         meta["per_image_metric_images"] = {  # how many images each per-batch metric selected (a value) and saw
             name: {"with_value": int(rows.dropna(subset=["value"])["index"].nunique()), "seen": int(rows["index"].nunique())}
@@ -311,4 +317,10 @@ def run_experiment(cfg: ExperimentConfig, *, fresh: bool = False, progress: bool
     """
     with process_group(resolve_device(cfg.runtime.device), distributed) as ranks, \
             hold(cfg.output_dir, owner=ranks.main), writes_kept(cfg.output_dir, cfg.method_names):
-        return Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks).execute()
+        run = Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks)
+        try:
+            return run.execute()
+        except BaseException as e:  # Ctrl-C too: the run.json this run wrote must not go on saying 'running'
+            if ranks.main and run.started:
+                record_stop(cfg.output_dir / RUN_JSON, e)
+            raise

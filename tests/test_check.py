@@ -208,6 +208,21 @@ def test_a_failed_listing_is_not_shown_as_zero_images(tmp_path: Path) -> None:
     assert "of 0 listed" not in text and "could not be listed" in text
 
 
+def test_min_true_prob_on_a_multilabel_set_is_refused_by_check_and_run_alike(tmp_path: Path, make_jpeg) -> None:
+    """Issue 22: check said ok, then the run refused naming `relperf_min_true_prob` (the wrong key). Both now
+    refuse with the same line naming dataset.min_true_prob."""
+    from camexp.errors import CamexpError
+    from camexp.runner import run_experiment
+
+    dataset = {**voc_tree(tmp_path, make_jpeg), "min_true_prob": 0.5}
+    cfg = experiment(dataset, confidence="sigmoid", output={"dir": str(tmp_path / "out")})
+    errors = [e for e in check_experiment(cfg).errors if "min_true_prob" in e]
+    assert len(errors) == 1 and "dataset.min_true_prob needs a single true label" in errors[0], errors
+    with pytest.raises(CamexpError) as run_error:
+        run_experiment(cfg, progress=False)
+    assert str(run_error.value) == errors[0]
+
+
 def test_check_refuses_more_perturbation_steps_than_input_pixels(tmp_path: Path, make_jpeg) -> None:
     make_jpeg(tmp_path / "a.jpg")
     cfg = experiment({"kind": "folder", "root": str(tmp_path)}, metrics=["deletion"],

@@ -9,6 +9,7 @@ import torchvision
 import yaml
 
 from camexp.config import PAPER_TABLES, ExperimentConfig
+from camexp.errors import ConfigError
 from camexp.experiment import load_experiment as load_config
 from camexp.metrics import settings_of
 
@@ -67,3 +68,26 @@ def test_field_metric_tables_are_set_up_as_published() -> None:
         assert (cfg.dataset.kind, cfg.dataset.year, cfg.dataset.split, cfg.model.name) == ("voc", 2007, "test", model)
         assert cfg.metrics == ["pointing_game"] and settings_of(cfg, "pointing").tolerance == 15
         assert cfg.model.weights == f"checkpoints/voc07_{arch}.pt" and "gradcam" in cfg.method_names
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: exp\ndataset: {kind: folder, root: .}\nmodel: {name: resnet18, weights: random}\n" + body)
+    return path
+
+
+def test_target_true_as_the_readme_writes_it_is_the_true_class(tmp_path: Path) -> None:
+    """Issue 22: YAML reads `target: true` as a boolean, which was refused with a confusing message."""
+    assert load_config(_write(tmp_path, "target: true\n")).target == "true"
+    assert load_config(_write(tmp_path, "target: 'true'\n")).target == "true"
+    with pytest.raises(ConfigError, match="target"):
+        load_config(_write(tmp_path, "target: false\n"))
+
+
+def test_a_method_spec_may_not_take_another_methods_name(tmp_path: Path) -> None:
+    """Issue 22: `{name: gradcam++, method: gradcam}` printed Grad-CAM numbers under the name Grad-CAM++ (and
+    beside the paper's Grad-CAM++ value). Its own name, or a registered name for the same method, is fine."""
+    with pytest.raises(ConfigError, match=r"exp.yaml: methods: .*'gradcam\+\+' is a registered method"):
+        load_config(_write(tmp_path, "methods: [gradcam, {name: gradcam++, method: gradcam}]\n"))
+    ok = "methods: [gradcam++, {name: gradcam, method: gradcam}, {name: gc-soft, method: gradcam}]\n"
+    assert load_config(_write(tmp_path, ok)).method_names == ["gradcam++", "gradcam", "gc-soft"]

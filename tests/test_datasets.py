@@ -172,20 +172,49 @@ def test_box_through_resize_and_center_crop_by_hand() -> None:
     torch.testing.assert_close(boxes, expected)
 
 
-def test_filter_min_true_prob_keeps_confident_labelled_images(tmp_path: Path, make_jpeg) -> None:
-    """A stub model puts ~0.99 on class 0 for bright images and ~0.0 for dark ones."""
-    from types import SimpleNamespace
+class _Stub(torch.nn.Module):
+    """Class 0's logit 10 (mean - 0.5): bright images ~0.99 under softmax and sigmoid, dark ones ~0.0; the other
+    two classes' logits are `rest`."""
 
-    from camexp.data import ImageDataset, Item
+    def __init__(self, rest: float) -> None:
+        super().__init__()
+        self.rest = rest
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([10 * (x.mean((1, 2, 3)) - 0.5), *[torch.full((len(x),), self.rest)] * 2], 1)
+
+
+def _min_true_prob(items: list, kind: str, rest: float = 0.0) -> list[int]:
+    from camexp.data import ImageDataset
+    from camexp.explain.scoring import Scorer
+    from camexp.models import PixelModel
     from camexp.models.filters import filter_min_true_prob
 
-    shades = [("bright", 255, 0), ("dark", 0, 0), ("unlabelled", 255, -1), ("bright2", 250, 0)]
-    items = [Item(make_jpeg(tmp_path / f"{name}.jpg", color=(v, v, v)), name, label) for name, v, label in shades]
-    net = lambda x: torch.stack([10 * (x.mean((1, 2, 3)) - 0.5), torch.zeros(len(x)), torch.zeros(len(x))], 1)
-    dataset = ImageDataset(items, PixelTransform(SPEC))
-    assert filter_min_true_prob(dataset, SimpleNamespace(model=net), 0.9, "cpu", batch_size=3) == [0, 3]
-    with pytest.raises(CamexpError, match="needs true labels"):
-        filter_min_true_prob(ImageDataset(items[2:3], PixelTransform(SPEC)), SimpleNamespace(model=net), 0.9, "cpu", 2)
+    scorer = Scorer(PixelModel(_Stub(rest), SPEC), kind=kind)
+    return filter_min_true_prob(ImageDataset(items, PixelTransform(SPEC)), scorer.images, 0.9, "cpu", batch_size=3)
+
+
+def _shades(tmp_path: Path, make_jpeg, shades: list[tuple[str, int, int]]) -> list:
+    from camexp.data import Item
+
+    return [Item(make_jpeg(tmp_path / f"{name}.jpg", color=(v, v, v)), name, label) for name, v, label in shades]
+
+
+def test_filter_min_true_prob_keeps_confident_labelled_images(tmp_path: Path, make_jpeg) -> None:
+    items = _shades(tmp_path, make_jpeg, [("bright", 255, 0), ("dark", 0, 0), ("unlabelled", 255, -1),
+                                          ("bright2", 250, 0)])
+    assert _min_true_prob(items, "softmax") == [0, 3]
+    with pytest.raises(CamexpError, match="dataset.min_true_prob needs a single true label"):
+        _min_true_prob(items[2:3], "softmax")
+
+
+def test_filter_min_true_prob_follows_the_runs_confidence(tmp_path: Path, make_jpeg) -> None:
+    """Issue 22: the filter applied softmax whatever `confidence` said. A mid-grey image (logit 10 * (128/255
+    - 0.5) = 0.02 on class 0) beside two classes at logit 5: sigmoid(5) = 0.993 > 0.9 passes under sigmoid,
+    while the softmax share e^5 / (2 e^5 + e^0.02) = 0.497 does not."""
+    items = _shades(tmp_path, make_jpeg, [("grey", 128, 1), ("grey0", 128, 0)])
+    assert _min_true_prob(items, "sigmoid", rest=5.0) == [0]
+    assert _min_true_prob(items, "softmax", rest=5.0) == []
 
 
 # --- strict inputs: high bit depth, broken links, malformed boxes ---------------------------------------------

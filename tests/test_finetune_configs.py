@@ -32,3 +32,29 @@ def test_a_name_that_would_leave_checkpoints_is_refused(tmp_path: Path, name: st
                                     "dataset": {"kind": "voc", "root": str(tmp_path)}}))
     with pytest.raises(ConfigError, match=f"{path}: name: Value error, must be a plain file name"):
         load_finetune_config(path)
+
+
+def test_a_changed_config_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """Issue 22: finetune refused a changed config without saying what changed (`camexp run` names the key). A
+    checkpoint written by lr_head 0.05 is refused for lr_head 0.5 with 'train.lr_head: 0.05 -> 0.5'; a larger
+    train.epochs resumes."""
+    import torch
+
+    from camexp.errors import CamexpError
+    from camexp.finetune.checkpoint import FORMAT, resumable
+    from camexp.finetune.config import FinetuneConfig
+
+    def config(**train: object) -> FinetuneConfig:
+        return FinetuneConfig.model_validate({
+            "name": "ft", "model": {"name": "resnet18", "weights": "random"},
+            "dataset": {"kind": "voc", "root": str(tmp_path)}, "train": {"lr_head": 0.05, **train},
+            "output": {"checkpoint": str(tmp_path / "ft.pt")}})
+
+    old = config()
+    torch.save({"format": FORMAT, "config": old.model_dump(mode="json"), "fingerprint": old.fingerprint(),
+                "state_dict": {}}, tmp_path / "ft.pt")
+    assert resumable(config(epochs=40), fresh=False)["fingerprint"] == old.fingerprint()
+    with pytest.raises(CamexpError) as e:
+        resumable(config(lr_head=0.5, hflip=0.0), fresh=False)
+    assert (f"{tmp_path / 'ft.pt'}: holds a checkpoint of a different fine-tune configuration (train.hflip: 0.5 -> "
+            "0.0, train.lr_head: 0.05 -> 0.5); pass --fresh") in str(e.value)

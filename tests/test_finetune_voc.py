@@ -171,7 +171,8 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tuned: tuple[Finet
     _, ft = tuned
     cfg = load_finetune_config(_finetune_yaml(tmp_path, shared_data / VOC_SUBSET, lr_head=0.5),
                                {"output.checkpoint": str(ft.checkpoint_path)})
-    with pytest.raises(CamexpError, match="different fine-tune configuration; pass --fresh"):
+    changed = r"different fine-tune configuration \(train.lr_head: 0.05 -> 0.5\); pass --fresh"
+    with pytest.raises(CamexpError, match=changed):
         finetune(cfg, progress=False)
 
 

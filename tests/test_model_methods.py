@@ -194,6 +194,66 @@ def test_ablationcam_zero_target_score_gives_a_zero_map_not_nan():
     assert torch.equal(out, torch.zeros(1, 1, 2))
 
 
+def test_ablationcam_on_a_negative_target_score_flips_and_is_counted_and_abs_restores_it():
+    """Issue 22: every classifier bias - 100 keeps the top-1 and the softmax, and y - y_k (a shared bias cancels),
+    but turns y negative: w_k = (y - y_k) / y flips every weight's sign. A0 = [1, 3, 0], A1 = [2, 0, 1] (means 4/3
+    and 1), W[0] = (1, 2): y - y_0 = 4/3, y - y_1 = 2, so the unshifted map is proportional to
+    4/3 A0 + 2 A1 = [16/3, 4, 2]; shifted, the default map is ReLU(negative) = 0 and `denominator: abs` gives
+    the unshifted map up to the positive factor y / |y - 100|."""
+    a = torch.tensor([[[[1.0, 3.0, 0.0]], [[2.0, 0.0, 1.0]]]])
+    weight = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+
+    def run(bias: float, **params: object) -> tuple[torch.Tensor, dict[str, int]]:
+        ctx = MethodInputs(A=a, G=None, targets=torch.tensor([0]),
+                           tail=lambda x, which=None: linear_tail(weight)(x) + bias)
+        return METHODS["ablationcam"](ctx, **params), ctx.counts
+
+    unshifted, counts = run(0.0)
+    y = 4 / 3 + 2
+    assert torch.allclose(unshifted, torch.tensor([[[16 / 3, 4.0, 2.0]]]) / y)
+    assert "negative_score_images" not in counts
+    flipped, counts = run(-100.0)
+    assert torch.equal(flipped, torch.zeros(1, 1, 3)) and counts["negative_score_images"] == 1
+    restored, counts = run(-100.0, denominator="abs")
+    assert torch.allclose(restored, unshifted * y / (100 - y)) and "negative_score_images" not in counts
+    assert torch.allclose(run(0.0, denominator="abs")[0], unshifted)  # a positive score: the same map
+    assert "denominator must be one of ['score', 'abs']" in METHODS["ablationcam"].param_problem({"denominator": "x"})
+
+
+def test_a_run_counts_negative_score_images_in_run_json_and_the_summary(tmp_path, make_jpeg, monkeypatch):
+    """The same shift on a real (random) model, end to end: run.json counts the images and carries the note,
+    summary.md says what the definition does there, and the `abs` setting shows no constant map."""
+    import json
+
+    import camexp.runner
+    from camexp.config import ExperimentConfig
+    from camexp.runner import run_experiment
+
+    def shifted(cfg, device=None):
+        loaded = build_model(cfg, device)
+        with torch.no_grad():
+            loaded.model.net.get_classifier().bias -= 100.0
+        return loaded
+
+    monkeypatch.setattr(camexp.runner, "build_model", shifted)
+    for name, color in (("a", (200, 30, 30)), ("b", (30, 200, 90))):
+        make_jpeg(tmp_path / "images" / f"{name}.jpg", size=(64, 64), color=color)
+    cfg = ExperimentConfig(name="neg", dataset={"kind": "folder", "root": str(tmp_path / "images")},
+                           model={"name": "test_convnext", "weights": "random"}, runtime={"device": "cpu"},
+                           methods=["ablationcam", {"name": "ablation-abs", "method": "ablationcam",
+                                                    "params": {"denominator": "abs"}}],
+                           output={"dir": str(tmp_path / "out")})
+    run_experiment(cfg, progress=False)
+    meta = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert meta["method_counts"]["ablationcam"]["negative_score_images"] == 2
+    assert "negative_score_images" not in meta["method_counts"]["ablation-abs"]  # abs does not flip: no flag
+    assert meta["methods"]["ablation-abs"]["params"] == {"denominator": "abs"}
+    [note] = meta["method_notes"]
+    assert note.startswith("ablationcam: the target's score y was negative on 2 image(s)")
+    assert "{denominator: abs}" in note
+    assert note in (tmp_path / "out" / "summary.md").read_text()
+
+
 def test_smoothgradcampp_seeded_per_image_and_counted(tiny, images):
     ids = ["a", "b"]
     explainer = Explainer(tiny, [("s", "smoothgradcam++", {"n": 3}), ("t", "smoothgradcam++", {"n": 3, "seed": 1})])

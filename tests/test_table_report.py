@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from camexp.cli import app
 from camexp.config import ExperimentConfig
-from camexp.report.tables import report, summarize_run_dir
+from camexp.report.tables import RunSummary, cells, report, summarize_run_dir
 from camexp.report.terminal import print_summary
 from camexp.results import COLUMNS
 
@@ -146,10 +146,18 @@ def test_terminal_table_keeps_every_method_name_whole_on_80_columns(tmp_path: Pa
     console = Console(width=80, record=True)
     print_summary(summarize_run_dir(run), console)
     text = console.export_text()
-    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
-    rows = [line.split()[0] for line in text.splitlines() if line.split() and line.split()[0] in methods]
-    assert rows[:6] == methods  # main table transposed: one row per method, names whole
+    summary = summarize_run_dir(run)
+    assert_visible(text, 80, methods, [c.replace("**", "") for c in cells(summary).to_numpy().ravel()])
     assert any(line.split()[:2] == ["5", "gradcam++orig"] for line in text.splitlines())  # numbered win matrix
+
+
+def assert_visible(text: str, width: int, names: list[str], values: list[str]) -> None:
+    """Within `width` columns, nothing cut (…), every name a whole word and every value whole on one line."""
+    assert max(len(line) for line in text.splitlines()) <= width and "…" not in text
+    words = {w for line in text.splitlines() for w in line.replace("│", " ").split()}
+    assert set(names) <= words, names
+    missing = [v for v in values if v not in text]
+    assert not missing, (missing, text)
 
 
 def test_report_into_an_unwritable_place_is_one_line(tmp_path: Path):
@@ -196,3 +204,94 @@ def test_every_published_table_names_its_setting():
     from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS
 
     assert set(PUBLISHED) | set(PUBLISHED_RELPERF) == set(SETTINGS) == set(PAPER_TABLES)
+
+
+# --- issue 22: text reaches the terminal and Markdown as text -------------------------------------------------
+
+def _table_lines(md: str) -> list[list[str]]:
+    """The Markdown tables of `md`, each as its lines."""
+    tables: list[list[str]] = []
+    previous = ""
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+        previous = line
+    return tables
+
+
+def test_a_pipe_in_a_method_name_does_not_break_the_markdown_tables(tmp_path: Path):
+    """Issue 22: a `|` in a method name started a new column in summary.md's tables. Every row of a table has
+    as many unescaped pipes as its header, and the name reads back whole (as GitHub renders `\\|`)."""
+    import re
+
+    from camexp.report.tables import to_markdown
+
+    methods = ["grad|cam", "gradcam++", "layercam"]
+    run = write_run(tmp_path / "res" / "piped", [[0.4, 0.6, 0.7], [0.2, 0.5, 0.6]], methods=methods,
+                    metrics=["avg_drop", "increase", "win"])
+    for md in (to_markdown(summarize_run_dir(run)), report(tmp_path / "res").markdown):
+        tables = _table_lines(md)
+        assert len(tables) >= 3  # main, win matrix, paired comparisons
+        for lines in tables:
+            pipes = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
+            assert len(set(pipes)) == 1, lines
+        assert "grad\\|cam" in tables[0][0] and "grad\\|cam vs gradcam++" in tables[-1][2]
+
+
+def test_error_text_is_printed_as_it_is_not_as_rich_markup(tmp_path: Path):
+    """Issue 22: "[r, g, b]" disappeared from a config error (rich read it as a markup tag)."""
+    from camexp.check import CheckReport, render
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: exp\ndataset: {kind: folder, root: .}\nmodel: {name: resnet18, weights: random}\n"
+                    "perturbation: {deletion_substrate: [2, 0, 0]}\n")
+    res = cli.invoke(app, ["run", str(path)])
+    assert res.exit_code == 2
+    assert "a constant colour is [r, g, b] in [0,1] pixel space" in " ".join(res.output.split())
+    console = Console(record=True, width=200)
+    render(CheckReport("t", "folder", errors=["[bold]x[/bold] stays"], warnings=["[r, g, b] stays"],
+                       layer="blocks[0]"), console)
+    text = console.export_text()
+    assert "error: [bold]x[/bold] stays" in text and "warning: [r, g, b] stays" in text and "blocks[0]" in text
+
+
+def test_the_best_value_is_bold_on_the_terminal_not_markdown_stars(tmp_path: Path):
+    """Issue 22: terminal tables printed `**19.55**`. Average drop (y = 0.8): gradcam (50 + 75) / 2 = 62.5,
+    gradcam++ (25 + 37.5) / 2 = 31.25, layercam (12.5 + 25) / 2 = 18.75, the best, in the terminal's bold."""
+    run = write_run(tmp_path / "bold", [[0.4, 0.6, 0.7], [0.2, 0.5, 0.6]])
+    summary = summarize_run_dir(run)
+    assert summary.main.loc["Average drop % (lower is better)"].tolist() == pytest.approx([62.5, 31.25, 18.75])
+    console = Console(record=True, width=200, force_terminal=True, color_system="standard")
+    print_summary(summary, console)
+    plain = console.export_text(clear=False)
+    assert "**" not in plain and "18.75 [" in plain
+    assert "\x1b[1m18.75\x1b[0m" in console.export_text(styles=True)
+
+
+def _wide_summary(metrics: int) -> tuple[RunSummary, list[str], list[str]]:
+    """A summary of 3 methods x `metrics` metrics with interval cells (the best in Markdown bold) and a win
+    matrix; its method names and every value as the terminal must show it."""
+    from camexp.metrics.base import MetricResult
+
+    methods = ["gradcam", "gradcam++", "scorecam-softmax"]
+    labels = [f"Metric number {i} with a long label (higher is better)" for i in range(metrics)]
+    values = [[f"{10 * i + j + 0.25:.2f} [{10 * i + j:.1f}, {10 * i + j + 0.5:.1f}]" for j in range(3)]
+              for i in range(metrics)]
+    main = pd.DataFrame([[f"**{row[0].replace(' [', '** [')}", *row[1:]] for row in values], index=labels,
+                        columns=methods).rename_axis("metric")
+    win = pd.DataFrame([[float("nan"), 61.5, 70.25], [38.5, float("nan"), 55.0], [29.75, 45.0, float("nan")]],
+                       index=methods, columns=methods)
+    shown = [v for row in values for v in row] + ["61.500", "70.250", "38.500", "55.000", "29.750", "45.000"]
+    return RunSummary("wide", None, main, MetricResult(tables={"Win matrix (% of images)": win}), 2), methods, shown
+
+
+@pytest.mark.parametrize("metrics", [3, 12])
+def test_every_method_name_and_value_is_visible_at_60_columns(metrics: int):
+    """Issue 22: at 60 columns the last column was cut off, and with 12 metrics the transposed table squeezed
+    the method column to nothing. Now every name and value string is printed whole within 60 columns."""
+    summary, methods, shown = _wide_summary(metrics)
+    console = Console(width=60, record=True)
+    print_summary(summary, console)
+    assert_visible(console.export_text(), 60, methods, shown)

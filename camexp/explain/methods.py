@@ -88,7 +88,8 @@ class Method:
     `cost(K, params)` says what the method adds to the shared forward + backward per image, for a layer
     of K channels (None: not known, say "K"); `unavailable(loaded)` gives the reason the method cannot run on a backbone ('' if it can);
     `params` are the defaults of its keyword parameters (a config may override them, with values of the
-    default's type) and `check(params)` says what is wrong with a full set of them ('' if nothing)."""
+    default's type) and `check(params)` says what is wrong with a full set of them ('' if nothing). `notes`
+    maps a counter (`MethodInputs.count`) to what a run's summary says when it is not 0 ({n}: its value)."""
 
     name: str
     fn: MethodFn
@@ -102,6 +103,7 @@ class Method:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     check: Callable[[Mapping[str, Any]], str] = lambda params: ""
     source: str = ""
+    notes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __call__(self, ctx: MethodInputs, **params: Any) -> torch.Tensor:
         return self.fn(ctx, **{**self.params, **params})
@@ -118,6 +120,16 @@ class Method:
             if not ok and not (want is float and isinstance(value, int) and not isinstance(value, bool)):
                 return f"parameter {key!r} must be of type {want.__name__} (default {self.params[key]!r}), not {value!r}"
         return self.check({**self.params, **params})
+
+
+def counter_notes(counts: Mapping[str, Mapping[str, int]], methods: Mapping[str, str]) -> list[str]:
+    """What the methods' counters that are not 0 mean for the run (`Method.notes`), one line per counter.
+    `counts`: record name -> counter -> n; `methods`: record name -> registered method."""
+    lines: list[str] = []
+    for name, method_name in methods.items():
+        notes = METHODS.get(method_name).notes
+        lines += [f"{name}: {notes[key].format(n=n)}" for key, n in counts.get(name, {}).items() if n and key in notes]
+    return lines
 
 
 def _as_method(name: str, obj: Any) -> Method:

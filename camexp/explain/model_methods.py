@@ -98,16 +98,35 @@ def scorecam(ctx: MethodInputs, weighting: str = "probability") -> torch.Tensor:
     return weighted_sum(scores.to(A.dtype), A).relu()
 
 
+ABLATION_DENOMINATORS = ("score", "abs")
+
+
+def _check_ablation(p: Mapping[str, Any]) -> str:
+    if p["denominator"] not in ABLATION_DENOMINATORS:
+        return f"denominator must be one of {list(ABLATION_DENOMINATORS)}, not {p['denominator']!r}"
+    return ""
+
+
 @method("ablationcam", "Ablation-CAM: w_k = relative drop of the target score when channel k is set to 0",
-        needs_grad=False, needs_model=True,
+        needs_grad=False, needs_model=True, params={"denominator": "score"}, check=_check_ablation,
         cost=lambda k, p: f"<= {k or 'K'} passes of the network after the layer (one per channel not all zero)",
-        source="Desai & Ramaswamy, WACV 2020")
-def ablationcam(ctx: MethodInputs) -> torch.Tensor:
+        notes={"negative_score_images": "the target's score y was negative on {n} image(s) explained by this "
+                                        "invocation, where w_k = (y - y_k) / y turns every weight's sign (the paper "
+                                        "assumes y > 0; README D2): `params: {{denominator: abs}}` divides by |y|, "
+                                        "`score: softmax` makes y positive"},
+        source="Desai & Ramaswamy, WACV 2020; denominator abs: camexp's variant for negative scores")
+def ablationcam(ctx: MethodInputs, denominator: str = "score") -> torch.Tensor:
     """w_k = (y^c - y^c_k) / y^c with y^c the run's score (logit, or softmax probability) from the network after
     the layer, y^c_k the same with channel k of A zeroed; w = 0 for every channel where y^c = 0 (the map is
     then constant: zeros, flagged). Channels that are all zero are not ablated: zeroing them changes nothing,
     so their w_k is 0 exactly. y^c comes from the same tail as y^c_k, so both carry the same rounding.
-    L = ReLU(sum_k w_k A_k)."""
+    L = ReLU(sum_k w_k A_k).
+
+    The paper assumes y^c > 0. A negative logit (a head whose biases are all shifted down keeps the same top-1
+    and softmax) turns the sign of every w_k, so the map keeps the channels whose removal *raises* the score;
+    such images are counted (`negative_score_images`). `denominator: abs` divides by |y^c| instead (nothing
+    flips, nothing is counted), which leaves every positive-score image's map unchanged and gives a shifted head
+    the same maps as the unshifted one (y^c - y^c_k does not move with a shared bias)."""
     A, t = ctx.A, ctx.targets
     assert ctx.tail is not None
     b, k = A.shape[:2]
@@ -120,13 +139,16 @@ def ablationcam(ctx: MethodInputs) -> torch.Tensor:
     pairs = A.flatten(2).ne(0).any(2).nonzero()
     ctx.count("tail_passes", len(pairs))
     ctx.count("zero_channels_skipped", b * k - len(pairs))
+    if denominator == "score" and (negative := int((y < 0).sum())):
+        ctx.count("negative_score_images", negative)
     drop = torch.zeros(b, k, dtype=torch.float64, device=A.device)
     for part in pairs.split(block_size(A[0].numel(), None)):
         i, c = part.unbind(1)
         ablated = A[i]
         ablated[torch.arange(len(part), device=A.device), c] = 0
         drop[i, c] = y[i] - score(ablated, i)
-    w = torch.where(y[:, None] != 0, drop / torch.where(y == 0, 1.0, y)[:, None], 0.0)
+    below = torch.where(y == 0, 1.0, y.abs() if denominator == "abs" else y)
+    w = torch.where(y[:, None] != 0, drop / below[:, None], 0.0)
     return weighted_sum(w.to(A.dtype), A).relu()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from camexp.data.transforms import InputSpec
@@ -17,6 +18,7 @@ from camexp.errors import CamexpError
 from camexp.finetune.config import FinetuneConfig
 from camexp.io import replace_atomically
 from camexp.models.weights import read_checkpoint
+from camexp.resume import changed_keys, describe
 
 FORMAT = "camexp-finetune/1"
 
@@ -51,6 +53,17 @@ def resumable(cfg: FinetuneConfig, fresh: bool) -> dict[str, Any] | None:
         return None
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != FORMAT or ckpt.get("fingerprint") != cfg.fingerprint():
-        raise CamexpError(f"{path}: holds a checkpoint of a different fine-tune configuration; pass --fresh to start "
-                          "over or --out to write elsewhere")
+        raise CamexpError(f"{path}: holds a checkpoint of a different fine-tune configuration{_changes(ckpt, cfg)}; "
+                          "pass --fresh to start over or --out to write elsewhere")
     return ckpt
+
+
+def _changes(ckpt: dict[str, Any], cfg: FinetuneConfig) -> str:
+    """' (train.lr_head: 0.05 -> 0.5)': the keys that differ from the checkpoint's configuration, named as
+    `camexp run` names them; '' when the checkpoint's configuration cannot be read by this version."""
+    try:
+        old = FinetuneConfig.model_validate(ckpt.get("config")).fingerprinted()
+    except ValidationError:
+        return ""
+    keys = changed_keys(old, cfg.fingerprinted())
+    return f" ({describe(keys, old, cfg.fingerprinted())})" if keys else ""

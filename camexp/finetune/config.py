@@ -67,10 +67,13 @@ class FinetuneConfig(_Strict):
         """Where the checkpoint is written after every epoch (and read from to resume)."""
         return self.output.checkpoint or Path("checkpoints") / f"{self.name}.pt"
 
+    def fingerprinted(self) -> dict[str, Any]:
+        """What a resumed fine-tune must share with the one it continues (epochs may grow), as a nested dict."""
+        return self.model_dump(mode="json", exclude={"output": True, "train": {"epochs", "device", "workers"}})
+
     def fingerprint(self) -> str:
-        """Hash of what a resumed fine-tune must share with the one it continues (epochs may grow)."""
-        keep = self.model_dump(mode="json", exclude={"output": True, "train": {"epochs", "device", "workers"}})
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of `fingerprinted()`."""
+        return hashlib.sha256(json.dumps(self.fingerprinted(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_finetune_config(path: str | Path, overrides: dict[str, Any] | None = None) -> FinetuneConfig:

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from camexp.errors import CamexpError
+from camexp.report.markdown import markdown_table
 from camexp.report.runs import find_runs
 from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import lower_is_better, marked_cell, marks
@@ -85,7 +86,7 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
         f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",
         *legends, "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
         "rank); incomplete runs are shown over their recorded images but not ranked.", "",
-        md_table.to_markdown(), "", *skipped])
+        markdown_table(md_table), "", *skipped])
     frame = pd.DataFrame(columns, index=methods).loc[order]
     frame.insert(0, "runs_ranked", rank_frame.notna().sum(axis=1).loc[order])
     frame.insert(0, "mean_rank", mean_rank.loc[order])

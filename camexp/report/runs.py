@@ -105,7 +105,8 @@ def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
               if p.exists())
     if meta.get("status") == "complete" and (total is None or done + bad >= total):
         return None
-    state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}"
+    error = f": {meta['error']}" if meta.get("error") else ""
+    state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}{error}"
     skipped = f", {bad} unreadable" if bad else ""
     return (f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
             f"method{skipped}. The numbers below cover those {done} images only.")

@@ -12,6 +12,7 @@ from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
 from camexp.metrics import MetricParams, MetricResult, compute_metrics
+from camexp.report.markdown import markdown_table
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import find_runs, find_studies, open_run, study_section
 from camexp.report.uncertainty import RunStats, compute_stats, extra_values, label_of, main_cells, \
@@ -147,11 +148,11 @@ def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
     """A run's summary as Markdown, in the paper's layout (metrics as rows, methods as columns)."""
     lines = header_lines(summary, compare_paper)
     main = with_paper(summary) if compare_paper else cells(summary)
-    lines += ["", main.to_markdown(), ""]
+    lines += ["", markdown_table(main), ""]
     if summary.stats is not None:
         lines += [summary.stats.legend(), ""]
     for title, table in summary_tables(summary, compare_paper):
-        lines += [f"### {title}", "", table.map(lambda v: fmt_cell(v, 3)).to_markdown(), ""]
+        lines += [f"### {title}", "", markdown_table(table.map(lambda v: fmt_cell(v, 3))), ""]
     pairwise = pairwise_markdown(summary.stats) if summary.stats is not None else ""
     if pairwise:
         lines += ["### Paired comparisons (bootstrap intervals over the same images; exact sign test for win %)",

@@ -25,6 +25,7 @@ from camexp.errors import CamexpError
 from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows
 from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, bootstrap_frames, interval_tables, log_values, \
     relperf_table, wide_metrics, win_table, win_values
+from camexp.report.markdown import markdown_table
 from camexp.results import METRIC_RECORDS, read_records
 
 SUMMARY_LONG = "summary_long.csv"
@@ -271,4 +272,4 @@ def pairwise_markdown(stats: RunStats) -> str:
         table.setdefault(pair, {})[col] = text
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
     frame.index.name = "A vs B"
-    return frame.to_markdown()
+    return markdown_table(frame)
