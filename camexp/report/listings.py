@@ -15,7 +15,6 @@ from rich.table import Table
 from rich.text import Text
 
 from camexp.analyses import ANALYSES
-from camexp.analyses.base import ANALYSIS_RESULTS, declared_files
 from camexp.errors import CamexpError
 from camexp.explain.core import MethodRun
 from camexp.metrics import METRICS, BatchMetric
@@ -94,16 +93,14 @@ def metric_listing() -> Listing:
 def analysis_listing() -> Listing:
     """Every registered analysis: its files, whether it works per batch, and what it is."""
     rows, docs = [], {}
-    for name, factory in ANALYSES.items():
-        files = declared_files(factory)
-        per_batch = getattr(factory, "per_batch", True)
-        doc = _doc(factory)
-        title = getattr(factory, "title", "")
-        rows.append({"analysis": name, "needs": _metric_needs(factory),
-                     "computed": "per batch, during the run" if per_batch else "from the records, when the run ends",
-                     "what it is": title or doc.split(". ")[0],
-                     "files": ", ".join(files) if files else "-",
-                     "summary rows": _yes(name in ANALYSIS_RESULTS)})
+    for name, entry in ANALYSES.items():
+        doc = _doc(entry.make)
+        rows.append({"analysis": name, "needs": _metric_needs(entry.make),
+                     "computed": "per batch, during the run" if entry.resume == "refuse"
+                     else "from the records, when the run ends",
+                     "what it is": getattr(entry.make, "title", "") or doc.split(". ")[0],
+                     "files": ", ".join(entry.files) if entry.files else "-",
+                     "summary rows": _yes(entry.rows or entry.read)})
         docs[name] = doc
     return Listing("analysis", rows, ("analysis", "needs", "computed", "what it is"), docs)
 
