@@ -1,5 +1,5 @@
 """Methods that call the model beyond the shared pass (Score-CAM, Ablation-CAM, Smooth Grad-CAM++) and the
-floors that call none (random, center): PROTOCOL.md section 9.
+floors that call none (random, center): README D2 and "The CAM family".
 
 Each costs what its definition needs and nothing more. Score-CAM forwards only the masked images of channels
 whose map is not constant (counted as `constant_channels_skipped`); Ablation-CAM runs only the network after

@@ -1,4 +1,4 @@
-"""ROAD (Rong et al., ICML 2022; PROTOCOL.md section 10): remove pixels by the map, impute them, score.
+"""ROAD (Rong et al., ICML 2022; README, "The field's other metrics"): remove pixels by the map, impute them, score.
 
 For each percentage p of `road.percentiles` (10, 20, ..., 90), pixels are removed by the map's ranking (the
 same stable descending ranking as insertion/deletion, ties by pixel index), cut where Rong et al.'s released
@@ -14,7 +14,7 @@ std `road.noise` (0.01) is added to the imputed values. The noise is seeded per 
 name, curve, p) (`seed_of`), so a value depends neither on the batch or process that computed it nor on the
 order of `methods`.
 Weights (`road.neighbours`): `road`, the authors' 1/6 for the 4 edge neighbours and 1/12 for the 4 corner
-ones; `uniform`, 1/8 each (the plain mean PROTOCOL.md paraphrases). At the border the weights of the
+ones; `uniform`, 1/8 each (the plain mean of the 8 neighbours). At the border the weights of the
 neighbours inside the image are renormalised.
 
 Per (image, method): `road_morf` = mean over p of the MoRF scores (lower is better), `road_lerf` likewise

@@ -28,7 +28,7 @@ PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
         "mLoc δ=0": {"gradcam++": 0.34, "gradcam": 0.33},
         "mLoc δ=0.25": {"gradcam++": 0.38, "gradcam": 0.28},
         "mLoc δ=0.5": {"gradcam++": 0.28, "gradcam": 0.16}}),
-    # PROTOCOL.md section 11
+    # the papers around Grad-CAM++ (README D6)
     "scorecam": ("Score-CAM paper Tables 1-3: ILSVRC2012 val, torchvision VGG-16, 2000 random images "
                  "(energy pointing: 500 images)", {
         KEEP_DROP.label: {"gradcam": 47.8, "gradcam++": 45.5, "scorecam": 31.5},
