@@ -22,15 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from camexp import profile
 from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
 from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
 from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig
-from camexp.data import ImageDataset, build_dataset, collate
+from camexp.data import ImageDataset, build_dataset
+from camexp.data.loader import loader_settings, make_loader
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
@@ -135,7 +136,9 @@ class Run:
             write_json(self.out / RUN_JSON, meta)
         self.analyses: list[Analysis] = [ANALYSES.get(name)(self.cfg) for name in self.cfg.analyses]
         start = time.perf_counter()
-        self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
+        with profile.profiled(setup.device, self.cfg.runtime.profile) as timer:  # stages: camexp/profile.py
+            self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
+        meta["profile"] = timer.summary()
         self.ranks.barrier()
         wall = time.perf_counter() - start
         self.counts = _sum_counts(self.ranks.gather(self.counts))
@@ -146,6 +149,7 @@ class Run:
         cfg = self.cfg
         torch.manual_seed(cfg.runtime.seed)
         device = self.ranks.device(resolve_device(cfg.runtime.device))
+        self.loader = loader_settings(cfg.runtime.workers, cfg.runtime.decode, device)  # run.json `loader`
         loaded = build_model(cfg.model, device)
         disable_tf32(device)
         if channels_last(device):
@@ -186,6 +190,7 @@ class Run:
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "amp": cfg.runtime.amp, "tf32": False, "channels_last": channels_last(device),
             "host_allocator": s.host_allocator, "world_size": self.ranks.world,
+            "loader": self.loader.describe(),
             "backend": self.ranks.backend, "layer": loaded.layer_name, "layer_layout": loaded.layout.describe(),
             "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": r.resolved}
                                                   for r in s.explainer.runs},
@@ -239,12 +244,12 @@ class Run:
     def _loop(self, s: Setup, pending: list[int]) -> None:
         cfg = self.cfg
         records_path, bad_path = self._own(RECORDS), self._own(BAD_IMAGES)
-        loader = DataLoader(Subset(s.dataset, pending), batch_size=cfg.runtime.batch_size, shuffle=False,
-                            num_workers=cfg.runtime.workers, collate_fn=collate, pin_memory=s.device.type == "cuda")
+        loader = make_loader(s.dataset, pending, cfg.runtime.batch_size, s.device, self.loader)
         drop_sum = np.zeros(len(self.methods))
         processed = 0
         bar = tqdm(total=len(pending), unit="img", desc=cfg.name, disable=not self.progress, dynamic_ncols=True)
         for batch in loader:
+            profile.lap(profile.WAIT_LOADER)
             is_bad = batch["bad"].bool()
             if is_bad.any():
                 with open(bad_path, "a") as f:
@@ -253,6 +258,7 @@ class Run:
             if len(good):
                 rows = self._batch_records(batch, good, s)
                 append_records(records_path, rows)
+                profile.lap(profile.RECORDS)
                 fall = ((rows.y - rows.o).clip(lower=0) / rows.y).to_numpy()
                 drop_sum += fall.reshape(len(self.methods), -1).sum(1)
                 processed += len(good)
@@ -275,6 +281,7 @@ class Run:
         p_true = torch.where(labels >= 0, conf.gather(1, labels.clamp(min=0)[:, None])[:, 0],
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
+        profile.lap(profile.EXPLANATION_FORWARDS)
         if self.analyses or self.batch_metrics:
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
         if self.batch_metrics:  # appended before the records: a recorded image has its metric rows
@@ -284,10 +291,12 @@ class Run:
             if curves is not None:
                 append_records(self._own(CURVES), curves, CURVE_COLUMNS)
             append_records(self._own(METRIC_RECORDS), rows, METRIC_COLUMNS)
+            profile.lap(profile.METRICS)
         if self.analyses:
             ctx = BatchContext(cfg, s.loaded, s.explainer, x, ex, y, o, sub, self.out, self._own)
             for a in self.analyses:
                 a.update(ctx)
+            profile.lap(profile.ANALYSES)
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}
         return batch_records(batch["index"][good].numpy(), ids, self.methods, y=y, p_true=p_true, targets=ex.targets,
                              pred=ex.logits.argmax(1), labels=labels, o=o.T, **flags)
