@@ -11,6 +11,7 @@ Files that are not RGB or grayscale JPEGs, and JPEGs the device decoder refuses,
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -88,6 +89,7 @@ def make_loader(dataset: ImageDataset, indices: list[int], batch_size: int, devi
     """Batches of `dataset[indices]`, in order, as the settings say. `decode_device` (default: `device` when
     `decode: gpu`) is where JPEGs are decoded; the tests pass the CPU to run the device path without a GPU."""
     decode_on = decode_device or (device if settings.decode == "gpu" else None)
+    dataset = copy.copy(dataset)  # the caller's data set keeps its own setting
     dataset.encoded = decode_on is not None
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=settings.workers,
                         collate_fn=collate, pin_memory=settings.pin_memory,
