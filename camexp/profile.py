@@ -88,7 +88,8 @@ def table(profile: dict[str, Any]) -> str:
     stages = sorted(profile["stages"].items(), key=lambda kv: -kv[1]["seconds"])
     width = max([len("stage"), *(len(name) for name, _ in stages)])
     lines = [f"{'stage':<{width}}  {'seconds':>9}  {'share':>6}  {'marks':>6}"]
-    lines += [f"{name:<{width}}  {v['seconds']:>9.3f}  {100 * v['share']:>5.1f}%  {v['marks']:>6}" for name, v in stages]
+    lines += [f"{name:<{width}}  {v['seconds']:>9.3f}  {100 * v['share']:>5.1f}%  {v['marks']:>6}"
+              for name, v in stages]
     lines.append(f"{'total':<{width}}  {profile['total_s']:>9.3f}")
     if profile["device"].startswith("cuda") and not profile["synchronized"]:
         lines.append("not synchronised: a stage's GPU kernels may be charged to a later stage (runtime.profile: true)")

@@ -187,3 +187,17 @@ def test_run_records_the_loader_and_the_stages_and_profile_prints_them(tmp_path:
     assert meta["profile"]["total_s"] <= meta["wall_time_s"]
     for name in stages:
         assert name in res.output
+
+
+def test_gpu_decode_on_a_machine_without_cuda_is_one_line_naming_the_key(tmp_path: Path, make_jpeg,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # `auto` must resolve to the CPU, GPU or not
+    make_jpeg(tmp_path / "img" / "a.jpg")
+    cfg = {"name": "gpu", "dataset": {"kind": "folder", "root": str(tmp_path / "img")},
+           "model": {"name": "resnet18", "weights": "random"}, "runtime": {"device": "auto", "decode": "gpu"},
+           "output": {"dir": str(tmp_path / "out")}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "runtime.decode: gpu decodes JPEGs on a CUDA device, but the run's device is cpu" in res.output
