@@ -109,8 +109,12 @@ def _batches(root: Path, decode_device: torch.device | None, workers: int = 0, b
                             decode_device=decode_device))
 
 
-def test_device_decoding_gives_the_cpu_paths_crop_and_only_resampling_rounding(ilsvrc_images: Path, tmp_path: Path,
-                                                                                 record_property) -> None:
+GPU = pytest.param(CUDA, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"))
+
+
+@pytest.mark.parametrize("device", [CPU, GPU])
+def test_device_decoding_gives_the_cpu_paths_crop_and_only_resampling_rounding(
+        ilsvrc_images: Path, tmp_path: Path, record_property, device: torch.device) -> None:
     """Real ILSVRC2012 JPEGs (and a PNG, which takes the CPU path) through both paths, the device one in a worker
     process: same ids, order, scales and shapes; pixels equal up to the two resamplers' rounding, so the same
     crop of the same resize (a crop off by one pixel would differ by far more on photographs)."""
@@ -118,7 +122,7 @@ def test_device_decoding_gives_the_cpu_paths_crop_and_only_resampling_rounding(i
         (tmp_path / path.name).symlink_to(path)
     Image.open(ilsvrc_images / "ILSVRC2012_val_00000001.JPEG").save(tmp_path / "png_one.png")
     cpu = _batches(tmp_path, None)
-    dev = _batches(tmp_path, CPU, workers=1)
+    dev = [{**b, "image": b["image"].cpu()} for b in _batches(tmp_path, device, workers=1)]
     assert len(cpu) == len(dev) == 2
     worst = []
     for a, b in zip(cpu, dev, strict=True):
@@ -201,3 +205,16 @@ def test_gpu_decode_on_a_machine_without_cuda_is_one_line_naming_the_key(tmp_pat
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
     assert "runtime.decode: gpu decodes JPEGs on a CUDA device, but the run's device is cpu" in res.output
+
+
+@pytest.mark.parametrize(("value", "shown"), [(-1, "-1"), ("many", "'many'"), (1.5, "1.5")])
+def test_a_bad_workers_value_is_one_line_naming_the_key(tmp_path: Path, value: object, shown: str) -> None:
+    from camexp.experiment import load_experiment
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"name": "w", "dataset": {"root": str(tmp_path)}, "model": {"name": "resnet18"},
+                                    "runtime": {"workers": value}}))
+    with pytest.raises(ConfigError) as e:
+        load_experiment(path)
+    assert str(e.value) == (f"{path}: runtime.workers: Value error, give a number of worker processes (0, 1, ...) "
+                            f"or auto, not {shown}")
