@@ -57,7 +57,10 @@ def run(
         from camexp.profile import table as profile_table
         from camexp.results import RUN_JSON, read_json
 
-        console.print(profile_table(read_json(cfg.output_dir / RUN_JSON)["profile"]), highlight=False, soft_wrap=True)
+        meta = read_json(cfg.output_dir / RUN_JSON)
+        console.print(profile_table(meta["profile"]), highlight=False, soft_wrap=True)
+        if meta.get("images_per_s"):
+            console.print(f"{meta['images_processed']} images at {meta['images_per_s']} images/s", highlight=False)
     console.print(f"run folder: {cfg.output_dir}")
 
 

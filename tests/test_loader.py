@@ -191,6 +191,7 @@ def test_run_records_the_loader_and_the_stages_and_profile_prints_them(tmp_path:
     assert meta["profile"]["total_s"] <= meta["wall_time_s"]
     for name in stages:
         assert name in res.output
+    assert f"3 images at {meta['images_per_s']} images/s" in res.output
 
 
 def test_gpu_decode_on_a_machine_without_cuda_is_one_line_naming_the_key(tmp_path: Path, make_jpeg,
