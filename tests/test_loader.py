@@ -138,6 +138,15 @@ def test_device_decoding_gives_the_cpu_paths_crop_and_only_resampling_rounding(
     record_property("max_abs_pixel_difference_per_image", worst)
 
 
+def test_device_decoding_refuses_a_lanczos_model_before_the_first_batch(tmp_path: Path, make_jpeg) -> None:
+    from dataclasses import replace
+
+    make_jpeg(tmp_path / "a.jpg")
+    ds = build_dataset(DatasetConfig(root=tmp_path), replace(SPEC, interpolation="lanczos"))
+    with pytest.raises(ConfigError, match="^runtime.decode: gpu resizes tensors, which have no lanczos resampling"):
+        make_loader(ds, [0], 1, CPU, loader_settings(0, "cpu", CPU), decode_device=CPU)
+
+
 def test_device_decoding_maps_boxes_from_the_header_size(tmp_path: Path, make_jpeg) -> None:
     """A VOC-style item with boxes: the encoded path maps them without decoding, to the CPU path's boxes."""
     from camexp.data.base import ImageDataset, Item

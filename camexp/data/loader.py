@@ -89,6 +89,9 @@ def make_loader(dataset: ImageDataset, indices: list[int], batch_size: int, devi
     """Batches of `dataset[indices]`, in order, as the settings say. `decode_device` (default: `device` when
     `decode: gpu`) is where JPEGs are decoded; the tests pass the CPU to run the device path without a GPU."""
     decode_on = decode_device or (device if settings.decode == "gpu" else None)
+    if decode_on is not None and dataset.transform.spec.interpolation == "lanczos":
+        raise ConfigError("runtime.decode: gpu resizes tensors, which have no lanczos resampling (the model's data "
+                          "config asks for it); use runtime.decode: cpu")
     dataset = copy.copy(dataset)  # the caller's data set keeps its own setting
     dataset.encoded = decode_on is not None
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=settings.workers,

@@ -99,8 +99,5 @@ class PixelTransform:
     def tensor(self, image: torch.Tensor) -> torch.Tensor:
         """A decoded uint8 image tensor (3,h,w), on any device, through the same geometry as a PIL image:
         torchvision's antialiased resize of tensors and the same centre crop, then [0,1] float32. Resampling
-        rounds differently from PIL's (README.md, 'GPU settings', decode)."""
-        if self.spec.interpolation == "lanczos":
-            raise CamexpError("runtime.decode: gpu resizes tensors, which have no lanczos resampling (the model's "
-                              "data config asks for it); use runtime.decode: cpu")
+        rounds differently from PIL's (README.md, 'GPU settings', decode). Tensors have no lanczos resampling."""
         return self._to_tensor(self._geometry(image)).as_subclass(torch.Tensor)
