@@ -21,7 +21,7 @@ from camexp.data.base import Item, decode
 from camexp.errors import CamexpError
 from camexp.models import LoadedModel, build_model
 from camexp.explain.methods import METHODS
-from camexp.metrics import METRICS
+from camexp.metrics import METRICS, metric_problems
 from camexp.models.classes import head_problems
 
 MAX_NAMED = 5  # problems of one kind named one by one; the rest are counted
@@ -139,8 +139,9 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | No
 
 
 def _check_fit(cfg: ExperimentConfig, listing: Listing, loaded: LoadedModel, report: CheckReport) -> None:
-    """The model's head must predict the data set's classes."""
+    """The model's head must predict the data set's classes; the metrics' settings must fit its input."""
     report.errors += head_problems(cfg, listing.items, listing.class_names, loaded)
+    report.errors += metric_problems(cfg, loaded.spec.size)
     if listing.multilabel and cfg.confidence == "softmax":
         report.warnings.append("multi-label data set with confidence: softmax; the papers' VOC setting is sigmoid")
 

@@ -98,7 +98,7 @@ def table(
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
     from camexp.report.leaderboard import leaderboard as make_leaderboard
-    from camexp.report.runs import find_runs
+    from camexp.report.runs import find_runs, find_studies
     from camexp.report.tables import Report, report, write_report
     from camexp.report.terminal import print_summary
     from camexp.report.uncertainty import stats_settings
@@ -109,8 +109,8 @@ def table(
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
-        if not find_runs(results_dir):
-            raise CamexpError(f"{results_dir}: no run folders (holding run.json) found below it")
+        if not find_runs(results_dir) and not find_studies(results_dir):
+            raise CamexpError(f"{results_dir}: no run folders (holding run.json) or studies (study.json) found below it")
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
         stats_settings(**stats)  # a bad value fails here, once, not per run
         if leaderboard:
@@ -129,6 +129,8 @@ def table(
     else:
         for summary in rep.summaries:
             print_summary(summary, console, compare_paper)
+        for section in rep.studies:
+            console.print(Markdown(section))
     for w in rep.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"
@@ -253,6 +255,64 @@ def methods(
     for row in rows:
         t.add_row(*row)
     console.print(t)
+
+
+# `camexp study make|tally`: the paper's human-trust experiment (camexp/study).
+study_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                        help="The paper's human-trust study (§4.2): a blind web page of two methods' maps, and the "
+                             "tally of the raters' answers.")
+
+
+@study_app.command("make")
+def study_make(
+    config: Path = typer.Argument(..., help="study YAML (an experiment config with a `study:` section)"),
+    out: Optional[Path] = typer.Option(None, help="study folder (default results/<name>)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    force: bool = typer.Option(False, "--force", help="replace a study already in the folder"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Select the images (top-F1 classes by default), draw both methods' maps, write page/ and key.json."""
+    from camexp.study.make import KEY_JSON, PAGE, make_study
+
+    try:
+        result = make_study(config, out, device, force, progress)
+    except CamexpError as e:
+        _fail(e)
+    if result.f1 is not None:
+        console.print(Markdown(f"Per-class F1 of the model (best 10 of {len(result.f1)} classes; all in "
+                               f"{result.folder / 'f1_per_class.csv'}):\n\n"
+                               + result.f1.head(10).to_markdown(index=False, floatfmt=".3f")))
+    console.print(f"study {result.study_id}: {result.images} images, {result.items} items, classes: "
+                  f"{', '.join(result.classes)}", highlight=False)
+    console.print(f"page for the raters: {result.folder / PAGE / 'index.html'} (host the page/ folder as it is)")
+    console.print(f"key (keep it from the raters): {result.folder / KEY_JSON}")
+
+
+@study_app.command("tally")
+def study_tally(
+    study_dir: Path = typer.Argument(..., help="the study folder (holding key.json)"),
+    answers: list[Path] = typer.Argument(..., help="answer files the page downloaded"),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's published scores beside ours"),
+    out: Optional[Path] = typer.Option(None, help="where to write study_report.md/.csv (default STUDY_DIR)"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples of the intervals (0: none)"),
+    level: float = typer.Option(0.95, help="interval coverage"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+) -> None:
+    """Un-blind the answer files with key.json; write study_report.md and study_report.csv."""
+    from camexp.study.tally import tally_study
+
+    try:
+        rep = tally_study(study_dir, answers, compare_paper=compare_paper, n_boot=bootstrap, level=level, seed=seed,
+                          out=out)
+    except CamexpError as e:
+        _fail(e)
+    console.print(Markdown(rep.markdown))
+    for w in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    err_console.print(f"wrote {rep.paths[0]} and {rep.paths[1]}")
+
+
+app.add_typer(study_app, name="study")
 
 
 def main() -> None:

@@ -120,65 +120,10 @@ class LocalizationConfig(_Strict):
         return v
 
 
-Substrate = Literal["zero", "blur"] | tuple[float, float, float]
-
-
-class PerturbationConfig(_Strict):
-    """Insertion/deletion (PROTOCOL.md section 10, RISE): steps, what replaces pixels, and the score."""
-
-    steps: int = Field(100, ge=1, description="S: ceil(H*W/S) pixels change per step; S + 1 points per curve")
-    deletion_substrate: Substrate = Field(
-        "zero", description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
-                            "[r, g, b]: a constant colour in [0,1] pixel space")
-    insertion_substrate: Substrate = "blur"
-    score: Literal["confidence", "softmax", "sigmoid", "logit"] = Field(
-        "confidence", description="the target's score after each step: the run's `confidence` (softmax unless set), "
-                                  "or softmax / sigmoid / logit explicitly; also ROAD's score")
-    curves: bool = Field(False, description="also write every curve per image to per_image_curves.csv (a figure "
-                                            "of the mean curves follows); no effect on any value")
-
-    @field_validator("deletion_substrate", "insertion_substrate")
-    @classmethod
-    def _colour(cls, v: Any) -> Any:
-        if isinstance(v, tuple) and not all(0.0 <= c <= 1.0 for c in v):
-            raise ValueError("a constant colour is [r, g, b] in [0,1] pixel space")
-        return v
-
-
-class KeepConfig(_Strict):
-    """`avg_drop@keep` / `increase@keep` (Score-CAM §4.1): keep the top `fraction` of the map's pixels."""
-
-    fraction: float = Field(0.5, gt=0.0, le=1.0)
-    mode: Literal["binary", "weighted"] = Field(
-        "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I")
-
-
-class PointingConfig(_Strict):
-    """`pointing_game` (TorchRay) and `energy_pointing` (Score-CAM §4.2)."""
-
-    tolerance: float = Field(15.0, ge=0.0, description="a hit: the map's maximum within this many pixels of a box "
-                                                       "of the class, in the original image's pixel coordinates")
-    difficult_area: float = Field(0.25, gt=0.0, le=1.0, description="difficult subset: the class's boxes cover less "
-                                                                    "than this share of the image, another class present")
-    energy_max_area: float = Field(0.5, gt=0.0, le=1.0, description="energy_pointing: images with exactly one box "
-                                                                    "covering less than this share of the image")
-
-
-class RoadConfig(_Strict):
-    """`road` (Rong et al., ICML 2022): noisy linear imputation of the removed pixels."""
-
-    percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
-    noise: float = Field(0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised tensor)")
-    neighbours: Literal["road", "uniform"] = Field(
-        "road", description="road: the ROAD authors' weights (1/6 edge, 1/12 corner neighbours); uniform: the plain "
-                            "mean of the 8 neighbours")
-
-    @field_validator("percentiles")
-    @classmethod
-    def _percent(cls, v: list[int]) -> list[int]:
-        if not v or any(not 0 < p < 100 for p in v) or len(set(v)) != len(v):
-            raise ValueError("give distinct percentages p with 0 < p < 100")
-        return v
+# Top-level keys that hold a per-batch metric's settings, as users write them (`road: {noise: 0}`); any other
+# metric's settings go under `settings: {KEY: {...}}`. Each metric validates its own (camexp/metrics/base.py:
+# `settings_of`); this leaf module keeps them as written.
+SETTINGS_KEYS = ("perturbation", "keep", "pointing", "road")
 
 
 class MethodSpec(_Strict):
@@ -227,10 +172,12 @@ class ExperimentConfig(_Strict):
     analyses: list[str] = []
     relperf_min_true_prob: float = Field(0.0, ge=0.0, le=1.0)
     localization: LocalizationConfig = LocalizationConfig()
-    perturbation: PerturbationConfig = PerturbationConfig()
-    keep: KeepConfig = KeepConfig()
-    pointing: PointingConfig = PointingConfig()
-    road: RoadConfig = RoadConfig()
+    perturbation: dict[str, Any] = Field({}, description="insertion / deletion settings (and the score ROAD uses)")
+    keep: dict[str, Any] = Field({}, description="avg_drop@keep / increase@keep settings")
+    pointing: dict[str, Any] = Field({}, description="pointing_game / energy_pointing settings")
+    road: dict[str, Any] = Field({}, description="road settings")
+    settings: dict[str, dict[str, Any]] = Field({}, description="other (plug-in) metrics' settings, by the key "
+                                                                "each metric declares")
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
     stats: StatsConfig = StatsConfig()
@@ -268,19 +215,28 @@ class ExperimentConfig(_Strict):
         """(record name, registered method, parameters) per listed method."""
         return [(m, m, {}) if isinstance(m, str) else (m.name, m.method, dict(m.params)) for m in self.methods]
 
+    def metric_settings(self, key: str) -> dict[str, Any]:
+        """The settings a metric reads under `key`, as written (validated by the metric: `settings_of`)."""
+        return dict(getattr(self, key)) if key in SETTINGS_KEYS else dict(self.settings.get(key, {}))
+
     @property
     def output_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
-    def fingerprinted(self, method_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    def fingerprinted(self, method_params: dict[str, dict[str, Any]] | None = None,
+                      metric_settings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Everything that changes per-image values (not batch size, device, workers, output or stats; amp
         does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict.
 
         `method_params`: every method's parameters with its defaults filled in (record name -> params; the
         registry knows the defaults, this leaf module does not). A run passes them, so that a changed default
         cannot mix two settings in one run folder; methods without parameters leave older fingerprints valid.
+        `metric_settings`: the metrics' settings that differ from their defaults, validated and dumped by their
+        metrics (key -> settings; camexp/metrics/base.py: `settings_fingerprint`); settings at their defaults
+        are left out, so older fingerprints stay valid.
         """
-        skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper", "stats"), True)
+        skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper", "stats",
+                              "settings", *SETTINGS_KEYS), True)
         keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
         resolved = {name: params for name, params in (method_params or {}).items() if params}
         if resolved:
@@ -289,16 +245,19 @@ class ExperimentConfig(_Strict):
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
             del keep["model"]["layout"]
-        del keep["perturbation"]["curves"]  # what is written, not what is computed
-        for key, default in (("perturbation", PerturbationConfig(curves=self.perturbation.curves)),
-                             ("keep", KeepConfig()), ("pointing", PointingConfig()), ("road", RoadConfig())):
-            if getattr(self, key) == default:  # added later: defaults keep older fingerprints valid
-                del keep[key]
+        for key, values in (metric_settings or {}).items():
+            (keep if key in SETTINGS_KEYS else keep.setdefault("settings", {}))[key] = values
         return keep
 
-    def fingerprint(self, method_params: dict[str, dict[str, Any]] | None = None) -> str:
+    def fingerprint(self, method_params: dict[str, dict[str, Any]] | None = None,
+                    metric_settings: dict[str, dict[str, Any]] | None = None) -> str:
         """Hash of `fingerprinted()`: a run folder resumes only a run with the same one (or an extension)."""
-        return hashlib.sha256(json.dumps(self.fingerprinted(method_params), sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint_hash(self.fingerprinted(method_params, metric_settings))
+
+
+def fingerprint_hash(fingerprinted: dict[str, Any]) -> str:
+    """The 16 hex digits a run folder records for a `fingerprinted()` dict."""
+    return hashlib.sha256(json.dumps(fingerprinted, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
@@ -313,10 +272,8 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{more}"
 
 
-def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None,
-              context: dict[str, Any] | None = None) -> S:
-    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`
-    (`context` is handed to the validators: the registries that names are checked against)."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; a missing file or bad YAML is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -326,6 +283,16 @@ def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | Non
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, dataset, model, ...)")
+    return raw
+
+
+def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None,
+              context: dict[str, Any] | None = None, raw: dict[str, Any] | None = None) -> S:
+    """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`
+    (`context` is handed to the validators: the registries that names are checked against). `raw`: the
+    file's mapping when the caller read it (`read_yaml`) and took out a section of its own."""
+    path = Path(path)
+    raw = read_yaml(path) if raw is None else raw
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -16,37 +16,46 @@ import pandas as pd
 from pydantic import ValidationError
 
 from camexp.analyses import ANALYSES
-from camexp.config import ExperimentConfig
+from camexp.config import ExperimentConfig, fingerprint_hash
 from camexp.data.base import Item
 from camexp.errors import CamexpError
+from camexp.metrics import settings_fingerprint
 from camexp.results import complete_images, read_all_records
 
 SELECTION = ("dataset.limit", "dataset.subset")  # keys that may grow a run: positions are kept or checked
 SHOWN = 3  # differing keys named in a refusal
 
 
+def fingerprinted_of(cfg: ExperimentConfig, method_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`cfg.fingerprinted` with its metric settings resolved by the metrics that read them (config is a leaf
+    and knows no metric's defaults); `method_params` as there."""
+    return cfg.fingerprinted(method_params, settings_fingerprint(cfg))
+
+
 def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path,
-                 method_params: dict[str, dict[str, Any]] | None = None) -> None:
+                 fingerprinted: dict[str, Any] | None = None) -> None:
     """Refuse to resume a run of another per-image configuration, naming the keys that differ (old -> new),
     or one that adds a per-batch analysis after images were recorded without it. A different
-    `dataset.limit` or `dataset.subset` passes here; `check_images` decides on the images. `method_params`:
-    the methods' resolved parameters (run.json keeps the previous run's)."""
+    `dataset.limit` or `dataset.subset` passes here; `check_images` decides on the images. `fingerprinted`:
+    the new run's (`fingerprinted_of`, with its resolved method parameters; default: without them); run.json
+    keeps the previous run's config and resolved method parameters."""
     if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
         raise CamexpError(f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or "
                           "replace it with --fresh)")
     _check_analyses(previous["config"].get("analyses", []), cfg, folder)
-    if previous.get("fingerprint") == cfg.fingerprint(method_params):
+    fingerprinted = fingerprinted_of(cfg) if fingerprinted is None else fingerprinted
+    if previous.get("fingerprint") == fingerprint_hash(fingerprinted):
         return
     try:
-        old = ExperimentConfig.model_validate(previous["config"]).fingerprinted(previous.get("method_params"))
-    except (KeyError, TypeError, ValidationError):
+        old = fingerprinted_of(ExperimentConfig.model_validate(previous["config"]), previous.get("method_params"))
+    except (KeyError, TypeError, ValidationError, CamexpError):
         raise CamexpError(f"{folder}: holds a run whose configuration this camexp version cannot compare; pass "
                           "--fresh to start over or --out to write elsewhere") from None
-    new = cfg.fingerprinted(method_params)
-    blocking = [k for k in changed_keys(old, new) if not k.startswith(SELECTION)]
+    blocking = [k for k in changed_keys(old, fingerprinted) if not k.startswith(SELECTION)]
     if blocking:
-        raise CamexpError(f"{folder}: holds a run of a different configuration ({describe(blocking, old, new)}); "
-                          "pass --fresh to start over or --out to write elsewhere")
+        raise CamexpError(f"{folder}: holds a run of a different configuration "
+                          f"({describe(blocking, old, fingerprinted)}); pass --fresh to start over or --out to write "
+                          "elsewhere")
 
 
 def _check_analyses(before: list[str], cfg: ExperimentConfig, folder: Path) -> None:

@@ -29,7 +29,7 @@ from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_m
 from camexp.analyses import ANALYSES, Analysis, BatchContext, declared_files
 from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
-from camexp.config import ExperimentConfig
+from camexp.config import ExperimentConfig, fingerprint_hash
 from camexp.data import ImageDataset, build_dataset
 from camexp.data.loader import loader_settings, make_loader
 from camexp.distributed import Ranks, process_group
@@ -37,7 +37,7 @@ from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
 from camexp.explain.scoring import Scorer, confidence
 from camexp.lock import hold
-from camexp.metrics import BatchMetric, batch_metrics
+from camexp.metrics import BatchMetric, batch_metrics, metric_problems, settings_of
 from camexp.metrics.batch import MetricBatch
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
@@ -46,7 +46,7 @@ from camexp.report.tables import RunSummary, summarize, write_summary
 from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
     RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
     metric_complete, metric_records, part_path, parts, read_json, read_records, write_json, writes_kept
-from camexp.resume import check_config, check_images
+from camexp.resume import check_config, check_images, fingerprinted_of
 
 # Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
 # the enabled analyses add the files they declare.
@@ -94,10 +94,13 @@ class Run:
         self.config_path = config_path
         self.ranks = ranks
         self.methods = cfg.method_names
-        self.method_params = {r.name: r.resolved for r in method_runs(cfg.method_specs())}
-        self.fingerprint = cfg.fingerprint(self.method_params)
+        self.runs = method_runs(cfg.method_specs())  # resolved once: the fingerprint and the explainer use them
+        self.method_params = {r.name: r.resolved for r in self.runs}
+        self.fingerprinted = fingerprinted_of(cfg, self.method_params)
+        self.fingerprint = fingerprint_hash(self.fingerprinted)
         self.counts: dict[str, dict[str, int]] = {}
         self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
+        self.curves = settings_of(cfg, "perturbation").curves  # also write the per-batch metrics' curves
         declared = {name: declared_files(ANALYSES.get(name)) for name in cfg.analyses}
         undeclared = [name for name, files in declared.items() if files is None]
         if undeclared and ranks.world > 1:
@@ -110,7 +113,7 @@ class Run:
         """Check (every rank) and reset or merge (rank 0) the folder; the other ranks wait for rank 0."""
         meta_path = self.out / RUN_JSON
         if not fresh and meta_path.exists():
-            check_config(read_json(meta_path), self.cfg, self.out, self.method_params)
+            check_config(read_json(meta_path), self.cfg, self.out, self.fingerprinted)
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for name, columns in self.appended.items():
@@ -156,9 +159,10 @@ class Run:
             loaded.model.to(memory_format=torch.channels_last)
         scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(device, cfg.runtime.forward_chunk),
                         cfg.runtime.amp)
-        explainer = Explainer(loaded, cfg.method_specs(), cfg.score, scorer)
+        explainer = Explainer(loaded, self.runs, cfg.score, scorer)
         ds = build_dataset(cfg.dataset, loaded.spec)
-        problems = label_problems(cfg, ds.items) + head_problems(cfg, ds.items, ds.class_names, loaded)
+        problems = metric_problems(cfg, loaded.spec.size) + label_problems(cfg, ds.items) + \
+            head_problems(cfg, ds.items, ds.class_names, loaded)
         if problems:
             raise CamexpError(problems[0])
         return Setup(device, loaded, explainer, ds, keep_host_memory())
@@ -223,7 +227,7 @@ class Run:
                                        + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
         for a in self.analyses:
             summary.extra_notes += a.finish(self.out)
-        if cfg.perturbation.curves:
+        if self.curves:
             summary.extra_notes += write_curves(self.out, cfg, images)
         recorded = int(records["index"].nunique())
         processed = recorded - resumed
@@ -287,7 +291,7 @@ class Run:
         if self.batch_metrics:  # appended before the records: a recorded image has its metric rows
             mb = MetricBatch(cfg, s.explainer, x, ex, sub)
             rows, curves = metric_records(sub["index"].numpy(), ids, [v for m in self.batch_metrics for v in m.compute(mb)],
-                                          cfg.perturbation.curves)
+                                          self.curves)
             if curves is not None:
                 append_records(self._own(CURVES), curves, CURVE_COLUMNS)
             append_records(self._own(METRIC_RECORDS), rows, METRIC_COLUMNS)

@@ -21,7 +21,7 @@ LAYERS = [
     {"metrics"},
     {"results"},
     {"analyses"},
-    {"report", "check", "finetune", "experiment", "resume"},
+    {"report", "check", "finetune", "experiment", "resume", "study"},
     {"runner"},
     {"cli", "__main__"},
 ]

@@ -152,3 +152,26 @@ def test_plot_redraws_from_saved_files(run_dir: Path, monkeypatch: pytest.Monkey
     assert all((run_dir / f"{s}.png").exists() for s in ("area_curve", "alpha_stats", "relperf_plot", "drop_dist"))
     bad = CliRunner().invoke(app, ["plot", str(run_dir / "nope")])
     assert bad.exit_code == 2 and "not a run folder" in bad.output
+
+
+def test_record_figures_and_area_curve_take_named_method_specs(tmp_path: Path) -> None:
+    """A method given as {name, method, params}: the figures drawn at the end of a run look its records up by
+    its record name (it used to end the run with `TypeError: unhashable type: 'MethodSpec'`)."""
+    from camexp.analyses import ANALYSES
+    from camexp.analyses.area_curve import COLUMNS as CURVE_COLUMNS, PER_IMAGE
+    from camexp.results import COLUMNS, RECORDS
+
+    methods = ["gradcam", {"name": "gc-again", "method": "gradcam"}]
+    cfg = ExperimentConfig(name="specs", dataset={"root": "."}, model={"name": "toy"}, methods=methods,
+                           analyses=["relperf_plot", "drop_dist", "area_curve"])
+    names = cfg.method_names
+    rows = [(i, f"im{i}", m, 0, -1, 0, 0.8, 0.4 + 0.1 * j + 0.05 * i, float("nan"), 0)
+            for i in range(3) for j, m in enumerate(names)]
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp_path / RECORDS, index=False)
+    curve = [(i, f"im{i}", m, t, 1 - t, 0.8, 0.4) for i in range(3) for m in names for t in THETAS]
+    pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(tmp_path / PER_IMAGE, index=False)
+    for name in cfg.analyses:
+        lines = ANALYSES.get(name)(cfg).finish(tmp_path)
+        assert any(".png" in line for line in lines), name
+    written = pd.read_csv(tmp_path / "area_curve.csv")
+    assert list(dict.fromkeys(written["method"])) == names

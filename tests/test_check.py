@@ -206,3 +206,10 @@ def test_a_failed_listing_is_not_shown_as_zero_images(tmp_path: Path) -> None:
     render(report, console)
     text = console.export_text()
     assert "of 0 listed" not in text and "could not be listed" in text
+
+
+def test_check_refuses_more_perturbation_steps_than_input_pixels(tmp_path: Path, make_jpeg) -> None:
+    make_jpeg(tmp_path / "a.jpg")
+    cfg = experiment({"kind": "folder", "root": str(tmp_path)}, metrics=["deletion"],
+                     perturbation={"steps": 1_000_000})
+    assert_error(cfg, "perturbation.steps: 1000000 steps exceed the 50176 pixels", "use at most 50176")

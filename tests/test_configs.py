@@ -6,11 +6,15 @@ from pathlib import Path
 import pytest
 import timm
 import torchvision
+import yaml
 
 from camexp.config import PAPER_TABLES, ExperimentConfig
 from camexp.experiment import load_experiment as load_config
+from camexp.metrics import settings_of
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+# Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study.py.
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+                 if "study" not in yaml.safe_load(p.read_text()))
 
 
 def load_all() -> dict[str, ExperimentConfig]:
@@ -55,10 +59,10 @@ def test_field_metric_tables_are_set_up_as_published() -> None:
     sc = by_paper["scorecam"]
     assert (sc.dataset.kind, sc.dataset.subset.random, sc.model.name) == ("imagenet_val", 2000, "vgg16.tv_in1k")
     assert sc.metrics == ["avg_drop@keep", "increase@keep", "insertion", "deletion", "energy_pointing"]
-    assert (sc.perturbation.steps, sc.perturbation.deletion_substrate, sc.perturbation.insertion_substrate,
-            sc.keep.fraction) == (100, "zero", "blur", 0.5)
+    p, keep = settings_of(sc, "perturbation"), settings_of(sc, "keep")
+    assert (p.steps, p.deletion_substrate, p.insertion_substrate, keep.fraction) == (100, "zero", "blur", 0.5)
     for arch, model in (("vgg16", "vgg16.tv_in1k"), ("resnet50", "resnet50.tv_in1k")):
         cfg = by_paper[f"torchray_{arch}"]
         assert (cfg.dataset.kind, cfg.dataset.year, cfg.dataset.split, cfg.model.name) == ("voc", 2007, "test", model)
-        assert cfg.metrics == ["pointing_game"] and cfg.pointing.tolerance == 15
+        assert cfg.metrics == ["pointing_game"] and settings_of(cfg, "pointing").tolerance == 15
         assert cfg.model.weights == f"checkpoints/voc07_{arch}.pt" and "gradcam" in cfg.method_names

@@ -127,27 +127,47 @@ def test_rise_kernel_is_scipys_blurred_delta() -> None:
 
 
 def test_settings_are_validated_and_fingerprinted_only_when_not_default() -> None:
-    import hashlib
-    import json
+    from camexp.errors import CamexpError
+    from camexp.metrics import settings_fingerprint, validate_settings
 
-    from pydantic import ValidationError
+    def fingerprint(**extra: Any) -> str:
+        cfg = ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=["avg_drop"], **extra)
+        return cfg.fingerprint(None, settings_fingerprint(cfg))
 
-    base = dict(name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=["avg_drop"])
-    plain = ExperimentConfig(**base)
-    # the fingerprint of a config written before these settings existed: they are absent from it
-    skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper", "stats",
-                          "perturbation", "keep", "pointing", "road"), True)
-    old = plain.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
-    del old["model"]["layout"]
-    assert plain.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
-    assert ExperimentConfig(**base, perturbation={"curves": True}).fingerprint() == plain.fingerprint()
-    for changed in ({"perturbation": {"steps": 50}}, {"keep": {"mode": "weighted"}}, {"pointing": {"tolerance": 10}},
-                    {"road": {"noise": 0.0}}, {"perturbation": {"insertion_substrate": [0, 0, 0]}}):
-        assert ExperimentConfig(**base, **changed).fingerprint() != plain.fingerprint(), changed
-    for bad in ({"perturbation": {"deletion_substrate": [2, 0, 0]}}, {"perturbation": {"steps": 0}},
-                {"road": {"percentiles": [0, 50]}}, {"keep": {"fraction": 0}}, {"perturbation": {"score": "prob"}}):
-        with pytest.raises(ValidationError):
-            ExperimentConfig(**base, **bad)
+    # the fingerprints camexp computed before the settings moved into the metrics' modules (commit 3fecc52),
+    # written out: runs recorded then still resume, with default settings and with changed ones
+    before = {"cc05cd603d8df7f0": [{}, {"perturbation": {"steps": 100}}, {"perturbation": {"curves": True}}],
+              "d3d482b63ba852ae": [{"perturbation": {"steps": 50, "curves": True}}],
+              "ba56b647d917eb3b": [{"keep": {"mode": "weighted"}}],
+              "24dde4ed2f24cb01": [{"pointing": {"tolerance": 10}}],
+              "373e9068b8758d04": [{"road": {"noise": 0.0}}],
+              "b276f7a943e0eedb": [{"perturbation": {"insertion_substrate": [0, 0, 0]}}]}
+    for expected, configs in before.items():
+        for extra in configs:
+            assert fingerprint(**extra) == expected, extra
+    for bad, message in (({"perturbation": {"deletion_substrate": [2, 0, 0]}}, "perturbation.deletion_substrate"),
+                         ({"perturbation": {"steps": 0}}, "perturbation.steps: Input should be greater"),
+                         ({"road": {"percentiles": [0, 50]}}, "road.percentiles"), ({"keep": {"fraction": 0}}, "keep"),
+                         ({"perturbation": {"score": "prob"}}, "perturbation.score"),
+                         ({"road": {"nosie": 0}}, "road.nosie: unknown key"),
+                         ({"settings": {"nope": {}}}, "settings.nope: no metric reads settings")):
+        cfg = ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, **bad)
+        with pytest.raises(CamexpError, match=message):
+            validate_settings(cfg)
+
+
+def test_steps_beyond_the_pixel_count_are_a_config_error() -> None:
+    from camexp.metrics import metric_problems
+
+    def cfg(steps: int, metrics: list[str]) -> ExperimentConfig:
+        return ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=metrics,
+                                perturbation={"steps": steps})
+
+    assert metric_problems(cfg(224 * 224, ["deletion"]), (224, 224)) == []
+    (problem,) = metric_problems(cfg(1_000_000, ["avg_drop", "insertion"]), (224, 224))
+    assert problem.startswith("perturbation.steps: 1000000 steps exceed the 50176 pixels")
+    assert "use at most 50176" in problem
+    assert metric_problems(cfg(1_000_000, ["avg_drop"]), (224, 224)) == []  # no metric reads it
 
 
 def test_pointing_games_need_boxes(tmp_path) -> None:  # noqa: ANN001

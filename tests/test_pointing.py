@@ -59,8 +59,8 @@ def _batch(targets: list[int]) -> tuple[MetricBatch, list]:
     explainer's map for class c peaks at pixel (c, c)."""
     calls: list = []
 
-    def explain(x: torch.Tensor, classes: torch.Tensor) -> SimpleNamespace:
-        calls.append(classes.tolist())
+    def explain(x: torch.Tensor, classes: torch.Tensor, image_ids: list[str] | None = None) -> SimpleNamespace:
+        calls.append((classes.tolist(), image_ids))
         return SimpleNamespace(maps={"m": torch.cat([peak(32, 32, int(c), int(c)) for c in classes])})
 
     cfg = ExperimentConfig(name="p", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=["avg_drop"])
@@ -70,7 +70,7 @@ def _batch(targets: list[int]) -> tuple[MetricBatch, list]:
     batch = {"boxes": [torch.tensor([[0, 0, 32, 20], [20, 20, 24, 24]], dtype=f),
                        torch.tensor([[32, 0, 32, 10], [0, 0, 4, 4], [28, 28, 32, 32]], dtype=f), None],
              "box_labels": [torch.tensor([3, 5]), torch.tensor([7, 2, 2]), None],
-             "scale": torch.ones(3, 2, dtype=torch.float64)}
+             "scale": torch.ones(3, 2, dtype=torch.float64), "image_id": ["im0", "im1", "im2"]}
     return MetricBatch(cfg, SimpleNamespace(explain=explain), torch.zeros(3, 3, 32, 32), explanation, batch), calls
 
 
@@ -81,7 +81,7 @@ def test_pointing_pairs_reuse_skip_and_difficult() -> None:
     # class 3 on image 0 is the target: the run's map (peak (3,3), inside box 0); class 5 explained (peak
     # (5,5), 15 px from box (20,20)-(24,24): distance hypot(14.5, 14.5) > 15 -> miss); image 1 class 2 is
     # its target: the run's map peaks at (31, 31), inside the box at (28..32) -> hit
-    assert calls == [[5]]
+    assert calls == [([5], ["im0"])]  # seeded methods seed by (seed, image id), as in the run's own maps
     nan = {k for k, x in rows.items() if x != x}
     assert nan == {("pointing_game", 1, 7), ("pointing_game", 2, NO_BOX)}
     assert rows[("pointing_game", 0, 3)] == 1.0 and rows[("pointing_game", 0, 5)] == 0.0

@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from camexp.config import ExperimentConfig
+from camexp.config import ExperimentConfig, fingerprint_hash
 from camexp.data.base import Item
 from camexp.errors import CamexpError
-from camexp.resume import changed_keys, check_config, check_images
+from camexp.resume import changed_keys, check_config, check_images, fingerprinted_of
 from camexp.results import COLUMNS
 
 
@@ -21,7 +21,7 @@ def config(tmp_path: Path, **kw) -> ExperimentConfig:
 
 def previous(cfg: ExperimentConfig) -> dict:
     """run.json as the runner writes it (the parts check_config reads)."""
-    return {"config": cfg.model_dump(mode="json"), "fingerprint": cfg.fingerprint()}
+    return {"config": cfg.model_dump(mode="json"), "fingerprint": fingerprint_hash(fingerprinted_of(cfg))}
 
 
 def records(ids: list[str], methods: tuple[str, ...] = ("gradcam", "gradcam++")) -> pd.DataFrame:
@@ -40,6 +40,15 @@ def test_the_refusal_names_every_key_that_differs(tmp_path: Path) -> None:
         check_config(previous(old), new, tmp_path)
     assert f"{tmp_path}: holds a run of a different configuration (model.name: 'resnet18' -> 'resnet50', " \
            "score: 'logit' -> 'softmax'); pass --fresh" in str(e.value)  # batch size changes no value: not named
+
+
+def test_metric_settings_are_compared_as_their_metric_reads_them(tmp_path: Path) -> None:
+    """Settings written out at their defaults resume a run recorded without them; a changed one is named."""
+    check_config(previous(config(tmp_path)), config(tmp_path, road={"noise": 0.01}), tmp_path)  # the default
+    old = config(tmp_path, road={"noise": 0.02})
+    with pytest.raises(CamexpError, match=r"road.noise: 0.02 -> 0.0\)"):
+        check_config(previous(old), config(tmp_path, road={"noise": 0.0, "neighbours": "road"}), tmp_path)
+    check_config(previous(old), config(tmp_path, road={"noise": 0.02}, perturbation={"curves": True}), tmp_path)
 
 
 def test_a_new_limit_or_subset_passes_the_config_check_only(tmp_path: Path) -> None:

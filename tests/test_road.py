@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from camexp.metrics import METRICS
-from camexp.metrics.road import NEIGHBOURS, impute, removed_masks
-from tests.test_perturbation import RANKED, toy_batch
+from camexp.metrics.road import NEIGHBOURS, impute, removed_counts, removed_masks
+from tests.test_perturbation import MAP, RANKED, toy_batch
 
 ROAD = NEIGHBOURS["road"]
 
@@ -120,3 +120,28 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
           f"{combined} vs {pgc.tolist()}, max |diff| {road_deviation:.2e}")
     assert imputer_deviation < 1e-5
     assert road_deviation < 0.05
+
+
+def test_noise_follows_the_method_name_not_its_place_in_the_list() -> None:
+    """Two methods listed in either order: each method's ROAD values are the same (the noise is seeded by
+    (seed, image id, method name, curve, p), not by the method's position)."""
+    other = torch.flip(MAP, (0,))[None]
+
+    def values(order: list[str]) -> dict[tuple[str, str], float]:
+        batch = toy_batch(road={"percentiles": [50]})
+        batch.batch["image_id"] = ["img-0"]
+        batch.explanation.maps = {m: MAP[None] if m == "a" else other for m in order}
+        return {(v.method, v.metric): float(v.value[0]) for v in METRICS.get("road").compute(batch)}
+
+    assert values(["a", "b"]) == values(["b", "a"])
+
+
+def test_removed_counts_truncate_as_the_road_authors_code() -> None:
+    """Rong et al.'s released code (road/imputed_dataset.py) cuts the descending order at int(H*W*q): MoRF
+    removes the first int(H*W*p) pixels; LeRF at p % removed keeps the first int(H*W*(1 - p)) and removes the
+    rest. Their float expression, written out here, against ours on a 224 x 224 input for every p."""
+    pixels = 224 * 224
+    for p in range(1, 100):
+        assert removed_counts(pixels, p) == (int(pixels * (p / 100)), pixels - int(pixels * (1 - p / 100))), p
+    # rounding would remove one pixel more at 10, 30, 60 and 80 % (5017.6 -> 5018 ...): truncation does not
+    assert removed_counts(pixels, 10) == (5017, 5018)

@@ -18,8 +18,9 @@ from camexp.config import ExperimentConfig, StatsConfig
 from camexp.metrics import MetricParams
 from camexp.report.tables import RunSummary, summarize_run_dir, to_markdown, write_summary
 from camexp.report.tables import summarize as summarize_cfg
-from camexp.report.uncertainty import NOT_DISTINGUISHABLE, PER_IMAGE_METRICS, cell
-from camexp.results import COLUMNS, RECORDS, RUN_JSON, append_records, records_view
+from camexp.report.uncertainty import NOT_DISTINGUISHABLE, cell, label_of
+from camexp.results import COLUMNS, METRIC_RECORDS as PER_IMAGE_METRICS, RECORDS, RUN_JSON, append_records, \
+    records_view
 
 METHODS = ["gradcam", "gradcam++", "cam"]
 
@@ -320,7 +321,6 @@ def test_the_field_metrics_get_intervals_from_per_image_metrics(tmp_path: Path, 
     """insertion / deletion / kept-fraction drop (issue 11) written per image get the same bootstrap as the
     record metrics: the interval of each row brackets the row's own value, computed from the same file."""
     from camexp.experiment import load_experiment
-    from camexp.metrics import PER_IMAGE_MEANS
     from camexp.runner import run_experiment
 
     cfg = {"name": "field", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 4},
@@ -332,7 +332,7 @@ def test_the_field_metrics_get_intervals_from_per_image_metrics(tmp_path: Path, 
     summary = run_experiment(load_experiment(path), progress=False)
     long = pd.read_csv(tmp_path / "out" / "summary_long.csv").set_index(["metric", "method"])
     for key in ("insertion", "deletion", "avg_drop@keep"):
-        label = PER_IMAGE_MEANS[key][0]
+        label = label_of(key)
         for m in ("gradcam", "gradcam++"):
             row = long.loc[(key, m)]
             assert row.value == pytest.approx(summary.main.at[label, m], rel=1e-9) and row.n == 4

@@ -68,7 +68,7 @@ class AreaCurve:
         rows = recorded_rows(out_dir, PER_IMAGE, COLUMNS, ["index", "method", "theta"])
         if rows.empty:
             return ["", f"area_curve: no per-image values in {PER_IMAGE} (enable the analysis before the run)."]
-        table = curve(rows, self.cfg.methods)
+        table = curve(rows, self.cfg.method_names)
         table.to_csv(out_dir / CURVE, index=False, float_format="%.6f")
         save_figure(draw_area_curve(table), out_dir, "area_curve")
         return figure_link("Confidence kept vs. map area (poster Fig. 6)", "area_curve") + [

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from camexp.config import ExperimentConfig
+from camexp.metrics.road import road_settings
 from camexp.results import CURVE_COLUMNS, CURVES, final_metric_rows
 
 TABLE = "perturbation_curves.csv"
@@ -22,7 +23,7 @@ def mean_curves(rows: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     frames = []
     for (metric, method), part in rows.groupby(["metric", "method"], sort=False):
         points = np.array([[float(v) for v in p.split()] for p in part["points"]])
-        x = (np.array(cfg.road.percentiles) / 100 if metric.startswith("road")
+        x = (np.array(road_settings(cfg).percentiles) / 100 if metric.startswith("road")
              else np.linspace(0.0, 1.0, points.shape[1]))
         frames.append(pd.DataFrame({"metric": metric, "method": method, "x": x, "mean": points.mean(0),
                                     "images": len(points)}))

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from camexp.analyses.base import BatchContext, analysis, analysis_result
-from camexp.metrics import MetricResult
+from camexp.metrics import MetricResult, Row
 from camexp.metrics.localization import class_box_masks, localization
 from camexp.results import append_records, read_records
 
@@ -31,11 +31,16 @@ def row_label(delta: float) -> str:
     return f"mLoc δ={delta:g}"
 
 
+# every `mLoc δ=...` row: a mean over (image, class) pairs, weighted per image in the bootstrap; higher is better
+MLOC_ROW = Row(row_label(0.0).split("=")[0] + "=", "mLoc", False, prefix=True)
+
+
 @analysis("mloc")
 class MLoc:
     """Streams Loc values to mloc.csv."""
 
     files = {MLOC_CSV: COLUMNS}
+    rows = (MLOC_ROW,)
 
     def __init__(self, cfg: "ExperimentConfig"):
         self.cfg = cfg

@@ -59,7 +59,7 @@ class RecordsFigure:
     def finish(self, out_dir: Path) -> list[str]:
         from camexp.savefig import figure_link, save_figure
 
-        view = records_view(read_records(out_dir / RECORDS), self.cfg.methods)
+        view = records_view(read_records(out_dir / RECORDS), self.cfg.method_names)
         fig, note = self.draw(view)
         save_figure(fig, out_dir, self.stem)
         return figure_link(self.title, self.stem) + ["", note]

@@ -39,8 +39,11 @@ class MethodRun:
         return {**self.method.params, **self.params}
 
 
-def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]]) -> list[MethodRun]:
-    """Resolve method names (or (name, method, params) triples) against the registry."""
+def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]] | list[MethodRun]) -> list[MethodRun]:
+    """Resolve method names (or (name, method, params) triples) against the registry; runs already
+    resolved pass through, so that a run resolves its methods once."""
+    if specs and all(isinstance(s, MethodRun) for s in specs):
+        return list(specs)  # type: ignore[arg-type]
     triples = [(s, s, {}) if isinstance(s, str) else s for s in specs]
     unknown = METHODS.unknown([m for _, m, _ in triples])
     if unknown:
@@ -97,7 +100,8 @@ def leaf_activation(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[tu
 class Explainer:
     """Computes maps of several methods for a batch of pixel-space images on the model's device."""
 
-    def __init__(self, loaded: LoadedModel, methods: list[str] | list[tuple[str, str, dict[str, Any]]],
+    def __init__(self, loaded: LoadedModel,
+                 methods: list[str] | list[tuple[str, str, dict[str, Any]]] | list[MethodRun],
                  score: str = "logit", scorer: Scorer | None = None):
         if score not in ("logit", "softmax"):
             raise CamexpError(f"score must be 'logit' or 'softmax', not {score!r}")

@@ -34,12 +34,24 @@ def block_size(per_item: int, chunk: int | None) -> int:
     return max(chunk, n - n % chunk) if chunk else n
 
 
+def image_keys(x: torch.Tensor, image_ids: list[str] | None) -> list[str]:
+    """What identifies each image of a batch for seeding: its id; without ids (a direct Explainer call), a
+    hash of its pixels. Neither depends on the batch, so batch size and resume do not change the noise."""
+    if image_ids is not None:
+        return list(image_ids)
+    return [hashlib.sha256(img.detach().cpu().contiguous().numpy().tobytes()).hexdigest() for img in x]
+
+
+def seed_of(seed: int, *keys: object) -> int:
+    """A 64-bit seed from the run's seed and `keys` (image key, method name, ...): the one seeding rule of
+    everything camexp draws at random."""
+    text = "\0".join(map(str, (seed, *keys)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
 def image_seeds(ctx: MethodInputs, seed: int) -> list[int]:
-    """One 64-bit seed per image from (seed, image id); without ids (a direct Explainer call), from the
-    image's pixels. Neither depends on the batch, so batch size and resume do not change the noise."""
-    keys = ctx.image_ids if ctx.image_ids is not None else [
-        hashlib.sha256(img.detach().cpu().contiguous().numpy().tobytes()).hexdigest() for img in ctx.x]
-    return [int.from_bytes(hashlib.sha256(f"{seed}\0{key}".encode()).digest()[:8], "little") for key in keys]
+    """One 64-bit seed per image from (seed, image key) (`image_keys`)."""
+    return [seed_of(seed, key) for key in image_keys(ctx.x, ctx.image_ids)]
 
 
 def image_generators(ctx: MethodInputs, seed: int) -> list[torch.Generator]:

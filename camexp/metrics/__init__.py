@@ -1,9 +1,10 @@
 """Metric registry: each metric turns the per-image records of a run into summary rows and tables.
 
-A metric is a function `(view, params) -> MetricResult` registered with `@metric(name)` (metadata, such
-as needing true labels, on the entry); the summary is recomputed from records at any time
-(`camexp table`), never from in-memory state of a run. A plug-in metric is such a function named by
-import path (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
+A metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)` (metadata,
+such as needing true labels, and its main-table rows with their direction and per-image values, on the
+entry); the summary is recomputed from records at any time (`camexp table`), never from in-memory state of a
+run. A plug-in metric is such a function, or a per-batch `BatchMetric`, named by import path
+(`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 from __future__ import annotations
 
@@ -14,38 +15,37 @@ import pandas as pd
 
 from camexp.metrics import faithfulness as F
 from camexp.metrics.base import (METRICS, AnyMetric, BatchMetric, Metric, MetricFn, MetricParams, MetricResult, PerImage,
-                                 RecordsView, batch_metric, batch_metrics, metric)
+                                 RecordsView, Row, all_rows, batch_metric, batch_metrics, metric, metric_problems,
+                                 settings_fingerprint, settings_of, validate_settings)
 
-# Main-table row of each per-method number; camexp.report.uncertainty puts its interval beside it by this key.
-ROW_LABELS = {"avg_drop": "Average drop % (lower is better)",
-              "increase": "% increase in confidence (higher is better)",
-              "win": "Win % (higher is better)",
-              "best_share": "Best share % (camexp extension: strictly smallest fall)"}
+AVG_DROP = Row("avg_drop", "Average drop %", True, per_image=F.drop_per_image)
+INCREASE = Row("increase", "% increase in confidence", False, per_image=F.increase_per_image)
+WIN = Row("win", "Win %", False, image_mean=False, null=50.0)  # its interval comes from the pairwise win %
+BEST_SHARE = Row("best_share", "Best share % (camexp extension: strictly smallest fall)", False, show_direction=False,
+                 per_image=lambda y, o: 100.0 * F.strictly_best(o))
 
 
-@metric("avg_drop")
+@metric("avg_drop", rows=(AVG_DROP,))
 def _avg_drop(v: RecordsView, p: MetricParams) -> MetricResult:
-    return MetricResult(rows={ROW_LABELS["avg_drop"]: {
-        m: F.average_drop(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}})
+    return MetricResult(rows={AVG_DROP.label: {m: F.average_drop(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}})
 
 
-@metric("increase")
+@metric("increase", rows=(INCREASE,))
 def _increase(v: RecordsView, p: MetricParams) -> MetricResult:
-    return MetricResult(rows={ROW_LABELS["increase"]: {
+    return MetricResult(rows={INCREASE.label: {
         m: F.increase_in_confidence(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}})
 
 
-@metric("win")
+@metric("win", rows=(WIN, BEST_SHARE))
 def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     w = F.win_matrix(v.o)
     table = pd.DataFrame(w.numpy(), index=v.methods, columns=v.methods)
     table.index.name = "win % of row vs column"
     res = MetricResult(tables={"Win % (row method vs column method, ties counted half)": table})
     if len(v.methods) == 2:
-        res.rows[ROW_LABELS["win"]] = {v.methods[0]: float(w[0, 1]), v.methods[1]: float(w[1, 0])}
+        res.rows[WIN.label] = {v.methods[0]: float(w[0, 1]), v.methods[1]: float(w[1, 0])}
     share = F.best_share(v.o)
-    res.rows[ROW_LABELS["best_share"]] = {
-        m: float(share[j]) for j, m in enumerate(v.methods)}
+    res.rows[BEST_SHARE.label] = {m: float(share[j]) for j, m in enumerate(v.methods)}
     return res
 
 
@@ -77,17 +77,7 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
 
 
 __all__ = ["METRICS", "AnyMetric", "BatchMetric", "Metric", "MetricFn", "MetricParams", "MetricResult", "PerImage",
-           "RecordsView", "batch_metric", "batch_metrics", "compute_metrics", "metric"]
+           "RecordsView", "Row", "all_rows", "batch_metric", "batch_metrics", "compute_metrics", "metric",
+           "metric_problems", "settings_fingerprint", "settings_of", "validate_settings"]
 
-from camexp.metrics import perturbation, pointing, road  # noqa: E402  (registers the per-batch metrics)
-
-# Per-batch metrics whose summary row is the mean over images of their per-image value (times a scale):
-# camexp.report.uncertainty puts a bootstrap interval beside those rows. The pointing game is left out: its
-# row is a mean over classes of per-class accuracies, not a mean over images.
-# key in per_image_metrics.csv -> (main-table label, scale, lower is better)
-PER_IMAGE_MEANS = {
-    "insertion": (perturbation.INSERTION, 1.0, False), "deletion": (perturbation.DELETION, 1.0, True),
-    "avg_drop@keep": (perturbation.KEEP_DROP, 100.0, True), "increase@keep": (perturbation.KEEP_INCREASE, 100.0, False),
-    "energy_pointing": (pointing.ENERGY, 100.0, False),
-    "road_morf": (road.MORF, 1.0, True), "road_lerf": (road.LERF, 1.0, False), "road": (road.COMBINED, 1.0, False)}
-ROW_LABELS.update({key: label for key, (label, _, _) in PER_IMAGE_MEANS.items()})
+from camexp.metrics import perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)

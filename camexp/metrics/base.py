@@ -1,24 +1,33 @@
 """The metric contract: record metrics (views of per_image.csv) and per-batch metrics (values per image
 computed inside the batch loop), one registry for both.
 
-A record metric is a function `(view, params) -> MetricResult` registered with `@metric(name)`; it is
-recomputed from the records at any time. A per-batch metric (`BatchMetric`, `@batch_metric(name)`) needs
-more than the records: more forwards per image (insertion/deletion, ROAD, kept-fraction drop) or boxes
+An entry owns its whole story: the main-table rows it produces (`Row`: key, label, which way is better, scale,
+whether the summary is a mean over images and so gets an interval and a leaderboard rank), what it needs
+(labels, boxes), its settings (a pydantic model in the metric's own module, read under one config key and
+fingerprinted from the entry), how its per-image values are produced and how they are summarised. The
+reports read the entries; nothing else names a metric.
+
+A record metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)`; it is
+recomputed from the records at any time. A per-batch metric (`BatchMetric`, `@batch_metric(name, rows=...)`)
+needs more than the records: more forwards per image (insertion/deletion, ROAD, kept-fraction drop) or boxes
 (pointing games). It computes per-image values on the device from the batch the runner hands it
-(`camexp.metrics.batch.MetricBatch`); the runner appends them to per_image_metrics.csv in long form, and
-its `summarize` turns those rows into summary rows, so that `camexp table` recomputes them from the file.
-A plug-in is either kind, named by import path (`metrics: [mypkg.metrics:my_metric]`) or entry point
-(group `camexp.metrics`).
+(`camexp.metrics.batch.MetricBatch`); the runner appends them to per_image_metrics.csv in long form, and its
+`summarize` (by default: the mean over images of each of its rows) turns those rows into summary rows, so
+that `camexp table` recomputes them from the file. A plug-in is either kind, named by import path
+(`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ValidationError
 
+from camexp.config import SETTINGS_KEYS
+from camexp.errors import CamexpError
 from camexp.registry import Registry
 
 if TYPE_CHECKING:
@@ -54,6 +63,39 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One number per method that a metric puts in the main table, described once.
+
+    `key`: its name in summary_long.csv and per_image_metrics.csv; `title`: the table's label without the
+    direction, which `label` adds; `lower_is_better`: which way is better (None: no direction, never marked or
+    ranked); `scale`: per-image value x scale = the summary's unit (100 for a percentage of 0/1 values);
+    `image_mean`: the summary row is the mean over images of the per-image values, so it gets a bootstrap
+    interval and a leaderboard rank; `null`: a paired comparison's value meaning "no difference" (50 for win
+    %); `prefix`: the row stands for every key that starts with `key` (mLoc δ=0, δ=0.5, ...); `per_image`: a
+    record metric's per-image values (N, M) from the records' Y (N,) and O (N, M)."""
+
+    key: str
+    title: str
+    lower_is_better: bool | None = None
+    scale: float = 1.0
+    image_mean: bool = True
+    null: float = 0.0
+    prefix: bool = False
+    show_direction: bool = True
+    per_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        """The main table's row label: the title with the direction, where the row shows one."""
+        if not self.show_direction or self.lower_is_better is None:
+            return self.title
+        return f"{self.title} ({'lower' if self.lower_is_better else 'higher'} is better)"
+
+    def matches(self, key: str) -> bool:
+        return key.startswith(self.key) if self.prefix else key == self.key
+
+
+@dataclass(frozen=True)
 class MetricParams:
     relperf_min_true_prob: float = 0.0
 
@@ -63,11 +105,14 @@ MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered record metric; `needs_labels`: it needs a true label for every image."""
+    """A registered record metric; `needs_labels`: it needs a true label for every image; `rows`: the
+    main-table rows it produces (see `Row`)."""
 
     name: str
     fn: MetricFn
     needs_labels: bool = False
+    rows: tuple[Row, ...] = ()
+    settings: None = None  # record metrics read their settings from the top-level config (relperf_min_true_prob)
 
     def __call__(self, view: RecordsView, params: MetricParams) -> MetricResult:
         return self.fn(view, params)
@@ -93,26 +138,53 @@ class PerImage:
 Note = Callable[["ExperimentConfig"], str]
 # (this metric's rows of the run's final images and methods, methods in run order, the run's config) -> summary
 Summarize = Callable[[pd.DataFrame, list[str], "ExperimentConfig"], MetricResult]
+# (the metric's validated settings, the model's input size (H, W)) -> a one-line problem, or None
+Check = Callable[[Any, tuple[int, int]], "str | None"]
 
 
 @dataclass(frozen=True)
 class BatchMetric:
-    """A per-batch metric: `compute(batch) -> [PerImage]` per batch, `summarize(rows, methods, cfg)` from the file.
+    """A per-batch metric: `compute(batch) -> [PerImage]` per batch, summarised from the file.
 
-    `rows`: the metric names its PerImage values carry (default: its own name); an image counts as done for
-    this metric once a row of any of them exists. `needs_boxes`: the data set must have boxes."""
+    `rows`: the main-table rows its PerImage values carry (their `metric` is the row's key; default: one row
+    named after the metric); an image counts as done for this metric once a value of any of them exists.
+    `summarize(rows, methods, cfg)`: by default the mean over images of every `image_mean` row (times its
+    scale), with a note on the images and `note(cfg)` (the settings). `settings`: the pydantic model of its
+    settings, read from the config under `settings_key` (default: the metric's name; camexp's own metrics
+    read the top-level keys perturbation, keep, pointing, road); `check(settings, input size)` finds a setting
+    that cannot work with the model's input before the first batch. `needs_boxes`: the data set must have
+    boxes."""
 
     name: str
     compute: Callable[["MetricBatch"], list[PerImage]]
-    summarize: Summarize
+    summarize: Summarize | None = None
     summary: str = ""
-    rows: tuple[str, ...] = ()
+    rows: tuple[Row, ...] = ()
+    note: Note = field(default=lambda cfg: "", compare=False)
+    settings: type[BaseModel] | None = None
+    settings_key: str = ""
+    check: Check | None = None
     needs_boxes: bool = False
     needs_labels: bool = False
 
     @property
     def row_names(self) -> tuple[str, ...]:
-        return self.rows or (self.name,)
+        return tuple(r.key for r in self.rows) or (self.name,)
+
+    @property
+    def key(self) -> str:
+        """The config key its settings are read under."""
+        return self.settings_key or self.name
+
+    def summary_of(self, rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+        """Its summary rows and notes from its rows of per_image_metrics.csv."""
+        if self.summarize is not None:
+            return self.summarize(rows, methods, cfg)
+        out = MetricResult()
+        for row in self.rows:
+            if row.image_mean:
+                out.merge(mean_rows(row, self.note)(rows[rows["metric"] == row.key], methods, cfg))
+        return out
 
 
 AnyMetric = Union[Metric, BatchMetric]
@@ -130,32 +202,32 @@ def _as_metric(name: str, obj: object) -> AnyMetric:
 METRICS: Registry[AnyMetric] = Registry("metric", _as_metric)
 
 
-def metric(name: str, needs_labels: bool = False) -> Callable[[MetricFn], Metric]:
+def metric(name: str, needs_labels: bool = False, rows: tuple[Row, ...] = ()) -> Callable[[MetricFn], Metric]:
     """Register a record metric `fn(view, params) -> MetricResult` under `name`."""
     def register(fn: MetricFn) -> Metric:
-        return METRICS.register(name, Metric(name, fn, needs_labels))  # type: ignore[return-value]
+        return METRICS.register(name, Metric(name, fn, needs_labels, rows))  # type: ignore[return-value]
 
     return register
 
 
-def batch_metric(name: str, summarize: Summarize, summary: str = "", **meta: object
-                 ) -> Callable[[Callable[["MetricBatch"], list[PerImage]]], BatchMetric]:
+def batch_metric(name: str, summary: str = "", **meta: Any) -> Callable[[Callable[["MetricBatch"], list[PerImage]]],
+                                                                        BatchMetric]:
     """Register `compute(batch) -> [PerImage]` as per-batch metric `name` (see `BatchMetric` for `meta`)."""
     def register(fn: Callable[["MetricBatch"], list[PerImage]]) -> BatchMetric:
-        return METRICS.register(name, BatchMetric(name, fn, summarize, summary, **meta))  # type: ignore[arg-type, return-value]
+        return METRICS.register(name, BatchMetric(name, fn, summary=summary, **meta))  # type: ignore[return-value]
 
     return register
 
 
-def mean_rows(label: str, note: Note = lambda cfg: "", scale: float = 1.0) -> Summarize:
-    """A Summarize that averages each method's non-NaN values (times `scale`, e.g. 100 for a percentage)
-    into one row `label`, with a note on how many images (and `note(cfg)`: the settings)."""
+def mean_rows(row: Row, note: Note = lambda cfg: "") -> Summarize:
+    """A Summarize that averages each method's non-NaN values (times the row's scale) into the row, with a
+    note on how many images (and `note(cfg)`: the settings)."""
     def summarize(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
         valid = rows.dropna(subset=["value"])
-        means = valid.groupby("method")["value"].mean() * scale
+        means = valid.groupby("method")["value"].mean() * row.scale
         images = valid["index"].nunique()
-        return MetricResult(rows={label: {m: float(means.get(m, float("nan"))) for m in methods}},
-                            notes=[f"{label.split(' (')[0]}: mean over {images} images{note(cfg)}."])
+        return MetricResult(rows={row.label: {m: float(means.get(m, float("nan"))) for m in methods}},
+                            notes=[f"{row.title}: mean over {images} images{note(cfg)}."])
     return summarize
 
 
@@ -164,3 +236,61 @@ def batch_metrics(names: list[str]) -> list[BatchMetric]:
     return [m for m in map(METRICS.get, names) if isinstance(m, BatchMetric)]
 
 
+def all_rows() -> list[Row]:
+    """The rows of every registered metric (built-in and plug-ins loaded so far)."""
+    return [r for _, entry in METRICS.items() for r in entry.rows]
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+
+
+def settings_model(key: str) -> type[BaseModel] | None:
+    """The settings model a registered metric reads under config key `key`, or None."""
+    for _, entry in METRICS.items():
+        if isinstance(entry, BatchMetric) and entry.settings is not None and entry.key == key:
+            return entry.settings
+    return None
+
+
+def settings_of(cfg: "ExperimentConfig", key: str) -> Any:
+    """The validated settings under `key` (defaults filled in); one CamexpError naming the key otherwise."""
+    model = settings_model(key)
+    if model is None:
+        raise CamexpError(f"settings.{key}: no metric reads settings under {key!r}")
+    try:
+        return model.model_validate(cfg.metric_settings(key))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        prefix = key if key in SETTINGS_KEYS else f"settings.{key}"
+        raise CamexpError(f"{prefix}.{where}: {msg}") from None
+
+
+def settings_keys(cfg: "ExperimentConfig") -> list[str]:
+    """The settings keys of a config: the top-level ones camexp's own metrics read, and every key under
+    `settings:` (each must be a registered metric's; `validate_settings` checks)."""
+    return [*SETTINGS_KEYS, *cfg.settings]
+
+
+def validate_settings(cfg: "ExperimentConfig") -> None:
+    """Validate every metric setting of `cfg` (raises CamexpError naming the first bad key)."""
+    for key in settings_keys(cfg):
+        settings_of(cfg, key)
+
+
+def settings_fingerprint(cfg: "ExperimentConfig") -> dict[str, dict[str, Any]]:
+    """The settings that differ from their metric's defaults, dumped for the fingerprint (key -> values).
+    Fields declared with `exclude=True` (what is written, not computed: `perturbation.curves`) are left out."""
+    out = {}
+    for key in settings_keys(cfg):
+        values = settings_of(cfg, key).model_dump(mode="json")
+        if values != settings_model(key)().model_dump(mode="json"):  # type: ignore[misc]
+            out[key] = values
+    return out
+
+
+def metric_problems(cfg: "ExperimentConfig", size: tuple[int, int]) -> list[str]:
+    """What the listed per-batch metrics' settings cannot do with the model's input size (H, W)."""
+    found = (m.check(settings_of(cfg, m.key), size) for m in batch_metrics(cfg.metrics) if m.check is not None)
+    return [p for p in found if p]

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from camexp.explain.model_methods import image_keys
 from camexp.explain.scoring import confidence
+from camexp.metrics.base import settings_of
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -59,14 +61,22 @@ class MetricBatch:
     @property
     def score_kind(self) -> str:
         """The perturbation metrics' score: `perturbation.score`, where `confidence` means the run's."""
-        kind = self.cfg.perturbation.score
+        kind = self.settings("perturbation").score
         return self.cfg.confidence if kind == "confidence" else kind
+
+    def settings(self, key: str) -> Any:
+        """The validated settings a metric reads under config key `key` (`settings_of`), once per batch."""
+        return self.cached(("settings", key), lambda: settings_of(self.cfg, key))
 
     def cached(self, key: Any, make: Callable[[], T]) -> T:
         """`make()` once per batch under `key`, shared by every metric of the batch."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    def image_keys(self) -> list[str]:
+        """Each image's seeding key: its id, or a hash of its pixels without ids (`image_keys`)."""
+        return self.cached("image_keys", lambda: image_keys(self.x, self.batch.get("image_id")))
 
     def normalized(self) -> torch.Tensor:
         """(B,3,H,W) the images in model space (mean/std normalised), where perturbation metrics edit pixels."""
@@ -108,7 +118,9 @@ class MetricBatch:
         if need:
             sel = torch.tensor([i for i, _ in need], device=self.x.device)
             cls = torch.tensor([c for _, c in need], device=self.x.device)
-            chunks.append(self.explainer.explain(self.x[sel], cls).maps)
+            ids = self.batch.get("image_id")  # seeded methods seed by (seed, image id), as in the run's own maps
+            need_ids = None if ids is None else [ids[i] for i, _ in need]
+            chunks.append(self.explainer.explain(self.x[sel], cls, need_ids).maps)
             store.update({p: (len(chunks) - 1, r) for r, p in enumerate(need)})
         where = [store[p] for p in pairs]
         return {m: torch.stack([chunks[k][m][r] for k, r in where]) if where

@@ -22,21 +22,73 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from camexp.metrics.base import PerImage, batch_metric, mean_rows
+from camexp.metrics.base import PerImage, Row, batch_metric, settings_of
 from camexp.metrics.batch import MetricBatch
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
-INSERTION, DELETION = "Insertion AUC (higher is better)", "Deletion AUC (lower is better)"
-KEEP_DROP, KEEP_INCREASE = "Average drop % @keep (lower is better)", "% increase in confidence @keep (higher is better)"
+INSERTION, DELETION = Row("insertion", "Insertion AUC", False), Row("deletion", "Deletion AUC", True)
+KEEP_DROP = Row("avg_drop@keep", "Average drop % @keep", True, scale=100.0)
+KEEP_INCREASE = Row("increase@keep", "% increase in confidence @keep", False, scale=100.0)
+Substrate = Literal["zero", "blur"] | tuple[float, float, float]
+
+
+class PerturbationSettings(BaseModel):
+    """`perturbation:` insertion/deletion (RISE): steps, what replaces pixels, and the score (also ROAD's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(100, ge=1, description="S: ceil(H*W/S) pixels change per step; S + 1 points per curve; at "
+                                              "most the input's pixel count")
+    deletion_substrate: Substrate = Field(
+        "zero", description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
+                            "[r, g, b]: a constant colour in [0,1] pixel space")
+    insertion_substrate: Substrate = "blur"
+    score: Literal["confidence", "softmax", "sigmoid", "logit"] = Field(
+        "confidence", description="the target's score after each step: the run's `confidence` (softmax unless set), "
+                                  "or softmax / sigmoid / logit explicitly; also ROAD's score")
+    curves: bool = Field(False, exclude=True, description="also write every curve per image to per_image_curves.csv "
+                                                          "(a figure of the mean curves follows); no effect on any "
+                                                          "value, so not fingerprinted")
+
+    @field_validator("deletion_substrate", "insertion_substrate")
+    @classmethod
+    def _colour(cls, v: Any) -> Any:
+        if isinstance(v, tuple) and not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError("a constant colour is [r, g, b] in [0,1] pixel space")
+        return v
+
+
+class KeepSettings(BaseModel):
+    """`keep:` avg_drop@keep / increase@keep (Score-CAM §4.1): keep the top `fraction` of the map's pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(0.5, gt=0.0, le=1.0)
+    mode: Literal["binary", "weighted"] = Field(
+        "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I")
+
+
+def perturbation_settings(cfg: "ExperimentConfig") -> PerturbationSettings:
+    return settings_of(cfg, "perturbation")
+
+
+def _check_steps(s: PerturbationSettings, size: tuple[int, int]) -> str | None:
+    """More steps than pixels only repeats the last image (and costs 2 forwards per image, method and step)."""
+    pixels = size[0] * size[1]
+    if s.steps <= pixels:
+        return None
+    return (f"perturbation.steps: {s.steps} steps exceed the {pixels} pixels of the model's {size[0]}x{size[1]} "
+            f"input (each step changes at least one pixel); use at most {pixels}")
 
 
 def step_counts(pixels: int, steps: int) -> torch.Tensor:
@@ -81,7 +133,7 @@ def substrate(batch: MetricBatch, kind: str | tuple[float, float, float]) -> tor
 
 
 def _setting(name: str, batch: MetricBatch) -> str | tuple[float, float, float]:
-    p = batch.cfg.perturbation
+    p = batch.settings("perturbation")
     return p.deletion_substrate if name == "deletion" else p.insertion_substrate
 
 
@@ -105,7 +157,7 @@ def _rise(batch: MetricBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]
     of = {n: kinds.index(_setting(n, batch)) for n in names}
     starts = torch.stack([xn if n == "deletion" else subs[of[n] * b:(of[n] + 1) * b] for n in names])
     ends = torch.stack([subs[of[n] * b:(of[n] + 1) * b] if n == "deletion" else xn for n in names])
-    inner = step_counts(h * w, batch.cfg.perturbation.steps).to(device)[1:-1]
+    inner = step_counts(h * w, batch.settings("perturbation").steps).to(device)[1:-1]
     ranks = torch.stack([batch.ranks(m) for m in methods])  # (M, B, H*W)
     n_sub, per_image = len(subs), len(inner)
     per_curve = len(methods) * b * per_image
@@ -142,24 +194,30 @@ def _curve_values(batch: MetricBatch, name: str) -> list[PerImage]:
 
 
 def _steps_note(cfg: "ExperimentConfig") -> str:
-    p = cfg.perturbation
+    p = perturbation_settings(cfg)
     score = cfg.confidence if p.score == "confidence" else p.score
     return (f"; S = {p.steps} steps, deletion substrate {p.deletion_substrate}, insertion substrate "
             f"{p.insertion_substrate}, score {score}")
 
 
 def _keep_note(cfg: "ExperimentConfig") -> str:
-    return f"; top {100 * cfg.keep.fraction:g}% of the pixels kept, {cfg.keep.mode}"
+    keep = settings_of(cfg, "keep")
+    return f"; top {100 * keep.fraction:g}% of the pixels kept, {keep.mode}"
 
 
-@batch_metric("deletion", mean_rows(DELETION, _steps_note),
-              "deletion AUC (RISE): remove the top-ranked pixels step by step")
+CURVE_META: dict[str, Any] = dict(note=_steps_note, settings=PerturbationSettings, settings_key="perturbation",
+                                  check=_check_steps)
+KEEP_META: dict[str, Any] = dict(note=_keep_note, settings=KeepSettings, settings_key="keep")
+
+
+@batch_metric("deletion", "deletion AUC (RISE): remove the top-ranked pixels step by step", rows=(DELETION,),
+              **CURVE_META)
 def deletion(batch: MetricBatch) -> list[PerImage]:
     return _curve_values(batch, "deletion")
 
 
-@batch_metric("insertion", mean_rows(INSERTION, _steps_note),
-              "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step")
+@batch_metric("insertion", "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step",
+              rows=(INSERTION,), **CURVE_META)
 def insertion(batch: MetricBatch) -> list[PerImage]:
     return _curve_values(batch, "insertion")
 
@@ -168,7 +226,7 @@ def kept_confidence(batch: MetricBatch) -> torch.Tensor:
     """(M, B) the run's confidence of the target on each image with only its top-q pixels kept."""
     def compute() -> torch.Tensor:
         b, _, h, w = batch.x.shape
-        keep = batch.cfg.keep
+        keep = batch.settings("keep")
         n = math.floor(keep.fraction * h * w + 0.5)
         masks = torch.cat([(batch.ranks(m) < n).view(b, h, w).to(batch.x.dtype)
                            * (batch.explanation.maps[m] if keep.mode == "weighted" else 1.0) for m in batch.methods])
@@ -183,13 +241,13 @@ def _kept(batch: MetricBatch, name: str, value: Callable[[torch.Tensor, torch.Te
     return [PerImage(m, name, pos, batch.targets, value(y, o[j])) for j, m in enumerate(batch.methods)]
 
 
-@batch_metric("avg_drop@keep", mean_rows(KEEP_DROP, _keep_note, 100.0),
-              "average drop % with only the top `keep.fraction` of the map's pixels kept (Score-CAM §4.1)")
+@batch_metric("avg_drop@keep", "average drop % with only the top `keep.fraction` of the map's pixels kept "
+              "(Score-CAM §4.1)", rows=(KEEP_DROP,), **KEEP_META)
 def avg_drop_keep(batch: MetricBatch) -> list[PerImage]:
     return _kept(batch, "avg_drop@keep", lambda y, o: (y - o).clamp(min=0) / y)
 
 
-@batch_metric("increase@keep", mean_rows(KEEP_INCREASE, _keep_note, 100.0),
-              "% increase in confidence with only the top `keep.fraction` of the map's pixels kept")
+@batch_metric("increase@keep", "% increase in confidence with only the top `keep.fraction` of the map's pixels kept",
+              rows=(KEEP_INCREASE,), **KEEP_META)
 def increase_keep(batch: MetricBatch) -> list[PerImage]:
     return _kept(batch, "increase@keep", lambda y, o: (o > y).double())

@@ -27,17 +27,40 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from camexp.metrics.base import MetricResult, PerImage, batch_metric, mean_rows
+from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, settings_of
 from camexp.metrics.batch import MetricBatch
 from camexp.metrics.localization import box_union_mask
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
-POINTING_ALL, POINTING_DIFFICULT = "Pointing game % (all)", "Pointing game % (difficult)"
-ENERGY = "Energy pointing % (higher is better)"
+# The pointing game's rows are means over classes of per-class hit rates, not means over images: no interval.
+POINTING_ALL = Row("pointing_game", "Pointing game % (all)", False, scale=100.0, image_mean=False,
+                   show_direction=False)
+POINTING_DIFFICULT = Row("pointing_game_difficult", "Pointing game % (difficult)", False, scale=100.0,
+                         image_mean=False, show_direction=False)
+ENERGY = Row("energy_pointing", "Energy pointing %", False, scale=100.0)
 NO_BOX = -1  # the class of a NaN row for an image without any box
+
+
+class PointingSettings(BaseModel):
+    """`pointing:` pointing_game (TorchRay) and energy_pointing (Score-CAM §4.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance: float = Field(15.0, ge=0.0, description="a hit: the map's maximum within this many pixels of a box "
+                                                       "of the class, in the original image's pixel coordinates")
+    difficult_area: float = Field(0.25, gt=0.0, le=1.0, description="difficult subset: the class's boxes cover "
+                                                                    "less than this share of the image, another "
+                                                                    "class present")
+    energy_max_area: float = Field(0.5, gt=0.0, le=1.0, description="energy_pointing: images with exactly one box "
+                                                                    "covering less than this share of the image")
+
+
+def pointing_settings(cfg: "ExperimentConfig") -> PointingSettings:
+    return settings_of(cfg, "pointing")
 
 
 @dataclass(frozen=True)
@@ -127,7 +150,7 @@ def pointing(batch: MetricBatch) -> list[PerImage]:
     out = _bare_rows(batch, "pointing_game", t) + _nan_rows(batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible])
     if not len(seen):
         return out
-    settings = batch.cfg.pointing
+    settings = batch.settings("pointing")
     h, w = batch.x.shape[-2:]
     remap = torch.full((len(t.pos),), -1, dtype=torch.long, device=batch.x.device)
     remap[seen] = torch.arange(len(seen), device=batch.x.device)
@@ -157,19 +180,17 @@ def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentC
     pairs = pairs[pairs["metric"] == "pointing_game"]
     skipped = one[one["value"].isna() & (one["class"] != NO_BOX)]
     bare = one[one["value"].isna() & (one["class"] == NO_BOX)]
-    note = (f"Pointing game (tolerance {cfg.pointing.tolerance:g} original pixels): mean over "
+    note = (f"Pointing game (tolerance {pointing_settings(cfg).tolerance:g} original pixels): mean over "
             f"{pairs['class'].nunique()} classes of the hit rate; {len(pairs)} (image, class) pairs, "
             f"{len(difficult)} difficult; {len(skipped)} pairs skipped (every box of the class cropped away), "
             f"{len(bare)} images without boxes.")
-    return MetricResult(rows={POINTING_ALL: _class_mean(valid[valid["metric"] == "pointing_game"], methods),
-                              POINTING_DIFFICULT: _class_mean(valid[valid["metric"] == "pointing_game_difficult"],
-                                                              methods)},
-                        notes=[note])
+    return MetricResult(rows={row.label: _class_mean(valid[valid["metric"] == row.key], methods)
+                              for row in (POINTING_ALL, POINTING_DIFFICULT)}, notes=[note])
 
 
-batch_metric("pointing_game", summarize_pointing,
-             "pointing game (TorchRay): the map's maximum within 15 original pixels of a box of the class",
-             rows=("pointing_game", "pointing_game_difficult"), needs_boxes=True)(pointing)
+batch_metric("pointing_game", "pointing game (TorchRay): the map's maximum within 15 original pixels of a box of "
+             "the class", summarize=summarize_pointing, rows=(POINTING_ALL, POINTING_DIFFICULT),
+             settings=PointingSettings, settings_key="pointing", needs_boxes=True)(pointing)
 
 
 def energy_shares(maps: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
@@ -188,7 +209,7 @@ def energy(batch: MetricBatch) -> list[PerImage]:
     box_of[t.owner] = torch.arange(len(t.owner), device=batch.x.device)
     inside = box_union_mask(t.boxes[box_of[candidates]], torch.arange(len(candidates), device=batch.x.device),
                             len(candidates), (h, w))
-    small = inside.double().mean((1, 2)) < batch.cfg.pointing.energy_max_area
+    small = inside.double().mean((1, 2)) < batch.settings("pointing").energy_max_area
     chosen, inside = candidates[small], inside[small]
     rest = torch.ones(len(batch.x), dtype=torch.bool, device=batch.x.device)
     rest[t.pos[chosen]] = False
@@ -202,10 +223,10 @@ def energy(batch: MetricBatch) -> list[PerImage]:
 
 
 def _energy_note(cfg: "ExperimentConfig") -> str:
-    return (f" with exactly one box covering less than {100 * cfg.pointing.energy_max_area:g}% of the image "
+    return (f" with exactly one box covering less than {100 * pointing_settings(cfg).energy_max_area:g}% of the image "
             "(images not selected: NaN rows in per_image_metrics.csv); the map of the box's class")
 
 
-batch_metric("energy_pointing", mean_rows(ENERGY, _energy_note, 100.0),
-             "energy-based pointing game (Score-CAM): share of the map's mass inside the box",
+batch_metric("energy_pointing", "energy-based pointing game (Score-CAM): share of the map's mass inside the box",
+             rows=(ENERGY,), note=_energy_note, settings=PointingSettings, settings_key="pointing",
              needs_boxes=True)(energy)

@@ -1,16 +1,18 @@
 """ROAD (Rong et al., ICML 2022; PROTOCOL.md section 10): remove pixels by the map, impute them, score.
 
-For each percentage p of `road.percentiles` (10, 20, ..., 90), n_p = round(p / 100 * H * W) pixels are
-removed: the top n_p of the map's ranking (MoRF; the same stable descending ranking as insertion/deletion,
-ties by pixel index) or the bottom n_p (LeRF; the last n_p of that ranking, so ties go by descending pixel
-index). Removed pixels are filled by noisy linear imputation in model space (the mean/std normalised
+For each percentage p of `road.percentiles` (10, 20, ..., 90), pixels are removed by the map's ranking (the
+same stable descending ranking as insertion/deletion, ties by pixel index), cut where Rong et al.'s released
+code cuts it, at int(H * W * q) (truncated, `removed_counts`): MoRF removes the top floor(p / 100 * H * W);
+LeRF keeps the top floor((1 - p / 100) * H * W) and removes the rest (the bottom of the ranking, so ties go by
+descending pixel index). Removed pixels are filled by noisy linear imputation in model space (the mean/std normalised
 tensor, where the ROAD authors and pytorch-grad-cam impute): each removed pixel equals the weighted mean
 of its in-image 8 neighbours, known or removed, which is one sparse linear system per image shared by
 the three channels (three right-hand sides), solved exactly by sparse LU (scipy's SuperLU in the order of
 `nested_dissection`; the system is symmetric and diagonally dominant, so symmetric mode without pivoting is
 stable), then Gaussian noise of
-std `road.noise` (0.01) is added to the imputed values. The noise is seeded per (runtime.seed, data set
-index, method position, curve, p), so a value does not depend on the batch or the process that computed it.
+std `road.noise` (0.01) is added to the imputed values. The noise is seeded per (runtime.seed, image id, method
+name, curve, p) (`seed_of`), so a value depends neither on the batch or process that computed it nor on the
+order of `methods`.
 Weights (`road.neighbours`): `road`, the authors' 1/6 for the 4 edge neighbours and 1/12 for the 4 corner
 ones; `uniform`, 1/8 each (the plain mean PROTOCOL.md paraphrases). At the border the weights of the
 neighbours inside the image are renormalised.
@@ -22,16 +24,17 @@ CPU: ~0.35 s for 90 % of a 224 x 224 image). The solves run on the host, the for
 """
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import splu
 
-from camexp.metrics.base import MetricResult, PerImage, batch_metric, mean_rows
+from camexp.explain.model_methods import seed_of
+from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, mean_rows, settings_of
 from camexp.metrics.batch import MetricBatch
 
 if TYPE_CHECKING:
@@ -41,8 +44,32 @@ EDGE, CORNER = ((0, 1), (0, -1), (1, 0), (-1, 0)), ((1, 1), (1, -1), (-1, 1), (-
 NEIGHBOURS = {"road": [(o, 1 / 6) for o in EDGE] + [(o, 1 / 12) for o in CORNER],
               "uniform": [(o, 1 / 8) for o in EDGE + CORNER]}
 CURVES = ("morf", "lerf")
-MORF, LERF, COMBINED = ("ROAD MoRF (lower is better)", "ROAD LeRF (higher is better)",
-                        "ROAD (LeRF − MoRF) / 2 (higher is better)")
+MORF, LERF = Row("road_morf", "ROAD MoRF", True), Row("road_lerf", "ROAD LeRF", False)
+COMBINED = Row("road", "ROAD (LeRF − MoRF) / 2", False)
+
+
+class RoadSettings(BaseModel):
+    """`road:` noisy linear imputation of the removed pixels (Rong et al., ICML 2022)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    noise: float = Field(0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised "
+                                                   "tensor)")
+    neighbours: Literal["road", "uniform"] = Field(
+        "road", description="road: the ROAD authors' weights (1/6 edge, 1/12 corner neighbours); uniform: the plain "
+                            "mean of the 8 neighbours")
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percent(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < p < 100 for p in v) or len(set(v)) != len(v):
+            raise ValueError("give distinct percentages p with 0 < p < 100")
+        return v
+
+
+def road_settings(cfg: "ExperimentConfig") -> RoadSettings:
+    return settings_of(cfg, "road")
 
 
 def nested_dissection(ys: np.ndarray, xs: np.ndarray, leaf: int = 64) -> np.ndarray:
@@ -107,15 +134,22 @@ def removed_masks(ranks: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray
     return ranks < count, ranks >= len(ranks) - count
 
 
+def removed_counts(pixels: int, percent: int) -> tuple[int, int]:
+    """(MoRF, LeRF) pixels removed at `percent` %: the descending ranking is cut at int(pixels * q) as in Rong
+    et al.'s released code, q = p / 100 for MoRF (the head is removed) and 1 - p / 100 for LeRF (the tail
+    after the cut is removed); exact integer arithmetic."""
+    return pixels * percent // 100, pixels - pixels * (100 - percent) // 100
+
+
 def road(batch: MetricBatch) -> list[PerImage]:
-    settings = batch.cfg.road
+    settings = batch.settings("road")
     b, _, h, w = batch.x.shape
     methods = batch.methods
     weights = NEIGHBOURS[settings.neighbours]
-    counts = [math.floor(p * h * w / 100 + 0.5) for p in settings.percentiles]
+    counts = [removed_counts(h * w, p) for p in settings.percentiles]
     xn = batch.normalized().double().cpu().numpy()
     ranks = torch.stack([batch.ranks(m) for m in methods]).cpu().numpy()  # (M, B, H*W)
-    index = batch.batch.get("index", torch.arange(b)).tolist()
+    keys = batch.image_keys()
     per_image = len(CURVES) * len(counts)
     total = len(methods) * b * per_image
 
@@ -125,9 +159,10 @@ def road(batch: MetricBatch) -> list[PerImage]:
             m, rest = divmod(j, b * per_image)
             i, rest = divmod(rest, per_image)
             curve, k = divmod(rest, len(counts))
-            removed = removed_masks(ranks[m, i], counts[k])[curve].reshape(h, w)
+            removed = removed_masks(ranks[m, i], counts[k][curve])[curve].reshape(h, w)
             filled = impute(xn[i], removed, weights)
-            rng = np.random.default_rng([batch.cfg.runtime.seed, index[i], m, curve, settings.percentiles[k]])
+            rng = np.random.default_rng(seed_of(batch.cfg.runtime.seed, keys[i], methods[m], CURVES[curve],
+                                                settings.percentiles[k]))
             filled[:, removed] += rng.normal(0.0, settings.noise, (filled.shape[0], int(removed.sum())))
             out.append(torch.from_numpy(filled))
         return torch.stack(out).to(batch.x.device, torch.float32)
@@ -147,13 +182,13 @@ def road(batch: MetricBatch) -> list[PerImage]:
 def summarize_road(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
     """The three ROAD rows, each the mean over images of its per-image value."""
     out = MetricResult()
-    for name, label in (("road_morf", MORF), ("road_lerf", LERF), ("road", COMBINED)):
-        out.merge(mean_rows(label)(rows[rows["metric"] == name], methods, cfg))
-    r = cfg.road
+    for row in (MORF, LERF, COMBINED):
+        out.merge(mean_rows(row)(rows[rows["metric"] == row.key], methods, cfg))
+    r = road_settings(cfg)
     out.notes = [f"ROAD: mean over {rows['index'].nunique()} images of the mean over p = {r.percentiles} % removed; "
                  f"noisy linear imputation ({r.neighbours} weights, noise std {r.noise:g})."]
     return out
 
 
-batch_metric("road", summarize_road, "ROAD: remove the top / bottom p % of pixels, impute them (noisy linear), score",
-             rows=("road", "road_morf", "road_lerf"))(road)
+batch_metric("road", "ROAD: remove the top / bottom p % of pixels, impute them (noisy linear), score",
+             summarize=summarize_road, rows=(COMBINED, MORF, LERF), settings=RoadSettings, settings_key="road")(road)

@@ -4,18 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from camexp.metrics import AVG_DROP, INCREASE, WIN
 from camexp.metrics.perturbation import DELETION, INSERTION, KEEP_DROP, KEEP_INCREASE
 from camexp.metrics.pointing import ENERGY, POINTING_ALL, POINTING_DIFFICULT
-
-AVG_DROP = "Average drop % (lower is better)"
-INCREASE = "% increase in confidence (higher is better)"
-WIN = "Win % (higher is better)"
 
 
 def _faith(pp: tuple[float, float, float], other: tuple[float, float, float], other_name: str = "gradcam",
            pp_name: str = "gradcam++") -> dict[str, dict[str, float]]:
-    return {AVG_DROP: {pp_name: pp[0], other_name: other[0]}, INCREASE: {pp_name: pp[1], other_name: other[1]},
-            WIN: {pp_name: pp[2], other_name: other[2]}}
+    return {row.label: {pp_name: pp[i], other_name: other[i]} for i, row in enumerate((AVG_DROP, INCREASE, WIN))}
 
 
 # table -> (caption, main-table rows: row label -> method -> value)
@@ -35,15 +31,17 @@ PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
     # PROTOCOL.md section 11
     "scorecam": ("Score-CAM paper Tables 1-3: ILSVRC2012 val, torchvision VGG-16, 2000 random images "
                  "(energy pointing: 500 images)", {
-        KEEP_DROP: {"gradcam": 47.8, "gradcam++": 45.5, "scorecam": 31.5},
-        KEEP_INCREASE: {"gradcam": 19.6, "gradcam++": 18.9, "scorecam": 30.6},
-        INSERTION: {"gradcam": 0.357, "gradcam++": 0.346, "scorecam": 0.386},
-        DELETION: {"gradcam": 0.089, "gradcam++": 0.082, "scorecam": 0.077},
-        ENERGY: {"gradcam": 48.1, "gradcam++": 49.3, "scorecam": 63.7}}),
+        KEEP_DROP.label: {"gradcam": 47.8, "gradcam++": 45.5, "scorecam": 31.5},
+        KEEP_INCREASE.label: {"gradcam": 19.6, "gradcam++": 18.9, "scorecam": 30.6},
+        INSERTION.label: {"gradcam": 0.357, "gradcam++": 0.346, "scorecam": 0.386},
+        DELETION.label: {"gradcam": 0.089, "gradcam++": 0.082, "scorecam": 0.077},
+        ENERGY.label: {"gradcam": 48.1, "gradcam++": 49.3, "scorecam": 63.7}}),
     "torchray_vgg16": ("TorchRay pointing game, PASCAL VOC 2007 test, VGG-16 (VOC fine-tuned)", {
-        POINTING_ALL: {"gradcam": 86.6, "center": 69.6}, POINTING_DIFFICULT: {"gradcam": 74.0, "center": 42.4}}),
+        POINTING_ALL.label: {"gradcam": 86.6, "center": 69.6},
+        POINTING_DIFFICULT.label: {"gradcam": 74.0, "center": 42.4}}),
     "torchray_resnet50": ("TorchRay pointing game, PASCAL VOC 2007 test, ResNet-50 (VOC fine-tuned)", {
-        POINTING_ALL: {"gradcam": 90.4, "center": 69.6}, POINTING_DIFFICULT: {"gradcam": 82.3, "center": 42.4}}),
+        POINTING_ALL.label: {"gradcam": 90.4, "center": 69.6},
+        POINTING_DIFFICULT.label: {"gradcam": 82.3, "center": 42.4}}),
 }
 
 # Equivalence paper (VGG-16, ImageNetV2 MatchedFrequency, 4219 confident images): pair -> (R, mean, std)

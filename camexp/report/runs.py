@@ -38,6 +38,26 @@ class RunFolder:
         return [m if isinstance(m, str) else m["name"] for m in self.config["methods"]]
 
 
+STUDY_JSON, STUDY_REPORT = "study.json", "study_report.md"  # a human-trust study folder (camexp/study)
+
+
+def find_studies(results_dir: Path) -> list[Path]:
+    """Every human-trust study folder (holding study.json, from `camexp study make`) below `results_dir`:
+    not runs, but `camexp table` lists them beside the runs."""
+    return sorted(p.parent for p in results_dir.rglob(STUDY_JSON))
+
+
+def study_section(folder: Path) -> str:
+    """A study folder's tally report (headings one level down), or a note that it is a study not yet tallied."""
+    report = folder / STUDY_REPORT
+    if not report.is_file():
+        return (f"## Human-trust study: {folder}\n\nA study (from `camexp study make`), not a run: no answers tallied "
+                f"yet (`camexp study tally {folder} ANSWERS...`).\n")
+    lines = report.read_text().splitlines()[1:]
+    return "\n".join([f"## Human-trust study: {folder}", *("#" + line if line.startswith("#") else line
+                                                             for line in lines)]) + "\n"
+
+
 def find_runs(results_dir: Path) -> list[Path]:
     """Every folder holding a run.json below `results_dir` (a run that has not recorded an image yet
     included), sorted."""

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from camexp.analyses import ANALYSIS_RESULTS
 from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
-from camexp.metrics import ROW_LABELS, MetricParams, MetricResult, batch_metrics, compute_metrics
+from camexp.metrics import MetricParams, MetricResult, batch_metrics, compute_metrics
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
-from camexp.report.runs import find_runs, open_run
-from camexp.report.uncertainty import RunStats, compute_stats, extra_values, main_cells, pairwise_markdown, \
-    stats_settings, with_missing_rows, write_stats
+from camexp.report.runs import find_runs, find_studies, open_run, study_section
+from camexp.report.uncertainty import RunStats, compute_stats, extra_values, label_of, main_cells, \
+    pairwise_markdown, stats_settings, with_missing_rows, write_stats
 from camexp.results import METRIC_RECORDS, RUN_JSON, final_metric_rows, read_json, records_view
 
 
@@ -50,7 +50,7 @@ def summarize(cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None
         if per_batch:
             rows = final_metric_rows(run_dir / METRIC_RECORDS, set(records["index"].astype(int)), methods)
             for m in per_batch:
-                result.merge(m.summarize(rows[rows["metric"].isin(m.row_names)], methods, cfg))
+                result.merge(m.summary_of(rows[rows["metric"].isin(m.row_names)], methods, cfg))
         for a in cfg.analyses:
             if a in ANALYSIS_RESULTS:
                 result.merge(ANALYSIS_RESULTS[a](run_dir, records, methods))
@@ -199,6 +199,7 @@ class Report:
     frame: pd.DataFrame
     summaries: list[RunSummary]
     warnings: list[str]
+    studies: list[str] = field(default_factory=list)  # human-trust study folders: their report sections
 
 
 def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any] | None = None) -> Report:
@@ -217,11 +218,13 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
         if compare_paper and (w := paper_warning(s) or (None if s.paper else "no `paper:` in its config")):
             warnings.append(f"{run_dir}: {w}")
         frames.append(_long(s, compare_paper))
+    studies = [study_section(folder) for folder in find_studies(results_dir)]
+    parts += studies
     if warnings:
         parts += ["## Not reported / warnings", "", *(f"- {w}" for w in warnings), ""]
     columns = ["run", "metric", "method", "value", "lo", "hi"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return Report("\n".join(parts), table, summaries, warnings)
+    return Report("\n".join(parts), table, summaries, warnings, studies)
 
 
 def write_report(rep: Report, folder: Path, name: str = "report") -> None:
@@ -243,7 +246,7 @@ def _long(s: RunSummary, compare_paper: bool) -> pd.DataFrame:
     if s.stats is None:
         long = long.assign(lo=float("nan"), hi=float("nan"))
     else:
-        keyed = s.stats.per_method.assign(metric=s.stats.per_method.metric.map(lambda k: ROW_LABELS.get(k, k)))
+        keyed = s.stats.per_method.assign(metric=s.stats.per_method.metric.map(label_of))
         long = long.merge(keyed[["metric", "method", "lo", "hi"]], on=["metric", "method"], how="left")
     if compare_paper and s.paper in PUBLISHED:
         pub = PUBLISHED[s.paper][1]

@@ -18,25 +18,33 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
+from camexp.analyses import ANALYSES
 from camexp.analyses.localization import MLOC_CSV, mloc_rows, row_label
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
-from camexp.metrics import METRICS, PER_IMAGE_MEANS, ROW_LABELS, BatchMetric, MetricParams, RecordsView
-from camexp.metrics import faithfulness as F
+from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows
 from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, bootstrap_frames, interval_tables, log_values, \
     relperf_table, wide_metrics, win_table, win_values
-from camexp.results import read_records
+from camexp.results import METRIC_RECORDS, read_records
 
-PER_IMAGE_METRICS = "per_image_metrics.csv"
 SUMMARY_LONG = "summary_long.csv"
 PAIRWISE = "pairwise.csv"
 PER_METHOD_COLUMNS = ["metric", "method", "value", "lo", "hi", "n"]
 PAIR_COLUMNS = ["metric", "method_a", "method_b", "value", "lo", "hi", "interval", "p_value", "n", "n_untied"]
-# Which way is better, per metric key: what marks the best method and ranks a leaderboard.
-LOWER_IS_BETTER = {"avg_drop": True, "increase": False, "win": False, "best_share": False}
-MLOC_PREFIX = row_label(0.0).split("=")[0]  # 'mLoc δ'
-NULL = {"win": 50.0}  # a pairwise value meaning "no difference" (0 for differences)
 NOT_DISTINGUISHABLE = "≈"
+
+
+def row_of(key: str) -> Row | None:
+    """The registered row (of a metric or an analysis) that `key` names, or None (e.g. a plug-in's long-form
+    values without a declared row)."""
+    rows = [*all_rows(), *(r for _, factory in ANALYSES.items() for r in getattr(factory, "rows", ()))]
+    return next((r for r in rows if r.matches(key)), None)
+
+
+def label_of(key: str) -> str:
+    """The main table's label of metric key `key` (the key itself when no row or a prefix row names it)."""
+    row = row_of(key)
+    return key if row is None or row.prefix else row.label
 
 
 @dataclass
@@ -73,8 +81,8 @@ def extra_values(run_dir: Path | None, records: pd.DataFrame, methods: list[str]
     if run_dir is None:
         return None
     parts = []
-    if (run_dir / PER_IMAGE_METRICS).exists():
-        parts.append(per_image_means(read_records(run_dir / PER_IMAGE_METRICS, LONG_COLUMNS)))
+    if (run_dir / METRIC_RECORDS).exists():
+        parts.append(per_image_means(read_records(run_dir / METRIC_RECORDS, LONG_COLUMNS)))
     if "mloc" in analyses and (run_dir / MLOC_CSV).exists():
         loc = mloc_rows(run_dir, records, methods).groupby(["image_id", "method", "delta"])["loc"]
         loc = loc.agg(value="mean", weight="size").reset_index()
@@ -85,24 +93,25 @@ def extra_values(run_dir: Path | None, records: pd.DataFrame, methods: list[str]
 def per_image_means(rows: pd.DataFrame) -> pd.DataFrame:
     """per_image_metrics.csv as one value per (image, method, metric), ready for the bootstrap.
 
-    Rows of camexp's own per-batch metrics (written with `index` and `class`) count only where their summary
-    is a mean over images (PER_IMAGE_MEANS): a NaN value is an image seen without a value and is dropped,
-    and the value is scaled as the summary row is. Rows of other metrics (a plug-in's long-form values)
-    are taken as they are."""
+    Rows of registered per-batch metrics (written with `index` and `class`) count only where their summary
+    is a mean over images (`Row.image_mean`): a NaN value is an image seen without a value and is dropped,
+    and the value is scaled as the summary row is. Rows of other metrics (long-form values a plug-in wrote
+    itself) are taken as they are."""
     if "class" not in rows.columns:
         return rows
-    own = {m for entry in METRICS.items() if isinstance(entry[1], BatchMetric) for m in entry[1].row_names}
+    entries = [entry for _, entry in METRICS.items() if isinstance(entry, BatchMetric)]
+    own = {key for entry in entries for key in entry.row_names}
+    scale = {r.key: r.scale for entry in entries for r in entry.rows if r.image_mean}
     foreign = rows[~rows["metric"].isin(own)]
-    mine = rows[rows["metric"].isin(PER_IMAGE_MEANS)].dropna(subset=["value"])
-    mine = mine.assign(value=mine["value"] * mine["metric"].map(lambda k: PER_IMAGE_MEANS[k][1]))
+    mine = rows[rows["metric"].isin(scale)].dropna(subset=["value"])
+    mine = mine.assign(value=mine["value"] * mine["metric"].map(scale))
     return pd.concat([foreign[LONG_COLUMNS], mine[LONG_COLUMNS]], ignore_index=True)
 
 
 def lower_is_better(metric: str) -> bool | None:
-    """Which way `metric` improves (mLoc at any δ: higher); None when camexp does not know."""
-    if metric in PER_IMAGE_MEANS:
-        return PER_IMAGE_MEANS[metric][2]
-    return LOWER_IS_BETTER.get(metric, False if metric.startswith(MLOC_PREFIX) else None)
+    """Which way `metric` improves, as its row says; None when no registered row names it."""
+    row = row_of(metric)
+    return None if row is None else row.lower_is_better
 
 
 def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, settings: StatsConfig,
@@ -115,13 +124,8 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
     def frame(values: torch.Tensor) -> pd.DataFrame:
         return pd.DataFrame(values.double().numpy(), index=ids, columns=view.methods)
 
-    wides = {}
-    if "avg_drop" in metrics:
-        wides["avg_drop"] = frame(F.drop_per_image(y, o))
-    if "increase" in metrics:
-        wides["increase"] = frame(F.increase_per_image(y, o))
-    if "win" in metrics:
-        wides["best_share"] = frame(100.0 * F.strictly_best(o))
+    wides = {row.key: frame(row.per_image(y, o)) for name in metrics if isinstance(entry := METRICS.get(name), Metric)
+             for row in entry.rows if row.per_image is not None}
     weights: dict[str, pd.DataFrame] = {}
     if extra is not None and len(extra):
         try:
@@ -131,10 +135,10 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
                     raise ValueError("a weight is negative (weights count what an image's value averages)")
                 weights = wide_metrics(extra.fillna({"weight": 1.0}), view.methods, "weight")
         except ValueError as e:
-            raise CamexpError(f"{PER_IMAGE_METRICS}: {e}") from None
+            raise CamexpError(f"{METRIC_RECORDS}: {e}") from None
         clash = sorted(set(more) & set(wides))
         if clash:
-            raise CamexpError(f"{PER_IMAGE_METRICS}: metric(s) {clash} are also computed from the records; "
+            raise CamexpError(f"{METRIC_RECORDS}: metric(s) {clash} are also computed from the records; "
                               "rename them")
         wides.update(more)
     b, level, seed = settings.bootstrap, settings.level, settings.seed
@@ -192,7 +196,8 @@ def _contains_null(pairwise: pd.DataFrame, metric: str, a: str, b: str) -> bool 
                        | ((pairwise.method_a == b) & (pairwise.method_b == a)))]
     if rows.empty or rows[["lo", "hi"]].isna().any(axis=None):
         return None
-    return bool(rows.lo.iloc[0] <= NULL.get(metric, 0.0) <= rows.hi.iloc[0])
+    row = row_of(metric)
+    return bool(rows.lo.iloc[0] <= (0.0 if row is None else row.null) <= rows.hi.iloc[0])
 
 
 def marks(stats: RunStats, metric: str) -> dict[str, str]:
@@ -222,8 +227,8 @@ def marked_cell(value: float, lo: float, hi: float, mark: str, digits: int = 2) 
 
 def with_missing_rows(main: pd.DataFrame, stats: RunStats) -> pd.DataFrame:
     """The main table plus a row for every per-method metric of `stats` it lacks (e.g. those of
-    per_image_metrics.csv), labelled by ROW_LABELS or the metric's own name."""
-    label = stats.per_method.metric.map(lambda k: ROW_LABELS.get(k, k))
+    per_image_metrics.csv), labelled by its row (`label_of`)."""
+    label = stats.per_method.metric.map(label_of)
     extra = stats.per_method.assign(label=label)[~label.isin(main.index)]
     if extra.empty:
         return main
@@ -236,7 +241,7 @@ def main_cells(main: pd.DataFrame, stats: RunStats, fallback: Callable[[object],
     """The main table (metric rows x methods) as text, each number with its interval and mark where the
     run's stats have one, else `fallback(value)`."""
     out = main.map(fallback)
-    label_to_key = {label: key for key, label in ROW_LABELS.items()}
+    label_to_key = {label_of(key): key for key in stats.per_method.metric.unique()}
     per = stats.per_method.set_index(["metric", "method"])
     for label in main.index:
         key = label_to_key.get(label, label)

@@ -1,0 +1,237 @@
+"""`camexp study make`: select the images, compute both methods' maps with the explainer core, and write the
+blind page (page/: what raters load), key.json (which side is which method) and study.json (everything
+that defines the study).
+
+Images are numbered in the order raters first see them (item_000, item_001, ...); each has an original
+(`_o`) and two stimuli (`_a`: left at its first showing, `_b`: right). Method A is on the left for half of
+the images (a seeded balanced draw); `repeats` images are shown once more at the end, sides swapped, so a
+rater's consistency can be measured. Nothing under page/ names a method: only key.json un-blinds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from camexp.accel import disable_tf32, forward_chunk, resolve_device
+from camexp.config import ExperimentConfig
+from camexp.data import ImageDataset, build_dataset, collate
+from camexp.errors import CamexpError
+from camexp.explain.core import Explainer
+from camexp.explain.scoring import Scorer
+from camexp.models import LoadedModel, build_model
+from camexp.report.figures import overlay
+from camexp.report.runs import STUDY_JSON
+from camexp.results import write_json
+from camexp.study.config import StudyConfig, load_study
+from camexp.study.select import F1_CSV, chosen_indices, f1_table, predict, top_f1_indices
+
+KEY_JSON, PAGE, ITEMS_JS = "key.json", "page", "items.js"
+PAGE_FILES = ("index.html", "study.css", "study.js")  # copied from camexp/study/page/
+
+
+@dataclass
+class Plan:
+    """The blind layout: `order[k]` is the selection position of the k-th image shown, `a_is_A[k]` whether
+    its `_a` stimulus (left at its first showing) is method A, `repeats` the images shown again, swapped."""
+
+    order: list[int]
+    a_is_A: list[bool]
+    repeats: list[int]
+
+    @classmethod
+    def draw(cls, n: int, repeats: int, seed: int) -> Plan:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(n).tolist()
+        sides = rng.permutation(np.arange(n) < (n + 1) // 2).tolist()
+        again = rng.permutation(rng.choice(n, min(repeats, n), replace=False)).tolist() if repeats else []
+        return cls(order, [bool(s) for s in sides], [int(r) for r in again])
+
+    def items(self) -> list[tuple[int, bool]]:
+        """(image k, swapped) per item in presentation order: every image once, then the repeats swapped."""
+        return [(k, False) for k in range(len(self.order))] + [(k, True) for k in self.repeats]
+
+
+@dataclass
+class StudyResult:
+    """What `make_study` wrote and chose."""
+
+    folder: Path
+    study_id: str
+    images: int
+    items: int
+    f1: pd.DataFrame | None
+    classes: list[str] = field(default_factory=list)
+
+
+def make_study(
+    config: Path, out: Path | None = None, device: str | None = None, force: bool = False, progress: bool = True
+) -> StudyResult:
+    """Build the study of `config` into `out` (default the config's output folder, results/<name>)."""
+    study, cfg, _ = load_study(config, {"runtime.device": device, "output.dir": str(out) if out else None})
+    folder = cfg.output_dir
+    if (folder / KEY_JSON).exists() and not force:
+        raise CamexpError(
+            f"{folder} already holds a study (key.json); pass --force to replace it (answers given "
+            "to the old page will then be refused by the tally)"
+        )
+    torch.manual_seed(cfg.runtime.seed)  # as a run does: `weights: random` and seeded methods draw the same
+    dev = resolve_device(cfg.runtime.device)
+    disable_tf32(dev)
+    loaded = build_model(cfg.model, dev)
+    scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(dev, cfg.runtime.forward_chunk))
+    explainer = Explainer(loaded, study.method_specs(), cfg.score, scorer)  # a method the model lacks fails here
+    ds = build_dataset(cfg.dataset, loaded.spec)
+    labels = np.array([it.label for it in ds.items])
+    f1 = None
+    sel = study.select
+    if sel.top_f1_classes is not None:
+        if ds.multilabel or not (labels >= 0).any():
+            raise CamexpError(
+                f"{config}: study.select.top_f1_classes needs a single true label per image, and "
+                f"this {cfg.dataset.kind} data set has none (use random: N or image_ids)"
+            )
+        f1 = f1_table(
+            labels, predict(loaded, ds, list(range(len(ds))), dev, cfg.runtime.batch_size, progress), loaded.class_names
+        )
+        chosen = top_f1_indices(labels, f1, sel.top_f1_classes, sel.per_class)
+    else:
+        chosen = chosen_indices(sel, [it.image_id for it in ds.items])
+    if not chosen:
+        raise CamexpError(f"{config}: study.select chose no image of the {len(ds)} listed")
+    plan = Plan.draw(len(chosen), study.repeats, study.seed)
+    if folder.exists() and force:
+        for stale in (PAGE, KEY_JSON, STUDY_JSON, F1_CSV):
+            shutil.rmtree(folder / stale) if (folder / stale).is_dir() else (folder / stale).unlink(missing_ok=True)
+    (folder / PAGE / "img").mkdir(parents=True, exist_ok=True)
+    images = _write_stimuli(study, explainer, ds, [chosen[i] for i in plan.order], plan, folder / PAGE, cfg, progress)
+    return _write_study(study, cfg, config, loaded, folder, images, plan, f1)
+
+
+def _write_stimuli(
+    study: StudyConfig,
+    explainer: Explainer,
+    ds: ImageDataset,
+    shown: list[int],
+    plan: Plan,
+    page: Path,
+    cfg: ExperimentConfig,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Explain the shown images (data set indices, display order) for their target class (the true label,
+    else the top-1 prediction) and write each one's original and two stimuli; one dict per image."""
+    loaded, names = explainer.loaded, explainer.methods
+    dev = loaded.model.mean.device
+    out: list[dict[str, Any]] = []
+    loader = DataLoader(Subset(ds, shown), batch_size=cfg.runtime.batch_size, shuffle=False, collate_fn=collate)
+    with tqdm(total=len(shown), unit="img", desc="stimuli", disable=not progress) as bar:
+        for batch in loader:
+            if batch["bad"].any():
+                raise CamexpError(f"{ds.items[int(batch['index'][batch['bad'].bool()][0])].path}: unreadable image")
+            x = batch["image"].to(dev)
+            labels = batch["label"].to(dev)
+            pred = explainer.scorer.logits(x).argmax(1)
+            targets = torch.where(labels >= 0, labels, pred)
+            ex = explainer.explain(x, targets, batch["image_id"])
+            for i in range(len(x)):
+                k = len(out)
+                first, second = names if plan.a_is_A[k] else names[::-1]
+                stem = f"img/item_{k:03d}"
+                _png(x[i].cpu().permute(1, 2, 0).numpy(), page / f"{stem}_o.png")
+                for side, name in (("a", first), ("b", second)):
+                    _png(_stimulus(study.stimulus, x[i].cpu(), ex.maps[name][i].cpu()), page / f"{stem}_{side}.png")
+                t = int(targets[i])
+                out.append(
+                    {
+                        "image": k,
+                        "image_id": batch["image_id"][i],
+                        "label": int(labels[i]),
+                        "predicted": int(pred[i]),
+                        "target": t,
+                        "class_name": loaded.class_names[t] if loaded.class_names else f"class {t}",
+                        "a": "A" if plan.a_is_A[k] else "B",
+                    }
+                )
+            bar.update(len(x))
+    return out
+
+
+def _stimulus(kind: str, image: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
+    """(H,W,3) in [0,1]: E = L * I (explanation) or the jet heatmap blended over the image (overlay)."""
+    return (cam[None] * image).permute(1, 2, 0).numpy() if kind == "explanation" else overlay(image, cam)
+
+
+def _png(hwc: np.ndarray, path: Path) -> None:
+    Image.fromarray((np.clip(hwc, 0, 1) * 255).round().astype(np.uint8)).save(path, optimize=True)
+
+
+def _write_study(
+    study: StudyConfig,
+    cfg: ExperimentConfig,
+    config: Path,
+    loaded: LoadedModel,
+    folder: Path,
+    images: list[dict[str, Any]],
+    plan: Plan,
+    f1: pd.DataFrame | None,
+) -> StudyResult:
+    """key.json, study.json, f1_per_class.csv and the page (its static files and items.js)."""
+    names = [r[0] for r in study.method_specs()]
+    items = []
+    for n, (k, swapped) in enumerate(plan.items()):
+        a = images[k]["a"]
+        sides = (a, "B" if a == "A" else "A")
+        left, right = sides[::-1] if swapped else sides
+        items.append({"item": n, "image": k, "left": left, "right": right, "repeat": swapped})
+    body = {"methods": {"A": names[0], "B": names[1]}, "images": images, "items": items}
+    definition = {"study": study.model_dump(mode="json"), "fingerprint": cfg.fingerprint(), **body}
+    study_id = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
+    write_json(folder / KEY_JSON, {"study_id": study_id, **body})
+    classes = list(dict.fromkeys(im["class_name"] for im in images))
+    write_json(
+        folder / STUDY_JSON,
+        {
+            "study_id": study_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config_path": str(config),
+            "config": cfg.model_dump(mode="json"),
+            "study": study.model_dump(mode="json"),
+            "model": {"name": loaded.name, "layer": loaded.layer_name, "weights": cfg.model.weights},
+            "images": len(images),
+            "image_ids": sorted(im["image_id"] for im in images),
+            "items": len(items),
+            "repeats": len(plan.repeats),
+            "classes": classes,
+            "selection_f1": None if f1 is None else f1.head(study.select.top_f1_classes or 0).to_dict("records"),
+        },
+    )
+    if f1 is not None:
+        f1.to_csv(folder / F1_CSV, index=False, float_format="%.4f")
+    page = folder / PAGE
+    for name in PAGE_FILES:
+        (page / name).write_bytes(resources.files("camexp.study").joinpath("page").joinpath(name).read_bytes())
+    shown = [
+        {
+            "class_name": images[k]["class_name"],
+            "original": f"img/item_{k:03d}_o.png",
+            "left": f"img/item_{k:03d}_{'b' if swapped else 'a'}.png",
+            "right": f"img/item_{k:03d}_{'a' if swapped else 'b'}.png",
+        }
+        for k, swapped in plan.items()
+    ]
+    data = {"id": study_id, "title": study.title, "question": study.question, "items": shown}
+    (page / ITEMS_JS).write_text(f"window.CAMEXP_STUDY = {json.dumps(data, indent=1)};\n")
+    return StudyResult(folder, study_id, len(images), len(items), f1, classes)

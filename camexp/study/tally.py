@@ -1,0 +1,425 @@
+"""`camexp study tally`: read the raters' answer files, un-blind them with key.json, report the paper's score.
+
+The paper's score (§4.2): each image's votes are normalised to sum to 1 over {A, B, same} (5 for A, 4 for B
+and 4 "same" of 13 raters: 0.38 / 0.31 / 0.31), and these fractions are summed over the images (Grad-CAM++
+109.69, Grad-CAM 56.08, same 84.23 of 250 images). Beside it: percentile bootstrap intervals over images
+(camexp/metrics/stats.py) and over raters and images (two-level), the exact sign test of A vs B per image
+("same" left out; scipy.stats.binomtest), Fleiss' κ (statsmodels) and Krippendorff's α (krippendorff) over
+{A, B, same}, intra-rater consistency on the repeated items, a per-class breakdown and response times.
+
+Only first showings count towards scores and agreement; the repeated items (sides swapped) only measure
+whether a rater gives the same answer twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import krippendorff
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+from camexp.errors import CamexpError
+from camexp.metrics.stats import percentile_interval, resample_means
+from camexp.report.runs import STUDY_JSON, STUDY_REPORT
+from camexp.study.make import KEY_JSON
+
+FORMAT = "camexp-study-answers/1"
+CHOICES = ("left", "same", "right")
+A, B, SAME = 0, 1, 2  # vote codes; NaN: no answer
+# The paper's published totals (§4.2, 250 images, 13 raters), by camexp method name.
+PAPER = {"gradcam++": 109.69, "gradcam": 56.08, "same": 84.23}
+PAPER_IMAGES = 250
+
+
+@dataclass
+class AnswerFile:
+    """One rater's downloaded answers: item -> (choice, milliseconds)."""
+
+    path: Path
+    rater: str
+    answers: dict[int, tuple[str, float]]
+    items: int
+
+    @property
+    def complete(self) -> bool:
+        return len(self.answers) == self.items
+
+
+@dataclass
+class StudyReport:
+    markdown: str
+    frame: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    paths: tuple[Path, Path] = (Path(), Path())
+
+
+def _json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CamexpError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CamexpError(f"{path}: not a readable {what} ({e})") from None
+
+
+def read_key(study_dir: Path) -> dict[str, Any]:
+    """key.json of a study folder, checked for the fields the tally reads."""
+    key = _json(study_dir / KEY_JSON, "study key (key.json, written by `camexp study make`)")
+    ok = (
+        isinstance(key, dict)
+        and isinstance(key.get("study_id"), str)
+        and isinstance(key.get("items"), list)
+        and isinstance(key.get("images"), list)
+        and set(key.get("methods") or {}) == {"A", "B"}
+    )
+    if not ok:
+        raise CamexpError(f"{study_dir / KEY_JSON}: not a camexp study key (study_id, methods A and B, images, items)")
+    return key
+
+
+def read_answers(path: Path, key: dict[str, Any]) -> AnswerFile:
+    """One answer file, refused with a one-line reason when it is malformed or belongs to another study."""
+    data = _json(path, "answer file")
+    bad = f"{path}: not a camexp study answer file"
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CamexpError(f'{bad} (no "format": "{FORMAT}")')
+    if data.get("study_id") != key["study_id"]:
+        raise CamexpError(
+            f"{path}: answers to study {data.get('study_id')!r}, not to this study "
+            f"{key['study_id']!r}; tally it with its own study folder"
+        )
+    rater, answers, n = data.get("rater"), data.get("answers"), len(key["items"])
+    if not isinstance(rater, str) or not rater.strip() or not isinstance(answers, list):
+        raise CamexpError(f'{bad} (needs a non-empty "rater" and a list "answers")')
+    if data.get("items") != n:
+        raise CamexpError(f"{bad}: it counts {data.get('items')!r} items, the study has {n}")
+    out: dict[int, tuple[str, float]] = {}
+    for j, a in enumerate(answers):
+        item = a.get("item") if isinstance(a, dict) else None
+        ms = a.get("ms") if isinstance(a, dict) else None
+        if (
+            not isinstance(item, int)
+            or not 0 <= item < n
+            or a.get("choice") not in CHOICES
+            or not isinstance(ms, (int, float))
+            or ms < 0
+        ):
+            raise CamexpError(f"{bad}: answer {j} needs an item 0..{n - 1}, a choice of {list(CHOICES)} and ms >= 0")
+        if item in out:
+            raise CamexpError(f"{bad}: item {item} is answered twice")
+        out[item] = (a["choice"], float(ms))
+    return AnswerFile(path, rater.strip(), out, n)
+
+
+def pick_raters(files: list[AnswerFile]) -> tuple[list[AnswerFile], list[str]]:
+    """One answer file per rater: of several files with one rater id the one with most answers (the first
+    given on a tie) is used; every file left out is named in the returned notes."""
+    chosen: dict[str, AnswerFile] = {}
+    for f in files:
+        if f.rater not in chosen or len(f.answers) > len(chosen[f.rater].answers):
+            chosen[f.rater] = f
+    notes = [
+        f"{f.path}: rater {f.rater!r} also answers in {chosen[f.rater].path} ({len(chosen[f.rater].answers)} "
+        f"answers), which is used; this file ({len(f.answers)} answers) is left out"
+        for f in files
+        if chosen[f.rater] is not f
+    ]
+    return list(chosen.values()), notes
+
+
+def vote_matrix(files: list[AnswerFile], key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Un-blinded votes: (raters × items) codes A/B/SAME (NaN: not answered), and (raters × items)
+    milliseconds, and per item the image it shows."""
+    items = key["items"]
+    votes = np.full((len(files), len(items)), np.nan)
+    ms = np.full(votes.shape, np.nan)
+    for r, f in enumerate(files):
+        for n, (choice, t) in f.answers.items():
+            side = items[n][choice] if choice != "same" else "same"
+            votes[r, n] = {"A": A, "B": B, "same": SAME}[side]
+            ms[r, n] = t
+    return votes, ms, np.array([it["image"] for it in items])
+
+
+def image_fractions(votes: np.ndarray) -> np.ndarray:
+    """(images × 3) the paper's per-image scores: each image's votes for A, B and same over its number of
+    votes (votes: raters × images, NaN where a rater gave none; an image without votes is NaN)."""
+    counts = np.stack([(votes == c).sum(0) for c in (A, B, SAME)], axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return counts / counts.sum(1, keepdims=True)
+
+
+def two_level_means(votes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, 3) mean per-image scores when both the raters and the images are resampled with replacement:
+    each resample draws R raters (their votes weighted by how often each was drawn), recomputes every image's
+    fractions from them, then draws N images; an image none of the drawn raters answered drops out."""
+    n_raters, n_images = votes.shape
+    rng = np.random.default_rng(seed)
+    onehot = np.stack([(votes == c) for c in (A, B, SAME)], axis=2).reshape(n_raters, -1).astype(np.float64)
+    rater_draws = np.stack(
+        [np.bincount(rng.integers(0, n_raters, n_raters), minlength=n_raters) for _ in range(n_boot)]
+    )
+    image_draws = np.stack(
+        [np.bincount(rng.integers(0, n_images, n_images), minlength=n_images) for _ in range(n_boot)]
+    )
+    counts = (rater_draws @ onehot).reshape(n_boot, n_images, 3)
+    total = counts.sum(2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(total > 0, counts / total, 0.0)
+        weight = image_draws * (total[..., 0] > 0)
+        return np.einsum("bn,bnk->bk", weight, frac) / weight.sum(1, keepdims=True)
+
+
+def sign_test(fractions: np.ndarray) -> tuple[int, int, int, float]:
+    """Images where more raters preferred A than B (wins), fewer (losses), as many (ties), and the exact
+    two-sided binomial test of p = 1/2 on the untied images (scipy.stats.binomtest); p = 1 when all tie."""
+    ok = ~np.isnan(fractions).any(1)
+    d = fractions[ok, A] - fractions[ok, B]
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return wins, losses, int(ok.sum()) - wins - losses, float(p)
+
+
+def agreement(votes: np.ndarray, categories: int = 3) -> tuple[float, int, float]:
+    """Fleiss' κ over the images every rater answered (statsmodels; κ needs the same raters per image), their
+    number, and Krippendorff's α (nominal; missing answers allowed), for votes coded 0 .. categories - 1
+    (a study's A, B, same). NaN where undefined (one rater, or no variation at all)."""
+    full = ~np.isnan(votes).any(0)
+    kappa = float("nan")
+    if votes.shape[0] >= 2 and full.any():
+        table, _ = aggregate_raters(votes[:, full].T.astype(int), n_cat=categories)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kappa = float(fleiss_kappa(table, method="fleiss"))
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):  # no variation at all: 0/0, NaN
+            alpha = float(
+                krippendorff.alpha(
+                    reliability_data=votes, level_of_measurement="nominal", value_domain=list(range(categories))
+                )
+            )
+    except (ValueError, ZeroDivisionError):
+        alpha = float("nan")
+    return kappa, int(full.sum()), alpha
+
+
+def consistency(votes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
+    """(raters × 2): per rater, repeated items answered both times, and how many of those got the same
+    un-blinded answer (A, B or same) as the first showing."""
+    first = {it["image"]: it["item"] for it in key["items"] if not it["repeat"]}
+    pairs = [(first[it["image"]], it["item"]) for it in key["items"] if it["repeat"]]
+    out = np.zeros((votes.shape[0], 2), dtype=int)
+    for a, b in pairs:
+        both = ~np.isnan(votes[:, a]) & ~np.isnan(votes[:, b])
+        out[:, 0] += both
+        out[:, 1] += both & (votes[:, a] == votes[:, b])
+    return out
+
+
+def _score_rows(
+    frac: np.ndarray, votes: np.ndarray, labels: list[str], n_boot: int, level: float, seed: int
+) -> list[dict[str, Any]]:
+    """Per choice the paper's score over the N rated images (`frac`: N × 3, `votes`: raters × N) as a total and
+    a percentage, with percentile bootstrap intervals over images and over raters and images."""
+    n = len(frac)
+    lo, hi = percentile_interval(resample_means(frac, n_boot, seed), level)
+    lo2, hi2 = (
+        percentile_interval(two_level_means(votes, n_boot, seed), level) if n_boot and n else (np.full(3, np.nan),) * 2
+    )
+    rows = []
+    for j, label in enumerate(labels):
+        for quantity, scale in (("score", n), ("score_percent", 100.0)):
+            rows.append(
+                {
+                    "quantity": quantity,
+                    "subject": label,
+                    "value": frac[:, j].sum() if quantity == "score" else 100 * frac[:, j].sum() / n if n else np.nan,
+                    "lo": scale * lo[j],
+                    "hi": scale * hi[j],
+                    "lo_two_level": scale * lo2[j],
+                    "hi_two_level": scale * hi2[j],
+                    "n": n,
+                }
+            )
+    return rows
+
+
+def tally_study(
+    study_dir: Path,
+    answer_paths: Sequence[Path],
+    *,
+    compare_paper: bool = False,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    out: Path | None = None,
+) -> StudyReport:
+    """Read, check and un-blind every answer file; write study_report.md and .csv into `out` (default the
+    study folder)."""
+    if not 0 < level < 1 or n_boot < 0:
+        raise CamexpError("--level must be in (0, 1) and --bootstrap >= 0")
+    if not (study_dir / STUDY_JSON).is_file():
+        raise CamexpError(f"{study_dir}: not a study folder (no {STUDY_JSON}; make one with `camexp study make`)")
+    key = read_key(study_dir)
+    files, notes = pick_raters([read_answers(Path(p), key) for p in answer_paths])
+    votes, ms, image_of = vote_matrix(files, key)
+    first = np.array([not it["repeat"] for it in key["items"]])
+    order = np.argsort(image_of[first])
+    image_votes = votes[:, first][:, order]  # raters × images, images in key order
+    frac = image_fractions(image_votes)
+    rated = ~np.isnan(frac).any(1)
+    n = int(rated.sum())
+    names = {"A": key["methods"]["A"], "B": key["methods"]["B"]}
+    labels = [f"A: {names['A']}", f"B: {names['B']}", "same"]
+    rows = _score_rows(frac[rated], image_votes[:, rated], labels, n_boot, level, seed)
+    warnings = list(notes)
+    known = {names["A"], names["B"]} <= set(PAPER)
+    paper_col = [PAPER[names["A"]], PAPER[names["B"]], PAPER["same"]] if compare_paper and known else None
+    if compare_paper and not known:
+        warnings.append(
+            f"--compare-paper: the paper compared gradcam and gradcam++, not {names['A']} and "
+            f"{names['B']}; no published numbers to show"
+        )
+    if paper_col:
+        rows += [
+            {"quantity": "paper_score", "subject": label, "value": v, "n": PAPER_IMAGES}
+            for label, v in zip(labels, paper_col, strict=True)
+        ]
+    wins, losses, ties, p = sign_test(frac)
+    rows.append({"quantity": "sign_test_p", "subject": "A vs B", "value": p, "n": wins + losses})
+    kappa, kappa_n, alpha = agreement(image_votes[:, rated]) if n else (np.nan, 0, np.nan)
+    rows += [
+        {"quantity": "fleiss_kappa", "subject": "A/B/same", "value": kappa, "n": kappa_n},
+        {"quantity": "krippendorff_alpha", "subject": "A/B/same", "value": alpha, "n": n},
+    ]
+    cons = consistency(votes, key)
+    agree = cons[:, 1].sum() / cons[:, 0].sum() if cons[:, 0].sum() else np.nan
+    rows.append(
+        {"quantity": "intra_rater_agreement", "subject": "all raters", "value": agree, "n": int(cons[:, 0].sum())}
+    )
+    median_s = float(np.nanmedian(ms)) / 1000 if np.isfinite(ms).any() else np.nan
+    rows.append(
+        {"quantity": "median_response_s", "subject": "all answers", "value": median_s, "n": int(np.isfinite(ms).sum())}
+    )
+    classes = [key["images"][k]["class_name"] for k in image_of[first][order]]
+    per_class = pd.DataFrame(frac, columns=labels).assign(cls=classes)[rated].groupby("cls", sort=False)
+    for cls, part in per_class:
+        rows += [
+            {"quantity": "class_score", "subject": f"{cls} | {label}", "value": part[label].sum(), "n": len(part)}
+            for label in labels
+        ]
+    frame = pd.DataFrame(
+        rows, columns=["quantity", "subject", "value", "lo", "hi", "lo_two_level", "hi_two_level", "n"]
+    )
+    incomplete = [f for f in files if not f.complete]
+    md = _markdown(
+        key, files, notes, incomplete, frame, labels, n, level, (wins, losses, ties, p), cons, ms, paper_col, per_class
+    )
+    target = out or study_dir
+    target.mkdir(parents=True, exist_ok=True)
+    paths = (target / STUDY_REPORT, target / Path(STUDY_REPORT).with_suffix(".csv").name)
+    paths[0].write_text(md)
+    frame.to_csv(paths[1], index=False)
+    warnings += [
+        f"{f.path}: rater {f.rater!r} answered {len(f.answers)} of {f.items} items (incomplete; the "
+        "answers given are counted)"
+        for f in incomplete
+    ]
+    return StudyReport(md, frame, warnings, paths)
+
+
+def _markdown(
+    key: dict[str, Any],
+    files: list[AnswerFile],
+    notes: list[str],
+    incomplete: list[AnswerFile],
+    frame: pd.DataFrame,
+    labels: list[str],
+    n: int,
+    level: float,
+    sign: tuple[int, int, int, float],
+    cons: np.ndarray,
+    ms: np.ndarray,
+    paper: list[float] | None,
+    per_class: Any,
+) -> str:
+    """study_report.md: the score table first (as in the paper), then tests, agreement, classes and raters."""
+    pct = int(round(100 * level))
+    score = frame[frame.quantity == "score"].reset_index(drop=True)
+    share = frame[frame.quantity == "score_percent"].reset_index(drop=True)
+    head = ["choice", f"score (of {n} images)", "%", f"{pct} % CI, images", f"{pct} % CI, images and raters"]
+    if paper:
+        head += [f"paper (of {PAPER_IMAGES})", "paper %"]
+    lines = [
+        f"# Human-trust study {key['study_id']}",
+        "",
+        f"Method A: {key['methods']['A']}; method B: {key['methods']['B']}. {len(files)} rater(s), "
+        f"{n} image(s) with answers of {len(key['images'])}; {sum(it['repeat'] for it in key['items'])} "
+        "repeated item(s). Score: each image's votes normalised to sum to 1, summed over images (paper §4.2).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for j, label in enumerate(labels):
+        s, p = score.iloc[j], share.iloc[j]
+        cells = [
+            label,
+            f"{s.value:.2f}",
+            f"{p.value:.2f}",
+            f"{s.lo:.2f} – {s.hi:.2f}",
+            f"{s.lo_two_level:.2f} – {s.hi_two_level:.2f}",
+        ]
+        if paper:
+            cells += [f"{paper[j]:.2f}", f"{100 * paper[j] / PAPER_IMAGES:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    wins, losses, ties, p = sign
+    kappa, alpha = (frame.loc[frame.quantity == q, "value"].iloc[0] for q in ("fleiss_kappa", "krippendorff_alpha"))
+    kappa_n = int(frame.loc[frame.quantity == "fleiss_kappa", "n"].iloc[0])
+    agree, repeats = cons[:, 1].sum(), cons[:, 0].sum()
+    lines += [
+        "",
+        f'- Sign test, A vs B per image ("same" left out): more raters preferred A on {wins} image(s), B on '
+        f"{losses}, equal on {ties}; exact two-sided p = {p:.4g} (scipy.stats.binomtest).",
+        f"- Agreement over A / B / same: Fleiss' κ = {kappa:.3f} over the {kappa_n} image(s) every rater answered "
+        f"(statsmodels); Krippendorff's α (nominal) = {alpha:.3f} (krippendorff).",
+        f"- Intra-rater consistency: {agree} of {repeats} repeated answers (sides swapped) agree with the first "
+        f"showing ({100 * agree / repeats:.1f} %)."
+        if repeats
+        else "- Intra-rater consistency: no repeated item answered twice.",
+        f"- Median response time: {np.nanmedian(ms) / 1000:.2f} s per item." if np.isfinite(ms).any() else "",
+        "",
+        "## Per class",
+        "",
+        "| class | images | " + " | ".join(labels) + " |",
+        "|" + "---|" * (2 + len(labels)),
+    ]
+    for cls, part in per_class:
+        lines.append(f"| {cls} | {len(part)} | " + " | ".join(f"{part[label].sum():.2f}" for label in labels) + " |")
+    lines += [
+        "",
+        "## Raters",
+        "",
+        "| rater | answer file | answered | repeats agreeing | median s |",
+        "|---|---|---|---|---|",
+    ]
+    for r, f in enumerate(files):
+        med = np.nanmedian(ms[r]) / 1000 if np.isfinite(ms[r]).any() else np.nan
+        lines.append(
+            f"| {f.rater} | {f.path.name} | {len(f.answers)} of {f.items} | {cons[r, 1]} of {cons[r, 0]} | {med:.2f} |"
+        )
+    if notes or incomplete:
+        lines += [
+            "",
+            f"Duplicate rater ids: {len(notes)} file(s) left out; incomplete answer sets: {len(incomplete)} "
+            "(their answers are counted).",
+            "",
+        ]
+        lines += [f"- {note}" for note in notes]
+        lines += [f"- incomplete: {f.path} (rater {f.rater!r}, {len(f.answers)} of {f.items})" for f in incomplete]
+    return "\n".join(lines) + "\n"
