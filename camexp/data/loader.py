@@ -122,6 +122,7 @@ class DeviceBatches:
     def decode(self, batch: dict[str, Any]) -> dict[str, Any]:
         encoded: list[torch.Tensor | None] = batch.pop("encoded")
         rows = [i for i, e in enumerate(encoded) if e is not None]
+        data = [e for e in encoded if e is not None]
         if not rows:
             return batch
         transform = self.dataset.transform
@@ -129,7 +130,7 @@ class DeviceBatches:
         for i, image in enumerate(batch["image"]):
             if image is not None:
                 images[i].copy_(image, non_blocking=True)
-        for i, image in zip(rows, self._decode_jpegs([encoded[i] for i in rows]), strict=True):
+        for i, image in zip(rows, self._decode_jpegs(data), strict=True):
             if image is None:  # refused by the device's decoder: the CPU path decodes it, or names or flags it
                 sample = self.dataset.sample(int(batch["index"][i]))
                 image, batch["bad"][i] = sample["image"], sample["bad"]
@@ -142,10 +143,12 @@ class DeviceBatches:
     def _decode_jpegs(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """uint8 (3,h,w) images on the device, decoded in one call; when the decoder refuses the batch, one by
         one, with None for each image it refuses alone."""
+        decoded: list[torch.Tensor | None]
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            decoded = list(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
         except RuntimeError:
-            return [_decode_one(d, self.device) for d in data]
+            decoded = [_decode_one(d, self.device) for d in data]
+        return decoded
 
 
 def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
