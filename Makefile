@@ -24,11 +24,14 @@ test: setup
 test-all: setup
 	$(RUN) pytest -q
 
-# Speed side by side (camexp vs the floor, pytorch-grad-cam, torchcam); BENCH_ARGS e.g. "--rounds 5 --limit 96".
+# Speed side by side (camexp vs the floor, its loader and model floors, pytorch-grad-cam, torchcam); BENCH_ARGS
+# e.g. "--rounds 5 --limit 96". Then camexp per workers setting beside its loader and model floors; LOADER_ARGS
+# e.g. "--limit 64 --loader-workers 0 1 auto".
 # Then Score-CAM and Ablation-CAM vs their floors and the peers (about 15 minutes on 2 cores: the peers run
 # every one of Lite0's 1280 channels); FAMILY_ARGS e.g. "--limit 8 --batch-size 4".
 bench: setup
 	$(RUN) python scripts/bench.py $(BENCH_ARGS)
+	$(RUN) python scripts/bench.py --loader $(LOADER_ARGS)
 	$(RUN) python scripts/bench.py --family $(FAMILY_ARGS)
 
 clean:

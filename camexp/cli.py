@@ -36,6 +36,8 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming a killed run"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    profile: bool = typer.Option(False, "--profile", help="print where the time went, stage by stage (GPU: "
+                                                          "synchronised at every stage, runtime.profile)"),
     distributed: Optional[bool] = typer.Option(None, "--distributed/--single-process", show_default="auto",
                                                help="shard the images over torchrun's processes (auto: when "
                                                     "launched by torchrun); see README.md, 'Speed and scale-out'"),
@@ -47,13 +49,22 @@ def run(
 
     try:
         cfg = load_experiment(config, {"dataset.limit": limit, "runtime.device": device,
-                                   "runtime.batch_size": batch_size, "output.dir": str(out) if out else None})
+                                   "runtime.batch_size": batch_size, "output.dir": str(out) if out else None,
+                                   "runtime.profile": profile or None})
         summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config, distributed=distributed)
     except CamexpError as e:
         _fail(e)
     if summary is None:  # a rank other than 0: rank 0 prints
         return
     print_summary(summary, console, compare_paper=summary.paper is not None)
+    if profile:
+        from camexp.profile import table as profile_table
+        from camexp.results import RUN_JSON, read_json
+
+        meta = read_json(cfg.output_dir / RUN_JSON)
+        console.print(profile_table(meta["profile"]), highlight=False, soft_wrap=True, markup=False)
+        if meta.get("images_per_s"):
+            console.print(f"{meta['images_processed']} images at {meta['images_per_s']} images/s", highlight=False)
     console.print(f"run folder: {cfg.output_dir}", markup=False)
 
 

@@ -97,10 +97,22 @@ class ModelConfig(_Strict):
 class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] | str = "auto"
     batch_size: int = Field(8, ge=1)
-    workers: int = Field(0, ge=0)
+    workers: int | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; auto: chosen per device (README.md, 'GPU settings')")
+    decode: Literal["cpu", "gpu"] = Field("cpu", description="where JPEGs are decoded: cpu (PIL) | gpu (torchvision "
+                                                             "decode_jpeg on the CUDA device, resized there)")
+    profile: bool = Field(False, description="synchronise the GPU at every stage mark so run.json's per-stage times "
+                                             "are exact (`camexp run --profile` sets it)")
     seed: int = 0
     forward_chunk: int | None = Field(None, ge=1, description="max images per no-grad forward of explanation images")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast dtype of the forward passes")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"give a number of worker processes (0, 1, ...) or auto, not {v!r}")
+        return v
 
 
 class LocalizationConfig(_Strict):

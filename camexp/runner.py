@@ -22,14 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from camexp import profile
 from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
 from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig, fingerprint_hash
-from camexp.data import ImageDataset, build_dataset, collate
+from camexp.data import ImageDataset, build_dataset
+from camexp.data.loader import loader_settings, make_loader
 from camexp.distributed import Ranks, process_group
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, method_runs
@@ -142,7 +143,9 @@ class Run:
         for job in self.jobs:
             job.start()
         start = time.perf_counter()
-        self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
+        with profile.profiled(setup.device, self.cfg.runtime.profile) as timer:  # stages: camexp/profile.py
+            self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))
+        meta["profile"] = timer.summary()
         self.ranks.barrier()
         wall = time.perf_counter() - start
         self.counts = _sum_counts(self.ranks.gather(self.counts))
@@ -153,6 +156,7 @@ class Run:
         cfg = self.cfg
         torch.manual_seed(cfg.runtime.seed)
         device = self.ranks.device(resolve_device(cfg.runtime.device))
+        self.loader = loader_settings(cfg.runtime.workers, cfg.runtime.decode, device)  # run.json `loader`
         loaded = build_model(cfg.model, device)
         disable_tf32(device)
         if channels_last(device):
@@ -195,6 +199,7 @@ class Run:
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "amp": cfg.runtime.amp, "tf32": False, "channels_last": channels_last(device),
             "host_allocator": s.host_allocator, "world_size": self.ranks.world,
+            "loader": self.loader.describe(),
             "backend": self.ranks.backend, "layer": loaded.layer_name, "layer_layout": loaded.layout.describe(),
             "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": r.resolved}
                                                   for r in s.explainer.runs},
@@ -250,12 +255,12 @@ class Run:
     def _loop(self, s: Setup, pending: list[int]) -> None:
         cfg = self.cfg
         records_path, bad_path = self._own(RECORDS), self._own(BAD_IMAGES)
-        loader = DataLoader(Subset(s.dataset, pending), batch_size=cfg.runtime.batch_size, shuffle=False,
-                            num_workers=cfg.runtime.workers, collate_fn=collate, pin_memory=s.device.type == "cuda")
+        loader = make_loader(s.dataset, pending, cfg.runtime.batch_size, s.device, self.loader)
         drop_sum = np.zeros(len(self.methods))
         processed = 0
         bar = tqdm(total=len(pending), unit="img", desc=cfg.name, disable=not self.progress, dynamic_ncols=True)
         for batch in loader:
+            profile.lap(profile.WAIT_LOADER)
             is_bad = batch["bad"].bool()
             if is_bad.any():
                 with open(bad_path, "a") as f:
@@ -264,6 +269,7 @@ class Run:
             if len(good):
                 rows = self._batch_records(batch, good, s)
                 append_records(records_path, rows)
+                profile.lap(profile.RECORDS)
                 fall = ((rows.y - rows.o).clip(lower=0) / rows.y).to_numpy()
                 drop_sum += fall.reshape(len(self.methods), -1).sum(1)
                 processed += len(good)
@@ -285,11 +291,13 @@ class Run:
         p_true = torch.where(labels >= 0, target_scores(ex.logits, labels.clamp(min=0), cfg.confidence),
                              torch.full_like(y, float("nan")))
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
+        profile.lap(profile.EXPLANATION_FORWARDS)
         if self.jobs:  # one context for every job; appended before the records: a recorded image has its jobs' rows
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
             ctx = BatchContext(cfg, s.explainer, x, ex, sub, self._own)
             for job in self.jobs:
                 job.update(ctx)
+                profile.lap(profile.JOB + job.name)
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}
         return batch_records(batch["index"][good].numpy(), ids, self.methods, y=y, p_true=p_true, targets=ex.targets,
                              pred=ex.logits.argmax(1), labels=labels, o=o.T, **flags)

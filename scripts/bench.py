@@ -21,6 +21,13 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # and vs its floor (the forwards of the non-constant channels' masked images); Ablation-CAM vs
       # pytorch-grad-cam's AblationCAM and vs its floor (one pass of the network after the layer per channel)
   python scripts/bench.py --rss --rss-methods scorecam ablationcam --rss-sizes 2 8 --batch-size 2
+  python scripts/bench.py --loader [--loader-workers 0 1] [--limit 64] [--loader-methods gradcam gradcam++]
+      # camexp's images/s beside its two floors, per workers setting: the loader floor (decode + resize + crop
+      # through camexp's loader, same workers) and the model floor (the same forwards and head backward on
+      # images already on the device)
+  python scripts/bench.py --decode-diff [--limit 300]
+      # per-image |dO| and |dY| of torchvision.io.decode_jpeg + tensor resize (runtime.decode: gpu's path, run
+      # on the CPU) against the PIL path, on the same images, model and methods
 """
 from __future__ import annotations
 
@@ -36,18 +43,20 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
 from camexp.accel import forward_chunk, keep_host_memory
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig, StatsConfig
 from camexp.data import LOADERS, Listing, build_dataset, collate, list_dataset
+from camexp.data.loader import loader_settings, make_loader
 from camexp.metrics import MetricParams, RecordsView
 from camexp.metrics.stats import resample_means
 from camexp.models import LoadedModel, build_model
@@ -91,7 +100,7 @@ def loaded_config() -> ModelConfig:
     return ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package")
 
 
-def camexp_config(images: Path, n: int, batch_size: int, workers: int, out: Path, kind: str = "folder",
+def camexp_config(images: Path, n: int, batch_size: int, workers: int | str, out: Path, kind: str = "folder",
                   extra_metrics: tuple[str, ...] = (), steps: int = 100, methods: tuple[str, ...] = tuple(METHODS)
                   ) -> ExperimentConfig:
     return ExperimentConfig(
@@ -110,7 +119,7 @@ def run_camexp(cfg: ExperimentConfig) -> float:
     return float(read_json(cfg.output_dir / RUN_JSON)["wall_time_s"])
 
 
-def timed_loop(loader: DataLoader, step: Callable[[torch.Tensor], None]) -> float:
+def timed_loop(loader: Iterable[dict], step: Callable[[torch.Tensor], None]) -> float:
     start = time.perf_counter()
     for batch in loader:
         step(batch["image"])
@@ -136,6 +145,47 @@ def bare_forwards(net: nn.Module, normalized: torch.Tensor, n: int, chunk: int) 
     block = normalized.repeat(-(-chunk // len(normalized)), 1, 1, 1)[:chunk].contiguous(memory_format=torch.channels_last)
     for lo in range(0, n, chunk):
         net(block[:min(chunk, n - lo)])
+
+
+def cpu_loader(cfg: ExperimentConfig, ds: torch.utils.data.Dataset, decode_on: torch.device | None = None
+               ) -> Iterable[dict]:
+    """The run's own loader for `cfg` (its workers resolved as a run resolves them) over all of `ds`."""
+    cpu = torch.device("cpu")
+    settings = loader_settings(cfg.runtime.workers, "cpu", cpu)
+    return make_loader(ds, list(range(len(ds))), cfg.runtime.batch_size, cpu, settings, decode_device=decode_on)
+
+
+def loader_floor(loader: Iterable[dict]) -> float:
+    """Seconds to draw every batch (decode + resize + crop + collate) and nothing else."""
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - start
+
+
+def model_floor(loaded: LoadedModel, batches: list[torch.Tensor], n_methods: int, chunk: int | None) -> float:
+    """Seconds for camexp's model calls alone on images already on the device, in plain torch: one forward with
+    the layer's output made a leaf and one backward from the top-1 logits to it (the head only), then the
+    n_methods * B explanation-image forwards in inference mode, in camexp's chunks and layout."""
+    leaves: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inputs: object, out: torch.Tensor) -> torch.Tensor:
+        leaves.append(out.detach().requires_grad_(True))
+        return leaves[-1].clone()
+
+    handle = loaded.layer.register_forward_hook(hook)
+    start = time.perf_counter()
+    for x in batches:
+        with torch.enable_grad():
+            logits = loaded.model(x)
+            torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), leaves.pop())
+        with torch.inference_mode():
+            explained = x.repeat(n_methods, 1, 1, 1)
+            for part in explained.split(chunk or len(explained)):
+                loaded.model.net(loaded.model.normalize(part.contiguous(memory_format=torch.channels_last)))
+    seconds = time.perf_counter() - start
+    handle.remove()
+    return seconds
 
 
 def confidence_on(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -197,22 +247,26 @@ def user_model(loaded: LoadedModel) -> nn.Module:
 # --- modes ---------------------------------------------------------------------------------------------------
 
 
-def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip: list[str]) -> dict:
+def bench(images: Path, n: int, batch_size: int, workers: int | str, rounds: int, skip: list[str]) -> dict:
     """Alternate the contenders for `rounds` rounds; median seconds and images/s of each."""
     tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-"))
     cfg = camexp_config(images, n, batch_size, workers, tmp / "run")
     frozen = build_model(cfg.model)
     user = build_model(cfg.model)
-    nhwc = build_model(cfg.model).model.to(memory_format=torch.channels_last)
+    nhwc_loaded = build_model(cfg.model)
+    nhwc = nhwc_loaded.model.to(memory_format=torch.channels_last)
     ds = build_dataset(cfg.dataset, frozen.spec)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    loader = cpu_loader(cfg, ds)
     preloaded = [b["image"] for b in loader]
+    on_device = [x.contiguous(memory_format=torch.channels_last) for x in preloaded]
+    chunk = forward_chunk(torch.device("cpu"), None)
     contenders: dict[str, Callable[[], float]] = {
         "camexp": lambda: run_camexp(cfg),
+        "loader_floor": lambda: loader_floor(loader),
+        "model_floor": lambda: model_floor(nhwc_loaded, on_device, len(METHODS), chunk),
         "floor": lambda: timed_loop(loader, floor_step(frozen.model)),
         "floor_channels_last": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last)),
-        "floor_chunked": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last,
-                                                              forward_chunk(torch.device("cpu"), None))),
+        "floor_chunked": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last, chunk)),
         "floor_forwards_only": lambda: timed_loop([{"image": x} for x in preloaded], floor_step(frozen.model)),
         "pytorch-grad-cam": lambda: timed_loop(loader, pgc_step(user_model(user), user.layer)),
         "torchcam": lambda: timed_loop(loader, torchcam_step(user_model(user), f"net.{user.layer_name}")),
@@ -227,7 +281,7 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     result: dict = {"images": len(ds), "batch_size": batch_size, "workers": workers, "rounds": rounds,
                     "threads": torch.get_num_threads(), "images_dir": str(images),
                     "seconds": times, "median_s": med, "images_per_s": {k: len(ds) / v for k, v in med.items()}}
-    ratios = {}
+    ratios = floor_ratios(med)
     if "floor" in med:
         ratios["camexp/floor wall"] = med["camexp"] / med["floor"]
     for floor in ("floor_channels_last", "floor_chunked", "floor_forwards_only"):
@@ -239,6 +293,101 @@ def bench(images: Path, n: int, batch_size: int, workers: int, rounds: int, skip
     result["ratios"] = ratios
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def floor_ratios(med: dict[str, float], suffix: str = "") -> dict[str, float]:
+    """camexp's throughput over each floor's, over the faster and the slower floor's, and over the serial
+    floor's (loader then model, one after the other: what cores that both decode and compute can do at best)."""
+    if "loader_floor" + suffix not in med or "model_floor" not in med:
+        return {}
+    loader, model, ours = med["loader_floor" + suffix], med["model_floor"], med["camexp" + suffix]
+    return {f"camexp{suffix}/loader_floor throughput": loader / ours,
+            f"camexp{suffix}/model_floor throughput": model / ours,
+            f"camexp{suffix}/faster floor throughput": min(loader, model) / ours,
+            f"camexp{suffix}/slower floor throughput": max(loader, model) / ours,
+            f"camexp{suffix}/serial floors throughput": (loader + model) / ours}
+
+
+def loader_bench(images: Path, n: int | None, batch_size: int, workers: list[int | str], rounds: int,
+                 methods: tuple[str, ...]) -> dict:
+    """Per workers setting, camexp's run and its loader floor; once, the model floor (on pre-decoded images, so
+    it does not depend on the workers); all in alternating rounds, the order reversed every other round."""
+    tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-"))
+    cfgs = {w: camexp_config(images, n, batch_size, w, tmp / f"run-{w}", methods=methods) for w in workers}
+    loaded = build_model(loaded_config())
+    loaded.model.to(memory_format=torch.channels_last)
+    ds = build_dataset(cfgs[workers[0]].dataset, loaded.spec)
+    loaders = {w: cpu_loader(cfg, ds) for w, cfg in cfgs.items()}
+    on_device = [b["image"].contiguous(memory_format=torch.channels_last) for b in loaders[workers[0]]]
+    chunk = forward_chunk(torch.device("cpu"), None)
+    contenders: dict[str, Callable[[], float]] = {
+        "model_floor": lambda: model_floor(loaded, on_device, len(methods), chunk)}
+    for w in workers:
+        contenders[f"camexp@{w}"] = lambda w=w: run_camexp(cfgs[w])
+        contenders[f"loader_floor@{w}"] = lambda w=w: loader_floor(loaders[w])
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(rounds + 1):  # round 0 warms oneDNN's kernels and the page cache; not counted
+        for name in list(contenders)[:: 1 if r % 2 else -1]:
+            seconds = contenders[name]()
+            if r:
+                times[name].append(seconds)
+            print(f"round {r}/{rounds} {name:20s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {}
+    for w in workers:
+        ratios.update(floor_ratios({"model_floor": med["model_floor"], f"camexp@{w}": med[f"camexp@{w}"],
+                                    f"loader_floor@{w}": med[f"loader_floor@{w}"]}, f"@{w}"))
+    return {"images": len(ds), "batch_size": batch_size, "methods": list(methods), "rounds": rounds,
+            "workers": {str(w): loader_settings(w, "cpu", torch.device("cpu")).workers for w in workers},
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
+            "images_dir": str(images), "seconds": times, "median_s": med,
+            "images_per_s": {k: len(ds) / v for k, v in med.items()}, "ratios": ratios}
+
+
+def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str, ...]) -> dict:
+    """The same images read by the PIL path and by runtime.decode: gpu's path run on the CPU (torchvision's
+    decode_jpeg, then the tensor resize and crop): per image, the largest and mean |pixel difference|, whether
+    the top-1 target agrees, |dY| (confidence at the target) and, where the targets agree, |dO| per method."""
+    from camexp.explain.core import Explainer
+    from camexp.explain.scoring import Scorer, confidence
+
+    cpu = torch.device("cpu")
+    cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")), methods=methods)
+    loaded = build_model(cfg.model)
+    loaded.model.to(memory_format=torch.channels_last)
+    explainer = Explainer(loaded, list(methods), scorer=Scorer(loaded.model, chunk=forward_chunk(cpu, None)))
+    ds = build_dataset(cfg.dataset, loaded.spec)
+
+    def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ex = explainer.explain(x)
+        y = confidence(ex.logits, "softmax").gather(1, ex.targets[:, None])[:, 0]
+        return ex.targets, y, explainer.scorer.explanations(x, ex.maps, ex.targets)
+
+    rows: dict[str, list] = {"pixel_max": [], "pixel_mean": [], "same_target": [], "dy": [], "do": []}
+    for a, b in zip(cpu_loader(cfg, ds), cpu_loader(cfg, ds, decode_on=cpu), strict=True):
+        assert a["image_id"] == b["image_id"]
+        diff = (a["image"] - b["image"]).abs()
+        rows["pixel_max"] += diff.amax(dim=(1, 2, 3)).tolist()
+        rows["pixel_mean"] += diff.mean(dim=(1, 2, 3)).tolist()
+        (ta, ya, oa), (tb, yb, ob) = outputs(a["image"]), outputs(b["image"])
+        same = ta == tb
+        rows["same_target"] += same.tolist()
+        rows["dy"] += (ya - yb).abs()[same].tolist()
+        rows["do"] += (oa - ob).abs()[same].flatten().tolist()
+
+    def spread(v: list[float]) -> dict[str, float]:
+        q = np.quantile(v, [0.5, 0.99, 1.0]) if v else [float("nan")] * 3
+        return {"median": float(q[0]), "p99": float(q[1]), "max": float(q[2]),
+                "mean": float(np.mean(v)) if v else float("nan")}
+
+    return {"images": len(rows["same_target"]), "methods": list(methods), "images_dir": str(images),
+            "targets_agree": sum(rows["same_target"]),
+            "pixel_max_abs_x255": spread([255 * v for v in rows["pixel_max"]]),
+            "pixel_mean_abs_x255": spread([255 * v for v in rows["pixel_mean"]]),
+            "abs_dY_same_target": spread(rows["dy"]), "abs_dO_same_target": spread(rows["do"]),
+            "pil_decoder": loader_settings(0, "cpu", cpu).decoder,
+            "tensor_decoder": f"torchvision {torchvision.__version__} decode_jpeg on cpu + tensor resize "
+                              "(runtime.decode: gpu's code path)"}
 
 
 def rss_child(images: Path, n: int, batch_size: int, workers: int, metrics: tuple[str, ...] = (), steps: int = 100,
@@ -527,12 +676,23 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
             "ratios": ratios, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def workers_arg(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 16; 2 with --family)")
-    p.add_argument("--workers", type=int, default=RuntimeConfig().workers, help="DataLoader workers (all contenders)")
+    p.add_argument("--workers", type=workers_arg, default=RuntimeConfig().workers,
+                   help="DataLoader workers (all contenders): a number or auto")
+    p.add_argument("--loader", action="store_true", help="camexp beside its loader floor and model floor, per "
+                                                         "--loader-workers setting, instead")
+    p.add_argument("--loader-workers", type=workers_arg, nargs="+", default=[0, 1])
+    p.add_argument("--loader-methods", nargs="+", default=["gradcam", "gradcam++"], help="the methods of --loader")
+    p.add_argument("--decode-diff", action="store_true",
+                   help="|dO| of the tensor decode + resize path against the PIL path instead")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (not camexp)")
     p.add_argument("--rss", action="store_true", help="measure peak RSS of camexp runs instead")
@@ -577,6 +737,17 @@ def main() -> None:
         print(f"channels skipped and model calls: {result['counts']}")
         for k, v in result["profile"].items():
             print(f"{k:62s} {v:.2f}")
+    elif a.loader:
+        result = loader_bench(images, a.limit or 64, batch_size, a.loader_workers, a.rounds, tuple(a.loader_methods))
+        out = a.out.with_name(a.out.stem + "_loader.json")
+        for k, v in result["images_per_s"].items():
+            print(f"{k:20s} {v:7.2f} img/s  (median {result['median_s'][k]:.2f} s for {result['images']} images)")
+        for k, v in result["ratios"].items():
+            print(f"{k:42s} {v:.3f}")
+    elif a.decode_diff:
+        result = decode_diff(images, a.limit, batch_size, ("gradcam", "gradcam++"))
+        out = a.out.with_name(a.out.stem + "_decode.json")
+        print(json.dumps(result, indent=2))
     elif a.metrics:
         result = metrics_bench(images, a.limit or 4, batch_size, a.steps, a.road_percentiles, a.rounds)
         out = a.out.with_name(a.out.stem + "_metrics.json")

@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "camexp"
 # The data flow, upstream first: a module may import only from its own layer or layers before it.
 LAYERS = [
-    {"errors", "registry", "config", "accel", "distributed", "savefig", "lock", "io"},
+    {"errors", "registry", "config", "accel", "profile", "distributed", "savefig", "lock", "io"},
     {"data"},
     {"models"},
     {"explain"},

@@ -68,6 +68,7 @@ class ImageDataset(Dataset):
         self.class_names = class_names
         self.multilabel = multilabel
         self.skip_bad = skip_bad
+        self.encoded = False  # True: JPEGs leave as their file's bytes, decoded in batches on the device
 
     @property
     def has_labels(self) -> bool:
@@ -77,19 +78,30 @@ class ImageDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(index, self.encoded)
+
+    def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
+        """Item `index` as a sample; `encoded`: a JPEG's bytes under `encoded` instead of `image` (None)."""
         it = self.items[index]
         sample: dict[str, Any] = {"image_id": it.image_id, "index": index, "label": it.label, "bad": False}
         boxes = torch.tensor(it.boxes, dtype=torch.float32).reshape(-1, 4) if it.boxes else None
         try:
-            image = decode(it)
-            sample["image"], mapped = self.transform(image, boxes)
-            sample["scale"] = torch.tensor(self.transform.scale(image.height, image.width), dtype=torch.float64)
+            jpeg = read_jpeg(it) if encoded else None
+            if jpeg is None:
+                image = decode(it)
+                (sample["image"], mapped), (width, height) = self.transform(image, boxes), image.size
+            else:
+                (sample["encoded"], (width, height)), sample["image"] = jpeg, None
+                mapped = None if boxes is None else self.transform.map_boxes(boxes, height, width)
+            sample["scale"] = torch.tensor(self.transform.scale(height, width), dtype=torch.float64)
         except BadImageError:
             if not self.skip_bad:
                 raise
             h, w = self.transform.spec.size
             sample.update(image=torch.zeros(3, h, w), bad=True, scale=torch.ones(2, dtype=torch.float64))
             mapped = boxes
+        if encoded:
+            sample.setdefault("encoded", None)
         if self.class_names is not None and self.multilabel:
             multi_hot = torch.zeros(len(self.class_names))
             multi_hot[list(it.labels)] = 1.0
@@ -105,22 +117,41 @@ def decode(item: Item) -> Image.Image:
     """The item's image as the run sees it (RGB, fully decoded). An image whose size differs from the one
     its boxes were checked against is refused: the boxes would be mapped onto the wrong pixels."""
     image = load_rgb(item.path)
-    if item.boxes and item.size and image.size != item.size:
-        (w, h), (aw, ah) = image.size, item.size
-        raise CamexpError(f"{item.path}: the image is {w}x{h} but its annotation gives {aw}x{ah}, so its boxes "
-                          "would be misplaced; fix the annotation")
+    _check_size(item, image.size)
     return image
 
 
-_LIST_KEYS = ("image_id", "boxes", "box_labels", "box_difficult")
+def _check_size(item: Item, size: tuple[int, int]) -> None:
+    if item.boxes and item.size and size != item.size:
+        (w, h), (aw, ah) = size, item.size
+        raise CamexpError(f"{item.path}: the image is {w}x{h} but its annotation gives {aw}x{ah}, so its boxes "
+                          "would be misplaced; fix the annotation")
+
+
+def read_jpeg(item: Item) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """The file's bytes and (width, height) when it is an RGB or grayscale JPEG that a JPEG decoder can take as
+    it is (checked from the header alone), else None: other files go through `decode`. Size rule as `decode`."""
+    try:
+        with Image.open(item.path) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            size = im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None  # `decode` names the problem
+    _check_size(item, size)
+    return torch.frombuffer(bytearray(item.path.read_bytes()), dtype=torch.uint8), size
+
+
+_LIST_KEYS = ("image_id", "boxes", "box_labels", "box_difficult", "encoded")
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors; keep ids and variable-length box tensors as lists."""
+    """Stack tensors; keep ids, variable-length box tensors, encoded files and any key that some sample
+    lacks a value for (images left to decode on the device) as lists."""
     out: dict[str, Any] = {}
     for key in samples[0].keys() | {k for s in samples for k in s}:
         values = [s.get(key) for s in samples]
-        if key in _LIST_KEYS:
+        if key in _LIST_KEYS or any(v is None for v in values):
             out[key] = values
         elif isinstance(values[0], torch.Tensor):
             out[key] = torch.stack(values)

@@ -83,12 +83,21 @@ class PixelTransform:
         return new_h / height, new_w / width
 
     def __call__(self, image: Image.Image, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if boxes is None:
-            return self._to_tensor(self._geometry(image)), None
-        bb = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(image.height, image.width))
-        img, bb = self._geometry(image, bb)
+        mapped = None if boxes is None else self.map_boxes(boxes, image.height, image.width)
+        return self._to_tensor(self._geometry(image)), mapped
+
+    def map_boxes(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Boxes (N,4) xyxy in the pixels of a `height` x `width` image, through the same resize and crop as
+        its pixels, clamped to the input; needs only the image's size, not its pixels."""
+        bb = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(height, width))
         h, w = self.spec.size
-        bb = bb.as_subclass(torch.Tensor).clone()
+        bb = self._geometry(bb).as_subclass(torch.Tensor).clone()
         bb[:, 0::2] = bb[:, 0::2].clamp(0, w)
         bb[:, 1::2] = bb[:, 1::2].clamp(0, h)
-        return self._to_tensor(img), bb
+        return bb
+
+    def tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """A decoded uint8 image tensor (3,h,w), on any device, through the same geometry as a PIL image:
+        torchvision's antialiased resize of tensors and the same centre crop, then [0,1] float32. Resampling
+        rounds differently from PIL's (README.md, 'GPU settings', decode). Tensors have no lanczos resampling."""
+        return self._to_tensor(self._geometry(image)).as_subclass(torch.Tensor)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from camexp import profile
 from camexp.accel import chunks
 from camexp.errors import CamexpError
 from camexp.explain.maps import upsample_normalize
@@ -199,6 +200,7 @@ class Explainer:
         """Maps of every method for images `x` (B,3,H,W in [0,1]); see `activations` for `targets` and
         `image_ids`."""
         logits, inputs = self.activations(x, targets, image_ids)
+        profile.lap(profile.SHARED_PASS)
         maps, constant, finite, counts = {}, {}, {}, {}
         for r in self.runs:
             inputs.counts = {}
@@ -206,4 +208,5 @@ class Explainer:
             counts[r.name] = inputs.counts
             maps[r.name], constant[r.name] = upsample_normalize(raw, tuple(x.shape[-2:]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
+            profile.lap(profile.METHOD + r.name)
         return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts)
