@@ -119,7 +119,7 @@ def table(
             raise CamexpError(f"{results_dir}: no run folders (holding run.json), studies (study.json) or distill "
                               "results (distill.json) found below it")
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
-        stats_settings(**stats)  # a bad value fails here, once, not per run
+        stats_settings(None, **stats)  # a bad value fails here, once, not per run
         if leaderboard:
             md, frame = make_leaderboard(results_dir, metric, stats)
             rep = Report(md, frame, [], [])

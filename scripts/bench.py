@@ -44,7 +44,9 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -53,9 +55,9 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from camexp.accel import forward_chunk, keep_host_memory
+from camexp.accel import CPU_FORWARD_CHUNK, keep_host_memory
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig, StatsConfig
-from camexp.data import LOADERS, Listing, build_dataset, collate, list_dataset
+from camexp.data import LOADERS, ImageDataset, Listing, build_dataset, collate, list_dataset
 from camexp.data.loader import loader_settings, make_loader
 from camexp.metrics import MetricParams, RecordsView
 from camexp.metrics.stats import resample_means
@@ -100,7 +102,7 @@ def loaded_config() -> ModelConfig:
     return ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package")
 
 
-def camexp_config(images: Path, n: int, batch_size: int, workers: int | str, out: Path, kind: str = "folder",
+def camexp_config(images: Path, n: int | None, batch_size: int, workers: int | str, out: Path, kind: str = "folder",
                   extra_metrics: tuple[str, ...] = (), steps: int = 100, methods: tuple[str, ...] = tuple(METHODS)
                   ) -> ExperimentConfig:
     return ExperimentConfig(
@@ -147,7 +149,7 @@ def bare_forwards(net: nn.Module, normalized: torch.Tensor, n: int, chunk: int) 
         net(block[:min(chunk, n - lo)])
 
 
-def cpu_loader(cfg: ExperimentConfig, ds: torch.utils.data.Dataset, decode_on: torch.device | None = None
+def cpu_loader(cfg: ExperimentConfig, ds: ImageDataset, decode_on: torch.device | None = None
                ) -> Iterable[dict]:
     """The run's own loader for `cfg` (its workers resolved as a run resolves them) over all of `ds`."""
     cpu = torch.device("cpu")
@@ -259,7 +261,7 @@ def bench(images: Path, n: int, batch_size: int, workers: int | str, rounds: int
     loader = cpu_loader(cfg, ds)
     preloaded = [b["image"] for b in loader]
     on_device = [x.contiguous(memory_format=torch.channels_last) for x in preloaded]
-    chunk = forward_chunk(torch.device("cpu"), None)
+    chunk = CPU_FORWARD_CHUNK
     contenders: dict[str, Callable[[], float]] = {
         "camexp": lambda: run_camexp(cfg),
         "loader_floor": lambda: loader_floor(loader),
@@ -319,12 +321,12 @@ def loader_bench(images: Path, n: int | None, batch_size: int, workers: list[int
     ds = build_dataset(cfgs[workers[0]].dataset, loaded.spec)
     loaders = {w: cpu_loader(cfg, ds) for w, cfg in cfgs.items()}
     on_device = [b["image"].contiguous(memory_format=torch.channels_last) for b in loaders[workers[0]]]
-    chunk = forward_chunk(torch.device("cpu"), None)
+    chunk = CPU_FORWARD_CHUNK
     contenders: dict[str, Callable[[], float]] = {
         "model_floor": lambda: model_floor(loaded, on_device, len(methods), chunk)}
     for w in workers:
-        contenders[f"camexp@{w}"] = lambda w=w: run_camexp(cfgs[w])
-        contenders[f"loader_floor@{w}"] = lambda w=w: loader_floor(loaders[w])
+        contenders[f"camexp@{w}"] = partial(run_camexp, cfgs[w])
+        contenders[f"loader_floor@{w}"] = partial(loader_floor, loaders[w])
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(rounds + 1):  # round 0 warms oneDNN's kernels and the page cache; not counted
         for name in list(contenders)[:: 1 if r % 2 else -1]:
@@ -355,7 +357,7 @@ def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str
     cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")), methods=methods)
     loaded = build_model(cfg.model)
     loaded.model.to(memory_format=torch.channels_last)
-    explainer = Explainer(loaded, list(methods), scorer=Scorer(loaded.model, chunk=forward_chunk(cpu, None)))
+    explainer = Explainer(loaded, list(methods), scorer=Scorer(loaded.model, chunk=CPU_FORWARD_CHUNK))
     ds = build_dataset(cfg.dataset, loaded.spec)
 
     def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -475,7 +477,7 @@ def metric_batches(images: Path, n: int | None, batch_size: int, method: str) ->
     cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp()))
     loaded = build_model(cfg.model)
     loaded.model.to(memory_format=torch.channels_last)
-    explainer = Explainer(loaded, [method], scorer=Scorer(loaded.model, chunk=forward_chunk(torch.device("cpu"), None)))
+    explainer = Explainer(loaded, [method], scorer=Scorer(loaded.model, chunk=CPU_FORWARD_CHUNK))
     ds = build_dataset(cfg.dataset, loaded.spec)
     out = []
     for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
@@ -492,12 +494,12 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
     from torchcam.metrics import DeletionInsertionMetric
 
-    from camexp.metrics import METRICS
+    from camexp.metrics import batch_metrics
     from camexp.metrics.batch import BatchContext
 
     method = "gradcam++"
     loaded, batches = metric_batches(images, n, batch_size, method)
-    chunk = forward_chunk(torch.device("cpu"), None)
+    chunk = CPU_FORWARD_CHUNK
     cfg = ExperimentConfig(name="bench", dataset=DatasetConfig(root=images), model=loaded_config(),
                            methods=[method], metrics=["insertion", "deletion", "road"],
                            perturbation={"steps": steps, "insertion_substrate": "zero"}, road={"percentiles": percentiles})
@@ -505,16 +507,18 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
     count = sum(len(x) for x, _, _ in batches)
 
     def camexp_metric(names: tuple[str, ...]) -> float:
+        entries = batch_metrics(list(names))
         start = time.perf_counter()
         for x, explainer, ex in batches:
             mb = BatchContext(cfg, explainer, x, ex, {})
-            for name in names:
-                METRICS.get(name).compute(mb)
+            for entry in entries:
+                entry.compute(mb)
         return time.perf_counter() - start
 
     def torchcam() -> float:
         extractor = GivenMaps(net)
-        metric = DeletionInsertionMetric(extractor, lambda z: z.softmax(-1), steps=steps, batch_size=chunk)
+        metric = DeletionInsertionMetric(extractor, lambda z: z.softmax(-1), steps=steps,  # type: ignore[arg-type]
+                                         batch_size=chunk)  # GivenMaps stands in for torchcam's CAM extractor
         start = time.perf_counter()
         for x, _, ex in batches:
             extractor.maps = ex.maps[method]
@@ -581,7 +585,7 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
     cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")))
     loaded = build_model(cfg.model)
     loaded.model.to(memory_format=torch.channels_last)
-    net, chunk = loaded.model.net, forward_chunk(cpu, None)
+    net, chunk = loaded.model.net, CPU_FORWARD_CHUNK
     scorer = Scorer(loaded.model, chunk=chunk)
     explainers = {"scorecam": Explainer(loaded, [("scorecam", "scorecam", {"weighting": "softmax_logits"})], scorer=scorer),
                   "ablationcam": Explainer(loaded, ["ablationcam"], scorer=scorer)}
@@ -596,9 +600,9 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
         natives.append(explainers["ablationcam"].forward_backward(x, grad=False)[4])
     k = loaded.maps_shape[0]
     user = user_model(build_model(cfg.model))
-    layer = user.net.get_submodule(loaded.layer_name)
+    layer = cast(nn.Module, user.net).get_submodule(loaded.layer_name)
 
-    def timed(step: Callable[[int, torch.Tensor], None]) -> float:
+    def timed(step: Callable[[int, torch.Tensor], object]) -> float:
         start = time.perf_counter()
         for j, x in enumerate(batches):
             step(j, x)
@@ -634,7 +638,7 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
                 user(x.contiguous())
                 extractor(class_idx=targets[j].tolist())
 
-    contenders: dict[str, Callable[[int, torch.Tensor], None]] = {
+    contenders: dict[str, Callable[[int, torch.Tensor], object]] = {
         "camexp scorecam": lambda j, x: explainers["scorecam"].explain(x),
         "floor scorecam": floor_scorecam,
         "pytorch-grad-cam ScoreCAM": pgc(ScoreCAM),
@@ -664,7 +668,7 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
         ratios["pytorch-grad-cam/camexp ablationcam wall (speed-up, target >= 5)"] = (
             med["pytorch-grad-cam AblationCAM"] / med["camexp ablationcam"])
     # Where Score-CAM's time goes: how many masked images each side forwards, and how fast.
-    profile = {"scorecam masked images, camexp": totals["scorecam"]["forwards"], "scorecam masked images, peers": count * k}
+    profile: dict[str, float] = {"scorecam masked images, camexp": totals["scorecam"]["forwards"], "scorecam masked images, peers": count * k}
     profile["fewer forwards (constant channels skipped)"] = count * k / totals["scorecam"]["forwards"]
     for name in ("camexp scorecam", "floor scorecam", "pytorch-grad-cam ScoreCAM", "torchcam ScoreCAM"):
         if name in med:

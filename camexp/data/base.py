@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -154,7 +154,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if key in _LIST_KEYS or any(v is None for v in values):
             out[key] = values
         elif isinstance(values[0], torch.Tensor):
-            out[key] = torch.stack(values)
+            out[key] = torch.stack(cast(list[torch.Tensor], values))  # no None: checked above
         else:
             out[key] = torch.tensor(values)
     return out

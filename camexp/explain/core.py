@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -46,8 +46,8 @@ def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]] | list[
     """Resolve method names (or (name, method, params) triples) against the registry; runs already
     resolved pass through, so that a run resolves its methods once."""
     if specs and all(isinstance(s, MethodRun) for s in specs):
-        return list(specs)  # type: ignore[arg-type]
-    triples = [(s, s, {}) if isinstance(s, str) else s for s in specs]
+        return [s for s in specs if isinstance(s, MethodRun)]
+    triples = [(s, s, {}) if isinstance(s, str) else cast(tuple[str, str, dict[str, Any]], s) for s in specs]
     unknown = METHODS.unknown([m for _, m, _ in triples])
     if unknown:
         raise CamexpError(f"unknown method(s) {unknown}; known: {METHODS.names()}")
@@ -155,7 +155,7 @@ class Explainer:
         self.needs_grad = any(r.method.needs_grad for r in self.runs)
 
     def forward_backward(self, x: torch.Tensor, targets: torch.Tensor | None = None, grad: bool = True
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One forward (and with `grad`, one head backward) of pixel images x: logits, targets, A and G in
         map layout, and the layer's native output. `targets` None means the top-1 prediction of each image."""
         with leaf_activation(self.loaded.layer, self.loaded.layout) as store, torch.enable_grad():
@@ -173,11 +173,19 @@ class Explainer:
         """Forward (and, if any method needs it, backward) pass: logits and the methods' context.
         `image_ids` (one per image) seed the methods that draw noise; without them they seed by pixels."""
         logits, t, A, G, native = self.forward_backward(x, targets, self.needs_grad)
+
+        def tail(a: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
+            return self.tail(a, x, native, which)
+
         inputs = MethodInputs(A=A, G=G, targets=t, cam_weight=self.loaded.cam_weight, x=x, logits=logits,
-                              scorer=self.scorer, score=self.score, image_ids=image_ids,
-                              tail=lambda a, which=None: self.tail(a, x, native, which),
-                              grads=lambda x2, t2: self.forward_backward(x2, t2)[2:4])  # type: ignore[return-value]
+                              scorer=self.scorer, score=self.score, image_ids=image_ids, tail=tail, grads=self.grads)
         return logits, inputs
+
+    def grads(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A and G of images x for classes t: one more forward + head backward (`MethodInputs.grads`)."""
+        _, _, A, G, _ = self.forward_backward(x, t)
+        assert G is not None  # forward_backward takes the gradient by default
+        return A, G
 
     def tail(self, a: torch.Tensor, x: torch.Tensor, native: torch.Tensor,
              which: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,7 +214,7 @@ class Explainer:
             inputs.counts = {}
             raw = run_method(r, inputs, image_ids)
             counts[r.name] = inputs.counts
-            maps[r.name], constant[r.name] = upsample_normalize(raw, tuple(x.shape[-2:]))
+            maps[r.name], constant[r.name] = upsample_normalize(raw, (x.shape[-2], x.shape[-1]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
             profile.lap(profile.METHOD + r.name)
         return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts)
