@@ -76,7 +76,8 @@ def metric_records(index: np.ndarray, image_ids: list[str], values: list[PerImag
     with_curve = [v for v in values if v.curve is not None]
     if not with_curves or not with_curve:
         return rows, None
-    points = [" ".join(f"{p:.9g}" for p in row) for v in with_curve for row in v.curve.double().cpu().numpy()]
+    points = [" ".join(f"{p:.9g}" for p in row) for v in with_curve if v.curve is not None
+              for row in v.curve.double().cpu().numpy()]
     pos_c = np.concatenate([v.pos.cpu().numpy() for v in with_curve]).astype(np.int64)
     curves = pd.DataFrame({"index": index[pos_c], "image_id": [image_ids[i] for i in pos_c],
                            "method": [v.method for v in with_curve for _ in range(len(v.pos))],

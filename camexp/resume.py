@@ -97,9 +97,10 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 def describe(keys: list[str], old: dict[str, Any], new: dict[str, Any]) -> str:
     """'score: logit -> softmax, ...' for the first few keys."""
     def value(tree: dict[str, Any], key: str) -> Any:
+        node: Any = tree
         for part in key.split("."):
-            tree = tree.get(part) if isinstance(tree, dict) else None
-        return tree
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
 
     shown = ", ".join(f"{k}: {value(old, k)!r} -> {value(new, k)!r}" for k in keys[:SHOWN])
     return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")

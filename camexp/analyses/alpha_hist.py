@@ -10,6 +10,7 @@ Quartiles and whiskers for the box plot are read off the histogram, so they are 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -68,12 +69,12 @@ class AlphaHistogram:
                 "bins": {int(i): int(counts[i]) for i in nz}}
 
     @classmethod
-    def from_row(cls, row: dict[str, object]) -> "AlphaHistogram":
+    def from_row(cls, row: dict[str, Any]) -> "AlphaHistogram":
         counts = torch.zeros(BINS, dtype=torch.long)
-        for i, n in row["bins"].items():  # type: ignore[union-attr]
+        for i, n in row["bins"].items():
             counts[int(i)] = int(n)
-        return cls(counts, int(row["total"]), int(row["nonzero"]), int(row["near_half"]),  # type: ignore[arg-type]
-                   float(row["min"]), float(row["max"]))  # type: ignore[arg-type]
+        return cls(counts, int(row["total"]), int(row["nonzero"]), int(row["near_half"]),
+                   float(row["min"]), float(row["max"]))
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def list_imagenet_val(cfg: DatasetConfig) -> Listing:
 
 def _detect_layout(root: Path, cfg: DatasetConfig) -> tuple[str, Path | None]:
     """The layout (named in the config, or detected) and its annotation file."""
-    layout = cfg.layout
+    layout: str = cfg.layout
     if layout == "auto":
         if cfg.annotations is not None:
             layout = "kaggle_csv" if cfg.annotations.suffix.lower() == ".csv" else "devkit"

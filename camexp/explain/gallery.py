@@ -62,7 +62,7 @@ def model_configs(model: str | None, models: str | None, weights: str, layer: st
         raise CamexpError("give --model NAME or --models a,b,c")
 
     def per_model(option: str, value: str | None) -> list[str | None]:
-        parts = [None] if value is None else [v.strip() or None for v in value.split(",")]
+        parts: list[str | None] = [None] if value is None else [v.strip() or None for v in value.split(",")]
         if len(parts) == 1:
             return parts * len(names)
         if len(parts) != len(names):
@@ -112,7 +112,10 @@ def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], targ
         for m in methods:
             base, is_guided = split_guided(m)
             cam = ex.maps[base][i]
-            shown = to_display(guided_cam(guided[i:i + 1], cam[None]))[0] if is_guided else None
+            shown = None
+            if is_guided:
+                assert guided is not None  # computed above whenever a method is guided
+                shown = to_display(guided_cam(guided[i:i + 1], cam[None]))[0]
             panels.append(MethodPanel(m, cam.cpu(), (cam * x[i]).cpu(), float(o[i, bases.index(base)]),
                                       None if shown is None else shown.cpu()))
         t = int(ex.targets[i])

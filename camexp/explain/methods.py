@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -21,6 +21,13 @@ from camexp.registry import Registry
 if TYPE_CHECKING:
     from camexp.explain.scoring import Scorer
     from camexp.models import LoadedModel
+
+
+class TailFn(Protocol):
+    """`tail(A', which)`: logits of the network after the layer for activations A' of the images `which`
+    (indices into the batch; None: all of them)."""
+
+    def __call__(self, a: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -39,7 +46,7 @@ class MethodInputs:
     x: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     scorer: "Scorer | None" = None
-    tail: Callable[[torch.Tensor], torch.Tensor] | None = None
+    tail: TailFn | None = None
     grads: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     score: str = "logit"
     image_ids: list[str] | None = None
@@ -175,29 +182,34 @@ def cam(x: MethodInputs) -> torch.Tensor:
 
 @method("gradcam", "Grad-CAM: w_k = mean of G", source="Selvaraju et al., ICCV 2017")
 def gradcam(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     return weighted_sum(x.G.mean((2, 3)), x.A).relu()
 
 
 @method("gradcam+", "Grad-CAM+: w_k = mean of ReLU(G) (equivalence paper eq. 3)", source="equivalence paper, eq. 3")
 def gradcam_plus(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     return weighted_sum(x.G.relu().mean((2, 3)), x.A).relu()
 
 
 @method("gradcam++", "Grad-CAM++: w_k = sum alpha * ReLU(G), exact eq. (14) alpha", uses_alpha=True,
         source="Chattopadhyay et al., WACV 2018, eq. 14")
 def gradcam_pp(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     return weighted_sum(gradcampp_weights(x.alpha, x.G), x.A).relu()
 
 
 @method("gradcam++all", "Grad-CAM++ with alpha on all gradients, no ReLU on G (supplementary Table 4)",
         uses_alpha=True, source="Grad-CAM++ supplementary §6.1")
 def gradcam_pp_all(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     return weighted_sum((x.alpha * x.G).sum((2, 3)), x.A).relu()
 
 
 @method("gradcam++orig", "Grad-CAM++ with alpha normalised per channel over G > 0, as the authors' code",
         uses_alpha=True, source="Grad-CAM++ authors' code (misc/utils.py)")
 def gradcam_pp_orig(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     norm = (x.alpha * (x.G > 0)).sum((2, 3), keepdim=True)
     alpha = x.alpha / torch.where(norm == 0, torch.ones_like(norm), norm)
     return weighted_sum((alpha * x.G.relu()).sum((2, 3)), x.A).relu()
@@ -205,17 +217,20 @@ def gradcam_pp_orig(x: MethodInputs) -> torch.Tensor:
 
 @method("hirescam", "HiRes-CAM (extension): ReLU(sum_k G_k * A_k), element-wise", source="Draelos & Carin, 2020")
 def hirescam(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     return (x.G * x.A).sum(1).relu()
 
 
 @method("layercam", "LayerCAM (extension): ReLU(sum_k ReLU(G_k) * A_k), element-wise", source="Jiang et al., TIP 2021")
 def layercam(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     return (x.G.relu() * x.A).sum(1).relu()
 
 
 @method("xgradcam", "XGrad-CAM: w_k = sum_ij (A_ij / sum_ab A_ab) G_ij (0 where sum_ab A_ab = 0)",
         source="Fu et al., BMVC 2020")
 def xgradcam(x: MethodInputs) -> torch.Tensor:
+    assert x.G is not None  # a method with needs_grad (the default) always gets G
     total = x.A.sum((2, 3))
     w = (x.A * x.G).sum((2, 3)) / torch.where(total == 0, torch.ones_like(total), total)
     return weighted_sum(torch.where(total == 0, torch.zeros_like(w), w), x.A).relu()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from camexp.errors import CamexpError
 from camexp.explain.methods import MethodInputs, gradcampp_alpha, gradcampp_weights, method, weighted_sum
 from camexp.explain.scoring import target_scores
 
@@ -34,11 +35,13 @@ def block_size(per_item: int, chunk: int | None) -> int:
     return max(chunk, n - n % chunk) if chunk else n
 
 
-def image_keys(x: torch.Tensor, image_ids: list[str] | None) -> list[str]:
+def image_keys(x: torch.Tensor | None, image_ids: list[str] | None) -> list[str]:
     """What identifies each image of a batch for seeding: its id; without ids (a direct Explainer call), a
     hash of its pixels. Neither depends on the batch, so batch size and resume do not change the noise."""
     if image_ids is not None:
         return list(image_ids)
+    if x is None:
+        raise CamexpError("image_keys: no image ids and no images to hash; give one of them")
     return [hashlib.sha256(img.detach().cpu().contiguous().numpy().tobytes()).hexdigest() for img in x]
 
 
@@ -127,13 +130,13 @@ def ablationcam(ctx: MethodInputs, denominator: str = "score") -> torch.Tensor:
     such images are counted (`negative_score_images`). `denominator: abs` divides by |y^c| instead (nothing
     flips, nothing is counted), which leaves every positive-score image's map unchanged and gives a shifted head
     the same maps as the unshifted one (y^c - y^c_k does not move with a shared bias)."""
-    A, t = ctx.A, ctx.targets
-    assert ctx.tail is not None
+    A, t, tail = ctx.A, ctx.targets, ctx.tail
+    assert tail is not None  # the Explainer gives model-calling methods a tail
     b, k = A.shape[:2]
     kind = "logit" if ctx.score == "logit" else "softmax"
 
     def score(a: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        return target_scores(ctx.tail(a, which), t[which], kind)
+        return target_scores(tail(a, which), t[which], kind)
 
     y = score(A, torch.arange(b, device=A.device))
     pairs = A.flatten(2).ne(0).any(2).nonzero()
@@ -198,9 +201,10 @@ def center(ctx: MethodInputs) -> torch.Tensor:
     assert ctx.x is not None
     h, w = ctx.x.shape[-2:]
     sigma = min(h, w) / 4
+    device = ctx.x.device
 
     def axis(n: int) -> torch.Tensor:
-        return (torch.arange(n, dtype=torch.float64, device=ctx.x.device) - (n - 1) / 2) ** 2
+        return (torch.arange(n, dtype=torch.float64, device=device) - (n - 1) / 2) ** 2
 
     g = torch.exp(-(axis(h)[:, None] + axis(w)[None, :]) / (2 * sigma**2))
     return g.to(ctx.A.dtype).expand(len(ctx.x), h, w)

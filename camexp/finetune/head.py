@@ -10,8 +10,8 @@ from camexp.errors import CamexpError
 def replace_head(net: nn.Module, num_classes: int) -> nn.Module:
     """Give `net` a freshly initialised `num_classes`-way classifier and return that classifier module."""
     if hasattr(net, "reset_classifier"):  # timm
-        net.reset_classifier(num_classes)
-        return net.get_classifier()
+        net.reset_classifier(num_classes)  # type: ignore[operator]  # timm method, typed via Module.__getattr__
+        return net.get_classifier()  # type: ignore[operator]  # timm method, typed via Module.__getattr__
     linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise CamexpError(f"model.name: {type(net).__name__} has no linear classifier to replace")

@@ -89,6 +89,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         loaded = build_model(cfg.model)
         train, val = _listing(cfg, t.train_split), _listing(cfg, t.val_split)
+        assert train.class_names is not None  # _listing rejects a listing without class names
         self.class_names = train.class_names
         self.spec = loaded.spec
         self.model = loaded.model

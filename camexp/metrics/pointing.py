@@ -23,7 +23,7 @@ Images not selected leave a NaN row, so the selection is counted from the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import pandas as pd
 import torch
@@ -80,6 +80,13 @@ class Truth:
     bare: torch.Tensor
 
 
+class _TensorArgs(TypedDict):
+    """torch.tensor's keyword arguments for the index tensors of `Truth`."""
+
+    dtype: torch.dtype
+    device: torch.device
+
+
 def truth(batch: BatchContext) -> Truth:
     """The ground-truth pairs of the batch, computed once per batch."""
     def make() -> Truth:
@@ -87,7 +94,13 @@ def truth(batch: BatchContext) -> Truth:
         n = len(batch.x)
         boxes = batch.batch.get("boxes") or [None] * n
         labels = batch.batch.get("box_labels") or [None] * n
-        pos, cls, kept, owner, n_cls, n_box, bare = [], [], [], [], [], [], []
+        pos: list[int] = []
+        cls: list[int] = []
+        kept: list[torch.Tensor] = []
+        owner: list[int] = []
+        n_cls: list[int] = []
+        n_box: list[int] = []
+        bare: list[int] = []
         for i, (b, lab) in enumerate(zip(boxes, labels)):
             if b is None or lab is None or not len(lab):
                 bare.append(i)
@@ -102,7 +115,7 @@ def truth(batch: BatchContext) -> Truth:
                 cls.append(c)
                 n_cls.append(len(present))
                 n_box.append(len(lab))
-        long = dict(dtype=torch.long, device=device)
+        long = _TensorArgs(dtype=torch.long, device=device)
         owner_t = torch.tensor(owner, **long)
         visible = torch.zeros(len(pos), dtype=torch.bool, device=device)
         visible[owner_t] = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ _TV_SPEC = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, 
 
 class PixelModel(nn.Module):
     """`net` preceded by the backbone's mean/std normalisation, so callers pass [0,1] RGB images."""
+
+    mean: torch.Tensor  # buffers (register_buffer), which Module.__getattr__ types as Tensor | Module
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, spec: InputSpec):
         super().__init__()
@@ -89,7 +93,8 @@ def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Input
     if pretrained:
         check_download_possible(cfg.name, os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        net = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
+        # timm's stub types create_model's **kwargs as its named options, not the model's own (num_classes)
+        net = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)  # type: ignore[arg-type]
     except Exception as e:  # HF hub offline / missing cache / HTTP errors
         raise offline_hint(cfg.name, e) from None
     return net, InputSpec.from_timm(timm.data.resolve_data_config({}, model=net))
@@ -120,6 +125,7 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
     layout = resolve_layout(LayerProbe(net, layer_name, layer, a, spec.size), cfg.layout)  # type: ignore[arg-type]
     assert isinstance(a, torch.Tensor)
     maps = layout.to_maps(a)
+    maps_shape = cast(tuple[int, int, int], tuple(maps.shape[1:]))  # to_maps returns (B, C, h, w)
     cam_weight, why = find_cam_classifier(net, maps, logits)
     num_classes = logits.shape[1]
     class_names = ckpt.get("class_names") if ckpt else None
@@ -128,7 +134,7 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
 
         class_names = list(imagenet_class_names())
     loaded = LoadedModel(model=PixelModel(net, spec), spec=spec, layer=layer, layer_name=layer_name, layout=layout,
-                         tail=build_tail(net, layer, layer_name, a, logits), maps_shape=tuple(maps.shape[1:]),
+                         tail=build_tail(net, layer, layer_name, a, logits), maps_shape=maps_shape,
                          num_classes=num_classes, class_names=class_names, cam_weight=cam_weight,
                          cam_unavailable=why, name=cfg.name)
     return loaded.to(torch.device(device))

@@ -44,7 +44,8 @@ def auto_layer(net: nn.Module, probe: torch.Tensor, prefer: Layout | None = None
         if layer:
             return layer
     with torch.no_grad(), record_outputs(net) as seen:
-        feats = net.forward_features(probe) if hasattr(net, "forward_features") else None
+        # timm method, typed via Module.__getattr__
+        feats = net.forward_features(probe) if hasattr(net, "forward_features") else None  # type: ignore[operator]
         if feats is None:
             net(probe)
     if feats is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -57,7 +58,8 @@ def _sequential_rest(net: nn.Module, layer_name: str) -> tuple[list[nn.Module], 
 
 def _torchvision_head(net: nn.Module) -> Split | None:
     if all(hasattr(net, a) for a in ("features", "avgpool", "classifier")):
-        return lambda a: net.classifier(torch.flatten(net.avgpool(a), 1))
+        # looked up per call (not bound here): replace_head may swap the classifier after the tail is built
+        return lambda a: cast(nn.Module, net.classifier)(torch.flatten(cast(nn.Module, net.avgpool)(a), 1))
     return None
 
 
@@ -69,9 +71,14 @@ def _candidates(net: nn.Module, layer_name: str) -> list[tuple[str, Split]]:
     rest, outer = _sequential_rest(net, layer_name)
     if outer != layer_name:
         seq = nn.Sequential(*rest)
-        finishers = [f for f in (head if callable(head) else None,
-                                 _torchvision_head(net) if outer == "features" else None) if f is not None]
-        out += [("sequential", lambda a, f=f: f(seq(a))) for f in finishers]
+        finishers: list[Split] = [f for f in (head if callable(head) else None,
+                                              _torchvision_head(net) if outer == "features" else None)
+                                  if f is not None]
+
+        def after_seq(f: Split) -> Split:  # binds f per finisher (a typed stand-in for `lambda a, f=f: ...`)
+            return lambda a: f(seq(a))
+
+        out += [("sequential", after_seq(f)) for f in finishers]
     return out
 
 

@@ -64,6 +64,7 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
     for label, meta, s in zip(labels, metas, summaries):
         complete = meta.get("status") == "complete"
         header = label if complete else f"{label} (incomplete: {meta.get('status')}, {s.images} images)"
+        assert s.stats is not None  # summarize_run_dir always computes stats (stats_settings is never None)
         rows = s.stats.per_method[s.stats.per_method.metric == metric].set_index("method")
         methods += [m for m in rows.index if m not in methods]
         mk = marks(s.stats, metric)
@@ -79,7 +80,7 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
     md_table = pd.DataFrame(cells, index=methods).fillna("").loc[order]
     md_table.insert(0, "mean rank", [f"{mean_rank[m]:.2f}" if pd.notna(mean_rank[m]) else "—" for m in order])
     md_table.index.name = "method"
-    legends = dict.fromkeys(s.stats.legend() for s in summaries)
+    legends = dict.fromkeys(s.stats.legend() for s in summaries if s.stats is not None)
     direction = "lower" if lower else "higher"
     md = "\n".join([
         f"# camexp leaderboard: {metric} ({direction} is better)", "",

@@ -78,7 +78,7 @@ def metric_listing() -> Listing:
     rows, docs = [], {}
     for name, entry in METRICS.items():
         per_batch = isinstance(entry, BatchMetric)
-        doc = _doc(entry.compute if per_batch else entry.fn)
+        doc = _doc(entry.compute if isinstance(entry, BatchMetric) else entry.fn)
         labels = "; ".join(row.label for row in entry.rows)
         settings = entry.settings_key if per_batch and entry.settings is not None else ""
         rows.append({"metric": name, "needs": _metric_needs(entry),

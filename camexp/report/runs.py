@@ -117,7 +117,9 @@ def _liveness(run_dir: Path) -> str:
     owner = read_owner_quietly(run_dir)
     alive = owner.alive() if owner else False
     if alive:
+        assert owner is not None  # alive is False without an owner
         return f"running now: {owner.describe()}"
     if alive is None:
+        assert owner is not None  # alive is False without an owner
         return f"running on another host or stopped: {owner.describe()}"
     return "stopped before the end; the same `camexp run` command resumes it"

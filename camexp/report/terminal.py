@@ -23,7 +23,7 @@ BOLD = re.compile(r"\*\*(.+?)\*\*")  # Markdown bold, as uncertainty.marked_cell
 def print_summary(summary: RunSummary, console: Console, compare_paper: bool = False) -> None:
     """The summary of `summary.md`, laid out for `console`'s width."""
     header = header_lines(summary, compare_paper)
-    parts = [Markdown("\n\n".join(line for line in header if line))]
+    parts: list[RenderableType] = [Markdown("\n\n".join(line for line in header if line))]
     main = (with_paper(summary) if compare_paper else cells(summary)).map(fmt_cell)
     parts.append(fit(main, console, labels_are_methods=False))
     if summary.stats is not None:
