@@ -60,7 +60,7 @@ def test_student_map_gradcheck_in_the_parameters(method: str) -> None:
 
     def maps(*params: torch.Tensor) -> torch.Tensor:
         with torch.nn.utils.stateless._reparametrize_module(net, dict(zip(names, params, strict=True))):
-            logits, A = forward_with_maps(net, net.conv2, FeatureLayout("nchw"), x)
+            logits, A = forward_with_maps(net, net.conv2, FeatureLayout(), x)
             return class_maps(METHODS.get(method), A, logits, classes)
 
     params = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
