@@ -4,7 +4,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo lint test test-all bench clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -16,12 +16,18 @@ demo: setup
 	$(RUN) python scripts/demo_images.py build/demo-images
 	$(RUN) camexp run configs/demo.yaml --fresh
 
+# Lint (ruff), format (ruff format) and types (mypy), all configured in pyproject.toml; part of both test targets.
+lint: setup
+	$(RUN) ruff check camexp scripts tests
+	$(RUN) ruff format --check camexp scripts tests
+	$(RUN) mypy camexp scripts
+
 # The fast tier (every real-model check except the long end-to-end runs marked `slow`): under 5 minutes on 2 cores.
-test: setup
+test: lint
 	$(RUN) pytest -q -m "not slow"
 
 # Everything, `slow` end-to-end runs included: what CI runs.
-test-all: setup
+test-all: lint
 	$(RUN) pytest -q
 
 # Speed side by side (camexp vs the floor, its loader and model floors, pytorch-grad-cam, torchcam); BENCH_ARGS

@@ -4,6 +4,7 @@
 pass that yields the targets, Y, A and G stays in float32: measured on 16 ILSVRC2012 images, bf16 in that
 pass already changed one image's top-1 class, and a target must not depend on a speed setting.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -13,6 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from camexp.errors import CamexpError
+
 
 def resolve_device(name: str) -> torch.device:
     """`runtime.device` as a torch device: 'auto' picks CUDA when present; an unusable name is a one-line error."""

@@ -5,6 +5,7 @@ the loaders' rules of camexp/data/boxes.py),
 model (weights reachable, layer resolves, head size matches the data set's classes) and the config's
 needs (true labels for `target: true` and `relperf`, a GAP+linear head for `cam`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,9 +22,9 @@ from camexp.config import ExperimentConfig
 from camexp.data import Listing, list_dataset
 from camexp.data.base import Item, decode
 from camexp.errors import CamexpError
-from camexp.models import LoadedModel, build_model
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS, metric_problems
+from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
 from camexp.models.filters import NEEDS_LABELS
 
@@ -36,20 +37,30 @@ def label_problems(cfg: ExperimentConfig, items: list[Item]) -> list[str]:
     """What the config needs of the labels that the data set lacks (target: true and relperf need a single
     true label for every image, dataset.min_true_prob for some; the pointing games need boxes)."""
     boxed = [m for m in cfg.metrics if getattr(METRICS.get(m), "needs_boxes", False)]
-    problems = [f"{cfg.dataset.root}: metric(s) {boxed} need ground-truth boxes, but no {cfg.dataset.kind} image has "
-                "any (use kind: voc, or imagenet_val with LOC_val_solution.csv)"] \
-        if boxed and not any(it.boxes for it in items) else []
-    needs = [f"metric {m}" for m in cfg.metrics if METRICS.get(m).needs_labels] + \
-        (["target: true"] if cfg.target == "true" else [])
+    problems = (
+        [
+            f"{cfg.dataset.root}: metric(s) {boxed} need ground-truth boxes, but no {cfg.dataset.kind} image has "
+            "any (use kind: voc, or imagenet_val with LOC_val_solution.csv)"
+        ]
+        if boxed and not any(it.boxes for it in items)
+        else []
+    )
+    needs = [f"metric {m}" for m in cfg.metrics if METRICS.get(m).needs_labels] + (
+        ["target: true"] if cfg.target == "true" else []
+    )
     if cfg.dataset.min_true_prob is not None and not any(it.label >= 0 for it in items):
-        problems.append(f"{cfg.dataset.root}: {NEEDS_LABELS}, and no {cfg.dataset.kind} image has one (remove "
-                        "dataset.min_true_prob, or give dataset.labels)")
+        problems.append(
+            f"{cfg.dataset.root}: {NEEDS_LABELS}, and no {cfg.dataset.kind} image has one (remove "
+            "dataset.min_true_prob, or give dataset.labels)"
+        )
     unlabelled = sum(1 for it in items if it.label < 0)
     if not needs or not unlabelled:
         return problems
-    return problems + [f"{cfg.dataset.root}: {' and '.join(needs)} need(s) a true label for every image (a single "
-                       f"true label per image), but {unlabelled} {cfg.dataset.kind} image(s) have none (give "
-                       "dataset.labels, or use target: predicted)"]
+    return problems + [
+        f"{cfg.dataset.root}: {' and '.join(needs)} need(s) a true label for every image (a single "
+        f"true label per image), but {unlabelled} {cfg.dataset.kind} image(s) have none (give "
+        "dataset.labels, or use target: predicted)"
+    ]
 
 
 @dataclass
@@ -110,8 +121,10 @@ def _check_dataset(cfg: ExperimentConfig, report: CheckReport, quick: bool, prog
     if skipped := listing.provenance.get("skipped_boxes"):
         report.warnings.append(f"{len(skipped)} malformed box(es) skipped (dataset.bad_boxes: skip), e.g. {skipped[0]}")
     if unmatched := listing.provenance.get("labels_without_image"):
-        report.warnings.append(f"{listing.provenance['annotations']}: {unmatched} labelled images are not in the "
-                               "image folder (expected for a subset of val)")
+        report.warnings.append(
+            f"{listing.provenance['annotations']}: {unmatched} labelled images are not in the "
+            "image folder (expected for a subset of val)"
+        )
     if listing.multilabel and (empty := sum(1 for it in items if not it.labels)):
         report.warnings.append(f"{empty} images have no (non-difficult) object label")
     report.errors += label_problems(cfg, items)
@@ -166,12 +179,14 @@ def render(report: CheckReport, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"check: {report.name}", show_header=False)
     layout = report.provenance.get("layout")
-    rows = [("data set", report.dataset_kind + (f" ({layout})" if layout else "")),
-            ("images", _images_row(report)),
-            ("images with boxes", str(report.images_with_boxes)),
-            ("classes (data / model)", f"{report.dataset_classes or '-'} / {report.model_classes or '-'}"),
-            ("layer", report.layer or "-"),
-            ("status", "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]")]
+    rows = [
+        ("data set", report.dataset_kind + (f" ({layout})" if layout else "")),
+        ("images", _images_row(report)),
+        ("images with boxes", str(report.images_with_boxes)),
+        ("classes (data / model)", f"{report.dataset_classes or '-'} / {report.model_classes or '-'}"),
+        ("layer", report.layer or "-"),
+        ("status", "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"),
+    ]
     for key, value in rows:
         table.add_row(key, value if key == "status" else Text(value))
     console.print(table)

@@ -1,8 +1,9 @@
 """The `camexp` command line: a thin Typer layer over config -> runner -> report."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,8 +17,12 @@ if TYPE_CHECKING:
 
 # rich_markup_mode=None: click's help layout, which shows `--compare-paper` as a flag (Typer's rich panels
 # print every flag as `--compare-paper <bool>`, as if it took a value).
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Benchmark CAM methods (CAM, Grad-CAM, Grad-CAM+, Grad-CAM++, ...) the Grad-CAM++ paper's way.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -30,17 +35,24 @@ def _fail(e: CamexpError) -> None:
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="experiment YAML"),
-    limit: Optional[int] = typer.Option(None, help="use only the first N images"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default results/<name>)"),
+    limit: int | None = typer.Option(None, help="use only the first N images"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    batch_size: int | None = typer.Option(None, help="images per batch"),
+    out: Path | None = typer.Option(None, help="run folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming a killed run"),
     progress: bool = typer.Option(True, help="show a progress bar"),
-    profile: bool = typer.Option(False, "--profile", help="print where the time went, stage by stage (GPU: "
-                                                          "synchronised at every stage, runtime.profile)"),
-    distributed: Optional[bool] = typer.Option(None, "--distributed/--single-process", show_default="auto",
-                                               help="shard the images over torchrun's processes (auto: when "
-                                                    "launched by torchrun); see README.md, 'Speed and scale-out'"),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="print where the time went, stage by stage (GPU: synchronised at every stage, runtime.profile)",
+    ),
+    distributed: bool | None = typer.Option(
+        None,
+        "--distributed/--single-process",
+        show_default="auto",
+        help="shard the images over torchrun's processes (auto: when "
+        "launched by torchrun); see README.md, 'Speed and scale-out'",
+    ),
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""
     from camexp.experiment import load_experiment
@@ -48,9 +60,16 @@ def run(
     from camexp.runner import run_experiment
 
     try:
-        cfg = load_experiment(config, {"dataset.limit": limit, "runtime.device": device,
-                                   "runtime.batch_size": batch_size, "output.dir": str(out) if out else None,
-                                   "runtime.profile": profile or None})
+        cfg = load_experiment(
+            config,
+            {
+                "dataset.limit": limit,
+                "runtime.device": device,
+                "runtime.batch_size": batch_size,
+                "output.dir": str(out) if out else None,
+                "runtime.profile": profile or None,
+            },
+        )
         summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config, distributed=distributed)
     except CamexpError as e:
         _fail(e)
@@ -92,13 +111,16 @@ def table(
     results_dir: Path = typer.Argument(Path("results"), help="folder holding run folders"),
     fmt: str = typer.Option("md", "--format", help="md | csv: what to print"),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the published numbers beside ours"),
-    out: Optional[Path] = typer.Option(None, help="where to write report.md and report.csv (default RESULTS_DIR)"),
-    leaderboard: bool = typer.Option(False, "--leaderboard", help="one metric across runs: methods as rows, one "
-                                                                  "column per run, mean rank (leaderboard.md/.csv)"),
+    out: Path | None = typer.Option(None, help="where to write report.md and report.csv (default RESULTS_DIR)"),
+    leaderboard: bool = typer.Option(
+        False,
+        "--leaderboard",
+        help="one metric across runs: methods as rows, one column per run, mean rank (leaderboard.md/.csv)",
+    ),
     metric: str = typer.Option("avg_drop", help="the leaderboard's metric (a metric of summary_long.csv)"),
-    bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)"),
-    level: Optional[float] = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)"),
-    seed: Optional[int] = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)"),
+    bootstrap: int | None = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)"),
+    level: float | None = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)"),
+    seed: int | None = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)"),
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
     from camexp.distill.report import distill_markdown, distill_summaries, with_distill
@@ -116,8 +138,10 @@ def table(
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
         distills, distill_warnings = ([], []) if leaderboard else distill_summaries(results_dir, compare_paper)
         if not find_runs(results_dir) and not find_studies(results_dir) and not distills:
-            raise CamexpError(f"{results_dir}: no run folders (holding run.json), studies (study.json) or distill "
-                              "results (distill.json) found below it")
+            raise CamexpError(
+                f"{results_dir}: no run folders (holding run.json), studies (study.json) or distill "
+                "results (distill.json) found below it"
+            )
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
         stats_settings(None, **stats)  # a bad value fails here, once, not per run
         if leaderboard:
@@ -149,11 +173,11 @@ def table(
 @app.command()
 def finetune(
     config: Path = typer.Argument(..., help="fine-tune YAML (see configs/finetune/*.yaml)"),
-    epochs: Optional[int] = typer.Option(None, help="train until this many epochs are done"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
-    limit: Optional[int] = typer.Option(None, help="use only the first N images of each split"),
-    out: Optional[Path] = typer.Option(None, help="checkpoint file (default checkpoints/<name>.pt)"),
+    epochs: int | None = typer.Option(None, help="train until this many epochs are done"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    batch_size: int | None = typer.Option(None, help="images per batch"),
+    limit: int | None = typer.Option(None, help="use only the first N images of each split"),
+    out: Path | None = typer.Option(None, help="checkpoint file (default checkpoints/<name>.pt)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming from the checkpoint"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -163,9 +187,16 @@ def finetune(
     from camexp.finetune.train import finetune as run_finetune
 
     try:
-        cfg = load_finetune_config(config, {"train.epochs": epochs, "train.device": device,
-                                            "train.batch_size": batch_size, "dataset.limit": limit,
-                                            "output.checkpoint": str(out) if out else None})
+        cfg = load_finetune_config(
+            config,
+            {
+                "train.epochs": epochs,
+                "train.device": device,
+                "train.batch_size": batch_size,
+                "dataset.limit": limit,
+                "output.checkpoint": str(out) if out else None,
+            },
+        )
         result = run_finetune(cfg, fresh=fresh, progress=progress)
     except CamexpError as e:
         _fail(e)
@@ -176,14 +207,14 @@ def finetune(
 @app.command()
 def distill(
     config: Path = typer.Argument(..., help="distill YAML (see configs/poster4_cifar10_wrn.yaml)"),
-    epochs: Optional[int] = typer.Option(None, help="train every arm until this many epochs are done"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
-    limit: Optional[int] = typer.Option(None, help="use only the first N images of each split"),
-    out: Optional[Path] = typer.Option(None, help="results folder (default results/<name>)"),
+    epochs: int | None = typer.Option(None, help="train every arm until this many epochs are done"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    batch_size: int | None = typer.Option(None, help="images per batch"),
+    limit: int | None = typer.Option(None, help="use only the first N images of each split"),
+    out: Path | None = typer.Option(None, help="results folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start every arm over instead of resuming"),
     progress: bool = typer.Option(True, help="show a progress bar"),
-    profile: Optional[int] = typer.Option(None, help="only time N training steps of each arm (vs ce); writes nothing"),
+    profile: int | None = typer.Option(None, help="only time N training steps of each arm (vs ce); writes nothing"),
 ) -> None:
     """Train student arms (ce, +kd, +exp_<map>) from a teacher's explanations; per-arm results over paired seeds."""
     from camexp.distill.config import load_distill_config
@@ -192,9 +223,16 @@ def distill(
     from camexp.distill.train import profile as profile_arms
 
     try:
-        cfg = load_distill_config(config, {"train.epochs": epochs, "train.device": device,
-                                           "train.batch_size": batch_size, "dataset.limit": limit,
-                                           "output.dir": str(out) if out else None})
+        cfg = load_distill_config(
+            config,
+            {
+                "train.epochs": epochs,
+                "train.device": device,
+                "train.batch_size": batch_size,
+                "dataset.limit": limit,
+                "output.dir": str(out) if out else None,
+            },
+        )
         if profile is not None:
             import pandas as pd
 
@@ -212,13 +250,16 @@ def distill(
 @app.command()
 def explain(
     images: list[Path] = typer.Argument(..., help="image files (any format PIL reads; grayscale is fine)"),
-    model: Optional[str] = typer.Option(None, help="timm model name (or tv:NAME)"),
-    models: Optional[str] = typer.Option(None, help="several models a,b,c: one figure row per model"),
-    weights: str = typer.Option("timm", help="timm | random | efficientnet-lite0-package | checkpoint path; "
-                                             "a comma list gives one per model"),
-    layer: Optional[str] = typer.Option(None, help="explained layer (default: the last feature map); comma list per model"),
+    model: str | None = typer.Option(None, help="timm model name (or tv:NAME)"),
+    models: str | None = typer.Option(None, help="several models a,b,c: one figure row per model"),
+    weights: str = typer.Option(
+        "timm", help="timm | random | efficientnet-lite0-package | checkpoint path; a comma list gives one per model"
+    ),
+    layer: str | None = typer.Option(
+        None, help="explained layer (default: the last feature map); comma list per model"
+    ),
     methods: str = typer.Option("gradcam,gradcam++", help="comma list; prefix 'guided-' for Guided Backprop x map"),
-    target_class: Optional[str] = typer.Option(None, "--class", help="class index or name (default: top-1)"),
+    target_class: str | None = typer.Option(None, "--class", help="class index or name (default: top-1)"),
     out: Path = typer.Option(Path("results/explain"), help="folder for the figures"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     confidence: str = typer.Option("softmax", help="softmax | sigmoid (multi-label heads, e.g. VOC fine-tunes)"),
@@ -227,8 +268,18 @@ def explain(
     from camexp.report.figures import explain_files
 
     try:
-        written = explain_files(images, model=model, models=models, weights=weights, layer=layer, methods=methods,
-                                target_class=target_class, out=out, device=device, confidence=confidence)
+        written = explain_files(
+            images,
+            model=model,
+            models=models,
+            weights=weights,
+            layer=layer,
+            methods=methods,
+            target_class=target_class,
+            out=out,
+            device=device,
+            confidence=confidence,
+        )
     except CamexpError as e:
         _fail(e)
     for path in written:
@@ -238,7 +289,7 @@ def explain(
 @app.command()
 def plot(
     run_dir: Path = typer.Argument(..., help="a run folder"),
-    analyses: Optional[str] = typer.Option(None, help="comma list (default: the analyses the run's config enabled)"),
+    analyses: str | None = typer.Option(None, help="comma list (default: the analyses the run's config enabled)"),
 ) -> None:
     """Redraw a run's figures (area curve, alpha statistics, per-pair ratios, drop distributions) from its files."""
     from camexp.report.redraw import redraw
@@ -253,9 +304,12 @@ def plot(
 
 @app.command()
 def methods(
-    target: Optional[str] = typer.Argument(None, metavar="NAME|CONFIG",
-                                           help="a method's name: its full entry; or an experiment YAML: costs "
-                                                "for its model and layer, and its own method settings"),
+    target: str | None = typer.Argument(
+        None,
+        metavar="NAME|CONFIG",
+        help="a method's name: its full entry; or an experiment YAML: costs "
+        "for its model and layer, and its own method settings",
+    ),
     fmt: str = typer.Option("table", "--format", help="table | csv (every field)"),
 ) -> None:
     """List every method: what it needs, what it costs per image beyond the shared pass, and its source.
@@ -289,8 +343,10 @@ def methods(
 def _listing_command(command: str, builder: str, what: str, doc: str) -> None:
     """Register `camexp COMMAND [NAME] [--format]`: the listing that camexp.report.listings.`builder` makes."""
 
-    def listing(name: Optional[str] = typer.Argument(None, metavar="NAME", help=f"{what}'s name: its full entry"),
-                fmt: str = typer.Option("table", "--format", help="table | csv (every field)")) -> None:
+    def listing(
+        name: str | None = typer.Argument(None, metavar="NAME", help=f"{what}'s name: its full entry"),
+        fmt: str = typer.Option("table", "--format", help="table | csv (every field)"),
+    ) -> None:
         from camexp.report import listings
 
         try:
@@ -302,13 +358,21 @@ def _listing_command(command: str, builder: str, what: str, doc: str) -> None:
     app.command(command)(listing)
 
 
-_listing_command("metrics", "metric_listing", "a metric",
-                 "List every metric: what it needs, whether it is computed from the records or per batch, what it is.")
-_listing_command("analyses", "analysis_listing", "an analysis",
-                 "List every analysis: what it needs, whether it works per batch or from the records, what it is.")
+_listing_command(
+    "metrics",
+    "metric_listing",
+    "a metric",
+    "List every metric: what it needs, whether it is computed from the records or per batch, what it is.",
+)
+_listing_command(
+    "analyses",
+    "analysis_listing",
+    "an analysis",
+    "List every analysis: what it needs, whether it works per batch or from the records, what it is.",
+)
 
 
-def _show(listing: "Listing", name: Optional[str], fmt: str) -> None:
+def _show(listing: Listing, name: str | None, fmt: str) -> None:
     """A listing as the compact table, one entry in full (`name`), or CSV of every field."""
     import csv
     import sys
@@ -326,16 +390,20 @@ def _show(listing: "Listing", name: Optional[str], fmt: str) -> None:
 
 
 # `camexp study make|tally`: the paper's human-trust experiment (camexp/study).
-study_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                        help="The paper's human-trust study (§4.2): a blind web page of two methods' maps, and the "
-                             "tally of the raters' answers.")
+study_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="The paper's human-trust study (§4.2): a blind web page of two methods' maps, and the "
+    "tally of the raters' answers.",
+)
 
 
 @study_app.command("make")
 def study_make(
     config: Path = typer.Argument(..., help="study YAML (an experiment config with a `study:` section)"),
-    out: Optional[Path] = typer.Option(None, help="study folder (default results/<name>)"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    out: Path | None = typer.Option(None, help="study folder (default results/<name>)"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     force: bool = typer.Option(False, "--force", help="replace a study already in the folder"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
@@ -347,11 +415,17 @@ def study_make(
     except CamexpError as e:
         _fail(e)
     if result.f1 is not None:
-        console.print(Markdown(f"Per-class F1 of the model (best 10 of {len(result.f1)} classes; all in "
-                               f"{result.folder / 'f1_per_class.csv'}):\n\n"
-                               + result.f1.head(10).to_markdown(index=False, floatfmt=".3f")))
-    console.print(f"study {result.study_id}: {result.images} images, {result.items} items, classes: "
-                  f"{', '.join(result.classes)}", highlight=False)
+        console.print(
+            Markdown(
+                f"Per-class F1 of the model (best 10 of {len(result.f1)} classes; all in "
+                f"{result.folder / 'f1_per_class.csv'}):\n\n"
+                + result.f1.head(10).to_markdown(index=False, floatfmt=".3f")
+            )
+        )
+    console.print(
+        f"study {result.study_id}: {result.images} images, {result.items} items, classes: {', '.join(result.classes)}",
+        highlight=False,
+    )
     console.print(f"page for the raters: {result.folder / PAGE / 'index.html'} (host the page/ folder as it is)")
     console.print(f"key (keep it from the raters): {result.folder / KEY_JSON}")
 
@@ -361,7 +435,7 @@ def study_tally(
     study_dir: Path = typer.Argument(..., help="the study folder (holding key.json)"),
     answers: list[Path] = typer.Argument(..., help="answer files the page downloaded"),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's published scores beside ours"),
-    out: Optional[Path] = typer.Option(None, help="where to write study_report.md/.csv (default STUDY_DIR)"),
+    out: Path | None = typer.Option(None, help="where to write study_report.md/.csv (default STUDY_DIR)"),
     bootstrap: int = typer.Option(1000, help="bootstrap resamples of the intervals (0: none)"),
     level: float = typer.Option(0.95, help="interval coverage"),
     seed: int = typer.Option(0, help="bootstrap seed"),
@@ -370,8 +444,9 @@ def study_tally(
     from camexp.study.tally import tally_study
 
     try:
-        rep = tally_study(study_dir, answers, compare_paper=compare_paper, n_boot=bootstrap, level=level, seed=seed,
-                          out=out)
+        rep = tally_study(
+            study_dir, answers, compare_paper=compare_paper, n_boot=bootstrap, level=level, seed=seed, out=out
+        )
     except CamexpError as e:
         _fail(e)
     console.print(Markdown(rep.markdown))

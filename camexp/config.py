@@ -3,6 +3,7 @@
 pydantic gives us typed models, `extra="forbid"` (unknown keys are errors) and error locations that name
 the offending key path, which is what a one-line config error needs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,15 +12,36 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from camexp.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
 MIN_BOOTSTRAP = 100  # fewer resamples cannot place a 95 % interval's percentiles meaningfully
-PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "equiv1", "equiv2",
-                "scorecam", "torchray_vgg16", "torchray_resnet50")
+PAPER_TABLES = (
+    "table1",
+    "table2",
+    "table3",
+    "table4",
+    "table5",
+    "table6",
+    "table7",
+    "table8",
+    "equiv1",
+    "equiv2",
+    "scorecam",
+    "torchray_vgg16",
+    "torchray_resnet50",
+)
 
 
 def _plain_name(v: str) -> str:
@@ -44,7 +66,7 @@ class SubsetConfig(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "SubsetConfig":
+    def _exactly_one(self) -> SubsetConfig:
         if (self.every is None) == (self.random is None):
             raise ValueError("give exactly one of 'every: K' or 'random: N' (with an optional 'seed')")
         return self
@@ -58,20 +80,26 @@ class DatasetConfig(_Strict):
     split: str | None = None
     labels: Path | None = Field(None, description="folder kind: optional CSV with columns image_id,label")
     layout: Literal["auto", "wnid_folders", "kaggle_csv", "devkit"] = Field(
-        "auto", description="imagenet_val: how labels are stored; auto detects it")
+        "auto", description="imagenet_val: how labels are stored; auto detects it"
+    )
     annotations: Path | None = Field(
-        None, description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
-                          "(meta.mat beside it) when not found beside the images")
+        None,
+        description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
+        "(meta.mat beside it) when not found beside the images",
+    )
     min_true_prob: float | None = Field(
-        None, ge=0.0, le=1.0, description="keep only images whose true class has full-image `confidence` above this")
+        None, ge=0.0, le=1.0, description="keep only images whose true class has full-image `confidence` above this"
+    )
     year: Literal[2007, 2012] | None = Field(None, description="voc: which VOC20xx under the devkit")
     difficult: Literal["keep", "drop"] = Field(
-        "keep", description="voc: 'drop' removes objects flagged difficult from labels and boxes")
+        "keep", description="voc: 'drop' removes objects flagged difficult from labels and boxes"
+    )
     subset: SubsetConfig | None = None
     limit: int | None = Field(None, ge=1)
     skip_bad_images: bool = False
     bad_boxes: Literal["error", "skip"] = Field(
-        "error", description="a box that is inverted or outside its image: an error naming it, or skipped and counted")
+        "error", description="a box that is inverted or outside its image: an error naming it, or skipped and counted"
+    )
     extensions: list[str] = [".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"]
 
 
@@ -81,8 +109,11 @@ class ModelConfig(_Strict):
     name: str
     weights: str = "timm"
     layer: str | None = None
-    layout: str = Field("auto", description="how the layer's output is laid out: auto (detected) or a registered "
-                                            "layout (nchw, nhwc, tokens, a plug-in 'package.module:attr')")
+    layout: str = Field(
+        "auto",
+        description="how the layer's output is laid out: auto (detected) or a registered "
+        "layout (nchw, nhwc, tokens, a plug-in 'package.module:attr')",
+    )
 
     @field_validator("layout")
     @classmethod
@@ -90,7 +121,9 @@ class ModelConfig(_Strict):
         """Checked against the layout registry when the caller passes it as validation context (as methods are)."""
         registry = (info.context or {}).get("layouts")
         if v != "auto" and registry is not None and v not in registry:
-            raise ValueError(registry.import_failure([v]) or f"unknown layout {v!r}; known: {['auto', *registry.names()]}")
+            raise ValueError(
+                registry.import_failure([v]) or f"unknown layout {v!r}; known: {['auto', *registry.names()]}"
+            )
         return v
 
 
@@ -98,11 +131,18 @@ class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] | str = "auto"
     batch_size: int = Field(8, ge=1)
     workers: int | Literal["auto"] = Field(
-        "auto", description="DataLoader worker processes; auto: chosen per device (README.md, 'GPU settings')")
-    decode: Literal["cpu", "gpu"] = Field("cpu", description="where JPEGs are decoded: cpu (PIL) | gpu (torchvision "
-                                                             "decode_jpeg on the CUDA device, resized there)")
-    profile: bool = Field(False, description="synchronise the GPU at every stage mark so run.json's per-stage times "
-                                             "are exact (`camexp run --profile` sets it)")
+        "auto", description="DataLoader worker processes; auto: chosen per device (README.md, 'GPU settings')"
+    )
+    decode: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="where JPEGs are decoded: cpu (PIL) | gpu (torchvision "
+        "decode_jpeg on the CUDA device, resized there)",
+    )
+    profile: bool = Field(
+        False,
+        description="synchronise the GPU at every stage mark so run.json's per-stage times "
+        "are exact (`camexp run --profile` sets it)",
+    )
     seed: int = 0
     forward_chunk: int | None = Field(None, ge=1, description="max images per no-grad forward of explanation images")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast dtype of the forward passes")
@@ -159,7 +199,7 @@ class StatsConfig(_Strict):
     seed: int = Field(0, ge=0, description="seed of numpy's default_rng (PCG64) that draws the resamples")
 
     @model_validator(mode="after")
-    def _enough_resamples(self) -> "StatsConfig":
+    def _enough_resamples(self) -> StatsConfig:
         if 0 < self.bootstrap < MIN_BOOTSTRAP:
             raise ValueError(f"bootstrap: use at least {MIN_BOOTSTRAP} resamples (or 0 to turn the intervals off)")
         return self
@@ -185,8 +225,9 @@ class ExperimentConfig(_Strict):
     keep: dict[str, Any] = Field({}, description="avg_drop@keep / increase@keep settings")
     pointing: dict[str, Any] = Field({}, description="pointing_game / energy_pointing settings")
     road: dict[str, Any] = Field({}, description="road settings")
-    settings: dict[str, dict[str, Any]] = Field({}, description="other (plug-in) metrics' settings, by the key "
-                                                                "each metric declares")
+    settings: dict[str, dict[str, Any]] = Field(
+        {}, description="other (plug-in) metrics' settings, by the key each metric declares"
+    )
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
     stats: StatsConfig = StatsConfig()
@@ -210,8 +251,10 @@ class ExperimentConfig(_Strict):
                 raise ValueError(failure or f"unknown {info.field_name} {unknown}; known: {registry.names()}")
             shadow = [n for n in v if isinstance(n, MethodSpec) and n.name != n.method and n.name in registry.names()]
             if shadow:  # its records would pass for the other method's (and beside its published numbers)
-                raise ValueError(f"{{name: {shadow[0].name}, method: {shadow[0].method}}}: the name "
-                                 f"{shadow[0].name!r} is a registered method; give this setting a name of its own")
+                raise ValueError(
+                    f"{{name: {shadow[0].name}, method: {shadow[0].method}}}: the name "
+                    f"{shadow[0].name!r} is a registered method; give this setting a name of its own"
+                )
         return v
 
     @field_validator("target", mode="before")
@@ -221,7 +264,7 @@ class ExperimentConfig(_Strict):
         return "true" if v is True else v
 
     @model_validator(mode="after")
-    def _metric_needs(self) -> "ExperimentConfig":
+    def _metric_needs(self) -> ExperimentConfig:
         if "win" in self.metrics and len(self.methods) < 2:
             raise ValueError("metric 'win' compares methods: list at least two methods (or drop 'win')")
         return self
@@ -243,8 +286,11 @@ class ExperimentConfig(_Strict):
     def output_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("results") / self.name
 
-    def fingerprinted(self, method_params: dict[str, dict[str, Any]] | None = None,
-                      metric_settings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    def fingerprinted(
+        self,
+        method_params: dict[str, dict[str, Any]] | None = None,
+        metric_settings: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """Everything that changes per-image values (not batch size, device, workers, output or stats; amp
         does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict.
 
@@ -255,8 +301,20 @@ class ExperimentConfig(_Strict):
         metrics (key -> settings; camexp/metrics/base.py: `settings_fingerprint`); settings at their defaults
         are left out, so older fingerprints stay valid.
         """
-        skip = dict.fromkeys(("runtime", "output", "metrics", "analyses", "relperf_min_true_prob", "paper", "stats",
-                              "settings", *SETTINGS_KEYS), True)
+        skip = dict.fromkeys(
+            (
+                "runtime",
+                "output",
+                "metrics",
+                "analyses",
+                "relperf_min_true_prob",
+                "paper",
+                "stats",
+                "settings",
+                *SETTINGS_KEYS,
+            ),
+            True,
+        )
         keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
         resolved = {name: params for name, params in (method_params or {}).items() if params}
         if resolved:
@@ -269,8 +327,11 @@ class ExperimentConfig(_Strict):
             (keep if key in SETTINGS_KEYS else keep.setdefault("settings", {}))[key] = values
         return keep
 
-    def fingerprint(self, method_params: dict[str, dict[str, Any]] | None = None,
-                    metric_settings: dict[str, dict[str, Any]] | None = None) -> str:
+    def fingerprint(
+        self,
+        method_params: dict[str, dict[str, Any]] | None = None,
+        metric_settings: dict[str, dict[str, Any]] | None = None,
+    ) -> str:
         """Hash of `fingerprinted()`: a run folder resumes only a run with the same one (or an extension)."""
         return fingerprint_hash(self.fingerprinted(method_params, metric_settings))
 
@@ -306,8 +367,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_yaml(path: str | Path, schema: type[S], overrides: dict[str, Any] | None = None,
-              context: dict[str, Any] | None = None, raw: dict[str, Any] | None = None) -> S:
+def load_yaml(
+    path: str | Path,
+    schema: type[S],
+    overrides: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    raw: dict[str, Any] | None = None,
+) -> S:
     """Read a YAML file, apply dotted-key `overrides` (None values are skipped) and validate it as `schema`
     (`context` is handed to the validators: the registries that names are checked against). `raw`: the
     file's mapping when the caller read it (`read_yaml`) and took out a section of its own."""

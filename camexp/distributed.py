@@ -1,8 +1,9 @@
 """Scale-out with torch.distributed: torchrun's environment gives each process a rank and a disjoint shard.
 
-Each rank explains every world-th batch of the pending images, appends to its own records file, and rank 0 merges the files
-after a barrier (camexp/runner.py). gloo on CPU, NCCL on CUDA (one GPU per rank: cuda:LOCAL_RANK).
+Each rank explains every world-th batch of the pending images, appends to its own records file, and rank 0 merges
+the files after a barrier (camexp/runner.py). gloo on CPU, NCCL on CUDA (one GPU per rank: cuda:LOCAL_RANK).
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ class Ranks:
         depend on the number of processes (batch composition can change float results in the last bits).
         """
         step = batch_size * self.world
-        return [it for start in range(self.rank * batch_size, len(items), step)
-                for it in items[start:start + batch_size]]
+        return [
+            it for start in range(self.rank * batch_size, len(items), step) for it in items[start : start + batch_size]
+        ]
 
     def device(self, device: torch.device) -> torch.device:
         """One GPU per rank on a node; a CPU stays a CPU."""
@@ -76,8 +78,10 @@ def process_group(device: torch.device, distributed: bool | None) -> Iterator[Ra
         return
     if not launched_by_torchrun():
         missing = [k for k in TORCHRUN_ENV if k not in os.environ]
-        raise CamexpError(f"--distributed needs torchrun's environment ({', '.join(missing)} not set): launch with "
-                          "`torchrun --nproc_per_node=N -m camexp run CONFIG` (see README.md, 'Speed and scale-out')")
+        raise CamexpError(
+            f"--distributed needs torchrun's environment ({', '.join(missing)} not set): launch with "
+            "`torchrun --nproc_per_node=N -m camexp run CONFIG` (see README.md, 'Speed and scale-out')"
+        )
     backend = "nccl" if device.type == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "nccl":

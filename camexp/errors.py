@@ -1,4 +1,5 @@
 """User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
 from __future__ import annotations
 
 import errno
@@ -30,7 +31,13 @@ class ConfigError(CamexpError):
 
 def os_reason(e: OSError) -> str:
     """An OSError in the words a user acts on (a full disk, a read-only mount, a file in the way)."""
-    known = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-             errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-             errno.EEXIST: "a file is in the way", errno.ENOTDIR: "a file is in the way of a folder"}
+    known = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EEXIST: "a file is in the way",
+        errno.ENOTDIR: "a file is in the way of a folder",
+    }
     return known.get(e.errno, e.strerror or str(e))  # type: ignore[arg-type]

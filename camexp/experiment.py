@@ -5,6 +5,7 @@ and layouts to its validators, so that an unknown (or unimportable plug-in) name
 the config file and the key; method parameters are checked against their method, and metric settings
 against the metric that reads them, here too.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ def registries() -> dict[str, Any]:
     return {"methods": METHODS, "metrics": METRICS, "analyses": ANALYSES, "layouts": LAYOUTS}
 
 
-def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
-                    raw: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: str | Path, overrides: dict[str, Any] | None = None, raw: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Read and validate a YAML experiment; `overrides` maps dotted keys (e.g. 'runtime.batch_size'); `raw`:
     the file's mapping, already read (`read_yaml`), less sections other loaders own (a study's `study:`)."""
     cfg = load_yaml(path, ExperimentConfig, overrides, context=registries(), raw=raw)

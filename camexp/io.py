@@ -1,4 +1,5 @@
 """Files that are rewritten in place (records, run.json, checkpoints) are written whole or not at all."""
+
 from __future__ import annotations
 
 import os

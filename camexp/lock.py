@@ -8,6 +8,7 @@ pid, and the process's start time so a reused pid does not count) and the lock i
 a lock from another host cannot be checked and is explained instead. Under torchrun, rank 0 takes the lock
 for the whole job (recording torchrun's run id) and the other ranks share it.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,14 @@ class Owner:
     job: str | None = None
 
     @classmethod
-    def me(cls) -> "Owner":
-        return cls(os.getpid(), socket.gethostname(), datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   _process_start(os.getpid()), os.environ.get("TORCHELASTIC_RUN_ID"))
+    def me(cls) -> Owner:
+        return cls(
+            os.getpid(),
+            socket.gethostname(),
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            _process_start(os.getpid()),
+            os.environ.get("TORCHELASTIC_RUN_ID"),
+        )
 
     def describe(self) -> str:
         job = f", torchrun job {self.job}" if self.job else ""
@@ -76,8 +82,10 @@ def read_owner(folder: Path) -> Owner | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as e:
-        raise CamexpError(f"{path}: unreadable lock file ({e.__class__.__name__}); if no camexp run is writing "
-                          f"{folder}, delete it and run again") from None
+        raise CamexpError(
+            f"{path}: unreadable lock file ({e.__class__.__name__}); if no camexp run is writing "
+            f"{folder}, delete it and run again"
+        ) from None
 
 
 @contextmanager
@@ -118,17 +126,24 @@ def _acquire(folder: Path, me: Owner, note: Callable[[str], None]) -> None:
             alive = holder.alive()
             if alive is False:
                 path.unlink(missing_ok=True)
-                note(f"{folder}: removed the stale lock of a camexp run that is no longer running ({holder.describe()}; "
-                     "killed?); its records are kept and this run resumes them")
+                note(
+                    f"{folder}: removed the stale lock of a camexp run that is no longer running ({holder.describe()}; "
+                    "killed?); its records are kept and this run resumes them"
+                )
                 continue
             if alive is None:
-                raise CamexpError(f"{folder}: held by a camexp run on another host ({holder.describe()}), which cannot "
-                                  f"be checked from here; if it is no longer running, delete {path} and run again")
-            raise CamexpError(f"{folder}: another camexp run is writing this folder ({holder.describe()}); wait for "
-                              "it to finish, or write elsewhere with --out") from None
+                raise CamexpError(  # noqa: B904 (the lock file's existence is the error, not the exception)
+                    f"{folder}: held by a camexp run on another host ({holder.describe()}), which cannot "
+                    f"be checked from here; if it is no longer running, delete {path} and run again"
+                )
+            raise CamexpError(
+                f"{folder}: another camexp run is writing this folder ({holder.describe()}); wait for "
+                "it to finish, or write elsewhere with --out"
+            ) from None
         except OSError as e:
-            raise CamexpError(f"{folder}: cannot write to the run folder ({os_reason(e)}); choose another with --out "
-                              "(or output.dir)") from None
+            raise CamexpError(
+                f"{folder}: cannot write to the run folder ({os_reason(e)}); choose another with --out (or output.dir)"
+            ) from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(asdict(me)))
         return

@@ -11,6 +11,7 @@ first later stage that waits for a result. With `synchronize` (`runtime.profile:
 sets) every mark first waits for the device, so each stage is charged its own kernels, at the cost of the
 overlap between launching and running them; run.json says which it was.
 """
+
 from __future__ import annotations
 
 import time
@@ -57,10 +58,19 @@ class StageTimer:
     def summary(self) -> dict[str, Any]:
         """run.json's `profile`: every stage's seconds and share of the total, and how they were taken."""
         total = sum(self.seconds.values())
-        return {"synchronized": self.synchronize and self.device.type == "cuda", "device": str(self.device),
-                "total_s": round(total, 4),
-                "stages": {name: {"seconds": round(s, 4), "share": round(s / total, 4) if total else 0.0,
-                                  "marks": self.calls[name]} for name, s in self.seconds.items()}}
+        return {
+            "synchronized": self.synchronize and self.device.type == "cuda",
+            "device": str(self.device),
+            "total_s": round(total, 4),
+            "stages": {
+                name: {
+                    "seconds": round(s, 4),
+                    "share": round(s / total, 4) if total else 0.0,
+                    "marks": self.calls[name],
+                }
+                for name, s in self.seconds.items()
+            },
+        }
 
 
 _active: list[StageTimer] = []
@@ -88,8 +98,9 @@ def table(profile: dict[str, Any]) -> str:
     stages = sorted(profile["stages"].items(), key=lambda kv: -kv[1]["seconds"])
     width = max([len("stage"), *(len(name) for name, _ in stages)])
     lines = [f"{'stage':<{width}}  {'seconds':>9}  {'share':>6}  {'marks':>6}"]
-    lines += [f"{name:<{width}}  {v['seconds']:>9.3f}  {100 * v['share']:>5.1f}%  {v['marks']:>6}"
-              for name, v in stages]
+    lines += [
+        f"{name:<{width}}  {v['seconds']:>9.3f}  {100 * v['share']:>5.1f}%  {v['marks']:>6}" for name, v in stages
+    ]
     lines.append(f"{'total':<{width}}  {profile['total_s']:>9.3f}")
     if profile["device"].startswith("cuda") and not profile["synchronized"]:
         lines.append("not synchronised: a stage's GPU kernels may be charged to a later stage (runtime.profile: true)")

@@ -6,6 +6,7 @@ is imported on first use, and installed packages may declare entries in the entr
 `camexp.<kind>s` (e.g. `[project.entry-points."camexp.methods"] my_cam = "mypkg.cams:my_cam"`). Both go
 through the registry's `coerce`, so they obey the same contract as the built-in entries.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,9 @@ class Registry(Generic[T]):
     """Named entries of one kind; `coerce(name, obj)` turns a third-party object into an entry (or raises).
     `plugins=False`: only entries registered in code (a registry keyed by another registry's names)."""
 
-    def __init__(self, kind: str, coerce: Callable[[str, Any], T] | None = None, group: str | None = None,
-                 plugins: bool = True):
+    def __init__(
+        self, kind: str, coerce: Callable[[str, Any], T] | None = None, group: str | None = None, plugins: bool = True
+    ):
         self.kind = kind
         self.plugins = plugins
         self.group = group or f"camexp.{kind.replace(' ', '_')}s"
@@ -57,8 +59,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         if ":" in name and self.plugins:
             return self.register(name, self._import(name))
-        raise CamexpError(f"unknown {self.kind} {name!r}; known: {self.names()} "
-                          f"(or a plug-in as 'package.module:attribute')")
+        raise CamexpError(
+            f"unknown {self.kind} {name!r}; known: {self.names()} (or a plug-in as 'package.module:attribute')"
+        )
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)
@@ -97,8 +100,9 @@ class Registry(Generic[T]):
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except Exception as e:  # whatever a plug-in's module raises while it is imported: its author's bug
-            raise CamexpError(f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e})"
-                              f"{own_traceback(e, module)}") from None
+            raise CamexpError(
+                f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e}){own_traceback(e, module)}"
+            ) from None
         return self._as_entry(path, obj)
 
     def _as_entry(self, name: str, obj: Any) -> T:
@@ -118,8 +122,10 @@ class Registry(Generic[T]):
                 try:
                     self.register(ep.name, self._as_entry(ep.name, ep.load()))
                 except Exception as e:  # whatever a third-party package raises, name the entry point that did
-                    raise CamexpError(f"entry point {ep.name!r} in group {self.group!r} ({ep.value}) failed to "
-                                      f"load: {e.__class__.__name__}: {e}{own_traceback(e, ep.module)}") from None
+                    raise CamexpError(
+                        f"entry point {ep.name!r} in group {self.group!r} ({ep.value}) failed to "
+                        f"load: {e.__class__.__name__}: {e}{own_traceback(e, ep.module)}"
+                    ) from None
 
 
 def own_traceback(exc: BaseException, module: str | None) -> str:

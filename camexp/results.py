@@ -5,6 +5,7 @@ per_image_metrics.csv holds the per-batch metrics' values in long form, one row 
 class), and per_image_curves.csv their curves when asked for; both are appended before the batch's records,
 so an image in the records has its metric rows too.
 """
+
 from __future__ import annotations
 
 import errno
@@ -35,9 +36,20 @@ CURVE_COLUMNS = ["index", "image_id", "method", "metric", "class", "points"]
 METRIC_KEY = ["index", "method", "metric", "class"]
 
 
-def batch_records(index: np.ndarray, image_ids: list[str], methods: list[str], *, y: torch.Tensor,
-                  p_true: torch.Tensor, targets: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor,
-                  o: torch.Tensor, constant: torch.Tensor, finite: torch.Tensor) -> pd.DataFrame:
+def batch_records(
+    index: np.ndarray,
+    image_ids: list[str],
+    methods: list[str],
+    *,
+    y: torch.Tensor,
+    p_true: torch.Tensor,
+    targets: torch.Tensor,
+    pred: torch.Tensor,
+    labels: torch.Tensor,
+    o: torch.Tensor,
+    constant: torch.Tensor,
+    finite: torch.Tensor,
+) -> pd.DataFrame:
     """The records of one batch, method by method (M*B rows of COLUMNS), from device tensors.
 
     y, p_true, targets, pred, labels: (B,); o, constant, finite: (M, B). Everything leaves the device in one
@@ -52,17 +64,30 @@ def batch_records(index: np.ndarray, image_ids: list[str], methods: list[str], *
     o_h, constant_h, finite_h = np.split(host[5:], 3)  # (M, B) each
     if not finite_h.all():
         j = int(np.flatnonzero(finite_h.min(1) == 0)[0])
-        raise CamexpError(f"method {methods[j]!r} produced non-finite values for image(s) "
-                          f"{[image_ids[i] for i in np.flatnonzero(finite_h[j] == 0)]}: NaN/Inf in the model's "
-                          "activations or gradients")
-    return pd.DataFrame({
-        "index": np.tile(index, m), "image_id": image_ids * m, "method": np.repeat(methods, len(image_ids)),
-        "target": target, "label": label, "pred": pred_h, "y": np.tile(y_h, m), "o": o_h.ravel(),
-        "p_true": np.tile(p_true_h, m), "constant_map": constant_h.ravel().astype(np.int64)})
+        raise CamexpError(
+            f"method {methods[j]!r} produced non-finite values for image(s) "
+            f"{[image_ids[i] for i in np.flatnonzero(finite_h[j] == 0)]}: NaN/Inf in the model's "
+            "activations or gradients"
+        )
+    return pd.DataFrame(
+        {
+            "index": np.tile(index, m),
+            "image_id": image_ids * m,
+            "method": np.repeat(methods, len(image_ids)),
+            "target": target,
+            "label": label,
+            "pred": pred_h,
+            "y": np.tile(y_h, m),
+            "o": o_h.ravel(),
+            "p_true": np.tile(p_true_h, m),
+            "constant_map": constant_h.ravel().astype(np.int64),
+        }
+    )
 
 
-def metric_records(index: np.ndarray, image_ids: list[str], values: list[PerImage], with_curves: bool
-                   ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def metric_records(
+    index: np.ndarray, image_ids: list[str], values: list[PerImage], with_curves: bool
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Long rows (METRIC_COLUMNS) of one batch's per-batch metric values and, `with_curves`, their curves
     (CURVE_COLUMNS, the points space-separated). Values leave the device in one float64 transfer per kind."""
     if not values:
@@ -70,20 +95,36 @@ def metric_records(index: np.ndarray, image_ids: list[str], values: list[PerImag
     host = torch.cat([torch.stack([v.pos.double(), v.cls.double(), v.value.double()], 1) for v in values]).cpu().numpy()
     pos, cls = host[:, 0].astype(np.int64), host[:, 1].astype(np.int64)
     names = [(v.method, v.metric) for v in values for _ in range(len(v.pos))]
-    rows = pd.DataFrame({"index": index[pos], "image_id": [image_ids[i] for i in pos],
-                         "method": [m for m, _ in names], "metric": [k for _, k in names], "class": cls,
-                         "value": host[:, 2]})
+    rows = pd.DataFrame(
+        {
+            "index": index[pos],
+            "image_id": [image_ids[i] for i in pos],
+            "method": [m for m, _ in names],
+            "metric": [k for _, k in names],
+            "class": cls,
+            "value": host[:, 2],
+        }
+    )
     with_curve = [v for v in values if v.curve is not None]
     if not with_curves or not with_curve:
         return rows, None
-    points = [" ".join(f"{p:.9g}" for p in row) for v in with_curve if v.curve is not None
-              for row in v.curve.double().cpu().numpy()]
+    points = [
+        " ".join(f"{p:.9g}" for p in row)
+        for v in with_curve
+        if v.curve is not None
+        for row in v.curve.double().cpu().numpy()
+    ]
     pos_c = np.concatenate([v.pos.cpu().numpy() for v in with_curve]).astype(np.int64)
-    curves = pd.DataFrame({"index": index[pos_c], "image_id": [image_ids[i] for i in pos_c],
-                           "method": [v.method for v in with_curve for _ in range(len(v.pos))],
-                           "metric": [v.metric for v in with_curve for _ in range(len(v.pos))],
-                           "class": np.concatenate([v.cls.cpu().numpy() for v in with_curve]).astype(np.int64),
-                           "points": points})
+    curves = pd.DataFrame(
+        {
+            "index": index[pos_c],
+            "image_id": [image_ids[i] for i in pos_c],
+            "method": [v.method for v in with_curve for _ in range(len(v.pos))],
+            "metric": [v.metric for v in with_curve for _ in range(len(v.pos))],
+            "class": np.concatenate([v.cls.cpu().numpy() for v in with_curve]).astype(np.int64),
+            "points": points,
+        }
+    )
     return rows, curves
 
 
@@ -195,8 +236,10 @@ def conflicting_duplicate(df: pd.DataFrame) -> str | None:
     keys = twice.groupby(["index", "method"], sort=False)
     (index, method), rows = next(iter(keys))
     more = f" (and {keys.ngroups - 1} more image-method pairs)" if keys.ngroups > 1 else ""
-    return (f"image {rows['image_id'].iloc[0]} (index {index}), method {method}: {len(rows)} rows with "
-            f"different values{more}")
+    return (
+        f"image {rows['image_id'].iloc[0]} (index {index}), method {method}: {len(rows)} rows with "
+        f"different values{more}"
+    )
 
 
 def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
@@ -219,16 +262,18 @@ def metric_complete(df: pd.DataFrame, row_names: list[tuple[str, ...]]) -> set[i
     return done
 
 
-def final_metric_rows(path: Path, images: set[int], methods: list[str], columns: list[str] = METRIC_COLUMNS,
-                      rewrite: bool = False) -> pd.DataFrame:
+def final_metric_rows(
+    path: Path, images: set[int], methods: list[str], columns: list[str] = METRIC_COLUMNS, rewrite: bool = False
+) -> pd.DataFrame:
     """Rows of a per-batch metric file for `images` and `methods`, the last per (image, method, metric, class)
     (a resumed batch re-appends rows), sorted by (index, metric, method order, class); `rewrite` writes
     them back so that a resumed or distributed run's file equals an uninterrupted one's."""
     df = read_records(path, columns)
     df = df[df["index"].isin(images) & df["method"].isin(methods)].drop_duplicates(METRIC_KEY, keep="last")
     order = {m: i for i, m in enumerate(methods)}
-    df = df.sort_values(["index", "metric", "method", "class"], kind="stable",
-                        key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
+    df = df.sort_values(
+        ["index", "metric", "method", "class"], kind="stable", key=lambda s: s.map(order) if s.name == "method" else s
+    ).reset_index(drop=True)
     if rewrite and path.exists():
         write_text_atomically(path, df[columns].to_csv(index=False, float_format="%.17g"))
     return df
@@ -286,7 +331,9 @@ def writes_kept(folder: Path, methods: list[str]) -> Iterator[None]:
         if e.errno not in FULL_OR_READ_ONLY and not denied:
             raise
         kept = complete_images(read_all_records(folder), methods)
-        raise CamexpError(f"{e.filename or folder}: {os_reason(e)} while the run was writing; kept: {len(kept)} images "
-                          f"recorded for every method in {folder / RECORDS} (a half-written last line is dropped "
-                          "on resume); free space or make the folder writable, then run the same command to "
-                          "resume") from None
+        raise CamexpError(
+            f"{e.filename or folder}: {os_reason(e)} while the run was writing; kept: {len(kept)} images "
+            f"recorded for every method in {folder / RECORDS} (a half-written last line is dropped "
+            "on resume); free space or make the folder writable, then run the same command to "
+            "resume"
+        ) from None

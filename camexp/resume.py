@@ -8,6 +8,7 @@ rows) and an analysis drawn from the records alone (`any`) may be added at any t
 is listed, against the records: every recorded image must be the image the new selection puts at that
 index, or the records would mix two images under one number.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,16 +34,18 @@ def fingerprinted_of(cfg: ExperimentConfig, method_params: dict[str, dict[str, A
     return cfg.fingerprinted(method_params, settings_fingerprint(cfg))
 
 
-def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path,
-                 fingerprinted: dict[str, Any] | None = None) -> None:
+def check_config(
+    previous: dict[str, Any], cfg: ExperimentConfig, folder: Path, fingerprinted: dict[str, Any] | None = None
+) -> None:
     """Refuse to resume a run of another per-image configuration, naming the keys that differ (old -> new),
     or one that adds a per-batch analysis after images were recorded without it. A different
     `dataset.limit` or `dataset.subset` passes here; `check_images` decides on the images. `fingerprinted`:
     the new run's (`fingerprinted_of`, with its resolved method parameters; default: without them); run.json
     keeps the previous run's config and resolved method parameters."""
     if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
-        raise CamexpError(f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or "
-                          "replace it with --fresh)")
+        raise CamexpError(
+            f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or replace it with --fresh)"
+        )
     _check_added(previous["config"], cfg, folder)
     fingerprinted = fingerprinted_of(cfg) if fingerprinted is None else fingerprinted
     if previous.get("fingerprint") == fingerprint_hash(fingerprinted):
@@ -50,13 +53,17 @@ def check_config(previous: dict[str, Any], cfg: ExperimentConfig, folder: Path,
     try:
         old = fingerprinted_of(ExperimentConfig.model_validate(previous["config"]), previous.get("method_params"))
     except (KeyError, TypeError, ValidationError, CamexpError):
-        raise CamexpError(f"{folder}: holds a run whose configuration this camexp version cannot compare; pass "
-                          "--fresh to start over or --out to write elsewhere") from None
+        raise CamexpError(
+            f"{folder}: holds a run whose configuration this camexp version cannot compare; pass "
+            "--fresh to start over or --out to write elsewhere"
+        ) from None
     blocking = [k for k in changed_keys(old, fingerprinted) if not k.startswith(SELECTION)]
     if blocking:
-        raise CamexpError(f"{folder}: holds a run of a different configuration "
-                          f"({describe(blocking, old, fingerprinted)}); pass --fresh to start over or --out to write "
-                          "elsewhere")
+        raise CamexpError(
+            f"{folder}: holds a run of a different configuration "
+            f"({describe(blocking, old, fingerprinted)}); pass --fresh to start over or --out to write "
+            "elsewhere"
+        )
 
 
 def _check_added(before: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> None:
@@ -65,9 +72,11 @@ def _check_added(before: dict[str, Any], cfg: ExperimentConfig, folder: Path) ->
     added = [j.name for j in jobs_of(cfg) if j.name not in listed and j.resume == "refuse"]
     recorded = len(complete_images(read_all_records(folder), cfg.method_names)) if added else 0
     if recorded:
-        raise CamexpError(f"{folder}: analyses {added} were added after {recorded} images were recorded without them; "
-                          "their numbers would cover only the images explained from now on: pass --fresh to "
-                          "recompute every image with them, or --out for a new folder")
+        raise CamexpError(
+            f"{folder}: analyses {added} were added after {recorded} images were recorded without them; "
+            "their numbers would cover only the images explained from now on: pass --fresh to "
+            "recompute every image with them, or --out for a new folder"
+        )
 
 
 def check_images(cfg: ExperimentConfig, records: pd.DataFrame, items: list[Item], folder: Path) -> None:
@@ -80,22 +89,28 @@ def check_images(cfg: ExperimentConfig, records: pd.DataFrame, items: list[Item]
     if moved:
         i, rid = moved[0]
         now = f"is now {items[i].image_id}" if i < len(items) else "is no longer selected"
-        raise CamexpError(f"{folder}: {len(moved)} of its {len(ids)} recorded images are not where the data set now "
-                          f"puts them (index {i} was {rid}, {now}); a run is extended only when its images keep their "
-                          "places (a larger dataset.limit, not a subset that renumbers them); pass --fresh to start "
-                          "over or --out to write elsewhere")
+        raise CamexpError(
+            f"{folder}: {len(moved)} of its {len(ids)} recorded images are not where the data set now "
+            f"puts them (index {i} was {rid}, {now}); a run is extended only when its images keep their "
+            "places (a larger dataset.limit, not a subset that renumbers them); pass --fresh to start "
+            "over or --out to write elsewhere"
+        )
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts (a key on one side only counts)."""
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return [] if old == new else [prefix or "(top level)"]
-    return [k for key in sorted(old.keys() | new.keys(), key=str)
-            for k in changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))]
+    return [
+        k
+        for key in sorted(old.keys() | new.keys(), key=str)
+        for k in changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+    ]
 
 
 def describe(keys: list[str], old: dict[str, Any], new: dict[str, Any]) -> str:
     """'score: logit -> softmax, ...' for the first few keys."""
+
     def value(tree: dict[str, Any], key: str) -> Any:
         node: Any = tree
         for part in key.split("."):

@@ -8,6 +8,7 @@ pending images and writes its own records, metric and analysis files; rank 0 mer
 A run is four steps (`Run.execute`): set up the model, explainer and data set; decide which images are
 pending (resume); stream them; and, on rank 0, merge, finalise the records and write the summary.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,15 +45,40 @@ from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
 from camexp.models.filters import filter_min_true_prob
 from camexp.report.tables import RunSummary, summarize, write_summary
-from camexp.results import BAD_IMAGES, COLUMNS, CURVE_COLUMNS, CURVES, METRIC_COLUMNS, METRIC_RECORDS, RECORDS, \
-    RUN_JSON, append_records, batch_records, complete_images, final_metric_rows, finalize_records, merge_parts, \
-    metric_complete, part_path, parts, read_json, read_records, record_stop, write_json, writes_kept
+from camexp.results import (
+    BAD_IMAGES,
+    COLUMNS,
+    CURVE_COLUMNS,
+    CURVES,
+    METRIC_COLUMNS,
+    METRIC_RECORDS,
+    RECORDS,
+    RUN_JSON,
+    append_records,
+    batch_records,
+    complete_images,
+    final_metric_rows,
+    finalize_records,
+    merge_parts,
+    metric_complete,
+    part_path,
+    parts,
+    read_json,
+    read_records,
+    record_stop,
+    write_json,
+    writes_kept,
+)
 from camexp.resume import check_config, check_images, fingerprinted_of
 
 # Files every rank appends to (its own per-rank file under torchrun; rank 0 merges them), with their CSV columns;
 # the run's per-batch jobs add the files they declare.
-APPENDED: dict[str, list[str] | None] = {RECORDS: COLUMNS, BAD_IMAGES: None, METRIC_RECORDS: METRIC_COLUMNS,
-                                         CURVES: CURVE_COLUMNS}
+APPENDED: dict[str, list[str] | None] = {
+    RECORDS: COLUMNS,
+    BAD_IMAGES: None,
+    METRIC_RECORDS: METRIC_COLUMNS,
+    CURVES: CURVE_COLUMNS,
+}
 
 
 def _versions() -> dict[str, str]:
@@ -87,8 +113,15 @@ class Setup:
 class Run:
     """One experiment run in its output folder; under torchrun, this rank's share of it."""
 
-    def __init__(self, cfg: ExperimentConfig, *, fresh: bool = False, progress: bool = True,
-                 config_path: Path | None = None, ranks: Ranks = Ranks()):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        fresh: bool = False,
+        progress: bool = True,
+        config_path: Path | None = None,
+        ranks: Ranks = Ranks(),
+    ):
         self.cfg = cfg
         self.out = cfg.output_dir
         self.progress = progress and ranks.main
@@ -106,8 +139,10 @@ class Run:
         self.jobs: list[Job] = jobs_of(cfg)
         undeclared = [j.name for j in self.jobs if j.files is None]
         if undeclared and ranks.world > 1:
-            raise CamexpError(f"analyses {undeclared} declare no per-batch files (a `files` attribute), so their "
-                              "ranks would write over each other: run them in a single process")
+            raise CamexpError(
+                f"analyses {undeclared} declare no per-batch files (a `files` attribute), so their "
+                "ranks would write over each other: run them in a single process"
+            )
         self.appended = {**APPENDED, **{k: v for j in self.jobs for k, v in (j.files or {}).items()}}
         self._prepare_folder(fresh)
 
@@ -161,12 +196,20 @@ class Run:
         disable_tf32(device)
         if channels_last(device):
             loaded.model.to(memory_format=torch.channels_last)
-        scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(device, cfg.runtime.forward_chunk),
-                        cfg.runtime.amp)
+        scorer = Scorer(
+            loaded.model,
+            cfg.occlusion,
+            cfg.confidence,
+            forward_chunk(device, cfg.runtime.forward_chunk),
+            cfg.runtime.amp,
+        )
         explainer = Explainer(loaded, self.runs, cfg.score, scorer)
         ds = build_dataset(cfg.dataset, loaded.spec)
-        problems = metric_problems(cfg, loaded.spec.size) + label_problems(cfg, ds.items) + \
-            head_problems(cfg, ds.items, ds.class_names, loaded)
+        problems = (
+            metric_problems(cfg, loaded.spec.size)
+            + label_problems(cfg, ds.items)
+            + head_problems(cfg, ds.items, ds.class_names, loaded)
+        )
         if problems:
             raise CamexpError(problems[0])
         return Setup(device, loaded, explainer, ds, keep_host_memory())
@@ -178,15 +221,18 @@ class Run:
         records = read_records(self.out / RECORDS)
         check_images(cfg, records, ds.items, self.out)
         done = complete_images(records, self.methods)
-        with_metrics = metric_complete(read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
-                                       [m.row_names for m in self.batch_metrics if m.resume == "recompute"])
+        with_metrics = metric_complete(
+            read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
+            [m.row_names for m in self.batch_metrics if m.resume == "recompute"],
+        )
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
-            selected = filter_min_true_prob(ds, s.explainer.scorer.images, cfg.dataset.min_true_prob, s.device,
-                                           cfg.runtime.batch_size)
+            selected = filter_min_true_prob(
+                ds, s.explainer.scorer.images, cfg.dataset.min_true_prob, s.device, cfg.runtime.batch_size
+            )
             ds.provenance["min_true_prob"] = {"threshold": cfg.dataset.min_true_prob, "passed": len(selected)}
         return [i for i in selected if i not in done and ds.items[i].image_id not in bad], len(done)
 
@@ -194,17 +240,33 @@ class Run:
         """run.json: every choice that produced the numbers, written before the first batch."""
         cfg, device, loaded = self.cfg, s.device, s.loaded
         return {
-            "config": cfg.model_dump(mode="json"), "config_path": str(self.config_path) if self.config_path else None,
-            "fingerprint": self.fingerprint, "method_params": self.method_params, "status": "running", "versions": _versions(), "uv_lock_sha256": _lock_hash(),
-            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-            "amp": cfg.runtime.amp, "tf32": False, "channels_last": channels_last(device),
-            "host_allocator": s.host_allocator, "world_size": self.ranks.world,
+            "config": cfg.model_dump(mode="json"),
+            "config_path": str(self.config_path) if self.config_path else None,
+            "fingerprint": self.fingerprint,
+            "method_params": self.method_params,
+            "status": "running",
+            "versions": _versions(),
+            "uv_lock_sha256": _lock_hash(),
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "amp": cfg.runtime.amp,
+            "tf32": False,
+            "channels_last": channels_last(device),
+            "host_allocator": s.host_allocator,
+            "world_size": self.ranks.world,
             "loader": self.loader.describe(),
-            "backend": self.ranks.backend, "layer": loaded.layer_name, "layer_layout": loaded.layout.describe(),
-            "tail": loaded.tail.kind, "methods": {r.name: {"method": r.method.name, "params": r.resolved}
-                                                  for r in s.explainer.runs},
-            "input": loaded.spec.__dict__, "argv": sys.argv,
-            "dataset": s.dataset.provenance, "images_in_dataset": len(s.dataset), "images_resumed": resumed,
+            "backend": self.ranks.backend,
+            "layer": loaded.layer_name,
+            "layer_layout": loaded.layout.describe(),
+            "tail": loaded.tail.kind,
+            "methods": {r.name: {"method": r.method.name, "params": r.resolved} for r in s.explainer.runs},
+            "input": loaded.spec.__dict__,
+            "argv": sys.argv,
+            "dataset": s.dataset.provenance,
+            "images_in_dataset": len(s.dataset),
+            "images_resumed": resumed,
             "per_image_metrics": {m.name: m.summary for m in self.batch_metrics},
         }
 
@@ -228,8 +290,9 @@ class Run:
             summary.extra_notes.append(f"{len(bad)} unreadable image(s) skipped (listed in {BAD_IMAGES}).")
         constant = records.groupby("method")["constant_map"].sum()
         if constant.any():
-            summary.extra_notes.append("Constant maps (normalised to zeros): "
-                                       + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n))
+            summary.extra_notes.append(
+                "Constant maps (normalised to zeros): " + ", ".join(f"{m} {int(n)}" for m, n in constant.items() if n)
+            )
         for job in self.jobs:
             summary.extra_notes += job.finish(self.out)
         if self.curves:
@@ -237,18 +300,30 @@ class Run:
         recorded = int(records["index"].nunique())
         processed = recorded - resumed
         if self.counts:
-            summary.extra_notes.append(f"Model calls of the methods on the {processed} image(s) explained by this "
-                                       "invocation: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:,}" for k, v in c.items())
-                                                                  for m, c in self.counts.items()))
+            summary.extra_notes.append(
+                f"Model calls of the methods on the {processed} image(s) explained by this "
+                "invocation: "
+                + "; ".join(f"{m} " + ", ".join(f"{k} {v:,}" for k, v in c.items()) for m, c in self.counts.items())
+            )
         meta["method_notes"] = counter_notes(self.counts, {name: m["method"] for name, m in meta["methods"].items()})
         summary.extra_notes += meta["method_notes"]
         write_summary(self.out, summary)
         meta["per_image_metric_images"] = {  # how many images each per-batch metric selected (a value) and saw
-            name: {"with_value": int(rows.dropna(subset=["value"])["index"].nunique()), "seen": int(rows["index"].nunique())}
-            for name, rows in metric_rows.groupby("metric")}
-        meta.update(status="complete", images_processed=processed, images_recorded=recorded, method_counts=self.counts,
-                    images_bad=len(bad), wall_time_s=round(wall, 3),
-                    images_per_s=round(processed / wall, 3) if wall > 0 and processed else None)
+            name: {
+                "with_value": int(rows.dropna(subset=["value"])["index"].nunique()),
+                "seen": int(rows["index"].nunique()),
+            }
+            for name, rows in metric_rows.groupby("metric")
+        }
+        meta.update(
+            status="complete",
+            images_processed=processed,
+            images_recorded=recorded,
+            method_counts=self.counts,
+            images_bad=len(bad),
+            wall_time_s=round(wall, 3),
+            images_per_s=round(processed / wall, 3) if wall > 0 and processed else None,
+        )
         write_json(self.out / RUN_JSON, meta)
         return summary
 
@@ -288,8 +363,9 @@ class Run:
         ex = s.explainer.explain(x, labels if cfg.target == "true" else None, ids)
         self.counts = _sum_counts([self.counts, ex.counts])
         y = target_scores(ex.logits, ex.targets, cfg.confidence)
-        p_true = torch.where(labels >= 0, target_scores(ex.logits, labels.clamp(min=0), cfg.confidence),
-                             torch.full_like(y, float("nan")))
+        p_true = torch.where(
+            labels >= 0, target_scores(ex.logits, labels.clamp(min=0), cfg.confidence), torch.full_like(y, float("nan"))
+        )
         o = s.explainer.scorer.explanations(x, ex.maps, ex.targets)
         profile.lap(profile.EXPLANATION_FORWARDS)
         if self.jobs:  # one context for every job; appended before the records: a recorded image has its jobs' rows
@@ -299,8 +375,18 @@ class Run:
                 job.update(ctx)
                 profile.lap(profile.JOB + job.name)
         flags = {f: torch.stack([getattr(ex, f)[m] for m in self.methods]) for f in ("constant", "finite")}
-        return batch_records(batch["index"][good].numpy(), ids, self.methods, y=y, p_true=p_true, targets=ex.targets,
-                             pred=ex.logits.argmax(1), labels=labels, o=o.T, **flags)
+        return batch_records(
+            batch["index"][good].numpy(),
+            ids,
+            self.methods,
+            y=y,
+            p_true=p_true,
+            targets=ex.targets,
+            pred=ex.logits.argmax(1),
+            labels=labels,
+            o=o.T,
+            **flags,
+        )
 
 
 def _sum_counts(per_rank: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
@@ -317,14 +403,23 @@ def _read_bad(path: Path) -> set[str]:
     return set(path.read_text().split()) if path.exists() else set()
 
 
-def run_experiment(cfg: ExperimentConfig, *, fresh: bool = False, progress: bool = True,
-                   config_path: Path | None = None, distributed: bool | None = None) -> RunSummary | None:
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    fresh: bool = False,
+    progress: bool = True,
+    config_path: Path | None = None,
+    distributed: bool | None = None,
+) -> RunSummary | None:
     """Run (or resume) an experiment and write its folder; returns the summary (None on ranks other than 0).
 
     `distributed` None joins a torch.distributed job when launched by torchrun; True requires one.
     """
-    with process_group(resolve_device(cfg.runtime.device), distributed) as ranks, \
-            hold(cfg.output_dir, owner=ranks.main), writes_kept(cfg.output_dir, cfg.method_names):
+    with (
+        process_group(resolve_device(cfg.runtime.device), distributed) as ranks,
+        hold(cfg.output_dir, owner=ranks.main),
+        writes_kept(cfg.output_dir, cfg.method_names),
+    ):
         run = Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks)
         try:
             return run.execute()

@@ -3,6 +3,7 @@
 Figures are built as bare `matplotlib.figure.Figure` objects, never through pyplot, so no GUI backend or
 global state is involved (Agg renders the PNG) and drawing functions can return them to tests.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Side-by-side speed of camexp against the protocol's floor and against pytorch-grad-cam and torchcam.
+r"""Side-by-side speed of camexp against the protocol's floor and against pytorch-grad-cam and torchcam.
 
 Every contender runs the same protocol (top-1 target; Grad-CAM, Grad-CAM+, Grad-CAM++ maps; one
 confidence on each explanation image E = L * I) on the same real images, the same model
@@ -29,6 +29,7 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # per-image |dO| and |dY| of torchvision.io.decode_jpeg + tensor resize (runtime.decode: gpu's path, run
       # on the CPU) against the PIL path, on the same images, model and methods
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,12 @@ def _cycled(cfg: DatasetConfig) -> Listing:
     """The folder's images repeated until `limit` items (unique ids), to measure memory on long runs."""
     base = list_dataset(cfg.model_copy(update={"kind": "folder", "limit": None})).items
     n = cfg.limit or len(base)
-    return Listing([type(it)(path=it.path, image_id=f"{it.image_id}.{k // len(base)}", label=it.label)
-                    for k, it in zip(range(n), _repeat(base))])
+    return Listing(
+        [
+            type(it)(path=it.path, image_id=f"{it.image_id}.{k // len(base)}", label=it.label)
+            for k, it in zip(range(n), _repeat(base))
+        ]
+    )
 
 
 def _repeat(items: list) -> Iterator:
@@ -102,14 +107,28 @@ def loaded_config() -> ModelConfig:
     return ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package")
 
 
-def camexp_config(images: Path, n: int | None, batch_size: int, workers: int | str, out: Path, kind: str = "folder",
-                  extra_metrics: tuple[str, ...] = (), steps: int = 100, methods: tuple[str, ...] = tuple(METHODS)
-                  ) -> ExperimentConfig:
+def camexp_config(
+    images: Path,
+    n: int | None,
+    batch_size: int,
+    workers: int | str,
+    out: Path,
+    kind: str = "folder",
+    extra_metrics: tuple[str, ...] = (),
+    steps: int = 100,
+    methods: tuple[str, ...] = tuple(METHODS),
+) -> ExperimentConfig:
     return ExperimentConfig(
-        name="bench", dataset=DatasetConfig(kind=kind, root=images, limit=n),
-        model=loaded_config(), methods=list(methods), metrics=["avg_drop", "increase", "win", *extra_metrics], perturbation={"steps": steps},
+        name="bench",
+        dataset=DatasetConfig(kind=kind, root=images, limit=n),
+        model=loaded_config(),
+        methods=list(methods),
+        metrics=["avg_drop", "increase", "win", *extra_metrics],
+        perturbation={"steps": steps},
         road={"percentiles": [50]},
-        runtime=RuntimeConfig(device="cpu", batch_size=batch_size, workers=workers), output=OutputConfig(dir=out))
+        runtime=RuntimeConfig(device="cpu", batch_size=batch_size, workers=workers),
+        output=OutputConfig(dir=out),
+    )
 
 
 # --- contenders: each returns the seconds its batch loop took ------------------------------------------------
@@ -128,29 +147,33 @@ def timed_loop(loader: Iterable[dict], step: Callable[[torch.Tensor], None]) -> 
     return time.perf_counter() - start
 
 
-def floor_step(model: nn.Module, layout: torch.memory_format = torch.contiguous_format,
-               chunk: int | None = None) -> Callable[[torch.Tensor], None]:
+def floor_step(
+    model: nn.Module, layout: torch.memory_format = torch.contiguous_format, chunk: int | None = None
+) -> Callable[[torch.Tensor], None]:
     """The protocol's floor: one batched forward of the images and one of the M explanation images
     (in forwards of at most `chunk` images, as camexp runs them on this device)."""
+
     def step(x: torch.Tensor) -> None:
         with torch.inference_mode():
             model(x.contiguous(memory_format=layout))
             explained = x.repeat(len(METHODS), 1, 1, 1).contiguous(memory_format=layout)
             for part in explained.split(chunk or len(explained)):
                 model(part)
+
     return step
 
 
 def bare_forwards(net: nn.Module, normalized: torch.Tensor, n: int, chunk: int) -> None:
     """`n` forwards of ready-made images (the model-space `normalized` images repeated), `chunk` per call,
     channels_last: what a floor spends where camexp would forward n built images. Call in inference mode."""
-    block = normalized.repeat(-(-chunk // len(normalized)), 1, 1, 1)[:chunk].contiguous(memory_format=torch.channels_last)
+    block = normalized.repeat(-(-chunk // len(normalized)), 1, 1, 1)[:chunk].contiguous(
+        memory_format=torch.channels_last
+    )
     for lo in range(0, n, chunk):
-        net(block[:min(chunk, n - lo)])
+        net(block[: min(chunk, n - lo)])
 
 
-def cpu_loader(cfg: ExperimentConfig, ds: ImageDataset, decode_on: torch.device | None = None
-               ) -> Iterable[dict]:
+def cpu_loader(cfg: ExperimentConfig, ds: ImageDataset, decode_on: torch.device | None = None) -> Iterable[dict]:
     """The run's own loader for `cfg` (its workers resolved as a run resolves them) over all of `ds`."""
     cpu = torch.device("cpu")
     settings = loader_settings(cfg.runtime.workers, "cpu", cpu)
@@ -217,6 +240,7 @@ def pgc_step(model: nn.Module, layer: nn.Module) -> Callable[[torch.Tensor], Non
         targets = [ClassifierOutputTarget(int(c)) for c in t]
         for cam in cams:
             confidence_on(model, x, torch.from_numpy(cam(input_tensor=x, targets=targets)), t)
+
     return step
 
 
@@ -238,6 +262,7 @@ def torchcam_step(model: nn.Module, layer_name: str) -> Callable[[torch.Tensor],
                 (cam,) = extractor(class_idx=t.tolist(), scores=scores)
             maps = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             confidence_on(model, x, maps, t)
+
     return step
 
 
@@ -280,9 +305,17 @@ def bench(images: Path, n: int, batch_size: int, workers: int | str, rounds: int
             times[name].append(fn())
             print(f"round {r + 1}/{rounds} {name:20s} {times[name][-1]:7.2f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    result: dict = {"images": len(ds), "batch_size": batch_size, "workers": workers, "rounds": rounds,
-                    "threads": torch.get_num_threads(), "images_dir": str(images),
-                    "seconds": times, "median_s": med, "images_per_s": {k: len(ds) / v for k, v in med.items()}}
+    result: dict = {
+        "images": len(ds),
+        "batch_size": batch_size,
+        "workers": workers,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "images_dir": str(images),
+        "seconds": times,
+        "median_s": med,
+        "images_per_s": {k: len(ds) / v for k, v in med.items()},
+    }
     ratios = floor_ratios(med)
     if "floor" in med:
         ratios["camexp/floor wall"] = med["camexp"] / med["floor"]
@@ -303,15 +336,18 @@ def floor_ratios(med: dict[str, float], suffix: str = "") -> dict[str, float]:
     if "loader_floor" + suffix not in med or "model_floor" not in med:
         return {}
     loader, model, ours = med["loader_floor" + suffix], med["model_floor"], med["camexp" + suffix]
-    return {f"camexp{suffix}/loader_floor throughput": loader / ours,
-            f"camexp{suffix}/model_floor throughput": model / ours,
-            f"camexp{suffix}/faster floor throughput": min(loader, model) / ours,
-            f"camexp{suffix}/slower floor throughput": max(loader, model) / ours,
-            f"camexp{suffix}/serial floors throughput": (loader + model) / ours}
+    return {
+        f"camexp{suffix}/loader_floor throughput": loader / ours,
+        f"camexp{suffix}/model_floor throughput": model / ours,
+        f"camexp{suffix}/faster floor throughput": min(loader, model) / ours,
+        f"camexp{suffix}/slower floor throughput": max(loader, model) / ours,
+        f"camexp{suffix}/serial floors throughput": (loader + model) / ours,
+    }
 
 
-def loader_bench(images: Path, n: int | None, batch_size: int, workers: list[int | str], rounds: int,
-                 methods: tuple[str, ...]) -> dict:
+def loader_bench(
+    images: Path, n: int | None, batch_size: int, workers: list[int | str], rounds: int, methods: tuple[str, ...]
+) -> dict:
     """Per workers setting, camexp's run and its loader floor; once, the model floor (on pre-decoded images, so
     it does not depend on the workers); all in alternating rounds, the order reversed every other round."""
     tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-"))
@@ -323,7 +359,8 @@ def loader_bench(images: Path, n: int | None, batch_size: int, workers: list[int
     on_device = [b["image"].contiguous(memory_format=torch.channels_last) for b in loaders[workers[0]]]
     chunk = CPU_FORWARD_CHUNK
     contenders: dict[str, Callable[[], float]] = {
-        "model_floor": lambda: model_floor(loaded, on_device, len(methods), chunk)}
+        "model_floor": lambda: model_floor(loaded, on_device, len(methods), chunk)
+    }
     for w in workers:
         contenders[f"camexp@{w}"] = partial(run_camexp, cfgs[w])
         contenders[f"loader_floor@{w}"] = partial(loader_floor, loaders[w])
@@ -337,13 +374,31 @@ def loader_bench(images: Path, n: int | None, batch_size: int, workers: list[int
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = {}
     for w in workers:
-        ratios.update(floor_ratios({"model_floor": med["model_floor"], f"camexp@{w}": med[f"camexp@{w}"],
-                                    f"loader_floor@{w}": med[f"loader_floor@{w}"]}, f"@{w}"))
-    return {"images": len(ds), "batch_size": batch_size, "methods": list(methods), "rounds": rounds,
-            "workers": {str(w): loader_settings(w, "cpu", torch.device("cpu")).workers for w in workers},
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
-            "images_dir": str(images), "seconds": times, "median_s": med,
-            "images_per_s": {k: len(ds) / v for k, v in med.items()}, "ratios": ratios}
+        ratios.update(
+            floor_ratios(
+                {
+                    "model_floor": med["model_floor"],
+                    f"camexp@{w}": med[f"camexp@{w}"],
+                    f"loader_floor@{w}": med[f"loader_floor@{w}"],
+                },
+                f"@{w}",
+            )
+        )
+    return {
+        "images": len(ds),
+        "batch_size": batch_size,
+        "methods": list(methods),
+        "rounds": rounds,
+        "workers": {str(w): loader_settings(w, "cpu", torch.device("cpu")).workers for w in workers},
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_after": os.getloadavg(),
+        "images_dir": str(images),
+        "seconds": times,
+        "median_s": med,
+        "images_per_s": {k: len(ds) / v for k, v in med.items()},
+        "ratios": ratios,
+    }
 
 
 def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str, ...]) -> dict:
@@ -379,37 +434,92 @@ def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str
 
     def spread(v: list[float]) -> dict[str, float]:
         q = np.quantile(v, [0.5, 0.99, 1.0]) if v else [float("nan")] * 3
-        return {"median": float(q[0]), "p99": float(q[1]), "max": float(q[2]),
-                "mean": float(np.mean(v)) if v else float("nan")}
+        return {
+            "median": float(q[0]),
+            "p99": float(q[1]),
+            "max": float(q[2]),
+            "mean": float(np.mean(v)) if v else float("nan"),
+        }
 
-    return {"images": len(rows["same_target"]), "methods": list(methods), "images_dir": str(images),
-            "targets_agree": sum(rows["same_target"]),
-            "pixel_max_abs_x255": spread([255 * v for v in rows["pixel_max"]]),
-            "pixel_mean_abs_x255": spread([255 * v for v in rows["pixel_mean"]]),
-            "abs_dY_same_target": spread(rows["dy"]), "abs_dO_same_target": spread(rows["do"]),
-            "pil_decoder": loader_settings(0, "cpu", cpu).decoder,
-            "tensor_decoder": f"torchvision {torchvision.__version__} decode_jpeg on cpu + tensor resize "
-                              "(runtime.decode: gpu's code path)"}
+    return {
+        "images": len(rows["same_target"]),
+        "methods": list(methods),
+        "images_dir": str(images),
+        "targets_agree": sum(rows["same_target"]),
+        "pixel_max_abs_x255": spread([255 * v for v in rows["pixel_max"]]),
+        "pixel_mean_abs_x255": spread([255 * v for v in rows["pixel_mean"]]),
+        "abs_dY_same_target": spread(rows["dy"]),
+        "abs_dO_same_target": spread(rows["do"]),
+        "pil_decoder": loader_settings(0, "cpu", cpu).decoder,
+        "tensor_decoder": f"torchvision {torchvision.__version__} decode_jpeg on cpu + tensor resize "
+        "(runtime.decode: gpu's code path)",
+    }
 
 
-def rss_child(images: Path, n: int, batch_size: int, workers: int, metrics: tuple[str, ...] = (), steps: int = 100,
-              methods: tuple[str, ...] = tuple(METHODS)) -> None:
+def rss_child(
+    images: Path,
+    n: int,
+    batch_size: int,
+    workers: int,
+    metrics: tuple[str, ...] = (),
+    steps: int = 100,
+    methods: tuple[str, ...] = tuple(METHODS),
+) -> None:
     """One camexp run of `n` (cycled) images; prints its peak RSS (self and largest child) as JSON."""
     with tempfile.TemporaryDirectory(prefix="camexp-rss-") as tmp:
-        wall = run_camexp(camexp_config(images, n, batch_size, workers, Path(tmp) / "run", kind=CYCLED,
-                                        extra_metrics=metrics, steps=steps, methods=methods))
-    print(json.dumps({"images": n, "wall_s": wall,
-                      "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+        wall = run_camexp(
+            camexp_config(
+                images,
+                n,
+                batch_size,
+                workers,
+                Path(tmp) / "run",
+                kind=CYCLED,
+                extra_metrics=metrics,
+                steps=steps,
+                methods=methods,
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "images": n,
+                "wall_s": wall,
+                "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
-def rss(images: Path, sizes: list[int], batch_size: int, workers: int, metrics: tuple[str, ...] = (),
-        steps: int = 100, methods: tuple[str, ...] = tuple(METHODS)) -> dict:
+def rss(
+    images: Path,
+    sizes: list[int],
+    batch_size: int,
+    workers: int,
+    metrics: tuple[str, ...] = (),
+    steps: int = 100,
+    methods: tuple[str, ...] = tuple(METHODS),
+) -> dict:
     runs = []
     for n in sizes:
-        cmd = [sys.executable, __file__, "--rss-child", str(n), "--images", str(images),
-               "--batch-size", str(batch_size), "--workers", str(workers), "--steps", str(steps),
-               *(["--rss-metrics", *metrics] if metrics else []), "--rss-methods", *methods]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            str(n),
+            "--images",
+            str(images),
+            "--batch-size",
+            str(batch_size),
+            "--workers",
+            str(workers),
+            "--steps",
+            str(steps),
+            *(["--rss-metrics", *metrics] if metrics else []),
+            "--rss-methods",
+            *methods,
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
         print(f"rss {n:6d} images: {runs[-1]}", flush=True)
@@ -423,15 +533,28 @@ def bench_stats(n_images: int, n_methods: int, n_boot: int, rounds: int) -> dict
     g = np.random.default_rng(0)
     y = g.uniform(0.2, 1.0, n_images)
     o = y[:, None] * g.uniform(0.1, 1.2, (n_images, n_methods))
-    view = RecordsView(methods=[f"m{j}" for j in range(n_methods)], image_ids=[f"{i:06d}" for i in range(n_images)],
-                       y=torch.from_numpy(y), o=torch.from_numpy(o), p_true=torch.from_numpy(y))
+    view = RecordsView(
+        methods=[f"m{j}" for j in range(n_methods)],
+        image_ids=[f"{i:06d}" for i in range(n_images)],
+        y=torch.from_numpy(y),
+        o=torch.from_numpy(o),
+        p_true=torch.from_numpy(y),
+    )
     settings = StatsConfig(bootstrap=n_boot)
     jobs: dict[str, Callable[[], object]] = {
         "resample_means": lambda: resample_means(o, n_boot, seed=0),
-        "run_intervals": lambda: compute_stats(view, ["avg_drop", "increase", "win", "relperf"], MetricParams(), settings),
+        "run_intervals": lambda: compute_stats(
+            view, ["avg_drop", "increase", "win", "relperf"], MetricParams(), settings
+        ),
     }
-    result: dict = {"images": n_images, "methods": n_methods, "resamples": n_boot, "rounds": rounds,
-                    "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
+    result: dict = {
+        "images": n_images,
+        "methods": n_methods,
+        "resamples": n_boot,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+    }
     for name, job in jobs.items():
         times = []
         for _ in range(rounds):
@@ -443,9 +566,12 @@ def bench_stats(n_images: int, n_methods: int, n_boot: int, rounds: int) -> dict
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         result[name] = {"median_s": statistics.median(times), "seconds": times, "peak_traced_mib": peak / 2**20}
-        print(f"stats {name:16s} {result[name]['median_s']:6.2f} s (median of {rounds}), peak "
-              f"{result[name]['peak_traced_mib']:.0f} MiB traced: {n_images} images x {n_methods} methods x "
-              f"{n_boot} resamples", flush=True)
+        print(
+            f"stats {name:16s} {result[name]['median_s']:6.2f} s (median of {rounds}), peak "
+            f"{result[name]['peak_traced_mib']:.0f} MiB traced: {n_images} images x {n_methods} methods x "
+            f"{n_boot} resamples",
+            flush=True,
+        )
     return result
 
 
@@ -466,6 +592,7 @@ class GivenMaps:
 
     def _hooks_off(self):  # noqa: ANN202
         from contextlib import nullcontext
+
         return nullcontext()
 
 
@@ -486,7 +613,9 @@ def metric_batches(images: Path, n: int | None, batch_size: int, method: str) ->
     return loaded, out
 
 
-def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, percentiles: list[int], rounds: int) -> dict:
+def metrics_bench(
+    images: Path, n: int | None, batch_size: int, steps: int, percentiles: list[int], rounds: int
+) -> dict:
     """Insertion + deletion: camexp vs torchcam's DeletionInsertionMetric (same maps, steps, substrate 0 for
     both curves as torchcam has it, chunks of the same size) vs the floor: the same number of forwards of
     ready-made images. ROAD: camexp vs pytorch-grad-cam's ROADCombined (same maps and percentiles)."""
@@ -500,9 +629,15 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
     method = "gradcam++"
     loaded, batches = metric_batches(images, n, batch_size, method)
     chunk = CPU_FORWARD_CHUNK
-    cfg = ExperimentConfig(name="bench", dataset=DatasetConfig(root=images), model=loaded_config(),
-                           methods=[method], metrics=["insertion", "deletion", "road"],
-                           perturbation={"steps": steps, "insertion_substrate": "zero"}, road={"percentiles": percentiles})
+    cfg = ExperimentConfig(
+        name="bench",
+        dataset=DatasetConfig(root=images),
+        model=loaded_config(),
+        methods=[method],
+        metrics=["insertion", "deletion", "road"],
+        perturbation={"steps": steps, "insertion_substrate": "zero"},
+        road={"percentiles": percentiles},
+    )
     net = loaded.model.net
     count = sum(len(x) for x, _, _ in batches)
 
@@ -517,8 +652,12 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
 
     def torchcam() -> float:
         extractor = GivenMaps(net)
-        metric = DeletionInsertionMetric(extractor, lambda z: z.softmax(-1), steps=steps,  # type: ignore[arg-type]
-                                         batch_size=chunk)  # GivenMaps stands in for torchcam's CAM extractor
+        metric = DeletionInsertionMetric(
+            extractor,  # type: ignore[arg-type]  # GivenMaps stands in for torchcam's CAM extractor
+            lambda z: z.softmax(-1),
+            steps=steps,
+            batch_size=chunk,
+        )
         start = time.perf_counter()
         for x, _, ex in batches:
             extractor.maps = ex.maps[method]
@@ -537,13 +676,21 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
         road = ROADCombined(percentiles=percentiles)
         start = time.perf_counter()
         for x, _, ex in batches:
-            road(loaded.model.normalize(x), ex.maps[method].numpy(),
-                 [ClassifierOutputSoftmaxTarget(int(t)) for t in ex.targets], net)
+            road(
+                loaded.model.normalize(x),
+                ex.maps[method].numpy(),
+                [ClassifierOutputSoftmaxTarget(int(t)) for t in ex.targets],
+                net,
+            )
         return time.perf_counter() - start
 
-    contenders = {"camexp insertion+deletion": lambda: camexp_metric(("insertion", "deletion")),
-                  "torchcam DeletionInsertionMetric": torchcam, "floor (same forwards)": floor,
-                  "camexp road": lambda: camexp_metric(("road",)), "pytorch-grad-cam ROADCombined": pgc_road}
+    contenders = {
+        "camexp insertion+deletion": lambda: camexp_metric(("insertion", "deletion")),
+        "torchcam DeletionInsertionMetric": torchcam,
+        "floor (same forwards)": floor,
+        "camexp road": lambda: camexp_metric(("road",)),
+        "pytorch-grad-cam ROADCombined": pgc_road,
+    }
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(rounds + 1):  # round 0 warms oneDNN's kernels for every shape; not counted
         for name, fn in contenders.items():
@@ -552,15 +699,25 @@ def metrics_bench(images: Path, n: int | None, batch_size: int, steps: int, perc
                 times[name].append(seconds)
             print(f"round {r}/{rounds} {name:34s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"images": count, "batch_size": batch_size, "steps": steps, "road_percentiles": percentiles,
-            "method": method, "threads": torch.get_num_threads(), "seconds": times, "median_s": med,
-            "ratios": {"torchcam/camexp insertion+deletion (speed-up, target >= 2)":
-                       med["torchcam DeletionInsertionMetric"] / med["camexp insertion+deletion"],
-                       "camexp/floor insertion+deletion (target <= 1.10)":
-                       med["camexp insertion+deletion"] / med["floor (same forwards)"],
-                       "pytorch-grad-cam/camexp ROAD (speed-up, target >= 3)":
-                       med["pytorch-grad-cam ROADCombined"] / med["camexp road"]},
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "images": count,
+        "batch_size": batch_size,
+        "steps": steps,
+        "road_percentiles": percentiles,
+        "method": method,
+        "threads": torch.get_num_threads(),
+        "seconds": times,
+        "median_s": med,
+        "ratios": {
+            "torchcam/camexp insertion+deletion (speed-up, target >= 2)": med["torchcam DeletionInsertionMetric"]
+            / med["camexp insertion+deletion"],
+            "camexp/floor insertion+deletion (target <= 1.10)": med["camexp insertion+deletion"]
+            / med["floor (same forwards)"],
+            "pytorch-grad-cam/camexp ROAD (speed-up, target >= 3)": med["pytorch-grad-cam ROADCombined"]
+            / med["camexp road"],
+        },
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 # --- the CAM family: Score-CAM and Ablation-CAM against their floors and the peers ---------------------------
@@ -581,16 +738,19 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
     from camexp.explain.model_methods import block_size
     from camexp.explain.scoring import Scorer
 
-    cpu = torch.device("cpu")
     cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")))
     loaded = build_model(cfg.model)
     loaded.model.to(memory_format=torch.channels_last)
     net, chunk = loaded.model.net, CPU_FORWARD_CHUNK
     scorer = Scorer(loaded.model, chunk=chunk)
-    explainers = {"scorecam": Explainer(loaded, [("scorecam", "scorecam", {"weighting": "softmax_logits"})], scorer=scorer),
-                  "ablationcam": Explainer(loaded, ["ablationcam"], scorer=scorer)}
-    batches = [b["image"].contiguous(memory_format=torch.channels_last)
-               for b in DataLoader(build_dataset(cfg.dataset, loaded.spec), batch_size=batch_size, collate_fn=collate)]
+    explainers = {
+        "scorecam": Explainer(loaded, [("scorecam", "scorecam", {"weighting": "softmax_logits"})], scorer=scorer),
+        "ablationcam": Explainer(loaded, ["ablationcam"], scorer=scorer),
+    }
+    batches = [
+        b["image"].contiguous(memory_format=torch.channels_last)
+        for b in DataLoader(build_dataset(cfg.dataset, loaded.spec), batch_size=batch_size, collate_fn=collate)
+    ]
     # Setup (and oneDNN warm-up): each batch's targets, live-channel counts and layer output for the floors.
     targets, counts, natives = [], [], []
     for x in batches:
@@ -622,7 +782,7 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
             todo = counts[j]["ablationcam"]["tail_passes"]
             block = native.repeat(-(-min(todo, per_block) // len(x)), 1, 1, 1)
             for lo in range(0, todo, per_block):
-                loaded.tail(block[:min(per_block, todo - lo)])
+                loaded.tail(block[: min(per_block, todo - lo)])
 
     def pgc(cls: type) -> Callable[[int, torch.Tensor], None]:
         cam = cls(model=user, target_layers=[layer])
@@ -630,10 +790,13 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
         def step(j: int, x: torch.Tensor) -> None:
             with contextlib.redirect_stderr(io.StringIO()):  # its progress bar per image, not worth a terminal
                 cam(input_tensor=x.contiguous(), targets=[ClassifierOutputTarget(int(t)) for t in targets[j]])
+
         return step
 
     def torchcam_scorecam(j: int, x: torch.Tensor) -> None:
-        with TorchcamScoreCAM(user, target_layer=f"net.{loaded.layer_name}", input_shape=tuple(x.shape[1:])) as extractor:
+        with TorchcamScoreCAM(
+            user, target_layer=f"net.{loaded.layer_name}", input_shape=tuple(x.shape[1:])
+        ) as extractor:
             with torch.inference_mode():
                 user(x.contiguous())
                 extractor(class_idx=targets[j].tolist())
@@ -666,18 +829,34 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
         ratios["camexp/floor ablationcam wall"] = med["camexp ablationcam"] / med["floor ablationcam"]
     if "pytorch-grad-cam AblationCAM" in med:
         ratios["pytorch-grad-cam/camexp ablationcam wall (speed-up, target >= 5)"] = (
-            med["pytorch-grad-cam AblationCAM"] / med["camexp ablationcam"])
+            med["pytorch-grad-cam AblationCAM"] / med["camexp ablationcam"]
+        )
     # Where Score-CAM's time goes: how many masked images each side forwards, and how fast.
-    profile: dict[str, float] = {"scorecam masked images, camexp": totals["scorecam"]["forwards"], "scorecam masked images, peers": count * k}
+    profile: dict[str, float] = {
+        "scorecam masked images, camexp": totals["scorecam"]["forwards"],
+        "scorecam masked images, peers": count * k,
+    }
     profile["fewer forwards (constant channels skipped)"] = count * k / totals["scorecam"]["forwards"]
     for name in ("camexp scorecam", "floor scorecam", "pytorch-grad-cam ScoreCAM", "torchcam ScoreCAM"):
         if name in med:
             done = count * k if name.startswith(("pytorch", "torchcam")) else totals["scorecam"]["forwards"]
             profile[f"masked images/s, {name}"] = done / med[name]
-    return {"images": count, "batch_size": batch_size, "rounds": rounds, "channels": k, "chunk": chunk, "profile": profile,
-            "threads": torch.get_num_threads(), "images_dir": str(images), "counts": totals,
-            "seconds": times, "median_s": med, "images_per_s": {name: count / v for name, v in med.items()},
-            "ratios": ratios, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "images": count,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "channels": k,
+        "chunk": chunk,
+        "profile": profile,
+        "threads": torch.get_num_threads(),
+        "images_dir": str(images),
+        "counts": totals,
+        "seconds": times,
+        "median_s": med,
+        "images_per_s": {name: count / v for name, v in med.items()},
+        "ratios": ratios,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def workers_arg(value: str) -> int | str:
@@ -689,26 +868,45 @@ def main() -> None:
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 16; 2 with --family)")
-    p.add_argument("--workers", type=workers_arg, default=RuntimeConfig().workers,
-                   help="DataLoader workers (all contenders): a number or auto")
-    p.add_argument("--loader", action="store_true", help="camexp beside its loader floor and model floor, per "
-                                                         "--loader-workers setting, instead")
+    p.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=RuntimeConfig().workers,
+        help="DataLoader workers (all contenders): a number or auto",
+    )
+    p.add_argument(
+        "--loader",
+        action="store_true",
+        help="camexp beside its loader floor and model floor, per --loader-workers setting, instead",
+    )
     p.add_argument("--loader-workers", type=workers_arg, nargs="+", default=[0, 1])
     p.add_argument("--loader-methods", nargs="+", default=["gradcam", "gradcam++"], help="the methods of --loader")
-    p.add_argument("--decode-diff", action="store_true",
-                   help="|dO| of the tensor decode + resize path against the PIL path instead")
+    p.add_argument(
+        "--decode-diff",
+        action="store_true",
+        help="|dO| of the tensor decode + resize path against the PIL path instead",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (not camexp)")
     p.add_argument("--rss", action="store_true", help="measure peak RSS of camexp runs instead")
     p.add_argument("--rss-sizes", type=int, nargs="+", default=[200, 2000])
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--only", choices=["stats"], default=None, help="run one section only (stats: the bootstrap)")
-    p.add_argument("--stats-size", type=int, nargs=3, default=[50_000, 10, 1000],
-                   metavar=("IMAGES", "METHODS", "RESAMPLES"), help="size of the bootstrap measurement")
+    p.add_argument(
+        "--stats-size",
+        type=int,
+        nargs=3,
+        default=[50_000, 10, 1000],
+        metavar=("IMAGES", "METHODS", "RESAMPLES"),
+        help="size of the bootstrap measurement",
+    )
     p.add_argument("--rss-metrics", nargs="*", default=[], help="per-batch metrics added to the --rss runs")
     p.add_argument("--metrics", action="store_true", help="bench the per-batch metrics against their peers instead")
-    p.add_argument("--family", action="store_true",
-                   help="bench Score-CAM and Ablation-CAM against their floors and the peers instead")
+    p.add_argument(
+        "--family",
+        action="store_true",
+        help="bench Score-CAM and Ablation-CAM against their floors and the peers instead",
+    )
     p.add_argument("--rss-methods", nargs="+", default=METHODS, help="the methods of the --rss runs")
     p.add_argument("--steps", type=int, default=20, help="insertion/deletion steps (--metrics, --rss-metrics)")
     p.add_argument("--road-percentiles", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60, 70, 80, 90])
@@ -727,7 +925,9 @@ def main() -> None:
     images = a.images or default_images()
     batch_size = a.batch_size or (2 if a.family else 16)
     if a.rss_child is not None:
-        return rss_child(images, a.rss_child, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods))
+        return rss_child(
+            images, a.rss_child, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods)
+        )
     if a.rss:
         result = rss(images, a.rss_sizes, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods))
         out = a.out.with_name(a.out.stem + "_rss.json")

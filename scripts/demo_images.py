@@ -3,6 +3,7 @@
 These are real photographs that ship inside the scikit-image wheel (no download), including grayscale
 ones, so the demo exercises RGB conversion too.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -11,8 +12,20 @@ from pathlib import Path
 
 import skimage.data
 
-PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "hubble_deep_field.jpg",
-          "ihc.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg"]
+PHOTOS = [
+    "astronaut.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "rocket.jpg",
+]
 
 
 def main(dest: str) -> None:

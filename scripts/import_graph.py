@@ -5,6 +5,7 @@ still ties the modules together); imports under `if TYPE_CHECKING:` count only w
 `python scripts/import_graph.py` (exit 1 when a cycle or a backward import exists).
 tests/test_open_core.py (test_import_graph_has_no_cycle_and_runs_with_the_data_flow) asserts the same.
 """
+
 from __future__ import annotations
 
 import ast
@@ -58,8 +59,9 @@ def graph(typing: bool = False) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names
+                ]
             for t in targets:
                 if t.startswith("camexp") and t in files and t != mod:
                     edges[mod].add(t)
@@ -109,8 +111,9 @@ def layer(mod: str) -> int:
 
 def backward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
     """Imports from a later layer of the data flow into an earlier one (the package __init__ is exempt)."""
-    return sorted((a, b) for a, bs in edges.items() for b in bs
-                  if layer(a) >= 0 and layer(b) >= 0 and layer(b) > layer(a))
+    return sorted(
+        (a, b) for a, bs in edges.items() for b in bs if layer(a) >= 0 and layer(b) >= 0 and layer(b) > layer(a)
+    )
 
 
 def main() -> int:

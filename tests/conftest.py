@@ -1,4 +1,5 @@
 """Shared fixtures: the real data beside the checkout (skipped cleanly when absent) and real models."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """runtime.amp: reduced precision in the explanation forward only; targets and maps stay float32."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,15 +11,16 @@ from pydantic import ValidationError
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, RuntimeConfig
 from camexp.data import build_dataset
 from camexp.explain.core import Explainer
-from camexp.models import build_model
 from camexp.explain.scoring import Scorer
+from camexp.models import build_model
 
 METHODS = ["gradcam", "gradcam+", "gradcam++"]
 
 
 def _cfg(amp: str) -> ExperimentConfig:
-    return ExperimentConfig(name="amp", dataset=DatasetConfig(root="."), model=ModelConfig(name="resnet18"),
-                            runtime=RuntimeConfig(amp=amp))
+    return ExperimentConfig(
+        name="amp", dataset=DatasetConfig(root="."), model=ModelConfig(name="resnet18"), runtime=RuntimeConfig(amp=amp)
+    )
 
 
 def test_amp_is_part_of_the_fingerprint_only_when_on():

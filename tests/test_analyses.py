@@ -1,4 +1,5 @@
 """Run analyses: alpha statistics by hand and streamed, the area curve's θ = 0 identity, figures from a run."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+import camexp.runner as runner
 from camexp.analyses.alpha_hist import BINS, AlphaHistogram, summarize_alpha
 from camexp.analyses.alpha_stats import merge_batches
 from camexp.analyses.area_curve import THETAS, quantile_masks
-import camexp.runner as runner
 from camexp.cli import app
 from camexp.config import ExperimentConfig
-from camexp.experiment import load_experiment as load_config
 from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
+from camexp.experiment import load_experiment as load_config
 from camexp.models import LoadedModel
 from camexp.runner import run_experiment
 
@@ -39,10 +40,15 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, lite0: LoadedModel) -> Pat
     src = Path(skimage.data.__file__).parent
     for name in PHOTOS:
         (images / name).write_bytes((src / name).read_bytes())
-    cfg = {"name": "figs", "dataset": {"kind": "folder", "root": str(images)},
-           "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
-           "methods": METHODS, "analyses": ANALYSES, "runtime": {"device": "cpu", "batch_size": 1},
-           "output": {"dir": str(tmp / "out")}}
+    cfg = {
+        "name": "figs",
+        "dataset": {"kind": "folder", "root": str(images)},
+        "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
+        "methods": METHODS,
+        "analyses": ANALYSES,
+        "runtime": {"device": "cpu", "batch_size": 1},
+        "output": {"dir": str(tmp / "out")},
+    }
     path = tmp / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.MonkeyPatch.context() as mp:
@@ -158,15 +164,24 @@ def test_record_figures_and_area_curve_take_named_method_specs(tmp_path: Path) -
     """A method given as {name, method, params}: the figures drawn at the end of a run look its records up by
     its record name (it used to end the run with `TypeError: unhashable type: 'MethodSpec'`)."""
     from camexp.analyses import ANALYSES
-    from camexp.analyses.area_curve import COLUMNS as CURVE_COLUMNS, PER_IMAGE
+    from camexp.analyses.area_curve import COLUMNS as CURVE_COLUMNS
+    from camexp.analyses.area_curve import PER_IMAGE
     from camexp.results import COLUMNS, RECORDS
 
     methods = ["gradcam", {"name": "gc-again", "method": "gradcam"}]
-    cfg = ExperimentConfig(name="specs", dataset={"root": "."}, model={"name": "toy"}, methods=methods,
-                           analyses=["relperf_plot", "drop_dist", "area_curve"])
+    cfg = ExperimentConfig(
+        name="specs",
+        dataset={"root": "."},
+        model={"name": "toy"},
+        methods=methods,
+        analyses=["relperf_plot", "drop_dist", "area_curve"],
+    )
     names = cfg.method_names
-    rows = [(i, f"im{i}", m, 0, -1, 0, 0.8, 0.4 + 0.1 * j + 0.05 * i, float("nan"), 0)
-            for i in range(3) for j, m in enumerate(names)]
+    rows = [
+        (i, f"im{i}", m, 0, -1, 0, 0.8, 0.4 + 0.1 * j + 0.05 * i, float("nan"), 0)
+        for i in range(3)
+        for j, m in enumerate(names)
+    ]
     pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp_path / RECORDS, index=False)
     curve = [(i, f"im{i}", m, t, 1 - t, 0.8, 0.4) for i in range(3) for m in names for t in THETAS]
     pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(tmp_path / PER_IMAGE, index=False)

@@ -1,4 +1,5 @@
 """Average precision against hand values and scikit-learn's definition."""
+
 from __future__ import annotations
 
 import math

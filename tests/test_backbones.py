@@ -1,5 +1,6 @@
 """Every backbone family through `camexp run` (random weights, real images), and the tail of each
 against the full model: layouts (NCHW, NHWC, tokens with prefix tokens) and the automatic layer."""
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,14 @@ FAMILIES = {
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_runs_end_to_end(family: str, tmp_path: Path, ilsvrc_images: Path):
     name, layer, layout, has_cam = FAMILIES[family]
-    cfg = {"name": family, "dataset": {"kind": "folder", "root": str(ilsvrc_images), "limit": 2},
-           "model": {"name": name, "weights": "random"}, "methods": ["gradcam", "gradcam++", "layercam"],
-           "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": family,
+        "dataset": {"kind": "folder", "root": str(ilsvrc_images), "limit": 2},
+        "model": {"name": name, "weights": "random"},
+        "methods": ["gradcam", "gradcam++", "layercam"],
+        "runtime": {"device": "cpu", "batch_size": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     exp = load_experiment(path)
@@ -58,6 +64,7 @@ def test_family_runs_end_to_end(family: str, tmp_path: Path, ilsvrc_images: Path
 
 def _substituted_logits(loaded, x: torch.Tensor, a_maps: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
     """Independent reference: the full model with the layer's output replaced (prefix tokens kept)."""
+
     def hook(module, inputs, out):  # noqa: ANN001
         if out.dim() == 3:  # tokens: keep the prefix tokens, put the patch maps back in token order
             prefix = out.shape[1] - a_maps.shape[2] * a_maps.shape[3]
@@ -72,9 +79,16 @@ def _substituted_logits(loaded, x: torch.Tensor, a_maps: torch.Tensor) -> torch.
         h.remove()
 
 
-@pytest.mark.parametrize("name, kind", [("resnet18", "forward_head"), ("vgg11", "sequential"),
-                                        ("tv:alexnet", "sequential"), ("vit_tiny_patch16_224", "full_forward"),
-                                        ("swin_tiny_patch4_window7_224", "full_forward")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("resnet18", "forward_head"),
+        ("vgg11", "sequential"),
+        ("tv:alexnet", "sequential"),
+        ("vit_tiny_patch16_224", "full_forward"),
+        ("swin_tiny_patch4_window7_224", "full_forward"),
+    ],
+)
 def test_tail_equals_the_full_model(name: str, kind: str, ilsvrc_images: Path):
     from camexp.data import PixelTransform
     from camexp.data.images import load_rgb
@@ -92,8 +106,9 @@ def test_tail_equals_the_full_model(name: str, kind: str, ilsvrc_images: Path):
     edited[1, 1:3] *= 2
     assert torch.allclose(inputs.tail(edited), _substituted_logits(loaded, x, edited), atol=1e-4, rtol=1e-4)
     which = torch.tensor([1, 1, 0])
-    assert torch.allclose(inputs.tail(edited[which], which), _substituted_logits(loaded, x[which], edited[which]),
-                          atol=1e-4, rtol=1e-4)
+    assert torch.allclose(
+        inputs.tail(edited[which], which), _substituted_logits(loaded, x[which], edited[which]), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_lite0_tail_is_its_head_on_real_weights(lite0, ilsvrc_images: Path):  # noqa: ANN001

@@ -1,4 +1,5 @@
 """check_experiment: a clean report on good data, and one clear error naming the file for each broken layout."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,8 +15,10 @@ from camexp.config import ExperimentConfig, ModelConfig
 from camexp.models import LoadedModel, build_model
 
 TINY = {"name": "resnet18", "weights": "random"}
-GOOD_XML = ("<annotation><object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
-            "<xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
+GOOD_XML = (
+    "<annotation><object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
+    "<xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>"
+)
 
 
 _BUILT: dict[str, LoadedModel] = {}
@@ -58,19 +61,25 @@ def test_real_ilsvrc_subset_is_clean(shared_data: Path) -> None:
 
 
 def test_voc_needs_a_20_class_head(shared_data: Path) -> None:
-    cfg = experiment({"kind": "voc", "root": str(shared_data / "voc2012-subset"), "split": "subset"},
-                     confidence="sigmoid")
+    cfg = experiment(
+        {"kind": "voc", "root": str(shared_data / "voc2012-subset"), "split": "subset"}, confidence="sigmoid"
+    )
     report = check_experiment(cfg)
     assert report.counts == {"subset": 108} and report.dataset_classes == 20
-    assert report.errors == ["model 'resnet18' (weights 'random') predicts 1000 classes but the voc data set has 20; "
-                             "use weights for that head"]
+    assert report.errors == [
+        "model 'resnet18' (weights 'random') predicts 1000 classes but the voc data set has 20; "
+        "use weights for that head"
+    ]
 
 
-@pytest.mark.parametrize(("model", "fragments"), [
-    ({**TINY, "layer": "nope"}, ("'nope' does not exist",)),
-    ({"name": "vgg16.tv_in1k", "weights": "checkpoints/voc07_vgg16.pt"}, ("voc07_vgg16.pt", "not found")),
-    ({"name": "resnet18", "weights": "timm"}, ("could not load pretrained weights", "resnet18")),
-])
+@pytest.mark.parametrize(
+    ("model", "fragments"),
+    [
+        ({**TINY, "layer": "nope"}, ("'nope' does not exist",)),
+        ({"name": "vgg16.tv_in1k", "weights": "checkpoints/voc07_vgg16.pt"}, ("voc07_vgg16.pt", "not found")),
+        ({"name": "resnet18", "weights": "timm"}, ("could not load pretrained weights", "resnet18")),
+    ],
+)
 def test_model_problems(tmp_path: Path, make_jpeg, monkeypatch, model: dict, fragments: tuple[str, ...]) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no download, even with a network
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -84,6 +93,7 @@ def test_true_target_needs_single_labels(shared_data: Path) -> None:
 
 
 # --- broken layouts: each builder breaks a small tree and names what the error must say ---------------------
+
 
 def voc_tree(root: Path, make_jpeg, xml: str = GOOD_XML) -> dict:
     voc = root / "VOCdevkit" / "VOC2007"
@@ -119,30 +129,47 @@ def remove(path: Path) -> None:
 
 BROKEN: dict[str, tuple[Callable[[Path, Callable], dict], tuple[str, ...]]] = {
     "missing root": (lambda r, mk: {"kind": "voc", "root": str(r / "nowhere")}, ("nowhere", "not a folder")),
-    "voc missing xml": (lambda r, mk: (voc_tree(r, mk), remove(next(r.rglob("000001.xml"))))[0],
-                        ("000001.xml", "annotation file missing")),
-    "voc missing image": (lambda r, mk: (voc_tree(r, mk), remove(next(r.rglob("000001.jpg"))))[0],
-                          ("000001.jpg", "missing")),
-    "voc unknown class": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("dog", "dragon")),
-                          ("000001.xml", "'dragon'")),
-    "voc box outside": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("<xmax>40", "<xmax>41")),
-                        ("000001.xml: object 1 ('dog', xmin=1 ymin=1 xmax=41 ymax=30)", "outside the 40x30 image",
-                         "dataset.bad_boxes: skip")),
+    "voc missing xml": (
+        lambda r, mk: (voc_tree(r, mk), remove(next(r.rglob("000001.xml"))))[0],
+        ("000001.xml", "annotation file missing"),
+    ),
+    "voc missing image": (
+        lambda r, mk: (voc_tree(r, mk), remove(next(r.rglob("000001.jpg"))))[0],
+        ("000001.jpg", "missing"),
+    ),
+    "voc unknown class": (lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("dog", "dragon")), ("000001.xml", "'dragon'")),
+    "voc box outside": (
+        lambda r, mk: voc_tree(r, mk, GOOD_XML.replace("<xmax>40", "<xmax>41")),
+        (
+            "000001.xml: object 1 ('dog', xmin=1 ymin=1 xmax=41 ymax=30)",
+            "outside the 40x30 image",
+            "dataset.bad_boxes: skip",
+        ),
+    ),
     "voc bad xml": (lambda r, mk: voc_tree(r, mk, "<annotation>"), ("000001.xml", "not valid XML")),
     "voc no split": (lambda r, mk: {**voc_tree(r, mk), "split": "train"}, ("train.txt", "not found")),
-    "image without label": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000002,n01440764 0 0 9 9\n"),
-                            ("ILSVRC2012_val_00000001.JPEG", "has no label in", "LOC_val_solution.csv")),
-    "unknown wnid": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n99999999 0 0 9 9\n"),
-                     ("LOC_val_solution.csv: line 2", "n99999999")),
-    "malformed csv": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 9\n"),
-                      ("LOC_val_solution.csv: line 2", "malformed")),
-    "kaggle box outside": (lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 40 29\n"),
-                           ("LOC_val_solution.csv: line 2: box 1 of ILSVRC2012_val_00000001.JPEG",
-                            "outside the 40x30 image")),
+    "image without label": (
+        lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000002,n01440764 0 0 9 9\n"),
+        ("ILSVRC2012_val_00000001.JPEG", "has no label in", "LOC_val_solution.csv"),
+    ),
+    "unknown wnid": (
+        lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n99999999 0 0 9 9\n"),
+        ("LOC_val_solution.csv: line 2", "n99999999"),
+    ),
+    "malformed csv": (
+        lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 9\n"),
+        ("LOC_val_solution.csv: line 2", "malformed"),
+    ),
+    "kaggle box outside": (
+        lambda r, mk: kaggle_tree(r, mk, "ILSVRC2012_val_00000001,n01440764 0 0 40 29\n"),
+        ("LOC_val_solution.csv: line 2: box 1 of ILSVRC2012_val_00000001.JPEG", "outside the 40x30 image"),
+    ),
     "devkit unknown id": (lambda r, mk: devkit_tree(r, mk), ("ground_truth.txt: line 1", "'7'", "meta.mat")),
     "devkit missing meta": (lambda r, mk: devkit_tree(r, mk, meta=False), ("meta.mat", "must sit beside")),
-    "v2 non-integer folder": (lambda r, mk: (mk(r / "1" / "a.jpg"), mk(r / "n01" / "b.jpg"),
-                                             {"kind": "imagenetv2", "root": str(r)})[2], ("'n01'", "not a class index")),
+    "v2 non-integer folder": (
+        lambda r, mk: (mk(r / "1" / "a.jpg"), mk(r / "n01" / "b.jpg"), {"kind": "imagenetv2", "root": str(r)})[2],
+        ("'n01'", "not a class index"),
+    ),
 }
 
 
@@ -188,14 +215,17 @@ def test_run_and_check_reject_an_inverted_box_with_the_same_words(tmp_path: Path
     from camexp.data import list_dataset
     from camexp.errors import CamexpError
 
-    cfg = experiment(voc_tree(tmp_path, make_jpeg, GOOD_XML.replace("<xmin>1", "<xmin>35").replace(
-        "<xmax>40", "<xmax>20")))
+    cfg = experiment(
+        voc_tree(tmp_path, make_jpeg, GOOD_XML.replace("<xmin>1", "<xmin>35").replace("<xmax>40", "<xmax>20"))
+    )
     with pytest.raises(CamexpError) as run_error:
         list_dataset(cfg.dataset)  # what `camexp run` lists before its first batch
     assert "object 1 ('dog', xmin=35 ymin=1 xmax=20 ymax=30): xmax < xmin (inverted box)" in str(run_error.value)
     report = check_experiment(cfg)
     assert str(run_error.value) in report.errors and not any("outside" in e for e in report.errors)
-    skipping = check_experiment(cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"bad_boxes": "skip"})}))
+    skipping = check_experiment(
+        cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"bad_boxes": "skip"})})
+    )
     assert any("1 malformed box(es) skipped" in w for w in skipping.warnings)
     assert skipping.images_with_boxes == 0
 
@@ -225,6 +255,5 @@ def test_min_true_prob_on_a_multilabel_set_is_refused_by_check_and_run_alike(tmp
 
 def test_check_refuses_more_perturbation_steps_than_input_pixels(tmp_path: Path, make_jpeg) -> None:
     make_jpeg(tmp_path / "a.jpg")
-    cfg = experiment({"kind": "folder", "root": str(tmp_path)}, metrics=["deletion"],
-                     perturbation={"steps": 1_000_000})
+    cfg = experiment({"kind": "folder", "root": str(tmp_path)}, metrics=["deletion"], perturbation={"steps": 1_000_000})
     assert_error(cfg, "perturbation.steps: 1000000 steps exceed the 50176 pixels", "use at most 50176")

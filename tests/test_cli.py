@@ -1,4 +1,5 @@
 """End to end through the CLI: files, sane numbers, determinism, resume, and clear errors."""
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,11 @@ BASE = {
 
 
 def write_config(tmp_path: Path, root: Path, name: str = "cfg.yaml", **extra) -> Path:
-    cfg = {**copy.deepcopy(BASE), "dataset": {"kind": "folder", "root": str(root)}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        **copy.deepcopy(BASE),
+        "dataset": {"kind": "folder", "root": str(root)},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     for key, value in extra.items():
         node = cfg
         *parents, leaf = key.split("__")
@@ -123,21 +128,24 @@ def test_resume_refuses_a_different_config(tmp_path: Path, photo_dir: Path):
     assert invoke("run", other, "--no-progress", "--fresh").exit_code == 0
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ({"dataset__rooot": "x"}, "dataset.rooot: unknown key"),
-    ({"runtime__batch_size": "many"}, "runtime.batch_size"),
-    ({"methods": ["gradcam", "gradcam+++"]}, "methods: Value error, unknown methods ['gradcam+++']"),
-    ({"metrics": ["avg_drop", "accuracy"]}, "metrics: Value error, unknown metrics ['accuracy']"),
-    ({"score": "probability"}, "score"),
-    ({"dataset__root": "/no/such/folder"}, "/no/such/folder: dataset root is not a folder"),
-    ({"model__name": "not_a_model"}, "'not_a_model' is not a timm model"),
-    ({"model__weights": "/no/ckpt.pt"}, "/no/ckpt.pt not found"),
-    ({"model__layer": "blocks.99"}, "model.layer 'blocks.99' does not exist"),
-    ({"model__layer": "classifier"}, "outputs (1, 1000), not a feature map"),
-    ({"target": "true"}, "need(s) a true label"),
-    ({"metrics": ["relperf"]}, "need(s) a true label"),
-    ({"methods": ["gradcam"], "metrics": ["win"]}, "at least two methods"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ({"dataset__rooot": "x"}, "dataset.rooot: unknown key"),
+        ({"runtime__batch_size": "many"}, "runtime.batch_size"),
+        ({"methods": ["gradcam", "gradcam+++"]}, "methods: Value error, unknown methods ['gradcam+++']"),
+        ({"metrics": ["avg_drop", "accuracy"]}, "metrics: Value error, unknown metrics ['accuracy']"),
+        ({"score": "probability"}, "score"),
+        ({"dataset__root": "/no/such/folder"}, "/no/such/folder: dataset root is not a folder"),
+        ({"model__name": "not_a_model"}, "'not_a_model' is not a timm model"),
+        ({"model__weights": "/no/ckpt.pt"}, "/no/ckpt.pt not found"),
+        ({"model__layer": "blocks.99"}, "model.layer 'blocks.99' does not exist"),
+        ({"model__layer": "classifier"}, "outputs (1, 1000), not a feature map"),
+        ({"target": "true"}, "need(s) a true label"),
+        ({"metrics": ["relperf"]}, "need(s) a true label"),
+        ({"methods": ["gradcam"], "metrics": ["win"]}, "at least two methods"),
+    ],
+)
 def test_bad_configs_are_one_clear_line(tmp_path: Path, photo_dir: Path, extra: dict, expected: str):
     cfg = write_config(tmp_path, photo_dir, **extra)
     res = invoke("run", cfg, "--no-progress")
@@ -156,8 +164,9 @@ def test_config_errors_name_the_file(tmp_path: Path, photo_dir: Path):
 
 
 def test_cam_on_a_head_without_gap_linear_is_a_config_error(tmp_path: Path, photo_dir: Path):
-    cfg = write_config(tmp_path, photo_dir, model__name="convnext_atto", model__weights="random",
-                       methods=["gradcam", "cam"])
+    cfg = write_config(
+        tmp_path, photo_dir, model__name="convnext_atto", model__weights="random", methods=["gradcam", "cam"]
+    )
     res = invoke("run", cfg, "--no-progress")
     assert res.exit_code == 2 and "method 'cam' is not defined for convnext_atto" in res.output
 
@@ -218,8 +227,7 @@ def test_methods_lists_every_method():
 def test_unreachable_uncached_weights_fail_fast_with_the_fix(monkeypatch: pytest.MonkeyPatch):
     from camexp.config import ModelConfig
     from camexp.errors import CamexpError
-    from camexp.models import build_model
-    from camexp.models import weights
+    from camexp.models import build_model, weights
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(weights, "_reachable", lambda url, timeout=3.0: False)
@@ -230,14 +238,16 @@ def test_unreachable_uncached_weights_fail_fast_with_the_fix(monkeypatch: pytest
 
 # --- the run folder: one run at a time, clear failures, extension ------------------------------------------
 
+
 def one_line(res) -> str:
     """The CLI's output as one line (rich may wrap a long message on a narrow terminal)."""
     assert len(res.output.strip().splitlines()) == 1 or "\n" not in res.output.strip(), res.output
     return " ".join(res.output.split())
 
 
-def test_a_second_run_into_a_folder_in_use_is_refused_and_deletes_nothing(tmp_path: Path, photo_dir: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch):
+def test_a_second_run_into_a_folder_in_use_is_refused_and_deletes_nothing(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
     """The audit's case: a `camexp run --fresh` started while a first run writes the folder deleted the
     first's records, and the first still ended `complete`. Here the second starts during the first's first
     batch and must be refused; the first then finishes with every image."""
@@ -254,8 +264,10 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_deletes_nothing(tmp_pa
     run_experiment(load_config(cfg_path), progress=False)
     out = tmp_path / "out"
     assert second[0].exit_code == 2
-    assert (f"error: {out}: another camexp run is writing this folder (pid {os.getpid()} on host "
-            f"{socket.gethostname()}, started ") in one_line(second[0])
+    assert (
+        f"error: {out}: another camexp run is writing this folder (pid {os.getpid()} on host "
+        f"{socket.gethostname()}, started "
+    ) in one_line(second[0])
     n = len(list(photo_dir.iterdir()))
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "complete" and meta["images_recorded"] == n
@@ -267,29 +279,40 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_deletes_nothing(tmp_pa
 def test_a_stale_lock_is_taken_over_with_a_note_and_another_hosts_lock_is_explained(tmp_path: Path, photo_dir: Path):
     out = tmp_path / "out"
     cfg = write_config(tmp_path, photo_dir, dataset__limit=2)
-    killed = subprocess.run([sys.executable, "-c", "import os, signal; from pathlib import Path; "
-                             f"from camexp.lock import hold; held = hold(Path({str(out)!r})); held.__enter__(); "
-                             "os.kill(os.getpid(), signal.SIGKILL)"], timeout=120)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal; from pathlib import Path; "
+            f"from camexp.lock import hold; held = hold(Path({str(out)!r})); held.__enter__(); "
+            "os.kill(os.getpid(), signal.SIGKILL)",
+        ],
+        timeout=120,
+    )
     assert killed.returncode == -9  # kill -9 while holding the folder: the lock stays behind
     dead = json.loads((out / "camexp.lock").read_text())["pid"]
     res = invoke("run", cfg, "--no-progress")
     assert res.exit_code == 0, res.output
-    assert (f"note: {out}: removed the stale lock of a camexp run that is no longer running (pid {dead} on host "
-            f"{socket.gethostname()}") in " ".join(res.output.split())
+    assert (
+        f"note: {out}: removed the stale lock of a camexp run that is no longer running (pid {dead} on host "
+        f"{socket.gethostname()}"
+    ) in " ".join(res.output.split())
     assert not (out / "camexp.lock").exists()
 
     foreign = {"pid": 1, "host": "node-7", "started": "2026-01-01T00:00:00+00:00"}
     (out / "camexp.lock").write_text(json.dumps(foreign))
     res = invoke("run", cfg, "--no-progress")
     assert res.exit_code == 2
-    assert (f"{out}: held by a camexp run on another host (pid 1 on host node-7, started 2026-01-01T00:00:00+00:00), "
-            f"which cannot be checked from here; if it is no longer running, delete {out / 'camexp.lock'}"
-            ) in one_line(res)
+    assert (
+        f"{out}: held by a camexp run on another host (pid 1 on host node-7, started 2026-01-01T00:00:00+00:00), "
+        f"which cannot be checked from here; if it is no longer running, delete {out / 'camexp.lock'}"
+    ) in one_line(res)
     assert json.loads((out / "camexp.lock").read_text()) == foreign
 
 
-def test_an_output_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, photo_dir: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch):
+def test_an_output_folder_that_is_a_file_or_read_only_is_one_line(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
     afile = tmp_path / "afile"
     afile.write_text("")
     res = invoke("run", write_config(tmp_path, photo_dir, output__dir=str(afile)), "--no-progress")
@@ -315,7 +338,8 @@ def test_an_output_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, whose writes fail with ENOSPC")
 def test_a_full_disk_while_appending_records_says_what_was_kept_and_the_run_resumes(
-        tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
     """The second batch's records go to /dev/full: the kernel's own 'No space left on device'."""
     cfg = write_config(tmp_path, photo_dir)
     out = tmp_path / "out"
@@ -329,8 +353,10 @@ def test_a_full_disk_while_appending_records_says_what_was_kept_and_the_run_resu
     monkeypatch.setattr(runner_mod, "append_records", second_batch_meets_a_full_disk)
     res = invoke("run", cfg, "--no-progress")
     assert res.exit_code == 2, res.output
-    assert (f"{out}: no space left on the device while the run was writing; kept: 2 images recorded for every "
-            f"method in {out / 'per_image.csv'}") in one_line(res)
+    assert (
+        f"{out}: no space left on the device while the run was writing; kept: 2 images recorded for every "
+        f"method in {out / 'per_image.csv'}"
+    ) in one_line(res)
     monkeypatch.setattr(runner_mod, "append_records", real_append)
     res = invoke("run", cfg, "--no-progress")
     assert res.exit_code == 0, res.output
@@ -351,23 +377,30 @@ def test_a_finished_run_grows_to_a_larger_limit_computing_only_the_new_images(tm
     assert invoke("run", fresh, "--no-progress").exit_code == 0
     assert (out / "per_image.csv").read_text() == (tmp_path / "fresh" / "per_image.csv").read_text()
 
-    renumbered = invoke("run", write_config(tmp_path, photo_dir, "every.yaml", dataset__subset={"every": 2}),
-                        "--no-progress")  # keeps images 0 and 2 of the 4: indices 1, 2, 3 would change meaning
+    renumbered = invoke(
+        "run", write_config(tmp_path, photo_dir, "every.yaml", dataset__subset={"every": 2}), "--no-progress"
+    )  # keeps images 0 and 2 of the 4: indices 1, 2, 3 would change meaning
     assert renumbered.exit_code == 2
-    assert (f"{out}: 3 of its 4 recorded images are not where the data set now puts them (index 1 was {ids[1]}, "
-            f"is now {ids[2]})") in one_line(renumbered)
+    assert (
+        f"{out}: 3 of its 4 recorded images are not where the data set now puts them (index 1 was {ids[1]}, "
+        f"is now {ids[2]})"
+    ) in one_line(renumbered)
     assert json.loads((out / "run.json").read_text())["config"]["dataset"]["limit"] == 4  # nothing was touched
 
 
 def test_adding_an_analysis_after_images_were_recorded_is_refused_with_the_reason(tmp_path: Path, photo_dir: Path):
     """The audit's case: mloc added to a finished run resumed, computed nothing, and summarised 0 pairs."""
     assert invoke("run", write_config(tmp_path, photo_dir, dataset__limit=2), "--no-progress").exit_code == 0
-    res = invoke("run", write_config(tmp_path, photo_dir, "mloc.yaml", dataset__limit=2, analyses=["mloc"]),
-                 "--no-progress")
+    res = invoke(
+        "run", write_config(tmp_path, photo_dir, "mloc.yaml", dataset__limit=2, analyses=["mloc"]), "--no-progress"
+    )
     assert res.exit_code == 2
-    assert ("analyses ['mloc'] were added after 2 images were recorded without them; their numbers would cover "
-            "only the images explained from now on: pass --fresh") in one_line(res)
-    drawn = invoke("run", write_config(tmp_path, photo_dir, "dist.yaml", dataset__limit=2, analyses=["drop_dist"]),
-                   "--no-progress")  # drawn from the records at the end: covers every image, so allowed
+    assert (
+        "analyses ['mloc'] were added after 2 images were recorded without them; their numbers would cover "
+        "only the images explained from now on: pass --fresh"
+    ) in one_line(res)
+    drawn = invoke(
+        "run", write_config(tmp_path, photo_dir, "dist.yaml", dataset__limit=2, analyses=["drop_dist"]), "--no-progress"
+    )  # drawn from the records at the end: covers every image, so allowed
     assert drawn.exit_code == 0, drawn.output
     assert (tmp_path / "out" / "drop_dist.png").exists()

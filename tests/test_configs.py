@@ -1,4 +1,5 @@
 """Every shipped config validates, and each published table has exactly one config set up as the paper was."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,11 @@ from camexp.metrics import settings_of
 
 # Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study.py, distill configs
 # (`arms:`; camexp/distill loads them) in tests/test_distill.py.
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
-                 if not {"study", "arms"} & set(yaml.safe_load(p.read_text())))
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+    if not {"study", "arms"} & set(yaml.safe_load(p.read_text()))
+)
 
 
 def load_all() -> dict[str, ExperimentConfig]:
@@ -28,7 +32,9 @@ def test_config_validates_and_names_a_real_model(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name == path.stem
     name = cfg.model.name
-    assert name.removeprefix("tv:") in torchvision.models.list_models() if name.startswith("tv:") else timm.is_model(name)
+    assert (
+        name.removeprefix("tv:") in torchvision.models.list_models() if name.startswith("tv:") else timm.is_model(name)
+    )
 
 
 def test_each_paper_table_has_one_config() -> None:
@@ -45,11 +51,19 @@ def test_tables_are_set_up_as_published() -> None:
     for table in ("table2", "table3", "table4", "table6", "table8"):
         cfg = by_paper[table]
         year = 2012 if table == "table3" else 2007
-        assert (cfg.dataset.kind, cfg.dataset.year, cfg.dataset.split, cfg.confidence) == ("voc", year, "val", "sigmoid")
+        assert (cfg.dataset.kind, cfg.dataset.year, cfg.dataset.split, cfg.confidence) == (
+            "voc",
+            year,
+            "val",
+            "sigmoid",
+        )
         assert cfg.model.weights.startswith(f"checkpoints/voc{str(year)[2:]}_")
     assert by_paper["table4"].methods == ["gradcam++all", "gradcam"]
-    assert [by_paper[t].model.name for t in ("table1", "table5", "table7")] == ["vgg16.tv_in1k", "tv:alexnet",
-                                                                                "resnet50.tv_in1k"]
+    assert [by_paper[t].model.name for t in ("table1", "table5", "table7")] == [
+        "vgg16.tv_in1k",
+        "tv:alexnet",
+        "resnet50.tv_in1k",
+    ]
     for table, score in (("equiv1", "logit"), ("equiv2", "softmax")):
         cfg = by_paper[table]
         assert (cfg.dataset.kind, cfg.score, cfg.metrics) == ("imagenetv2", score, ["relperf"])

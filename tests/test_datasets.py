@@ -1,4 +1,5 @@
 """Loaders against the real subsets in ../shared/data and against layouts built here in tmp_path."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,14 @@ from camexp.data.voc import VOC_CLASSES
 from camexp.data.wnids import imagenet_wnid_index
 from camexp.errors import CamexpError
 
-SPEC = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+SPEC = InputSpec(
+    size=(224, 224),
+    interpolation="bilinear",
+    crop_pct=0.875,
+    crop_mode="center",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+)
 # Real ImageNet-1k wnids with their sorted-order indices.
 TENCH, GOLDFISH, SEA_SNAKE, ALP, TOILET_TISSUE = "n01440764", "n01443537", "n01751748", "n09193705", "n15075141"
 
@@ -38,6 +45,7 @@ def assert_boxes_inside(dataset) -> None:
 
 
 # --- PASCAL VOC 2012 subset -------------------------------------------------------------------------------
+
 
 def test_voc_subset_items_and_known_boxes(shared_data: Path) -> None:
     listing = list_dataset(voc_cfg(shared_data / "voc2012-subset"))
@@ -71,8 +79,10 @@ def test_voc_labels_match_the_per_class_files(shared_data: Path, difficult: str)
 
 def test_voc_root_may_be_devkit_its_parent_or_the_year_folder(shared_data: Path) -> None:
     base = shared_data / "voc2012-subset"
-    ids = [[it.image_id for it in list_dataset(voc_cfg(r)).items]
-           for r in (base, base / "VOCdevkit", base / "VOCdevkit/VOC2012")]
+    ids = [
+        [it.image_id for it in list_dataset(voc_cfg(r)).items]
+        for r in (base, base / "VOCdevkit", base / "VOCdevkit/VOC2012")
+    ]
     assert ids[0] == ids[1] == ids[2]
     with pytest.raises(CamexpError, match="VOC2007"):
         list_dataset(voc_cfg(base, year=2007))
@@ -85,6 +95,7 @@ def test_voc_boxes_inside_after_transform(shared_data: Path) -> None:
 
 
 # --- ILSVRC2012 val subset (flat images + Kaggle CSV) --------------------------------------------------------
+
 
 def test_ilsvrc_kaggle_labels(shared_data: Path) -> None:
     root = shared_data / "ilsvrc2012-val-subset"
@@ -109,8 +120,9 @@ def test_ilsvrc_boxes_inside_after_transform(shared_data: Path) -> None:
 
 
 def test_subset_is_deterministic_and_recorded(shared_data: Path) -> None:
-    cfg = DatasetConfig(kind="imagenet_val", root=shared_data / "ilsvrc2012-val-subset",
-                        subset={"random": 20, "seed": 3}, limit=10)
+    cfg = DatasetConfig(
+        kind="imagenet_val", root=shared_data / "ilsvrc2012-val-subset", subset={"random": 20, "seed": 3}, limit=10
+    )
     a, b = list_dataset(cfg), list_dataset(cfg)
     assert [it.image_id for it in a.items] == [it.image_id for it in b.items]
     assert a.provenance["subset"] == {"random": 20, "seed": 3}
@@ -120,6 +132,7 @@ def test_subset_is_deterministic_and_recorded(shared_data: Path) -> None:
 
 
 # --- layouts built here -------------------------------------------------------------------------------------
+
 
 def test_wnid_folder_layout(tmp_path: Path, make_jpeg) -> None:
     make_jpeg(tmp_path / TOILET_TISSUE / "b.JPEG")
@@ -201,8 +214,9 @@ def _shades(tmp_path: Path, make_jpeg, shades: list[tuple[str, int, int]]) -> li
 
 
 def test_filter_min_true_prob_keeps_confident_labelled_images(tmp_path: Path, make_jpeg) -> None:
-    items = _shades(tmp_path, make_jpeg, [("bright", 255, 0), ("dark", 0, 0), ("unlabelled", 255, -1),
-                                          ("bright2", 250, 0)])
+    items = _shades(
+        tmp_path, make_jpeg, [("bright", 255, 0), ("dark", 0, 0), ("unlabelled", 255, -1), ("bright2", 250, 0)]
+    )
     assert _min_true_prob(items, "softmax") == [0, 3]
     with pytest.raises(CamexpError, match="dataset.min_true_prob needs a single true label"):
         _min_true_prob(items[2:3], "softmax")
@@ -218,6 +232,7 @@ def test_filter_min_true_prob_follows_the_runs_confidence(tmp_path: Path, make_j
 
 
 # --- strict inputs: high bit depth, broken links, malformed boxes ---------------------------------------------
+
 
 def test_16bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
     """PIL's own convert('RGB') clips 16-bit values at 255 (mean 254.5 for this ramp); the expected 8-bit
@@ -251,8 +266,10 @@ def test_broken_and_looping_links_are_listed_then_named_or_skipped(tmp_path: Pat
         build_dataset(DatasetConfig(root=tmp_path), SPEC)[2]
 
 
-VOC_OBJECT = ("<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>1</ymin>"
-              "<xmax>{x1}</xmax><ymax>30</ymax></bndbox></object>")
+VOC_OBJECT = (
+    "<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>1</ymin>"
+    "<xmax>{x1}</xmax><ymax>30</ymax></bndbox></object>"
+)
 
 
 def small_voc(root: Path, make_jpeg, objects: list[tuple[str, int, int]], size: str = "") -> Path:
@@ -263,8 +280,9 @@ def small_voc(root: Path, make_jpeg, objects: list[tuple[str, int, int]], size: 
     (voc / "ImageSets" / "Main" / "val.txt").write_text("000001\n")
     (voc / "Annotations").mkdir()
     xml = voc / "Annotations" / "000001.xml"
-    xml.write_text("<annotation>" + size + "".join(VOC_OBJECT.format(name=n, x0=a, x1=b) for n, a, b in objects)
-                   + "</annotation>")
+    xml.write_text(
+        "<annotation>" + size + "".join(VOC_OBJECT.format(name=n, x0=a, x1=b) for n, a, b in objects) + "</annotation>"
+    )
     return xml
 
 
@@ -273,8 +291,10 @@ def test_inverted_voc_box_is_an_error_naming_file_and_object(tmp_path: Path, mak
     cfg = DatasetConfig(kind="voc", root=tmp_path, split="val")
     with pytest.raises(CamexpError) as e:
         list_dataset(cfg)
-    assert str(e.value) == (f"{xml}: object 2 ('cat', xmin=30 ymin=1 xmax=10 ymax=30): xmax < xmin (inverted box); "
-                            "fix the annotation, or set dataset.bad_boxes: skip to drop such boxes (counted in run.json)")
+    assert str(e.value) == (
+        f"{xml}: object 2 ('cat', xmin=30 ymin=1 xmax=10 ymax=30): xmax < xmin (inverted box); "
+        "fix the annotation, or set dataset.bad_boxes: skip to drop such boxes (counted in run.json)"
+    )
 
     listing = list_dataset(cfg.model_copy(update={"bad_boxes": "skip"}))
     cat, dog = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")

@@ -1,6 +1,7 @@
 """`camexp distill`: the explanation loss (gradcheck, equality with the explainer's maps, hand-checked distances and
 KD), the CIFAR-10 data set kind, the WRN models, the configs, and a tiny end-to-end training with a paired design
 and a resume after a kill."""
+
 from __future__ import annotations
 
 import json
@@ -116,16 +117,31 @@ def test_kd_loss_against_hintons_formula() -> None:
         e = [math.exp(v / T) for v in row]
         return [v / sum(e) for v in e]
 
-    direct = sum(pt * math.log(pt / ps) for rs, rt in zip(s.tolist(), t.tolist(), strict=True)
-                 for ps, pt in zip(softmax(rs), softmax(rt), strict=True)) / 2 * T * T
+    direct = (
+        sum(
+            pt * math.log(pt / ps)
+            for rs, rt in zip(s.tolist(), t.tolist(), strict=True)
+            for ps, pt in zip(softmax(rs), softmax(rt), strict=True)
+        )
+        / 2
+        * T
+        * T
+    )
     assert float(kd_loss(s, t, T, multilabel=False)) == pytest.approx(direct, rel=1e-6)
 
     def sig(v: float) -> float:
         return 1 / (1 + math.exp(-v / T))
 
-    binary = sum(sig(b) * math.log(sig(b) / sig(a)) + (1 - sig(b)) * math.log((1 - sig(b)) / (1 - sig(a)))
-                 for rs, rt in zip(s.tolist(), t.tolist(), strict=True)
-                 for a, b in zip(rs, rt, strict=True)) / 2 * T * T
+    binary = (
+        sum(
+            sig(b) * math.log(sig(b) / sig(a)) + (1 - sig(b)) * math.log((1 - sig(b)) / (1 - sig(a)))
+            for rs, rt in zip(s.tolist(), t.tolist(), strict=True)
+            for a, b in zip(rs, rt, strict=True)
+        )
+        / 2
+        * T
+        * T
+    )
     assert float(kd_loss(s, t, T, multilabel=True)) == pytest.approx(binary, rel=1e-6)
 
 
@@ -133,8 +149,15 @@ def _batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
     """One batch file as the CIFAR-10 python version writes it (bytes keys, data N x 3072 R, G, B planes)."""
     data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
     with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": data,
-                     b"filenames": [f"{i}.png".encode() for i in range(len(labels))]}, f)
+        pickle.dump(
+            {
+                b"batch_label": b"x",
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"{i}.png".encode() for i in range(len(labels))],
+            },
+            f,
+        )
 
 
 def write_cifar(root: Path, per_batch: int = 2, test: int = 3, seed: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -212,8 +235,9 @@ def test_wrn_builds_by_name_with_the_published_size(name: str, depth: int, k: in
     assert loaded.cam_weight is not None  # GAP + linear: CAM applies too
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").glob("*.yaml") if "arms:" in p.read_text()),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted(p for p in (REPO / "configs").glob("*.yaml") if "arms:" in p.read_text()), ids=lambda p: p.stem
+)
 def test_every_distill_config_validates_and_names_real_models(path: Path) -> None:
     import timm
 
@@ -228,18 +252,30 @@ def test_paper_configs_validate_and_name_the_posters_arms() -> None:
     assert set(p3.arms) == set(PUBLISHED_DISTILL["poster3"].values) and p3.paper == "poster3"
     assert p4.arms == list(PUBLISHED_DISTILL["poster4"].values) and p4.paper == "poster4"
     assert p4.student.name == "wrn_16_2" and p4.teacher is not None and p4.loss.alpha == 0.01
-    assert (p4.train.lr, p4.train.momentum, p4.train.weight_decay, p4.train.batch_size, p4.train.epochs,
-            p4.train.milestones, p4.train.gamma) == (0.1, 0.9, 5e-4, 128, 200, [60, 120, 160], 0.2)
+    assert (
+        p4.train.lr,
+        p4.train.momentum,
+        p4.train.weight_decay,
+        p4.train.batch_size,
+        p4.train.epochs,
+        p4.train.milestones,
+        p4.train.gamma,
+    ) == (0.1, 0.9, 5e-4, 128, 200, [60, 120, 160], 0.2)
     assert parse_arm("ce+kd+exp_gradcampp").method == "gradcam++"
 
 
 def test_config_mistakes_are_one_line_errors(tmp_path: Path) -> None:
-    base = {"name": "x", "student": {"name": "wrn_16_1", "weights": "random"},
-            "dataset": {"kind": "cifar10", "root": "data"}}
-    cases = [({"arms": ["ce", "ce+exp_gradcampp"]}, "need a teacher"),
-             ({"arms": ["ce+exp_scorecam"], "teacher": {"name": "wrn_16_1"}}, "not a class map"),
-             ({"train": {"teacher_maps": "cache"}}, "cache needs augment: none"),
-             ({"loss": {"alfa": 0.1}}, "loss.alfa: unknown key")]
+    base = {
+        "name": "x",
+        "student": {"name": "wrn_16_1", "weights": "random"},
+        "dataset": {"kind": "cifar10", "root": "data"},
+    }
+    cases = [
+        ({"arms": ["ce", "ce+exp_gradcampp"]}, "need a teacher"),
+        ({"arms": ["ce+exp_scorecam"], "teacher": {"name": "wrn_16_1"}}, "not a class map"),
+        ({"train": {"teacher_maps": "cache"}}, "cache needs augment: none"),
+        ({"loss": {"alfa": 0.1}}, "loss.alfa: unknown key"),
+    ]
     for extra, message in cases:
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump({**base, **extra}))
@@ -253,14 +289,21 @@ def _tiny_config(tmp: Path, out: str, augment: str = "crop_flip", **extra: objec
         write_cifar(tmp / "data", per_batch=4, test=6)
         torch.manual_seed(5)
         teacher = build_model(ModelConfig(name="wrn_16_1", weights="random")).model.net
-        torch.save({"model_name": "wrn_16_1", "num_classes": 10, "class_names": NAMES,
-                    "state_dict": teacher.state_dict()}, tmp / "teacher.pt")
-    cfg = {"name": "tiny", "teacher": {"name": "wrn_16_1", "weights": str(tmp / "teacher.pt")},
-           "student": {"name": "wrn_16_1", "weights": "random"},
-           "dataset": {"kind": "cifar10", "root": str(tmp / "data")},
-           "arms": ["ce", "ce+exp_gradcampp", "ce+kd+exp_gradcam"], "seeds": [0],
-           "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "augment": augment, "device": "cpu"},
-           "output": {"dir": str(tmp / out)}, **extra}
+        torch.save(
+            {"model_name": "wrn_16_1", "num_classes": 10, "class_names": NAMES, "state_dict": teacher.state_dict()},
+            tmp / "teacher.pt",
+        )
+    cfg = {
+        "name": "tiny",
+        "teacher": {"name": "wrn_16_1", "weights": str(tmp / "teacher.pt")},
+        "student": {"name": "wrn_16_1", "weights": "random"},
+        "dataset": {"kind": "cifar10", "root": str(tmp / "data")},
+        "arms": ["ce", "ce+exp_gradcampp", "ce+kd+exp_gradcam"],
+        "seeds": [0],
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "augment": augment, "device": "cpu"},
+        "output": {"dir": str(tmp / out)},
+        **extra,
+    }
     path = tmp / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -316,10 +359,24 @@ def test_cached_teacher_maps_equal_recomputed_ones(tmp_path: Path) -> None:
     """Without augmentation the teacher's maps are cached once per image; training on them is training on maps
     recomputed every batch."""
     cached = distill(load_distill_config(_tiny_config(tmp_path, "cached", augment="none")), progress=False)
-    recomputed = distill(load_distill_config(_tiny_config(tmp_path, "recomputed", augment="none",
-                                                          train={"epochs": 2, "batch_size": 8, "lr": 0.05,
-                                                                 "augment": "none", "device": "cpu",
-                                                                 "teacher_maps": "recompute"})), progress=False)
+    recomputed = distill(
+        load_distill_config(
+            _tiny_config(
+                tmp_path,
+                "recomputed",
+                augment="none",
+                train={
+                    "epochs": 2,
+                    "batch_size": 8,
+                    "lr": 0.05,
+                    "augment": "none",
+                    "device": "cpu",
+                    "teacher_maps": "recompute",
+                },
+            )
+        ),
+        progress=False,
+    )
     meta = json.loads((cached / "distill.json").read_text())
     assert meta["teacher_maps"]["mode"] == "cache"
     assert json.loads((recomputed / "distill.json").read_text())["teacher_maps"]["mode"] == "recompute"
@@ -331,11 +388,19 @@ def test_cached_teacher_maps_equal_recomputed_ones(tmp_path: Path) -> None:
 
 def _fake_results(folder: Path, values: dict[str, list[float]], paper: str | None = "poster4") -> None:
     """A distill folder as `camexp distill` writes it, with known final values per arm and seed."""
-    cfg = {"arms": list(values), "seeds": [0, 1, 2], "train": {"epochs": 1},
-           "student": {"name": "wrn_16_2"}, "dataset": {"kind": "cifar10"}}
+    cfg = {
+        "arms": list(values),
+        "seeds": [0, 1, 2],
+        "train": {"epochs": 1},
+        "student": {"name": "wrn_16_2"},
+        "dataset": {"kind": "cifar10"},
+    }
     folder.mkdir(parents=True)
-    (folder / "distill.json").write_text(json.dumps({"format": "camexp-distill/1", "name": "fake", "paper": paper,
-                                                     "metric": "top-1 error %", "config": cfg}))
+    (folder / "distill.json").write_text(
+        json.dumps(
+            {"format": "camexp-distill/1", "name": "fake", "paper": paper, "metric": "top-1 error %", "config": cfg}
+        )
+    )
     for arm, vals in values.items():
         for seed, v in enumerate(vals):
             d = folder / arm / f"seed{seed}"
@@ -369,9 +434,16 @@ def test_cli_distill_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
     bad = _tiny_config(tmp_path, "bad", loss={"alpha": 0.01, "mapnorm": "l2"})
     result = CliRunner().invoke(app, ["distill", str(bad), "--no-progress"])
     assert result.exit_code == 2 and "loss.mapnorm: unknown key" in result.output and "Traceback" not in result.output
-    torch.save({"model_name": "wrn_16_1", "num_classes": 5, "class_names": NAMES[:5],
-                "state_dict": build_model(ModelConfig(name="wrn_16_1", weights="random")).model.net.state_dict()
-                | {"fc.weight": torch.zeros(5, 64), "fc.bias": torch.zeros(5)}}, tmp_path / "five.pt")
+    torch.save(
+        {
+            "model_name": "wrn_16_1",
+            "num_classes": 5,
+            "class_names": NAMES[:5],
+            "state_dict": build_model(ModelConfig(name="wrn_16_1", weights="random")).model.net.state_dict()
+            | {"fc.weight": torch.zeros(5, 64), "fc.bias": torch.zeros(5)},
+        },
+        tmp_path / "five.pt",
+    )
     other = _tiny_config(tmp_path, "other", teacher={"name": "wrn_16_1", "weights": str(tmp_path / "five.pt")})
     result = CliRunner().invoke(app, ["distill", str(other), "--no-progress"])
     assert result.exit_code == 2 and "classes are not the data set's 10" in result.output, result.output
@@ -396,11 +468,25 @@ def test_class_index_folders_train_a_single_label_student(tmp_path: Path) -> Non
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     path = tmp_path / "f.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "folders", "student": {"name": "wrn_16_1", "weights": "random"},
-        "dataset": {"kind": "folder", "root": str(tmp_path / "d")}, "arms": ["ce"],
-        "train": {"epochs": 1, "batch_size": 4, "augment": "none", "device": "cpu", "train_split": "all",
-                  "val_split": "all"}, "output": {"dir": str(tmp_path / "out")}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "folders",
+                "student": {"name": "wrn_16_1", "weights": "random"},
+                "dataset": {"kind": "folder", "root": str(tmp_path / "d")},
+                "arms": ["ce"],
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 4,
+                    "augment": "none",
+                    "device": "cpu",
+                    "train_split": "all",
+                    "val_split": "all",
+                },
+                "output": {"dir": str(tmp_path / "out")},
+            }
+        )
+    )
     out = distill(load_distill_config(path), progress=False)
     ckpt = torch.load(out / "ce" / "seed0" / "checkpoint.pt", weights_only=True)
     assert ckpt["class_names"] == ["0", "1", "2"] and ckpt["num_classes"] == 3

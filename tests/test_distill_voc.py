@@ -1,5 +1,6 @@
 """The smoke config end to end on the real VOC 2012 subset: a Lite0 teacher fine-tuned by `camexp finetune`, every
 arm of the poster with two paired seeds, then `camexp table --compare-paper`. Skipped when ../shared/data is absent."""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,15 @@ def smoke(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("distill_voc")
     root = str(shared_data / "voc2012-subset")
     teacher = tmp / "teacher.pt"
-    ft = load_finetune_config(REPO / "configs" / "finetune" / "voc12_lite0_smoke.yaml",
-                              {"dataset.root": root, "output.checkpoint": str(teacher), "train.epochs": 1,
-                               "dataset.limit": 32})
+    ft = load_finetune_config(
+        REPO / "configs" / "finetune" / "voc12_lite0_smoke.yaml",
+        {"dataset.root": root, "output.checkpoint": str(teacher), "train.epochs": 1, "dataset.limit": 32},
+    )
     finetune(ft, progress=False)
-    cfg = load_distill_config(REPO / "configs" / "distill_smoke_voc12.yaml",
-                              {"dataset.root": root, "teacher.weights": str(teacher),
-                               "output.dir": str(tmp / "res" / "smoke")})
+    cfg = load_distill_config(
+        REPO / "configs" / "distill_smoke_voc12.yaml",
+        {"dataset.root": root, "teacher.weights": str(teacher), "output.dir": str(tmp / "res" / "smoke")},
+    )
     return distill(cfg, progress=False)
 
 
@@ -55,8 +58,9 @@ def test_every_arm_trains_on_the_same_images_in_the_same_order(smoke: Path) -> N
         assert all(len(h) == 2 for h in hist.values())
         for epoch in range(2):
             assert len({h[epoch]["order_sha"] for h in hist.values()}) == 1
-        assert all((h[0]["exp_loss"] > 0) == ("exp_" in a) and (h[0]["kd_loss"] > 0) == ("+kd" in a)
-                   for a, h in hist.items())
+        assert all(
+            (h[0]["exp_loss"] > 0) == ("exp_" in a) and (h[0]["kd_loss"] > 0) == ("+kd" in a) for a, h in hist.items()
+        )
     table = summarize_distill(smoke).table.set_index("arm")
     assert table["seeds"].tolist() == [2] * 6 and table["mean"].between(0, 1).all()
     assert table.loc["ce+exp_gradcampp", ["lo", "hi"]].notna().all()  # a paired interval over the 2 seeds

@@ -1,12 +1,13 @@
 """Scale-out: two CPU processes under torchrun (gloo) record exactly what one process records."""
+
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from camexp.experiment import load_experiment as load_config
 from camexp.distributed import Ranks
+from camexp.experiment import load_experiment as load_config
 from camexp.lock import LOCK
 from camexp.results import RECORDS, RUN_JSON, merge_parts, part_path, parts
 from camexp.runner import run_experiment
@@ -65,9 +66,28 @@ def one_thread() -> Iterator[None]:
 
 def torchrun_two_ranks(cfg_path: Path, out: Path) -> None:
     """`torchrun --nproc_per_node=2 -m camexp run` on CPU (gloo), one thread per rank."""
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "camexp", "run", str(cfg_path), "--fresh", "--no-progress", "--out", str(out)],
-                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "camexp",
+            "run",
+            str(cfg_path),
+            "--fresh",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _assert_same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -100,7 +120,7 @@ def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path: Path, ilsvrc_
     # only the rest.
     rows = 3 * 5
     merged.iloc[:rows].to_csv(dist_out / RECORDS, index=False, float_format="%.17g")
-    merged.iloc[rows:rows + 6].to_csv(part_path(dist_out / RECORDS, 1), index=False, float_format="%.17g")
+    merged.iloc[rows : rows + 6].to_csv(part_path(dist_out / RECORDS, 1), index=False, float_format="%.17g")
     with one_thread():
         run_experiment(load_config(cfg_path, {"output.dir": str(dist_out)}), progress=False, distributed=False)
     meta = json.loads((dist_out / RUN_JSON).read_text())
@@ -115,7 +135,7 @@ def _all_config(tmp_path: Path, shared: Path) -> Path:
     root = shared / "ilsvrc2012-val-subset"
     path.write_text(f"""
 name: dist_all
-dataset: {{kind: imagenet_val, root: {root / 'images'}, annotations: {root / 'LOC_val_solution.csv'}, limit: 4}}
+dataset: {{kind: imagenet_val, root: {root / "images"}, annotations: {root / "LOC_val_solution.csv"}, limit: 4}}
 model: {{name: tf_efficientnet_lite0, weights: efficientnet-lite0-package}}
 methods: [gradcam, gradcam++]
 metrics: [avg_drop, insertion, deletion, avg_drop@keep, pointing_game, energy_pointing, road]
@@ -141,13 +161,23 @@ def test_torchrun_runs_per_batch_metrics_and_analyses_like_one_process(tmp_path:
     assert not list(dist_out.glob("*.rank*"))
     metrics = [pd.read_csv(d / "per_image_metrics.csv", dtype={"image_id": str}) for d in (dist_out, single_out)]
     assert metrics[0][["index", "method", "metric", "class"]].equals(metrics[1][["index", "method", "metric", "class"]])
-    assert set(metrics[0]["metric"]) >= {"insertion", "deletion", "avg_drop@keep", "pointing_game", "energy_pointing",
-                                         "road", "road_morf", "road_lerf"}
+    assert set(metrics[0]["metric"]) >= {
+        "insertion",
+        "deletion",
+        "avg_drop@keep",
+        "pointing_game",
+        "energy_pointing",
+        "road",
+        "road_morf",
+        "road_lerf",
+    }
     assert np.allclose(metrics[0]["value"], metrics[1]["value"], rtol=0, atol=1e-6, equal_nan=True)
     curves = [pd.read_csv(d / "per_image_curves.csv") for d in (dist_out, single_out)]
     assert curves[0][["index", "method", "metric"]].equals(curves[1][["index", "method", "metric"]])
-    for name, key, values in (("mloc.csv", ["index", "class", "method", "delta"], ["loc"]),
-                              ("area_curve_per_image.csv", ["index", "method", "theta"], ["kept", "y", "o"])):
+    for name, key, values in (
+        ("mloc.csv", ["index", "class", "method", "delta"], ["loc"]),
+        ("area_curve_per_image.csv", ["index", "method", "theta"], ["kept", "y", "o"]),
+    ):
         a, b = _sorted(dist_out / name, key), _sorted(single_out / name, key)
         assert a[key].equals(b[key]) and np.allclose(a[values], b[values], rtol=0, atol=1e-6), name
     alpha = [json.loads((d / "alpha_stats.json").read_text()) for d in (dist_out, single_out)]
@@ -156,6 +186,7 @@ def test_torchrun_runs_per_batch_metrics_and_analyses_like_one_process(tmp_path:
     for k in ("share_near_half", "median", "min", "max"):
         assert alpha[0][k] == pytest.approx(alpha[1][k], rel=1e-4), k
     from camexp.report.tables import summarize_run_dir
+
     merged = summarize_run_dir(dist_out).main
     assert merged.index.tolist() == single.main.index.tolist()
     assert np.allclose(merged.to_numpy(float), single.main.to_numpy(float), rtol=0, atol=1e-4, equal_nan=True)

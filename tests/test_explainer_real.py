@@ -1,4 +1,5 @@
 """The explainer core on a real pretrained model and real photographs, against independent references."""
+
 from __future__ import annotations
 
 import copy
@@ -7,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from peers import user_model
 
 from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.scoring import Scorer
-from peers import user_model
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +83,9 @@ def test_gradcampp_equals_exact_eq14(lite0, photos, record_property):
 
     model = user_model(lite0)
     with GradCAMPlusPlus(model=model, target_layers=[model.net.get_submodule(lite0.layer_name)]) as pgc:
-        theirs = minmax(torch.from_numpy(pgc(input_tensor=photos, targets=[ClassifierOutputTarget(int(t)) for t in ex.targets])))
+        theirs = minmax(
+            torch.from_numpy(pgc(input_tensor=photos, targets=[ClassifierOutputTarget(int(t)) for t in ex.targets]))
+        )
     record_property("pytorch_grad_cam_max_deviation", float((theirs - exact).abs().max()))
 
     # torchcam 0.5's GradCAMpp divides a boolean-indexed copy, so its alpha stays G^2: weights ~ ReLU(G)^3.
@@ -133,8 +136,8 @@ def test_batch_independence(lite0, photos):
     whole = explainer.explain(photos)
     o_whole = Scorer(lite0.model, "pixel", chunk=None).explanations(photos, whole.maps, whole.targets)
     for i in range(len(photos)):
-        one = explainer.explain(photos[i:i + 1])
-        o_one = Scorer(lite0.model, "pixel", chunk=None).explanations(photos[i:i + 1], one.maps, one.targets)
+        one = explainer.explain(photos[i : i + 1])
+        o_one = Scorer(lite0.model, "pixel", chunk=None).explanations(photos[i : i + 1], one.maps, one.targets)
         for m in methods:
             assert torch.allclose(one.maps[m][0], whole.maps[m][i], atol=1e-5), m
         assert torch.allclose(o_one[0], o_whole[i], atol=1e-5)
@@ -154,5 +157,10 @@ def test_occlusion_modes_differ_as_documented(lite0, photos):
     black = lite0.model(torch.zeros_like(photos[:1])).double().softmax(1)
     mean_img = lite0.model.net(torch.zeros_like(photos[:1])).double().softmax(1)
     t = ex.targets[:, None]
-    assert torch.allclose(Scorer(lite0.model, "pixel", chunk=None).explanations(photos[:1], ex.maps, ex.targets), black.gather(1, t))
-    assert torch.allclose(Scorer(lite0.model, "normalized", chunk=None).explanations(photos[:1], ex.maps, ex.targets), mean_img.gather(1, t))
+    assert torch.allclose(
+        Scorer(lite0.model, "pixel", chunk=None).explanations(photos[:1], ex.maps, ex.targets), black.gather(1, t)
+    )
+    assert torch.allclose(
+        Scorer(lite0.model, "normalized", chunk=None).explanations(photos[:1], ex.maps, ex.targets),
+        mean_img.gather(1, t),
+    )

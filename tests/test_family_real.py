@@ -2,6 +2,7 @@
 against float64 implementations written here from README D2 (A and G from a plain full forward and
 backward with a hook, no leaf trick, no tail split), to 1e-4 after normalisation. Score-CAM's are in
 tests/test_model_methods.py."""
+
 from __future__ import annotations
 
 import copy
@@ -11,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from peers import deviation, pytorch_grad_cam_maps, torchcam_maps
 
 from camexp.data import PixelTransform
 from camexp.data.images import load_rgb
 from camexp.explain.core import Explainer
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.scoring import Scorer
-from peers import deviation, pytorch_grad_cam_maps, torchcam_maps
 
 pytestmark = pytest.mark.slow
 TOL = 1e-4
@@ -37,8 +38,9 @@ class Float64:
         self.net = copy.deepcopy(loaded.model).double()
         self.layer = self.net.get_submodule("net." + loaded.layer_name)
 
-    def __call__(self, x: torch.Tensor, targets: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Logits, A and, for `targets`, G = d logit_target / dA."""
         store = {}
 
@@ -93,8 +95,12 @@ def test_xgradcam_equals_float64(lite0, pictures, clean, record_property):
     from pytorch_grad_cam import XGradCAM
     from torchcam.methods import XGradCAM as TorchcamXGradCAM
 
-    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, XGradCAM, pictures, targets), want))
-    record_property("torchcam_max_deviation", deviation(torchcam_maps(lite0, TorchcamXGradCAM, pictures, targets), want))
+    record_property(
+        "pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, XGradCAM, pictures, targets), want)
+    )
+    record_property(
+        "torchcam_max_deviation", deviation(torchcam_maps(lite0, TorchcamXGradCAM, pictures, targets), want)
+    )
 
 
 def test_eigencam_equals_numpy_svd_in_float64(lite0, pictures, clean, record_property):
@@ -113,17 +119,21 @@ def test_eigencam_equals_numpy_svd_in_float64(lite0, pictures, clean, record_pro
     assert (ex.maps["eigencam"] - want).abs().max() < TOL
     from pytorch_grad_cam import EigenCAM
 
-    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, EigenCAM, pictures, targets), want))
+    record_property(
+        "pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, EigenCAM, pictures, targets), want)
+    )
 
 
-def ablationcam_float64(reference: Float64, a: torch.Tensor, targets: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+def ablationcam_float64(
+    reference: Float64, a: torch.Tensor, targets: torch.Tensor, size: tuple[int, ...]
+) -> torch.Tensor:
     """Lite0's layer feeds timm's forward_head: y_k from that head on A with channel k zeroed, channel by channel."""
     head = reference.net.net.forward_head
     maps = []
     with torch.no_grad():
         for i in range(len(a)):
             c = int(targets[i])
-            y = head(a[i:i + 1])[0, c]
+            y = head(a[i : i + 1])[0, c]
             w = torch.zeros(a.shape[1], dtype=torch.float64)
             for ks in torch.arange(a.shape[1]).split(128):  # 128 channels per call, each ablated alone
                 ablated = a[i].repeat(len(ks), 1, 1, 1)
@@ -154,7 +164,9 @@ def test_ablationcam_on_a_small_image_and_pytorch_grad_cams_deviation(lite0, pic
     ours = Explainer(lite0, ["ablationcam"]).explain(x, targets).maps["ablationcam"]
     assert (ours - want).abs().max() < TOL
     record_property("ours_max_deviation", deviation(ours, want))
-    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, AblationCAM, x, targets), want))
+    record_property(
+        "pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, AblationCAM, x, targets), want)
+    )
 
 
 def seed_of(seed: int, image_id: str) -> int:
@@ -166,13 +178,15 @@ def test_smoothgradcampp_equals_float64(lite0, pictures, reference, clean):
     n, spread, seed, ids = 2, 0.15, 3, ["first", "second"]
     targets, a, _ = clean
     ex = Explainer(lite0, [("s", "smoothgradcam++", {"n": n, "spread": spread, "seed": seed})]).explain(
-        pictures, targets, ids)
+        pictures, targets, ids
+    )
     gens = [torch.Generator().manual_seed(seed_of(seed, i)) for i in ids]
     sigma = spread * (pictures.amax((1, 2, 3)) - pictures.amin((1, 2, 3)))
     w = torch.zeros(a.shape[:2], dtype=torch.float64)
     for _ in range(n):
-        noisy = torch.stack([pictures[i] + sigma[i] * torch.randn(pictures.shape[1:], generator=g)
-                             for i, g in enumerate(gens)])
+        noisy = torch.stack(
+            [pictures[i] + sigma[i] * torch.randn(pictures.shape[1:], generator=g) for i, g in enumerate(gens)]
+        )
         _, a_s, g_s = reference(noisy, targets)
         s = a_s.sum((2, 3), keepdim=True)
         denom = 2 * g_s**2 + s * g_s**3  # eq. (14) in its G^2 form
@@ -189,7 +203,9 @@ def early_layer():
     from camexp.config import ModelConfig
     from camexp.models import build_model
 
-    return build_model(ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package", layer="blocks.0"))
+    return build_model(
+        ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package", layer="blocks.0")
+    )
 
 
 def test_ablationcam_through_a_full_forward_tail_equals_float64(early_layer, pictures):
@@ -205,9 +221,9 @@ def test_ablationcam_through_a_full_forward_tail_equals_float64(early_layer, pic
             ablated = a[i].repeat(a.shape[1] + 1, 1, 1, 1)  # row 0: A itself; row 1 + k: channel k zeroed
             for k in range(a.shape[1]):
                 ablated[1 + k, k] = 0
-            h = ref.layer.register_forward_hook(lambda m, inp, out: ablated)
+            h = ref.layer.register_forward_hook(lambda m, inp, out: ablated)  # noqa: B023 (removed below)
             try:
-                scores = ref.net(x[i:i + 1].double().expand(len(ablated), -1, -1, -1))[:, c]
+                scores = ref.net(x[i : i + 1].double().expand(len(ablated), -1, -1, -1))[:, c]
             finally:
                 h.remove()
             maps.append(torch.einsum("k,khw->hw", (scores[0] - scores[1:]) / scores[0], a[i]).clamp(min=0))

@@ -1,6 +1,7 @@
 """The whole family through `camexp run`, `camexp methods` and `camexp explain`: records, run.json (parameters,
 model-call counts), fingerprint, two settings of one method side by side, and one-line errors for bad
 parameters. A small random-weights timm model keeps Score-CAM and Ablation-CAM cheap here."""
+
 from __future__ import annotations
 
 import csv
@@ -19,18 +20,30 @@ from camexp.cli import app
 from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
 
 cli = CliRunner()
-FAMILY = ["xgradcam", "eigencam", "scorecam", {"name": "scorecam-sm", "method": "scorecam",
-                                                "params": {"weighting": "softmax_logits"}},
-          "ablationcam", {"name": "sg2", "method": "smoothgradcam++", "params": {"n": 2}}, "random",
-          {"name": "random-7", "method": "random", "params": {"seed": 7}}, "center"]
+FAMILY = [
+    "xgradcam",
+    "eigencam",
+    "scorecam",
+    {"name": "scorecam-sm", "method": "scorecam", "params": {"weighting": "softmax_logits"}},
+    "ablationcam",
+    {"name": "sg2", "method": "smoothgradcam++", "params": {"n": 2}},
+    "random",
+    {"name": "random-7", "method": "random", "params": {"seed": 7}},
+    "center",
+]
 NAMES = [m if isinstance(m, str) else m["name"] for m in FAMILY]
 
 
 def write(tmp_path: Path, root: Path, methods: list, name: str = "cfg.yaml") -> Path:
-    cfg = {"name": "family", "dataset": {"kind": "folder", "root": str(root)},
-           "model": {"name": "test_convnext", "weights": "random"}, "methods": methods,
-           "metrics": ["avg_drop", "increase"], "runtime": {"device": "cpu", "batch_size": 3},
-           "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "family",
+        "dataset": {"kind": "folder", "root": str(root)},
+        "model": {"name": "test_convnext", "weights": "random"},
+        "methods": methods,
+        "metrics": ["avg_drop", "increase"],
+        "runtime": {"device": "cpu", "batch_size": 3},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -77,8 +90,13 @@ def test_a_run_cannot_resume_with_other_method_parameters(tmp_path: Path, photo_
 
 
 def _cfg(methods: list) -> ExperimentConfig:
-    return ExperimentConfig(name="f", dataset=DatasetConfig(root="."), model=ModelConfig(name="test_convnext"),
-                            methods=methods, metrics=["avg_drop"])
+    return ExperimentConfig(
+        name="f",
+        dataset=DatasetConfig(root="."),
+        model=ModelConfig(name="test_convnext"),
+        methods=methods,
+        metrics=["avg_drop"],
+    )
 
 
 def test_method_parameters_are_in_the_fingerprint():
@@ -91,12 +109,17 @@ def test_method_parameters_are_in_the_fingerprint():
     assert gradcam.fingerprint({"gradcam": {}}) == gradcam.fingerprint()  # no parameters: older runs still resume
 
 
-@pytest.mark.parametrize("methods, message", [
-    ([{"name": "s", "method": "scorecam", "params": {"weighting": "softmax"}}],
-     "methods: method 's' (scorecam): weighting must be one of ['probability', 'softmax_logits']"),
-    ([{"name": "s", "method": "smoothgradcam++", "params": {"sigma": 1.0}}], "no parameter(s) ['sigma']"),
-    ([{"name": "s", "method": "smoothgradcam++", "params": {"n": "8"}}], "parameter 'n' must be of type int"),
-])
+@pytest.mark.parametrize(
+    "methods, message",
+    [
+        (
+            [{"name": "s", "method": "scorecam", "params": {"weighting": "softmax"}}],
+            "methods: method 's' (scorecam): weighting must be one of ['probability', 'softmax_logits']",
+        ),
+        ([{"name": "s", "method": "smoothgradcam++", "params": {"sigma": 1.0}}], "no parameter(s) ['sigma']"),
+        ([{"name": "s", "method": "smoothgradcam++", "params": {"n": "8"}}], "parameter 'n' must be of type int"),
+    ],
+)
 def test_bad_method_parameters_are_one_line_errors_naming_the_file(tmp_path: Path, methods: list, message: str):
     path = write(tmp_path, tmp_path, methods)
     res = invoke("check", path)
@@ -122,8 +145,20 @@ def test_methods_lists_costs_for_the_configured_layer_and_settings(tmp_path: Pat
 def test_explain_draws_every_method(tmp_path: Path, photo_dir: Path):
     photo = sorted(photo_dir.iterdir())[0]
     methods = "xgradcam,eigencam,scorecam,ablationcam,smoothgradcam++,random,center"
-    res = invoke("explain", photo, "--model", "test_convnext", "--weights", "random", "--methods", methods,
-                 "--out", tmp_path / "fig", "--device", "cpu")
+    res = invoke(
+        "explain",
+        photo,
+        "--model",
+        "test_convnext",
+        "--weights",
+        "random",
+        "--methods",
+        methods,
+        "--out",
+        tmp_path / "fig",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "fig" / f"explain_{photo.stem}.png").stat().st_size > 0
 

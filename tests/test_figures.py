@@ -1,4 +1,5 @@
 """Figures: guided backprop, the explain grid's panels and titles, run-plot axes, and `camexp explain`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,13 +16,13 @@ from typer.testing import CliRunner
 
 import camexp.report.figures as figures
 from camexp.analyses.alpha_hist import AlphaHistogram, summarize_alpha
+from camexp.analyses.plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
 from camexp.cli import app
-from camexp.errors import CamexpError
 from camexp.data.images import load_rgb
 from camexp.data.transforms import PixelTransform
+from camexp.errors import CamexpError
 from camexp.explain.gallery import MethodPanel, ModelRow, explain_batch
 from camexp.explain.guided import guided_backprop
-from camexp.analyses.plots import draw_alpha, draw_area_curve, draw_drop_dist, draw_ratio_boxes
 
 CAMERA = Path(skimage.data.__file__).parent / "camera.png"  # grayscale PNG
 LITE0 = ["--model", "tf_efficientnet_lite0", "--weights", "efficientnet-lite0-package"]
@@ -43,8 +44,15 @@ def pre_activation_gradients(net: nn.Module, run: Callable[[], object]) -> list[
 
 def tiny_net(act: type[nn.Module] = nn.ReLU) -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), act(inplace=True), nn.Conv2d(4, 5, 3), nn.ReLU6(inplace=True),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        act(inplace=True),
+        nn.Conv2d(4, 5, 3),
+        nn.ReLU6(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    )
     return net.eval().requires_grad_(False)
 
 
@@ -90,8 +98,14 @@ def test_explain_grid_has_the_paper_layout() -> None:
     fig = figures.draw_explain_grid([fake_row("net_a", True), fake_row("net_b", True)])
     assert len(fig.axes) == 2 * 6  # original + 2 x (overlay, E) + guided, per model row
     t = titles(fig)
-    assert t[:6] == ["net_a\ntabby: 0.75", "gradcam", "E gradcam\ntabby: 0.25", "gradcam++",
-                     "E gradcam++\ntabby: 0.5", "guided-gradcam++"]
+    assert t[:6] == [
+        "net_a\ntabby: 0.75",
+        "gradcam",
+        "E gradcam\ntabby: 0.25",
+        "gradcam++",
+        "E gradcam++\ntabby: 0.5",
+        "guided-gradcam++",
+    ]
     assert t[6].startswith("net_b")
     assert all(ax.images for ax in fig.axes)
 
@@ -104,8 +118,15 @@ def test_overlay_blends_jet_over_the_image() -> None:
 
 
 def test_run_plots_have_their_panels() -> None:
-    curve = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "theta": [0, 0.5, 1] * 2,
-                          "mean_o_over_y": [1, 0.5, 0.1, 0.9, 0.6, 0.2], "kept": [1, 0.5, 0] * 2, "images": 4})
+    curve = pd.DataFrame(
+        {
+            "method": ["a"] * 3 + ["b"] * 3,
+            "theta": [0, 0.5, 1] * 2,
+            "mean_o_over_y": [1, 0.5, 0.1, 0.9, 0.6, 0.2],
+            "kept": [1, 0.5, 0] * 2,
+            "images": 4,
+        }
+    )
     fig = draw_area_curve(curve)
     assert [line.get_label() for line in fig.axes[0].lines] == ["a", "b"]
     assert fig.axes[0].get_ylabel() == "mean O / Y" and "4 images" in fig.axes[0].get_title()
@@ -124,17 +145,32 @@ def test_run_plots_have_their_panels() -> None:
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b"]
 
 
-def test_explain_cli_on_real_images_across_two_backbones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        lite0, ilsvrc_images: Path) -> None:  # noqa: ANN001
+def test_explain_cli_on_real_images_across_two_backbones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lite0, ilsvrc_images: Path
+) -> None:  # noqa: ANN001
     build = figures.build_model
     monkeypatch.setattr(figures, "build_model", lambda cfg, dev: lite0 if cfg.weights == LITE0[-1] else build(cfg, dev))
     drawn: list[Figure] = []
     save = figures.save_figure
     monkeypatch.setattr(figures, "save_figure", lambda fig, *a: drawn.append(fig) or save(fig, *a))
     images = [CAMERA, ilsvrc_images / "ILSVRC2012_val_00000003.JPEG"]
-    result = CliRunner().invoke(app, ["explain", *map(str, images), "--models", "tf_efficientnet_lite0,resnet18",
-                                      "--weights", "efficientnet-lite0-package,random", "--methods",
-                                      "gradcam,guided-gradcam++", "--out", str(tmp_path), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            *map(str, images),
+            "--models",
+            "tf_efficientnet_lite0,resnet18",
+            "--weights",
+            "efficientnet-lite0-package,random",
+            "--methods",
+            "gradcam,guided-gradcam++",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for img in images:
         assert (tmp_path / f"explain_{img.stem}.png").exists() and (tmp_path / f"explain_{img.stem}.pdf").exists()

@@ -1,4 +1,5 @@
 """The shipped fine-tune configs validate and produce exactly the checkpoints the VOC table configs load."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_every_voc_table_has_a_matching_finetune_config() -> None:
-    finetunes = {str(c.checkpoint_path): c for c in map(load_finetune_config, sorted((CONFIGS / "finetune").glob("*.yaml")))}
+    finetunes = {
+        str(c.checkpoint_path): c for c in map(load_finetune_config, sorted((CONFIGS / "finetune").glob("*.yaml")))
+    }
     tables = [c for c in map(load_config, sorted(CONFIGS.glob("table*.yaml"))) if c.dataset.kind == "voc"]
     assert len(tables) == 5
     for table in tables:
@@ -28,8 +31,9 @@ def test_every_voc_table_has_a_matching_finetune_config() -> None:
 def test_a_name_that_would_leave_checkpoints_is_refused(tmp_path: Path, name: str) -> None:
     """The default checkpoint is checkpoints/<name>.pt: `../../x` used to write outside that folder."""
     path = tmp_path / "ft.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "model": {"name": "resnet18"},
-                                    "dataset": {"kind": "voc", "root": str(tmp_path)}}))
+    path.write_text(
+        yaml.safe_dump({"name": name, "model": {"name": "resnet18"}, "dataset": {"kind": "voc", "root": str(tmp_path)}})
+    )
     with pytest.raises(ConfigError, match=f"{path}: name: Value error, must be a plain file name"):
         load_finetune_config(path)
 
@@ -45,16 +49,25 @@ def test_a_changed_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     from camexp.finetune.config import FinetuneConfig
 
     def config(**train: object) -> FinetuneConfig:
-        return FinetuneConfig.model_validate({
-            "name": "ft", "model": {"name": "resnet18", "weights": "random"},
-            "dataset": {"kind": "voc", "root": str(tmp_path)}, "train": {"lr_head": 0.05, **train},
-            "output": {"checkpoint": str(tmp_path / "ft.pt")}})
+        return FinetuneConfig.model_validate(
+            {
+                "name": "ft",
+                "model": {"name": "resnet18", "weights": "random"},
+                "dataset": {"kind": "voc", "root": str(tmp_path)},
+                "train": {"lr_head": 0.05, **train},
+                "output": {"checkpoint": str(tmp_path / "ft.pt")},
+            }
+        )
 
     old = config()
-    torch.save({"format": FORMAT, "config": old.model_dump(mode="json"), "fingerprint": old.fingerprint(),
-                "state_dict": {}}, tmp_path / "ft.pt")
+    torch.save(
+        {"format": FORMAT, "config": old.model_dump(mode="json"), "fingerprint": old.fingerprint(), "state_dict": {}},
+        tmp_path / "ft.pt",
+    )
     assert resumable(config(epochs=40), fresh=False)["fingerprint"] == old.fingerprint()
     with pytest.raises(CamexpError) as e:
         resumable(config(lr_head=0.5, hflip=0.0), fresh=False)
-    assert (f"{tmp_path / 'ft.pt'}: holds a checkpoint of a different fine-tune configuration (train.hflip: 0.5 -> "
-            "0.0, train.lr_head: 0.05 -> 0.5); pass --fresh") in str(e.value)
+    assert (
+        f"{tmp_path / 'ft.pt'}: holds a checkpoint of a different fine-tune configuration (train.hflip: 0.5 -> "
+        "0.0, train.lr_head: 0.05 -> 0.5); pass --fresh"
+    ) in str(e.value)

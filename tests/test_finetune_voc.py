@@ -1,5 +1,6 @@
 """Fine-tune real EfficientNet-Lite0 weights on the real VOC 2012 subset (a few steps on CPU), then run the
 VOC protocol (faithfulness, mLoc, pointing games) with the checkpoint. Skipped when ../shared/data is absent."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ from PIL import Image
 
 from camexp.config import ExperimentConfig, ModelConfig
 from camexp.data import build_dataset
-from camexp.explain.core import Explainer
-from camexp.experiment import load_experiment as load_config
 from camexp.errors import CamexpError
+from camexp.experiment import load_experiment as load_config
+from camexp.explain.core import Explainer
 from camexp.finetune.config import FinetuneConfig, load_finetune_config
 from camexp.finetune.train import FinetuneResult, Trainer, finetune
 from camexp.models import build_model
@@ -33,12 +34,26 @@ def _write(path: Path, data: dict) -> Path:
 
 
 def _finetune_yaml(tmp: Path, root: Path, **train: object) -> Path:
-    return _write(tmp / "ft.yaml", {
-        "name": "voc12_lite0_test", "model": LITE0,
-        "dataset": {"kind": "voc", "root": str(root), "year": 2012, "limit": 4},
-        "train": {"train_split": "subset", "val_split": "subset", "epochs": 2, "batch_size": 4, "lr_head": 0.05,
-                  "lr_body": 0.001, "crop_scale": [0.8, 1.0], "device": "cpu", **train},
-        "output": {"checkpoint": str(tmp / "voc12_lite0_test.pt")}})
+    return _write(
+        tmp / "ft.yaml",
+        {
+            "name": "voc12_lite0_test",
+            "model": LITE0,
+            "dataset": {"kind": "voc", "root": str(root), "year": 2012, "limit": 4},
+            "train": {
+                "train_split": "subset",
+                "val_split": "subset",
+                "epochs": 2,
+                "batch_size": 4,
+                "lr_head": 0.05,
+                "lr_body": 0.001,
+                "crop_scale": [0.8, 1.0],
+                "device": "cpu",
+                **train,
+            },
+            "output": {"checkpoint": str(tmp / "voc12_lite0_test.pt")},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +98,27 @@ def test_checkpoint_reloads_to_identical_logits(tuned: tuple[FinetuneResult, Fin
 
 
 def _run_yaml(tmp: Path, root: Path, weights: Path) -> Path:
-    return _write(tmp / "run.yaml", {
-        "name": "voc12_mloc_test", "paper": "table3",
-        "dataset": {"kind": "voc", "root": str(root), "year": 2012, "split": "subset", "limit": 4},
-        "model": {"name": "tf_efficientnet_lite0", "weights": str(weights)},
-        "methods": ["gradcam", "gradcam++"], "confidence": "sigmoid",
-        "metrics": ["avg_drop", "increase", "win", "pointing_game", "energy_pointing"], "analyses": ["mloc"],
-        "runtime": {"device": "cpu", "batch_size": 4}, "output": {"dir": str(tmp / "run")}})
+    return _write(
+        tmp / "run.yaml",
+        {
+            "name": "voc12_mloc_test",
+            "paper": "table3",
+            "dataset": {"kind": "voc", "root": str(root), "year": 2012, "split": "subset", "limit": 4},
+            "model": {"name": "tf_efficientnet_lite0", "weights": str(weights)},
+            "methods": ["gradcam", "gradcam++"],
+            "confidence": "sigmoid",
+            "metrics": ["avg_drop", "increase", "win", "pointing_game", "energy_pointing"],
+            "analyses": ["mloc"],
+            "runtime": {"device": "cpu", "batch_size": 4},
+            "output": {"dir": str(tmp / "run")},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
-def voc_run(tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, RunSummary]:
+def voc_run(
+    tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ExperimentConfig, RunSummary]:
     """The VOC protocol with the fine-tuned checkpoint: faithfulness, mLoc and the pointing games."""
     _, ft = tuned
     cfg = load_config(_run_yaml(tmp_path_factory.mktemp("voc_run"), shared_data / VOC_SUBSET, ft.checkpoint_path))
@@ -103,8 +127,14 @@ def voc_run(tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path,
 
 def test_run_with_the_checkpoint_end_to_end(voc_run: tuple[ExperimentConfig, RunSummary]) -> None:
     cfg, summary = voc_run
-    rows = ["mLoc δ=0", "mLoc δ=0.25", "mLoc δ=0.5", "Average drop % (lower is better)", "Pointing game % (all)",
-            "Energy pointing % (higher is better)"]
+    rows = [
+        "mLoc δ=0",
+        "mLoc δ=0.25",
+        "mLoc δ=0.5",
+        "Average drop % (lower is better)",
+        "Pointing game % (all)",
+        "Energy pointing % (higher is better)",
+    ]
     assert set(rows) <= set(summary.main.index) and summary.images == 4
     values = summary.main.loc[rows[:3]].to_numpy()
     assert ((values >= 0) & (values <= 1)).all()
@@ -153,8 +183,9 @@ def test_pointing_game_against_original_image_coordinates(voc_run: tuple[Experim
     assert checked >= 2 * len(ds)
 
 
-def test_checkpoint_with_another_class_list_is_refused(tuned: tuple[FinetuneResult, FinetuneConfig],
-                                                       shared_data: Path, tmp_path: Path) -> None:
+def test_checkpoint_with_another_class_list_is_refused(
+    tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path, tmp_path: Path
+) -> None:
     _, ft = tuned
     ckpt = torch.load(ft.checkpoint_path, weights_only=True)
     names = ckpt["class_names"]
@@ -166,11 +197,13 @@ def test_checkpoint_with_another_class_list_is_refused(tuned: tuple[FinetuneResu
         run_experiment(cfg, progress=False)
 
 
-def test_resume_refuses_a_checkpoint_of_another_configuration(tuned: tuple[FinetuneResult, FinetuneConfig],
-                                                             shared_data: Path, tmp_path: Path) -> None:
+def test_resume_refuses_a_checkpoint_of_another_configuration(
+    tuned: tuple[FinetuneResult, FinetuneConfig], shared_data: Path, tmp_path: Path
+) -> None:
     _, ft = tuned
-    cfg = load_finetune_config(_finetune_yaml(tmp_path, shared_data / VOC_SUBSET, lr_head=0.5),
-                               {"output.checkpoint": str(ft.checkpoint_path)})
+    cfg = load_finetune_config(
+        _finetune_yaml(tmp_path, shared_data / VOC_SUBSET, lr_head=0.5), {"output.checkpoint": str(ft.checkpoint_path)}
+    )
     changed = r"different fine-tune configuration \(train.lr_head: 0.05 -> 0.5\); pass --fresh"
     with pytest.raises(CamexpError, match=changed):
         finetune(cfg, progress=False)
@@ -184,7 +217,9 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path: Path) -> None:
 
 
 def test_finetune_config_rejects_dataset_split(tmp_path: Path) -> None:
-    path = _write(tmp_path / "ft.yaml", {"name": "x", "model": LITE0,
-                                         "dataset": {"kind": "voc", "root": str(tmp_path), "split": "val"}})
+    path = _write(
+        tmp_path / "ft.yaml",
+        {"name": "x", "model": LITE0, "dataset": {"kind": "voc", "root": str(tmp_path), "split": "val"}},
+    )
     with pytest.raises(CamexpError, match="train.train_split"):
         load_finetune_config(path)

@@ -1,5 +1,6 @@
 """A labelled run on the real ILSVRC2012 images (Kaggle CSV labels): true targets, the confident-image
 subset and the relative-performance threshold, checked against an unfiltered run of the same images."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,16 @@ pytestmark = pytest.mark.slow
 
 
 def run(tmp_path: Path, shared_data: Path, name: str, **extra) -> Path:
-    cfg = {"name": name, "dataset": {"kind": "imagenet_val", "root": str(shared_data / "ilsvrc2012-val-subset"),
-                                     "limit": 8},
-           "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
-           "methods": ["gradcam", "gradcam++"], "metrics": ["avg_drop", "relperf"],
-           "runtime": {"device": "cpu", "batch_size": 4}, "output": {"dir": str(tmp_path / name)}, **extra}
+    cfg = {
+        "name": name,
+        "dataset": {"kind": "imagenet_val", "root": str(shared_data / "ilsvrc2012-val-subset"), "limit": 8},
+        "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
+        "methods": ["gradcam", "gradcam++"],
+        "metrics": ["avg_drop", "relperf"],
+        "runtime": {"device": "cpu", "batch_size": 4},
+        "output": {"dir": str(tmp_path / name)},
+        **extra,
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run_experiment(load_config(path), progress=False)
@@ -35,8 +41,18 @@ def test_true_target_subset_and_relperf_threshold(tmp_path: Path, shared_data: P
 
     confident = set(first.index[first["p_true"] > 0.3])
     assert 0 < len(confident) < len(first)  # the threshold really selects
-    out = run(tmp_path, shared_data, "subset", target="true", dataset={
-        "kind": "imagenet_val", "root": str(shared_data / "ilsvrc2012-val-subset"), "limit": 8, "min_true_prob": 0.3})
+    out = run(
+        tmp_path,
+        shared_data,
+        "subset",
+        target="true",
+        dataset={
+            "kind": "imagenet_val",
+            "root": str(shared_data / "ilsvrc2012-val-subset"),
+            "limit": 8,
+            "min_true_prob": 0.3,
+        },
+    )
     sub = pd.read_csv(out / "per_image.csv", dtype={"image_id": str})
     assert set(sub["image_id"]) == confident
     meta = json.loads((out / "run.json").read_text())

@@ -1,5 +1,6 @@
 """Registered layouts: how each reads a layer's output, the evidence that singles one out, the refusal of a
 declared layout that the layer contradicts, and a plug-in layout by import path through `camexp run`."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ def test_the_layers_module_decides_and_contradicting_it_is_refused():
     dimension NHWC, and a declared layout against them is refused, naming the module."""
     bn, ln = _probe(nn.BatchNorm2d(8), (1, 8, 8, 10)), _probe(nn.LayerNorm(10), (1, 8, 8, 10))
     assert resolve_layout(bn).describe() == "NCHW" and resolve_layout(ln).describe() == "NHWC"
-    with pytest.raises(CamexpError, match=r"model.layout 'nhwc' contradicts model.layer 'x'; it is nchw: it is a "
-                                          r"BatchNorm2d.*set model.layout to nchw or auto"):
+    with pytest.raises(
+        CamexpError,
+        match=r"model.layout 'nhwc' contradicts model.layer 'x'; it is nchw: it is a "
+        r"BatchNorm2d.*set model.layout to nchw or auto",
+    ):
         resolve_layout(bn, "nhwc")
     with pytest.raises(CamexpError, match=r"'nchw' contradicts .*LayerNorm over the last dimension"):
         resolve_layout(ln, "nchw")
@@ -71,12 +75,16 @@ def test_tokens_drop_prefix_tokens_and_take_them_back_from_the_native_output():
         resolve_layout(_probe(nn.Identity(), (2, 8, 4), net))
 
 
-@pytest.mark.parametrize("model, layer, declared, module", [
-    ("tf_efficientnet_lite0", "bn2", "nhwc", "BatchNormAct2d"),
-    ("swin_tiny_patch4_window7_224", "norm", "nchw", "LayerNorm over the last dimension"),
-])
+@pytest.mark.parametrize(
+    "model, layer, declared, module",
+    [
+        ("tf_efficientnet_lite0", "bn2", "nhwc", "BatchNormAct2d"),
+        ("swin_tiny_patch4_window7_224", "norm", "nchw", "LayerNorm over the last dimension"),
+    ],
+)
 def test_a_declared_layout_that_contradicts_the_layer_stops_the_run_in_one_line(
-        model: str, layer: str, declared: str, module: str, tmp_path: Path, photo_dir: Path):
+    model: str, layer: str, declared: str, module: str, tmp_path: Path, photo_dir: Path
+):
     """The audit's silent wrong number: Lite0's bn2 (BatchNorm2d, (B,1280,7,7)) declared NHWC read 7 channels of
     1280x7 maps; Swin's NHWC norm declared NCHW likewise. Both must stop before any image, naming the fix."""
     from typer.testing import CliRunner
@@ -84,10 +92,15 @@ def test_a_declared_layout_that_contradicts_the_layer_stops_the_run_in_one_line(
     from camexp.cli import app
 
     weights = "efficientnet-lite0-package" if model.startswith("tf_") else "random"
-    cfg = {"name": "layout", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
-           "model": {"name": model, "weights": weights, "layer": layer, "layout": declared},
-           "methods": ["gradcam"], "metrics": ["avg_drop"], "runtime": {"device": "cpu"},
-           "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "layout",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+        "model": {"name": model, "weights": weights, "layer": layer, "layout": declared},
+        "methods": ["gradcam"],
+        "metrics": ["avg_drop"],
+        "runtime": {"device": "cpu"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
@@ -100,8 +113,11 @@ def test_an_unknown_layout_is_a_config_error_naming_the_key(tmp_path: Path):
     from camexp.experiment import load_experiment
 
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"name": "x", "dataset": {"root": str(tmp_path)},
-                                    "model": {"name": "resnet18", "layout": "NCHW"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "x", "dataset": {"root": str(tmp_path)}, "model": {"name": "resnet18", "layout": "NCHW"}}
+        )
+    )
     with pytest.raises(CamexpError, match=r"cfg.yaml: model.layout: .*unknown layout 'NCHW'; known: \['auto', 'nchw'"):
         load_experiment(path)
 
@@ -113,14 +129,22 @@ def test_a_plugin_layout_by_import_path_runs_through_camexp_run(tmp_path: Path, 
     from camexp.explain.core import Explainer
     from camexp.runner import run_experiment
 
-    with pytest.raises(CamexpError, match=r"outputs \(1, 196, 512\), which no layout reads \(as tokens: 196 tokens "
-                                          r"are not 0 prefix token\(s\) \+ a patch grid \(unknown"):
+    with pytest.raises(
+        CamexpError,
+        match=r"outputs \(1, 196, 512\), which no layout reads \(as tokens: 196 tokens "
+        r"are not 0 prefix token\(s\) \+ a patch grid \(unknown",
+    ):
         resolve_layout(_probe(nn.Identity(), (1, 196, 512)))  # Mixer's tokens: its net has no patch_embed
     name = "plugins.my_layouts:stem_tokens"
-    cfg = {"name": "mixer", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
-           "model": {"name": "mixer_s16_224", "weights": "random", "layout": name},
-           "methods": ["gradcam", "layercam"], "metrics": ["avg_drop"], "runtime": {"device": "cpu", "batch_size": 2},
-           "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "mixer",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+        "model": {"name": "mixer_s16_224", "weights": "random", "layout": name},
+        "methods": ["gradcam", "layercam"],
+        "metrics": ["avg_drop"],
+        "runtime": {"device": "cpu", "batch_size": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run_experiment(load_experiment(path), progress=False)

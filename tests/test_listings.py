@@ -1,4 +1,5 @@
 """`camexp methods`, `camexp metrics`, `camexp analyses`: compact tables whose names stay whole, and full entries."""
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,9 @@ def test_one_methods_full_entry(monkeypatch) -> None:
 def test_metric_and_analysis_entries_and_csv(monkeypatch) -> None:
     text = " ".join(listed("metrics", 100, monkeypatch, "pointing_game").split())
     assert "needs boxes" in text and "computed per batch, during the run" in text
-    assert "computed from the records, when the run ends" in " ".join(listed("analyses", 100, monkeypatch,
-                                                                             "drop_dist").split())
+    assert "computed from the records, when the run ends" in " ".join(
+        listed("analyses", 100, monkeypatch, "drop_dist").split()
+    )
     rows = list(csv.reader(io.StringIO(cli.invoke(app, ["metrics", "--format", "csv"]).output)))
     assert rows[0][:2] == ["metric", "needs"] and [r[0] for r in rows[1:]] == [n for n, _ in METRICS.items()]
 

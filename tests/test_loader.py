@@ -1,6 +1,7 @@
 """The run's loader (camexp/data/loader.py) and stage timer (camexp/profile.py): `runtime.workers: auto`,
 `runtime.decode: gpu` (its device path run on the CPU here: the same code with device="cpu"), and the
 per-stage times in run.json and `camexp run --profile`."""
+
 from __future__ import annotations
 
 import json
@@ -72,10 +73,12 @@ def test_the_table_puts_the_slowest_stage_first_and_says_when_gpu_times_are_unsy
 # --- workers and decode settings -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cores", "local", "expected"), [(2, "1", 1), (16, "1", MAX_CUDA_WORKERS), (16, "4", 3),
-                                                          (1, "1", 0)])
-def test_auto_workers_on_cuda_leave_one_core_to_the_main_process(monkeypatch: pytest.MonkeyPatch, cores: int,
-                                                                 local: str, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("cores", "local", "expected"), [(2, "1", 1), (16, "1", MAX_CUDA_WORKERS), (16, "4", 3), (1, "1", 0)]
+)
+def test_auto_workers_on_cuda_leave_one_core_to_the_main_process(
+    monkeypatch: pytest.MonkeyPatch, cores: int, local: str, expected: int
+) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local)  # torchrun's processes on this node share its cores
     assert resolve_workers("auto", CUDA) == expected
@@ -94,19 +97,26 @@ def test_loader_settings_per_device() -> None:
 
 
 def test_gpu_decode_without_a_cuda_device_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"^runtime.decode: gpu decodes JPEGs on a CUDA device, but the run's "
-                                          r"device is cpu; use runtime.decode: cpu"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^runtime.decode: gpu decodes JPEGs on a CUDA device, but the run's "
+        r"device is cpu; use runtime.decode: cpu",
+    ):
         loader_settings("auto", "gpu", CPU)
 
 
 # --- decoding on the device (run on the CPU) -----------------------------------------------------------------
 
 
-def _batches(root: Path, decode_device: torch.device | None, workers: int = 0, batch_size: int = 4,
-             **dataset: object) -> list[dict]:
+def _batches(
+    root: Path, decode_device: torch.device | None, workers: int = 0, batch_size: int = 4, **dataset: object
+) -> list[dict]:
     ds = build_dataset(DatasetConfig(root=root, **dataset), SPEC)
-    return list(make_loader(ds, list(range(len(ds))), batch_size, CPU, loader_settings(workers, "cpu", CPU),
-                            decode_device=decode_device))
+    return list(
+        make_loader(
+            ds, list(range(len(ds))), batch_size, CPU, loader_settings(workers, "cpu", CPU), decode_device=decode_device
+        )
+    )
 
 
 GPU = pytest.param(CUDA, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"))
@@ -114,7 +124,8 @@ GPU = pytest.param(CUDA, marks=pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("device", [CPU, GPU])
 def test_device_decoding_gives_the_cpu_paths_crop_and_only_resampling_rounding(
-        ilsvrc_images: Path, tmp_path: Path, record_property, device: torch.device) -> None:
+    ilsvrc_images: Path, tmp_path: Path, record_property, device: torch.device
+) -> None:
     """Real ILSVRC2012 JPEGs (and a PNG, which takes the CPU path) through both paths, the device one in a worker
     process: same ids, order, scales and shapes; pixels equal up to the two resamplers' rounding, so the same
     crop of the same resize (a crop off by one pixel would differ by far more on photographs)."""
@@ -153,14 +164,23 @@ def test_device_decoding_maps_boxes_from_the_header_size(tmp_path: Path, make_jp
     from camexp.data.transforms import PixelTransform
 
     make_jpeg(tmp_path / "a.jpg", size=(400, 300))
-    item = Item(tmp_path / "a.jpg", "a", boxes=((40.0, 30.0, 200.0, 150.0), (300.0, 0.0, 400.0, 300.0)),
-                box_labels=(1, 2), size=(400, 300))
+    item = Item(
+        tmp_path / "a.jpg",
+        "a",
+        boxes=((40.0, 30.0, 200.0, 150.0), (300.0, 0.0, 400.0, 300.0)),
+        box_labels=(1, 2),
+        size=(400, 300),
+    )
     ds = ImageDataset([item], PixelTransform(SPEC))
     cpu, enc = ds.sample(0), ds.sample(0, encoded=True)
     assert enc["image"] is None and enc["encoded"].dtype == torch.uint8
     # 400x300 -> shorter side 256: 341x256 (x 0.8525, y 0.8533); centre crop 224: left 58, top 16; clamped.
-    expected = torch.tensor([[0.0, 30 * 256 / 300 - 16, 200 * 341 / 400 - 58, 150 * 256 / 300 - 16],
-                             [300 * 341 / 400 - 58, 0.0, 224.0, 224.0]])
+    expected = torch.tensor(
+        [
+            [0.0, 30 * 256 / 300 - 16, 200 * 341 / 400 - 58, 150 * 256 / 300 - 16],
+            [300 * 341 / 400 - 58, 0.0, 224.0, 224.0],
+        ]
+    )
     torch.testing.assert_close(enc["boxes"], expected)
     torch.testing.assert_close(cpu["boxes"], expected)
 
@@ -182,10 +202,16 @@ def test_a_bad_jpeg_on_the_device_path_is_named_or_flagged(tmp_path: Path, ilsvr
 
 @pytest.mark.slow
 def test_run_records_the_loader_and_the_stages_and_profile_prints_them(tmp_path: Path, photo_dir: Path) -> None:
-    cfg = {"name": "prof", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 3},
-           "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
-           "methods": ["gradcam", "gradcam++"], "metrics": ["avg_drop", "insertion"], "perturbation": {"steps": 4},
-           "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "prof",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 3},
+        "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
+        "methods": ["gradcam", "gradcam++"],
+        "metrics": ["avg_drop", "insertion"],
+        "perturbation": {"steps": 4},
+        "runtime": {"device": "cpu", "batch_size": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress", "--profile"])
@@ -194,8 +220,15 @@ def test_run_records_the_loader_and_the_stages_and_profile_prints_them(tmp_path:
     assert meta["loader"]["workers"] == 0 and meta["loader"]["workers_setting"] == "auto"
     assert meta["config"]["runtime"]["profile"] is True
     stages = meta["profile"]["stages"]
-    assert set(stages) == {profile_mod.WAIT_LOADER, profile_mod.SHARED_PASS, "method gradcam", "method gradcam++",
-                           profile_mod.EXPLANATION_FORWARDS, "job insertion", profile_mod.RECORDS}
+    assert set(stages) == {
+        profile_mod.WAIT_LOADER,
+        profile_mod.SHARED_PASS,
+        "method gradcam",
+        "method gradcam++",
+        profile_mod.EXPLANATION_FORWARDS,
+        "job insertion",
+        profile_mod.RECORDS,
+    }
     assert {name: v["marks"] for name, v in stages.items()} == dict.fromkeys(stages, 2)  # 2 batches
     assert meta["profile"]["total_s"] <= meta["wall_time_s"]
     for name in stages:
@@ -203,13 +236,18 @@ def test_run_records_the_loader_and_the_stages_and_profile_prints_them(tmp_path:
     assert f"3 images at {meta['images_per_s']} images/s" in res.output
 
 
-def test_gpu_decode_on_a_machine_without_cuda_is_one_line_naming_the_key(tmp_path: Path, make_jpeg,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_decode_on_a_machine_without_cuda_is_one_line_naming_the_key(
+    tmp_path: Path, make_jpeg, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # `auto` must resolve to the CPU, GPU or not
     make_jpeg(tmp_path / "img" / "a.jpg")
-    cfg = {"name": "gpu", "dataset": {"kind": "folder", "root": str(tmp_path / "img")},
-           "model": {"name": "resnet18", "weights": "random"}, "runtime": {"device": "auto", "decode": "gpu"},
-           "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "gpu",
+        "dataset": {"kind": "folder", "root": str(tmp_path / "img")},
+        "model": {"name": "resnet18", "weights": "random"},
+        "runtime": {"device": "auto", "decode": "gpu"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
@@ -222,9 +260,18 @@ def test_a_bad_workers_value_is_one_line_naming_the_key(tmp_path: Path, value: o
     from camexp.experiment import load_experiment
 
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"name": "w", "dataset": {"root": str(tmp_path)}, "model": {"name": "resnet18"},
-                                    "runtime": {"workers": value}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "w",
+                "dataset": {"root": str(tmp_path)},
+                "model": {"name": "resnet18"},
+                "runtime": {"workers": value},
+            }
+        )
+    )
     with pytest.raises(ConfigError) as e:
         load_experiment(path)
-    assert str(e.value) == (f"{path}: runtime.workers: Value error, give a number of worker processes (0, 1, ...) "
-                            f"or auto, not {shown}")
+    assert str(e.value) == (
+        f"{path}: runtime.workers: Value error, give a number of worker processes (0, 1, ...) or auto, not {shown}"
+    )

@@ -1,4 +1,5 @@
 """mLoc (README.md, Definitions D5) against masks and boxes worked out by hand."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,12 +70,14 @@ def test_class_box_masks_picks_the_class_and_leaves_classless_images_empty() -> 
 def test_mloc_summary_means_pairs_drops_stale_rows_and_counts_skipped(tmp_path: Path) -> None:
     rows = [  # index, image_id, class, rank, method, delta, loc
         (0, "a", 3, 0, "gradcam", 0.0, 0.9),  # superseded by the resumed run's row below
-        (0, "a", 3, 0, "gradcam", 0.0, 0.2), (0, "a", 5, 1, "gradcam", 0.0, 0.4),
+        (0, "a", 3, 0, "gradcam", 0.0, 0.2),
+        (0, "a", 5, 1, "gradcam", 0.0, 0.4),
         (1, "b", 3, 0, "gradcam", 0.0, 0.6),
         (7, "h", 3, 0, "gradcam", 0.0, 0.0),  # image without final records (killed mid-batch): ignored
     ]
     pd.DataFrame(rows, columns=["index", "image_id", "class", "rank", "method", "delta", "loc"]).to_csv(
-        tmp_path / MLOC_CSV, index=False)
+        tmp_path / MLOC_CSV, index=False
+    )
     records = pd.DataFrame({"index": [0, 1, 2]})
     res = mloc_result(tmp_path, records, ["gradcam"])
     assert res.rows == {"mLoc δ=0": {"gradcam": pytest.approx((0.2 + 0.4 + 0.6) / 3)}}

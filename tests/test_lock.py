@@ -1,4 +1,5 @@
 """The run-folder lock on its own: exclusive, released on every exit, stale owners recognised."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,9 @@ def test_one_holder_at_a_time_released_on_success_and_on_error(tmp_path: Path) -
     folder = tmp_path / "run"
     with hold(folder):
         assert read_owner(folder).pid == os.getpid()
-        with pytest.raises(CamexpError, match=f"{folder}: another camexp run is writing this folder \\(pid {os.getpid()}"):
+        with pytest.raises(
+            CamexpError, match=f"{folder}: another camexp run is writing this folder \\(pid {os.getpid()}"
+        ):
             with hold(folder):
                 pass
         assert (folder / LOCK).exists()  # the refused second holder did not release the first's lock

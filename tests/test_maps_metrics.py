@@ -1,4 +1,5 @@
 """Map normalisation and the faithfulness metrics against hand-computed cases (README.md, Definitions D2 and D4)."""
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,11 @@ def _records() -> pd.DataFrame:
     data = {0: (0.8, 0.9, 0.4, 0.8), 1: (0.5, 0.2, 0.25, 0.5), 2: (0.6, 0.7, 0.3, 0.15)}
     for i, (y, p, oa, ob) in data.items():
         for m, o in (("gradcam", oa), ("gradcam++", ob)):
-            rows.append(dict(index=i, image_id=f"im{i}", method=m, target=1, label=1, pred=1, y=y, o=o, p_true=p,
-                             constant_map=0))
+            rows.append(
+                dict(
+                    index=i, image_id=f"im{i}", method=m, target=1, label=1, pred=1, y=y, o=o, p_true=p, constant_map=0
+                )
+            )
     return pd.DataFrame(rows)
 
 

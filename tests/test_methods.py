@@ -1,4 +1,5 @@
 """Every method against values computed by hand on tiny tensors (README.md, Definitions D2)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -63,7 +64,16 @@ def test_zero_denominator_gives_zero_alpha_not_inf():
 
 def test_all_zero_gradients_give_zero_maps():
     g = torch.zeros_like(G)
-    for name in ("gradcam", "gradcam+", "gradcam++", "gradcam++all", "gradcam++orig", "hirescam", "layercam", "xgradcam"):
+    for name in (
+        "gradcam",
+        "gradcam+",
+        "gradcam++",
+        "gradcam++all",
+        "gradcam++orig",
+        "hirescam",
+        "layercam",
+        "xgradcam",
+    ):
         assert torch.equal(run(name, g=g), torch.zeros(1, 1, 2)), name
 
 
@@ -152,11 +162,13 @@ def test_random_map_is_seeded_per_image_id_not_per_batch():
     x = torch.rand(3, 3, 8, 10)
     both = run("random", a, None, x=x, image_ids=["a", "b", "c"])
     for i, image_id in enumerate("abc"):
-        alone = run("random", a[i:i + 1], None, x=x[i:i + 1], image_ids=[image_id])
+        alone = run("random", a[i : i + 1], None, x=x[i : i + 1], image_ids=[image_id])
         assert torch.equal(alone[0], both[i])
         assert torch.equal(both[i], torch.rand(4, 5, generator=torch.Generator().manual_seed(_seed(0, image_id))))
     assert not torch.equal(both[0], both[1])
-    other_seed = METHODS["random"](MethodInputs(A=a, G=None, targets=torch.zeros(3), x=x, image_ids=list("abc")), seed=1)
+    other_seed = METHODS["random"](
+        MethodInputs(A=a, G=None, targets=torch.zeros(3), x=x, image_ids=list("abc")), seed=1
+    )
     assert not torch.equal(other_seed, both)
 
 
@@ -176,4 +188,4 @@ def test_methods_are_per_image(name: str):
     g = torch.randn(2, 3, 4, 4, generator=gen)
     both = run(name, a, g)
     for i in range(2):
-        assert torch.allclose(both[i], run(name, a[i:i + 1], g[i:i + 1])[0])
+        assert torch.allclose(both[i], run(name, a[i : i + 1], g[i : i + 1])[0])

@@ -1,6 +1,7 @@
 """One metric entry owns its whole story: a plug-in per-batch metric with settings, named by import path,
 gets its settings validated, its interval in summary_long.csv and its leaderboard rank with no edit anywhere
 else in camexp; a setting that cannot work with the model's input stops the run before the first batch."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,10 +21,17 @@ PLUGIN = "plugins.my_metric:centre_mass"
 
 
 def _config(tmp_path: Path, photo_dir: Path, name: str, **extra: Any) -> Path:
-    cfg = {"name": name, "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 4},
-           "model": {"name": "resnet18", "weights": "random"}, "methods": ["gradcam", "random"],
-           "metrics": ["avg_drop", PLUGIN], "stats": {"bootstrap": 200},
-           "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "runs" / name)}, **extra}
+    cfg = {
+        "name": name,
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 4},
+        "model": {"name": "resnet18", "weights": "random"},
+        "methods": ["gradcam", "random"],
+        "metrics": ["avg_drop", PLUGIN],
+        "stats": {"bootstrap": 200},
+        "runtime": {"device": "cpu", "batch_size": 2},
+        "output": {"dir": str(tmp_path / "runs" / name)},
+        **extra,
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -61,19 +69,36 @@ def test_plugin_metric_with_settings_gets_an_interval_and_a_rank(tmp_path: Path,
     best = long.loc["centre_mass"]["value"].idxmax()  # higher is better, as the entry's row says
     assert ranks[best] == 1.0 and ranks.sum() == 3.0
     # the setting reaches the metric: a square as large as the image holds all of a random map's mass
-    res = _run(_config(tmp_path, photo_dir, "whole", methods=["random"], metrics=[PLUGIN], stats={"bootstrap": 0},
-                       settings={"centre": {"fraction": 1.0}}))
+    res = _run(
+        _config(
+            tmp_path,
+            photo_dir,
+            "whole",
+            methods=["random"],
+            metrics=[PLUGIN],
+            stats={"bootstrap": 0},
+            settings={"centre": {"fraction": 1.0}},
+        )
+    )
     assert res.exit_code == 0, res.output
     whole = pd.read_csv(tmp_path / "runs" / "whole" / "per_image_metrics.csv")
     assert whole["value"].tolist() == pytest.approx([1.0] * 4)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"settings": {"centre": {"fraction": 2}}}, "settings.centre.fraction: Input should be less than or equal to 1"),
-    ({"settings": {"center": {"fraction": 0.5}}}, "settings.center: no metric reads settings under 'center'"),
-    ({"perturbation": {"steps": 1_000_000}, "metrics": ["deletion"]},
-     "perturbation.steps: 1000000 steps exceed the 50176 pixels"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            {"settings": {"centre": {"fraction": 2}}},
+            "settings.centre.fraction: Input should be less than or equal to 1",
+        ),
+        ({"settings": {"center": {"fraction": 0.5}}}, "settings.center: no metric reads settings under 'center'"),
+        (
+            {"perturbation": {"steps": 1_000_000}, "metrics": ["deletion"]},
+            "perturbation.steps: 1000000 steps exceed the 50176 pixels",
+        ),
+    ],
+)
 def test_bad_settings_are_one_line_errors(tmp_path: Path, photo_dir: Path, extra: dict, message: str) -> None:
     res = _run(_config(tmp_path, photo_dir, "bad", **extra))
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output

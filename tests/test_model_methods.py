@@ -1,6 +1,7 @@
 """Score-CAM, Ablation-CAM and Smooth Grad-CAM++ on a small random-weights timm model: they cost exactly their
 floor (counted model calls), do not depend on blocks, chunks or batch-mates, and give defined maps in the
 degenerate cases (constant channels, a zero target score)."""
+
 from __future__ import annotations
 
 import copy
@@ -116,7 +117,9 @@ def test_scorecam_with_real_weights_on_real_images_equals_float64(ilsvrc_images)
     from camexp.data import PixelTransform
     from camexp.data.images import load_rgb
 
-    lite0 = build_model(ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package", layer="blocks.0"))
+    lite0 = build_model(
+        ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package", layer="blocks.0")
+    )
     tf = PixelTransform(lite0.spec)
     x = torch.stack([tf(load_rgb(p))[0] for p in sorted(ilsvrc_images.iterdir())[:2]])
     x = F.interpolate(x, size=(112, 112), mode="bilinear", antialias=True)
@@ -130,20 +133,24 @@ def test_scorecam_at_lite0s_head_with_the_peers_weighting_equals_float64(lite0, 
     input of the pixel-space model a user hands them) at Lite0's 1280-channel head with its real weights, one
     ILSVRC2012 image at 112x112 (the peers run all 1280 forwards). Ours to 1e-4; pytorch-grad-cam's and torchcam's
     ScoreCAM measured against the same float64 reference."""
+    from peers import deviation, pytorch_grad_cam_maps, torchcam_maps
     from pytorch_grad_cam import ScoreCAM
     from torchcam.methods import ScoreCAM as TorchcamScoreCAM
 
     from camexp.data import PixelTransform
     from camexp.data.images import load_rgb
-    from peers import deviation, pytorch_grad_cam_maps, torchcam_maps
 
     x = PixelTransform(lite0.spec)(load_rgb(sorted(ilsvrc_images.iterdir())[0]))[0][None]
     x = F.interpolate(x, size=(112, 112), mode="bilinear", antialias=True)
-    ex = Explainer(lite0, [("s", "scorecam", {"weighting": "softmax_logits"})], scorer=Scorer(lite0.model, chunk=8)).explain(x)
+    ex = Explainer(
+        lite0, [("s", "scorecam", {"weighting": "softmax_logits"})], scorer=Scorer(lite0.model, chunk=8)
+    ).explain(x)
     want = scorecam_float64(lite0, x, ex.targets, "softmax_logits")
     assert (ex.maps["s"] - want).abs().max() < 1e-4
     record_property("ours_max_deviation", deviation(ex.maps["s"], want))
-    record_property("pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, ScoreCAM, x, ex.targets), want))
+    record_property(
+        "pytorch_grad_cam_max_deviation", deviation(pytorch_grad_cam_maps(lite0, ScoreCAM, x, ex.targets), want)
+    )
     record_property("torchcam_max_deviation", deviation(torchcam_maps(lite0, TorchcamScoreCAM, x, ex.targets), want))
 
 
@@ -204,8 +211,9 @@ def test_ablationcam_on_a_negative_target_score_flips_and_is_counted_and_abs_res
     weight = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
 
     def run(bias: float, **params: object) -> tuple[torch.Tensor, dict[str, int]]:
-        ctx = MethodInputs(A=a, G=None, targets=torch.tensor([0]),
-                           tail=lambda x, which=None: linear_tail(weight)(x) + bias)
+        ctx = MethodInputs(
+            A=a, G=None, targets=torch.tensor([0]), tail=lambda x, which=None: linear_tail(weight)(x) + bias
+        )
         return METHODS["ablationcam"](ctx, **params), ctx.counts
 
     unshifted, counts = run(0.0)
@@ -238,11 +246,14 @@ def test_a_run_counts_negative_score_images_in_run_json_and_the_summary(tmp_path
     monkeypatch.setattr(camexp.runner, "build_model", shifted)
     for name, color in (("a", (200, 30, 30)), ("b", (30, 200, 90))):
         make_jpeg(tmp_path / "images" / f"{name}.jpg", size=(64, 64), color=color)
-    cfg = ExperimentConfig(name="neg", dataset={"kind": "folder", "root": str(tmp_path / "images")},
-                           model={"name": "test_convnext", "weights": "random"}, runtime={"device": "cpu"},
-                           methods=["ablationcam", {"name": "ablation-abs", "method": "ablationcam",
-                                                    "params": {"denominator": "abs"}}],
-                           output={"dir": str(tmp_path / "out")})
+    cfg = ExperimentConfig(
+        name="neg",
+        dataset={"kind": "folder", "root": str(tmp_path / "images")},
+        model={"name": "test_convnext", "weights": "random"},
+        runtime={"device": "cpu"},
+        methods=["ablationcam", {"name": "ablation-abs", "method": "ablationcam", "params": {"denominator": "abs"}}],
+        output={"dir": str(tmp_path / "out")},
+    )
     run_experiment(cfg, progress=False)
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
     assert meta["method_counts"]["ablationcam"]["negative_score_images"] == 2
@@ -271,13 +282,16 @@ def test_smoothgradcampp_without_noise_is_gradcampp(tiny, images):
     assert torch.allclose(ex.maps["s"], ex.maps["gradcam++"], atol=1e-5)
 
 
-@pytest.mark.parametrize("name, params, problem", [
-    ("scorecam", {"weighting": "softmax"}, "weighting must be one of"),
-    ("smoothgradcam++", {"n": 0}, "n must be at least 1"),
-    ("smoothgradcam++", {"n": 2.5}, "parameter 'n' must be of type int"),
-    ("smoothgradcam++", {"sigma": 0.2}, "no parameter(s) ['sigma']"),
-    ("random", {"seed": True}, "parameter 'seed' must be of type int"),
-])
+@pytest.mark.parametrize(
+    "name, params, problem",
+    [
+        ("scorecam", {"weighting": "softmax"}, "weighting must be one of"),
+        ("smoothgradcam++", {"n": 0}, "n must be at least 1"),
+        ("smoothgradcam++", {"n": 2.5}, "parameter 'n' must be of type int"),
+        ("smoothgradcam++", {"sigma": 0.2}, "no parameter(s) ['sigma']"),
+        ("random", {"seed": True}, "parameter 'seed' must be of type int"),
+    ],
+)
 def test_bad_parameters_are_named(name, params, problem):
     assert problem in METHODS[name].param_problem(params)
 

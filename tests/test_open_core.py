@@ -1,5 +1,6 @@
 """The open core: one registry, plug-ins by import path and entry point, an acyclic import graph, and the
 small helpers the runner relies on."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,7 +35,9 @@ def test_import_graph_has_no_cycle_and_runs_with_the_data_flow():
     assert [a for a, bs in edges.items() if "camexp.runner" in bs] == ["camexp.cli"]
     # the checker itself finds a cycle and a backward import when there is one
     assert graph.cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
-    assert graph.backward({"camexp.config": {"camexp.runner"}, "camexp.runner": set()}) == [("camexp.config", "camexp.runner")]
+    assert graph.backward({"camexp.config": {"camexp.runner"}, "camexp.runner": set()}) == [
+        ("camexp.config", "camexp.runner")
+    ]
 
 
 def test_registry_refuses_duplicates_and_names_what_is_known():
@@ -74,11 +77,16 @@ def test_plugin_method_metric_and_analysis_run_through_camexp_run(tmp_path: Path
 
     from camexp.cli import app
 
-    cfg = {"name": "plugin", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
-           "model": {"name": "resnet18", "weights": "random"},
-           "methods": ["gradcam", "plugins.my_cams:abs_gradcam"],
-           "metrics": ["avg_drop", "plugins.my_cams:mean_o"], "analyses": ["plugins.my_cams:CountImages"],
-           "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "plugin",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+        "model": {"name": "resnet18", "weights": "random"},
+        "methods": ["gradcam", "plugins.my_cams:abs_gradcam"],
+        "metrics": ["avg_drop", "plugins.my_cams:mean_o"],
+        "analyses": ["plugins.my_cams:CountImages"],
+        "runtime": {"device": "cpu", "batch_size": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
@@ -154,11 +162,32 @@ def test_non_finite_maps_stop_the_run_naming_method_and_image():
     vec = torch.ones(b)
     finite = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     with pytest.raises(CamexpError, match=r"'gradcam\+\+' produced non-finite values for image\(s\) \['img1'\]"):
-        batch_records(torch.arange(b).numpy(), ["img0", "img1"], methods, y=vec, p_true=vec, targets=vec, pred=vec,
-                      labels=vec, o=torch.ones(2, b), constant=torch.zeros(2, b), finite=finite)
-    rows = batch_records(torch.arange(b).numpy(), ["img0", "img1"], methods, y=vec, p_true=vec, targets=vec * 3,
-                         pred=vec, labels=-vec, o=torch.tensor([[0.5, 0.25], [0.125, 1.0]]),
-                         constant=torch.tensor([[0.0, 1.0], [0.0, 0.0]]), finite=torch.ones(2, b))
+        batch_records(
+            torch.arange(b).numpy(),
+            ["img0", "img1"],
+            methods,
+            y=vec,
+            p_true=vec,
+            targets=vec,
+            pred=vec,
+            labels=vec,
+            o=torch.ones(2, b),
+            constant=torch.zeros(2, b),
+            finite=finite,
+        )
+    rows = batch_records(
+        torch.arange(b).numpy(),
+        ["img0", "img1"],
+        methods,
+        y=vec,
+        p_true=vec,
+        targets=vec * 3,
+        pred=vec,
+        labels=-vec,
+        o=torch.tensor([[0.5, 0.25], [0.125, 1.0]]),
+        constant=torch.tensor([[0.0, 1.0], [0.0, 0.0]]),
+        finite=torch.ones(2, b),
+    )
     assert rows["method"].tolist() == ["gradcam", "gradcam", "gradcam++", "gradcam++"]
     assert rows["o"].tolist() == [0.5, 0.25, 0.125, 1.0] and rows["constant_map"].tolist() == [0, 1, 0, 0]
     assert rows["target"].tolist() == [3] * 4 and rows["label"].tolist() == [-1] * 4
@@ -172,9 +201,14 @@ def test_a_constant_map_is_zeros_and_noted_in_the_summary(tmp_path: Path, photo_
     flat = "tests_flat_map"
     if flat not in METHODS:
         method(flat, "constant map (test)", needs_grad=False)(lambda x: torch.ones_like(x.A[:, 0]))
-    cfg = {"name": "flat", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
-           "model": {"name": "resnet18", "weights": "random"}, "methods": ["gradcam", flat],
-           "runtime": {"device": "cpu"}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "flat",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+        "model": {"name": "resnet18", "weights": "random"},
+        "methods": ["gradcam", flat],
+        "runtime": {"device": "cpu"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     summary = run_experiment(load_experiment(path), progress=False)
@@ -188,8 +222,13 @@ def test_alpha_stats_asks_the_registry_which_methods_use_alpha():
     from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
 
     def cfg(methods: list) -> ExperimentConfig:  # noqa: ANN001
-        return ExperimentConfig(name="a", dataset=DatasetConfig(root="."), model=ModelConfig(name="resnet18"),
-                                methods=methods, metrics=["avg_drop"])
+        return ExperimentConfig(
+            name="a",
+            dataset=DatasetConfig(root="."),
+            model=ModelConfig(name="resnet18"),
+            methods=methods,
+            metrics=["avg_drop"],
+        )
 
     with pytest.raises(CamexpError, match=r"add one of \[.*'gradcam\+\+orig'"):
         AlphaStats(cfg(["gradcam", "layercam"]))
@@ -223,11 +262,14 @@ print(settings, (rss() - before) >> 20)
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
-                    reason="needs Linux with glibc (the allocator setting is a no-op elsewhere)")
+@pytest.mark.skipif(
+    not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
+    reason="needs Linux with glibc (the allocator setting is a no-op elsewhere)",
+)
 def test_keep_host_memory_makes_glibc_keep_a_freed_64_mib_block():
     """In a fresh process: by default glibc hands a freed 64 MiB block back to the OS (it was mmapped); after
     keep_host_memory it stays in the process for the next forward to reuse."""
+
     def retained(mode: str) -> tuple[str, int]:
         out = subprocess.run([sys.executable, "-c", RETAINED, mode], check=True, capture_output=True, text=True).stdout
         settings, mib = out.rsplit(" ", 1)

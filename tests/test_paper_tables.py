@@ -1,5 +1,6 @@
 """`--compare-paper` for the field's metrics: published values at the precision printed, and the published
 methods a run did not include (Score-CAM, the center baseline) in columns of their own."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -15,7 +16,9 @@ POINTING_ALL, POINTING_DIFFICULT = "Pointing game % (all)", "Pointing game % (di
 def test_pointing_game_beside_torchray_with_the_center_baseline() -> None:
     main = pd.DataFrame({"gradcam": [86.04, 70.0]}, index=[POINTING_ALL, POINTING_DIFFICULT])
     out = with_paper(RunSummary("tr", "torchray_vgg16", main, MetricResult(), images=3))
-    assert out.at[POINTING_ALL, "gradcam"] == "86.04 / 86.60" and out.at[POINTING_DIFFICULT, "gradcam"] == "70.00 / 74.00"
+    assert (
+        out.at[POINTING_ALL, "gradcam"] == "86.04 / 86.60" and out.at[POINTING_DIFFICULT, "gradcam"] == "70.00 / 74.00"
+    )
     assert out.at[POINTING_ALL, "center (not run)"] == "— / 69.60"
     assert out.at[POINTING_DIFFICULT, "center (not run)"] == "— / 42.40"
 

@@ -1,5 +1,6 @@
 """Per-batch perturbation metrics on hand-made cases computed by hand: a 4x4 image, a toy model whose logit is
 a known function of the pixels, and a map whose ranking (ties included) is written out below."""
+
 from __future__ import annotations
 
 import math
@@ -40,12 +41,19 @@ def image() -> torch.Tensor:
 
 
 def toy_batch(**cfg: Any) -> BatchContext:
-    spec = InputSpec(size=(4, 4), interpolation="bilinear", crop_pct=1.0, crop_mode="center", mean=(0.0, 0.0, 0.0),
-                     std=(1 / 16, 1 / 16, 1 / 16))
+    spec = InputSpec(
+        size=(4, 4),
+        interpolation="bilinear",
+        crop_pct=1.0,
+        crop_mode="center",
+        mean=(0.0, 0.0, 0.0),
+        std=(1 / 16, 1 / 16, 1 / 16),
+    )
     model = PixelModel(SumNet(), spec)
     x = image()
-    config = ExperimentConfig(name="toy", dataset={"root": "."}, model={"name": "toy"}, methods=["m"],
-                              metrics=["avg_drop"], **cfg)
+    config = ExperimentConfig(
+        name="toy", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=["avg_drop"], **cfg
+    )
     explanation = SimpleNamespace(maps={"m": MAP[None]}, targets=torch.tensor([0]), logits=model(x))
     scorer = Scorer(model, config.occlusion, config.confidence, chunk=3)  # chunks of 3 split the steps unevenly
     return BatchContext(config, SimpleNamespace(scorer=scorer), x, explanation, {})
@@ -100,7 +108,9 @@ def test_softmax_score_is_the_default() -> None:
     batch = toy_batch(perturbation={"steps": 4, "insertion_substrate": [0.0, 0.0, 0.0]})
     sigmoid = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731  (softmax of [z, 0], class 0)
     p = [sigmoid(_logit(r)) for r in [0, 14, 44, 82, 136]]
-    assert value("insertion", batch) == pytest.approx((sum(p) - p[0] / 2 - p[-1] / 2) / 4, abs=1e-6)  # the model computes in float32
+    assert value("insertion", batch) == pytest.approx(
+        (sum(p) - p[0] / 2 - p[-1] / 2) / 4, abs=1e-6
+    )  # the model computes in float32
 
 
 @pytest.mark.parametrize("mode", ["binary", "weighted"])
@@ -136,21 +146,26 @@ def test_settings_are_validated_and_fingerprinted_only_when_not_default() -> Non
 
     # the fingerprints camexp computed before the settings moved into the metrics' modules (commit 3fecc52),
     # written out: runs recorded then still resume, with default settings and with changed ones
-    before = {"cc05cd603d8df7f0": [{}, {"perturbation": {"steps": 100}}, {"perturbation": {"curves": True}}],
-              "d3d482b63ba852ae": [{"perturbation": {"steps": 50, "curves": True}}],
-              "ba56b647d917eb3b": [{"keep": {"mode": "weighted"}}],
-              "24dde4ed2f24cb01": [{"pointing": {"tolerance": 10}}],
-              "373e9068b8758d04": [{"road": {"noise": 0.0}}],
-              "b276f7a943e0eedb": [{"perturbation": {"insertion_substrate": [0, 0, 0]}}]}
+    before = {
+        "cc05cd603d8df7f0": [{}, {"perturbation": {"steps": 100}}, {"perturbation": {"curves": True}}],
+        "d3d482b63ba852ae": [{"perturbation": {"steps": 50, "curves": True}}],
+        "ba56b647d917eb3b": [{"keep": {"mode": "weighted"}}],
+        "24dde4ed2f24cb01": [{"pointing": {"tolerance": 10}}],
+        "373e9068b8758d04": [{"road": {"noise": 0.0}}],
+        "b276f7a943e0eedb": [{"perturbation": {"insertion_substrate": [0, 0, 0]}}],
+    }
     for expected, configs in before.items():
         for extra in configs:
             assert fingerprint(**extra) == expected, extra
-    for bad, message in (({"perturbation": {"deletion_substrate": [2, 0, 0]}}, "perturbation.deletion_substrate"),
-                         ({"perturbation": {"steps": 0}}, "perturbation.steps: Input should be greater"),
-                         ({"road": {"percentiles": [0, 50]}}, "road.percentiles"), ({"keep": {"fraction": 0}}, "keep"),
-                         ({"perturbation": {"score": "prob"}}, "perturbation.score"),
-                         ({"road": {"nosie": 0}}, "road.nosie: unknown key"),
-                         ({"settings": {"nope": {}}}, "settings.nope: no metric reads settings")):
+    for bad, message in (
+        ({"perturbation": {"deletion_substrate": [2, 0, 0]}}, "perturbation.deletion_substrate"),
+        ({"perturbation": {"steps": 0}}, "perturbation.steps: Input should be greater"),
+        ({"road": {"percentiles": [0, 50]}}, "road.percentiles"),
+        ({"keep": {"fraction": 0}}, "keep"),
+        ({"perturbation": {"score": "prob"}}, "perturbation.score"),
+        ({"road": {"nosie": 0}}, "road.nosie: unknown key"),
+        ({"settings": {"nope": {}}}, "settings.nope: no metric reads settings"),
+    ):
         cfg = ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, **bad)
         with pytest.raises(CamexpError, match=message):
             validate_settings(cfg)
@@ -160,8 +175,9 @@ def test_steps_beyond_the_pixel_count_are_a_config_error() -> None:
     from camexp.metrics import metric_problems
 
     def cfg(steps: int, metrics: list[str]) -> ExperimentConfig:
-        return ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=metrics,
-                                perturbation={"steps": steps})
+        return ExperimentConfig(
+            name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=metrics, perturbation={"steps": steps}
+        )
 
     assert metric_problems(cfg(224 * 224, ["deletion"]), (224, 224)) == []
     (problem,) = metric_problems(cfg(1_000_000, ["avg_drop", "insertion"]), (224, 224))
@@ -174,8 +190,9 @@ def test_pointing_games_need_boxes(tmp_path) -> None:  # noqa: ANN001
     from camexp.check import label_problems
     from camexp.data.base import Item
 
-    cfg = ExperimentConfig(name="f", dataset={"root": str(tmp_path)}, model={"name": "toy"},
-                           metrics=["avg_drop", "pointing_game"])
+    cfg = ExperimentConfig(
+        name="f", dataset={"root": str(tmp_path)}, model={"name": "toy"}, metrics=["avg_drop", "pointing_game"]
+    )
     (problem,) = label_problems(cfg, [Item(path=tmp_path / "a.jpg", image_id="a")])
     assert "metric(s) ['pointing_game'] need ground-truth boxes" in problem
     boxed = Item(path=tmp_path / "a.jpg", image_id="a", boxes=((0, 0, 1, 1),), box_labels=(3,))

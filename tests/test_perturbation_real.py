@@ -1,6 +1,7 @@
 """Insertion / deletion on real photographs and real EfficientNet-Lite0 weights: the run's per-image values
 against an independent plain loop (numpy ranking, scipy blur, one image per forward), resume after a kill,
 and torchcam's DeletionInsertionMetric on the same maps."""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,20 @@ BATCH = 2
 
 def _config(tmp: Path, images: Path, metrics: list[str], out: str = "out") -> Path:
     path = tmp / f"{out}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "perturb", "dataset": {"kind": "folder", "root": str(images)},
-        "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
-        "methods": METHODS, "metrics": metrics, "perturbation": {"steps": STEPS, "curves": True},
-        "runtime": {"device": "cpu", "batch_size": BATCH}, "output": {"dir": str(tmp / out)}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "perturb",
+                "dataset": {"kind": "folder", "root": str(images)},
+                "model": {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
+                "methods": METHODS,
+                "metrics": metrics,
+                "perturbation": {"steps": STEPS, "curves": True},
+                "runtime": {"device": "cpu", "batch_size": BATCH},
+                "output": {"dir": str(tmp / out)},
+            }
+        )
+    )
     return path
 
 
@@ -56,13 +66,15 @@ def shared_model(lite0: LoadedModel) -> Iterator[None]:
 def run_dir(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path, lite0: LoadedModel) -> Path:
     tmp = tmp_path_factory.mktemp("perturb")
     with shared_model(lite0):
-        run_experiment(load_experiment(_config(tmp, photo_dir, ["avg_drop", "insertion", "deletion"])),
-                       fresh=True, progress=False)
+        run_experiment(
+            load_experiment(_config(tmp, photo_dir, ["avg_drop", "insertion", "deletion"])), fresh=True, progress=False
+        )
     return tmp / "out"
 
 
-def plain_auc(net: torch.nn.Module, start: np.ndarray, end: np.ndarray, ranking_map: np.ndarray, target: int,
-              steps: int) -> float:
+def plain_auc(
+    net: torch.nn.Module, start: np.ndarray, end: np.ndarray, ranking_map: np.ndarray, target: int, steps: int
+) -> float:
     """RISE's procedure written out: numpy's stable argsort, a fresh copy per step, one image per forward."""
     order = np.argsort(-ranking_map.ravel(), kind="stable")
     pixels = order.size
@@ -70,7 +82,7 @@ def plain_auc(net: torch.nn.Module, start: np.ndarray, end: np.ndarray, ranking_
     scores = []
     for s in range(steps + 1):
         img = start.reshape(3, -1).copy()
-        changed = order[:min(s * n, pixels)]
+        changed = order[: min(s * n, pixels)]
         img[:, changed] = end.reshape(3, -1)[:, changed]
         with torch.no_grad():
             logits = net(torch.from_numpy(img.reshape(start.shape))[None])
@@ -80,8 +92,9 @@ def plain_auc(net: torch.nn.Module, start: np.ndarray, end: np.ndarray, ranking_
 
 def scipy_blur(xn: np.ndarray) -> np.ndarray:
     k = rise_kernel().numpy()
-    return np.stack([convolve2d(c.astype(np.float64), k, mode="same", boundary="fill", fillvalue=0.0)
-                     for c in xn]).astype(np.float32)
+    return np.stack(
+        [convolve2d(c.astype(np.float64), k, mode="same", boundary="fill", fillvalue=0.0) for c in xn]
+    ).astype(np.float32)
 
 
 def test_insertion_deletion_equal_a_plain_loop(run_dir: Path, lite0: LoadedModel) -> None:
@@ -102,11 +115,14 @@ def test_insertion_deletion_equal_a_plain_loop(run_dir: Path, lite0: LoadedModel
             assert target == int(ex.targets[b])
             for m in METHODS:
                 rank_map = ex.maps[m][b].numpy()
-                ref = {"deletion": plain_auc(lite0.model.net, xn[b], np.zeros_like(xn[b]), rank_map, target, STEPS),
-                       "insertion": plain_auc(lite0.model.net, scipy_blur(xn[b]), xn[b], rank_map, target, STEPS)}
+                ref = {
+                    "deletion": plain_auc(lite0.model.net, xn[b], np.zeros_like(xn[b]), rank_map, target, STEPS),
+                    "insertion": plain_auc(lite0.model.net, scipy_blur(xn[b]), xn[b], rank_map, target, STEPS),
+                }
                 for metric, expected in ref.items():
-                    got = rows.loc[(rows["index"] == index) & (rows["method"] == m) & (rows["metric"] == metric),
-                                   "value"]
+                    got = rows.loc[
+                        (rows["index"] == index) & (rows["method"] == m) & (rows["metric"] == metric), "value"
+                    ]
                     assert len(got) == 1
                     worst = max(worst, abs(float(got.iloc[0]) - expected))
     assert worst < 1e-6, worst
@@ -115,7 +131,10 @@ def test_insertion_deletion_equal_a_plain_loop(run_dir: Path, lite0: LoadedModel
 def test_summary_is_recomputed_from_the_file(run_dir: Path) -> None:
     rows = read_records(run_dir / METRIC_RECORDS, ["value"])
     again = summarize_run_dir(run_dir)
-    for label, metric in (("Insertion AUC (higher is better)", "insertion"), ("Deletion AUC (lower is better)", "deletion")):
+    for label, metric in (
+        ("Insertion AUC (higher is better)", "insertion"),
+        ("Deletion AUC (lower is better)", "deletion"),
+    ):
         for m in METHODS:
             expected = rows.loc[(rows["metric"] == metric) & (rows["method"] == m), "value"].mean()
             assert again.main.at[label, m] == pytest.approx(expected, abs=1e-12)
@@ -126,11 +145,14 @@ def test_summary_is_recomputed_from_the_file(run_dir: Path) -> None:
         points = np.array([[float(v) for v in p.split()] for p in part["points"]])
         got = table[(table["metric"] == metric) & (table["method"] == method)]
         assert np.allclose(got["mean"], points.mean(0), atol=1e-6) and got["x"].tolist() == [0, 0.25, 0.5, 0.75, 1]
-    assert (run_dir / "perturbation_curves.png").is_file() and "perturbation_curves.png" in (run_dir / "summary.md").read_text()
+    assert (run_dir / "perturbation_curves.png").is_file() and "perturbation_curves.png" in (
+        run_dir / "summary.md"
+    ).read_text()
 
 
-def test_a_killed_run_resumes_only_the_missing_images(run_dir: Path, photo_dir: Path, lite0: LoadedModel,
-                                                      tmp_path: Path) -> None:
+def test_a_killed_run_resumes_only_the_missing_images(
+    run_dir: Path, photo_dir: Path, lite0: LoadedModel, tmp_path: Path
+) -> None:
     whole = read_records(run_dir / METRIC_RECORDS, ["value"])
     out = tmp_path / "out"
     out.mkdir()
@@ -145,8 +167,9 @@ def test_a_killed_run_resumes_only_the_missing_images(run_dir: Path, photo_dir: 
     text = whole[whole["index"] < 2 * BATCH].to_csv(index=False, float_format="%.17g")
     (out / METRIC_RECORDS).write_text(text + "3,torn,gradc")
     with shared_model(lite0):
-        run_experiment(load_experiment(_config(tmp_path, photo_dir, ["avg_drop", "insertion", "deletion"])),
-                       progress=False)
+        run_experiment(
+            load_experiment(_config(tmp_path, photo_dir, ["avg_drop", "insertion", "deletion"])), progress=False
+        )
     meta = json.loads((out / RUN_JSON).read_text())
     assert meta["images_resumed"] == BATCH and meta["images_processed"] == len(whole["index"].unique()) - BATCH
     resumed = read_records(out / METRIC_RECORDS, ["value"])
@@ -155,8 +178,9 @@ def test_a_killed_run_resumes_only_the_missing_images(run_dir: Path, photo_dir: 
 
     # a per-batch metric added to a recorded run: the images lacking its rows are redone
     with shared_model(lite0):
-        run_experiment(load_experiment(_config(tmp_path, photo_dir, ["insertion", "deletion", "avg_drop@keep"])),
-                       progress=False)
+        run_experiment(
+            load_experiment(_config(tmp_path, photo_dir, ["insertion", "deletion", "avg_drop@keep"])), progress=False
+        )
     meta = json.loads((out / RUN_JSON).read_text())
     assert meta["images_processed"] == len(whole["index"].unique())
     assert set(read_records(out / METRIC_RECORDS, ["value"])["metric"]) == {"insertion", "deletion", "avg_drop@keep"}
@@ -186,17 +210,23 @@ def test_torchcam_deletion_insertion_on_the_same_maps(photo_dir: Path, lite0: Lo
 
     steps = 8
     assert (224 * 224) % steps == 0
-    cfg = ExperimentConfig(name="tc", dataset={"root": str(photo_dir)}, model={"name": "tf_efficientnet_lite0"},
-                           methods=["gradcam++"], metrics=["insertion", "deletion"],
-                           perturbation={"steps": steps, "insertion_substrate": "zero"})
+    cfg = ExperimentConfig(
+        name="tc",
+        dataset={"root": str(photo_dir)},
+        model={"name": "tf_efficientnet_lite0"},
+        methods=["gradcam++"],
+        metrics=["insertion", "deletion"],
+        perturbation={"steps": steps, "insertion_substrate": "zero"},
+    )
     ds = build_dataset(cfg.dataset, lite0.spec)
     x = collate([ds[i] for i in range(len(ds))])["image"]
     explainer = Explainer(lite0, ["gradcam++"], scorer=Scorer(lite0.model, chunk=8))
     ex = explainer.explain(x)
     batch = BatchContext(cfg, explainer, x, ex, {})
     ours = {k: float(METRICS.get(k).compute(batch)[0].value.mean()) for k in ("deletion", "insertion")}
-    metric = DeletionInsertionMetric(GivenMaps(lite0.model.net, ex.maps["gradcam++"]),
-                                     lambda z: z.softmax(-1), steps=steps, batch_size=8)
+    metric = DeletionInsertionMetric(
+        GivenMaps(lite0.model.net, ex.maps["gradcam++"]), lambda z: z.softmax(-1), steps=steps, batch_size=8
+    )
     metric.update(lite0.model.normalize(x), class_idx=ex.targets.tolist())
     theirs = metric.summary()
     deviation = max(abs(ours["deletion"] - theirs["deletion_auc"]), abs(ours["insertion"] - theirs["insertion_auc"]))

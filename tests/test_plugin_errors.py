@@ -1,5 +1,6 @@
 """A plug-in's bugs end in one line naming the plug-in (its import path), the batch and what was wrong, with the
 plug-in's own traceback below when it raised -- never torch's internal error alone (tests/plugins/broken_*.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,19 +23,24 @@ def resnet():  # noqa: ANN201
     return build_model(ModelConfig(name="resnet18", weights="random"))
 
 
-@pytest.mark.parametrize("name, what", [
-    ("numpy_map", "returned a numpy.ndarray, not a torch.Tensor"),
-    ("wrong_shape", "returned shape (4, 224)"),
-    ("wrong_grid", "returned shape (4, 4, 49)"),  # 3-D with B rows, but not a map of the layer's 7x7 grid
-])
+@pytest.mark.parametrize(
+    "name, what",
+    [
+        ("numpy_map", "returned a numpy.ndarray, not a torch.Tensor"),
+        ("wrong_shape", "returned shape (4, 224)"),
+        ("wrong_grid", "returned shape (4, 4, 49)"),  # 3-D with B rows, but not a map of the layer's 7x7 grid
+    ],
+)
 def test_a_wrong_return_names_the_plugin_the_batch_and_the_shape_expected(resnet, name: str, what: str):  # noqa: ANN001
     x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with pytest.raises(CamexpError) as err:
         Explainer(resnet, ["gradcam", f"plugins.broken_cams:{name}"]).explain(x, image_ids=["a", "b", "c", "d"])
     msg = str(err.value)
     assert "\n" not in msg and "Traceback" not in msg
-    assert msg.startswith(f"method 'plugins.broken_cams:{name}' {what} for a batch of 4 (images ['a', 'b', 'c'] ...); "
-                          "expected (B, h, w): a torch.Tensor (4, h, w) shaped like the layer's 7x7 maps, on cpu")
+    assert msg.startswith(
+        f"method 'plugins.broken_cams:{name}' {what} for a batch of 4 (images ['a', 'b', 'c'] ...); "
+        "expected (B, h, w): a torch.Tensor (4, h, w) shaped like the layer's 7x7 maps, on cpu"
+    )
     assert f"(defined at {PLUGIN}:" in msg
 
 
@@ -43,10 +49,14 @@ def test_a_method_that_raises_shows_its_own_traceback_below_one_line(tmp_path: P
 
     from camexp.cli import app
 
-    cfg = {"name": "broken", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
-           "model": {"name": "resnet18", "weights": "random"},
-           "methods": ["gradcam", {"name": "mine", "method": "plugins.broken_cams:raises"}],
-           "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "broken",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+        "model": {"name": "resnet18", "weights": "random"},
+        "methods": ["gradcam", {"name": "mine", "method": "plugins.broken_cams:raises"}],
+        "runtime": {"device": "cpu", "batch_size": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
@@ -66,13 +76,22 @@ def test_a_plugin_module_that_fails_to_import_shows_its_traceback(tmp_path: Path
     with pytest.raises(CamexpError) as err:
         METHODS.get("plugins.broken_import:cam")
     first, *rest = str(err.value).splitlines()
-    assert first == ("method 'plugins.broken_import:cam': cannot import it (NameError: name 'undefined_scale' is not "
-                     "defined)")
-    assert rest[0] == "Traceback (most recent call last):" and "broken_import.py\", line 4, in <module>" in rest[1]
+    assert first == (
+        "method 'plugins.broken_import:cam': cannot import it (NameError: name 'undefined_scale' is not defined)"
+    )
+    assert rest[0] == "Traceback (most recent call last):" and 'broken_import.py", line 4, in <module>' in rest[1]
     assert "importlib" not in "\n".join(rest)
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"name": "x", "dataset": {"root": str(tmp_path)}, "model": {"name": "resnet18"},
-                                    "methods": ["gradcam", "plugins.broken_import:cam"]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "dataset": {"root": str(tmp_path)},
+                "model": {"name": "resnet18"},
+                "methods": ["gradcam", "plugins.broken_import:cam"],
+            }
+        )
+    )
     with pytest.raises(CamexpError, match=r"cfg.yaml: methods: .*cannot import it \(NameError(.|\n)*broken_import.py"):
         load_experiment(path)
     with pytest.raises(CamexpError, match=r"cannot import it \(ModuleNotFoundError[^\n]*$"):  # no plug-in code ran
@@ -89,6 +108,7 @@ def test_an_entry_point_that_fails_to_load_shows_its_traceback(monkeypatch: pyte
     with pytest.raises(CamexpError) as err:
         Registry("widget").names()
     first, *rest = str(err.value).splitlines()
-    assert first.startswith("entry point 'broken' in group 'camexp.widgets' (plugins.broken_import:cam) failed to "
-                            "load: NameError")
-    assert "broken_import.py\", line 4, in <module>" in rest[1]
+    assert first.startswith(
+        "entry point 'broken' in group 'camexp.widgets' (plugins.broken_import:cam) failed to load: NameError"
+    )
+    assert 'broken_import.py", line 4, in <module>' in rest[1]

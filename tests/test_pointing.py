@@ -1,5 +1,6 @@
 """Pointing games on hand-made maps and boxes: the tolerance in original pixels, the energy share, which
 pairs are explained, skipped or difficult."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -21,13 +22,16 @@ def peak(h: int, w: int, row: int, col: int) -> torch.Tensor:
     return m
 
 
-@pytest.mark.parametrize("x0, scale, hit", [
-    (18.0, (0.5, 0.5), True),    # point (10.5, 10.5); 7.5 input px = 15 original px: on the tolerance
-    (18.1, (0.5, 0.5), False),   # 7.6 input px = 15.2 original px
-    (18.1, (1.0, 0.5), False),   # only the horizontal scale matters for a horizontal gap
-    (18.1, (0.5, 0.51), True),   # 7.6 / 0.51 = 14.9 original px
-    (5.0, (0.1, 0.1), True),     # inside the box: distance 0
-])
+@pytest.mark.parametrize(
+    "x0, scale, hit",
+    [
+        (18.0, (0.5, 0.5), True),  # point (10.5, 10.5); 7.5 input px = 15 original px: on the tolerance
+        (18.1, (0.5, 0.5), False),  # 7.6 input px = 15.2 original px
+        (18.1, (1.0, 0.5), False),  # only the horizontal scale matters for a horizontal gap
+        (18.1, (0.5, 0.51), True),  # 7.6 / 0.51 = 14.9 original px
+        (5.0, (0.1, 0.1), True),  # inside the box: distance 0
+    ],
+)
 def test_hit_is_within_tolerance_in_original_pixels(x0: float, scale: tuple[float, float], hit: bool) -> None:
     maps = peak(32, 32, 10, 10)
     boxes = torch.tensor([[x0, 0.0, 30.0, 30.0]], dtype=torch.float64)
@@ -67,10 +71,16 @@ def _batch(targets: list[int]) -> tuple[BatchContext, list]:
     own = torch.cat([peak(32, 32, 3, 3), peak(32, 32, 31, 31), peak(32, 32, 0, 0)])  # the run's maps (targets)
     explanation = SimpleNamespace(maps={"m": own}, targets=torch.tensor(targets), logits=None)
     f = torch.float32
-    batch = {"boxes": [torch.tensor([[0, 0, 32, 20], [20, 20, 24, 24]], dtype=f),
-                       torch.tensor([[32, 0, 32, 10], [0, 0, 4, 4], [28, 28, 32, 32]], dtype=f), None],
-             "box_labels": [torch.tensor([3, 5]), torch.tensor([7, 2, 2]), None],
-             "scale": torch.ones(3, 2, dtype=torch.float64), "image_id": ["im0", "im1", "im2"]}
+    batch = {
+        "boxes": [
+            torch.tensor([[0, 0, 32, 20], [20, 20, 24, 24]], dtype=f),
+            torch.tensor([[32, 0, 32, 10], [0, 0, 4, 4], [28, 28, 32, 32]], dtype=f),
+            None,
+        ],
+        "box_labels": [torch.tensor([3, 5]), torch.tensor([7, 2, 2]), None],
+        "scale": torch.ones(3, 2, dtype=torch.float64),
+        "image_id": ["im0", "im1", "im2"],
+    }
     return BatchContext(cfg, SimpleNamespace(explain=explain), torch.zeros(3, 3, 32, 32), explanation, batch), calls
 
 
@@ -88,8 +98,10 @@ def test_pointing_pairs_reuse_skip_and_difficult() -> None:
     assert rows[("pointing_game", 1, 2)] == 1.0
     # difficult: class 5 covers 16/1024 of the image with class 3 present; class 3 covers 640/1024; image
     # 1's class 2 covers 32/1024, and class 7 is present (even though its box is cropped away)
-    assert {k for k in rows if k[0] == "pointing_game_difficult"} == {("pointing_game_difficult", 0, 5),
-                                                                       ("pointing_game_difficult", 1, 2)}
+    assert {k for k in rows if k[0] == "pointing_game_difficult"} == {
+        ("pointing_game_difficult", 0, 5),
+        ("pointing_game_difficult", 1, 2),
+    }
 
 
 def test_energy_selects_single_small_boxes() -> None:
@@ -105,12 +117,18 @@ def test_energy_selects_single_small_boxes() -> None:
 
 
 def test_pointing_summary_is_the_mean_over_classes() -> None:
-    rows = pd.DataFrame([
-        # class 1: 2 hits of 3; class 2: 0 of 1 -> mean of 2/3 and 0 = 33.3 %, not 2/4 = 50 %
-        (0, "a", "m", "pointing_game", 1, 1.0), (1, "b", "m", "pointing_game", 1, 1.0),
-        (2, "c", "m", "pointing_game", 1, 0.0), (2, "c", "m", "pointing_game", 2, 0.0),
-        (2, "c", "m", "pointing_game_difficult", 2, 0.0), (3, "d", "m", "pointing_game", NO_BOX, float("nan")),
-    ], columns=METRIC_COLUMNS)
+    rows = pd.DataFrame(
+        [
+            # class 1: 2 hits of 3; class 2: 0 of 1 -> mean of 2/3 and 0 = 33.3 %, not 2/4 = 50 %
+            (0, "a", "m", "pointing_game", 1, 1.0),
+            (1, "b", "m", "pointing_game", 1, 1.0),
+            (2, "c", "m", "pointing_game", 1, 0.0),
+            (2, "c", "m", "pointing_game", 2, 0.0),
+            (2, "c", "m", "pointing_game_difficult", 2, 0.0),
+            (3, "d", "m", "pointing_game", NO_BOX, float("nan")),
+        ],
+        columns=METRIC_COLUMNS,
+    )
     cfg = ExperimentConfig(name="p", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=["avg_drop"])
     res = summarize_pointing(rows, ["m"], cfg)
     assert res.rows["Pointing game % (all)"]["m"] == pytest.approx(100 / 3)
@@ -125,8 +143,14 @@ def test_resize_scale_matches_the_box_mapping(size: tuple[int, int]) -> None:
 
     from camexp.data.transforms import InputSpec, PixelTransform
 
-    spec = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
-                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    spec = InputSpec(
+        size=(224, 224),
+        interpolation="bilinear",
+        crop_pct=0.875,
+        crop_mode="center",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
     tf = PixelTransform(spec)
     w, h = size
     box = torch.tensor([[w / 2 - 20, h / 2 - 30, w / 2 + 20, h / 2 + 30]])
@@ -137,13 +161,17 @@ def test_resize_scale_matches_the_box_mapping(size: tuple[int, int]) -> None:
     assert min(sy, sx) == pytest.approx(256 / min(w, h), rel=1e-2)
 
 
-@pytest.mark.parametrize("metrics, analyses, explained", [
-    (["pointing_game", "energy_pointing"], ["mloc"], [[5]]),  # mLoc's pairs are the pointing games' (cached)
-    ([], ["mloc"], [[5]]),                                    # mLoc alone explains its one non-target pair
-    (["pointing_game"], [], [[5]]),
-])
+@pytest.mark.parametrize(
+    "metrics, analyses, explained",
+    [
+        (["pointing_game", "energy_pointing"], ["mloc"], [[5]]),  # mLoc's pairs are the pointing games' (cached)
+        ([], ["mloc"], [[5]]),  # mLoc alone explains its one non-target pair
+        (["pointing_game"], [], [[5]]),
+    ],
+)
 def test_class_maps_of_other_classes_are_explained_once_per_batch_for_every_job(
-        tmp_path, metrics: list[str], analyses: list[str], explained: list[list[int]]) -> None:
+    tmp_path, metrics: list[str], analyses: list[str], explained: list[list[int]]
+) -> None:
     """The run's jobs share one batch context: with the pointing games and mLoc on, the map of image 0's
     non-target class 5 is explained once (one explainer call), and every job reads it from the context's
     cache. Before the one context, mLoc explained its classes again in a call of its own."""
@@ -152,8 +180,15 @@ def test_class_maps_of_other_classes_are_explained_once_per_batch_for_every_job(
     from camexp.results import read_records
 
     ctx, calls = _batch([3, 2, 0])
-    cfg = ExperimentConfig(name="p", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=metrics,
-                           analyses=analyses, localization={"topk": 2})
+    cfg = ExperimentConfig(
+        name="p",
+        dataset={"root": "."},
+        model={"name": "toy"},
+        methods=["m"],
+        metrics=metrics,
+        analyses=analyses,
+        localization={"topk": 2},
+    )
     ctx.cfg = cfg
     logits = torch.zeros(3, 10)
     logits[0, [3, 5]] = torch.tensor([2.0, 1.0])  # image 0's top-2: its target 3 and class 5 (both boxed)

@@ -1,4 +1,5 @@
 """camexp/resume.py without a model: which folders a config may resume or extend, and the words of a refusal."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +10,17 @@ import pytest
 from camexp.config import ExperimentConfig, fingerprint_hash
 from camexp.data.base import Item
 from camexp.errors import CamexpError
-from camexp.resume import changed_keys, check_config, check_images, fingerprinted_of
 from camexp.results import COLUMNS
+from camexp.resume import changed_keys, check_config, check_images, fingerprinted_of
 
 
 def config(tmp_path: Path, **kw) -> ExperimentConfig:
-    base = {"name": "r", "dataset": {"root": str(tmp_path), "limit": 2}, "model": {"name": "resnet18"},
-            "output": {"dir": str(tmp_path / "out")}}
+    base = {
+        "name": "r",
+        "dataset": {"root": str(tmp_path), "limit": 2},
+        "model": {"name": "resnet18"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     return ExperimentConfig.model_validate({**base, **kw})
 
 
@@ -38,8 +43,10 @@ def test_the_refusal_names_every_key_that_differs(tmp_path: Path) -> None:
     new = config(tmp_path, score="softmax", model={"name": "resnet50"}, runtime={"batch_size": 3})
     with pytest.raises(CamexpError) as e:
         check_config(previous(old), new, tmp_path)
-    assert f"{tmp_path}: holds a run of a different configuration (model.name: 'resnet18' -> 'resnet50', " \
-           "score: 'logit' -> 'softmax'); pass --fresh" in str(e.value)  # batch size changes no value: not named
+    assert (
+        f"{tmp_path}: holds a run of a different configuration (model.name: 'resnet18' -> 'resnet50', "
+        "score: 'logit' -> 'softmax'); pass --fresh" in str(e.value)
+    )  # batch size changes no value: not named
 
 
 def test_metric_settings_are_compared_as_their_metric_reads_them(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """ROAD: the imputation solved by hand on tiny images, the removal masks, the metric on the toy model, and
 (slow) pytorch-grad-cam's imputer and ROADCombined on real photographs and the same maps."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,8 +77,12 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
     """pytorch-grad-cam's NoisyLinearImputer is the ROAD authors' code: same system, float32. Its
     ROADCombined thresholds the map at np.percentile (ties kept or removed together) where we rank
     pixels, so the removed sets can differ by a few pixels; report the deviation."""
-    from pytorch_grad_cam.metrics.perturbation_confidence import (AveragerAcrossThresholds, PerturbationConfidenceMetric,
-                                                                  RemoveLeastRelevantFirst, RemoveMostRelevantFirst)
+    from pytorch_grad_cam.metrics.perturbation_confidence import (
+        AveragerAcrossThresholds,
+        PerturbationConfidenceMetric,
+        RemoveLeastRelevantFirst,
+        RemoveMostRelevantFirst,
+    )
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -87,9 +92,14 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
     from camexp.explain.scoring import Scorer
     from camexp.metrics.batch import BatchContext
 
-    cfg = ExperimentConfig(name="road", dataset={"root": str(photo_dir), "limit": 2},
-                           model={"name": "tf_efficientnet_lite0"}, methods=["gradcam++"], metrics=["road"],
-                           road={"noise": 0.0, "percentiles": [20, 50, 80]})
+    cfg = ExperimentConfig(
+        name="road",
+        dataset={"root": str(photo_dir), "limit": 2},
+        model={"name": "tf_efficientnet_lite0"},
+        methods=["gradcam++"],
+        metrics=["road"],
+        road={"noise": 0.0, "percentiles": [20, 50, 80]},
+    )
     ds = build_dataset(cfg.dataset, lite0.spec)
     x = collate([ds[i] for i in range(len(ds))])["image"]
     explainer = Explainer(lite0, ["gradcam++"], scorer=Scorer(lite0.model, chunk=8))
@@ -116,8 +126,10 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
         lerf = curve(RemoveLeastRelevantFirst)(xn, maps.numpy(), targets, lite0.model.net)
     pgc = (lerf - morf) / 2
     road_deviation = float(np.abs(np.array(combined) - pgc).max())
-    print(f"pytorch-grad-cam vs camexp: imputer max |diff| {imputer_deviation:.2e}; ROAD combined per image "
-          f"{combined} vs {pgc.tolist()}, max |diff| {road_deviation:.2e}")
+    print(
+        f"pytorch-grad-cam vs camexp: imputer max |diff| {imputer_deviation:.2e}; ROAD combined per image "
+        f"{combined} vs {pgc.tolist()}, max |diff| {road_deviation:.2e}"
+    )
     assert imputer_deviation < 1e-5
     assert road_deviation < 0.05
 

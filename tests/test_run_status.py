@@ -1,4 +1,5 @@
 """run.json's status after a run that ends early (issue 22): never left at 'running'."""
+
 from __future__ import annotations
 
 import json
@@ -15,20 +16,30 @@ from camexp.runner import Run, run_experiment
 def config(tmp_path: Path, make_jpeg, **kw) -> ExperimentConfig:
     for name in ("a", "b"):
         make_jpeg(tmp_path / "images" / f"{name}.jpg")
-    return ExperimentConfig(name="s", dataset={"kind": "folder", "root": str(tmp_path / "images")},
-                            model={"name": "resnet18", "weights": "random"}, runtime={"device": "cpu"},
-                            output={"dir": str(tmp_path / "out")}, **kw)
+    return ExperimentConfig(
+        name="s",
+        dataset={"kind": "folder", "root": str(tmp_path / "images")},
+        model={"name": "resnet18", "weights": "random"},
+        runtime={"device": "cpu"},
+        output={"dir": str(tmp_path / "out")},
+        **kw,
+    )
 
 
-@pytest.mark.parametrize(("error", "status", "line"), [
-    (RuntimeError("boom\nsecond line"), "failed", "RuntimeError: boom"),
-    (CamexpError("x.jpg: cannot read image"), "failed", "x.jpg: cannot read image"),
-    (KeyboardInterrupt(), "stopped", "interrupted (Ctrl-C)"),
-])
-def test_an_error_exit_records_a_stopped_or_failed_status(tmp_path: Path, make_jpeg, monkeypatch,
-                                                          error: BaseException, status: str, line: str) -> None:
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (RuntimeError("boom\nsecond line"), "failed", "RuntimeError: boom"),
+        (CamexpError("x.jpg: cannot read image"), "failed", "x.jpg: cannot read image"),
+        (KeyboardInterrupt(), "stopped", "interrupted (Ctrl-C)"),
+    ],
+)
+def test_an_error_exit_records_a_stopped_or_failed_status(
+    tmp_path: Path, make_jpeg, monkeypatch, error: BaseException, status: str, line: str
+) -> None:
     """The run started (run.json written), then the loop raised: run.json says what happened, not 'running', and
     the report says so too."""
+
     def stop(self, *args) -> None:
         raise error
 

@@ -1,5 +1,6 @@
 """camexp.metrics.stats against independent implementations: scipy's binomial test, a plain-loop percentile
 bootstrap drawn from the same generator, and coverage on synthetic data whose true mean is known."""
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -8,11 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.stats import binomtest, t as student_t
+from scipy.stats import binomtest
+from scipy.stats import t as student_t
 
 from camexp.metrics import faithfulness as F
-from camexp.metrics.stats import (bootstrap_frames, interval_tables, percentile_interval, relperf_table, resample_means, sign_test,
-                                  t_interval, wide_metrics, win_table)
+from camexp.metrics.stats import (
+    bootstrap_frames,
+    interval_tables,
+    percentile_interval,
+    relperf_table,
+    resample_means,
+    sign_test,
+    t_interval,
+    wide_metrics,
+    win_table,
+)
 
 
 def loop_bootstrap(x: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -21,8 +32,23 @@ def loop_bootstrap(x: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return np.array([np.nanmean(x[rng.integers(0, len(x), len(x))], axis=0) for _ in range(n_boot)])
 
 
-COUNTS = [(0, 0), (1, 0), (0, 1), (3, 3), (5, 2), (2, 5), (10, 0), (7, 20), (60, 40), (51, 49),
-          (500, 460), (1000, 1100), (20000, 20500), (24800, 25200), (123, 4567)]
+COUNTS = [
+    (0, 0),
+    (1, 0),
+    (0, 1),
+    (3, 3),
+    (5, 2),
+    (2, 5),
+    (10, 0),
+    (7, 20),
+    (60, 40),
+    (51, 49),
+    (500, 460),
+    (1000, 1100),
+    (20000, 20500),
+    (24800, 25200),
+    (123, 4567),
+]
 
 
 @pytest.mark.parametrize("wins,losses", COUNTS)
@@ -36,8 +62,10 @@ def test_sign_test_equals_scipy_binomtest(wins: int, losses: int):
 
 
 def test_sign_test_is_vectorised_over_pairs():
-    w, l = np.array([c[0] for c in COUNTS[1:]]), np.array([c[1] for c in COUNTS[1:]])
-    np.testing.assert_allclose(sign_test(w, l), [binomtest(a, a + b).pvalue for a, b in zip(w, l)], rtol=1e-12)
+    w, losses = np.array([c[0] for c in COUNTS[1:]]), np.array([c[1] for c in COUNTS[1:]])
+    np.testing.assert_allclose(
+        sign_test(w, losses), [binomtest(a, a + b).pvalue for a, b in zip(w, losses)], rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("n,max_cells", [(37, 37 * 7), (37, 1 << 21), (200, 1000)])
@@ -109,8 +137,9 @@ def test_t_interval_by_hand_and_its_coverage():
 
 
 def test_win_table_matches_the_win_matrix_and_the_sign_test():
-    o = torch.tensor([[0.5, 0.6, 0.5], [0.4, 0.3, 0.9], [0.7, 0.7, 0.1], [0.2, 0.8, 0.3], [0.6, 0.1, 0.6]],
-                     dtype=torch.float64)
+    o = torch.tensor(
+        [[0.5, 0.6, 0.5], [0.4, 0.3, 0.9], [0.7, 0.7, 0.1], [0.2, 0.8, 0.3], [0.6, 0.1, 0.6]], dtype=torch.float64
+    )
     frame = pd.DataFrame(o.numpy(), columns=["x", "y", "z"])
     table = win_table(frame, 200, 0.95, 0)
     w = F.win_matrix(o)
@@ -128,7 +157,9 @@ def test_relperf_table_matches_relative_performance_and_its_t_interval():
     g = np.random.default_rng(4)
     o = pd.DataFrame({"gradcam": g.uniform(0.05, 0.9, 40), "gradcam++": g.uniform(0.05, 0.9, 40)})
     table = relperf_table(o, 500, 0.95, 0).set_index("interval")
-    r, mean, std = F.relative_performance(torch.tensor(o["gradcam"].to_numpy()), torch.tensor(o["gradcam++"].to_numpy()))
+    r, mean, std = F.relative_performance(
+        torch.tensor(o["gradcam"].to_numpy()), torch.tensor(o["gradcam++"].to_numpy())
+    )
     assert table.loc["bootstrap", "value"] == pytest.approx(r) and table.loc["t", "value"] == pytest.approx(r)
     half = student_t.ppf(0.975, 39) * std / np.sqrt(40)
     assert (table.loc["t", "lo"], table.loc["t", "hi"]) == pytest.approx((np.exp(mean - half), np.exp(mean + half)))
@@ -138,8 +169,14 @@ def test_relperf_table_matches_relative_performance_and_its_t_interval():
 
 
 def test_long_form_rows_become_wide_frames_whatever_their_order():
-    long = pd.DataFrame({"image_id": ["b", "a", "a", "b", "c"], "method": ["m1", "m2", "m1", "m2", "m1"],
-                         "metric": ["deletion"] * 4 + ["insertion"], "value": [0.2, 0.4, 0.1, 0.3, 0.9]})
+    long = pd.DataFrame(
+        {
+            "image_id": ["b", "a", "a", "b", "c"],
+            "method": ["m1", "m2", "m1", "m2", "m1"],
+            "metric": ["deletion"] * 4 + ["insertion"],
+            "value": [0.2, 0.4, 0.1, 0.3, 0.9],
+        }
+    )
     wides = wide_metrics(long, ["m2", "m1"])
     assert list(wides["deletion"].columns) == ["m2", "m1"] and list(wides["deletion"].index) == ["a", "b"]
     assert wides["deletion"].loc["b", "m1"] == 0.2
@@ -196,8 +233,9 @@ def test_weighted_means_resample_images_with_their_units():
         drawn = [units[i] for i in rng.integers(0, 40, 40)]
         ref.append(np.concatenate(drawn).mean())
     np.testing.assert_allclose(ours[:, 0], ref, rtol=1e-12)
-    long = pd.DataFrame({"image_id": [f"{i:02d}" for i in range(40)], "method": "m", "metric": "mLoc δ=0",
-                         "value": x, "weight": w}).dropna()
+    long = pd.DataFrame(
+        {"image_id": [f"{i:02d}" for i in range(40)], "method": "m", "metric": "mLoc δ=0", "value": x, "weight": w}
+    ).dropna()
     wides = wide_metrics(long, ["m"])
     per_method, _ = interval_tables(wides, 300, 0.95, 2, weights=wide_metrics(long, ["m"], "weight"))
     assert per_method.value[0] == pytest.approx(np.concatenate(units).mean())

@@ -4,6 +4,7 @@ Expected values come from the paper's worked example (§4.2), published agreemen
 Wikipedia's 10 × 5 table, Krippendorff 2011's nominal α), hand-computed binomial tails, and sklearn as a
 peer for the per-class F1.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,10 @@ def make_study_dir(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (),
     (folder / "study.json").write_text(json.dumps({"study_id": "s1"}))
     first = ("A", "B") if a_left else ("B", "A")
     items = [{"item": k, "image": k, "left": first[0], "right": first[1], "repeat": False} for k in range(len(classes))]
-    items += [{"item": len(classes) + j, "image": k, "left": first[1], "right": first[0], "repeat": True}
-              for j, k in enumerate(repeats)]
+    items += [
+        {"item": len(classes) + j, "image": k, "left": first[1], "right": first[0], "repeat": True}
+        for j, k in enumerate(repeats)
+    ]
     images = [{"image": k, "image_id": f"img{k}", "class_name": c, "a": first[0]} for k, c in enumerate(classes)]
     key = {"study_id": "s1", "methods": {"A": "gradcam", "B": "gradcam++"}, "images": images, "items": items}
     (folder / "key.json").write_text(json.dumps(key))
@@ -49,9 +52,19 @@ def answers(tmp: Path, rater: str, choices: list[str | None], study_id: str = "s
     """An answer file as the page downloads it; None leaves an item unanswered."""
     path = tmp / f"answers_{next(_files)}_{rater}.json"
     given = [{"item": n, "choice": c, "ms": 1000 * (n + 1)} for n, c in enumerate(choices) if c is not None]
-    path.write_text(json.dumps({"format": "camexp-study-answers/1", "study_id": study_id, "rater": rater,
-                                "items": len(choices), "complete": len(given) == len(choices), "answers": given,
-                                **extra}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "camexp-study-answers/1",
+                "study_id": study_id,
+                "rater": rater,
+                "items": len(choices),
+                "complete": len(given) == len(choices),
+                "answers": given,
+                **extra,
+            }
+        )
+    )
     return path
 
 
@@ -81,8 +94,11 @@ def test_paper_worked_example_5_4_4_of_13(tmp_path: Path) -> None:
 def test_scores_sum_over_images_and_respect_sides(tmp_path: Path) -> None:
     """Two images, B on the left: 'left' votes count for B. Image 0: 2 B, 1 same; image 1: 3 A."""
     folder = make_study_dir(tmp_path, ["tabby", "eft"], a_left=False)
-    files = [answers(tmp_path, "r1", ["left", "right"]), answers(tmp_path, "r2", ["left", "right"]),
-             answers(tmp_path, "r3", ["same", "right"])]
+    files = [
+        answers(tmp_path, "r1", ["left", "right"]),
+        answers(tmp_path, "r2", ["left", "right"]),
+        answers(tmp_path, "r3", ["same", "right"]),
+    ]
     assert tally(folder, files).exit_code == 0
     rep = report_frame(folder)
     score = rep.query("quantity == 'score'").set_index("subject")["value"]
@@ -97,8 +113,18 @@ def test_scores_sum_over_images_and_respect_sides(tmp_path: Path) -> None:
 
 def test_fleiss_kappa_wikipedia_example() -> None:
     """Wikipedia's worked example of Fleiss' κ: 10 subjects, 14 raters, 5 categories, κ = 0.210."""
-    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1], [7, 7, 0, 0, 0],
-             [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    table = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     votes = np.array([np.repeat(np.arange(5), row) for row in table], dtype=float).T  # 14 raters × 10 subjects
     kappa, n, _ = agreement(votes, categories=5)
     assert n == 10 and kappa == pytest.approx(0.210, abs=5e-4)
@@ -108,9 +134,16 @@ def test_krippendorff_alpha_published_example() -> None:
     """Krippendorff (2011), 'Computing Krippendorff's alpha-reliability': 3 coders, 15 units with missing
     values, nominal α = 0.691 (values 1..4 coded 0..3 here)."""
     nan = np.nan
-    data = np.array([[nan, nan, nan, nan, nan, 3, 4, 1, 2, 1, 1, 3, 3, nan, 3],
-                     [1, nan, 2, 1, 3, 3, 4, 3, nan, nan, nan, nan, nan, nan, nan],
-                     [nan, nan, 2, 1, 3, 4, 4, nan, 2, 1, 1, 3, 3, nan, 4]]) - 1
+    data = (
+        np.array(
+            [
+                [nan, nan, nan, nan, nan, 3, 4, 1, 2, 1, 1, 3, 3, nan, 3],
+                [1, nan, 2, 1, 3, 3, 4, 3, nan, nan, nan, nan, nan, nan, nan],
+                [nan, nan, 2, 1, 3, 4, 4, nan, 2, 1, 1, 3, 3, nan, 4],
+            ]
+        )
+        - 1
+    )
     _, _, alpha = agreement(data, categories=4)
     assert alpha == pytest.approx(0.691, abs=5e-4)
 
@@ -120,7 +153,7 @@ def test_sign_test_hand_computed_and_scipy() -> None:
     rows = [[1, 0, 0]] * 9 + [[0, 1, 0]] * 2 + [[0.5, 0.5, 0]] * 2 + [[0, 0, 1]]
     wins, losses, ties, p = sign_test(np.array(rows, dtype=float))
     assert (wins, losses, ties) == (9, 2, 3)
-    assert p == pytest.approx(2 * sum(comb(11, i) for i in range(3)) / 2 ** 11)
+    assert p == pytest.approx(2 * sum(comb(11, i) for i in range(3)) / 2**11)
     assert p == pytest.approx(binomtest(9, 11, 0.5).pvalue)
     assert sign_test(np.array([[0.5, 0.5, 0.0]]))[3] == 1.0
 
@@ -138,10 +171,12 @@ def test_two_level_bootstrap_one_image_two_raters() -> None:
 def test_other_study_and_malformed_files_refused(tmp_path: Path) -> None:
     folder = make_study_dir(tmp_path, ["tabby"])
     good = answers(tmp_path, "r1", ["left"])
-    cases = {answers(tmp_path, "r2", ["left"], study_id="other"): "answers to study 'other', not to this study 's1'",
-             tmp_path / "broken.json": "not a readable answer file",
-             answers(tmp_path, "r3", ["up"]): "answer 0 needs an item 0..0, a choice of",
-             answers(tmp_path, "r4", ["left"], format="something"): "not a camexp study answer file"}
+    cases = {
+        answers(tmp_path, "r2", ["left"], study_id="other"): "answers to study 'other', not to this study 's1'",
+        tmp_path / "broken.json": "not a readable answer file",
+        answers(tmp_path, "r3", ["up"]): "answer 0 needs an item 0..0, a choice of",
+        answers(tmp_path, "r4", ["left"], format="something"): "not a camexp study answer file",
+    }
     (tmp_path / "broken.json").write_text("{not json")
     for path, message in cases.items():
         result = tally(folder, [good, path])
@@ -207,11 +242,13 @@ def test_study_section_is_validated_apart_from_the_core(tmp_path: Path) -> None:
     from camexp.study.config import load_study
 
     base = "name: s\ndataset: {kind: folder, root: .}\nmodel: {name: resnet18, weights: random}\n"
-    cases = {"study: {methods: [gradcam]}": "study.methods: Value error, list exactly two different methods",
-             "study: {colour: red}": "study.colour: unknown key",
-             "study: {select: {random: 3, top_f1_classes: 2}}": "study.select: Value error, give exactly one of",
-             "study: {methods: [gradcam, nosuchcam]}": "study.methods: unknown method(s) ['nosuchcam']",
-             "study: {}\nbogus: 1": "bogus: unknown key"}
+    cases = {
+        "study: {methods: [gradcam]}": "study.methods: Value error, list exactly two different methods",
+        "study: {colour: red}": "study.colour: unknown key",
+        "study: {select: {random: 3, top_f1_classes: 2}}": "study.select: Value error, give exactly one of",
+        "study: {methods: [gradcam, nosuchcam]}": "study.methods: unknown method(s) ['nosuchcam']",
+        "study: {}\nbogus: 1": "bogus: unknown key",
+    }
     for n, (extra, message) in enumerate(cases.items()):
         path = tmp_path / f"c{n}.yaml"
         path.write_text(base + extra + "\n")
@@ -239,8 +276,9 @@ def test_table_lists_a_study_beside_runs(tmp_path: Path) -> None:
     assert "### Per class" in (tmp_path / "out" / "report.md").read_text()
 
 
-STUDY_CONFIGS = [p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-                 if "study:" in p.read_text()]
+STUDY_CONFIGS = [
+    p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if "study:" in p.read_text()
+]
 
 
 def test_shipped_study_configs_validate_and_the_paper_one_is_set_up_as_published() -> None:
@@ -250,8 +288,12 @@ def test_shipped_study_configs_validate_and_the_paper_one_is_set_up_as_published
     assert {"human_trust_ilsvrc_vgg16", "study_smoke_lite0"} <= set(loaded)
     assert all(cfg.name == stem for stem, (_, cfg, _) in loaded.items())
     study, cfg, runs = loaded["human_trust_ilsvrc_vgg16"]
-    assert (cfg.dataset.kind, cfg.model.name, cfg.dataset.limit, cfg.dataset.subset) == ("imagenet_val",
-                                                                                         "vgg16.tv_in1k", None, None)
+    assert (cfg.dataset.kind, cfg.model.name, cfg.dataset.limit, cfg.dataset.subset) == (
+        "imagenet_val",
+        "vgg16.tv_in1k",
+        None,
+        None,
+    )
     assert (study.select.top_f1_classes, study.select.per_class, study.stimulus) == (5, 50, "explanation")
     assert sorted(r.method.name for r in runs) == ["gradcam", "gradcam++"]
 
@@ -260,15 +302,18 @@ def test_make_on_unlabelled_photos_with_a_random_model(tmp_path: Path, photo_dir
     """`camexp study make` end to end on a tiny model: top-F1 needs labels (one line, exit 2); `random: 3`
     writes 3 images, their overlays, the key and a page that names no method; a second make needs --force."""
     config = tmp_path / "study.yaml"
-    base = (f"name: tiny\ndataset: {{kind: folder, root: {photo_dir}}}\n"
-            "model: {name: resnet18, weights: random}\nruntime: {batch_size: 2}\n")
+    base = (
+        f"name: tiny\ndataset: {{kind: folder, root: {photo_dir}}}\n"
+        "model: {name: resnet18, weights: random}\nruntime: {batch_size: 2}\n"
+    )
     config.write_text(base + "study: {methods: [gradcam, gradcam++]}\n")
     out = tmp_path / "out"
     result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
     assert result.exit_code == 2 and "top_f1_classes needs a single true label per image" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
-    config.write_text(base + "study: {methods: [gradcam, gradcam++], select: {random: 3}, stimulus: overlay, "
-                             "repeats: 1}\n")
+    config.write_text(
+        base + "study: {methods: [gradcam, gradcam++], select: {random: 3}, stimulus: overlay, repeats: 1}\n"
+    )
     result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     key = json.loads((out / "key.json").read_text())
@@ -276,8 +321,9 @@ def test_make_on_unlabelled_photos_with_a_random_model(tmp_path: Path, photo_dir
     repeat = key["items"][3]
     first = key["items"][repeat["image"]]
     assert (repeat["left"], repeat["right"]) == (first["right"], first["left"])
-    assert sorted(p.name for p in (out / "page" / "img").iterdir()) == [f"item_{k:03d}_{s}.png" for k in range(3)
-                                                                        for s in "abo"]
+    assert sorted(p.name for p in (out / "page" / "img").iterdir()) == [
+        f"item_{k:03d}_{s}.png" for k in range(3) for s in "abo"
+    ]
     page_text = " ".join(p.read_text() for p in (out / "page").glob("*.*"))
     assert "gradcam" not in page_text.lower() and key["study_id"] in page_text
     study = json.loads((out / "study.json").read_text())

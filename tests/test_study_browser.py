@@ -6,6 +6,7 @@ ones), by click and by keyboard, with a reload mid-way and one undo; the answer 
 own download button, and `camexp study tally` must report exactly the totals that pattern implies.
 Selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver, so Selenium Manager never downloads.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ def study(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tmp / "study.yaml"
     config.write_text(f"""
 name: browser_study
-dataset: {{kind: imagenet_val, root: {shared_data / 'ilsvrc2012-val-subset'}, limit: 30}}
+dataset: {{kind: imagenet_val, root: {shared_data / "ilsvrc2012-val-subset"}, limit: 30}}
 model: {{name: tf_efficientnet_lite0, weights: efficientnet-lite0-package}}
 runtime: {{batch_size: 10}}
 study: {{methods: [gradcam, gradcam++], select: {{top_f1_classes: 6}}, repeats: 2, seed: 3}}
@@ -45,8 +46,10 @@ study: {{methods: [gradcam, gradcam++], select: {{top_f1_classes: 6}}, repeats: 
 @pytest.fixture
 def driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} missing (Debian: apt-get install chromium chromium-driver; "
-                    ".ci/run installs them)")
+        pytest.skip(
+            f"{CHROMIUM} or {CHROMEDRIVER} missing (Debian: apt-get install chromium chromium-driver; "
+            ".ci/run installs them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -57,8 +60,9 @@ def driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     opts.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1366,768"):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     d = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
     d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     d.downloads = downloads
@@ -99,8 +103,9 @@ def _answer(d, key: dict, rater: str, n: int, wanted: str, by_keyboard: bool) ->
     before = _answered(d)
     _wait(lambda: d.execute_script("return document.getElementById('img-left').complete"), "the item's images")
     if by_keyboard:
-        d.find_element(By.TAG_NAME, "body").send_keys({"left": Keys.ARROW_LEFT, "same": "s",
-                                                       "right": Keys.ARROW_RIGHT}[side])
+        d.find_element(By.TAG_NAME, "body").send_keys(
+            {"left": Keys.ARROW_LEFT, "same": "s", "right": Keys.ARROW_RIGHT}[side]
+        )
     else:
         d.find_element(By.ID, f"choose-{side}").click()
     _wait(lambda: _answered(d) == before + 1 or _visible(d, "done"), f"{rater}'s answer to item {n}")
@@ -110,8 +115,9 @@ def _shot(d, out: Path, name: str) -> Path:
     """A screenshot at one of SIZES (CSS viewport and device pixel ratio; 200 % zoom = half the CSS width at
     ratio 2); asserts the page needs no sideways scrolling there."""
     w, h, ratio, mobile = SIZES[name]
-    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": w, "height": h, "deviceScaleFactor": ratio,
-                                                             "mobile": mobile})
+    d.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": w, "height": h, "deviceScaleFactor": ratio, "mobile": mobile}
+    )
     overflow = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"{name}: the page is {overflow} px wider than the screen"
     path = out / f"study_{name}.png"
@@ -135,8 +141,11 @@ def test_page_answered_by_three_raters_tallies_exactly(driver, study: Path, tmp_
         if f.suffix in (".html", ".js", ".css"):
             text = f.read_text().lower()
             assert not [s for s in secrets if s.lower() in text], f
-    assert sorted(p.name for p in (page / "img").iterdir())[:3] == ["item_000_a.png", "item_000_b.png",
-                                                                     "item_000_o.png"]
+    assert sorted(p.name for p in (page / "img").iterdir())[:3] == [
+        "item_000_a.png",
+        "item_000_b.png",
+        "item_000_o.png",
+    ]
 
     d = driver
     d.get((page / "index.html").as_uri())
@@ -158,8 +167,10 @@ def test_page_answered_by_three_raters_tallies_exactly(driver, study: Path, tmp_
             if r == 2 and n == 1:  # a wrong answer, taken back with Backspace, then the scripted one
                 _answer(d, key, rater, n, "B", by_keyboard=False)
                 d.find_element(By.TAG_NAME, "body").send_keys(Keys.BACKSPACE)
-                _wait(lambda n=n: _answered(d) == n and f"Item {n + 1} of" in d.find_element(By.ID, "count").text,
-                      "the undo")
+                _wait(
+                    lambda n=n: _answered(d) == n and f"Item {n + 1} of" in d.find_element(By.ID, "count").text,
+                    "the undo",
+                )
             _answer(d, key, rater, n, _wanted(rater, n), by_keyboard=r == 1)
         _wait(lambda: _visible(d, "done"), f"{rater}'s end screen")
         d.find_element(By.ID, "download").click()
@@ -179,8 +190,11 @@ def test_page_answered_by_three_raters_tallies_exactly(driver, study: Path, tmp_
     # What the pattern implies, image by image (image k is first shown as item k).
     images = len(key["images"])
     odd = sum(k % 2 for k in range(images))
-    expected = {f"A: {key['methods']['A']}": (images + odd) / 3, f"B: {key['methods']['B']}": images / 3,
-                "same": (images - odd) / 3}
+    expected = {
+        f"A: {key['methods']['A']}": (images + odd) / 3,
+        f"B: {key['methods']['B']}": images / 3,
+        "same": (images - odd) / 3,
+    }
     score = rep[rep.quantity == "score"].set_index("subject")["value"]
     assert score.to_dict() == pytest.approx(expected, abs=1e-12)
     assert rep.loc[rep.quantity == "sign_test_p", "value"].item() == pytest.approx(binomtest(odd, odd).pvalue)

@@ -2,6 +2,7 @@
 
 No model runs: the records hold chosen Y and O, so every expected number is computed in the test.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,19 +26,50 @@ METHODS = ["gradcam", "gradcam++", "layercam"]
 cli = CliRunner()
 
 
-def write_run(folder: Path, o: list[list[float]], *, y: list[float] | None = None, status: str = "complete",
-              selected: int | None = None, methods: list[str] = METHODS, p_true: float = float("nan"),
-              **config) -> Path:
+def write_run(
+    folder: Path,
+    o: list[list[float]],
+    *,
+    y: list[float] | None = None,
+    status: str = "complete",
+    selected: int | None = None,
+    methods: list[str] = METHODS,
+    p_true: float = float("nan"),
+    **config,
+) -> Path:
     """A run folder as camexp writes it: run.json and per_image.csv with o[i][j] = O of image i, method j."""
     folder.mkdir(parents=True)
-    cfg = ExperimentConfig(name=folder.name, dataset={"kind": "folder", "root": str(folder)}, methods=methods,
-                           model={"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"}, **config)
+    cfg = ExperimentConfig(
+        name=folder.name,
+        dataset={"kind": "folder", "root": str(folder)},
+        methods=methods,
+        model={"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"},
+        **config,
+    )
     y = y or [0.8] * len(o)
-    meta = {"config": cfg.model_dump(mode="json"), "fingerprint": cfg.fingerprint(), "status": status,
-            "dataset": {"kind": "folder", "selected": selected or len(o)}}
+    meta = {
+        "config": cfg.model_dump(mode="json"),
+        "fingerprint": cfg.fingerprint(),
+        "status": status,
+        "dataset": {"kind": "folder", "selected": selected or len(o)},
+    }
     (folder / "run.json").write_text(json.dumps(meta))
-    rows = [{"index": i, "image_id": f"img{i}", "method": m, "target": 1, "label": -1, "pred": 1, "y": y[i], "o": v,
-             "p_true": p_true, "constant_map": 0} for i, per in enumerate(o) for m, v in zip(methods, per)]
+    rows = [
+        {
+            "index": i,
+            "image_id": f"img{i}",
+            "method": m,
+            "target": 1,
+            "label": -1,
+            "pred": 1,
+            "y": y[i],
+            "o": v,
+            "p_true": p_true,
+            "constant_map": 0,
+        }
+        for i, per in enumerate(o)
+        for m, v in zip(methods, per)
+    ]
     pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / "per_image.csv", index=False)
     return folder
 
@@ -53,15 +85,23 @@ def folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
 def test_half_written_run_is_reported_as_incomplete_over_its_complete_images_and_left_untouched(tmp_path: Path):
     """Images 0 and 1 have all three methods; image 2 only two (its batch was killed mid-way: a torn last line),
     with O = 0 for gradcam, which over all rows would make R infinite and add the 'underflowed' note."""
-    run = write_run(tmp_path / "res" / "half", [[0.4, 0.6, 0.8], [0.2, 0.9, 0.1], [0.0, 0.5, 0.5]], status="running",
-                    selected=10, p_true=0.9, metrics=["avg_drop", "increase", "win", "relperf"])
+    run = write_run(
+        tmp_path / "res" / "half",
+        [[0.4, 0.6, 0.8], [0.2, 0.9, 0.1], [0.0, 0.5, 0.5]],
+        status="running",
+        selected=10,
+        p_true=0.9,
+        metrics=["avg_drop", "increase", "win", "relperf"],
+    )
     rec = run / "per_image.csv"
     rec.write_text("\n".join(rec.read_text().splitlines()[:-1]) + "\n2,img2,layercam,1,-1,1,0.8,0.0")  # torn
     before = folder_state(run)
 
     summary = summarize_run_dir(run)
     assert summary.images == 2
-    assert summary.status.startswith("Incomplete run (stopped before the end; the same `camexp run` command resumes it): 2 of 10 images")
+    assert summary.status.startswith(
+        "Incomplete run (stopped before the end; the same `camexp run` command resumes it): 2 of 10 images"
+    )
     drop = summary.main.loc["Average drop % (lower is better)"]
     assert drop["gradcam"] == pytest.approx(avg_drop([0.8, 0.8], [0.4, 0.2]))
     assert drop["layercam"] == pytest.approx(avg_drop([0.8, 0.8], [0.8, 0.1]))
@@ -108,8 +148,10 @@ def test_foreign_and_mixed_folders_are_skipped_with_a_warning_and_the_rest_repor
     by_folder = {w.split(":")[0]: w for w in rep.warnings}
     assert "not a camexp run.json" in by_folder[f"skipped {res_dir / 'foreign'}"]
     assert "cannot read run metadata" in by_folder[f"skipped {res_dir / 'garbled'}"]
-    assert ("image img0 (index 0), method gradcam: 2 rows with different values"
-            in by_folder[f"skipped {res_dir / 'mixed'}"])
+    assert (
+        "image img0 (index 0), method gradcam: 2 rows with different values"
+        in by_folder[f"skipped {res_dir / 'mixed'}"]
+    )
     for w in rep.warnings:
         assert f"warning: {w}" in " ".join(res.output.split())
     copied_drop = rep.frame[(rep.frame.run == "copied") & rep.frame.metric.str.startswith("Average drop")]
@@ -123,11 +165,16 @@ def test_compare_paper_names_the_setting_and_warns_on_another_backbone_or_no_pap
     rep = report(res_dir, compare_paper=True)
     md = rep.markdown
     assert "Compared with Grad-CAM++ paper Table 7: ILSVRC2012 val, ResNet-50 (resnet50 on ILSVRC2012 val)" in md
-    mismatch = ("not comparable with table7: this run's backbone tf_efficientnet_lite0, the paper's resnet50 and "
-                "data set folder, the paper's ILSVRC2012 val")
+    mismatch = (
+        "not comparable with table7: this run's backbone tf_efficientnet_lite0, the paper's resnet50 and "
+        "data set folder, the paper's ILSVRC2012 val"
+    )
     assert f"**Warning: {mismatch}.**" in md
     assert "No `paper:` in this run's config" in md
-    assert rep.warnings == [f"{res_dir / 'lite0_vs_resnet'}: {mismatch}", f"{res_dir / 'nopaper'}: no `paper:` in its config"]
+    assert rep.warnings == [
+        f"{res_dir / 'lite0_vs_resnet'}: {mismatch}",
+        f"{res_dir / 'nopaper'}: no `paper:` in its config",
+    ]
     assert set(rep.frame.dropna(subset=["paper"])["compared_to"]) == {"table7"}
 
 
@@ -208,6 +255,7 @@ def test_every_published_table_names_its_setting():
 
 # --- issue 22: text reaches the terminal and Markdown as text -------------------------------------------------
 
+
 def _table_lines(md: str) -> list[list[str]]:
     """The Markdown tables of `md`, each as its lines."""
     tables: list[list[str]] = []
@@ -229,8 +277,12 @@ def test_a_pipe_in_a_method_name_does_not_break_the_markdown_tables(tmp_path: Pa
     from camexp.report.tables import to_markdown
 
     methods = ["grad|cam", "gradcam++", "layercam"]
-    run = write_run(tmp_path / "res" / "piped", [[0.4, 0.6, 0.7], [0.2, 0.5, 0.6]], methods=methods,
-                    metrics=["avg_drop", "increase", "win"])
+    run = write_run(
+        tmp_path / "res" / "piped",
+        [[0.4, 0.6, 0.7], [0.2, 0.5, 0.6]],
+        methods=methods,
+        metrics=["avg_drop", "increase", "win"],
+    )
     for md in (to_markdown(summarize_run_dir(run)), report(tmp_path / "res").markdown):
         tables = _table_lines(md)
         assert len(tables) >= 3  # main, win matrix, paired comparisons
@@ -245,14 +297,18 @@ def test_error_text_is_printed_as_it_is_not_as_rich_markup(tmp_path: Path):
     from camexp.check import CheckReport, render
 
     path = tmp_path / "exp.yaml"
-    path.write_text("name: exp\ndataset: {kind: folder, root: .}\nmodel: {name: resnet18, weights: random}\n"
-                    "perturbation: {deletion_substrate: [2, 0, 0]}\n")
+    path.write_text(
+        "name: exp\ndataset: {kind: folder, root: .}\nmodel: {name: resnet18, weights: random}\n"
+        "perturbation: {deletion_substrate: [2, 0, 0]}\n"
+    )
     res = cli.invoke(app, ["run", str(path)])
     assert res.exit_code == 2
     assert "a constant colour is [r, g, b] in [0,1] pixel space" in " ".join(res.output.split())
     console = Console(record=True, width=200)
-    render(CheckReport("t", "folder", errors=["[bold]x[/bold] stays"], warnings=["[r, g, b] stays"],
-                       layer="blocks[0]"), console)
+    render(
+        CheckReport("t", "folder", errors=["[bold]x[/bold] stays"], warnings=["[r, g, b] stays"], layer="blocks[0]"),
+        console,
+    )
     text = console.export_text()
     assert "error: [bold]x[/bold] stays" in text and "warning: [r, g, b] stays" in text and "blocks[0]" in text
 
@@ -277,12 +333,18 @@ def _wide_summary(metrics: int) -> tuple[RunSummary, list[str], list[str]]:
 
     methods = ["gradcam", "gradcam++", "scorecam-softmax"]
     labels = [f"Metric number {i} with a long label (higher is better)" for i in range(metrics)]
-    values = [[f"{10 * i + j + 0.25:.2f} [{10 * i + j:.1f}, {10 * i + j + 0.5:.1f}]" for j in range(3)]
-              for i in range(metrics)]
-    main = pd.DataFrame([[f"**{row[0].replace(' [', '** [')}", *row[1:]] for row in values], index=labels,
-                        columns=methods).rename_axis("metric")
-    win = pd.DataFrame([[float("nan"), 61.5, 70.25], [38.5, float("nan"), 55.0], [29.75, 45.0, float("nan")]],
-                       index=methods, columns=methods)
+    values = [
+        [f"{10 * i + j + 0.25:.2f} [{10 * i + j:.1f}, {10 * i + j + 0.5:.1f}]" for j in range(3)]
+        for i in range(metrics)
+    ]
+    main = pd.DataFrame(
+        [[f"**{row[0].replace(' [', '** [')}", *row[1:]] for row in values], index=labels, columns=methods
+    ).rename_axis("metric")
+    win = pd.DataFrame(
+        [[float("nan"), 61.5, 70.25], [38.5, float("nan"), 55.0], [29.75, 45.0, float("nan")]],
+        index=methods,
+        columns=methods,
+    )
     shown = [v for row in values for v in row] + ["61.500", "70.250", "38.500", "55.000", "29.750", "45.000"]
     return RunSummary("wide", None, main, MetricResult(tables={"Win matrix (% of images)": win}), 2), methods, shown
 

@@ -1,6 +1,7 @@
 """Intervals of a run's numbers, summary_long.csv / pairwise.csv, and the cross-run leaderboard, on run
 folders written here (records with known per-image values), checked against hand computations and a
 plain-loop bootstrap in the test."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from camexp.metrics import MetricParams
 from camexp.report.tables import RunSummary, summarize_run_dir, to_markdown, write_summary
 from camexp.report.tables import summarize as summarize_cfg
 from camexp.report.uncertainty import NOT_DISTINGUISHABLE, cell, label_of
-from camexp.results import COLUMNS, METRIC_RECORDS as PER_IMAGE_METRICS, RECORDS, RUN_JSON, append_records, \
-    records_view
+from camexp.results import COLUMNS, RECORDS, RUN_JSON, append_records
+from camexp.results import METRIC_RECORDS as PER_IMAGE_METRICS
 
 METHODS = ["gradcam", "gradcam++", "cam"]
 
@@ -29,9 +30,20 @@ def records(y: np.ndarray, o: np.ndarray, methods: list[str] = METHODS, ids: lis
     """Long records of N images x M methods with full-image confidence y (N,) and o (N, M)."""
     n = len(y)
     ids = ids or [f"img{i:03d}" for i in range(n)]
-    return pd.DataFrame({"index": np.repeat(np.arange(n), len(methods)), "image_id": np.repeat(ids, len(methods)),
-                         "method": methods * n, "target": 1, "label": -1, "pred": 1, "y": np.repeat(y, len(methods)),
-                         "o": o.ravel(), "p_true": np.repeat(y, len(methods)), "constant_map": 0})
+    return pd.DataFrame(
+        {
+            "index": np.repeat(np.arange(n), len(methods)),
+            "image_id": np.repeat(ids, len(methods)),
+            "method": methods * n,
+            "target": 1,
+            "label": -1,
+            "pred": 1,
+            "y": np.repeat(y, len(methods)),
+            "o": o.ravel(),
+            "p_true": np.repeat(y, len(methods)),
+            "constant_map": 0,
+        }
+    )
 
 
 def synthetic(seed: int, n: int = 30, shift: tuple[float, ...] = (0.6, 0.75, 0.9)) -> tuple[np.ndarray, np.ndarray]:
@@ -40,11 +52,25 @@ def synthetic(seed: int, n: int = 30, shift: tuple[float, ...] = (0.6, 0.75, 0.9
     return y, y[:, None] * g.uniform(0.2, 1.2, (n, len(shift))) * np.array(shift)
 
 
-def summarize(name: str, paper: str | None, rec: pd.DataFrame, methods: list[str], metrics: list[str],
-              params: MetricParams, stats: StatsConfig) -> RunSummary:
+def summarize(
+    name: str,
+    paper: str | None,
+    rec: pd.DataFrame,
+    methods: list[str],
+    metrics: list[str],
+    params: MetricParams,
+    stats: StatsConfig,
+) -> RunSummary:
     """The summary of records under a config with these methods and metrics (no run folder)."""
-    cfg = ExperimentConfig(name=name, paper=paper, dataset={"root": "."}, model={"name": "resnet18"}, methods=methods,
-                           metrics=metrics, relperf_min_true_prob=params.relperf_min_true_prob)
+    cfg = ExperimentConfig(
+        name=name,
+        paper=paper,
+        dataset={"root": "."},
+        model={"name": "resnet18"},
+        methods=methods,
+        metrics=metrics,
+        relperf_min_true_prob=params.relperf_min_true_prob,
+    )
     return summarize_cfg(cfg, rec, None, stats)
 
 
@@ -56,18 +82,27 @@ def loop_interval(values: np.ndarray, n_boot: int, seed: int, level: float = 0.9
 
 def test_drop_interval_is_the_bootstrap_of_the_per_image_drops():
     y, o = synthetic(0)
-    s = summarize("r", None, records(y, o), METHODS, ["avg_drop", "increase", "win"], MetricParams(),
-                  stats=StatsConfig(bootstrap=500, seed=4))
+    s = summarize(
+        "r",
+        None,
+        records(y, o),
+        METHODS,
+        ["avg_drop", "increase", "win"],
+        MetricParams(),
+        stats=StatsConfig(bootstrap=500, seed=4),
+    )
     per = s.stats.per_method.set_index(["metric", "method"])
     for j, m in enumerate(METHODS):
         drop = 100 * np.maximum(0, y - o[:, j]) / y  # README D4, per image
         assert per.loc[("avg_drop", m), "value"] == pytest.approx(drop.mean())
         assert per.loc[("avg_drop", m), "value"] == pytest.approx(s.main.at["Average drop % (lower is better)", m])
         assert (per.loc[("avg_drop", m), "lo"], per.loc[("avg_drop", m), "hi"]) == pytest.approx(
-            loop_interval(drop, 500, 4), rel=1e-10)
+            loop_interval(drop, 500, 4), rel=1e-10
+        )
         inc = 100.0 * (o[:, j] > y)
         assert (per.loc[("increase", m), "lo"], per.loc[("increase", m), "hi"]) == pytest.approx(
-            loop_interval(inc, 500, 4), rel=1e-10)
+            loop_interval(inc, 500, 4), rel=1e-10
+        )
     assert (per["n"] == 30).all()
 
 
@@ -85,8 +120,9 @@ def test_intervals_do_not_depend_on_the_order_of_the_records():
 
 def test_two_methods_get_the_papers_win_row_with_complementary_intervals():
     y, o = synthetic(2, shift=(0.6, 0.9))
-    s = summarize("r", None, records(y, o, METHODS[:2]), METHODS[:2], ["win"], MetricParams(),
-                  stats=StatsConfig(bootstrap=300))
+    s = summarize(
+        "r", None, records(y, o, METHODS[:2]), METHODS[:2], ["win"], MetricParams(), stats=StatsConfig(bootstrap=300)
+    )
     win = s.stats.per_method[s.stats.per_method.metric == "win"].set_index("method")
     assert win.value.sum() == pytest.approx(100)
     assert win.at["gradcam", "lo"] == pytest.approx(100 - win.at["gradcam++", "hi"])
@@ -105,8 +141,9 @@ def test_markdown_shows_intervals_marks_and_the_paired_table(tmp_path: Path):
     plus[7] *= 0.5
     o = np.c_[base, base + 0.01, base * 0.3, plus]
     methods = [*METHODS, "gradcam+"]
-    s = summarize("r", None, records(y, o, methods), methods, ["avg_drop", "increase", "win"], MetricParams(),
-                  stats=StatsConfig())
+    s = summarize(
+        "r", None, records(y, o, methods), methods, ["avg_drop", "increase", "win"], MetricParams(), stats=StatsConfig()
+    )
     md = to_markdown(s)
     row = next(line for line in md.splitlines() if line.startswith("| Average drop"))
     drop = s.stats.per_method.set_index(["metric", "method"]).loc["avg_drop"]
@@ -125,7 +162,7 @@ def test_markdown_shows_intervals_marks_and_the_paired_table(tmp_path: Path):
     pw = pd.read_csv(tmp_path / "pairwise.csv")
     assert list(pw.columns[:8]) == ["metric", "method_a", "method_b", "value", "lo", "hi", "interval", "p_value"]
     win = pw[(pw.metric == "win") & (pw.method_a == "gradcam")].set_index("method_b")
-    assert win.at["gradcam++", "p_value"] == pytest.approx(2 * 0.5 ** 40)  # 0 of 40 untied images won
+    assert win.at["gradcam++", "p_value"] == pytest.approx(2 * 0.5**40)  # 0 of 40 untied images won
 
 
 def test_cell_format():
@@ -138,11 +175,24 @@ def test_cell_format():
 # --- run folders, camexp table and the leaderboard -------------------------------------------------------------
 
 
-def write_run(root: Path, name: str, model: str, y: np.ndarray, o: np.ndarray, status: str = "complete",
-              methods: list[str] = METHODS, **config) -> Path:
+def write_run(
+    root: Path,
+    name: str,
+    model: str,
+    y: np.ndarray,
+    o: np.ndarray,
+    status: str = "complete",
+    methods: list[str] = METHODS,
+    **config,
+) -> Path:
     """A run folder as camexp run leaves it: run.json (resolved config, status) and per_image.csv."""
-    cfg = ExperimentConfig(name=name, dataset={"kind": "folder", "root": f"/data/{config.pop('data', 'photos')}"},
-                           model={"name": model}, methods=methods, **config)
+    cfg = ExperimentConfig(
+        name=name,
+        dataset={"kind": "folder", "root": f"/data/{config.pop('data', 'photos')}"},
+        model={"name": model},
+        methods=methods,
+        **config,
+    )
     run = root / name
     run.mkdir(parents=True)
     (run / RUN_JSON).write_text(json.dumps({"config": cfg.model_dump(mode="json"), "status": status}))
@@ -184,8 +234,9 @@ def test_leaderboard_of_another_metric_and_its_errors(tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert "mean_rank" in res.stdout
     # a plug-in's per-image values: camexp cannot know their direction (deletion, a built-in one, it knows)
-    long = pd.DataFrame({"image_id": ["img000", "img001"], "method": ["cam", "cam"], "metric": "my_score",
-                         "value": [0.1, 0.2]})
+    long = pd.DataFrame(
+        {"image_id": ["img000", "img001"], "method": ["cam", "cam"], "metric": "my_score", "value": [0.1, 0.2]}
+    )
     long.to_csv(tmp_path / "a" / PER_IMAGE_METRICS, index=False)
     res = invoke("table", tmp_path, "--leaderboard", "--metric", "my_score")
     assert res.exit_code == 2 and "lower or higher is better" in res.output
@@ -205,8 +256,9 @@ def test_per_image_metrics_file_adds_rows_not_code(tmp_path: Path):
     g = np.random.default_rng(0)
     values = g.uniform(0, 1, (30, 3)) + np.array([0.0, 0.1, 0.3])
     ids = [f"img{i:03d}" for i in range(30)]
-    long = pd.DataFrame({"image_id": np.repeat(ids, 3), "method": METHODS * 30, "metric": "my_auc",
-                         "value": values.ravel()})
+    long = pd.DataFrame(
+        {"image_id": np.repeat(ids, 3), "method": METHODS * 30, "metric": "my_auc", "value": values.ravel()}
+    )
     long.iloc[::-1].to_csv(run / PER_IMAGE_METRICS, index=False)
     s = summarize_run_dir(run, {"bootstrap": 300})
     per = s.stats.per_method.set_index(["metric", "method"]).loc["my_auc"]
@@ -240,8 +292,9 @@ def test_a_run_with_a_named_method_setting_is_summarised_by_its_record_name(tmp_
 
 def test_bootstrap_zero_turns_intervals_off_but_keeps_the_sign_test():
     y, o = synthetic(8)
-    s = summarize("r", None, records(y, o), METHODS, ["avg_drop", "win"], MetricParams(),
-                  stats=StatsConfig(bootstrap=0))
+    s = summarize(
+        "r", None, records(y, o), METHODS, ["avg_drop", "win"], MetricParams(), stats=StatsConfig(bootstrap=0)
+    )
     assert s.stats.per_method[["lo", "hi"]].isna().all(axis=None)
     assert s.stats.pairwise[s.stats.pairwise.metric == "win"].p_value.notna().all()
     assert "Intervals are off" in to_markdown(s)
@@ -249,19 +302,28 @@ def test_bootstrap_zero_turns_intervals_off_but_keeps_the_sign_test():
 
 def test_stats_settings_are_not_part_of_the_fingerprint():
     base = dict(name="x", dataset={"root": "/d"}, model={"name": "resnet18"})
-    assert ExperimentConfig(**base).fingerprint() == ExperimentConfig(
-        **base, stats={"bootstrap": 200, "level": 0.9, "seed": 3}).fingerprint()
+    assert (
+        ExperimentConfig(**base).fingerprint()
+        == ExperimentConfig(**base, stats={"bootstrap": 200, "level": 0.9, "seed": 3}).fingerprint()
+    )
 
 
 @pytest.mark.slow
 def test_real_runs_write_intervals_and_make_a_leaderboard(tmp_path: Path, photo_dir: Path):
     """Two real backbones (Lite0 with ImageNet weights, ResNet-18 with random ones) on two photographs."""
-    for name, model, weights in (("lite0", "tf_efficientnet_lite0", "efficientnet-lite0-package"),
-                                 ("rn18", "resnet18", "random")):
-        cfg = {"name": name, "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
-               "model": {"name": model, "weights": weights}, "methods": ["gradcam", "gradcam++", "cam"],
-               "runtime": {"device": "cpu", "batch_size": 2}, "output": {"dir": str(tmp_path / "res" / name)},
-               "stats": {"bootstrap": 200, "seed": 1}}
+    for name, model, weights in (
+        ("lite0", "tf_efficientnet_lite0", "efficientnet-lite0-package"),
+        ("rn18", "resnet18", "random"),
+    ):
+        cfg = {
+            "name": name,
+            "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 2},
+            "model": {"name": model, "weights": weights},
+            "methods": ["gradcam", "gradcam++", "cam"],
+            "runtime": {"device": "cpu", "batch_size": 2},
+            "output": {"dir": str(tmp_path / "res" / name)},
+            "stats": {"bootstrap": 200, "seed": 1},
+        }
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         res = invoke("run", tmp_path / f"{name}.yaml", "--no-progress")
         assert res.exit_code == 0, res.output
@@ -272,7 +334,8 @@ def test_real_runs_write_intervals_and_make_a_leaderboard(tmp_path: Path, photo_
     long = pd.read_csv(run / "summary_long.csv").set_index(["metric", "method"])
     for m in ("gradcam", "gradcam++", "cam"):
         assert long.at[("avg_drop", m), "value"] == pytest.approx(
-            summary.at["Average drop % (lower is better)", m], abs=1e-4)
+            summary.at["Average drop % (lower is better)", m], abs=1e-4
+        )
         assert long.at[("avg_drop", m), "n"] == 2
     rec = pd.read_csv(run / RECORDS).pivot(index="index", columns="method", values="o")
     pw = pd.read_csv(run / "pairwise.csv")
@@ -292,14 +355,19 @@ def test_real_runs_write_intervals_and_make_a_leaderboard(tmp_path: Path, photo_
 
 def test_mloc_rows_get_cluster_bootstrap_intervals(tmp_path: Path):
     """mLoc is a mean over (image, class) pairs: its interval resamples images with all their pairs."""
-    from camexp.analyses.localization import COLUMNS as MLOC_COLUMNS, MLOC_CSV
+    from camexp.analyses.localization import COLUMNS as MLOC_COLUMNS
+    from camexp.analyses.localization import MLOC_CSV
 
     y, o = synthetic(9, n=12)
     run = write_run(tmp_path, "voc", "vgg16", y, o, analyses=["mloc"])
     g = np.random.default_rng(1)
-    rows = [{"index": i, "image_id": f"img{i:03d}", "class": c, "rank": c, "method": m, "delta": d,
-             "loc": g.uniform(0, 1)}
-            for i in range(12) for c in range(i % 3) for m in METHODS for d in (0.0, 0.5)]  # 0, 1 or 2 pairs
+    rows = [
+        {"index": i, "image_id": f"img{i:03d}", "class": c, "rank": c, "method": m, "delta": d, "loc": g.uniform(0, 1)}
+        for i in range(12)
+        for c in range(i % 3)
+        for m in METHODS
+        for d in (0.0, 0.5)
+    ]  # 0, 1 or 2 pairs
     pd.DataFrame(rows, columns=MLOC_COLUMNS).to_csv(run / MLOC_CSV, index=False)
     s = summarize_run_dir(run, {"bootstrap": 250})
     per = s.stats.per_method.set_index(["metric", "method"])
@@ -313,7 +381,9 @@ def test_mloc_rows_get_cluster_bootstrap_intervals(tmp_path: Path):
         groups = [grp["loc"].to_numpy() for _, grp in sorted(sub.groupby("image_id"))]
         rng = np.random.default_rng(0)
         ref = [np.concatenate([groups[i] for i in rng.integers(0, 8, 8)]).mean() for _ in range(250)]
-        assert (per.at[key, "lo"], per.at[key, "hi"]) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])), rel=1e-10)
+        assert (per.at[key, "lo"], per.at[key, "hi"]) == pytest.approx(
+            tuple(np.percentile(ref, [2.5, 97.5])), rel=1e-10
+        )
     assert "**" in next(line for line in to_markdown(s).splitlines() if line.startswith("| mLoc δ=0 "))
 
 
@@ -323,10 +393,17 @@ def test_the_field_metrics_get_intervals_from_per_image_metrics(tmp_path: Path, 
     from camexp.experiment import load_experiment
     from camexp.runner import run_experiment
 
-    cfg = {"name": "field", "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 4},
-           "model": {"name": "resnet18", "weights": "random"}, "methods": ["gradcam", "gradcam++"],
-           "metrics": ["avg_drop", "insertion", "deletion", "avg_drop@keep"], "perturbation": {"steps": 4},
-           "stats": {"bootstrap": 200}, "runtime": {"device": "cpu"}, "output": {"dir": str(tmp_path / "out")}}
+    cfg = {
+        "name": "field",
+        "dataset": {"kind": "folder", "root": str(photo_dir), "limit": 4},
+        "model": {"name": "resnet18", "weights": "random"},
+        "methods": ["gradcam", "gradcam++"],
+        "metrics": ["avg_drop", "insertion", "deletion", "avg_drop@keep"],
+        "perturbation": {"steps": 4},
+        "stats": {"bootstrap": 200},
+        "runtime": {"device": "cpu"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     summary = run_experiment(load_experiment(path), progress=False)

@@ -3,6 +3,7 @@
 The entries and their registry are in camexp/analyses/base.py; importing this package registers the
 built-in analyses.
 """
+
 from camexp.analyses import alpha_stats, area_curve, localization, record_plots  # noqa: F401
 from camexp.analyses.base import ANALYSES, Analysis, Worker, analysis
 

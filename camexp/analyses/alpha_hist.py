@@ -7,6 +7,7 @@ alpha = 0.5 to ~1/BINS), plus exact counts (all entries, non-zero, within [0.45,
 extremes. Zeros are left out because alpha = 0 exactly where the gradient vanishes, where it plays no role.
 Quartiles and whiskers for the box plot are read off the histogram, so they are exact to one bin.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,26 +56,37 @@ class AlphaHistogram:
             self.lo = torch.minimum(torch.as_tensor(self.lo, device=nz.device), nz.min())
             self.hi = torch.maximum(torch.as_tensor(self.hi, device=nz.device), nz.max())
 
-    def merge(self, other: "AlphaHistogram") -> "AlphaHistogram":
-        return AlphaHistogram(self.counts.cpu() + other.counts.cpu(), int(self.total) + int(other.total),
-                              int(self.nonzero) + int(other.nonzero), int(self.near_half) + int(other.near_half),
-                              min(float(self.lo), float(other.lo)), max(float(self.hi), float(other.hi)))
+    def merge(self, other: AlphaHistogram) -> AlphaHistogram:
+        return AlphaHistogram(
+            self.counts.cpu() + other.counts.cpu(),
+            int(self.total) + int(other.total),
+            int(self.nonzero) + int(other.nonzero),
+            int(self.near_half) + int(other.near_half),
+            min(float(self.lo), float(other.lo)),
+            max(float(self.hi), float(other.hi)),
+        )
 
     def row(self) -> dict[str, object]:
         """Plain-number state (one host transfer), sparse bins as {bin: count}."""
         counts = self.counts.cpu()
         nz = counts.nonzero()[:, 0]
-        return {"total": int(self.total), "nonzero": int(self.nonzero), "near_half": int(self.near_half),
-                "min": float(self.lo), "max": float(self.hi),
-                "bins": {int(i): int(counts[i]) for i in nz}}
+        return {
+            "total": int(self.total),
+            "nonzero": int(self.nonzero),
+            "near_half": int(self.near_half),
+            "min": float(self.lo),
+            "max": float(self.hi),
+            "bins": {int(i): int(counts[i]) for i in nz},
+        }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "AlphaHistogram":
+    def from_row(cls, row: dict[str, Any]) -> AlphaHistogram:
         counts = torch.zeros(BINS, dtype=torch.long)
         for i, n in row["bins"].items():
             counts[int(i)] = int(n)
-        return cls(counts, int(row["total"]), int(row["nonzero"]), int(row["near_half"]),
-                   float(row["min"]), float(row["max"]))
+        return cls(
+            counts, int(row["total"]), int(row["nonzero"]), int(row["near_half"]), float(row["min"]), float(row["max"])
+        )
 
 
 @dataclass(frozen=True)

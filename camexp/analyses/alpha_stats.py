@@ -4,6 +4,7 @@ Each batch's statistics are accumulated on the device (camexp/analyses/alpha_his
 row (image indices + sparse histogram) to a CSV. At the end the rows are merged, except a row whose images
 reappear in a later row (a resumed run redid them) or were never recorded; so no image counts twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from camexp.analyses.base import analysis
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges, summarize_alpha, unsqueeze
+from camexp.analyses.base import analysis
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
@@ -45,15 +46,23 @@ def histogram_table(h: AlphaHistogram) -> pd.DataFrame:
     """Non-empty bins with their edges on the u = tanh(alpha - 0.5) axis and in alpha."""
     edges = bin_edges()
     nz = h.counts.nonzero()[:, 0]
-    return pd.DataFrame({"u_lo": edges[nz].numpy(), "u_hi": edges[nz + 1].numpy(),
-                         "alpha_lo": unsqueeze(edges[nz]).numpy(), "alpha_hi": unsqueeze(edges[nz + 1]).numpy(),
-                         "count": h.counts[nz].numpy()})
+    return pd.DataFrame(
+        {
+            "u_lo": edges[nz].numpy(),
+            "u_hi": edges[nz + 1].numpy(),
+            "alpha_lo": unsqueeze(edges[nz]).numpy(),
+            "alpha_hi": unsqueeze(edges[nz + 1]).numpy(),
+            "count": h.counts[nz].numpy(),
+        }
+    )
 
 
 def summary_line(s: AlphaSummary, images: int) -> str:
-    return (f"Grad-CAM++ alpha over {images} images: {s.nonzero} non-zero of {s.total} entries; "
-            f"min {s.min:.4g}, max {s.max:.4g}; median {s.median:.4f} (IQR {s.q1:.4f}–{s.q3:.4f}); "
-            f"{100 * s.share_near_half:.2f}% within [{NEAR_HALF[0]}, {NEAR_HALF[1]}].")
+    return (
+        f"Grad-CAM++ alpha over {images} images: {s.nonzero} non-zero of {s.total} entries; "
+        f"min {s.min:.4g}, max {s.max:.4g}; median {s.median:.4f} (IQR {s.q1:.4f}–{s.q3:.4f}); "
+        f"{100 * s.share_near_half:.2f}% within [{NEAR_HALF[0]}, {NEAR_HALF[1]}]."
+    )
 
 
 class AlphaStats:
@@ -63,14 +72,17 @@ class AlphaStats:
     def __init__(self, cfg: ExperimentConfig):
         alpha_methods = [name for name, m in METHODS.items() if m.uses_alpha]
         if not any(METHODS.get(m).uses_alpha for _, m, _ in cfg.method_specs()):
-            raise CamexpError(f"analyses: alpha_stats describes Grad-CAM++'s alpha: add one of {alpha_methods} "
-                              "to methods, or drop alpha_stats")
+            raise CamexpError(
+                f"analyses: alpha_stats describes Grad-CAM++'s alpha: add one of {alpha_methods} "
+                "to methods, or drop alpha_stats"
+            )
 
     def update(self, ctx: BatchContext) -> None:
         h = AlphaHistogram()
         h.update(ctx.explanation.inputs.alpha)
-        row = pd.DataFrame({"indices": [" ".join(str(i) for i in ctx.batch["index"].tolist())],
-                            "state": [json.dumps(h.row())]})
+        row = pd.DataFrame(
+            {"indices": [" ".join(str(i) for i in ctx.batch["index"].tolist())], "state": [json.dumps(h.row())]}
+        )
         append_records(ctx.path(BATCHES), row, COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
@@ -87,7 +99,9 @@ class AlphaStats:
         histogram_table(h).to_csv(out_dir / HIST, index=False, float_format="%.9g")
         save_figure(draw_alpha(h, s), out_dir, "alpha_stats")
         return figure_link("Distribution of Grad-CAM++ alpha (equivalence paper Fig. 3/4)", "alpha_stats") + [
-            "", summary_line(s, images) + f" Numbers: [{STATS}]({STATS}), bins: [{HIST}]({HIST})."]
+            "",
+            summary_line(s, images) + f" Numbers: [{STATS}]({STATS}), bins: [{HIST}]({HIST}).",
+        ]
 
 
 analysis("alpha_stats", {BATCHES: COLUMNS})(AlphaStats)

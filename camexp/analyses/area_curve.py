@@ -7,6 +7,7 @@ reaches its maximum (at least one). A constant map (normalised to zeros) gives a
 The plot is mean O_θ / Y per method against θ; `kept` records the fraction of pixels kept (ties at the
 quantile, e.g. the many zeros of a ReLU map, can keep more than 1 - θ).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,12 @@ def quantile_masks(maps: torch.Tensor, thetas: tuple[float, ...] = THETAS) -> to
 
 def curve(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     """Per (method, θ): mean O/Y, mean kept fraction and the image count; methods in run order."""
-    out = (rows.assign(ratio=rows["o"] / rows["y"]).groupby(["method", "theta"], sort=False)
-           .agg(mean_o_over_y=("ratio", "mean"), kept=("kept", "mean"), images=("index", "nunique")).reset_index())
+    out = (
+        rows.assign(ratio=rows["o"] / rows["y"])
+        .groupby(["method", "theta"], sort=False)
+        .agg(mean_o_over_y=("ratio", "mean"), kept=("kept", "mean"), images=("index", "nunique"))
+        .reset_index()
+    )
     out["method"] = pd.Categorical(out["method"], methods, ordered=True)
     return out.sort_values(["method", "theta"]).reset_index(drop=True)
 
@@ -54,10 +59,19 @@ class AreaCurve:
             kept_maps = {m: ex.maps[m] * masks[m][t] for m in ex.maps}
             o = ctx.explainer.scorer.explanations(ctx.x, kept_maps, ex.targets).cpu()
             for j, m in enumerate(ex.maps):
-                frames.append(pd.DataFrame({
-                    "index": ctx.batch["index"].tolist(), "image_id": ctx.batch["image_id"], "method": m,
-                    "theta": theta, "kept": masks[m][t].float().mean((1, 2)).cpu().numpy(),
-                    "y": ctx.y.cpu().numpy(), "o": o[:, j].numpy()}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "index": ctx.batch["index"].tolist(),
+                            "image_id": ctx.batch["image_id"],
+                            "method": m,
+                            "theta": theta,
+                            "kept": masks[m][t].float().mean((1, 2)).cpu().numpy(),
+                            "y": ctx.y.cpu().numpy(),
+                            "o": o[:, j].numpy(),
+                        }
+                    )
+                )
         append_records(ctx.path(PER_IMAGE), pd.concat(frames, ignore_index=True), COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
@@ -71,8 +85,10 @@ class AreaCurve:
         table.to_csv(out_dir / CURVE, index=False, float_format="%.6f")
         save_figure(draw_area_curve(table), out_dir, "area_curve")
         return figure_link("Confidence kept vs. map area (poster Fig. 6)", "area_curve") + [
-            "", f"Mean O/Y per θ in [{CURVE}]({CURVE}) ({rows['index'].nunique()} images); θ = 0 keeps every pixel "
-                f"(E itself), θ = 1 only the pixels at the map's maximum."]
+            "",
+            f"Mean O/Y per θ in [{CURVE}]({CURVE}) ({rows['index'].nunique()} images); θ = 0 keeps every pixel "
+            f"(E itself), θ = 1 only the pixels at the map's maximum.",
+        ]
 
 
 analysis("area_curve", {PER_IMAGE: COLUMNS})(AreaCurve)

@@ -3,6 +3,7 @@
 Insertion and deletion curves are sampled at changed fractions s / S, s = 0..S; ROAD's at the removed
 fractions p / 100 of `road.percentiles`. The mean is over the run's final images, per (metric, method).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,12 +24,19 @@ def mean_curves(rows: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     frames = []
     for (metric, method), part in rows.groupby(["metric", "method"], sort=False):
         points = np.array([[float(v) for v in p.split()] for p in part["points"]])
-        x = (np.array(road_settings(cfg).percentiles) / 100 if metric.startswith("road")
-             else np.linspace(0.0, 1.0, points.shape[1]))
-        frames.append(pd.DataFrame({"metric": metric, "method": method, "x": x, "mean": points.mean(0),
-                                    "images": len(points)}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["metric", "method", "x", "mean",
-                                                                                      "images"])
+        x = (
+            np.array(road_settings(cfg).percentiles) / 100
+            if metric.startswith("road")
+            else np.linspace(0.0, 1.0, points.shape[1])
+        )
+        frames.append(
+            pd.DataFrame({"metric": metric, "method": method, "x": x, "mean": points.mean(0), "images": len(points)})
+        )
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["metric", "method", "x", "mean", "images"])
+    )
 
 
 def write_curves(out_dir: Path, cfg: ExperimentConfig, images: set[int]) -> list[str]:
@@ -43,4 +51,6 @@ def write_curves(out_dir: Path, cfg: ExperimentConfig, images: set[int]) -> list
     table.to_csv(out_dir / TABLE, index=False, float_format="%.6f")
     save_figure(draw_mean_curves(table), out_dir, STEM)
     return figure_link("Mean perturbation curves per method", STEM) + [
-        "", f"Means in [{TABLE}]({TABLE}); every image's curve in [{CURVES}]({CURVES})."]
+        "",
+        f"Means in [{TABLE}]({TABLE}); every image's curve in [{CURVES}]({CURVES}).",
+    ]

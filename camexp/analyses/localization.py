@@ -1,4 +1,5 @@
-"""`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes (README.md, Definitions D5).
+"""`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes
+(README.md, Definitions D5).
 
 Per batch: the maps of the top-k predicted classes that have a box in their image come from the batch
 context's `class_maps` (the run's own map where the class is the image's target; the other (image, class)
@@ -6,6 +7,7 @@ pairs explained in one batched forward + backward, shared with the pointing game
 method, δ) is appended to mloc.csv; the summary rows `mLoc δ=...` (the layout of the paper's Table 3) are
 recomputed from that file by the entry's reader.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,7 +42,7 @@ MLOC_ROW = Row(row_label(0.0).split("=")[0] + "=", "mLoc", False, prefix=True)
 class MLoc:
     """Streams Loc values to mloc.csv."""
 
-    def __init__(self, cfg: "ExperimentConfig"):
+    def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
         self.thresholds = torch.tensor(cfg.localization.thresholds, dtype=torch.float64)
 
@@ -49,27 +51,40 @@ class MLoc:
         boxes = ctx.batch.get("boxes", [None] * len(ctx.x))
         box_labels = ctx.batch.get("box_labels", [None] * len(ctx.x))
         size = (ctx.x.shape[-2], ctx.x.shape[-1])
-        box = torch.stack([class_box_masks(boxes, box_labels, top[:, k], size)
-                           for k in range(top.shape[1])])  # (K, B, H, W)
+        box = torch.stack(
+            [class_box_masks(boxes, box_labels, top[:, k], size) for k in range(top.shape[1])]
+        )  # (K, B, H, W)
         rank, pos = box.any((2, 3)).nonzero(as_tuple=True)  # the (rank, image) pairs with a box, rank-major
         if not len(pos):
             return
         classes = top[pos, rank]
-        loc = {m: localization(v, box[rank, pos], self.thresholds)
-               for m, v in ctx.class_maps(pos, classes).items()}  # the batch's own maps where classes are targets
-        frames = [self._rows(ctx, pos[rank == k], classes[rank == k], k, m, v[rank == k])
-                  for k in rank.unique().tolist() for m, v in loc.items()]
+        loc = {
+            m: localization(v, box[rank, pos], self.thresholds) for m, v in ctx.class_maps(pos, classes).items()
+        }  # the batch's own maps where classes are targets
+        frames = [
+            self._rows(ctx, pos[rank == k], classes[rank == k], k, m, v[rank == k])
+            for k in rank.unique().tolist()
+            for m, v in loc.items()
+        ]
         append_records(ctx.path(MLOC_CSV), pd.concat(frames, ignore_index=True), COLUMNS)
 
-    def _rows(self, ctx: BatchContext, sel: torch.Tensor, classes: torch.Tensor, rank: int, method: str,
-              loc: torch.Tensor) -> pd.DataFrame:
+    def _rows(
+        self, ctx: BatchContext, sel: torch.Tensor, classes: torch.Tensor, rank: int, method: str, loc: torch.Tensor
+    ) -> pd.DataFrame:
         """Long rows (one per image and δ) for one method."""
         t = len(self.thresholds)
         sel_l = sel.cpu().repeat_interleave(t).tolist()
-        return pd.DataFrame({
-            "index": ctx.batch["index"][sel_l].tolist(), "image_id": [ctx.batch["image_id"][i] for i in sel_l],
-            "class": classes.cpu().repeat_interleave(t).tolist(), "rank": rank, "method": method,
-            "delta": self.thresholds.repeat(len(sel)).tolist(), "loc": loc.cpu().flatten().tolist()})
+        return pd.DataFrame(
+            {
+                "index": ctx.batch["index"][sel_l].tolist(),
+                "image_id": [ctx.batch["image_id"][i] for i in sel_l],
+                "class": classes.cpu().repeat_interleave(t).tolist(),
+                "rank": rank,
+                "method": method,
+                "delta": self.thresholds.repeat(len(sel)).tolist(),
+                "loc": loc.cpu().flatten().tolist(),
+            }
+        )
 
     def finish(self, out_dir: Path) -> list[str]:
         return []  # the summary rows come from the entry's reader, `mloc_result`, so `camexp table` shows them too
@@ -85,13 +100,16 @@ def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> Met
     """mLoc(δ) per method = mean Loc over (image, class) pairs of the images that have final records."""
     df = mloc_rows(run_dir, records, methods)
     means = df.groupby(["delta", "method"])["loc"].mean()
-    rows = {row_label(d): {m: float(means.get((d, m), float("nan"))) for m in methods}
-            for d in sorted(df["delta"].unique())}
+    rows = {
+        row_label(d): {m: float(means.get((d, m), float("nan"))) for m in methods} for d in sorted(df["delta"].unique())
+    }
     images = records["index"].nunique()
     used = df["index"].nunique()
     pairs = len(df[["index", "class"]].drop_duplicates())
-    note = (f"mLoc: mean over {pairs} (image, class) pairs from {used} images (top-k predicted classes that have a "
-            f"ground-truth box); {images - used} of {images} images skipped (no such class).")
+    note = (
+        f"mLoc: mean over {pairs} (image, class) pairs from {used} images (top-k predicted classes that have a "
+        f"ground-truth box); {images - used} of {images} images skipped (no such class)."
+    )
     return MetricResult(rows=rows, notes=[note])
 
 

@@ -2,6 +2,7 @@
 
 Each function takes plain tables/arrays and returns a matplotlib Figure; saving is camexp/savefig.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,10 @@ def draw_alpha(h: AlphaHistogram, s: AlphaSummary) -> Figure:
     the tanh(alpha - 0.5) axis, outliers included (log counts)."""
     fig = new_figure(9, 4)
     box, hist = fig.subplots(1, 2, width_ratios=[1, 2])
-    box.bxp([{"med": s.median, "q1": s.q1, "q3": s.q3, "whislo": s.whislo, "whishi": s.whishi,
-              "label": "α ≠ 0"}], showfliers=False)
+    box.bxp(
+        [{"med": s.median, "q1": s.q1, "q3": s.q3, "whislo": s.whislo, "whishi": s.whishi, "label": "α ≠ 0"}],
+        showfliers=False,
+    )
     box.set_title("non-zero α, outliers removed", fontsize=9)
     box.set_ylabel("α")
     edges = bin_edges().numpy()
@@ -45,8 +48,10 @@ def draw_alpha(h: AlphaHistogram, s: AlphaSummary) -> Figure:
     hist.set_xlabel("tanh(α − 0.5)")
     hist.set_ylabel("count")
     hist.set_title(f"all non-zero α (min {s.min:.3g}, max {s.max:.3g})", fontsize=9)
-    fig.suptitle(f"Grad-CAM++ α: {s.nonzero:,} non-zero of {s.total:,}; "
-                 f"{100 * s.share_near_half:.1f}% in [{NEAR_HALF[0]}, {NEAR_HALF[1]}]")
+    fig.suptitle(
+        f"Grad-CAM++ α: {s.nonzero:,} non-zero of {s.total:,}; "
+        f"{100 * s.share_near_half:.1f}% in [{NEAR_HALF[0]}, {NEAR_HALF[1]}]"
+    )
     return fig
 
 
@@ -81,7 +86,6 @@ def draw_drop_dist(drops: dict[str, np.ndarray]) -> Figure:
     box.set_ylabel("drop")
     box.set_title("per method (triangle: mean = Average drop / 100)", fontsize=9)
     return fig
-
 
 
 def draw_mean_curves(table: pd.DataFrame) -> Figure:

@@ -5,6 +5,7 @@
 - `drop_dist`: per-method distribution of the per-image drop max(0, Y - O) / Y, whose mean x 100 is the
   Average drop %.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -51,7 +52,7 @@ class RecordsFigure:
     def update(self, ctx: BatchContext) -> None:
         pass
 
-    def draw(self, view: RecordsView) -> tuple["Figure", str]:
+    def draw(self, view: RecordsView) -> tuple[Figure, str]:
         """The figure and a one-line note for summary.md."""
         raise NotImplementedError
 
@@ -68,14 +69,17 @@ class RelperfPlot(RecordsFigure):
     stem = "relperf_plot"
     title = "Per-image O_A / O_B for each method pair (equivalence paper Fig. 6)"
 
-    def draw(self, view: RecordsView) -> tuple["Figure", str]:
+    def draw(self, view: RecordsView) -> tuple[Figure, str]:
         from camexp.analyses.plots import draw_ratio_boxes
 
         thr = self.cfg.relperf_min_true_prob
         keep = view.p_true > thr if thr > 0 else torch.ones(len(view.image_ids), dtype=torch.bool)
         ratios = pair_ratios(view.o[keep], view.methods)
-        note = (f"{int(keep.sum())} of {len(view.image_ids)} images"
-                + (f" (true-class confidence > {thr:g})" if thr > 0 else "") + "; log scale, 1 = no difference.")
+        note = (
+            f"{int(keep.sum())} of {len(view.image_ids)} images"
+            + (f" (true-class confidence > {thr:g})" if thr > 0 else "")
+            + "; log scale, 1 = no difference."
+        )
         return draw_ratio_boxes(ratios, note), note
 
 
@@ -83,10 +87,10 @@ class DropDist(RecordsFigure):
     stem = "drop_dist"
     title = "Distribution of the per-image drop max(0, Y − O) / Y"
 
-    def draw(self, view: RecordsView) -> tuple["Figure", str]:
+    def draw(self, view: RecordsView) -> tuple[Figure, str]:
         from camexp.analyses.plots import draw_drop_dist
 
-        note = (f"{len(view.image_ids)} images; the mean of each distribution (×100) is the method's Average drop %.")
+        note = f"{len(view.image_ids)} images; the mean of each distribution (×100) is the method's Average drop %."
         return draw_drop_dist(drops(view.y, view.o, view.methods)), note
 
 

@@ -1,5 +1,6 @@
 """Files an analysis keeps in the run folder, read back restricted to the images the run recorded, so that a
 resumed run's figures equal an uninterrupted one's (the runner starts them afresh with the run)."""
+
 from __future__ import annotations
 
 from pathlib import Path

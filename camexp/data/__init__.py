@@ -2,6 +2,7 @@
 
 A new kind is one function `(DatasetConfig) -> Listing` registered here, or a plug-in named by import path
 (`kind: mypkg.data:list_mine`) or entry point (group `camexp.datasets`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,10 +27,16 @@ def _folder(cfg: DatasetConfig) -> Listing:
 
 
 Loader = Callable[[DatasetConfig], Listing]
-LOADERS: Registry[Loader] = Registry("dataset kind", callable_entry("a function (DatasetConfig) -> Listing"),
-                                     group="camexp.datasets")
-for _kind, _loader in (("folder", _folder), ("imagenet_val", list_imagenet_val), ("imagenetv2", list_imagenetv2),
-                       ("voc", list_voc), ("cifar10", list_cifar10)):
+LOADERS: Registry[Loader] = Registry(
+    "dataset kind", callable_entry("a function (DatasetConfig) -> Listing"), group="camexp.datasets"
+)
+for _kind, _loader in (
+    ("folder", _folder),
+    ("imagenet_val", list_imagenet_val),
+    ("imagenetv2", list_imagenetv2),
+    ("voc", list_voc),
+    ("cifar10", list_cifar10),
+):
     LOADERS.register(_kind, _loader)
 
 
@@ -58,17 +65,40 @@ def list_dataset(cfg: DatasetConfig) -> Listing:
     if cfg.limit is not None:
         items = items[: cfg.limit]
     ids = hashlib.sha256("\n".join(it.image_id for it in items).encode()).hexdigest()[:16]
-    provenance = {"kind": cfg.kind, "root": str(cfg.root), **listing.provenance, "listed": len(listing.items),
-                  "subset": cfg.subset.model_dump(exclude_none=True) if cfg.subset else None, "limit": cfg.limit,
-                  "selected": len(items), "ids_sha256": ids}
+    provenance = {
+        "kind": cfg.kind,
+        "root": str(cfg.root),
+        **listing.provenance,
+        "listed": len(listing.items),
+        "subset": cfg.subset.model_dump(exclude_none=True) if cfg.subset else None,
+        "limit": cfg.limit,
+        "selected": len(items),
+        "ids_sha256": ids,
+    }
     return replace(listing, items=items, provenance=provenance)
 
 
 def build_dataset(cfg: DatasetConfig, spec: InputSpec) -> ImageDataset:
     listing = list_dataset(cfg)
-    return ImageDataset(listing.items, PixelTransform(spec), class_names=listing.class_names,
-                        multilabel=listing.multilabel, skip_bad=cfg.skip_bad_images, provenance=listing.provenance)
+    return ImageDataset(
+        listing.items,
+        PixelTransform(spec),
+        class_names=listing.class_names,
+        multilabel=listing.multilabel,
+        skip_bad=cfg.skip_bad_images,
+        provenance=listing.provenance,
+    )
 
 
-__all__ = ["ImageDataset", "InputSpec", "Item", "Listing", "LOADERS", "PixelTransform", "build_dataset", "collate",
-           "list_dataset", "select_subset"]
+__all__ = [
+    "ImageDataset",
+    "InputSpec",
+    "Item",
+    "Listing",
+    "LOADERS",
+    "PixelTransform",
+    "build_dataset",
+    "collate",
+    "list_dataset",
+    "select_subset",
+]

@@ -3,6 +3,7 @@
 A loader only has to list its `Item`s (file, id, label and optional boxes in original pixels); decoding,
 RGB conversion, the pixel transform, box mapping and bad-image handling live here once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from camexp.data.images import BadImageError, load_rgb
-from camexp.errors import CamexpError
 from camexp.data.transforms import PixelTransform
+from camexp.errors import CamexpError
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,16 @@ class ImageDataset(Dataset):
     drops it); otherwise it raises `BadImageError` naming the file.
     """
 
-    def __init__(self, items: list[Item], transform: PixelTransform, *, class_names: list[str] | None = None,
-                 multilabel: bool = False, skip_bad: bool = False, provenance: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        items: list[Item],
+        transform: PixelTransform,
+        *,
+        class_names: list[str] | None = None,
+        multilabel: bool = False,
+        skip_bad: bool = False,
+        provenance: dict[str, Any] | None = None,
+    ):
         self.items = items
         self.provenance = provenance or {}
         self.transform = transform
@@ -124,8 +133,10 @@ def decode(item: Item) -> Image.Image:
 def _check_size(item: Item, size: tuple[int, int]) -> None:
     if item.boxes and item.size and size != item.size:
         (w, h), (aw, ah) = size, item.size
-        raise CamexpError(f"{item.path}: the image is {w}x{h} but its annotation gives {aw}x{ah}, so its boxes "
-                          "would be misplaced; fix the annotation")
+        raise CamexpError(
+            f"{item.path}: the image is {w}x{h} but its annotation gives {aw}x{ah}, so its boxes "
+            "would be misplaced; fix the annotation"
+        )
 
 
 def read_jpeg(item: Item) -> tuple[torch.Tensor, tuple[int, int]] | None:

@@ -6,6 +6,7 @@ indices, xmax >= xmin and ymax >= ymin — and lie inside its image. A malformed
 annotation file and the object; with `dataset.bad_boxes: skip` it is dropped (the object's class label
 stays), counted and listed in the listing's provenance (run.json, `camexp check`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -45,8 +46,10 @@ class BoxRules:
         for k, box in enumerate(boxes):
             why = box_problem(box, size or (float("inf"), float("inf")))  # type: ignore[arg-type]
             if why and self.policy == "error":
-                raise CamexpError(f"{where(k)}: {why}; fix the annotation, or set dataset.bad_boxes: skip "
-                                  "to drop such boxes (counted in run.json)")
+                raise CamexpError(
+                    f"{where(k)}: {why}; fix the annotation, or set dataset.bad_boxes: skip "
+                    "to drop such boxes (counted in run.json)"
+                )
             if why:
                 self.skipped.append(f"{where(k)}: {why}")
             kept.append(why is None)

@@ -7,6 +7,7 @@ Each batch is a pickle of a dict with `data` (N x 3072 uint8: 1024 red, then gre
 (lossless) into a cache folder (`$CAMEXP_CACHE`, default ~/.cache/camexp, under a key of the batch files'
 path, size and modification time), so that the rest of camexp reads them like any image file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,11 +39,15 @@ def list_cifar10(cfg: DatasetConfig) -> Listing:
     files = [folder / name for name in SPLITS[split]]
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in _field(_unpickle(folder / META), "label_names")]
     cache = _cache_dir(files) / split
-    labels = _write_pngs(files, cache, len(names)) if not (cache / "labels.npy").is_file() \
-        else np.load(cache / "labels.npy")
+    labels = (
+        _write_pngs(files, cache, len(names)) if not (cache / "labels.npy").is_file() else np.load(cache / "labels.npy")
+    )
     items = [Item(path=cache / f"{i:05d}.png", image_id=f"{split}_{i:05d}", label=int(y)) for i, y in enumerate(labels)]
-    return Listing(items, names, provenance={"layout": "cifar10-python", "folder": str(folder), "split": split,
-                                             "png_cache": str(cache)})
+    return Listing(
+        items,
+        names,
+        provenance={"layout": "cifar10-python", "folder": str(folder), "split": split, "png_cache": str(cache)},
+    )
 
 
 def find_cifar_dir(root: Path) -> Path:

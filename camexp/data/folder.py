@@ -1,4 +1,5 @@
 """`kind: folder`: class-index or wnid sub-folders, or a flat folder with an optional `image_id,label` CSV."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,8 +75,10 @@ def _class_folders(root: Path, names: list[str], extensions: list[str]) -> list[
     elif all(is_wnid(n) for n in names):
         index = wnid_folder_index(root, names)
     else:
-        raise CamexpError(f"{root}: sub-folders must all be class indices (0..999) or ImageNet wnids "
-                          f"(n01440764 ...); found e.g. {names[0]!r}")
+        raise CamexpError(
+            f"{root}: sub-folders must all be class indices (0..999) or ImageNet wnids "
+            f"(n01440764 ...); found e.g. {names[0]!r}"
+        )
     return class_folder_items(root, index, extensions)
 
 

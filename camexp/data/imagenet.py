@@ -7,6 +7,7 @@
 Labels are always the wnid's position in sorted-wnid order (what timm models use). The devkit's ILSVRC
 IDs are in a different order, so they are mapped ID -> wnid -> index and never used as an index.
 """
+
 from __future__ import annotations
 
 import csv
@@ -67,8 +68,10 @@ def _detect_layout(root: Path, cfg: DatasetConfig) -> tuple[str, Path | None]:
             found = [name for name, file in _ANNOTATION_FILES.items() if _find_beside(root, file)]
             if len(found) != 1:
                 why = "both" if found else "neither"
-                raise CamexpError(f"{root}: found {why} of {KAGGLE_CSV} and {DEVKIT_TRUTH} beside the images and no "
-                                  "wnid sub-folders; set dataset.layout (and dataset.annotations)")
+                raise CamexpError(
+                    f"{root}: found {why} of {KAGGLE_CSV} and {DEVKIT_TRUTH} beside the images and no "
+                    "wnid sub-folders; set dataset.layout (and dataset.annotations)"
+                )
             layout = found[0]
     if layout == "wnid_folders":
         return layout, None
@@ -95,8 +98,9 @@ def _flat_image_dir(root: Path, extensions: list[str]) -> Path:
     raise CamexpError(f"{root}: no images with extensions {extensions} here nor in images/ or val/")
 
 
-def _pair(folder: Path, truth: dict[str, Truth], annotations: Path, extensions: list[str],
-          rules: BoxRules) -> list[Item]:
+def _pair(
+    folder: Path, truth: dict[str, Truth], annotations: Path, extensions: list[str], rules: BoxRules
+) -> list[Item]:
     """One item per image file; an image without a label is an error (the wrong annotations file). Boxes
     are checked against the image's size, read from its header."""
     items = []
@@ -105,11 +109,18 @@ def _pair(folder: Path, truth: dict[str, Truth], annotations: Path, extensions: 
         if t is None:
             raise CamexpError(f"{path}: image has no label in {annotations}; is that the right annotations file?")
         size = image_size(path) if t.boxes else None
-        kept = rules.keep(t.boxes, size, lambda k: f"{t.where}: box {k + 1} of {path.name}")
+        kept = rules.keep(t.boxes, size, lambda k: f"{t.where}: box {k + 1} of {path.name}")  # noqa: B023 (called now)
         boxes = tuple(b for b, keep in zip(t.boxes, kept) if keep)
-        items.append(Item(path=path, image_id=path.stem, label=t.label, boxes=boxes,
-                          box_labels=tuple(c for c, keep in zip(t.box_labels, kept) if keep),
-                          size=size if boxes else None))
+        items.append(
+            Item(
+                path=path,
+                image_id=path.stem,
+                label=t.label,
+                boxes=boxes,
+                box_labels=tuple(c for c, keep in zip(t.box_labels, kept) if keep),
+                size=size if boxes else None,
+            )
+        )
     return items
 
 
@@ -127,9 +138,11 @@ def read_kaggle_csv(path: Path) -> dict[str, Truth]:
         for line, row in enumerate(rows, start=2):
             fields = row[1].split() if len(row) == 2 else []
             if not fields or len(fields) % 5 or row[0] in truth:
-                raise CamexpError(f"{path}: line {line}: malformed row (want 'ImageId,wnid xmin ymin xmax ymax ...', "
-                                  "each ImageId once)")
-            groups = [fields[i:i + 5] for i in range(0, len(fields), 5)]
+                raise CamexpError(
+                    f"{path}: line {line}: malformed row (want 'ImageId,wnid xmin ymin xmax ymax ...', "
+                    "each ImageId once)"
+                )
+            groups = [fields[i : i + 5] for i in range(0, len(fields), 5)]
             unknown = [g[0] for g in groups if g[0] not in wnid_index]
             if unknown:
                 raise CamexpError(f"{path}: line {line}: unknown wnid {unknown[0]!r} (not an ImageNet-1k class)")
@@ -150,8 +163,9 @@ def read_devkit_truth(path: Path) -> dict[str, Truth]:
     for n, text in enumerate(lines, start=1):
         ilsvrc_id = int(text) if text.strip().isdigit() else None
         if ilsvrc_id not in id_to_index:
-            raise CamexpError(f"{path}: line {n}: {text.strip()!r} is not an ILSVRC2012 ID listed in "
-                              f"{path.parent / DEVKIT_META}")
+            raise CamexpError(
+                f"{path}: line {n}: {text.strip()!r} is not an ILSVRC2012 ID listed in {path.parent / DEVKIT_META}"
+            )
         truth[f"ILSVRC2012_val_{n:08d}"] = Truth(id_to_index[ilsvrc_id])
     return truth
 
@@ -166,8 +180,10 @@ def read_devkit_meta(path: Path) -> dict[int, int]:
         synsets = loadmat(path, squeeze_me=True)["synsets"]
         ids, wnids = np.ravel(synsets["ILSVRC2012_ID"]), np.ravel(synsets["WNID"])
     except Exception as e:  # not a .mat file, no `synsets`, missing fields: all "not the devkit's meta.mat"
-        raise CamexpError(f"{path}: not the devkit's meta.mat (need a 'synsets' struct with ILSVRC2012_ID and WNID; "
-                          f"{e.__class__.__name__}: {e})") from None
+        raise CamexpError(
+            f"{path}: not the devkit's meta.mat (need a 'synsets' struct with ILSVRC2012_ID and WNID; "
+            f"{e.__class__.__name__}: {e})"
+        ) from None
     wnid_index = imagenet_wnid_index()
     leaves = {int(i): str(w) for i, w in zip(ids, wnids) if 1 <= int(i) <= 1000}
     unknown = [w for w in leaves.values() if w not in wnid_index]

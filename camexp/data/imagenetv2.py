@@ -3,6 +3,7 @@
 Folders `0` .. `999` hold the images of the class with that sorted-wnid index. The label is int(name):
 sorting the names as strings would give folder '10' the label of '2'.
 """
+
 from __future__ import annotations
 
 from camexp.config import DatasetConfig
@@ -25,5 +26,6 @@ def list_imagenetv2(cfg: DatasetConfig) -> Listing:
     if too_big:
         raise CamexpError(f"{root / too_big[0]}: ImageNet has classes 0..{NUM_CLASSES - 1} only")
     items = class_folder_items(root, index, cfg.extensions)
-    return Listing(items, list(imagenet_class_names()), provenance={"layout": "class_index_folders",
-                                                                    "class_folders": len(names)})
+    return Listing(
+        items, list(imagenet_class_names()), provenance={"layout": "class_index_folders", "class_folders": len(names)}
+    )

@@ -1,4 +1,5 @@
 """Reading image files as RGB, with errors that name the file."""
+
 from __future__ import annotations
 
 import errno

@@ -9,6 +9,7 @@ torchvision.io.decode_jpeg on the device and resizes and crops them there, throu
 as the CPU path (PixelTransform), so images are the same crop of the same resize and boxes map unchanged.
 Files that are not RGB or grayscale JPEGs, and JPEGs the device decoder refuses, go through the CPU path.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,12 +69,21 @@ class LoaderSettings:
 def loader_settings(workers: int | str, decode: str, device: torch.device) -> LoaderSettings:
     """Resolve the runtime keys for `device`; `decode: gpu` without a CUDA device is a config error."""
     if decode == "gpu" and device.type != "cuda":
-        raise ConfigError(f"runtime.decode: gpu decodes JPEGs on a CUDA device, but the run's device is {device}; "
-                          "use runtime.decode: cpu (the default) or a CUDA device")
+        raise ConfigError(
+            f"runtime.decode: gpu decodes JPEGs on a CUDA device, but the run's device is {device}; "
+            "use runtime.decode: cpu (the default) or a CUDA device"
+        )
     n = resolve_workers(workers, device)
     cuda = device.type == "cuda"
-    return LoaderSettings(workers=n, workers_setting=workers, pin_memory=cuda, persistent_workers=cuda and n > 0,
-                          prefetch_factor=2 if n > 0 else None, decode=decode, decoder=decoder_name(decode, device))
+    return LoaderSettings(
+        workers=n,
+        workers_setting=workers,
+        pin_memory=cuda,
+        persistent_workers=cuda and n > 0,
+        prefetch_factor=2 if n > 0 else None,
+        decode=decode,
+        decoder=decoder_name(decode, device),
+    )
 
 
 def decoder_name(decode: str, device: torch.device) -> str:
@@ -84,19 +94,34 @@ def decoder_name(decode: str, device: torch.device) -> str:
     return f"PIL {Image.__version__} (libjpeg{'-turbo ' + turbo if turbo else ' ' + str(features.version('jpg'))})"
 
 
-def make_loader(dataset: ImageDataset, indices: list[int], batch_size: int, device: torch.device,
-                settings: LoaderSettings, decode_device: torch.device | None = None) -> DeviceBatches | DataLoader:
+def make_loader(
+    dataset: ImageDataset,
+    indices: list[int],
+    batch_size: int,
+    device: torch.device,
+    settings: LoaderSettings,
+    decode_device: torch.device | None = None,
+) -> DeviceBatches | DataLoader:
     """Batches of `dataset[indices]`, in order, as the settings say. `decode_device` (default: `device` when
     `decode: gpu`) is where JPEGs are decoded; the tests pass the CPU to run the device path without a GPU."""
     decode_on = decode_device or (device if settings.decode == "gpu" else None)
     if decode_on is not None and dataset.transform.spec.interpolation == "lanczos":
-        raise ConfigError("runtime.decode: gpu resizes tensors, which have no lanczos resampling (the model's data "
-                          "config asks for it); use runtime.decode: cpu")
+        raise ConfigError(
+            "runtime.decode: gpu resizes tensors, which have no lanczos resampling (the model's data "
+            "config asks for it); use runtime.decode: cpu"
+        )
     dataset = copy.copy(dataset)  # the caller's data set keeps its own setting
     dataset.encoded = decode_on is not None
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=settings.workers,
-                        collate_fn=collate, pin_memory=settings.pin_memory,
-                        persistent_workers=settings.persistent_workers, prefetch_factor=settings.prefetch_factor)
+    loader = DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=settings.workers,
+        collate_fn=collate,
+        pin_memory=settings.pin_memory,
+        persistent_workers=settings.persistent_workers,
+        prefetch_factor=settings.prefetch_factor,
+    )
     return loader if decode_on is None else DeviceBatches(loader, dataset, decode_on)
 
 

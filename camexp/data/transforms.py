@@ -5,6 +5,7 @@ E = L * I can be formed in pixel space (README.md, Definitions D3). torchvision.
 bounding boxes through Resize/CenterCrop exactly like the image, which is why we use it rather than
 hand-written box arithmetic.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ class InputSpec:
     std: tuple[float, float, float]
 
     @classmethod
-    def from_timm(cls, cfg: dict[str, Any]) -> "InputSpec":
+    def from_timm(cls, cfg: dict[str, Any]) -> InputSpec:
         _, h, w = cfg["input_size"]
         return cls(
             size=(int(h), int(w)),
@@ -43,8 +44,12 @@ class InputSpec:
         )
 
 
-_INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-           "nearest": InterpolationMode.NEAREST, "lanczos": InterpolationMode.LANCZOS}
+_INTERP = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+    "lanczos": InterpolationMode.LANCZOS,
+}
 
 
 class PixelTransform:
@@ -60,11 +65,17 @@ class PixelTransform:
             raise CamexpError(f"unsupported interpolation {spec.interpolation!r} in the model's data config")
         interp = _INTERP[spec.interpolation]
         if spec.crop_mode == "center":
-            scale = math.floor(h / spec.crop_pct) if h == w else (math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct))
+            scale = (
+                math.floor(h / spec.crop_pct)
+                if h == w
+                else (math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct))
+            )
         elif spec.crop_mode == "squash":
             scale = (math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct))
         else:
-            raise CamexpError(f"crop_mode {spec.crop_mode!r} of the model's data config is not supported (center, squash)")
+            raise CamexpError(
+                f"crop_mode {spec.crop_mode!r} of the model's data config is not supported (center, squash)"
+            )
         self.spec = spec
         self._resize = scale
         self._geometry = v2.Compose([v2.Resize(scale, interpolation=interp, antialias=True), v2.CenterCrop((h, w))])
@@ -82,7 +93,9 @@ class PixelTransform:
             new_h, new_w = self._resize
         return new_h / height, new_w / width
 
-    def __call__(self, image: Image.Image, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, image: Image.Image, boxes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         mapped = None if boxes is None else self.map_boxes(boxes, image.height, image.width)
         return self._to_tensor(self._geometry(image)), mapped
 

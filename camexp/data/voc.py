@@ -12,6 +12,7 @@ Difficult objects: `difficult: keep` (default) keeps them in labels and boxes, f
 `box_difficult`; `drop` removes them from both, as VOC's classification ground truth marks a class seen
 only in difficult objects as "ignore" (0), not present.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,28 @@ from camexp.data.folder import dataset_root
 from camexp.data.images import image_size
 from camexp.errors import CamexpError
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 VOC_YEARS = (2007, 2012)
 DEFAULT_SPLIT = "val"
 _PARTS = ("JPEGImages", "Annotations", "ImageSets/Main")
@@ -44,9 +65,19 @@ def list_voc(cfg: DatasetConfig) -> Listing:
     ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
     rules = BoxRules(cfg.bad_boxes)
     items = [_item(voc, image_id, cfg.difficult == "drop", rules) for image_id in ids]
-    return Listing(items, list(VOC_CLASSES), multilabel=True,
-                   provenance={"layout": "voc", "voc_dir": str(voc), "year": year, "split": split,
-                               "difficult": cfg.difficult, **rules.provenance()})
+    return Listing(
+        items,
+        list(VOC_CLASSES),
+        multilabel=True,
+        provenance={
+            "layout": "voc",
+            "voc_dir": str(voc),
+            "year": year,
+            "split": split,
+            "difficult": cfg.difficult,
+            **rules.provenance(),
+        },
+    )
 
 
 def find_voc_dir(root: Path, year: int | None) -> tuple[Path, int | None]:
@@ -87,9 +118,16 @@ def _item(voc: Path, image_id: str, drop_difficult: bool, rules: BoxRules) -> It
     size = size or image_size(image)
     kept = rules.keep([o.box for o in objects], size, lambda k: f"{xml}: object {k + 1} ({objects[k].text})")
     boxed = [o for o, keep in zip(objects, kept) if keep]
-    return Item(path=image, image_id=image_id, label=-1, labels=tuple(sorted({o.label for o in objects})),
-                boxes=tuple(o.box for o in boxed), box_labels=tuple(o.label for o in boxed),
-                box_difficult=tuple(o.difficult for o in boxed), size=size if boxed else None)
+    return Item(
+        path=image,
+        image_id=image_id,
+        label=-1,
+        labels=tuple(sorted({o.label for o in objects})),
+        boxes=tuple(o.box for o in boxed),
+        box_labels=tuple(o.label for o in boxed),
+        box_difficult=tuple(o.difficult for o in boxed),
+        size=size if boxed else None,
+    )
 
 
 def parse_annotation(path: Path) -> tuple[list[VocObject], tuple[int, int] | None]:

@@ -1,4 +1,5 @@
 """ImageNet-1k class identities: wnid <-> index (sorted-wnid order, the one timm models use)."""
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -5,6 +5,7 @@ An arm is `ce`, optionally with `+kd` (Hinton's distillation loss) and/or `+exp_
 with the teacher's and the student's maps of method <map>: `gradcampp` is Grad-CAM++ with the exact alpha,
 `gradcam` Grad-CAM, or any registered gradient method of (A, G) under its name, `+` written as `p`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,10 +66,13 @@ class LossConfig(_Strict):
     kd_weight: float = Field(0.9, ge=0, description="lambda, weight of the KD loss where an arm has +kd")
     temperature: float = Field(4.0, gt=0, description="KD temperature T (loss scaled by T^2)")
     map_norm: Literal["none", "l2", "cosine"] = Field(
-        "none", description="none: squared L2 of the raw maps (the paper's); l2: unit-norm maps; cosine: 1 - cos")
+        "none", description="none: squared L2 of the raw maps (the paper's); l2: unit-norm maps; cosine: 1 - cos"
+    )
     target: Literal["label", "teacher_top1"] = Field(
-        "label", description="the class c of the maps: the label (every positive class of a multi-label image, "
-                             "summed) or the teacher's top-1 class")
+        "label",
+        description="the class c of the maps: the label (every positive class of a multi-label image, "
+        "summed) or the teacher's top-1 class",
+    )
 
 
 class DistillTrain(_Strict):
@@ -87,19 +91,24 @@ class DistillTrain(_Strict):
     gamma: float = Field(0.2, gt=0, le=1)
     image_size: tuple[int, int] | None = Field(None, description="(h, w) of the input; default: the student's")
     augment: Literal["none", "flip", "crop_flip"] = Field(
-        "crop_flip", description="crop_flip: pad by `pad` pixels, random crop, horizontal flip (CIFAR convention)")
+        "crop_flip", description="crop_flip: pad by `pad` pixels, random crop, horizontal flip (CIFAR convention)"
+    )
     pad: int = Field(4, ge=0)
     teacher_maps: Literal["auto", "cache", "recompute"] = Field(
-        "auto", description="cache: teacher maps and logits once per image (needs augment: none); recompute: on "
-                            "every augmented batch; auto: cache without augmentation, else recompute")
+        "auto",
+        description="cache: teacher maps and logits once per image (needs augment: none); recompute: on "
+        "every augmented batch; auto: cache without augmentation, else recompute",
+    )
     device: str = "auto"
     workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _cache_needs_fixed_images(self) -> DistillTrain:
         if self.teacher_maps == "cache" and self.augment != "none":
-            raise ValueError("teacher_maps: cache needs augment: none (augmented images would not match the cached "
-                             "teacher maps); use recompute or auto")
+            raise ValueError(
+                "teacher_maps: cache needs augment: none (augmented images would not match the cached "
+                "teacher maps); use recompute or auto"
+            )
         return self
 
     @property
@@ -162,8 +171,16 @@ class DistillConfig(_Strict):
 
     def fingerprint(self, arm: str, seed: int) -> str:
         """What a resumed arm must share with the one it continues (epochs may grow; arms and seeds may be added)."""
-        keep = self.model_dump(mode="json", exclude={"output": True, "arms": True, "seeds": True, "paper": True,
-                                                     "train": {"epochs", "device", "workers"}})
+        keep = self.model_dump(
+            mode="json",
+            exclude={
+                "output": True,
+                "arms": True,
+                "seeds": True,
+                "paper": True,
+                "train": {"epochs", "device", "workers"},
+            },
+        )
         keep.update(arm=arm, seed=seed)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -5,6 +5,7 @@ camexp/explain/methods.py (Grad-CAM++ with the exact alpha, Grad-CAM, ...) appli
 G, where G = dY^c/dA comes from `torch.autograd.grad(create_graph=True)`: the map, its alpha (with the
 gradient's higher powers) and its ReLU all stay in the graph, so the optimiser differentiates through them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -38,16 +39,18 @@ def captured(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[torch.Ten
         handle.remove()
 
 
-def forward_with_maps(model: nn.Module, layer: nn.Module, layout: FeatureLayout, x: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_with_maps(
+    model: nn.Module, layer: nn.Module, layout: FeatureLayout, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the layer's activation A of one forward of `model` on x; both in the graph."""
     with captured(layer, layout) as store:
         logits = model(x)
     return logits, store[-1]
 
 
-def class_maps(method: Method, A: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor,
-               create_graph: bool = True) -> torch.Tensor:
+def class_maps(
+    method: Method, A: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor, create_graph: bool = True
+) -> torch.Tensor:
     """(B,m,h,w) maps L^c of `method` for the classes (B,m) of each image (-1: no class in that slot, a zero
     map). One gradient of the logits per slot; with `create_graph` the maps are differentiable in whatever A
     and the logits depend on (the student's parameters)."""
@@ -74,8 +77,9 @@ def map_distance(s: torch.Tensor, t: torch.Tensor, norm: MapNorm = "none") -> to
     return (s - t).pow(2).sum(-1)
 
 
-def explanation_loss(student: torch.Tensor, teacher: torch.Tensor, classes: torch.Tensor,
-                     norm: MapNorm = "none") -> torch.Tensor:
+def explanation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, classes: torch.Tensor, norm: MapNorm = "none"
+) -> torch.Tensor:
     """Sum over each image's classes of the map distance, mean over the images (as the task loss)."""
     d = map_distance(student, teacher, norm) * (classes >= 0)
     return d.sum() / len(d)

@@ -1,6 +1,7 @@
 """A distill results folder as a table: per arm the final metric of each seed, mean ± sd over seeds, the paired
 difference from the `ce` arm over the same seeds with a 95 % Student t interval, the cost of a training step
 relative to `ce`, and with --compare-paper the poster's value beside ours."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,10 @@ def final_values(folder: Path, arms: list[str], seeds: list[int], epochs: int) -
             if path.is_file():
                 history = _read(path)["history"]
                 if len(history) >= epochs:
-                    out[arm][seed] = {**history[epochs - 1],
-                                      "step_seconds": float(np.mean([h["step_seconds"] for h in history[:epochs]]))}
+                    out[arm][seed] = {
+                        **history[epochs - 1],
+                        "step_seconds": float(np.mean([h["step_seconds"] for h in history[:epochs]])),
+                    }
     return out
 
 
@@ -79,8 +82,13 @@ def summarize_distill(folder: Path, compare_paper: bool = False) -> DistillSumma
     for arm in arms:
         vals = {s: r["metric"] for s, r in sorted(done[arm].items())}
         v = np.array(list(vals.values()), dtype=float)
-        row: dict[str, Any] = {"arm": arm, "seeds": len(v), "values": ", ".join(f"{x:.4g}" for x in v) or "—",
-                               "mean": v.mean() if len(v) else np.nan, "sd": v.std(ddof=1) if len(v) > 1 else np.nan}
+        row: dict[str, Any] = {
+            "arm": arm,
+            "seeds": len(v),
+            "values": ", ".join(f"{x:.4g}" for x in v) or "—",
+            "mean": v.mean() if len(v) else np.nan,
+            "sd": v.std(ddof=1) if len(v) > 1 else np.nan,
+        }
         common = sorted(set(vals) & set(base))
         diff = np.array([vals[s] - base[s]["metric"] for s in common])
         mean, lo, hi = t_interval(diff, LEVEL) if arm != "ce" and len(diff) else (np.nan, np.nan, np.nan)
@@ -91,19 +99,32 @@ def summarize_distill(folder: Path, compare_paper: bool = False) -> DistillSumma
             row["paper"] = paper.values.get(arm, np.nan)
         rows.append(row)
     kind = cfg["dataset"]["kind"]
-    setting = Setting(cfg["student"]["name"].removeprefix("tv:").split(".")[0],
-                      f"voc{cfg['dataset'].get('year') or ''}" if kind == "voc" else kind)
-    summary = DistillSummary(folder, meta["name"], meta.get("paper"), meta["metric"],
-                             cfg["train"].get("val_split", "?"), pd.DataFrame(rows), setting)
+    setting = Setting(
+        cfg["student"]["name"].removeprefix("tv:").split(".")[0],
+        f"voc{cfg['dataset'].get('year') or ''}" if kind == "voc" else kind,
+    )
+    summary = DistillSummary(
+        folder,
+        meta["name"],
+        meta.get("paper"),
+        meta["metric"],
+        cfg["train"].get("val_split", "?"),
+        pd.DataFrame(rows),
+        setting,
+    )
     missing = [f"{a} seed {s}" for a in arms for s in seeds if s not in done[a]]
     if missing:
         more = " ..." if len(missing) > 6 else ""
-        summary.notes.append(f"Incomplete: {len(missing)} of {len(arms) * len(seeds)} (arm, seed) runs have not "
-                             f"finished {epochs} epochs ({', '.join(missing[:6])}{more}).")
+        summary.notes.append(
+            f"Incomplete: {len(missing)} of {len(arms) * len(seeds)} (arm, seed) runs have not "
+            f"finished {epochs} epochs ({', '.join(missing[:6])}{more})."
+        )
     tm = meta.get("teacher_maps")
     if tm:
-        summary.notes.append(f"Teacher maps: {tm['mode']}; teacher map {tm['teacher_map_size']} -> student map "
-                             f"{tm['student_map_size']}{' (resized bilinearly)' if tm['resized_bilinear'] else ''}.")
+        summary.notes.append(
+            f"Teacher maps: {tm['mode']}; teacher map {tm['teacher_map_size']} -> student map "
+            f"{tm['student_map_size']}{' (resized bilinearly)' if tm['resized_bilinear'] else ''}."
+        )
     return summary
 
 
@@ -121,10 +142,14 @@ def distill_markdown(s: DistillSummary, compare_paper: bool = False) -> str:
     rows = []
     for r in s.table.to_dict("records"):
         ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] == r["lo"] else ""
-        row = {"arm": r["arm"], "seeds": r["seeds"], "per seed": r["values"],
-               "mean ± sd": f"{_num(r['mean'])} ± {_num(r['sd'])}",
-               f"Δ vs ce ({LEVEL:.0%} CI, paired seeds)": "—" if r["arm"] == "ce" else f"{_num(r['diff'])}{ci}",
-               "step time × ce": _num(r["step_x_ce"], 3)}
+        row = {
+            "arm": r["arm"],
+            "seeds": r["seeds"],
+            "per seed": r["values"],
+            "mean ± sd": f"{_num(r['mean'])} ± {_num(r['sd'])}",
+            f"Δ vs ce ({LEVEL:.0%} CI, paired seeds)": "—" if r["arm"] == "ce" else f"{_num(r['diff'])}{ci}",
+            "step time × ce": _num(r["step_x_ce"], 3),
+        }
         if "paper" in r:
             row["paper"] = _num(r["paper"])
         rows.append(row)
@@ -136,8 +161,17 @@ def distill_frame(s: DistillSummary) -> pd.DataFrame:
     """Long rows as `camexp table`'s CSV: run, metric, method (the arm), value (the mean over seeds), and the
     paired difference from ce with its interval."""
     t = s.table
-    out = pd.DataFrame({"run": s.name, "metric": s.metric, "method": t["arm"], "value": t["mean"],
-                        "diff_vs_ce": t["diff"], "diff_lo": t["lo"], "diff_hi": t["hi"]})
+    out = pd.DataFrame(
+        {
+            "run": s.name,
+            "metric": s.metric,
+            "method": t["arm"],
+            "value": t["mean"],
+            "diff_vs_ce": t["diff"],
+            "diff_lo": t["lo"],
+            "diff_hi": t["hi"],
+        }
+    )
     if "paper" in t:
         out["paper"], out["compared_to"] = t["paper"], s.paper
     return out

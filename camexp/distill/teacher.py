@@ -1,6 +1,7 @@
 """The frozen teacher: its logits and its maps L^c_t for each image's classes, computed by camexp's explainer
 (the same code as `camexp run`), resized to the student's map size, and cached once per image when the
 training images are not augmented."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ class TeacherTargets:
     maps: dict[str, torch.Tensor]
 
     def to(self, device: torch.device) -> TeacherTargets:
-        return TeacherTargets(self.logits.to(device), self.classes.to(device),
-                              {k: v.to(device) for k, v in self.maps.items()})
+        return TeacherTargets(
+            self.logits.to(device), self.classes.to(device), {k: v.to(device) for k, v in self.maps.items()}
+        )
 
 
 def image_classes(batch: dict[str, Any], logits: torch.Tensor, target: str, multilabel: bool) -> torch.Tensor:
@@ -44,8 +46,15 @@ class Teacher:
     """Maps of `methods` on a frozen model, whose layer gives maps of `own_size` at the training input size,
     resized bilinearly to the student's `map_size` when the two differ."""
 
-    def __init__(self, loaded: LoadedModel, methods: list[str], target: str, multilabel: bool,
-                 own_size: tuple[int, int], map_size: tuple[int, int]):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        methods: list[str],
+        target: str,
+        multilabel: bool,
+        own_size: tuple[int, int],
+        map_size: tuple[int, int],
+    ):
         self.explainer = Explainer(loaded, methods)
         self.loaded, self.target, self.multilabel = loaded, target, multilabel
         self.own_size, self.map_size = own_size, map_size

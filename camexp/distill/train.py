@@ -1,5 +1,6 @@
 """`camexp distill`: train each (arm, seed) of a config with the same initial weights, data order and schedule
 (a paired design), a checkpoint and history after every epoch (resumed per arm and epoch after a crash)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -123,14 +124,20 @@ def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Sess
     transform = PixelTransform(spec) if t.augment == "none" else AugmentTransform(spec, t.augment, t.pad)
     kw: dict[str, Any] = {"class_names": names, "multilabel": train.multilabel, "skip_bad": cfg.dataset.skip_bad_images}
     train_set = ImageDataset(train.items, transform, **kw)
-    val_loader = DataLoader(ImageDataset(val.items, PixelTransform(spec), **kw), batch_size=t.batch_size,
-                            num_workers=t.workers, collate_fn=collate)
+    val_loader = DataLoader(
+        ImageDataset(val.items, PixelTransform(spec), **kw),
+        batch_size=t.batch_size,
+        num_workers=t.workers,
+        collate_fn=collate,
+    )
     methods = sorted({a.method for a in cfg.parsed_arms if a.method})
     teacher = None
     if loaded is not None and cfg.teacher is not None:
         if loaded.num_classes != len(names) or (loaded.class_names and loaded.class_names != names):
-            raise CamexpError(f"teacher {cfg.teacher.weights}: its {loaded.num_classes} classes are not the data "
-                              f"set's {len(names)} ({names[:3]}...); use a teacher trained on them")
+            raise CamexpError(
+                f"teacher {cfg.teacher.weights}: its {loaded.num_classes} classes are not the data "
+                f"set's {len(names)} ({names[:3]}...); use a teacher trained on them"
+            )
         x = torch.rand(1, 3, *spec.size)
         with torch.no_grad():
             own = forward_with_maps(loaded.model, loaded.layer, loaded.layout, x.to(device))[1].shape[-2:]
@@ -152,8 +159,9 @@ def fill_cache(s: Session) -> float:
     """Teacher targets of every training image, once, in the eval geometry; returns the seconds it took."""
     assert s.teacher is not None
     start = time.perf_counter()
-    loader = DataLoader(s.train_set, batch_size=s.cfg.train.batch_size, num_workers=s.cfg.train.workers,
-                        collate_fn=collate)
+    loader = DataLoader(
+        s.train_set, batch_size=s.cfg.train.batch_size, num_workers=s.cfg.train.workers, collate_fn=collate
+    )
     for batch in tqdm(loader, desc="teacher maps (cached once)", unit="batch", disable=not s.progress):
         keep = ~batch["bad"].bool()
         kept = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -173,13 +181,16 @@ class ArmTrainer:
         self.fingerprint = cfg.fingerprint(arm.name, seed)
         ckpt = None if fresh or not self.path.exists() else read_checkpoint(self.path)
         if ckpt is not None and (ckpt.get("format") != FORMAT or ckpt.get("fingerprint") != self.fingerprint):
-            raise CamexpError(f"{self.path}: holds a checkpoint of another distill configuration; pass --fresh to "
-                              "start over or --out to write elsewhere")
+            raise CamexpError(
+                f"{self.path}: holds a checkpoint of another distill configuration; pass --fresh to "
+                "start over or --out to write elsewhere"
+            )
         self.student = build_student(cfg, len(s.class_names), seed, s.device)
         self.method = METHODS.get(arm.method) if arm.method else None
         params = [p for p in self.student.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                                         nesterov=t.nesterov)
+        self.optimizer = torch.optim.SGD(
+            params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
+        )
         self.history: list[dict[str, Any]] = []
         if ckpt is not None:
             load_state(self.student.model.net, ckpt["state_dict"], self.path)
@@ -193,19 +204,35 @@ class ArmTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.s.cfg.train.lr * factor
             row = self.train_epoch(epoch)
-            row.update(epoch=epoch + 1, lr=self.s.cfg.train.lr * factor, metric=self.evaluate(),
-                       seconds=round(time.perf_counter() - start, 3))
+            row.update(
+                epoch=epoch + 1,
+                lr=self.s.cfg.train.lr * factor,
+                metric=self.evaluate(),
+                seconds=round(time.perf_counter() - start, 3),
+            )
             self.history.append(row)
             self.save()
         return self.history
 
     def save(self) -> None:
         st = self.student
-        write_atomic(self.path, {
-            "format": FORMAT, "model_name": self.s.cfg.student.name, "num_classes": len(self.s.class_names),
-            "class_names": self.s.class_names, "input": asdict(self.s.spec), "arm": self.arm.name, "seed": self.seed,
-            "epoch": len(self.history), "history": self.history, "fingerprint": self.fingerprint,
-            "state_dict": st.model.net.state_dict(), "optimizer": self.optimizer.state_dict()})
+        write_atomic(
+            self.path,
+            {
+                "format": FORMAT,
+                "model_name": self.s.cfg.student.name,
+                "num_classes": len(self.s.class_names),
+                "class_names": self.s.class_names,
+                "input": asdict(self.s.spec),
+                "arm": self.arm.name,
+                "seed": self.seed,
+                "epoch": len(self.history),
+                "history": self.history,
+                "fingerprint": self.fingerprint,
+                "state_dict": st.model.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+            },
+        )
         write_json(self.folder / HISTORY, {"arm": self.arm.name, "seed": self.seed, "history": self.history})
 
     def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
@@ -220,13 +247,24 @@ class ArmTrainer:
         """One pass over the training split: mean losses per image, mean seconds per student step, the order's hash."""
         cfg, t, dev = self.s.cfg, self.s.cfg.train, self.s.device
         torch.manual_seed(order_seed(self.seed, epoch))  # augmentation: the same draws for every arm
-        loader = DataLoader(self.s.train_set, batch_size=t.batch_size, shuffle=True, num_workers=t.workers,
-                            collate_fn=collate, generator=torch.Generator().manual_seed(order_seed(self.seed, epoch)))
+        loader = DataLoader(
+            self.s.train_set,
+            batch_size=t.batch_size,
+            shuffle=True,
+            num_workers=t.workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(order_seed(self.seed, epoch)),
+        )
         self.student.model.train()
         sums = {"task_loss": 0.0, "exp_loss": 0.0, "kd_loss": 0.0, "loss": 0.0}
         seen, steps, step_time, teacher_time, order = 0, 0, 0.0, 0.0, hashlib.sha256()
-        bar = tqdm(loader, desc=f"{self.arm.name} seed {self.seed} epoch {epoch + 1}/{t.epochs}", unit="batch",
-                   disable=not self.s.progress, dynamic_ncols=True)
+        bar = tqdm(
+            loader,
+            desc=f"{self.arm.name} seed {self.seed} epoch {epoch + 1}/{t.epochs}",
+            unit="batch",
+            disable=not self.s.progress,
+            dynamic_ncols=True,
+        )
         for batch in bar:
             order.update(batch["index"].numpy().tobytes())
             x, y = _good(batch, dev, self.s.multilabel)
@@ -247,16 +285,22 @@ class ArmTrainer:
             bar.set_postfix({k.removesuffix("_loss"): f"{sums[k] / seen:.4f}" for k in sums})
         if not seen:
             raise CamexpError(f"dataset {cfg.dataset.root}: no readable image in split {t.train_split!r}")
-        return {**{k: v / seen for k, v in sums.items()}, "step_seconds": step_time / steps, "steps": steps,
-                "teacher_seconds": round(teacher_time, 3), "order_sha": order.hexdigest()[:16]}
+        return {
+            **{k: v / seen for k, v in sums.items()},
+            "step_seconds": step_time / steps,
+            "steps": steps,
+            "teacher_seconds": round(teacher_time, 3),
+            "order_sha": order.hexdigest()[:16],
+        }
 
     def step(self, x: torch.Tensor, y: torch.Tensor, target: TeacherTargets | None) -> dict[str, float]:
         """One SGD step on L = L_task + alpha * L_exp + lambda * L_KD; returns the loss components."""
         cfg, st = self.s.cfg, self.student
         logits, A = forward_with_maps(st.model, st.layer, st.layout, x)
         logits = logits.float()
-        task = F.binary_cross_entropy_with_logits(logits, y.float()) if self.s.multilabel \
-            else F.cross_entropy(logits, y)
+        task = (
+            F.binary_cross_entropy_with_logits(logits, y.float()) if self.s.multilabel else F.cross_entropy(logits, y)
+        )
         exp = kd = torch.zeros((), device=x.device)
         if self.method is not None and target is not None:
             maps = class_maps(self.method, A.float(), logits, target.classes)
@@ -265,8 +309,10 @@ class ArmTrainer:
             kd = kd_loss(logits, target.logits, cfg.loss.temperature, self.s.multilabel)
         loss = task + cfg.loss.alpha * exp + cfg.loss.kd_weight * kd
         if not torch.isfinite(loss):
-            raise CamexpError(f"arm {self.arm.name} seed {self.seed}: the loss is not finite (task {float(task)}, "
-                              f"exp {float(exp)}, kd {float(kd)}); lower train.lr or loss.alpha")
+            raise CamexpError(
+                f"arm {self.arm.name} seed {self.seed}: the loss is not finite (task {float(task)}, "
+                f"exp {float(exp)}, kd {float(kd)}); lower train.lr or loss.alpha"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -298,15 +344,31 @@ def write_meta(s: Session, status: str) -> None:
     """distill.json: the config, what the metric is, and how the teacher maps were made (for `camexp table`)."""
     cfg = s.cfg
     teacher = s.teacher
-    meta = {"format": FORMAT, "name": cfg.name, "paper": cfg.paper, "status": status,
-            "metric": metric_name(s.multilabel), "higher_is_better": s.multilabel,
-            "config": cfg.model_dump(mode="json"), "input_size": list(s.spec.size),
-            "dataset": {"kind": cfg.dataset.kind, "year": cfg.dataset.year, "train_images": len(s.train_set),
-                        "val_images": len(s.val_loader.dataset)},  # type: ignore[arg-type]
-            "teacher_maps": None if teacher is None else {
-                "mode": "cache" if cfg.train.cache_teacher else "recompute",
-                "teacher_map_size": list(teacher.own_size), "student_map_size": list(teacher.map_size),
-                "resized_bilinear": teacher.resized, "cache_seconds": teacher.cache_seconds}}
+    meta = {
+        "format": FORMAT,
+        "name": cfg.name,
+        "paper": cfg.paper,
+        "status": status,
+        "metric": metric_name(s.multilabel),
+        "higher_is_better": s.multilabel,
+        "config": cfg.model_dump(mode="json"),
+        "input_size": list(s.spec.size),
+        "dataset": {
+            "kind": cfg.dataset.kind,
+            "year": cfg.dataset.year,
+            "train_images": len(s.train_set),
+            "val_images": len(s.val_loader.dataset),  # type: ignore[arg-type]
+        },
+        "teacher_maps": None
+        if teacher is None
+        else {
+            "mode": "cache" if cfg.train.cache_teacher else "recompute",
+            "teacher_map_size": list(teacher.own_size),
+            "student_map_size": list(teacher.map_size),
+            "resized_bilinear": teacher.resized,
+            "cache_seconds": teacher.cache_seconds,
+        },
+    }
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     write_json(cfg.output_dir / META, meta)
 
@@ -330,8 +392,14 @@ def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[
     rows: list[dict[str, Any]] = []
     for arm in cfg.parsed_arms:
         trainer = ArmTrainer(s, arm, cfg.seeds[0], fresh=True)
-        loader = DataLoader(s.train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(0), num_workers=cfg.train.workers)
+        loader = DataLoader(
+            s.train_set,
+            batch_size=cfg.train.batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(0),
+            num_workers=cfg.train.workers,
+        )
         times: list[float] = []
         teacher: list[float] = []
         for batch in loader:
@@ -346,9 +414,15 @@ def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[
             teacher.append(mid - start)
             if len(times) > steps:
                 break
-        rows.append({"arm": arm.name, "steps": len(times) - 1, "batch": cfg.train.batch_size,
-                     "seconds_per_step": float(torch.tensor(times[1:] or times).median()),
-                     "teacher_recompute_seconds": float(torch.tensor(teacher[1:] or teacher).median())})
+        rows.append(
+            {
+                "arm": arm.name,
+                "steps": len(times) - 1,
+                "batch": cfg.train.batch_size,
+                "seconds_per_step": float(torch.tensor(times[1:] or times).median()),
+                "teacher_recompute_seconds": float(torch.tensor(teacher[1:] or teacher).median()),
+            }
+        )
     base = next((r["seconds_per_step"] for r in rows if r["arm"] == "ce"), float("nan"))
     for r in rows:
         r["x_ce"] = r["seconds_per_step"] / base

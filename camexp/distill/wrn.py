@@ -6,6 +6,7 @@ convolution on the shortcut where a block changes width or stride. Registering `
 with `timm.models.register_model` makes `timm.create_model` (and so any camexp model spec) build them;
 importing `camexp.distill` registers them. Input: 32x32 CIFAR images with the CIFAR-10 mean/std.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,16 @@ from torch import nn
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-_CFG = {"input_size": (3, 32, 32), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
-        "mean": CIFAR10_MEAN, "std": CIFAR10_STD, "num_classes": 10, "classifier": "fc"}
+_CFG = {
+    "input_size": (3, 32, 32),
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+    "crop_mode": "center",
+    "mean": CIFAR10_MEAN,
+    "std": CIFAR10_STD,
+    "num_classes": 10,
+    "classifier": "fc",
+}
 
 
 class WideBasic(nn.Module):
@@ -45,9 +54,15 @@ class WideResNet(nn.Module):
             raise ValueError(f"WRN depth must be 6n + 4, not {depth}")
         n, widths = (depth - 4) // 6, [16, 16 * widen, 32 * widen, 64 * widen]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        self.blocks = nn.Sequential(*[
-            WideBasic(widths[g] if i == 0 else widths[g + 1], widths[g + 1], (1, 2, 2)[g] if i == 0 else 1, drop_rate)
-            for g in range(3) for i in range(n)])
+        self.blocks = nn.Sequential(
+            *[
+                WideBasic(
+                    widths[g] if i == 0 else widths[g + 1], widths[g + 1], (1, 2, 2)[g] if i == 0 else 1, drop_rate
+                )
+                for g in range(3)
+                for i in range(n)
+            ]
+        )
         self.bn, self.act = nn.BatchNorm2d(widths[3]), nn.ReLU()
         self.num_features = widths[3]
         self.fc = nn.Linear(widths[3], num_classes)

@@ -3,4 +3,5 @@
 Importing any module of this package registers every built-in method: the pure (A, G) methods of
 `methods` and the model-calling methods and floors of `model_methods`.
 """
+
 from camexp.explain import methods, model_methods  # noqa: F401  (registration)

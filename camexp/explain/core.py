@@ -6,6 +6,7 @@ grad, so autograd records nothing before the layer and the backward pass runs th
 Methods that call the model get, through their context, the run's scorer, the tail of the network after
 the layer, and further forward + head-backward passes on other inputs.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -84,8 +85,10 @@ def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None =
         got = f"a tensor on {raw.device}"
     else:
         return raw
-    raise CamexpError(f"{who} returned {got} for {batch}; expected (B, h, w): a torch.Tensor ({b}, h, w) shaped "
-                      f"like the layer's {h}x{w} maps, on {device}{_defined_at(r.method.fn)}")
+    raise CamexpError(
+        f"{who} returned {got} for {batch}; expected (B, h, w): a torch.Tensor ({b}, h, w) shaped "
+        f"like the layer's {h}x{w} maps, on {device}{_defined_at(r.method.fn)}"
+    )
 
 
 def _defined_at(fn: object) -> str:
@@ -138,9 +141,13 @@ def leaf_activation(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[tu
 class Explainer:
     """Computes maps of several methods for a batch of pixel-space images on the model's device."""
 
-    def __init__(self, loaded: LoadedModel,
-                 methods: list[str] | list[tuple[str, str, dict[str, Any]]] | list[MethodRun],
-                 score: str = "logit", scorer: Scorer | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        methods: list[str] | list[tuple[str, str, dict[str, Any]]] | list[MethodRun],
+        score: str = "logit",
+        scorer: Scorer | None = None,
+    ):
         if score not in ("logit", "softmax"):
             raise CamexpError(f"score must be 'logit' or 'softmax', not {score!r}")
         self.runs = method_runs(methods)
@@ -154,8 +161,9 @@ class Explainer:
         self.scorer = scorer or Scorer(loaded.model)
         self.needs_grad = any(r.method.needs_grad for r in self.runs)
 
-    def forward_backward(self, x: torch.Tensor, targets: torch.Tensor | None = None, grad: bool = True
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def forward_backward(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None, grad: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One forward (and with `grad`, one head backward) of pixel images x: logits, targets, A and G in
         map layout, and the layer's native output. `targets` None means the top-1 prediction of each image."""
         with leaf_activation(self.loaded.layer, self.loaded.layout) as store, torch.enable_grad():
@@ -168,8 +176,9 @@ class Explainer:
                 (G,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), A)
         return logits.detach(), t, A.detach().float(), None if G is None else G.float(), native
 
-    def activations(self, x: torch.Tensor, targets: torch.Tensor | None = None,
-                    image_ids: list[str] | None = None) -> tuple[torch.Tensor, MethodInputs]:
+    def activations(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None, image_ids: list[str] | None = None
+    ) -> tuple[torch.Tensor, MethodInputs]:
         """Forward (and, if any method needs it, backward) pass: logits and the methods' context.
         `image_ids` (one per image) seed the methods that draw noise; without them they seed by pixels."""
         logits, t, A, G, native = self.forward_backward(x, targets, self.needs_grad)
@@ -177,8 +186,19 @@ class Explainer:
         def tail(a: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
             return self.tail(a, x, native, which)
 
-        inputs = MethodInputs(A=A, G=G, targets=t, cam_weight=self.loaded.cam_weight, x=x, logits=logits,
-                              scorer=self.scorer, score=self.score, image_ids=image_ids, tail=tail, grads=self.grads)
+        inputs = MethodInputs(
+            A=A,
+            G=G,
+            targets=t,
+            cam_weight=self.loaded.cam_weight,
+            x=x,
+            logits=logits,
+            scorer=self.scorer,
+            score=self.score,
+            image_ids=image_ids,
+            tail=tail,
+            grads=self.grads,
+        )
         return logits, inputs
 
     def grads(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,8 +207,9 @@ class Explainer:
         assert G is not None  # forward_backward takes the gradient by default
         return A, G
 
-    def tail(self, a: torch.Tensor, x: torch.Tensor, native: torch.Tensor,
-             which: torch.Tensor | None = None) -> torch.Tensor:
+    def tail(
+        self, a: torch.Tensor, x: torch.Tensor, native: torch.Tensor, which: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits of the network after the layer for activations `a` (N,K,h,w) in map layout; row n belongs
         to image which[n] of the batch (default: row n is image n). Inference mode, float32 whatever the run's
         amp: the tail computes map weights (Ablation-CAM's small score differences), and maps must not depend
@@ -200,11 +221,16 @@ class Explainer:
             a_native = lay.to_native(a.to(native.dtype), native, which)
             if self.loaded.tail.split is not None:
                 return self.loaded.tail(a_native)
-            return torch.cat([self.loaded.tail(a_native[span], self.loaded.model.normalize(x[which[span]]))
-                              for span in chunks(len(a), self.scorer.chunk)])
+            return torch.cat(
+                [
+                    self.loaded.tail(a_native[span], self.loaded.model.normalize(x[which[span]]))
+                    for span in chunks(len(a), self.scorer.chunk)
+                ]
+            )
 
-    def explain(self, x: torch.Tensor, targets: torch.Tensor | None = None,
-                image_ids: list[str] | None = None) -> Explanation:
+    def explain(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None, image_ids: list[str] | None = None
+    ) -> Explanation:
         """Maps of every method for images `x` (B,3,H,W in [0,1]); see `activations` for `targets` and
         `image_ids`."""
         logits, inputs = self.activations(x, targets, image_ids)

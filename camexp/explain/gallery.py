@@ -4,6 +4,7 @@ This is the model side of `camexp explain`; drawing lives in camexp/report/figur
 through the same explainer core as a run (one forward + one backward for all CAM methods, one batched
 forward of the explanation images), plus one guided backward when a `guided-` method is asked for.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.guided import guided_backprop, guided_cam, split_guided, to_display
 from camexp.explain.methods import METHODS
-from camexp.models import LoadedModel
 from camexp.explain.scoring import Scorer, target_scores
+from camexp.models import LoadedModel
 
 
 @dataclass
@@ -49,8 +50,10 @@ def parse_methods(spec: str) -> list[str]:
     names = [m.strip() for m in spec.split(",") if m.strip()]
     unknown = [m for m in names if split_guided(m)[0] not in METHODS]
     if not names or unknown:
-        raise CamexpError(f"--methods: unknown method(s) {unknown or spec!r}; known: {METHODS.names()}, each "
-                          "optionally prefixed 'guided-'")
+        raise CamexpError(
+            f"--methods: unknown method(s) {unknown or spec!r}; known: {METHODS.names()}, each "
+            "optionally prefixed 'guided-'"
+        )
     return names
 
 
@@ -69,8 +72,10 @@ def model_configs(model: str | None, models: str | None, weights: str, layer: st
             raise CamexpError(f"{option}: {len(parts)} values for {len(names)} models; give one, or one per model")
         return parts
 
-    return [ModelConfig(name=n, weights=w or "timm", layer=lay)
-            for n, w, lay in zip(names, per_model("--weights", weights), per_model("--layer", layer))]
+    return [
+        ModelConfig(name=n, weights=w or "timm", layer=lay)
+        for n, w, lay in zip(names, per_model("--weights", weights), per_model("--layer", layer))
+    ]
 
 
 def resolve_class(spec: str | None, loaded: LoadedModel) -> int | None:
@@ -79,7 +84,9 @@ def resolve_class(spec: str | None, loaded: LoadedModel) -> int | None:
         return None
     if spec.isdigit():
         if int(spec) >= loaded.num_classes:
-            raise CamexpError(f"--class {spec}: {loaded.name} has {loaded.num_classes} classes (0..{loaded.num_classes - 1})")
+            raise CamexpError(
+                f"--class {spec}: {loaded.name} has {loaded.num_classes} classes (0..{loaded.num_classes - 1})"
+            )
         return int(spec)
     names = [n.lower() for n in loaded.class_names or []]
     if spec.lower() not in names:
@@ -91,16 +98,23 @@ def class_label(loaded: LoadedModel, index: int) -> str:
     return loaded.class_names[index] if loaded.class_names else f"class {index}"
 
 
-def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], target: int | None,
-                  kind: str = "softmax", image_ids: list[str] | None = None) -> list[ModelRow]:
+def explain_batch(
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    methods: list[str],
+    target: int | None,
+    kind: str = "softmax",
+    image_ids: list[str] | None = None,
+) -> list[ModelRow]:
     """Rows for images `x` (B,3,H,W in [0,1]) on the model's device; `target` None = top-1 per image;
     `kind` the confidence shown: softmax, or sigmoid for a multi-label (VOC fine-tuned) head; `image_ids`
     seed the noise of seeded methods (random, smoothgradcam++) as a run's image ids do. Forwards run in the
     device's chunks (Score-CAM's masked images too), as in a run."""
     bases = list(dict.fromkeys(split_guided(m)[0] for m in methods))
     scorer = Scorer(loaded.model, kind=kind, chunk=forward_chunk(x.device, None))
-    ex = Explainer(loaded, bases, scorer=scorer).explain(x, None if target is None else torch.full((len(x),), target),
-                                                         image_ids)
+    ex = Explainer(loaded, bases, scorer=scorer).explain(
+        x, None if target is None else torch.full((len(x),), target), image_ids
+    )
     y = target_scores(ex.logits, ex.targets, kind)
     o = scorer.explanations(x, ex.maps, ex.targets)
     guided = None
@@ -115,9 +129,16 @@ def explain_batch(loaded: LoadedModel, x: torch.Tensor, methods: list[str], targ
             shown = None
             if is_guided:
                 assert guided is not None  # computed above whenever a method is guided
-                shown = to_display(guided_cam(guided[i:i + 1], cam[None]))[0]
-            panels.append(MethodPanel(m, cam.cpu(), (cam * x[i]).cpu(), float(o[i, bases.index(base)]),
-                                      None if shown is None else shown.cpu()))
+                shown = to_display(guided_cam(guided[i : i + 1], cam[None]))[0]
+            panels.append(
+                MethodPanel(
+                    m,
+                    cam.cpu(),
+                    (cam * x[i]).cpu(),
+                    float(o[i, bases.index(base)]),
+                    None if shown is None else shown.cpu(),
+                )
+            )
         t = int(ex.targets[i])
         rows.append(ModelRow(loaded.name, x[i].cpu(), t, class_label(loaded, t), float(y[i]), panels))
     return rows

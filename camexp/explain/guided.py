@@ -7,6 +7,7 @@ then applies its input mask. Hooking the output (rather than a backward hook on 
 timm's inplace activations, because the hook returns a fresh tensor. Activations called functionally
 (F.relu inside a forward) cannot be hooked: a model with no ReLU module at all is refused.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ GUIDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 def split_guided(method: str) -> tuple[str, bool]:
     """'guided-gradcam++' -> ('gradcam++', True); 'gradcam' -> ('gradcam', False)."""
     if method.startswith(GUIDED_PREFIX):
-        return method[len(GUIDED_PREFIX):], True
+        return method[len(GUIDED_PREFIX) :], True
     return method, False
 
 
@@ -45,8 +46,10 @@ def guided_relus(net: nn.Module) -> Iterator[int]:
     """While active, every ReLU/ReLU6 module of `net` back-propagates guided; yields how many were hooked."""
     acts = [m for m in net.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
     if not acts:
-        raise CamexpError(f"guided backpropagation needs ReLU/ReLU6 activation modules; {type(net).__name__} has "
-                          "none (it uses other or functional activations): use a method without 'guided-'")
+        raise CamexpError(
+            f"guided backpropagation needs ReLU/ReLU6 activation modules; {type(net).__name__} has "
+            "none (it uses other or functional activations): use a method without 'guided-'"
+        )
     handles = [m.register_forward_hook(lambda mod, inp, out: _ClampGradient.apply(out)) for m in acts]
     try:
         yield len(acts)

@@ -1,4 +1,5 @@
 """Map post-processing shared by every method: bilinear upsampling and per-image min-max normalisation."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,8 @@ CONSTANT_RTOL = 1e-6
 def upsample_normalize(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,h,w) maps -> (B,H,W) in [0,1], and a (B,) bool flag for constant maps (returned as zeros).
 
-    Upsampling first and normalising after is the order of README.md, Definitions D2; since bilinear upsampling is affine
-    equivariant, a normalise-resize-normalise pipeline (pytorch-grad-cam's output re-normalised) agrees.
+    Upsampling first and normalising after is the order of README.md, Definitions D2; since bilinear upsampling is
+    affine equivariant, a normalise-resize-normalise pipeline (pytorch-grad-cam's output re-normalised) agrees.
     Non-finite input values propagate so that the caller can refuse them.
     """
     up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]

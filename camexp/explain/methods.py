@@ -6,6 +6,7 @@ three-line pure functions; methods that call the model (Score-CAM, Ablation-CAM,
 use the context's `scorer`, `tail` and `grads`, which the explainer provides for the batch. Methods that
 call the model live in camexp/explain/model_methods.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -45,7 +46,7 @@ class MethodInputs:
     cam_weight: torch.Tensor | None = None
     x: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    scorer: "Scorer | None" = None
+    scorer: Scorer | None = None
     tail: TailFn | None = None
     grads: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     score: str = "logit"
@@ -93,7 +94,8 @@ class Method:
     """A registered method and what the explainer and the config checks need to know about it.
 
     `cost(K, params)` says what the method adds to the shared forward + backward per image, for a layer
-    of K channels (None: not known, say "K"); `unavailable(loaded)` gives the reason the method cannot run on a backbone ('' if it can);
+    of K channels (None: not known, say "K"); `unavailable(loaded)` gives the reason the method cannot run on a
+    backbone ('' if it can);
     `params` are the defaults of its keyword parameters (a config may override them, with values of the
     default's type) and `check(params)` says what is wrong with a full set of them ('' if nothing). `notes`
     maps a counter (`MethodInputs.count`) to what a run's summary says when it is not 0 ({n}: its value)."""
@@ -106,7 +108,7 @@ class Method:
     uses_alpha: bool = False
     class_agnostic: bool = False
     cost: Callable[[int | None, Mapping[str, Any]], str] = _no_extra_cost
-    unavailable: Callable[["LoadedModel"], str] = lambda loaded: ""
+    unavailable: Callable[[LoadedModel], str] = lambda loaded: ""
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     check: Callable[[Mapping[str, Any]], str] = lambda params: ""
     source: str = ""
@@ -125,7 +127,9 @@ class Method:
             want = type(self.params[key])
             ok = isinstance(value, want) and not (isinstance(value, bool) and want is not bool)
             if not ok and not (want is float and isinstance(value, int) and not isinstance(value, bool)):
-                return f"parameter {key!r} must be of type {want.__name__} (default {self.params[key]!r}), not {value!r}"
+                return (
+                    f"parameter {key!r} must be of type {want.__name__} (default {self.params[key]!r}), not {value!r}"
+                )
         return self.check({**self.params, **params})
 
 
@@ -166,15 +170,22 @@ def weighted_sum(w: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bk,bkhw->bhw", w, A)
 
 
-def _needs_cam_head(loaded: "LoadedModel") -> str:
+def _needs_cam_head(loaded: LoadedModel) -> str:
     if loaded.cam_weight is not None:
         return ""
-    return (f"method 'cam' is not defined for {loaded.name} at layer {loaded.layer_name!r}: {loaded.cam_unavailable}. "
-            "Use gradient methods (gradcam, gradcam++, ...) instead.")
+    return (
+        f"method 'cam' is not defined for {loaded.name} at layer {loaded.layer_name!r}: {loaded.cam_unavailable}. "
+        "Use gradient methods (gradcam, gradcam++, ...) instead."
+    )
 
 
-@method("cam", "CAM (Zhou et al.): classifier weights of the target class; GAP + linear heads only",
-        needs_grad=False, unavailable=_needs_cam_head, source="Zhou et al., CVPR 2016")
+@method(
+    "cam",
+    "CAM (Zhou et al.): classifier weights of the target class; GAP + linear heads only",
+    needs_grad=False,
+    unavailable=_needs_cam_head,
+    source="Zhou et al., CVPR 2016",
+)
 def cam(x: MethodInputs) -> torch.Tensor:
     assert x.cam_weight is not None
     return weighted_sum(x.cam_weight[x.targets].to(x.A.dtype), x.A)
@@ -192,22 +203,34 @@ def gradcam_plus(x: MethodInputs) -> torch.Tensor:
     return weighted_sum(x.G.relu().mean((2, 3)), x.A).relu()
 
 
-@method("gradcam++", "Grad-CAM++: w_k = sum alpha * ReLU(G), exact eq. (14) alpha", uses_alpha=True,
-        source="Chattopadhyay et al., WACV 2018, eq. 14")
+@method(
+    "gradcam++",
+    "Grad-CAM++: w_k = sum alpha * ReLU(G), exact eq. (14) alpha",
+    uses_alpha=True,
+    source="Chattopadhyay et al., WACV 2018, eq. 14",
+)
 def gradcam_pp(x: MethodInputs) -> torch.Tensor:
     assert x.G is not None  # a method with needs_grad (the default) always gets G
     return weighted_sum(gradcampp_weights(x.alpha, x.G), x.A).relu()
 
 
-@method("gradcam++all", "Grad-CAM++ with alpha on all gradients, no ReLU on G (supplementary Table 4)",
-        uses_alpha=True, source="Grad-CAM++ supplementary §6.1")
+@method(
+    "gradcam++all",
+    "Grad-CAM++ with alpha on all gradients, no ReLU on G (supplementary Table 4)",
+    uses_alpha=True,
+    source="Grad-CAM++ supplementary §6.1",
+)
 def gradcam_pp_all(x: MethodInputs) -> torch.Tensor:
     assert x.G is not None  # a method with needs_grad (the default) always gets G
     return weighted_sum((x.alpha * x.G).sum((2, 3)), x.A).relu()
 
 
-@method("gradcam++orig", "Grad-CAM++ with alpha normalised per channel over G > 0, as the authors' code",
-        uses_alpha=True, source="Grad-CAM++ authors' code (misc/utils.py)")
+@method(
+    "gradcam++orig",
+    "Grad-CAM++ with alpha normalised per channel over G > 0, as the authors' code",
+    uses_alpha=True,
+    source="Grad-CAM++ authors' code (misc/utils.py)",
+)
 def gradcam_pp_orig(x: MethodInputs) -> torch.Tensor:
     assert x.G is not None  # a method with needs_grad (the default) always gets G
     norm = (x.alpha * (x.G > 0)).sum((2, 3), keepdim=True)
@@ -227,8 +250,11 @@ def layercam(x: MethodInputs) -> torch.Tensor:
     return (x.G.relu() * x.A).sum(1).relu()
 
 
-@method("xgradcam", "XGrad-CAM: w_k = sum_ij (A_ij / sum_ab A_ab) G_ij (0 where sum_ab A_ab = 0)",
-        source="Fu et al., BMVC 2020")
+@method(
+    "xgradcam",
+    "XGrad-CAM: w_k = sum_ij (A_ij / sum_ab A_ab) G_ij (0 where sum_ab A_ab = 0)",
+    source="Fu et al., BMVC 2020",
+)
 def xgradcam(x: MethodInputs) -> torch.Tensor:
     assert x.G is not None  # a method with needs_grad (the default) always gets G
     total = x.A.sum((2, 3))
@@ -236,9 +262,14 @@ def xgradcam(x: MethodInputs) -> torch.Tensor:
     return weighted_sum(torch.where(total == 0, torch.zeros_like(w), w), x.A).relu()
 
 
-@method("eigencam", "Eigen-CAM: projection of A on its first right-singular vector (not centred), class-agnostic",
-        needs_grad=False, class_agnostic=True, cost=lambda k, p: "0 (an SVD of the h*w x K activation matrix)",
-        source="Muhammad & Yeasin, IJCNN 2020")
+@method(
+    "eigencam",
+    "Eigen-CAM: projection of A on its first right-singular vector (not centred), class-agnostic",
+    needs_grad=False,
+    class_agnostic=True,
+    cost=lambda k, p: "0 (an SVD of the h*w x K activation matrix)",
+    source="Muhammad & Yeasin, IJCNN 2020",
+)
 def eigencam(x: MethodInputs) -> torch.Tensor:
     """L = A v for the first right-singular vector v of the (h*w) x K matrix M of A, i.e. sigma_1 u_1 (so v itself
     is never formed), signed so that sum L * (sum_k A_k) >= 0, then ReLU. The SVD runs in float64: a small

@@ -9,6 +9,7 @@ masked images or ablated activations of several images go through the model toge
 flat: nothing K x B x H x W is ever held. Seeded methods draw their noise per image from a generator seeded by
 (seed, image id), on the CPU, so a map does not depend on the batch it came in nor on the device.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,10 +69,16 @@ def _check_scorecam(p: Mapping[str, Any]) -> str:
     return ""
 
 
-@method("scorecam", "Score-CAM: w_k = target confidence on the image masked by the normalised upsampled A_k",
-        needs_grad=False, needs_model=True, params={"weighting": "probability"}, check=_check_scorecam,
-        cost=lambda k, p: f"<= {k or 'K'} forwards of masked images (one per non-constant channel)",
-        source="Wang et al., CVPR-W 2020, authors' code; weighting softmax_logits: pytorch-grad-cam's")
+@method(
+    "scorecam",
+    "Score-CAM: w_k = target confidence on the image masked by the normalised upsampled A_k",
+    needs_grad=False,
+    needs_model=True,
+    params={"weighting": "probability"},
+    check=_check_scorecam,
+    cost=lambda k, p: f"<= {k or 'K'} forwards of masked images (one per non-constant channel)",
+    source="Wang et al., CVPR-W 2020, authors' code; weighting softmax_logits: pytorch-grad-cam's",
+)
 def scorecam(ctx: MethodInputs, weighting: str = "probability") -> torch.Tensor:
     """w_k = p^c(x o H_k), H_k = min-max normalised bilinear upsampling of A_k to the input size, with the run's
     occlusion and confidence (softmax; sigmoid for a multi-label head); channels whose A_k is constant get
@@ -110,14 +117,22 @@ def _check_ablation(p: Mapping[str, Any]) -> str:
     return ""
 
 
-@method("ablationcam", "Ablation-CAM: w_k = relative drop of the target score when channel k is set to 0",
-        needs_grad=False, needs_model=True, params={"denominator": "score"}, check=_check_ablation,
-        cost=lambda k, p: f"<= {k or 'K'} passes of the network after the layer (one per channel not all zero)",
-        notes={"negative_score_images": "the target's score y was negative on {n} image(s) explained by this "
-                                        "invocation, where w_k = (y - y_k) / y turns every weight's sign (the paper "
-                                        "assumes y > 0; README D2): `params: {{denominator: abs}}` divides by |y|, "
-                                        "`score: softmax` makes y positive"},
-        source="Desai & Ramaswamy, WACV 2020; denominator abs: camexp's variant for negative scores")
+@method(
+    "ablationcam",
+    "Ablation-CAM: w_k = relative drop of the target score when channel k is set to 0",
+    needs_grad=False,
+    needs_model=True,
+    params={"denominator": "score"},
+    check=_check_ablation,
+    cost=lambda k, p: f"<= {k or 'K'} passes of the network after the layer (one per channel not all zero)",
+    notes={
+        "negative_score_images": "the target's score y was negative on {n} image(s) explained by this "
+        "invocation, where w_k = (y - y_k) / y turns every weight's sign (the paper "
+        "assumes y > 0; README D2): `params: {{denominator: abs}}` divides by |y|, "
+        "`score: softmax` makes y positive"
+    },
+    source="Desai & Ramaswamy, WACV 2020; denominator abs: camexp's variant for negative scores",
+)
 def ablationcam(ctx: MethodInputs, denominator: str = "score") -> torch.Tensor:
     """w_k = (y^c - y^c_k) / y^c with y^c the run's score (logit, or softmax probability) from the network after
     the layer, y^c_k the same with channel k of A zeroed; w = 0 for every channel where y^c = 0 (the map is
@@ -163,10 +178,15 @@ def _check_smooth(p: Mapping[str, Any]) -> str:
     return ""
 
 
-@method("smoothgradcam++", "Smooth Grad-CAM++: Grad-CAM++ weights (exact alpha) averaged over n noisy copies",
-        needs_model=True, params={"n": 8, "spread": 0.15, "seed": 0}, check=_check_smooth,
-        cost=lambda k, p: f"{p['n']} forwards + {p['n']} head backwards",
-        source="Omeiza et al., 2019 (weights averaged per copy; torchcam averages gradient powers)")
+@method(
+    "smoothgradcam++",
+    "Smooth Grad-CAM++: Grad-CAM++ weights (exact alpha) averaged over n noisy copies",
+    needs_model=True,
+    params={"n": 8, "spread": 0.15, "seed": 0},
+    check=_check_smooth,
+    cost=lambda k, p: f"{p['n']} forwards + {p['n']} head backwards",
+    source="Omeiza et al., 2019 (weights averaged per copy; torchcam averages gradient powers)",
+)
 def smoothgradcam_pp(ctx: MethodInputs, n: int = 8, spread: float = 0.15, seed: int = 0) -> torch.Tensor:
     """x_s = x + N(0, sigma^2), sigma = spread * (max x - min x) per image, in pixel space (the model's input);
     w_k = mean over the n copies of each copy's Grad-CAM++ weights (exact alpha of its own A_s, G_s);
@@ -185,17 +205,28 @@ def smoothgradcam_pp(ctx: MethodInputs, n: int = 8, spread: float = 0.15, seed: 
     return weighted_sum(w / n, A).relu()
 
 
-@method("random", "floor: uniform noise at the layer's resolution, seeded per image", needs_grad=False,
-        class_agnostic=True, params={"seed": 0}, cost=lambda k, p: "0 (no model)",
-        source="floor baseline (pytorch-grad-cam's RandomCAM draws channel weights instead)")
+@method(
+    "random",
+    "floor: uniform noise at the layer's resolution, seeded per image",
+    needs_grad=False,
+    class_agnostic=True,
+    params={"seed": 0},
+    cost=lambda k, p: "0 (no model)",
+    source="floor baseline (pytorch-grad-cam's RandomCAM draws channel weights instead)",
+)
 def random_map(ctx: MethodInputs, seed: int = 0) -> torch.Tensor:
     h, w = ctx.A.shape[-2:]
     return torch.stack([torch.rand(h, w, generator=g) for g in image_generators(ctx, seed)]).to(ctx.A.device)
 
 
-@method("center", "floor: isotropic Gaussian centred on the image, sigma = 1/4 of the shorter side",
-        needs_grad=False, class_agnostic=True, cost=lambda k, p: "0 (no model)",
-        source="floor baseline (TorchRay's center)")
+@method(
+    "center",
+    "floor: isotropic Gaussian centred on the image, sigma = 1/4 of the shorter side",
+    needs_grad=False,
+    class_agnostic=True,
+    cost=lambda k, p: "0 (no model)",
+    source="floor baseline (TorchRay's center)",
+)
 def center(ctx: MethodInputs) -> torch.Tensor:
     """The map at input resolution (pixel centres, so the peak sits between the middle pixels of an even side)."""
     assert ctx.x is not None

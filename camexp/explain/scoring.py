@@ -5,6 +5,7 @@ chunks of `chunk` images (camexp/accel.py's forward_chunk), channels_last where 
 the run's `amp` autocast. Masked images L * I are built chunk by chunk, so a caller may score thousands of
 masks per batch (Score-CAM) without ever holding all the masked images at once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 It is the eval `PixelTransform` with another geometry, so it fits `ImageDataset` and maps boxes alike;
 mean/std normalisation stays in the model wrapper.
 """
+
 from __future__ import annotations
 
 from torchvision.transforms import v2
@@ -13,6 +14,11 @@ from camexp.data.transforms import _INTERP, InputSpec, PixelTransform
 class TrainTransform(PixelTransform):
     def __init__(self, spec: InputSpec, crop_scale: tuple[float, float], hflip: float):
         super().__init__(spec)
-        self._geometry = v2.Compose([
-            v2.RandomResizedCrop(spec.size, scale=crop_scale, interpolation=_INTERP[spec.interpolation], antialias=True),
-            v2.RandomHorizontalFlip(hflip)])
+        self._geometry = v2.Compose(
+            [
+                v2.RandomResizedCrop(
+                    spec.size, scale=crop_scale, interpolation=_INTERP[spec.interpolation], antialias=True
+                ),
+                v2.RandomHorizontalFlip(hflip),
+            ]
+        )

@@ -3,6 +3,7 @@
 Everything in it is a tensor or a plain Python value, so `torch.load(weights_only=True)` (what
 `read_checkpoint` uses) reads it without unpickling code.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -23,16 +24,32 @@ from camexp.resume import changed_keys, describe
 FORMAT = "camexp-finetune/1"
 
 
-def checkpoint_payload(cfg: FinetuneConfig, net: nn.Module, spec: InputSpec, class_names: list[str],
-                       history: list[dict[str, Any]], optimizer: torch.optim.Optimizer,
-                       scaler: torch.amp.GradScaler) -> dict[str, Any]:
+def checkpoint_payload(
+    cfg: FinetuneConfig,
+    net: nn.Module,
+    spec: InputSpec,
+    class_names: list[str],
+    history: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> dict[str, Any]:
     """What `read_checkpoint`/`build_model` need (state_dict, num_classes, class_names), plus provenance and
     the optimizer state for resuming."""
-    return {"format": FORMAT, "model_name": cfg.model.name, "num_classes": len(class_names),
-            "class_names": list(class_names), "input": asdict(spec), "epoch": len(history),
-            "metrics": history[-1], "history": history, "config": cfg.model_dump(mode="json"),
-            "fingerprint": cfg.fingerprint(), "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict()}
+    return {
+        "format": FORMAT,
+        "model_name": cfg.model.name,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "input": asdict(spec),
+        "epoch": len(history),
+        "metrics": history[-1],
+        "history": history,
+        "config": cfg.model_dump(mode="json"),
+        "fingerprint": cfg.fingerprint(),
+        "state_dict": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
 
 
 def save_checkpoint(cfg: FinetuneConfig, payload: dict[str, Any]) -> None:
@@ -53,8 +70,10 @@ def resumable(cfg: FinetuneConfig, fresh: bool) -> dict[str, Any] | None:
         return None
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != FORMAT or ckpt.get("fingerprint") != cfg.fingerprint():
-        raise CamexpError(f"{path}: holds a checkpoint of a different fine-tune configuration{_changes(ckpt, cfg)}; "
-                          "pass --fresh to start over or --out to write elsewhere")
+        raise CamexpError(
+            f"{path}: holds a checkpoint of a different fine-tune configuration{_changes(ckpt, cfg)}; "
+            "pass --fresh to start over or --out to write elsewhere"
+        )
     return ckpt
 
 

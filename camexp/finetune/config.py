@@ -4,6 +4,7 @@ A separate top-level schema (not a `finetune:` section of an experiment) because
 different jobs with different keys: a fine-tune reads two splits and writes a checkpoint; an experiment
 reads that checkpoint through `model.weights`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,7 @@ class FinetuneConfig(_Strict):
     output: FinetuneOutput = FinetuneOutput()
 
     @model_validator(mode="after")
-    def _splits_in_train(self) -> "FinetuneConfig":
+    def _splits_in_train(self) -> FinetuneConfig:
         if self.dataset.split is not None:
             raise ValueError("dataset.split is not used by finetune: set train.train_split and train.val_split")
         return self

@@ -1,5 +1,6 @@
 """Swap a backbone's ImageNet classifier for a new head, the same way `build_model` creates one from a
 checkpoint's `num_classes` (timm `num_classes=`, torchvision `num_classes=`), so the state dicts match."""
+
 from __future__ import annotations
 
 from torch import nn

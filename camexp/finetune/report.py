@@ -1,4 +1,5 @@
 """The fine-tune's validation AP as a rich table (per class, then the mean)."""
+
 from __future__ import annotations
 
 from rich.table import Table

@@ -1,5 +1,6 @@
 """The fine-tuning loop: BCE on the train split, per-class AP on the val split every epoch, a checkpoint
 after every epoch (resumed from after a crash)."""
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,10 @@ class FinetuneResult:
 def _listing(cfg: FinetuneConfig, split: str) -> Listing:
     listing = list_dataset(cfg.dataset.model_copy(update={"split": split}))
     if not listing.multilabel or not listing.class_names:
-        raise CamexpError(f"dataset.kind {cfg.dataset.kind!r}: finetune needs a multi-label data set with class "
-                          "names (dataset.kind: voc)")
+        raise CamexpError(
+            f"dataset.kind {cfg.dataset.kind!r}: finetune needs a multi-label data set with class "
+            "names (dataset.kind: voc)"
+        )
     if not listing.items:
         raise CamexpError(f"dataset {cfg.dataset.root}: split {split!r} selects no images")
     return listing
@@ -105,12 +108,26 @@ class Trainer:
         amp_fp16 = t.amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_fp16)
         pin = self.device.type == "cuda"
-        self.train_set = ImageDataset(train.items, TrainTransform(self.spec, t.crop_scale, t.hflip),
-                                      class_names=self.class_names, multilabel=True, skip_bad=cfg.dataset.skip_bad_images)
+        self.train_set = ImageDataset(
+            train.items,
+            TrainTransform(self.spec, t.crop_scale, t.hflip),
+            class_names=self.class_names,
+            multilabel=True,
+            skip_bad=cfg.dataset.skip_bad_images,
+        )
         self.val_loader = DataLoader(
-            ImageDataset(val.items, PixelTransform(self.spec), class_names=self.class_names, multilabel=True,
-                         skip_bad=cfg.dataset.skip_bad_images),
-            batch_size=t.batch_size, num_workers=t.workers, collate_fn=collate, pin_memory=pin)
+            ImageDataset(
+                val.items,
+                PixelTransform(self.spec),
+                class_names=self.class_names,
+                multilabel=True,
+                skip_bad=cfg.dataset.skip_bad_images,
+            ),
+            batch_size=t.batch_size,
+            num_workers=t.workers,
+            collate_fn=collate,
+            pin_memory=pin,
+        )
         self.history: list[dict[str, Any]] = []
         if ckpt is not None:
             load_state(self.net, ckpt["state_dict"], cfg.checkpoint_path)
@@ -127,27 +144,55 @@ class Trainer:
                 group["lr"] = group["base_lr"] * lr
             loss = self.train_epoch(epoch)
             ap = self.evaluate()
-            self.history.append({"epoch": epoch + 1, "train_loss": loss, "val_mAP": float(ap.nanmean()),
-                                 "val_ap": dict(zip(self.class_names, ap.tolist())), "lr_factor": lr,
-                                 "seconds": round(time.perf_counter() - start, 3)})
-            save_checkpoint(self.cfg, checkpoint_payload(self.cfg, self.net, self.spec, self.class_names,
-                                                         self.history, self.optimizer, self.scaler))
+            self.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss,
+                    "val_mAP": float(ap.nanmean()),
+                    "val_ap": dict(zip(self.class_names, ap.tolist())),
+                    "lr_factor": lr,
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+            )
+            save_checkpoint(
+                self.cfg,
+                checkpoint_payload(
+                    self.cfg, self.net, self.spec, self.class_names, self.history, self.optimizer, self.scaler
+                ),
+            )
         self.model.eval()
         last = self.history[-1]["val_ap"]
-        return FinetuneResult(self.model, self.cfg.checkpoint_path, list(self.class_names),
-                              [last[c] for c in self.class_names], self.history, self.resumed_epochs)
+        return FinetuneResult(
+            self.model,
+            self.cfg.checkpoint_path,
+            list(self.class_names),
+            [last[c] for c in self.class_names],
+            self.history,
+            self.resumed_epochs,
+        )
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the train split; returns the mean BCE per image."""
         t = self.cfg.train
         torch.manual_seed(t.seed + epoch)  # augmentation and order depend on the epoch only: resumable
-        loader = DataLoader(self.train_set, batch_size=t.batch_size, shuffle=True, num_workers=t.workers,
-                            collate_fn=collate, pin_memory=self.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(t.seed + epoch))
+        loader = DataLoader(
+            self.train_set,
+            batch_size=t.batch_size,
+            shuffle=True,
+            num_workers=t.workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(t.seed + epoch),
+        )
         self.model.train(t.lr_body > 0)  # a frozen body keeps its BatchNorm statistics and no dropout
         total, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"{self.cfg.name} epoch {epoch + 1}/{t.epochs}", unit="batch",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            loader,
+            desc=f"{self.cfg.name} epoch {epoch + 1}/{t.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         for batch in bar:
             x, y = _good(batch, self.device)
             if not len(x):

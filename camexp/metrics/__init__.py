@@ -6,6 +6,7 @@ entry); the summary is recomputed from records at any time (`camexp table`), nev
 run. A plug-in metric is such a function, or a per-batch `BatchMetric`, named by import path
 (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,37 @@ from itertools import combinations
 import pandas as pd
 
 from camexp.metrics import faithfulness as F
-from camexp.metrics.base import (METRICS, AnyMetric, BatchMetric, Metric, MetricFn, MetricParams, MetricResult, PerImage,
-                                 RecordsView, Row, all_rows, batch_metric, batch_metrics, metric, metric_problems,
-                                 settings_fingerprint, settings_of, validate_settings)
+from camexp.metrics.base import (
+    METRICS,
+    AnyMetric,
+    BatchMetric,
+    Metric,
+    MetricFn,
+    MetricParams,
+    MetricResult,
+    PerImage,
+    RecordsView,
+    Row,
+    all_rows,
+    batch_metric,
+    batch_metrics,
+    metric,
+    metric_problems,
+    settings_fingerprint,
+    settings_of,
+    validate_settings,
+)
 
 AVG_DROP = Row("avg_drop", "Average drop %", True, per_image=F.drop_per_image)
 INCREASE = Row("increase", "% increase in confidence", False, per_image=F.increase_per_image)
 WIN = Row("win", "Win %", False, image_mean=False, null=50.0)  # its interval comes from the pairwise win %
-BEST_SHARE = Row("best_share", "Best share % (camexp extension: strictly smallest fall)", False, show_direction=False,
-                 per_image=lambda y, o: 100.0 * F.strictly_best(o))
+BEST_SHARE = Row(
+    "best_share",
+    "Best share % (camexp extension: strictly smallest fall)",
+    False,
+    show_direction=False,
+    per_image=lambda y, o: 100.0 * F.strictly_best(o),
+)
 
 
 @metric("avg_drop", rows=(AVG_DROP,))
@@ -32,8 +55,9 @@ def _avg_drop(v: RecordsView, p: MetricParams) -> MetricResult:
 
 @metric("increase", rows=(INCREASE,))
 def _increase(v: RecordsView, p: MetricParams) -> MetricResult:
-    return MetricResult(rows={INCREASE.label: {
-        m: F.increase_in_confidence(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}})
+    return MetricResult(
+        rows={INCREASE.label: {m: F.increase_in_confidence(v.y, v.o[:, j]) for j, m in enumerate(v.methods)}}
+    )
 
 
 @metric("win", rows=(WIN, BEST_SHARE))
@@ -55,11 +79,20 @@ def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
     rows = []
     for a, b in combinations(range(len(v.methods)), 2):
         r, mean, std = F.relative_performance(v.o[keep, a], v.o[keep, b])
-        rows.append({"pair": f"{v.methods[a]} vs {v.methods[b]}", "R": r, "mean log R": mean, "std log R": std,
-                     "images": int(keep.sum())})
+        rows.append(
+            {
+                "pair": f"{v.methods[a]} vs {v.methods[b]}",
+                "R": r,
+                "mean log R": mean,
+                "std log R": std,
+                "images": int(keep.sum()),
+            }
+        )
     table = pd.DataFrame(rows).set_index("pair") if rows else pd.DataFrame()
-    note = (f"Relative performance on {int(keep.sum())} of {len(v.image_ids)} images whose true class has "
-            f"full-image confidence > {p.relperf_min_true_prob:g}.")
+    note = (
+        f"Relative performance on {int(keep.sum())} of {len(v.image_ids)} images whose true class has "
+        f"full-image confidence > {p.relperf_min_true_prob:g}."
+    )
     if any(not math.isfinite(x) for x in table.get("R", [])):
         note += " Some confidences underflowed to 0: R is not finite."
     return MetricResult(tables={"Relative performance R = exp(mean log(O_A / O_B))": table}, notes=[note])
@@ -76,8 +109,26 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
     return out
 
 
-__all__ = ["METRICS", "AnyMetric", "BatchMetric", "Metric", "MetricFn", "MetricParams", "MetricResult", "PerImage",
-           "RecordsView", "Row", "all_rows", "batch_metric", "batch_metrics", "compute_metrics", "metric",
-           "metric_problems", "settings_fingerprint", "settings_of", "validate_settings"]
+__all__ = [
+    "METRICS",
+    "AnyMetric",
+    "BatchMetric",
+    "Metric",
+    "MetricFn",
+    "MetricParams",
+    "MetricResult",
+    "PerImage",
+    "RecordsView",
+    "Row",
+    "all_rows",
+    "batch_metric",
+    "batch_metrics",
+    "compute_metrics",
+    "metric",
+    "metric_problems",
+    "settings_fingerprint",
+    "settings_of",
+    "validate_settings",
+]
 
 from camexp.metrics import perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)

@@ -5,6 +5,7 @@ dependency for one function, and torchmetrics is not otherwise needed. The tests
 against scikit-learn's `average_precision_score`. It is the non-interpolated AP; the VOC devkit's 11-point
 (2007) and interpolated-envelope (2010+) variants differ from it slightly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,5 +29,6 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
 
 def per_class_ap(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(C,) AP of every column of `scores` (N, C) against multi-hot `targets` (N, C); NaN: no positive."""
-    return torch.tensor([average_precision(scores[:, c], targets[:, c] > 0) for c in range(scores.shape[1])],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [average_precision(scores[:, c], targets[:, c] > 0) for c in range(scores.shape[1])], dtype=torch.float64
+    )

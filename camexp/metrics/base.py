@@ -13,14 +13,15 @@ needs more than the records: more forwards per image (insertion/deletion, ROAD, 
 (pointing games). It computes per-image values on the device from the batch context the runner hands every
 per-batch job (`camexp.metrics.batch.BatchContext`; the job contract is camexp/jobs.py); the runner appends
 them to per_image_metrics.csv in long form, and its `summarize` (by default: the mean over images of each of
-its rows) turns those rows into summary rows, so that `camexp table` recomputes them from the file. A plug-in is either kind, named by import path
-(`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
+its rows) turns those rows into summary rows, so that `camexp table` recomputes them from the file. A plug-in is
+either kind, named by import path (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
@@ -55,7 +56,7 @@ class MetricResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def merge(self, other: "MetricResult") -> None:
+    def merge(self, other: MetricResult) -> None:
         """Add `other`'s rows, tables and notes after ours."""
         self.rows.update(other.rows)
         self.tables.update(other.tables)
@@ -161,7 +162,7 @@ class BatchMetric:
     The runner runs it as a per-batch job (camexp/jobs.py)."""
 
     name: str
-    compute: Callable[["BatchContext"], list[PerImage]]
+    compute: Callable[[BatchContext], list[PerImage]]
     summarize: Summarize | None = None
     summary: str = ""
     rows: tuple[Row, ...] = ()
@@ -182,7 +183,7 @@ class BatchMetric:
         """The config key its settings are read under."""
         return self.settings_key or self.name
 
-    def summary_of(self, rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+    def summary_of(self, rows: pd.DataFrame, methods: list[str], cfg: ExperimentConfig) -> MetricResult:
         """Its summary rows and notes from its rows of per_image_metrics.csv."""
         if self.summarize is not None:
             return self.summarize(rows, methods, cfg)
@@ -193,16 +194,18 @@ class BatchMetric:
         return out
 
 
-AnyMetric = Union[Metric, BatchMetric]
+AnyMetric = Metric | BatchMetric
 
 
 def _as_metric(name: str, obj: object) -> AnyMetric:
     if isinstance(obj, (Metric, BatchMetric)):
         return obj
     if callable(obj):
-        return Metric(name, obj)  # type: ignore[arg-type]
-    raise TypeError("a metric must be a function (RecordsView, MetricParams) -> MetricResult or a camexp "
-                    f"BatchMetric, not {type(obj).__name__}")
+        return Metric(name, obj)
+    raise TypeError(
+        "a metric must be a function (RecordsView, MetricParams) -> MetricResult or a camexp "
+        f"BatchMetric, not {type(obj).__name__}"
+    )
 
 
 METRICS: Registry[AnyMetric] = Registry("metric", _as_metric)
@@ -210,16 +213,19 @@ METRICS: Registry[AnyMetric] = Registry("metric", _as_metric)
 
 def metric(name: str, needs_labels: bool = False, rows: tuple[Row, ...] = ()) -> Callable[[MetricFn], Metric]:
     """Register a record metric `fn(view, params) -> MetricResult` under `name`."""
+
     def register(fn: MetricFn) -> Metric:
         return METRICS.register(name, Metric(name, fn, needs_labels, rows))  # type: ignore[return-value]
 
     return register
 
 
-def batch_metric(name: str, summary: str = "", **meta: Any) -> Callable[[Callable[["BatchContext"], list[PerImage]]],
-                                                                        BatchMetric]:
+def batch_metric(
+    name: str, summary: str = "", **meta: Any
+) -> Callable[[Callable[[BatchContext], list[PerImage]]], BatchMetric]:
     """Register `compute(batch) -> [PerImage]` as per-batch metric `name` (see `BatchMetric` for `meta`)."""
-    def register(fn: Callable[["BatchContext"], list[PerImage]]) -> BatchMetric:
+
+    def register(fn: Callable[[BatchContext], list[PerImage]]) -> BatchMetric:
         return METRICS.register(name, BatchMetric(name, fn, summary=summary, **meta))  # type: ignore[return-value]
 
     return register
@@ -228,12 +234,16 @@ def batch_metric(name: str, summary: str = "", **meta: Any) -> Callable[[Callabl
 def mean_rows(row: Row, note: Note = lambda cfg: "") -> Summarize:
     """A Summarize that averages each method's non-NaN values (times the row's scale) into the row, with a
     note on how many images (and `note(cfg)`: the settings)."""
-    def summarize(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+
+    def summarize(rows: pd.DataFrame, methods: list[str], cfg: ExperimentConfig) -> MetricResult:
         valid = rows.dropna(subset=["value"])
         means = valid.groupby("method")["value"].mean() * row.scale
         images = valid["index"].nunique()
-        return MetricResult(rows={row.label: {m: float(means.get(m, float("nan"))) for m in methods}},
-                            notes=[f"{row.title}: mean over {images} images{note(cfg)}."])
+        return MetricResult(
+            rows={row.label: {m: float(means.get(m, float("nan"))) for m in methods}},
+            notes=[f"{row.title}: mean over {images} images{note(cfg)}."],
+        )
+
     return summarize
 
 
@@ -258,7 +268,7 @@ def settings_model(key: str) -> type[BaseModel] | None:
     return None
 
 
-def settings_of(cfg: "ExperimentConfig", key: str) -> Any:
+def settings_of(cfg: ExperimentConfig, key: str) -> Any:
     """The validated settings under `key` (defaults filled in); one CamexpError naming the key otherwise."""
     model = settings_model(key)
     if model is None:
@@ -273,19 +283,19 @@ def settings_of(cfg: "ExperimentConfig", key: str) -> Any:
         raise CamexpError(f"{prefix}.{where}: {msg}") from None
 
 
-def settings_keys(cfg: "ExperimentConfig") -> list[str]:
+def settings_keys(cfg: ExperimentConfig) -> list[str]:
     """The settings keys of a config: the top-level ones camexp's own metrics read, and every key under
     `settings:` (each must be a registered metric's; `validate_settings` checks)."""
     return [*SETTINGS_KEYS, *cfg.settings]
 
 
-def validate_settings(cfg: "ExperimentConfig") -> None:
+def validate_settings(cfg: ExperimentConfig) -> None:
     """Validate every metric setting of `cfg` (raises CamexpError naming the first bad key)."""
     for key in settings_keys(cfg):
         settings_of(cfg, key)
 
 
-def settings_fingerprint(cfg: "ExperimentConfig") -> dict[str, dict[str, Any]]:
+def settings_fingerprint(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     """The settings that differ from their metric's defaults, dumped for the fingerprint (key -> values).
     Fields declared with `exclude=True` (what is written, not computed: `perturbation.curves`) are left out."""
     out = {}
@@ -296,7 +306,7 @@ def settings_fingerprint(cfg: "ExperimentConfig") -> dict[str, dict[str, Any]]:
     return out
 
 
-def metric_problems(cfg: "ExperimentConfig", size: tuple[int, int]) -> list[str]:
+def metric_problems(cfg: ExperimentConfig, size: tuple[int, int]) -> list[str]:
     """What the listed per-batch metrics' settings cannot do with the model's input size (H, W)."""
     found = (m.check(settings_of(cfg, m.key), size) for m in batch_metrics(cfg.metrics) if m.check is not None)
     return [p for p in found if p]

@@ -7,6 +7,7 @@ stable sort per map), the target scores on the full images, and the maps of clas
 (pointing games, mLoc): `class_maps` explains each (image, class) pair at most once per batch, in batched
 calls, and serves every job from that cache.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -43,10 +44,10 @@ class BatchContext:
     """One batch of a run as every per-batch job sees it; tensors on the run's device, the good images only.
     `own(name)`: where this process appends to the run folder's file `name` (the runner's per-rank naming)."""
 
-    cfg: "ExperimentConfig"
-    explainer: "Explainer"
+    cfg: ExperimentConfig
+    explainer: Explainer
     x: torch.Tensor  # (B,3,H,W) pixel-space images in [0,1]
-    explanation: "Explanation"
+    explanation: Explanation
     batch: dict[str, Any]  # the collated batch restricted to the good images (index, image_id, boxes, scale, ...)
     own: Callable[[str], Path] | None = field(default=None, repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict)
@@ -84,7 +85,7 @@ class BatchContext:
         return self.own(name)
 
     @property
-    def scorer(self) -> "Scorer":
+    def scorer(self) -> Scorer:
         return self.explainer.scorer
 
     @property
@@ -149,5 +150,7 @@ class BatchContext:
             chunks.append(self.explainer.explain(self.x[sel], cls, need_ids).maps)
             store.update({p: (len(chunks) - 1, r) for r, p in enumerate(need)})
         where = [store[p] for p in pairs]
-        return {m: torch.stack([chunks[k][m][r] for k, r in where]) if where
-                else self.explanation.maps[m][:0] for m in self.methods}
+        return {
+            m: torch.stack([chunks[k][m][r] for k, r in where]) if where else self.explanation.maps[m][:0]
+            for m in self.methods
+        }

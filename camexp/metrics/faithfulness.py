@@ -3,6 +3,7 @@
 y: (N,) confidence of the target class on the full image; o: (N,) or (N, M) confidence on the
 explanation image E = L * I (M methods as columns). All return plain floats or tensors in percent.
 """
+
 from __future__ import annotations
 
 import torch

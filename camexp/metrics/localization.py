@@ -3,6 +3,7 @@
 Boxes are xyxy pixel *edges* in the (resized, cropped) image: a box covers the pixels whose centre
 (j + 0.5, i + 0.5) lies inside [x0, x1) x [y0, y1), so (0, 0, W, H) covers the whole W x H image.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,12 @@ def localization(maps: torch.Tensor, box: torch.Tensor, thresholds: torch.Tensor
     return hit / (area + spill)
 
 
-def class_box_masks(boxes: list[torch.Tensor | None], box_labels: list[torch.Tensor | None], classes: torch.Tensor,
-                    size: tuple[int, int]) -> torch.Tensor:
+def class_box_masks(
+    boxes: list[torch.Tensor | None],
+    box_labels: list[torch.Tensor | None],
+    classes: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
     """(B, H, W) bool: per image i, the union of its boxes labelled `classes[i]` (empty when it has none).
 
     boxes[i]: (n_i, 4) xyxy pixel edges or None; box_labels[i]: (n_i,) class indices or None.

@@ -19,6 +19,7 @@ pixels (ties by pixel index, as above), mute the rest by the run's occlusion rul
 run's `confidence` and apply README D4's average drop and increase to it. `binary` keeps the
 kept pixels at full strength, `weighted` multiplies them by the map (E = L * 1[kept] * I).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,18 +49,29 @@ class PerturbationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(100, ge=1, description="S: ceil(H*W/S) pixels change per step; S + 1 points per curve; at "
-                                              "most the input's pixel count")
+    steps: int = Field(
+        100,
+        ge=1,
+        description="S: ceil(H*W/S) pixels change per step; S + 1 points per curve; at most the input's pixel count",
+    )
     deletion_substrate: Substrate = Field(
-        "zero", description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
-                            "[r, g, b]: a constant colour in [0,1] pixel space")
+        "zero",
+        description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
+        "[r, g, b]: a constant colour in [0,1] pixel space",
+    )
     insertion_substrate: Substrate = "blur"
     score: Literal["confidence", "softmax", "sigmoid", "logit"] = Field(
-        "confidence", description="the target's score after each step: the run's `confidence` (softmax unless set), "
-                                  "or softmax / sigmoid / logit explicitly; also ROAD's score")
-    curves: bool = Field(False, exclude=True, description="also write every curve per image to per_image_curves.csv "
-                                                          "(a figure of the mean curves follows); no effect on any "
-                                                          "value, so not fingerprinted")
+        "confidence",
+        description="the target's score after each step: the run's `confidence` (softmax unless set), "
+        "or softmax / sigmoid / logit explicitly; also ROAD's score",
+    )
+    curves: bool = Field(
+        False,
+        exclude=True,
+        description="also write every curve per image to per_image_curves.csv "
+        "(a figure of the mean curves follows); no effect on any "
+        "value, so not fingerprinted",
+    )
 
     @field_validator("deletion_substrate", "insertion_substrate")
     @classmethod
@@ -76,10 +88,11 @@ class KeepSettings(BaseModel):
 
     fraction: float = Field(0.5, gt=0.0, le=1.0)
     mode: Literal["binary", "weighted"] = Field(
-        "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I")
+        "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I"
+    )
 
 
-def perturbation_settings(cfg: "ExperimentConfig") -> PerturbationSettings:
+def perturbation_settings(cfg: ExperimentConfig) -> PerturbationSettings:
     return settings_of(cfg, "perturbation")
 
 
@@ -88,8 +101,10 @@ def _check_steps(s: PerturbationSettings, size: tuple[int, int]) -> str | None:
     pixels = size[0] * size[1]
     if s.steps <= pixels:
         return None
-    return (f"perturbation.steps: {s.steps} steps exceed the {pixels} pixels of the model's {size[0]}x{size[1]} "
-            f"input (each step changes at least one pixel); use at most {pixels}")
+    return (
+        f"perturbation.steps: {s.steps} steps exceed the {pixels} pixels of the model's {size[0]}x{size[1]} "
+        f"input (each step changes at least one pixel); use at most {pixels}"
+    )
 
 
 def step_counts(pixels: int, steps: int) -> torch.Tensor:
@@ -156,8 +171,8 @@ def _rise(batch: BatchContext, names: tuple[str, ...]) -> dict[str, torch.Tensor
     kinds = list(dict.fromkeys(_setting(n, batch) for n in names))  # distinct substrates
     subs = torch.cat([substrate(batch, k) for k in kinds])  # (len(kinds) * B, 3, H, W)
     of = {n: kinds.index(_setting(n, batch)) for n in names}
-    starts = torch.stack([xn if n == "deletion" else subs[of[n] * b:(of[n] + 1) * b] for n in names])
-    ends = torch.stack([subs[of[n] * b:(of[n] + 1) * b] if n == "deletion" else xn for n in names])
+    starts = torch.stack([xn if n == "deletion" else subs[of[n] * b : (of[n] + 1) * b] for n in names])
+    ends = torch.stack([subs[of[n] * b : (of[n] + 1) * b] if n == "deletion" else xn for n in names])
     inner = step_counts(h * w, batch.settings("perturbation").steps).to(device)[1:-1]
     ranks = torch.stack([batch.ranks(m) for m in methods])  # (M, B, H*W)
     n_sub, per_image = len(subs), len(inner)
@@ -175,8 +190,12 @@ def _rise(batch: BatchContext, names: tuple[str, ...]) -> dict[str, torch.Tensor
         out[~is_sub] = torch.where(changed, ends[c, i], starts[c, i])
         return out
 
-    image_of_job = torch.cat([torch.arange(b, device=device).repeat(len(kinds)),
-                              torch.arange(b, device=device).repeat_interleave(per_image).repeat(len(methods) * len(names))])
+    image_of_job = torch.cat(
+        [
+            torch.arange(b, device=device).repeat(len(kinds)),
+            torch.arange(b, device=device).repeat_interleave(per_image).repeat(len(methods) * len(names)),
+        ]
+    )
     scores = batch.scores(n_sub + per_curve * len(names), images, batch.targets[image_of_job])
     sub_scores = scores[:n_sub].view(len(kinds), 1, b, 1).expand(-1, len(methods), -1, -1)
     inner_scores = scores[n_sub:].view(len(names), len(methods), b, per_image)
@@ -194,61 +213,86 @@ def _curve_values(batch: BatchContext, name: str) -> list[PerImage]:
     return [PerImage(m, name, pos, batch.targets, auc(scores[j]), scores[j]) for j, m in enumerate(batch.methods)]
 
 
-def _steps_note(cfg: "ExperimentConfig") -> str:
+def _steps_note(cfg: ExperimentConfig) -> str:
     p = perturbation_settings(cfg)
     score = cfg.confidence if p.score == "confidence" else p.score
-    return (f"; S = {p.steps} steps, deletion substrate {p.deletion_substrate}, insertion substrate "
-            f"{p.insertion_substrate}, score {score}")
+    return (
+        f"; S = {p.steps} steps, deletion substrate {p.deletion_substrate}, insertion substrate "
+        f"{p.insertion_substrate}, score {score}"
+    )
 
 
-def _keep_note(cfg: "ExperimentConfig") -> str:
+def _keep_note(cfg: ExperimentConfig) -> str:
     keep = settings_of(cfg, "keep")
     return f"; top {100 * keep.fraction:g}% of the pixels kept, {keep.mode}"
 
 
-CURVE_META: dict[str, Any] = dict(note=_steps_note, settings=PerturbationSettings, settings_key="perturbation",
-                                  check=_check_steps)
+CURVE_META: dict[str, Any] = dict(
+    note=_steps_note, settings=PerturbationSettings, settings_key="perturbation", check=_check_steps
+)
 KEEP_META: dict[str, Any] = dict(note=_keep_note, settings=KeepSettings, settings_key="keep")
 
 
-@batch_metric("deletion", "deletion AUC (RISE): remove the top-ranked pixels step by step", rows=(DELETION,),
-              **CURVE_META)
+@batch_metric(
+    "deletion", "deletion AUC (RISE): remove the top-ranked pixels step by step", rows=(DELETION,), **CURVE_META
+)
 def deletion(batch: BatchContext) -> list[PerImage]:
     return _curve_values(batch, "deletion")
 
 
-@batch_metric("insertion", "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step",
-              rows=(INSERTION,), **CURVE_META)
+@batch_metric(
+    "insertion",
+    "insertion AUC (RISE): put the top-ranked pixels back into the substrate step by step",
+    rows=(INSERTION,),
+    **CURVE_META,
+)
 def insertion(batch: BatchContext) -> list[PerImage]:
     return _curve_values(batch, "insertion")
 
 
 def kept_confidence(batch: BatchContext) -> torch.Tensor:
     """(M, B) the run's confidence of the target on each image with only its top-q pixels kept."""
+
     def compute() -> torch.Tensor:
         b, _, h, w = batch.x.shape
         keep = batch.settings("keep")
         n = math.floor(keep.fraction * h * w + 0.5)
-        masks = torch.cat([(batch.ranks(m) < n).view(b, h, w).to(batch.x.dtype)
-                           * (batch.explanation.maps[m] if keep.mode == "weighted" else 1.0) for m in batch.methods])
+        masks = torch.cat(
+            [
+                (batch.ranks(m) < n).view(b, h, w).to(batch.x.dtype)
+                * (batch.explanation.maps[m] if keep.mode == "weighted" else 1.0)
+                for m in batch.methods
+            ]
+        )
         which = torch.arange(b, device=batch.x.device).repeat(len(batch.methods))
         return batch.scorer.masked(batch.x, masks, which, batch.targets).view(len(batch.methods), b)
+
     return batch.cached("kept", compute)
 
 
-def _kept(batch: BatchContext, name: str, value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[PerImage]:
+def _kept(
+    batch: BatchContext, name: str, value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> list[PerImage]:
     y, o = batch.full_scores(batch.cfg.confidence), kept_confidence(batch)
     pos = torch.arange(len(batch.x), device=batch.x.device)
     return [PerImage(m, name, pos, batch.targets, value(y, o[j])) for j, m in enumerate(batch.methods)]
 
 
-@batch_metric("avg_drop@keep", "average drop % with only the top `keep.fraction` of the map's pixels kept "
-              "(Score-CAM §4.1)", rows=(KEEP_DROP,), **KEEP_META)
+@batch_metric(
+    "avg_drop@keep",
+    "average drop % with only the top `keep.fraction` of the map's pixels kept (Score-CAM §4.1)",
+    rows=(KEEP_DROP,),
+    **KEEP_META,
+)
 def avg_drop_keep(batch: BatchContext) -> list[PerImage]:
     return _kept(batch, "avg_drop@keep", lambda y, o: (y - o).clamp(min=0) / y)
 
 
-@batch_metric("increase@keep", "% increase in confidence with only the top `keep.fraction` of the map's pixels kept",
-              rows=(KEEP_INCREASE,), **KEEP_META)
+@batch_metric(
+    "increase@keep",
+    "% increase in confidence with only the top `keep.fraction` of the map's pixels kept",
+    rows=(KEEP_INCREASE,),
+    **KEEP_META,
+)
 def increase_keep(batch: BatchContext) -> list[PerImage]:
     return _kept(batch, "increase@keep", lambda y, o: (o > y).double())

@@ -20,6 +20,7 @@ Energy-based pointing game: on images with exactly one box, visible and covering
 sum_{in box} L / sum L (0 for a constant map, which has no mass); the summary is the mean over images in %.
 Images not selected leave a NaN row, so the selection is counted from the file.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,10 +38,10 @@ if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
 # The pointing game's rows are means over classes of per-class hit rates, not means over images: no interval.
-POINTING_ALL = Row("pointing_game", "Pointing game % (all)", False, scale=100.0, image_mean=False,
-                   show_direction=False)
-POINTING_DIFFICULT = Row("pointing_game_difficult", "Pointing game % (difficult)", False, scale=100.0,
-                         image_mean=False, show_direction=False)
+POINTING_ALL = Row("pointing_game", "Pointing game % (all)", False, scale=100.0, image_mean=False, show_direction=False)
+POINTING_DIFFICULT = Row(
+    "pointing_game_difficult", "Pointing game % (difficult)", False, scale=100.0, image_mean=False, show_direction=False
+)
 ENERGY = Row("energy_pointing", "Energy pointing %", False, scale=100.0)
 NO_BOX = -1  # the class of a NaN row for an image without any box
 
@@ -50,16 +51,29 @@ class PointingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tolerance: float = Field(15.0, ge=0.0, description="a hit: the map's maximum within this many pixels of a box "
-                                                       "of the class, in the original image's pixel coordinates")
-    difficult_area: float = Field(0.25, gt=0.0, le=1.0, description="difficult subset: the class's boxes cover "
-                                                                    "less than this share of the image, another "
-                                                                    "class present")
-    energy_max_area: float = Field(0.5, gt=0.0, le=1.0, description="energy_pointing: images with exactly one box "
-                                                                    "covering less than this share of the image")
+    tolerance: float = Field(
+        15.0,
+        ge=0.0,
+        description="a hit: the map's maximum within this many pixels of a box "
+        "of the class, in the original image's pixel coordinates",
+    )
+    difficult_area: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="difficult subset: the class's boxes cover "
+        "less than this share of the image, another "
+        "class present",
+    )
+    energy_max_area: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="energy_pointing: images with exactly one box covering less than this share of the image",
+    )
 
 
-def pointing_settings(cfg: "ExperimentConfig") -> PointingSettings:
+def pointing_settings(cfg: ExperimentConfig) -> PointingSettings:
     return settings_of(cfg, "pointing")
 
 
@@ -89,6 +103,7 @@ class _TensorArgs(TypedDict):
 
 def truth(batch: BatchContext) -> Truth:
     """The ground-truth pairs of the batch, computed once per batch."""
+
     def make() -> Truth:
         device = batch.x.device
         n = len(batch.x)
@@ -119,11 +134,19 @@ def truth(batch: BatchContext) -> Truth:
         owner_t = torch.tensor(owner, **long)
         visible = torch.zeros(len(pos), dtype=torch.bool, device=device)
         visible[owner_t] = True
-        return Truth(torch.tensor(pos, **long), torch.tensor(cls, **long),
-                     torch.cat(kept).to(device, torch.float64) if kept else torch.zeros(0, 4, dtype=torch.float64,
-                                                                                      device=device),
-                     owner_t, visible, torch.tensor(n_cls, **long), torch.tensor(n_box, **long),
-                     torch.tensor(bare, **long))
+        return Truth(
+            torch.tensor(pos, **long),
+            torch.tensor(cls, **long),
+            torch.cat(kept).to(device, torch.float64)
+            if kept
+            else torch.zeros(0, 4, dtype=torch.float64, device=device),
+            owner_t,
+            visible,
+            torch.tensor(n_cls, **long),
+            torch.tensor(n_box, **long),
+            torch.tensor(bare, **long),
+        )
+
     return batch.cached("truth", make)
 
 
@@ -135,8 +158,9 @@ def box_distance(px: torch.Tensor, py: torch.Tensor, boxes: torch.Tensor, scale:
     return torch.hypot(dx / scale[:, 1], dy / scale[:, 0])
 
 
-def pointing_hits(maps: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, scale: torch.Tensor,
-                  tolerance: float) -> torch.Tensor:
+def pointing_hits(
+    maps: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, scale: torch.Tensor, tolerance: float
+) -> torch.Tensor:
     """(P,) bool: the maximum of maps[p] (P,H,W) lies within `tolerance` original pixels of a box owned by p.
 
     boxes (N,4) with owner (N,) in 0..P-1; scale (P,2) = (sy, sx) of each pair's image."""
@@ -160,7 +184,9 @@ def _bare_rows(batch: BatchContext, name: str, t: Truth) -> list[PerImage]:
 def pointing(batch: BatchContext) -> list[PerImage]:
     t = truth(batch)
     seen = t.visible.nonzero()[:, 0]
-    out = _bare_rows(batch, "pointing_game", t) + _nan_rows(batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible])
+    out = _bare_rows(batch, "pointing_game", t) + _nan_rows(
+        batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible]
+    )
     if not len(seen):
         return out
     settings = batch.settings("pointing")
@@ -174,8 +200,10 @@ def pointing(batch: BatchContext) -> list[PerImage]:
     scale = batch.batch["scale"].to(batch.x.device, torch.float64)[pos]
     for m, maps in batch.class_maps(pos, cls).items():
         hit = pointing_hits(maps, t.boxes, owner, scale, settings.tolerance).double()
-        out += [PerImage(m, "pointing_game", pos, cls, hit),
-                PerImage(m, "pointing_game_difficult", pos[difficult], cls[difficult], hit[difficult])]
+        out += [
+            PerImage(m, "pointing_game", pos, cls, hit),
+            PerImage(m, "pointing_game_difficult", pos[difficult], cls[difficult], hit[difficult]),
+        ]
     return out
 
 
@@ -185,7 +213,7 @@ def _class_mean(rows: pd.DataFrame, methods: list[str]) -> dict[str, float]:
     return {m: float(per_class.get(m, float("nan"))) for m in methods}
 
 
-def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: ExperimentConfig) -> MetricResult:
     valid = rows.dropna(subset=["value"])
     one = rows[rows["method"] == methods[0]]
     pairs = valid[valid["method"] == methods[0]]
@@ -193,17 +221,30 @@ def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentC
     pairs = pairs[pairs["metric"] == "pointing_game"]
     skipped = one[one["value"].isna() & (one["class"] != NO_BOX)]
     bare = one[one["value"].isna() & (one["class"] == NO_BOX)]
-    note = (f"Pointing game (tolerance {pointing_settings(cfg).tolerance:g} original pixels): mean over "
-            f"{pairs['class'].nunique()} classes of the hit rate; {len(pairs)} (image, class) pairs, "
-            f"{len(difficult)} difficult; {len(skipped)} pairs skipped (every box of the class cropped away), "
-            f"{len(bare)} images without boxes.")
-    return MetricResult(rows={row.label: _class_mean(valid[valid["metric"] == row.key], methods)
-                              for row in (POINTING_ALL, POINTING_DIFFICULT)}, notes=[note])
+    note = (
+        f"Pointing game (tolerance {pointing_settings(cfg).tolerance:g} original pixels): mean over "
+        f"{pairs['class'].nunique()} classes of the hit rate; {len(pairs)} (image, class) pairs, "
+        f"{len(difficult)} difficult; {len(skipped)} pairs skipped (every box of the class cropped away), "
+        f"{len(bare)} images without boxes."
+    )
+    return MetricResult(
+        rows={
+            row.label: _class_mean(valid[valid["metric"] == row.key], methods)
+            for row in (POINTING_ALL, POINTING_DIFFICULT)
+        },
+        notes=[note],
+    )
 
 
-batch_metric("pointing_game", "pointing game (TorchRay): the map's maximum within 15 original pixels of a box of "
-             "the class", summarize=summarize_pointing, rows=(POINTING_ALL, POINTING_DIFFICULT),
-             settings=PointingSettings, settings_key="pointing", needs_boxes=True)(pointing)
+batch_metric(
+    "pointing_game",
+    "pointing game (TorchRay): the map's maximum within 15 original pixels of a box of the class",
+    summarize=summarize_pointing,
+    rows=(POINTING_ALL, POINTING_DIFFICULT),
+    settings=PointingSettings,
+    settings_key="pointing",
+    needs_boxes=True,
+)(pointing)
 
 
 def energy_shares(maps: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
@@ -220,8 +261,9 @@ def energy(batch: BatchContext) -> list[PerImage]:
     candidates = single.nonzero()[:, 0]
     box_of = torch.full((len(t.pos),), -1, dtype=torch.long, device=batch.x.device)
     box_of[t.owner] = torch.arange(len(t.owner), device=batch.x.device)
-    inside = box_union_mask(t.boxes[box_of[candidates]], torch.arange(len(candidates), device=batch.x.device),
-                            len(candidates), (h, w))
+    inside = box_union_mask(
+        t.boxes[box_of[candidates]], torch.arange(len(candidates), device=batch.x.device), len(candidates), (h, w)
+    )
     small = inside.double().mean((1, 2)) < batch.settings("pointing").energy_max_area
     chosen, inside = candidates[small], inside[small]
     rest = torch.ones(len(batch.x), dtype=torch.bool, device=batch.x.device)
@@ -230,16 +272,26 @@ def energy(batch: BatchContext) -> list[PerImage]:
     out = _nan_rows(batch, "energy_pointing", others, torch.full_like(others, NO_BOX))
     if len(chosen):
         pos, cls = t.pos[chosen], t.cls[chosen]
-        out += [PerImage(m, "energy_pointing", pos, cls, energy_shares(maps, inside))
-                for m, maps in batch.class_maps(pos, cls).items()]
+        out += [
+            PerImage(m, "energy_pointing", pos, cls, energy_shares(maps, inside))
+            for m, maps in batch.class_maps(pos, cls).items()
+        ]
     return out
 
 
-def _energy_note(cfg: "ExperimentConfig") -> str:
-    return (f" with exactly one box covering less than {100 * pointing_settings(cfg).energy_max_area:g}% of the image "
-            "(images not selected: NaN rows in per_image_metrics.csv); the map of the box's class")
+def _energy_note(cfg: ExperimentConfig) -> str:
+    return (
+        f" with exactly one box covering less than {100 * pointing_settings(cfg).energy_max_area:g}% of the image "
+        "(images not selected: NaN rows in per_image_metrics.csv); the map of the box's class"
+    )
 
 
-batch_metric("energy_pointing", "energy-based pointing game (Score-CAM): share of the map's mass inside the box",
-             rows=(ENERGY,), note=_energy_note, settings=PointingSettings, settings_key="pointing",
-             needs_boxes=True)(energy)
+batch_metric(
+    "energy_pointing",
+    "energy-based pointing game (Score-CAM): share of the map's mass inside the box",
+    rows=(ENERGY,),
+    note=_energy_note,
+    settings=PointingSettings,
+    settings_key="pointing",
+    needs_boxes=True,
+)(energy)

@@ -22,6 +22,7 @@ Per (image, method): `road_morf` = mean over p of the MoRF scores (lower is bett
 Cost: 2 * len(percentiles) forwards per image and method plus as many sparse solves (the dominant cost on
 CPU: ~0.35 s for 90 % of a 224 x 224 image). The solves run on the host, the forwards in chunks.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
 EDGE, CORNER = ((0, 1), (0, -1), (1, 0), (-1, 0)), ((1, 1), (1, -1), (-1, 1), (-1, -1))
-NEIGHBOURS = {"road": [(o, 1 / 6) for o in EDGE] + [(o, 1 / 12) for o in CORNER],
-              "uniform": [(o, 1 / 8) for o in EDGE + CORNER]}
+NEIGHBOURS = {
+    "road": [(o, 1 / 6) for o in EDGE] + [(o, 1 / 12) for o in CORNER],
+    "uniform": [(o, 1 / 8) for o in EDGE + CORNER],
+}
 CURVES = ("morf", "lerf")
 MORF, LERF = Row("road_morf", "ROAD MoRF", True), Row("road_lerf", "ROAD LeRF", False)
 COMBINED = Row("road", "ROAD (LeRF − MoRF) / 2", False)
@@ -54,11 +57,14 @@ class RoadSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
-    noise: float = Field(0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised "
-                                                   "tensor)")
+    noise: float = Field(
+        0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised tensor)"
+    )
     neighbours: Literal["road", "uniform"] = Field(
-        "road", description="road: the ROAD authors' weights (1/6 edge, 1/12 corner neighbours); uniform: the plain "
-                            "mean of the 8 neighbours")
+        "road",
+        description="road: the ROAD authors' weights (1/6 edge, 1/12 corner neighbours); uniform: the plain "
+        "mean of the 8 neighbours",
+    )
 
     @field_validator("percentiles")
     @classmethod
@@ -68,7 +74,7 @@ class RoadSettings(BaseModel):
         return v
 
 
-def road_settings(cfg: "ExperimentConfig") -> RoadSettings:
+def road_settings(cfg: ExperimentConfig) -> RoadSettings:
     return settings_of(cfg, "road")
 
 
@@ -162,8 +168,9 @@ def road(batch: BatchContext) -> list[PerImage]:
             curve, k = divmod(rest, len(counts))
             removed = removed_masks(ranks[m, i], counts[k][curve])[curve].reshape(h, w)
             filled = impute(xn[i], removed, weights)
-            rng = np.random.default_rng(seed_of(batch.cfg.runtime.seed, keys[i], methods[m], CURVES[curve],
-                                                settings.percentiles[k]))
+            rng = np.random.default_rng(
+                seed_of(batch.cfg.runtime.seed, keys[i], methods[m], CURVES[curve], settings.percentiles[k])
+            )
             filled[:, removed] += rng.normal(0.0, settings.noise, (filled.shape[0], int(removed.sum())))
             out.append(torch.from_numpy(filled))
         return torch.stack(out).to(batch.x.device, torch.float32)
@@ -174,22 +181,32 @@ def road(batch: BatchContext) -> list[PerImage]:
     out = []
     for j, m in enumerate(methods):
         morf, lerf = scores[j, :, 0], scores[j, :, 1]
-        out += [PerImage(m, "road_morf", pos, batch.targets, morf.mean(1), morf),
-                PerImage(m, "road_lerf", pos, batch.targets, lerf.mean(1), lerf),
-                PerImage(m, "road", pos, batch.targets, (lerf.mean(1) - morf.mean(1)) / 2)]
+        out += [
+            PerImage(m, "road_morf", pos, batch.targets, morf.mean(1), morf),
+            PerImage(m, "road_lerf", pos, batch.targets, lerf.mean(1), lerf),
+            PerImage(m, "road", pos, batch.targets, (lerf.mean(1) - morf.mean(1)) / 2),
+        ]
     return out
 
 
-def summarize_road(rows: pd.DataFrame, methods: list[str], cfg: "ExperimentConfig") -> MetricResult:
+def summarize_road(rows: pd.DataFrame, methods: list[str], cfg: ExperimentConfig) -> MetricResult:
     """The three ROAD rows, each the mean over images of its per-image value."""
     out = MetricResult()
     for row in (MORF, LERF, COMBINED):
         out.merge(mean_rows(row)(rows[rows["metric"] == row.key], methods, cfg))
     r = road_settings(cfg)
-    out.notes = [f"ROAD: mean over {rows['index'].nunique()} images of the mean over p = {r.percentiles} % removed; "
-                 f"noisy linear imputation ({r.neighbours} weights, noise std {r.noise:g})."]
+    out.notes = [
+        f"ROAD: mean over {rows['index'].nunique()} images of the mean over p = {r.percentiles} % removed; "
+        f"noisy linear imputation ({r.neighbours} weights, noise std {r.noise:g})."
+    ]
     return out
 
 
-batch_metric("road", "ROAD: remove the top / bottom p % of pixels, impute them (noisy linear), score",
-             summarize=summarize_road, rows=(COMBINED, MORF, LERF), settings=RoadSettings, settings_key="road")(road)
+batch_metric(
+    "road",
+    "ROAD: remove the top / bottom p % of pixels, impute them (noisy linear), score",
+    summarize=summarize_road,
+    rows=(COMBINED, MORF, LERF),
+    settings=RoadSettings,
+    settings_key="road",
+)(road)

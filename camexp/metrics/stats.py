@@ -15,6 +15,7 @@ Intervals are percentile intervals (numpy's default linear interpolation between
 
 Pure functions of numpy arrays and pandas frames: nothing here reads files or knows a run.
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
@@ -32,8 +33,9 @@ LONG_COLUMNS = ["image_id", "method", "metric", "value"]
 MAX_CELLS = 1 << 21  # image draws per chunk: 2M int64 indices (16 MiB) and their counts
 
 
-def resample_means(x: np.ndarray, n_boot: int, seed: int, weights: np.ndarray | None = None,
-                   max_cells: int = MAX_CELLS) -> np.ndarray:
+def resample_means(
+    x: np.ndarray, n_boot: int, seed: int, weights: np.ndarray | None = None, max_cells: int = MAX_CELLS
+) -> np.ndarray:
     """(n_boot, K) means of the K columns of `x` (N, K) over `n_boot` bootstrap resamples of its N rows.
 
     NaN marks a missing value: a column's mean is over the drawn rows where it is present (NaN when the
@@ -67,7 +69,7 @@ def resample_means(x: np.ndarray, n_boot: int, seed: int, weights: np.ndarray | 
             if gaps.any():
                 with np.errstate(invalid="ignore", divide="ignore"):
                     means[:, gaps] /= counts @ weights
-            out[start:start + m, finite] = means
+            out[start : start + m, finite] = means
     return out
 
 
@@ -108,8 +110,9 @@ def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None, column: str = "value"
-                 ) -> dict[str, pd.DataFrame]:
+def wide_metrics(
+    long: pd.DataFrame, methods: list[str] | None = None, column: str = "value"
+) -> dict[str, pd.DataFrame]:
     """Long per-image values (image_id, method, metric, value[, weight]) as one wide frame of `column` per
     metric: images (sorted by image_id, so the result does not depend on row order) × methods (in
     `methods`' order when given). An image is in a metric's frame when any method has a value for it."""
@@ -119,8 +122,9 @@ def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None, column: s
     dup = long.duplicated(["image_id", "method", "metric"])
     if dup.any():
         first = long[dup].iloc[0]
-        raise ValueError(f"two values for image {first['image_id']!r}, method {first['method']!r}, metric "
-                         f"{first['metric']!r}")
+        raise ValueError(
+            f"two values for image {first['image_id']!r}, method {first['method']!r}, metric {first['metric']!r}"
+        )
     out = {}
     for metric, rows in long.groupby("metric", sort=False):
         wide = rows.pivot(index="image_id", columns="method", values=column).astype(np.float64)
@@ -130,8 +134,9 @@ def wide_metrics(long: pd.DataFrame, methods: list[str] | None = None, column: s
     return out
 
 
-def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int,
-                     weights: Mapping[K, pd.DataFrame] | None = None) -> dict[K, np.ndarray]:
+def bootstrap_frames(
+    frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int, weights: Mapping[K, pd.DataFrame] | None = None
+) -> dict[K, np.ndarray]:
     """(n_boot, columns) resample means of each frame's columns (rows: images), weighted by the frame of
     the same key in `weights` where there is one. Every frame sees the resamples a fresh generator with
     `seed` draws over its own images, so a metric's interval does not depend on which other metrics are
@@ -147,17 +152,23 @@ def bootstrap_frames(frames: Mapping[K, pd.DataFrame], n_boot: int, seed: int,
     out = {}
     for _, keys in groups:
         x = np.column_stack([frames[k].to_numpy(np.float64) for k in keys])
-        w = np.column_stack([weights[k].to_numpy(np.float64) if k in weights else np.ones(frames[k].shape)
-                             for k in keys])
+        w = np.column_stack(
+            [weights[k].to_numpy(np.float64) if k in weights else np.ones(frames[k].shape) for k in keys]
+        )
         boot = resample_means(x, n_boot, seed, w)
         for key, part in zip(keys, np.split(boot, np.cumsum([frames[k].shape[1] for k in keys])[:-1], axis=1)):
             out[key] = part
     return out
 
 
-def interval_tables(wides: dict[str, pd.DataFrame], n_boot: int, level: float, seed: int,
-                    boots: Mapping[str, np.ndarray] | None = None, weights: Mapping[str, pd.DataFrame] | None = None
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def interval_tables(
+    wides: dict[str, pd.DataFrame],
+    n_boot: int,
+    level: float,
+    seed: int,
+    boots: Mapping[str, np.ndarray] | None = None,
+    weights: Mapping[str, pd.DataFrame] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per metric (wide frame: images × methods): each method's mean (weighted by `weights[metric]` where
     given) with its percentile bootstrap interval (metric, method, value, lo, hi, n: images) and, for every
     pair of methods, the paired bootstrap interval of the difference of their means (metric, method_a,
@@ -174,15 +185,27 @@ def interval_tables(wides: dict[str, pd.DataFrame], n_boot: int, level: float, s
             point = np.where(present, x * w, 0.0).sum(0) / w.sum(0)
         lo, hi = percentile_interval(boot, level)
         for j, m in enumerate(wide.columns):
-            per_method.append({"metric": metric, "method": m, "value": point[j], "lo": lo[j], "hi": hi[j],
-                               "n": int(count[j])})
+            per_method.append(
+                {"metric": metric, "method": m, "value": point[j], "lo": lo[j], "hi": hi[j], "n": int(count[j])}
+            )
         for a, b in combinations(range(x.shape[1]), 2):
             d_lo, d_hi = percentile_interval(boot[:, [a]] - boot[:, [b]], level)
             both = ~np.isnan(x[:, a]) & ~np.isnan(x[:, b])
-            pairs.append({"metric": metric, "method_a": wide.columns[a], "method_b": wide.columns[b],
-                          "value": point[a] - point[b], "lo": d_lo[0], "hi": d_hi[0], "n": int(both.sum())})
-    return (pd.DataFrame(per_method, columns=["metric", "method", "value", "lo", "hi", "n"]),
-            pd.DataFrame(pairs, columns=["metric", "method_a", "method_b", "value", "lo", "hi", "n"]))
+            pairs.append(
+                {
+                    "metric": metric,
+                    "method_a": wide.columns[a],
+                    "method_b": wide.columns[b],
+                    "value": point[a] - point[b],
+                    "lo": d_lo[0],
+                    "hi": d_hi[0],
+                    "n": int(both.sum()),
+                }
+            )
+    return (
+        pd.DataFrame(per_method, columns=["metric", "method", "value", "lo", "hi", "n"]),
+        pd.DataFrame(pairs, columns=["metric", "method_a", "method_b", "value", "lo", "hi", "n"]),
+    )
 
 
 def win_values(o: pd.DataFrame) -> pd.DataFrame:
@@ -206,10 +229,22 @@ def win_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.nd
     p = sign_test(wins, losses)
     point = x.mean(0)
     names = list(o.columns)
-    return pd.DataFrame([{"metric": "win", "method_a": names[a], "method_b": names[b], "value": point[j],
-                          "lo": lo[j], "hi": hi[j], "p_value": p[j], "n": len(x),
-                          "n_untied": int(wins[j] + losses[j])}
-                         for j, (a, b) in enumerate(combinations(range(len(names)), 2))])
+    return pd.DataFrame(
+        [
+            {
+                "metric": "win",
+                "method_a": names[a],
+                "method_b": names[b],
+                "value": point[j],
+                "lo": lo[j],
+                "hi": hi[j],
+                "p_value": p[j],
+                "n": len(x),
+                "n_untied": int(wins[j] + losses[j]),
+            }
+            for j, (a, b) in enumerate(combinations(range(len(names)), 2))
+        ]
+    )
 
 
 def log_values(o: pd.DataFrame) -> pd.DataFrame:
@@ -218,8 +253,9 @@ def log_values(o: pd.DataFrame) -> pd.DataFrame:
         return np.log(o.astype(np.float64))
 
 
-def relperf_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.ndarray | None = None
-                  ) -> pd.DataFrame:
+def relperf_table(
+    o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.ndarray | None = None
+) -> pd.DataFrame:
     """Relative performance R = exp(mean log(O_A/O_B)) for every pair (columns of `o`, the images that
     passed the true-class threshold): its paired bootstrap interval (interval = 'bootstrap', the exp of
     the interval of the mean log ratio) and the interval exp(mean ± t·sd/√n) from the mean and standard
@@ -230,7 +266,16 @@ def relperf_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: n
     for d in diffs.itertuples():
         _, t_lo, t_hi = t_interval((log_o[d.method_a] - log_o[d.method_b]).to_numpy(), level)
         for kind, lo, hi in (("bootstrap", d.lo, d.hi), ("t", t_lo, t_hi)):
-            rows.append({"metric": "relperf", "method_a": d.method_a, "method_b": d.method_b,
-                         "value": float(np.exp(d.value)), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
-                         "interval": kind, "n": d.n})
+            rows.append(
+                {
+                    "metric": "relperf",
+                    "method_a": d.method_a,
+                    "method_b": d.method_b,
+                    "value": float(np.exp(d.value)),
+                    "lo": float(np.exp(lo)),
+                    "hi": float(np.exp(hi)),
+                    "interval": kind,
+                    "n": d.n,
+                }
+            )
     return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
 """Backbones: build a frozen, eval-mode model that takes pixel-space input, and resolve its explained layer."""
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,25 @@ from camexp.errors import CamexpError
 from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
 from camexp.models.layout import LAYOUTS, FeatureLayout, LayerProbe, resolve_layout
 from camexp.models.tail import Tail, build_tail
-from camexp.models.weights import (LITE0_PACKAGE, NAMED_SOURCES, check_download_possible, load_package_lite0,
-                                   load_state, offline_hint, read_checkpoint)
+from camexp.models.weights import (
+    LITE0_PACKAGE,
+    NAMED_SOURCES,
+    check_download_possible,
+    load_package_lite0,
+    load_state,
+    offline_hint,
+    read_checkpoint,
+)
 
 TV_PREFIX = "tv:"
-_TV_SPEC = InputSpec(size=(224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
-                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_TV_SPEC = InputSpec(
+    size=(224, 224),
+    interpolation="bilinear",
+    crop_pct=0.875,
+    crop_mode="center",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+)
 
 
 class PixelModel(nn.Module):
@@ -60,7 +74,7 @@ class LoadedModel:
     cam_unavailable: str
     name: str
 
-    def to(self, device: torch.device) -> "LoadedModel":
+    def to(self, device: torch.device) -> LoadedModel:
         self.model.to(device)
         if self.cam_weight is not None:
             self.cam_weight = self.cam_weight.to(device)
@@ -73,7 +87,7 @@ def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Input
     if cfg.name.startswith(TV_PREFIX):
         import torchvision
 
-        arch = cfg.name[len(TV_PREFIX):]
+        arch = cfg.name[len(TV_PREFIX) :]
         if arch not in torchvision.models.list_models():
             raise CamexpError(f"model.name {cfg.name!r}: torchvision has no model {arch!r}")
         if pretrained:
@@ -88,8 +102,10 @@ def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Input
     import timm
 
     if not timm.is_model(cfg.name):
-        raise CamexpError(f"model.name {cfg.name!r} is not a timm model (see timm.list_models()); "
-                          "torchvision models are named 'tv:NAME'")
+        raise CamexpError(
+            f"model.name {cfg.name!r} is not a timm model (see timm.list_models()); "
+            "torchvision models are named 'tv:NAME'"
+        )
     if pretrained:
         check_download_possible(cfg.name, os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
@@ -106,8 +122,10 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
     if cfg.weights not in NAMED_SOURCES:
         ckpt = read_checkpoint(Path(cfg.weights))
         if ckpt.get("model_name", cfg.name) != cfg.name:
-            raise CamexpError(f"model.weights {cfg.weights}: a checkpoint of {ckpt['model_name']!r}, but model.name is "
-                              f"{cfg.name!r}; set model.name to {ckpt['model_name']!r}")
+            raise CamexpError(
+                f"model.weights {cfg.weights}: a checkpoint of {ckpt['model_name']!r}, but model.name is "
+                f"{cfg.name!r}; set model.name to {ckpt['model_name']!r}"
+            )
     net, spec = _create(cfg, ckpt.get("num_classes") if ckpt else None)
     if cfg.weights == LITE0_PACKAGE:
         load_package_lite0(net, cfg.name)
@@ -133,9 +151,18 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
         from camexp.data.wnids import imagenet_class_names
 
         class_names = list(imagenet_class_names())
-    loaded = LoadedModel(model=PixelModel(net, spec), spec=spec, layer=layer, layer_name=layer_name, layout=layout,
-                         tail=build_tail(net, layer, layer_name, a, logits), maps_shape=maps_shape,
-                         num_classes=num_classes, class_names=class_names, cam_weight=cam_weight,
-                         cam_unavailable=why, name=cfg.name)
+    loaded = LoadedModel(
+        model=PixelModel(net, spec),
+        spec=spec,
+        layer=layer,
+        layer_name=layer_name,
+        layout=layout,
+        tail=build_tail(net, layer, layer_name, a, logits),
+        maps_shape=maps_shape,
+        num_classes=num_classes,
+        class_names=class_names,
+        cam_weight=cam_weight,
+        cam_unavailable=why,
+        name=cfg.name,
+    )
     return loaded.to(torch.device(device))
-

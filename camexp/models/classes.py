@@ -3,6 +3,7 @@ in order, not just by count), and labels must exist where the config needs them.
 these problems; `camexp run` refuses to start on the first one. (What the config needs of the labels is
 checked in camexp/check.py, which knows the metrics.)
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -24,17 +25,22 @@ def check_class_names(dataset_names: list[str] | None, loaded: LoadedModel, weig
     else:
         i = next(i for i, (a, b) in enumerate(zip(loaded.class_names, dataset_names)) if a != b)
         diff = f"class {i} is {loaded.class_names[i]!r} where the data set has {dataset_names[i]!r}"
-    raise CamexpError(f"model.weights {weights}: the model's class list does not match the data set's ({diff}); "
-                      "use a checkpoint fine-tuned on this data set's classes (camexp finetune)")
+    raise CamexpError(
+        f"model.weights {weights}: the model's class list does not match the data set's ({diff}); "
+        "use a checkpoint fine-tuned on this data set's classes (camexp finetune)"
+    )
 
 
-def head_problems(cfg: "ExperimentConfig", items: "list[Item]", class_names: list[str] | None,
-                  loaded: LoadedModel) -> list[str]:
+def head_problems(
+    cfg: ExperimentConfig, items: list[Item], class_names: list[str] | None, loaded: LoadedModel
+) -> list[str]:
     """Where the model's head does not fit the data set: class count, label range, class names."""
     n = loaded.num_classes
     if class_names is not None and len(class_names) != n:
-        return [f"model {cfg.model.name!r} (weights {cfg.model.weights!r}) predicts {n} classes but the "
-                f"{cfg.dataset.kind} data set has {len(class_names)}; use weights for that head"]
+        return [
+            f"model {cfg.model.name!r} (weights {cfg.model.weights!r}) predicts {n} classes but the "
+            f"{cfg.dataset.kind} data set has {len(class_names)}; use weights for that head"
+        ]
     top = max((it.label for it in items), default=-1)
     if top >= n:
         return [f"{cfg.dataset.root}: label {top} is out of range for a model with {n} classes (wrong label mapping?)"]

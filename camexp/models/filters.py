@@ -1,4 +1,5 @@
 """Subsets that need the model: the confident-images subset of the relative-performance metric."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,12 +10,19 @@ from torch.utils.data import DataLoader
 from camexp.data.base import ImageDataset, collate
 from camexp.errors import CamexpError
 
-NEEDS_LABELS = ("dataset.min_true_prob needs a single true label per image (single-label kinds: imagenet_val, "
-                "imagenetv2, folder with labels)")
+NEEDS_LABELS = (
+    "dataset.min_true_prob needs a single true label per image (single-label kinds: imagenet_val, "
+    "imagenetv2, folder with labels)"
+)
 
 
-def filter_min_true_prob(dataset: ImageDataset, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                         threshold: float, device: torch.device | str, batch_size: int) -> list[int]:
+def filter_min_true_prob(
+    dataset: ImageDataset,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    threshold: float,
+    device: torch.device | str,
+    batch_size: int,
+) -> list[int]:
     """Indices of the images whose true class gets a confidence above `threshold` on the full image.
 
     `score(images, classes)` is the run's confidence of `classes` on pixel-space `images` (the run's Scorer:

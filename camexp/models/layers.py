@@ -1,4 +1,5 @@
 """Which activation is explained, and whether the head allows CAM (global average pool + one linear layer)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ def get_module(net: nn.Module, path: str) -> nn.Module:
     """Module at dotted `path`, or a clear error listing a few valid paths."""
     modules = dict(net.named_modules())
     if path not in modules:
-        near = [n for n in modules if n and n.split(".")[0] == path.split(".")[0]][:8] or \
-               [n for n in modules if n and "." not in n]
+        near = [n for n in modules if n and n.split(".")[0] == path.split(".")[0]][:8] or [
+            n for n in modules if n and "." not in n
+        ]
         raise CamexpError(f"model.layer {path!r} does not exist in this model; e.g. {near}")
     return modules[path]
 
@@ -25,8 +27,9 @@ def get_module(net: nn.Module, path: str) -> nn.Module:
 def record_outputs(net: nn.Module) -> Iterator[list[tuple[str, object]]]:
     """Record (module name, output) of every module in execution order."""
     seen: list[tuple[str, object]] = []
-    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.append((n, out)))
-               for n, m in net.named_modules() if n]
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: seen.append((n, out))) for n, m in net.named_modules() if n
+    ]
     try:
         yield seen
     finally:
@@ -51,7 +54,9 @@ def auto_layer(net: nn.Module, probe: torch.Tensor, prefer: Layout | None = None
     if feats is not None:
         hits = [n for n, out in seen if out is feats]
     else:
-        hits = [n for n, out in seen if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1]
+        hits = [
+            n for n, out in seen if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1
+        ]
         hits = [n for n, out in seen if out is dict(seen)[hits[-1]]] if hits else []
     if not hits:
         raise CamexpError("could not find the last convolutional feature map automatically: set model.layer")

@@ -16,6 +16,7 @@ that cannot be determined is an error, never a guess, and a declared `model.layo
 contradicts is refused: reading (B, 1280, 7, 7) as NHWC would give 7 "channels" of 1280x7 maps and a wrong
 number at the end of a run.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,8 +30,15 @@ from camexp.registry import Registry
 
 # How sure a layout's evidence is: the layer's own module, the model's declaration, or only the output's shape.
 MODULE, MODEL, SHAPE = 2, 1, 0
-_NCHW_MODULES = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm, nn.MaxPool2d,
-                 nn.AvgPool2d)
+_NCHW_MODULES = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.GroupNorm,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+)
 
 
 @dataclass(frozen=True)
@@ -92,14 +100,14 @@ class Tokens(FeatureLayout):
 
     def to_maps(self, out: torch.Tensor) -> torch.Tensor:
         """Prefix tokens are left out of the maps."""
-        return out[:, self.prefix:].unflatten(1, self.grid).permute(0, 3, 1, 2)
+        return out[:, self.prefix :].unflatten(1, self.grid).permute(0, 3, 1, 2)
 
     def to_native(self, maps: torch.Tensor, like: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
         """The prefix tokens come from `like`; only those tokens are gathered, never the whole of `like`."""
         patches = maps.permute(0, 2, 3, 1).flatten(1, 2)
         if not self.prefix:
             return patches
-        prefix = like[:, :self.prefix] if which is None else like[which, :self.prefix]
+        prefix = like[:, : self.prefix] if which is None else like[which, : self.prefix]
         return torch.cat([prefix.to(patches.dtype), patches], 1)
 
     def describe(self) -> str:
@@ -147,8 +155,10 @@ def grid_fits(grid: tuple[int, int], image_size: tuple[int, int]) -> bool:
 
 def _grid(probe: LayerProbe, grid: tuple[int, int], channels: int) -> None:
     if not grid_fits(grid, probe.image_size):
-        raise ValueError(f"it would read {channels} channel(s) of {grid[0]}x{grid[1]} maps, which do not have the "
-                         f"shape of the {probe.image_size[0]}x{probe.image_size[1]} input")
+        raise ValueError(
+            f"it would read {channels} channel(s) of {grid[0]}x{grid[1]} maps, which do not have the "
+            f"shape of the {probe.image_size[0]}x{probe.image_size[1]} input"
+        )
 
 
 def _bind_nchw(probe: LayerProbe) -> FeatureLayout:
@@ -181,8 +191,11 @@ def _detect_nchw(probe: LayerProbe) -> Evidence | None:
 
 def _detect_nhwc(probe: LayerProbe) -> Evidence | None:
     if _layer_norm_dim(probe) == 3:
-        return Evidence(MODULE, f"it is a {type(probe.module).__name__} over the last dimension "
-                                f"({probe.out.shape[3]} features, channels last)")
+        return Evidence(
+            MODULE,
+            f"it is a {type(probe.module).__name__} over the last dimension "
+            f"({probe.out.shape[3]} features, channels last)",
+        )
     if getattr(probe.net, "output_fmt", None) == "NHWC":
         return Evidence(MODEL, "the model declares output_fmt 'NHWC'")
     return None
@@ -193,9 +206,11 @@ def _bind_tokens(probe: LayerProbe) -> FeatureLayout:
     prefix = int(getattr(probe.net, "num_prefix_tokens", 0) or 0)
     n = probe.out.shape[1]
     if grid is None or n != prefix + grid[0] * grid[1]:
-        raise ValueError(f"{n} tokens are not {prefix} prefix token(s) + a patch grid "
-                         f"{tuple(grid) if grid else '(unknown: no patch_embed.grid_size)'}: choose a layer whose "
-                         "tokens are the patch grid (for ViT-style models, blocks.N.norm1)")
+        raise ValueError(
+            f"{n} tokens are not {prefix} prefix token(s) + a patch grid "
+            f"{tuple(grid) if grid else '(unknown: no patch_embed.grid_size)'}: choose a layer whose "
+            "tokens are the patch grid (for ViT-style models, blocks.N.norm1)"
+        )
     return Tokens((int(grid[0]), int(grid[1])), prefix)
 
 
@@ -219,17 +234,35 @@ def _swin_layer(net: nn.Module) -> str | None:
 def _vit_layer(net: nn.Module) -> str | None:
     """ViT-style token models: the last block's first norm (pytorch-grad-cam's choice)."""
     blocks = getattr(net, "blocks", None)
-    if hasattr(net, "patch_embed") and hasattr(net, "num_prefix_tokens") and \
-            isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) and hasattr(blocks[-1], "norm1"):
+    if (
+        hasattr(net, "patch_embed")
+        and hasattr(net, "num_prefix_tokens")
+        and isinstance(blocks, (nn.Sequential, nn.ModuleList))
+        and len(blocks)
+        and hasattr(blocks[-1], "norm1")
+    ):
         return f"blocks.{len(blocks) - 1}.norm1"
     return None
 
 
 LAYOUTS.register("nchw", Layout("nchw", "(B, K, h, w): CNNs", 4, "(B,K,h,w)", _bind_nchw, _detect_nchw, _vgg_layer))
-LAYOUTS.register("nhwc", Layout("nhwc", "(B, h, w, K): timm's Swin (output_fmt 'NHWC')", 4, "(B,h,w,K)", _bind_nhwc,
-                                _detect_nhwc, _swin_layer))
-LAYOUTS.register("tokens", Layout("tokens", "(B, N, D): prefix tokens + the patch grid of patch_embed (ViT, DeiT)", 3,
-                                  "(B,N,D)", _bind_tokens, auto_layer=_vit_layer))
+LAYOUTS.register(
+    "nhwc",
+    Layout(
+        "nhwc", "(B, h, w, K): timm's Swin (output_fmt 'NHWC')", 4, "(B,h,w,K)", _bind_nhwc, _detect_nhwc, _swin_layer
+    ),
+)
+LAYOUTS.register(
+    "tokens",
+    Layout(
+        "tokens",
+        "(B, N, D): prefix tokens + the patch grid of patch_embed (ViT, DeiT)",
+        3,
+        "(B,N,D)",
+        _bind_tokens,
+        auto_layer=_vit_layer,
+    ),
+)
 
 
 def resolve_layout(probe: LayerProbe, declared: str = "auto") -> FeatureLayout:
@@ -240,8 +273,9 @@ def resolve_layout(probe: LayerProbe, declared: str = "auto") -> FeatureLayout:
     if not isinstance(out, torch.Tensor) or out.dim() not in {e.rank for _, e in LAYOUTS.items()}:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         shapes = sorted({e.shape for _, e in LAYOUTS.items()})
-        raise CamexpError(f"{where} outputs {shape}, not a feature map or token sequence ({', '.join(shapes)}): "
-                          "choose another layer")
+        raise CamexpError(
+            f"{where} outputs {shape}, not a feature map or token sequence ({', '.join(shapes)}): choose another layer"
+        )
     shape = tuple(out.shape)
     bound: dict[str, tuple[FeatureLayout, Evidence]] = {}
     problems: dict[str, str] = {}
@@ -261,13 +295,20 @@ def resolve_layout(probe: LayerProbe, declared: str = "auto") -> FeatureLayout:
     top = [n for n, (_, ev) in bound.items() if ev.strength == best]
     if len(top) > 1:
         why = "; ".join(f"{n}: {bound[n][1].why}" for n in top)
-        raise CamexpError(f"{where} outputs {shape}, which reads as {' or '.join(top)} ({why}): "
-                          f"set model.layout to one of them")
+        raise CamexpError(
+            f"{where} outputs {shape}, which reads as {' or '.join(top)} ({why}): set model.layout to one of them"
+        )
     return bound[top[0]][0]
 
 
-def _declared(name: str, entry: Layout, bound: dict[str, tuple[FeatureLayout, Evidence]], problems: dict[str, str],
-              where: str, shape: tuple[int, ...]) -> FeatureLayout:
+def _declared(
+    name: str,
+    entry: Layout,
+    bound: dict[str, tuple[FeatureLayout, Evidence]],
+    problems: dict[str, str],
+    where: str,
+    shape: tuple[int, ...],
+) -> FeatureLayout:
     """The declared layout's reading, unless it cannot read the output or stronger evidence says otherwise."""
     if len(shape) != entry.rank:
         raise CamexpError(f"{where} outputs {shape}: model.layout {name!r} needs {entry.shape}")

@@ -7,6 +7,7 @@ conv5_3) followed by `forward_head` or torchvision's avgpool/flatten/classifier.
 the probe image against the full model; when none holds, the tail is a full forward whose layer output is
 substituted by a hook (correct for any model, at the cost of the layers before it).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,7 +52,7 @@ def _sequential_rest(net: nn.Module, layer_name: str) -> tuple[list[nn.Module], 
         parent = modules[parent_path]
         if not isinstance(parent, nn.Sequential) or not child.isdigit():
             break
-        rest += list(parent)[int(child) + 1:]
+        rest += list(parent)[int(child) + 1 :]
         path = parent_path
     return rest, path
 
@@ -71,9 +72,11 @@ def _candidates(net: nn.Module, layer_name: str) -> list[tuple[str, Split]]:
     rest, outer = _sequential_rest(net, layer_name)
     if outer != layer_name:
         seq = nn.Sequential(*rest)
-        finishers: list[Split] = [f for f in (head if callable(head) else None,
-                                              _torchvision_head(net) if outer == "features" else None)
-                                  if f is not None]
+        finishers: list[Split] = [
+            f
+            for f in (head if callable(head) else None, _torchvision_head(net) if outer == "features" else None)
+            if f is not None
+        ]
 
         def after_seq(f: Split) -> Split:  # binds f per finisher (a typed stand-in for `lambda a, f=f: ...`)
             return lambda a: f(seq(a))
@@ -82,8 +85,9 @@ def _candidates(net: nn.Module, layer_name: str) -> list[tuple[str, Split]]:
     return out
 
 
-def build_tail(net: nn.Module, layer: nn.Module, layer_name: str, probe_out: torch.Tensor,
-               probe_logits: torch.Tensor) -> Tail:
+def build_tail(
+    net: nn.Module, layer: nn.Module, layer_name: str, probe_out: torch.Tensor, probe_logits: torch.Tensor
+) -> Tail:
     """The cheapest tail that reproduces `probe_logits` from `probe_out` (the layer's output on a probe)."""
     tol = 1e-4 * (1.0 + float(probe_logits.abs().max()))
     for kind, split in _candidates(net, layer_name):
@@ -92,7 +96,10 @@ def build_tail(net: nn.Module, layer: nn.Module, layer_name: str, probe_out: tor
                 got = split(probe_out.clone())
         except Exception:  # a split that does not apply to this model's structure: try the next one
             continue
-        if isinstance(got, torch.Tensor) and got.shape == probe_logits.shape and \
-                torch.allclose(got, probe_logits, rtol=1e-4, atol=tol):
+        if (
+            isinstance(got, torch.Tensor)
+            and got.shape == probe_logits.shape
+            and torch.allclose(got, probe_logits, rtol=1e-4, atol=tol)
+        ):
             return Tail(net, layer, kind, split)
     return Tail(net, layer, "full_forward")

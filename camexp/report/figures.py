@@ -1,5 +1,6 @@
 """`camexp explain`: per image, a grid of the original and, per method, the heatmap overlay and the
 explanation map E = L * I (paper Fig. 4/5 layout); one row per backbone (report Fig. 1h)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,8 @@ from matplotlib.figure import Figure
 
 from camexp.accel import disable_tf32, resolve_device
 from camexp.data.images import load_rgb
-from camexp.errors import CamexpError
 from camexp.data.transforms import PixelTransform
+from camexp.errors import CamexpError
 from camexp.explain.gallery import ModelRow, explain_batch, model_configs, parse_methods, resolve_class
 from camexp.models import build_model
 from camexp.savefig import new_figure, save_figure
@@ -39,8 +40,10 @@ def row_panels(row: ModelRow) -> list[tuple[str, np.ndarray]]:
         if p.guided is not None:
             panels.append((p.method, _hwc(p.guided)))
         else:
-            panels += [(p.method, overlay(row.image, p.cam)),
-                       (f"E {p.method}\n{row.class_name}: {p.confidence:.3g}", _hwc(p.explanation))]
+            panels += [
+                (p.method, overlay(row.image, p.cam)),
+                (f"E {p.method}\n{row.class_name}: {p.confidence:.3g}", _hwc(p.explanation)),
+            ]
     return panels
 
 
@@ -60,9 +63,19 @@ def draw_explain_grid(rows: list[ModelRow]) -> Figure:
     return fig
 
 
-def explain_files(images: list[Path], *, model: str | None, models: str | None, weights: str, layer: str | None,
-                  methods: str, target_class: str | None, out: Path, device: str = "auto",
-                  confidence: str = "softmax") -> list[Path]:
+def explain_files(
+    images: list[Path],
+    *,
+    model: str | None,
+    models: str | None,
+    weights: str,
+    layer: str | None,
+    methods: str,
+    target_class: str | None,
+    out: Path,
+    device: str = "auto",
+    confidence: str = "softmax",
+) -> list[Path]:
     """Explain every image with every model and write one figure (PNG + PDF) per image into `out`, named
     explain_<file stem> (with a counter where two files share a stem).
 
@@ -80,8 +93,9 @@ def explain_files(images: list[Path], *, model: str | None, models: str | None, 
         loaded = build_model(cfg, dev)
         transform = PixelTransform(loaded.spec)
         x = torch.stack([transform(pic)[0] for pic in pictures]).to(dev)
-        for i, row in enumerate(explain_batch(loaded, x, names, resolve_class(target_class, loaded), confidence,
-                                              [p.stem for p in images])):
+        for i, row in enumerate(
+            explain_batch(loaded, x, names, resolve_class(target_class, loaded), confidence, [p.stem for p in images])
+        ):
             rows[i].append(row)
     stems = [p.stem for p in images]
     written = []

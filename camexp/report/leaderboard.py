@@ -1,5 +1,6 @@
 """`camexp table RESULTS_DIR --leaderboard`: one metric across runs; methods as rows, one column per run
 (backbone × data set), each value with its interval, and each method's mean rank over the complete runs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,9 @@ def run_labels(metas: list[dict]) -> list[str]:
     return [f"{b} ({m['config']['name']})" if base.count(b) > 1 else b for b, m in zip(base, metas)]
 
 
-def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
-                ) -> tuple[str, pd.DataFrame]:
+def leaderboard(
+    results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
+) -> tuple[str, pd.DataFrame]:
     """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
     `stats` updates each run's recorded `stats:` settings."""
     run_dirs: list[Path] = []
@@ -54,8 +56,10 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
         raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
     lower = lower_is_better(metric)
     if lower is None:
-        raise CamexpError(f"--metric {metric!r}: camexp does not know whether lower or higher is better, so it "
-                          f"cannot rank it; rankable: {sorted(k for k in have if lower_is_better(k) is not None)}")
+        raise CamexpError(
+            f"--metric {metric!r}: camexp does not know whether lower or higher is better, so it "
+            f"cannot rank it; rankable: {sorted(k for k in have if lower_is_better(k) is not None)}"
+        )
     labels = run_labels(metas)
     methods: list[str] = []
     cells: dict[str, dict[str, str]] = {}
@@ -82,12 +86,20 @@ def leaderboard(results_dir: Path, metric: str = "avg_drop", stats: dict[str, An
     md_table.index.name = "method"
     legends = dict.fromkeys(s.stats.legend() for s in summaries if s.stats is not None)
     direction = "lower" if lower else "higher"
-    md = "\n".join([
-        f"# camexp leaderboard: {metric} ({direction} is better)", "",
-        f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",
-        *legends, "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
-        "rank); incomplete runs are shown over their recorded images but not ranked.", "",
-        markdown_table(md_table), "", *skipped])
+    md = "\n".join(
+        [
+            f"# camexp leaderboard: {metric} ({direction} is better)",
+            "",
+            f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",
+            *legends,
+            "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
+            "rank); incomplete runs are shown over their recorded images but not ranked.",
+            "",
+            markdown_table(md_table),
+            "",
+            *skipped,
+        ]
+    )
     frame = pd.DataFrame(columns, index=methods).loc[order]
     frame.insert(0, "runs_ranked", rank_frame.notna().sum(axis=1).loc[order])
     frame.insert(0, "mean_rank", mean_rank.loc[order])

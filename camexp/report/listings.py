@@ -4,6 +4,7 @@ Each listing is one compact table (the name and three short columns) whose names
 readable on an 80-column terminal, plus the full entry of one name (`camexp methods NAME`: every field and
 the definition from its docstring). `--format csv` writes every field of every entry.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -52,24 +53,41 @@ def _doc(obj: object) -> str:
     return "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n") if p.strip())
 
 
-def method_listing(runs: list[MethodRun], channels: int | None = None,
-                   where: str = "K = the layer's channels") -> Listing:
+def method_listing(
+    runs: list[MethodRun], channels: int | None = None, where: str = "K = the layer's channels"
+) -> Listing:
     """Methods (or a config's settings of them) with their cost for a layer of `channels` channels."""
     cost = f"cost per image ({where})"
-    rows = [{"method": r.name if r.name == r.method.name else f"{r.name} ({r.method.name})",
-             "needs": ", ".join(n for n, on in (("gradient", r.method.needs_grad),
-                                                ("model calls", r.method.needs_model)) if on) or "A only",
-             "needs gradient": _yes(r.method.needs_grad), "calls the model": _yes(r.method.needs_model),
-             "class-agnostic": _yes(r.method.class_agnostic), cost: r.method.cost(channels, r.resolved),
-             "parameters": ", ".join(f"{k}={v}" for k, v in r.resolved.items()), "what it is": r.method.summary,
-             "source": r.method.source} for r in runs]
+    rows = [
+        {
+            "method": r.name if r.name == r.method.name else f"{r.name} ({r.method.name})",
+            "needs": ", ".join(
+                n for n, on in (("gradient", r.method.needs_grad), ("model calls", r.method.needs_model)) if on
+            )
+            or "A only",
+            "needs gradient": _yes(r.method.needs_grad),
+            "calls the model": _yes(r.method.needs_model),
+            "class-agnostic": _yes(r.method.class_agnostic),
+            cost: r.method.cost(channels, r.resolved),
+            "parameters": ", ".join(f"{k}={v}" for k, v in r.resolved.items()),
+            "what it is": r.method.summary,
+            "source": r.method.source,
+        }
+        for r in runs
+    ]
     docs = {row["method"]: _doc(r.method.fn) for row, r in zip(rows, runs, strict=True)}
     return Listing("method", rows, ("method", "needs", cost, "source"), docs)
 
 
 def _metric_needs(entry: Any) -> str:
-    needs = [n for n, on in (("true labels", getattr(entry, "needs_labels", False)),
-                             ("boxes", getattr(entry, "needs_boxes", False))) if on]
+    needs = [
+        n
+        for n, on in (
+            ("true labels", getattr(entry, "needs_labels", False)),
+            ("boxes", getattr(entry, "needs_boxes", False)),
+        )
+        if on
+    ]
     return ", ".join(needs) or "-"
 
 
@@ -81,11 +99,18 @@ def metric_listing() -> Listing:
         doc = _doc(entry.compute if isinstance(entry, BatchMetric) else entry.fn)
         labels = "; ".join(row.label for row in entry.rows)
         settings = entry.settings_key if per_batch and entry.settings is not None else ""
-        rows.append({"metric": name, "needs": _metric_needs(entry),
-                     "computed": "per batch, during the run (more model calls)" if per_batch
-                     else "from the records (per_image.csv), any time",
-                     "what it is": getattr(entry, "summary", "") or labels or doc.split(". ")[0] or "-",
-                     "table rows": labels or "-", "settings": settings or "-"})
+        rows.append(
+            {
+                "metric": name,
+                "needs": _metric_needs(entry),
+                "computed": "per batch, during the run (more model calls)"
+                if per_batch
+                else "from the records (per_image.csv), any time",
+                "what it is": getattr(entry, "summary", "") or labels or doc.split(". ")[0] or "-",
+                "table rows": labels or "-",
+                "settings": settings or "-",
+            }
+        )
         docs[name] = doc
     return Listing("metric", rows, ("metric", "needs", "computed", "what it is"), docs)
 
@@ -95,12 +120,18 @@ def analysis_listing() -> Listing:
     rows, docs = [], {}
     for name, entry in ANALYSES.items():
         doc = _doc(entry.make)
-        rows.append({"analysis": name, "needs": _metric_needs(entry.make),
-                     "computed": "per batch, during the run" if entry.resume == "refuse"
-                     else "from the records, when the run ends",
-                     "what it is": getattr(entry.make, "title", "") or doc.split(". ")[0],
-                     "files": ", ".join(entry.files) if entry.files else "-",
-                     "summary rows": _yes(entry.rows or entry.read)})
+        rows.append(
+            {
+                "analysis": name,
+                "needs": _metric_needs(entry.make),
+                "computed": "per batch, during the run"
+                if entry.resume == "refuse"
+                else "from the records, when the run ends",
+                "what it is": getattr(entry.make, "title", "") or doc.split(". ")[0],
+                "files": ", ".join(entry.files) if entry.files else "-",
+                "summary rows": _yes(entry.rows or entry.read),
+            }
+        )
         docs[name] = doc
     return Listing("analysis", rows, ("analysis", "needs", "computed", "what it is"), docs)
 

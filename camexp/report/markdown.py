@@ -1,5 +1,6 @@
 """Markdown tables whose cells cannot break them: a `|` in a method name (a `{name, method}` entry may hold
 any text) would start a new column in every table of summary.md and report.md."""
+
 from __future__ import annotations
 
 import pandas as pd

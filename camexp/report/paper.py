@@ -1,4 +1,5 @@
 """Numbers the papers printed (README.md, Definitions D6), to show beside a run's own."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,49 +10,93 @@ from camexp.metrics.perturbation import DELETION, INSERTION, KEEP_DROP, KEEP_INC
 from camexp.metrics.pointing import ENERGY, POINTING_ALL, POINTING_DIFFICULT
 
 
-def _faith(pp: tuple[float, float, float], other: tuple[float, float, float], other_name: str = "gradcam",
-           pp_name: str = "gradcam++") -> dict[str, dict[str, float]]:
+def _faith(
+    pp: tuple[float, float, float],
+    other: tuple[float, float, float],
+    other_name: str = "gradcam",
+    pp_name: str = "gradcam++",
+) -> dict[str, dict[str, float]]:
     return {row.label: {pp_name: pp[i], other_name: other[i]} for i, row in enumerate((AVG_DROP, INCREASE, WIN))}
 
 
 # table -> (caption, main-table rows: row label -> method -> value)
 PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
-    "table1": ("Grad-CAM++ paper Table 1: ILSVRC2012 val, VGG-16", _faith((36.84, 17.05, 70.72), (46.56, 13.42, 29.28))),
-    "table2": ("Grad-CAM++ paper Table 2: VOC 2007 val, VGG-16 fine-tuned", _faith((19.53, 18.96, 61.47), (28.54, 21.43, 39.44))),
-    "table4": ("Grad-CAM++ paper Table 4: VOC 2007 val, Grad-CAM++ (all gradients) vs Grad-CAM",
-               _faith((32.43, 19.12, 26.09), (28.54, 21.43, 73.91), pp_name="gradcam++all")),
+    "table1": (
+        "Grad-CAM++ paper Table 1: ILSVRC2012 val, VGG-16",
+        _faith((36.84, 17.05, 70.72), (46.56, 13.42, 29.28)),
+    ),
+    "table2": (
+        "Grad-CAM++ paper Table 2: VOC 2007 val, VGG-16 fine-tuned",
+        _faith((19.53, 18.96, 61.47), (28.54, 21.43, 39.44)),
+    ),
+    "table4": (
+        "Grad-CAM++ paper Table 4: VOC 2007 val, Grad-CAM++ (all gradients) vs Grad-CAM",
+        _faith((32.43, 19.12, 26.09), (28.54, 21.43, 73.91), pp_name="gradcam++all"),
+    ),
     "table5": ("Grad-CAM++ paper Table 5: ILSVRC2012 val, AlexNet", _faith((62.75, 8.24, 86.56), (82.86, 3.16, 13.44))),
     "table6": ("Grad-CAM++ paper Table 6: VOC 2007 val, AlexNet", _faith((29.16, 19.76, 72.79), (45.82, 14.38, 27.21))),
-    "table7": ("Grad-CAM++ paper Table 7: ILSVRC2012 val, ResNet-50", _faith((28.90, 22.16, 60.51), (30.36, 22.11, 39.49))),
-    "table8": ("Grad-CAM++ paper Table 8: VOC 2007 val, ResNet-50", _faith((16.19, 19.52, 58.61), (20.86, 21.99, 41.39))),
-    "table3": ("Grad-CAM++ paper Table 3: VOC 2012 val, mLoc", {
-        "mLoc δ=0": {"gradcam++": 0.34, "gradcam": 0.33},
-        "mLoc δ=0.25": {"gradcam++": 0.38, "gradcam": 0.28},
-        "mLoc δ=0.5": {"gradcam++": 0.28, "gradcam": 0.16}}),
+    "table7": (
+        "Grad-CAM++ paper Table 7: ILSVRC2012 val, ResNet-50",
+        _faith((28.90, 22.16, 60.51), (30.36, 22.11, 39.49)),
+    ),
+    "table8": (
+        "Grad-CAM++ paper Table 8: VOC 2007 val, ResNet-50",
+        _faith((16.19, 19.52, 58.61), (20.86, 21.99, 41.39)),
+    ),
+    "table3": (
+        "Grad-CAM++ paper Table 3: VOC 2012 val, mLoc",
+        {
+            "mLoc δ=0": {"gradcam++": 0.34, "gradcam": 0.33},
+            "mLoc δ=0.25": {"gradcam++": 0.38, "gradcam": 0.28},
+            "mLoc δ=0.5": {"gradcam++": 0.28, "gradcam": 0.16},
+        },
+    ),
     # the papers around Grad-CAM++ (README D6)
-    "scorecam": ("Score-CAM paper Tables 1-3: ILSVRC2012 val, torchvision VGG-16, 2000 random images "
-                 "(energy pointing: 500 images)", {
-        KEEP_DROP.label: {"gradcam": 47.8, "gradcam++": 45.5, "scorecam": 31.5},
-        KEEP_INCREASE.label: {"gradcam": 19.6, "gradcam++": 18.9, "scorecam": 30.6},
-        INSERTION.label: {"gradcam": 0.357, "gradcam++": 0.346, "scorecam": 0.386},
-        DELETION.label: {"gradcam": 0.089, "gradcam++": 0.082, "scorecam": 0.077},
-        ENERGY.label: {"gradcam": 48.1, "gradcam++": 49.3, "scorecam": 63.7}}),
-    "torchray_vgg16": ("TorchRay pointing game, PASCAL VOC 2007 test, VGG-16 (VOC fine-tuned)", {
-        POINTING_ALL.label: {"gradcam": 86.6, "center": 69.6},
-        POINTING_DIFFICULT.label: {"gradcam": 74.0, "center": 42.4}}),
-    "torchray_resnet50": ("TorchRay pointing game, PASCAL VOC 2007 test, ResNet-50 (VOC fine-tuned)", {
-        POINTING_ALL.label: {"gradcam": 90.4, "center": 69.6},
-        POINTING_DIFFICULT.label: {"gradcam": 82.3, "center": 42.4}}),
+    "scorecam": (
+        "Score-CAM paper Tables 1-3: ILSVRC2012 val, torchvision VGG-16, 2000 random images "
+        "(energy pointing: 500 images)",
+        {
+            KEEP_DROP.label: {"gradcam": 47.8, "gradcam++": 45.5, "scorecam": 31.5},
+            KEEP_INCREASE.label: {"gradcam": 19.6, "gradcam++": 18.9, "scorecam": 30.6},
+            INSERTION.label: {"gradcam": 0.357, "gradcam++": 0.346, "scorecam": 0.386},
+            DELETION.label: {"gradcam": 0.089, "gradcam++": 0.082, "scorecam": 0.077},
+            ENERGY.label: {"gradcam": 48.1, "gradcam++": 49.3, "scorecam": 63.7},
+        },
+    ),
+    "torchray_vgg16": (
+        "TorchRay pointing game, PASCAL VOC 2007 test, VGG-16 (VOC fine-tuned)",
+        {
+            POINTING_ALL.label: {"gradcam": 86.6, "center": 69.6},
+            POINTING_DIFFICULT.label: {"gradcam": 74.0, "center": 42.4},
+        },
+    ),
+    "torchray_resnet50": (
+        "TorchRay pointing game, PASCAL VOC 2007 test, ResNet-50 (VOC fine-tuned)",
+        {
+            POINTING_ALL.label: {"gradcam": 90.4, "center": 69.6},
+            POINTING_DIFFICULT.label: {"gradcam": 82.3, "center": 42.4},
+        },
+    ),
 }
 
 # Equivalence paper (VGG-16, ImageNetV2 MatchedFrequency, 4219 confident images): pair -> (R, mean, std)
 PUBLISHED_RELPERF: dict[str, tuple[str, dict[str, tuple[float, float, float]]]] = {
-    "equiv1": ("Equivalence paper, pre-softmax maps (4219 images)", {
-        "gradcam++ vs gradcam": (1.24, 0.21, 0.64), "gradcam+ vs gradcam": (1.16, 0.15, 0.66),
-        "gradcam++ vs gradcam+": (1.06, 0.06, 0.41)}),
-    "equiv2": ("Equivalence paper, post-softmax maps (4219 images)", {
-        "gradcam++ vs gradcam": (1.27, 0.24, 0.68), "gradcam+ vs gradcam": (1.25, 0.22, 0.68),
-        "gradcam++ vs gradcam+": (1.01, 0.01, 0.11)}),
+    "equiv1": (
+        "Equivalence paper, pre-softmax maps (4219 images)",
+        {
+            "gradcam++ vs gradcam": (1.24, 0.21, 0.64),
+            "gradcam+ vs gradcam": (1.16, 0.15, 0.66),
+            "gradcam++ vs gradcam+": (1.06, 0.06, 0.41),
+        },
+    ),
+    "equiv2": (
+        "Equivalence paper, post-softmax maps (4219 images)",
+        {
+            "gradcam++ vs gradcam": (1.27, 0.24, 0.68),
+            "gradcam+ vs gradcam": (1.25, 0.22, 0.68),
+            "gradcam++ vs gradcam+": (1.01, 0.01, 0.11),
+        },
+    ),
 }
 
 
@@ -65,7 +110,7 @@ class Setting:
     dataset: str
 
     @classmethod
-    def of_run(cls, meta: dict[str, Any]) -> "Setting":
+    def of_run(cls, meta: dict[str, Any]) -> Setting:
         """A run's setting from its run.json (the VOC year as the loader found it, when the config left it open)."""
         cfg = meta["config"]
         kind = cfg["dataset"].get("kind", "folder")
@@ -76,15 +121,26 @@ class Setting:
         return f"{self.backbone} on {DATASET_NAMES.get(self.dataset, 'a ' + self.dataset + ' data set')}"
 
 
-DATASET_NAMES = {"imagenet_val": "ILSVRC2012 val", "voc2007": "VOC 2007 val", "voc2012": "VOC 2012 val",
-                 "imagenetv2": "ImageNetV2 MatchedFrequency", "cifar10": "CIFAR-10 test"}
+DATASET_NAMES = {
+    "imagenet_val": "ILSVRC2012 val",
+    "voc2007": "VOC 2007 val",
+    "voc2012": "VOC 2012 val",
+    "imagenetv2": "ImageNetV2 MatchedFrequency",
+    "cifar10": "CIFAR-10 test",
+}
 SETTINGS: dict[str, Setting] = {
-    "table1": Setting("vgg16", "imagenet_val"), "table2": Setting("vgg16", "voc2007"),
-    "table3": Setting("vgg16", "voc2012"), "table4": Setting("vgg16", "voc2007"),
-    "table5": Setting("alexnet", "imagenet_val"), "table6": Setting("alexnet", "voc2007"),
-    "table7": Setting("resnet50", "imagenet_val"), "table8": Setting("resnet50", "voc2007"),
-    "equiv1": Setting("vgg16", "imagenetv2"), "equiv2": Setting("vgg16", "imagenetv2"),
-    "scorecam": Setting("vgg16", "imagenet_val"), "torchray_vgg16": Setting("vgg16", "voc2007"),
+    "table1": Setting("vgg16", "imagenet_val"),
+    "table2": Setting("vgg16", "voc2007"),
+    "table3": Setting("vgg16", "voc2012"),
+    "table4": Setting("vgg16", "voc2007"),
+    "table5": Setting("alexnet", "imagenet_val"),
+    "table6": Setting("alexnet", "voc2007"),
+    "table7": Setting("resnet50", "imagenet_val"),
+    "table8": Setting("resnet50", "voc2007"),
+    "equiv1": Setting("vgg16", "imagenetv2"),
+    "equiv2": Setting("vgg16", "imagenetv2"),
+    "scorecam": Setting("vgg16", "imagenet_val"),
+    "torchray_vgg16": Setting("vgg16", "voc2007"),
     "torchray_resnet50": Setting("resnet50", "voc2007"),
 }
 
@@ -92,9 +148,14 @@ SETTINGS: dict[str, Setting] = {
 def setting_mismatch(paper: str, run: Setting) -> str | None:
     """Why a run's numbers cannot be read against `paper`'s (another backbone or data set), or None."""
     table = SETTINGS[paper] if paper in SETTINGS else PUBLISHED_DISTILL[paper].setting
-    diffs = [f"{what} {ours}, the paper's {theirs}" for what, ours, theirs in (
-        ("backbone", run.backbone, table.backbone),
-        ("data set", DATASET_NAMES.get(run.dataset, run.dataset), DATASET_NAMES[table.dataset])) if ours != theirs]
+    diffs = [
+        f"{what} {ours}, the paper's {theirs}"
+        for what, ours, theirs in (
+            ("backbone", run.backbone, table.backbone),
+            ("data set", DATASET_NAMES.get(run.dataset, run.dataset), DATASET_NAMES[table.dataset]),
+        )
+        if ours != theirs
+    ]
     if not diffs:
         return None
     return f"not comparable with {paper}: this run's {' and '.join(diffs)}"
@@ -112,11 +173,24 @@ class DistillTable:
 
 # Grad-CAM++ poster, "Learning from explanations: knowledge distillation"; arm names as camexp/distill/config.py
 PUBLISHED_DISTILL: dict[str, DistillTable] = {
-    "poster3": DistillTable("Grad-CAM++ poster Table 3: PASCAL VOC 2007, teacher VGG-16 (VOC fine-tuned), student an "
-                            "11-layer CNN (we use VGG-11)", "mAP", Setting("vgg11", "voc2007"),
-                            {"ce+exp_gradcampp": 0.42, "ce+kd": 0.34, "ce": 0.31}),
-    "poster4": DistillTable("Grad-CAM++ poster Table 4: CIFAR-10, teacher WRN-40-2, student WRN-16-2",
-                            "top-1 error %", Setting("wrn_16_2", "cifar10"),
-                            {"ce": 6.78, "ce+exp_gradcampp": 6.74, "ce+exp_gradcam": 6.86, "ce+kd": 5.68,
-                             "ce+kd+exp_gradcampp": 5.56, "ce+kd+exp_gradcam": 5.8}),
+    "poster3": DistillTable(
+        "Grad-CAM++ poster Table 3: PASCAL VOC 2007, teacher VGG-16 (VOC fine-tuned), student an "
+        "11-layer CNN (we use VGG-11)",
+        "mAP",
+        Setting("vgg11", "voc2007"),
+        {"ce+exp_gradcampp": 0.42, "ce+kd": 0.34, "ce": 0.31},
+    ),
+    "poster4": DistillTable(
+        "Grad-CAM++ poster Table 4: CIFAR-10, teacher WRN-40-2, student WRN-16-2",
+        "top-1 error %",
+        Setting("wrn_16_2", "cifar10"),
+        {
+            "ce": 6.78,
+            "ce+exp_gradcampp": 6.74,
+            "ce+exp_gradcam": 6.86,
+            "ce+kd": 5.68,
+            "ce+kd+exp_gradcampp": 5.56,
+            "ce+kd+exp_gradcam": 5.8,
+        },
+    ),
 }

@@ -1,4 +1,5 @@
 """`camexp plot RUN_DIR`: redraw a run's analysis figures from its saved files, without running a model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,10 @@ def redraw(run_dir: Path, names: list[str] | None = None) -> list[str]:
     names = names or cfg.analyses
     unknown = [n for n in names if n not in ANALYSES]
     if unknown or not names:
-        raise CamexpError(f"--analyses: {'unknown ' + str(unknown) if unknown else 'the run enabled none'}; "
-                          f"give some of {sorted(ANALYSES)}")
+        raise CamexpError(
+            f"--analyses: {'unknown ' + str(unknown) if unknown else 'the run enabled none'}; "
+            f"give some of {sorted(ANALYSES)}"
+        )
     lines = [line for n in names for line in ANALYSES[n].make(cfg).finish(run_dir)]
     summary = run_dir / "summary.md"
     if summary.exists():

@@ -4,6 +4,7 @@
 fall over (or report garbage) on a folder it did not write: a foreign run.json or records that two runs
 wrote into is skipped with the reason, and the other runs are still reported.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,17 @@ import pandas as pd
 from camexp.errors import CamexpError
 from camexp.lock import read_owner_quietly
 from camexp.metrics import METRICS
-from camexp.results import BAD_IMAGES, RECORDS, RUN_JSON, complete_lines, complete_records, conflicting_duplicate, \
-    parts, read_all_records, read_json
+from camexp.results import (
+    BAD_IMAGES,
+    RECORDS,
+    RUN_JSON,
+    complete_lines,
+    complete_records,
+    conflicting_duplicate,
+    parts,
+    read_all_records,
+    read_json,
+)
 
 
 @dataclass
@@ -51,11 +61,17 @@ def study_section(folder: Path) -> str:
     """A study folder's tally report (headings one level down), or a note that it is a study not yet tallied."""
     report = folder / STUDY_REPORT
     if not report.is_file():
-        return (f"## Human-trust study: {folder}\n\nA study (from `camexp study make`), not a run: no answers tallied "
-                f"yet (`camexp study tally {folder} ANSWERS...`).\n")
+        return (
+            f"## Human-trust study: {folder}\n\nA study (from `camexp study make`), not a run: no answers tallied "
+            f"yet (`camexp study tally {folder} ANSWERS...`).\n"
+        )
     lines = report.read_text().splitlines()[1:]
-    return "\n".join([f"## Human-trust study: {folder}", *("#" + line if line.startswith("#") else line
-                                                             for line in lines)]) + "\n"
+    return (
+        "\n".join(
+            [f"## Human-trust study: {folder}", *("#" + line if line.startswith("#") else line for line in lines)]
+        )
+        + "\n"
+    )
 
 
 def find_runs(results_dir: Path) -> list[Path]:
@@ -69,8 +85,9 @@ def open_run(run_dir: Path) -> RunFolder:
     run = RunFolder(run_dir, _camexp_meta(run_dir / RUN_JSON), pd.DataFrame(), None)
     records = read_all_records(run_dir)
     if conflict := conflicting_duplicate(records):
-        raise CamexpError(f"{run_dir / RECORDS}: {conflict}: records of two runs were mixed in this folder; "
-                          "rerun it with --fresh")
+        raise CamexpError(
+            f"{run_dir / RECORDS}: {conflict}: records of two runs were mixed in this folder; rerun it with --fresh"
+        )
     run.records = complete_records(records, run.methods).reset_index(drop=True)
     run.status = _status(run_dir, run.meta, run.records["index"].nunique())
     return run
@@ -80,11 +97,20 @@ def _camexp_meta(path: Path) -> dict[str, Any]:
     """run.json, if camexp wrote it: a config with a name, methods and metrics this version knows."""
     meta = read_json(path)
     cfg = meta.get("config") if isinstance(meta, dict) else None
-    named = (lambda v: isinstance(v, str) or isinstance(v, dict) and isinstance(v.get("name"), str))
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) \
-            or not isinstance(cfg.get("methods"), list) or not all(map(named, cfg["methods"])) \
-            or not isinstance(cfg.get("metrics"), list) or not all(isinstance(m, str) for m in cfg["metrics"]) \
-            or not isinstance(cfg.get("dataset"), dict) or not isinstance((cfg.get("model") or {}).get("name"), str):
+
+    def named(v: object) -> bool:
+        return isinstance(v, str) or isinstance(v, dict) and isinstance(v.get("name"), str)
+
+    if (
+        not isinstance(cfg, dict)
+        or not isinstance(cfg.get("name"), str)
+        or not isinstance(cfg.get("methods"), list)
+        or not all(map(named, cfg["methods"]))
+        or not isinstance(cfg.get("metrics"), list)
+        or not all(isinstance(m, str) for m in cfg["metrics"])
+        or not isinstance(cfg.get("dataset"), dict)
+        or not isinstance((cfg.get("model") or {}).get("name"), str)
+    ):
         raise CamexpError(f"{path}: not a camexp run.json (no 'config' with name, model, dataset, methods and metrics)")
     if unknown := METRICS.unknown(cfg["metrics"]):
         raise CamexpError(f"{path}: metrics {unknown} are unknown to this camexp version")
@@ -101,15 +127,18 @@ def images_to_do(meta: dict[str, Any]) -> int | None:
 def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
     """None for a finished run with every image recorded (or skipped as unreadable); else what is missing."""
     total = images_to_do(meta)
-    bad = sum(len(complete_lines(p).split()) for p in [run_dir / BAD_IMAGES, *parts(run_dir / BAD_IMAGES)]
-              if p.exists())
+    bad = sum(
+        len(complete_lines(p).split()) for p in [run_dir / BAD_IMAGES, *parts(run_dir / BAD_IMAGES)] if p.exists()
+    )
     if meta.get("status") == "complete" and (total is None or done + bad >= total):
         return None
     error = f": {meta['error']}" if meta.get("error") else ""
     state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}{error}"
     skipped = f", {bad} unreadable" if bad else ""
-    return (f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
-            f"method{skipped}. The numbers below cover those {done} images only.")
+    return (
+        f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
+        f"method{skipped}. The numbers below cover those {done} images only."
+    )
 
 
 def _liveness(run_dir: Path) -> str:

@@ -1,4 +1,5 @@
 """Summaries of runs as tables: a run's own summary files, and the report across many runs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,8 +16,17 @@ from camexp.metrics import MetricParams, MetricResult, compute_metrics
 from camexp.report.markdown import markdown_table
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import find_runs, find_studies, open_run, study_section
-from camexp.report.uncertainty import RunStats, compute_stats, extra_values, label_of, main_cells, \
-    pairwise_markdown, stats_settings, with_missing_rows, write_stats
+from camexp.report.uncertainty import (
+    RunStats,
+    compute_stats,
+    extra_values,
+    label_of,
+    main_cells,
+    pairwise_markdown,
+    stats_settings,
+    with_missing_rows,
+    write_stats,
+)
 from camexp.results import RUN_JSON, read_json, records_view
 
 
@@ -37,8 +47,9 @@ class RunSummary:
     stats: RunStats | None = None
 
 
-def summarize(cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None = None,
-              stats: StatsConfig | None = None) -> RunSummary:
+def summarize(
+    cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None = None, stats: StatsConfig | None = None
+) -> RunSummary:
     """Compute the record metrics from records, and the per-batch jobs' numbers (per-batch metrics,
     analyses) from their files in `run_dir` (never from a run's memory); the run's setting comes from its run.json; with
     `stats`, every per-image metric's intervals and paired comparisons too."""
@@ -51,8 +62,11 @@ def summarize(cfg: ExperimentConfig, records: pd.DataFrame, run_dir: Path | None
             result.merge(job.read(run_dir, records))
     main = pd.DataFrame(result.rows).T.reindex(columns=methods)
     main.index.name = "metric"
-    run_stats = compute_stats(view, cfg.metrics, params, stats, extra_values(run_dir, records, methods, cfg.analyses)) \
-        if stats else None
+    run_stats = (
+        compute_stats(view, cfg.metrics, params, stats, extra_values(run_dir, records, methods, cfg.analyses))
+        if stats
+        else None
+    )
     if run_stats is not None:
         main = with_missing_rows(main, run_stats)
     meta = run_dir / RUN_JSON if run_dir is not None else None
@@ -70,8 +84,10 @@ def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> Run
     try:
         cfg = ExperimentConfig.model_validate(run.config)
     except ValidationError as e:
-        raise CamexpError(f"{run_dir}: its run.json config is not one this camexp version reads "
-                          f"({e.error_count()} problem(s), first: {e.errors()[0]['msg']})") from None
+        raise CamexpError(
+            f"{run_dir}: its run.json config is not one this camexp version reads "
+            f"({e.error_count()} problem(s), first: {e.errors()[0]['msg']})"
+        ) from None
     summary = summarize(cfg, run.records, run_dir, stats_settings(run.config.get("stats"), **(stats or {})))
     summary.status = run.status
     return summary
@@ -127,8 +143,10 @@ def paper_lines(summary: RunSummary) -> list[str]:
     """What --compare-paper says about a run: the published setting its cells are read against, a warning
     when the run's backbone or data set differ from it, or that the run names no paper."""
     if summary.paper is None:
-        return ["No `paper:` in this run's config: no published numbers to compare with "
-                f"(set paper: to one of {', '.join(SETTINGS)})."]
+        return [
+            "No `paper:` in this run's config: no published numbers to compare with "
+            f"(set paper: to one of {', '.join(SETTINGS)})."
+        ]
     caption = (PUBLISHED.get(summary.paper) or PUBLISHED_RELPERF[summary.paper])[0]
     lines = [f"Compared with {caption} ({SETTINGS[summary.paper].describe()}); cells: ours / published."]
     warning = paper_warning(summary)
@@ -155,8 +173,12 @@ def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
         lines += [f"### {title}", "", markdown_table(table.map(lambda v: fmt_cell(v, 3))), ""]
     pairwise = pairwise_markdown(summary.stats) if summary.stats is not None else ""
     if pairwise:
-        lines += ["### Paired comparisons (bootstrap intervals over the same images; exact sign test for win %)",
-                  "", pairwise, ""]
+        lines += [
+            "### Paired comparisons (bootstrap intervals over the same images; exact sign test for win %)",
+            "",
+            pairwise,
+            "",
+        ]
     lines += [*summary.result.notes, *summary.extra_notes]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -229,8 +251,9 @@ def write_report(rep: Report, folder: Path, name: str = "report") -> None:
         (folder / f"{name}.md").write_text(rep.markdown)
         rep.frame.to_csv(folder / f"{name}.csv", index=False, float_format="%.4f")
     except OSError as e:
-        raise CamexpError(f"{folder}: cannot write {name}.md and {name}.csv ({e.strerror or e}); choose another "
-                          "folder with --out") from None
+        raise CamexpError(
+            f"{folder}: cannot write {name}.md and {name}.csv ({e.strerror or e}); choose another folder with --out"
+        ) from None
 
 
 def _long(s: RunSummary, compare_paper: bool) -> pd.DataFrame:

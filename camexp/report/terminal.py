@@ -5,6 +5,7 @@ gradcam++, gradcam++all and gradcam++orig into the same `gradca…`. Here method
 metric labels wrap instead, and a table that still does not fit is turned: the main table is transposed
 (methods as rows), a method x method table gets numbered columns.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,8 +79,11 @@ def _table(df: pd.DataFrame, labels_are_methods: bool, header_width: int | None 
     `header_width`, column headers (metric labels) wrap within that width, or the width of the values."""
     table = Table(show_edge=False, header_style="bold")
     labels = [str(v) for v in df.index]
-    table.add_column(Text(str(df.index.name or "")), no_wrap=labels_are_methods,
-                     min_width=max(map(len, labels), default=0) if labels_are_methods else 12)
+    table.add_column(
+        Text(str(df.index.name or "")),
+        no_wrap=labels_are_methods,
+        min_width=max(map(len, labels), default=0) if labels_are_methods else 12,
+    )
     for col in df.columns:
         widest = max((len(styled(str(v))) for v in df[col]), default=0)
         if header_width is not None:

@@ -6,6 +6,7 @@ with its interval and the exact sign test, relative performance R with its boots
 (pairwise.csv). Per-image values of further metrics, in long form in per_image_metrics.csv (image_id,
 method, metric, value), get the same treatment by adding rows.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,17 @@ from camexp.analyses.localization import MLOC_CSV, mloc_rows, row_label
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
 from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows
-from camexp.metrics.stats import GENERATOR, LONG_COLUMNS, bootstrap_frames, interval_tables, log_values, \
-    relperf_table, wide_metrics, win_table, win_values
+from camexp.metrics.stats import (
+    GENERATOR,
+    LONG_COLUMNS,
+    bootstrap_frames,
+    interval_tables,
+    log_values,
+    relperf_table,
+    wide_metrics,
+    win_table,
+    win_values,
+)
 from camexp.report.markdown import markdown_table
 from camexp.results import METRIC_RECORDS, read_records
 
@@ -60,9 +70,11 @@ class RunStats:
         s = self.settings
         if not s.bootstrap:
             return "Intervals are off (stats.bootstrap: 0)."
-        return (f"Cells: mean [{100 * s.level:g} % percentile bootstrap interval over images: {s.bootstrap} "
-                f"resamples, seed {s.seed}, {GENERATOR}]. **Bold**: best; {NOT_DISTINGUISHABLE}: not "
-                "distinguishable from the best (the paired interval of the difference contains no difference).")
+        return (
+            f"Cells: mean [{100 * s.level:g} % percentile bootstrap interval over images: {s.bootstrap} "
+            f"resamples, seed {s.seed}, {GENERATOR}]. **Bold**: best; {NOT_DISTINGUISHABLE}: not "
+            "distinguishable from the best (the paired interval of the difference contains no difference)."
+        )
 
 
 def stats_settings(recorded: dict | None = None, **overrides: object) -> StatsConfig:
@@ -75,8 +87,9 @@ def stats_settings(recorded: dict | None = None, **overrides: object) -> StatsCo
         raise CamexpError(f"stats.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def extra_values(run_dir: Path | None, records: pd.DataFrame, methods: list[str], analyses: Sequence[str]
-                 ) -> pd.DataFrame | None:
+def extra_values(
+    run_dir: Path | None, records: pd.DataFrame, methods: list[str], analyses: Sequence[str]
+) -> pd.DataFrame | None:
     """Long-form per-image values beyond the records: the run's per_image_metrics.csv, and with the mloc
     analysis each image's mean Loc per method and δ, weighted by its (image, class) pairs."""
     if run_dir is None:
@@ -115,8 +128,13 @@ def lower_is_better(metric: str) -> bool | None:
     return None if row is None else row.lower_is_better
 
 
-def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, settings: StatsConfig,
-                  extra: pd.DataFrame | None = None) -> RunStats:
+def compute_stats(
+    view: RecordsView,
+    metrics: list[str],
+    params: MetricParams,
+    settings: StatsConfig,
+    extra: pd.DataFrame | None = None,
+) -> RunStats:
     """Intervals and paired comparisons of the run's metrics (and of `extra`'s long-form per-image values)."""
     order = np.argsort(np.array(view.image_ids, dtype=object), kind="stable")  # independent of record order
     ids = [view.image_ids[i] for i in order]
@@ -125,8 +143,13 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
     def frame(values: torch.Tensor) -> pd.DataFrame:
         return pd.DataFrame(values.double().numpy(), index=ids, columns=view.methods)
 
-    wides = {row.key: frame(row.per_image(y, o)) for name in metrics if isinstance(entry := METRICS.get(name), Metric)
-             for row in entry.rows if row.per_image is not None}
+    wides = {
+        row.key: frame(row.per_image(y, o))
+        for name in metrics
+        if isinstance(entry := METRICS.get(name), Metric)
+        for row in entry.rows
+        if row.per_image is not None
+    }
     weights: dict[str, pd.DataFrame] = {}
     if extra is not None and len(extra):
         try:
@@ -139,8 +162,7 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
             raise CamexpError(f"{METRIC_RECORDS}: {e}") from None
         clash = sorted(set(more) & set(wides))
         if clash:
-            raise CamexpError(f"{METRIC_RECORDS}: metric(s) {clash} are also computed from the records; "
-                              "rename them")
+            raise CamexpError(f"{METRIC_RECORDS}: metric(s) {clash} are also computed from the records; rename them")
         wides.update(more)
     b, level, seed = settings.bootstrap, settings.level, settings.seed
     o_frame = frame(o)
@@ -158,15 +180,25 @@ def compute_stats(view: RecordsView, metrics: list[str], params: MetricParams, s
         win = win_table(o_frame, b, level, seed, boots[("win", "")]).assign(interval="bootstrap")
         pairs.append(win)
         if len(view.methods) == 2:  # the paper's row: each method's win % against the other
-            (a, w_ab, lo, hi, n), = win[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)
+            ((a, w_ab, lo, hi, n),) = win[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)
             other = view.methods[1] if a == view.methods[0] else view.methods[0]
-            per_method = pd.concat([per_method, pd.DataFrame(
-                [["win", a, w_ab, lo, hi, n], ["win", other, 100 - w_ab, 100 - hi, 100 - lo, n]],
-                columns=PER_METHOD_COLUMNS)], ignore_index=True)
+            per_method = pd.concat(
+                [
+                    per_method,
+                    pd.DataFrame(
+                        [["win", a, w_ab, lo, hi, n], ["win", other, 100 - w_ab, 100 - hi, 100 - lo, n]],
+                        columns=PER_METHOD_COLUMNS,
+                    ),
+                ],
+                ignore_index=True,
+            )
     if "relperf" in metrics:
         pairs.append(relperf_table(o_frame[keep], b, level, seed, boots[("relperf", "")]))
-    pairwise = pd.concat([p for p in pairs if len(p)], ignore_index=True) if any(len(p) for p in pairs) else \
-        pd.DataFrame(columns=PAIR_COLUMNS)
+    pairwise = (
+        pd.concat([p for p in pairs if len(p)], ignore_index=True)
+        if any(len(p) for p in pairs)
+        else pd.DataFrame(columns=PAIR_COLUMNS)
+    )
     pairwise = pairwise.reindex(columns=PAIR_COLUMNS).astype({"n": "int64", "n_untied": "Int64"})
     return RunStats(settings, per_method.reindex(columns=PER_METHOD_COLUMNS), pairwise)
 
@@ -192,9 +224,14 @@ def cell(value: float, lo: float, hi: float, digits: int = 2) -> str:
 def _contains_null(pairwise: pd.DataFrame, metric: str, a: str, b: str) -> bool | None:
     """Whether the bootstrap interval comparing a with b for `metric` contains "no difference" (0 for a
     difference, 50 for win %; either order of the pair gives the same answer); None without one."""
-    rows = pairwise[(pairwise.metric == metric) & (pairwise.interval == "bootstrap")
-                    & (((pairwise.method_a == a) & (pairwise.method_b == b))
-                       | ((pairwise.method_a == b) & (pairwise.method_b == a)))]
+    rows = pairwise[
+        (pairwise.metric == metric)
+        & (pairwise.interval == "bootstrap")
+        & (
+            ((pairwise.method_a == a) & (pairwise.method_b == b))
+            | ((pairwise.method_a == b) & (pairwise.method_b == a))
+        )
+    ]
     if rows.empty or rows[["lo", "hi"]].isna().any(axis=None):
         return None
     row = row_of(metric)
@@ -234,7 +271,8 @@ def with_missing_rows(main: pd.DataFrame, stats: RunStats) -> pd.DataFrame:
     if extra.empty:
         return main
     rows = extra.pivot(index="label", columns="method", values="value").reindex(
-        index=list(dict.fromkeys(extra.label)), columns=main.columns)
+        index=list(dict.fromkeys(extra.label)), columns=main.columns
+    )
     return pd.concat([main, rows]).rename_axis(main.index.name)
 
 

@@ -1,5 +1,6 @@
 """Plug-in methods with the bugs a plug-in author makes: each must stop a run with one line naming the
 plug-in and the batch, and (when it raised) its own traceback below."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """A third-party method, metric and analysis, as a researcher would write them in their own package."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from camexp.metrics.batch import BatchContext
 from camexp.explain.methods import MethodInputs, weighted_sum
 from camexp.metrics import MetricParams, MetricResult, RecordsView
+from camexp.metrics.batch import BatchContext
 
 
 def abs_gradcam(x: MethodInputs) -> torch.Tensor:

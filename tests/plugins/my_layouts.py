@@ -1,5 +1,6 @@
 """A third-party layout: MLP-Mixer's patch tokens (B, N, D), whose grid is `stem.grid_size` (timm's Mixer has
 no `patch_embed`, so the built-in `tokens` layout cannot read it)."""
+
 from __future__ import annotations
 
 import torch
@@ -35,5 +36,11 @@ def _mixer_layer(net: nn.Module) -> str | None:
     return "norm" if type(net).__name__ == "MlpMixer" else None
 
 
-stem_tokens = Layout(name="stem_tokens", summary="MLP-Mixer's patch tokens on stem.grid_size", rank=3,
-                     shape="(B,N,D)", bind=_bind, auto_layer=_mixer_layer)
+stem_tokens = Layout(
+    name="stem_tokens",
+    summary="MLP-Mixer's patch tokens on stem.grid_size",
+    rank=3,
+    shape="(B,N,D)",
+    bind=_bind,
+    auto_layer=_mixer_layer,
+)
