@@ -16,6 +16,9 @@ from camexp.explain.methods import METHODS
 from camexp.models import build_model
 
 PLUGIN = Path(__file__).parent / "plugins" / "broken_cams.py"
+BROKEN_IMPORT = Path(__file__).parent / "plugins" / "broken_import.py"
+# The line of broken_import.py that fails, as its traceback must name it.
+FAILING_LINE = 1 + BROKEN_IMPORT.read_text().splitlines().index("SCALE = 2 * undefined_scale  # noqa: F821")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,10 @@ def test_a_plugin_module_that_fails_to_import_shows_its_traceback(tmp_path: Path
     assert first == (
         "method 'plugins.broken_import:cam': cannot import it (NameError: name 'undefined_scale' is not defined)"
     )
-    assert rest[0] == "Traceback (most recent call last):" and 'broken_import.py", line 4, in <module>' in rest[1]
+    assert (
+        rest[0] == "Traceback (most recent call last):"
+        and f'broken_import.py", line {FAILING_LINE}, in <module>' in rest[1]
+    )
     assert "importlib" not in "\n".join(rest)
     path = tmp_path / "cfg.yaml"
     path.write_text(
@@ -111,4 +117,4 @@ def test_an_entry_point_that_fails_to_load_shows_its_traceback(monkeypatch: pyte
     assert first.startswith(
         "entry point 'broken' in group 'camexp.widgets' (plugins.broken_import:cam) failed to load: NameError"
     )
-    assert 'broken_import.py", line 4, in <module>' in rest[1]
+    assert f'broken_import.py", line {FAILING_LINE}, in <module>' in rest[1]
