@@ -23,6 +23,7 @@ from camexp.metrics.base import (
     MetricFn,
     MetricParams,
     MetricResult,
+    Pairwise,
     PerImage,
     RecordsView,
     Row,
@@ -31,10 +32,13 @@ from camexp.metrics.base import (
     batch_metrics,
     metric,
     metric_problems,
+    record_metrics,
     settings_fingerprint,
     settings_of,
+    table_files,
     validate_settings,
 )
+from camexp.metrics.stats import log_values, relperf_table, win_table, win_values
 
 AVG_DROP = Row("avg_drop", "Average drop %", True, per_image=F.drop_per_image)
 INCREASE = Row("increase", "% increase in confidence", False, per_image=F.increase_per_image)
@@ -60,12 +64,21 @@ def _increase(v: RecordsView, p: MetricParams) -> MetricResult:
     )
 
 
-@metric("win", rows=(WIN, BEST_SHARE))
+WIN_TABLE = "Win % (row method vs column method, ties counted half)"
+RELPERF_TABLE = "Relative performance R = exp(mean log(O_A / O_B))"
+
+
+@metric(
+    "win",
+    rows=(WIN, BEST_SHARE),
+    pairwise=Pairwise(win_values, lambda *a: win_table(*a).assign(interval="bootstrap"), per_method=True),
+    table_files=((WIN_TABLE, "win_matrix"),),
+)
 def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     w = F.win_matrix(v.o)
     table = pd.DataFrame(w.numpy(), index=v.methods, columns=v.methods)
     table.index.name = "win % of row vs column"
-    res = MetricResult(tables={"Win % (row method vs column method, ties counted half)": table})
+    res = MetricResult(tables={WIN_TABLE: table})
     if len(v.methods) == 2:
         res.rows[WIN.label] = {v.methods[0]: float(w[0, 1]), v.methods[1]: float(w[1, 0])}
     share = F.best_share(v.o)
@@ -73,7 +86,12 @@ def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     return res
 
 
-@metric("relperf", needs_labels=True)
+@metric(
+    "relperf",
+    needs_labels=True,
+    pairwise=Pairwise(log_values, relperf_table, select=lambda v, p: v.p_true > p.relperf_min_true_prob),
+    table_files=((RELPERF_TABLE, "relperf"),),
+)
 def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
     keep = v.p_true > p.relperf_min_true_prob
     rows = []
@@ -95,7 +113,7 @@ def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
     )
     if any(not math.isfinite(x) for x in table.get("R", [])):
         note += " Some confidences underflowed to 0: R is not finite."
-    return MetricResult(tables={"Relative performance R = exp(mean log(O_A / O_B))": table}, notes=[note])
+    return MetricResult(tables={RELPERF_TABLE: table}, notes=[note])
 
 
 def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -> MetricResult:
@@ -117,6 +135,7 @@ __all__ = [
     "MetricFn",
     "MetricParams",
     "MetricResult",
+    "Pairwise",
     "PerImage",
     "RecordsView",
     "Row",
@@ -126,8 +145,10 @@ __all__ = [
     "compute_metrics",
     "metric",
     "metric_problems",
+    "record_metrics",
     "settings_fingerprint",
     "settings_of",
+    "table_files",
     "validate_settings",
 ]
 

@@ -105,15 +105,33 @@ MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
 
 
 @dataclass(frozen=True)
+class Pairwise:
+    """A record metric's statistic per pair of methods, read from the confidences O (images x methods, a frame).
+
+    `values(o)`: per image and pair, the values whose resample means give its bootstrap interval;
+    `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means;
+    `select(view, params)`: (N,) bool, the images it uses (None: all); `per_method`: with two methods, each
+    method's value against the other (and 100 minus the pair's interval) is also a per-method row."""
+
+    values: Callable[[pd.DataFrame], pd.DataFrame]
+    table: Callable[[pd.DataFrame, int, float, int, Any], pd.DataFrame]
+    select: Callable[[RecordsView, MetricParams], torch.Tensor] | None = None
+    per_method: bool = False
+
+
+@dataclass(frozen=True)
 class Metric:
     """A registered record metric; `needs_labels`: it needs a true label for every image; `rows`: the
-    main-table rows it produces (see `Row`)."""
+    main-table rows it produces (see `Row`); `pairwise`: the statistic it adds to pairwise.csv (see
+    `Pairwise`); `table_files`: (table title, file stem) of its extra tables written as CSV to the run folder."""
 
     name: str
     fn: MetricFn
     needs_labels: bool = False
     rows: tuple[Row, ...] = ()
     settings: None = None  # record metrics read their settings from the top-level config (relperf_min_true_prob)
+    pairwise: Pairwise | None = None
+    table_files: tuple[tuple[str, str], ...] = ()
 
     def __call__(self, view: RecordsView, params: MetricParams) -> MetricResult:
         return self.fn(view, params)
@@ -211,11 +229,13 @@ def _as_metric(name: str, obj: object) -> AnyMetric:
 METRICS: Registry[AnyMetric] = Registry("metric", _as_metric)
 
 
-def metric(name: str, needs_labels: bool = False, rows: tuple[Row, ...] = ()) -> Callable[[MetricFn], Metric]:
-    """Register a record metric `fn(view, params) -> MetricResult` under `name`."""
+def metric(
+    name: str, needs_labels: bool = False, rows: tuple[Row, ...] = (), **meta: Any
+) -> Callable[[MetricFn], Metric]:
+    """Register a record metric `fn(view, params) -> MetricResult` under `name` (see `Metric` for `meta`)."""
 
     def register(fn: MetricFn) -> Metric:
-        return METRICS.register(name, Metric(name, fn, needs_labels, rows))  # type: ignore[return-value]
+        return METRICS.register(name, Metric(name, fn, needs_labels, rows, **meta))  # type: ignore[return-value]
 
     return register
 
@@ -250,6 +270,19 @@ def mean_rows(row: Row, note: Note = lambda cfg: "") -> Summarize:
 def batch_metrics(names: list[str]) -> list[BatchMetric]:
     """The per-batch metrics among `names`, in order."""
     return [m for m in map(METRICS.get, names) if isinstance(m, BatchMetric)]
+
+
+def record_metrics(names: list[str]) -> list[Metric]:
+    """The record metrics among `names`, in registration order (so that output files do not depend on the
+    order of the config's list)."""
+    return [entry for name, entry in METRICS.items() if name in names and isinstance(entry, Metric)]
+
+
+def table_files() -> dict[str, str]:
+    """Table title -> file stem, for every registered record metric's extra tables written as CSV."""
+    return {
+        title: stem for _, entry in METRICS.items() if isinstance(entry, Metric) for title, stem in entry.table_files
+    }
 
 
 def all_rows() -> list[Row]:

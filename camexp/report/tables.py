@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
-from camexp.metrics import MetricParams, MetricResult, compute_metrics
+from camexp.metrics import MetricParams, MetricResult, compute_metrics, table_files
 from camexp.report.markdown import markdown_table
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import find_runs, find_studies, open_run, study_section
@@ -198,10 +198,10 @@ def summary_tables(summary: RunSummary, compare_paper: bool) -> list[tuple[str, 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """summary.csv (main table) and summary.md (everything) into the run folder."""
     summary.main.to_csv(run_dir / "summary.csv", float_format="%.4f")
+    files = table_files()
     for title, table in summary.result.tables.items():
-        slug = "win_matrix" if title.startswith("Win") else "relperf" if title.startswith("Relative") else None
-        if slug:
-            table.to_csv(run_dir / f"{slug}.csv", float_format="%.6f")
+        if title in files:
+            table.to_csv(run_dir / f"{files[title]}.csv", float_format="%.6f")
     (run_dir / "summary.md").write_text(to_markdown(summary))
     if summary.stats is not None:
         write_stats(run_dir, summary.stats)

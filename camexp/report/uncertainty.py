@@ -23,17 +23,13 @@ from camexp.analyses import ANALYSES
 from camexp.analyses.localization import MLOC_CSV, mloc_rows, row_label
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
-from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows
+from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows, record_metrics
 from camexp.metrics.stats import (
     GENERATOR,
     LONG_COLUMNS,
     bootstrap_frames,
     interval_tables,
-    log_values,
-    relperf_table,
     wide_metrics,
-    win_table,
-    win_values,
 )
 from camexp.report.markdown import markdown_table
 from camexp.results import METRIC_RECORDS, read_records
@@ -167,33 +163,30 @@ def compute_stats(
     b, level, seed = settings.bootstrap, settings.level, settings.seed
     o_frame = frame(o)
     frames: dict[tuple[str, str], pd.DataFrame] = {("metric", k): v for k, v in wides.items()}
-    if "win" in metrics:
-        frames[("win", "")] = win_values(o_frame)
-    if "relperf" in metrics:
-        keep = (view.p_true[order] > params.relperf_min_true_prob).numpy()
-        frames[("relperf", "")] = log_values(o_frame[keep])
+    paired = [(entry.name, entry.pairwise) for entry in record_metrics(metrics) if entry.pairwise is not None]
+    used = {name: o_frame if p.select is None else o_frame[p.select(view, params)[order].numpy()] for name, p in paired}
+    for name, p in paired:
+        frames[("pairwise", name)] = p.values(used[name])
     # one pass over the resamples for all metrics of the same images
     boots = bootstrap_frames(frames, b, seed, {("metric", k): w for k, w in weights.items()})
     per_method, diffs = interval_tables(wides, b, level, seed, {k: boots[("metric", k)] for k in wides}, weights)
     pairs = [diffs.assign(interval="bootstrap")]
-    if "win" in metrics:
-        win = win_table(o_frame, b, level, seed, boots[("win", "")]).assign(interval="bootstrap")
-        pairs.append(win)
-        if len(view.methods) == 2:  # the paper's row: each method's win % against the other
-            ((a, w_ab, lo, hi, n),) = win[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)
+    for name, p in paired:
+        table = p.table(used[name], b, level, seed, boots[("pairwise", name)])
+        pairs.append(table)
+        if p.per_method and len(view.methods) == 2:  # the paper's row: each method's value against the other
+            ((a, w_ab, lo, hi, n),) = table[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)
             other = view.methods[1] if a == view.methods[0] else view.methods[0]
             per_method = pd.concat(
                 [
                     per_method,
                     pd.DataFrame(
-                        [["win", a, w_ab, lo, hi, n], ["win", other, 100 - w_ab, 100 - hi, 100 - lo, n]],
+                        [[name, a, w_ab, lo, hi, n], [name, other, 100 - w_ab, 100 - hi, 100 - lo, n]],
                         columns=PER_METHOD_COLUMNS,
                     ),
                 ],
                 ignore_index=True,
             )
-    if "relperf" in metrics:
-        pairs.append(relperf_table(o_frame[keep], b, level, seed, boots[("relperf", "")]))
     pairwise = (
         pd.concat([p for p in pairs if len(p)], ignore_index=True)
         if any(len(p) for p in pairs)
