@@ -6,7 +6,9 @@ carries its metadata as fields: the factory that builds the run's worker from th
 `update(ctx)` sees every batch through the one `BatchContext` and whose `finish(out_dir)` writes figures and
 returns Markdown lines), the CSV files the worker appends per batch (`files`, name -> columns; `{}` for none;
 None: undeclared, so it runs in a single process only), the main-table `rows` its files give, the `read`er that
-recomputes those rows from the files (so `camexp table` shows them too), and `resume`: whether it may be
+recomputes those rows from the files (so `camexp table` shows them too), `per_image`: the reader of its rows'
+per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, and
+`resume`: whether it may be
 added to a run that has recorded images (`any`: it reads the records alone; `refuse`: it would cover only the
 images explained from now on). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which
 rank 0 merges before `finish`; the runner also deletes them on a fresh start.
@@ -46,6 +48,8 @@ class Worker(Protocol):
 
 # (run folder, the run's final per-image records, methods) -> rows/tables/notes for the summary
 ResultReader = Callable[[Path, "pd.DataFrame", list[str]], "MetricResult"]
+# (run folder, final records, methods) -> its rows' per-image values in long form, or None (its files are absent)
+PerImageReader = Callable[[Path, "pd.DataFrame", list[str]], "pd.DataFrame | None"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Analysis:
     rows: tuple[Row, ...] = ()
     read: ResultReader | None = None
     resume: Resume = "refuse"
+    per_image: PerImageReader | None = None
 
 
 def _as_analysis(name: str, obj: Any) -> Analysis:
@@ -71,6 +76,7 @@ def _as_analysis(name: str, obj: Any) -> Analysis:
         files=getattr(obj, "files", None),
         rows=tuple(getattr(obj, "rows", ())),
         read=getattr(obj, "read", None),
+        per_image=getattr(obj, "per_image", None),
         resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
     )
 
@@ -85,11 +91,12 @@ def analysis(
     rows: tuple[Row, ...] = (),
     read: ResultReader | None = None,
     resume: Resume = "refuse",
+    per_image: PerImageReader | None = None,
 ) -> Callable[[Callable[[ExperimentConfig], Worker]], Callable[[ExperimentConfig], Worker]]:
     """Register the factory it decorates as analysis `name` with its metadata (see `Analysis`)."""
 
     def register(make: Callable[[ExperimentConfig], Worker]) -> Callable[[ExperimentConfig], Worker]:
-        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume))
+        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume, per_image))
         return make
 
     return register

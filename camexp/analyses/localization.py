@@ -20,6 +20,7 @@ from camexp.analyses.base import analysis
 from camexp.metrics import MetricResult, Row
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.localization import class_box_masks, localization
+from camexp.metrics.stats import LONG_COLUMNS
 from camexp.results import append_records, read_records
 
 if TYPE_CHECKING:
@@ -113,4 +114,14 @@ def mloc_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> Met
     return MetricResult(rows=rows, notes=[note])
 
 
-analysis("mloc", {MLOC_CSV: COLUMNS}, rows=(MLOC_ROW,), read=mloc_result)(MLoc)
+def mloc_per_image(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
+    """Each image's mean Loc per method and δ (long form), weighted by its (image, class) pairs; None without
+    mloc.csv."""
+    if not (run_dir / MLOC_CSV).exists():
+        return None
+    loc = mloc_rows(run_dir, records, methods).groupby(["image_id", "method", "delta"])["loc"]
+    loc = loc.agg(value="mean", weight="size").reset_index()
+    return loc.assign(metric=loc["delta"].map(row_label))[[*LONG_COLUMNS, "weight"]]
+
+
+analysis("mloc", {MLOC_CSV: COLUMNS}, rows=(MLOC_ROW,), read=mloc_result, per_image=mloc_per_image)(MLoc)

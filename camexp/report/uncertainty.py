@@ -20,7 +20,6 @@ import torch
 from pydantic import ValidationError
 
 from camexp.analyses import ANALYSES
-from camexp.analyses.localization import MLOC_CSV, mloc_rows, row_label
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
 from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows, record_metrics
@@ -86,17 +85,18 @@ def stats_settings(recorded: dict | None = None, **overrides: object) -> StatsCo
 def extra_values(
     run_dir: Path | None, records: pd.DataFrame, methods: list[str], analyses: Sequence[str]
 ) -> pd.DataFrame | None:
-    """Long-form per-image values beyond the records: the run's per_image_metrics.csv, and with the mloc
-    analysis each image's mean Loc per method and δ, weighted by its (image, class) pairs."""
+    """Long-form per-image values beyond the records: the run's per_image_metrics.csv, and those of every
+    listed analysis that declares a per-image reader (mloc: each image's mean Loc per method and δ)."""
     if run_dir is None:
         return None
     parts = []
     if (run_dir / METRIC_RECORDS).exists():
         parts.append(per_image_means(read_records(run_dir / METRIC_RECORDS, LONG_COLUMNS)))
-    if "mloc" in analyses and (run_dir / MLOC_CSV).exists():
-        loc = mloc_rows(run_dir, records, methods).groupby(["image_id", "method", "delta"])["loc"]
-        loc = loc.agg(value="mean", weight="size").reset_index()
-        parts.append(loc.assign(metric=loc["delta"].map(row_label))[[*LONG_COLUMNS, "weight"]])
+    for name in analyses:
+        reader = ANALYSES.get(name).per_image
+        part = None if reader is None else reader(run_dir, records, methods)
+        if part is not None:
+            parts.append(part)
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
