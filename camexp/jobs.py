@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import pandas as pd
 
 from camexp.analyses import ANALYSES, Analysis, Worker
-from camexp.metrics import BatchMetric, MetricResult, batch_metrics
+from camexp.analyses.curves import write_curves
+from camexp.metrics import BatchMetric, MetricResult, batch_metrics, settings_of
 from camexp.metrics.base import Resume
 from camexp.metrics.batch import BatchContext
 from camexp.results import (
@@ -28,6 +29,7 @@ from camexp.results import (
     append_records,
     final_metric_rows,
     metric_records,
+    read_records,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +50,17 @@ class Job(Protocol):
 
     @property
     def resume(self) -> Resume: ...
+
+    @property
+    def metric_rows(self) -> tuple[str, ...]:
+        """The rows it writes to per_image_metrics.csv (an image lacking them is pending when `resume` is
+        'recompute'); () for none."""
+        ...
+
+    @property
+    def summary(self) -> str | None:
+        """What run.json's `per_image_metrics` says of it; None: not a per-image metric."""
+        ...
 
     def start(self) -> None:
         """Prepare for a run before the first batch (an analysis builds its worker, which may refuse the config)."""
@@ -80,6 +93,14 @@ class MetricJob:
     def resume(self) -> Resume:
         return self.entry.resume
 
+    @property
+    def metric_rows(self) -> tuple[str, ...]:
+        return self.entry.row_names
+
+    @property
+    def summary(self) -> str | None:
+        return self.entry.summary
+
     def start(self) -> None:
         pass
 
@@ -92,7 +113,7 @@ class MetricJob:
         append_records(ctx.path(METRIC_RECORDS), rows, METRIC_COLUMNS)
 
     def finish(self, out_dir: Path) -> list[str]:
-        return []  # its rows are in the summary table (`read`); the curves' figure is the runner's (write_curves)
+        return []  # its rows are in the summary table (`read`); the curves' figure is CurvesJob's
 
     def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
         methods = self.cfg.method_names
@@ -120,6 +141,9 @@ class AnalysisJob:
     def resume(self) -> Resume:
         return self.entry.resume
 
+    metric_rows: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str | None] = None
+
     def start(self) -> None:
         self.worker = self.entry.make(self.cfg)
 
@@ -137,9 +161,35 @@ class AnalysisJob:
         return self.entry.read(run_dir, records, self.cfg.method_names)
 
 
+@dataclass
+class CurvesJob:
+    """With `perturbation.curves`: the mean curve per method (table and figure) from the curves the per-batch
+    metrics appended (each `MetricJob` writes its own), once every rank's file is merged and finalised."""
+
+    cfg: ExperimentConfig
+    name: ClassVar[str] = "curves"
+    files: ClassVar[dict[str, list[str]]] = {}
+    resume: ClassVar[Resume] = "any"
+    metric_rows: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str | None] = None
+
+    def start(self) -> None:
+        pass
+
+    def update(self, ctx: BatchContext) -> None:
+        pass
+
+    def finish(self, out_dir: Path) -> list[str]:
+        images = set(read_records(out_dir / CURVES, CURVE_COLUMNS)["index"].astype(int))  # finalised by the runner
+        return write_curves(out_dir, self.cfg, images)
+
+    def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
+        return MetricResult()
+
+
 def jobs_of(cfg: ExperimentConfig) -> list[Job]:
-    """The config's per-batch jobs in the order they run: its per-batch metrics, then its analyses."""
-    return [
-        *(MetricJob(m, cfg) for m in batch_metrics(cfg.metrics)),
-        *(AnalysisJob(ANALYSES.get(name), cfg) for name in cfg.analyses),
-    ]
+    """The config's per-batch jobs in the order they run: its per-batch metrics, then its analyses, then the
+    mean curves (with `perturbation.curves` and a per-batch metric)."""
+    metrics: list[Job] = [MetricJob(m, cfg) for m in batch_metrics(cfg.metrics)]
+    curves: list[Job] = [CurvesJob(cfg)] if metrics and settings_of(cfg, "perturbation").curves else []
+    return [*metrics, *(AnalysisJob(ANALYSES.get(name), cfg) for name in cfg.analyses), *curves]

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from camexp import profile
 from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
-from camexp.analyses.curves import write_curves
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig, fingerprint_hash
 from camexp.data import ImageDataset, build_dataset
@@ -39,7 +38,7 @@ from camexp.explain.methods import counter_notes
 from camexp.explain.scoring import Scorer, target_scores
 from camexp.jobs import Job, jobs_of
 from camexp.lock import hold
-from camexp.metrics import BatchMetric, batch_metrics, metric_problems, settings_of
+from camexp.metrics import metric_problems
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
@@ -134,8 +133,6 @@ class Run:
         self.fingerprint = fingerprint_hash(self.fingerprinted)
         self.counts: dict[str, dict[str, int]] = {}
         self.started = False  # run.json says 'running' on this run's behalf
-        self.batch_metrics: list[BatchMetric] = batch_metrics(cfg.metrics)
-        self.curves = settings_of(cfg, "perturbation").curves  # also write the per-batch metrics' curves
         self.jobs: list[Job] = jobs_of(cfg)
         undeclared = [j.name for j in self.jobs if j.files is None]
         if undeclared and ranks.world > 1:
@@ -223,7 +220,7 @@ class Run:
         done = complete_images(records, self.methods)
         with_metrics = metric_complete(
             read_records(self.out / METRIC_RECORDS, METRIC_COLUMNS),
-            [m.row_names for m in self.batch_metrics if m.resume == "recompute"],
+            [j.metric_rows for j in self.jobs if j.resume == "recompute" and j.metric_rows],
         )
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
@@ -267,7 +264,7 @@ class Run:
             "dataset": s.dataset.provenance,
             "images_in_dataset": len(s.dataset),
             "images_resumed": resumed,
-            "per_image_metrics": {m.name: m.summary for m in self.batch_metrics},
+            "per_image_metrics": {j.name: j.summary for j in self.jobs if j.summary is not None},
         }
 
     def _own(self, name: str) -> Path:
@@ -295,8 +292,6 @@ class Run:
             )
         for job in self.jobs:
             summary.extra_notes += job.finish(self.out)
-        if self.curves:
-            summary.extra_notes += write_curves(self.out, cfg, images)
         recorded = int(records["index"].nunique())
         processed = recorded - resumed
         if self.counts:
