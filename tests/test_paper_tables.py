@@ -31,3 +31,28 @@ def test_auc_rows_keep_three_decimals() -> None:
     assert out.at[INSERTION, "scorecam (not run)"] == "— / 0.386"
     md = to_markdown(summary, compare_paper=True)
     assert "Score-CAM paper Tables 1-3" in md and "0.357 / 0.357" in md
+
+
+def test_relperf_table_gets_the_equivalence_papers_r_beside_ours():
+    """`--compare-paper` on an equiv1 run: relperf's table (found by its entry's title, not by a prefix) gains
+    the published R, mean and std of log R per pair, and says which table they come from."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from camexp.metrics import RELPERF_TABLE, WIN_TABLE
+    from camexp.report.tables import summary_tables
+
+    ours = pd.DataFrame({"R": [1.3, 1.1]}, index=["gradcam++ vs gradcam", "gradcam++ vs cam"])
+    win = pd.DataFrame({"gradcam": [50.0]}, index=["gradcam++"])
+    summary = SimpleNamespace(paper="equiv1", result=SimpleNamespace(tables={RELPERF_TABLE: ours, WIN_TABLE: win}))
+    tables = dict(summary_tables(summary, compare_paper=True))
+    title = RELPERF_TABLE + " — beside Equivalence paper, pre-softmax maps (4219 images)"
+    assert list(tables[title].loc["gradcam++ vs gradcam", ["paper R", "paper mean log R", "paper std log R"]]) == [
+        1.24,
+        0.21,
+        0.64,
+    ]
+    assert tables[title].loc["gradcam++ vs cam", "paper R"] != tables[title].loc["gradcam++ vs cam", "paper R"]  # NaN
+    assert tables[WIN_TABLE] is win  # other tables untouched
+    assert dict(summary_tables(summary, compare_paper=False))[RELPERF_TABLE] is ours

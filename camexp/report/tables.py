@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
-from camexp.metrics import MetricParams, MetricResult, compute_metrics, table_files
+from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_metrics, table_files
 from camexp.report.markdown import markdown_table
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import find_runs, find_studies, open_run, study_section
@@ -187,7 +187,7 @@ def summary_tables(summary: RunSummary, compare_paper: bool) -> list[tuple[str, 
     """The extra tables (win matrix, relative performance), with the published R beside ours on request."""
     out = []
     for title, table in summary.result.tables.items():
-        if compare_paper and title.startswith("Relative performance"):
+        if compare_paper and title == RELPERF_TABLE:  # relperf's table: the equivalence paper printed R
             table = relperf_with_paper(summary, table)
             if summary.paper in PUBLISHED_RELPERF:
                 title += f" — beside {PUBLISHED_RELPERF[summary.paper][0]}"
