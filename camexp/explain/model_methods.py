@@ -13,7 +13,7 @@ flat: nothing K x B x H x W is ever held. Seeded methods draw their noise per im
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -63,10 +63,13 @@ def image_generators(ctx: MethodInputs, seed: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in image_seeds(ctx, seed)]
 
 
-def _check_scorecam(p: Mapping[str, Any]) -> str:
-    if p["weighting"] not in SCORECAM_WEIGHTINGS:
-        return f"weighting must be one of {list(SCORECAM_WEIGHTINGS)}, not {p['weighting']!r}"
-    return ""
+def one_of(key: str, choices: tuple[str, ...]) -> Callable[[Mapping[str, Any]], str]:
+    """A method's parameter check (`method(check=...)`): parameter `key` must be one of `choices`."""
+
+    def check(p: Mapping[str, Any]) -> str:
+        return "" if p[key] in choices else f"{key} must be one of {list(choices)}, not {p[key]!r}"
+
+    return check
 
 
 @method(
@@ -75,7 +78,7 @@ def _check_scorecam(p: Mapping[str, Any]) -> str:
     needs_grad=False,
     needs_model=True,
     params={"weighting": "probability"},
-    check=_check_scorecam,
+    check=one_of("weighting", SCORECAM_WEIGHTINGS),
     cost=lambda k, p: f"<= {k or 'K'} forwards of masked images (one per non-constant channel)",
     source="Wang et al., CVPR-W 2020, authors' code; weighting softmax_logits: pytorch-grad-cam's",
 )
@@ -111,19 +114,13 @@ def scorecam(ctx: MethodInputs, weighting: str = "probability") -> torch.Tensor:
 ABLATION_DENOMINATORS = ("score", "abs")
 
 
-def _check_ablation(p: Mapping[str, Any]) -> str:
-    if p["denominator"] not in ABLATION_DENOMINATORS:
-        return f"denominator must be one of {list(ABLATION_DENOMINATORS)}, not {p['denominator']!r}"
-    return ""
-
-
 @method(
     "ablationcam",
     "Ablation-CAM: w_k = relative drop of the target score when channel k is set to 0",
     needs_grad=False,
     needs_model=True,
     params={"denominator": "score"},
-    check=_check_ablation,
+    check=one_of("denominator", ABLATION_DENOMINATORS),
     cost=lambda k, p: f"<= {k or 'K'} passes of the network after the layer (one per channel not all zero)",
     notes={
         "negative_score_images": "the target's score y was negative on {n} image(s) explained by this "
