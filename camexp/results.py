@@ -447,13 +447,15 @@ def map_locations(run_dir: Path, methods: list[str] | None = None) -> pd.DataFra
 
 
 def write_maps_index(run_dir: Path, methods: list[str]) -> pd.DataFrame:
-    """Rank 0 at the end of an invocation: write maps/index.csv for the final records and delete the shards
-    that no longer hold any of their maps (superseded by a resumed batch)."""
+    """Rank 0 at the end of an invocation (every rank done): write maps/index.csv for the final records and
+    delete the shards that no longer hold any of their maps (superseded by a resumed batch) and the
+    temporary files of writes a kill cut short."""
     located = map_locations(run_dir, methods)
     maps_dir = run_dir / MAPS_DIR
     write_text_atomically(maps_dir / MAPS_INDEX, located.to_csv(index=False))
-    for shard in set(map_shards(maps_dir)) - {maps_dir / s for s in located["shard"]}:
-        shard.unlink()
+    kept = {maps_dir / s for s in located["shard"]}
+    for stale in [*(set(map_shards(maps_dir)) - kept), *maps_dir.glob("*.tmp")]:
+        stale.unlink()
     return located
 
 

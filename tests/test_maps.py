@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
+import camexp.results as results_mod
+import camexp.runner as runner_mod
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
@@ -129,3 +131,92 @@ def test_a_run_without_maps_is_a_clear_error_naming_the_fix(tmp_path: Path, phot
     assert not (out / MAPS_DIR).exists()
     with pytest.raises(CamexpError, match=rf"{out}: the run kept no maps; run it with `output: {{maps: true}}`"):
         read_maps(out)
+
+
+def assert_same_maps(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert a[["index", "image_id", "method", "target"]].equals(b[["index", "image_id", "method", "target"]])
+    assert all(np.array_equal(x, y) for x, y in zip(a["map"], b["map"]))
+
+
+@pytest.mark.parametrize("kill", ["while writing a shard", "after a shard, before the records"])
+def test_a_killed_run_leaves_no_shard_a_reader_accepts_and_resumes_to_the_same_maps(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch, kill: str
+) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_experiment(config(photo_dir, whole), progress=False)
+    calls: list[str] = []
+    if kill == "while writing a shard":
+        real_save = results_mod.save_file
+
+        def save_then_die(tensors: dict, path: str, metadata: dict) -> None:
+            calls.append(path)
+            real_save(tensors, path, metadata=metadata)
+            if len(calls) == 2:  # the second batch's shard: half its bytes are on disk, then the process dies
+                Path(path).write_bytes(Path(path).read_bytes()[:100])
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(results_mod, "save_file", save_then_die)
+    else:
+        real_append = runner_mod.append_records
+
+        def append_then_die(path: Path, rows: pd.DataFrame) -> None:
+            calls.append(str(path))
+            if len(calls) == 2:  # the second batch's maps are written, its records never will be
+                raise KeyboardInterrupt
+            real_append(path, rows)
+
+        monkeypatch.setattr(runner_mod, "append_records", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config(photo_dir, killed), progress=False)
+    monkeypatch.undo()
+    left = sorted(p.name for p in (killed / MAPS_DIR).iterdir())
+    assert left == (
+        ["a0001-b000001.safetensors", "a0001-b000002.tmp"]
+        if kill == "while writing a shard"
+        else ["a0001-b000001.safetensors", "a0001-b000002.safetensors"]
+    )
+    assert read_maps(killed)["index"].unique().tolist() == [0, 1, 2]  # the recorded batch only
+    run_experiment(config(photo_dir, killed), progress=False)
+    assert_same_maps(read_maps(killed), read_maps(whole))
+    assert sorted(p.name for p in (killed / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.safetensors",
+        "a0002-b000001.safetensors",  # the second invocation's first batch: the fourth image
+        MAPS_INDEX,
+    ]  # the superseded shard and the torn write are gone
+
+
+def test_an_extension_keeps_the_first_maps_and_adds_the_new_images(tmp_path: Path, photo_dir: Path) -> None:
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    limit = {"kind": "folder", "root": str(photo_dir), "limit": 2}
+    run_experiment(config(photo_dir, grown, dataset=limit), progress=False)
+    first = (grown / MAPS_DIR / "a0001-b000001.safetensors").read_bytes()
+    run_experiment(config(photo_dir, grown), progress=False)  # no limit: all four
+    run_experiment(config(photo_dir, fresh), progress=False)
+    assert (grown / MAPS_DIR / "a0001-b000001.safetensors").read_bytes() == first  # not explained again
+    maps = read_maps(grown)
+    assert maps["index"].unique().tolist() == [0, 1, 2, 3]
+    shared = {"index", "image_id", "method", "target"}
+    assert maps[list(shared)].equals(read_maps(fresh)[list(shared)])
+    # batches differ ([0,1],[2,3] against [0,1,2],[3]): equal up to float noise, which float16 mostly absorbs
+    assert max(np.abs(a - b).max() for a, b in zip(maps["map"], read_maps(fresh)["map"])) <= F16_EPS
+
+
+def test_turning_maps_on_after_records_is_refused_and_off_leaves_a_gap_read_maps_names(
+    tmp_path: Path, photo_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    two = {"kind": "folder", "root": str(photo_dir), "limit": 2}
+    run_experiment(config(photo_dir, out, dataset=two, output={"dir": str(out)}), progress=False)
+    with pytest.raises(CamexpError, match=r"`output: \{maps: true\}` was turned on after 2 images were recorded"):
+        run_experiment(config(photo_dir, out, dataset=two), progress=False)
+    run_experiment(config(photo_dir, out, dataset=two), fresh=True, progress=False)
+    run_experiment(config(photo_dir, out, output={"dir": str(out)}), progress=False)  # two more, without maps
+    with pytest.raises(CamexpError, match=r"6 of the 12 recorded \(image, method\) pairs have no map \(first: image"):
+        read_maps(out)
+
+
+def test_fresh_removes_the_maps_of_the_run_it_replaces(tmp_path: Path, photo_dir: Path) -> None:
+    out = tmp_path / "out"
+    run_experiment(config(photo_dir, out), progress=False)
+    run_experiment(config(photo_dir, out, output={"dir": str(out)}), fresh=True, progress=False)
+    assert not (out / MAPS_DIR).exists()
