@@ -13,6 +13,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import load_file
@@ -28,6 +29,7 @@ from camexp.explain.core import Explainer, Explanation
 from camexp.explain.gallery import ModelRow
 from camexp.results import MAPS_DIR, MAPS_INDEX, RECORDS, read_maps
 from camexp.runner import run_experiment
+from tests.test_distributed import one_thread, torchrun_two_ranks
 
 METHODS = ["gradcam", "gradcam++", "random"]
 F16_EPS = 2.0**-11  # float16's relative spacing: a value in [0,1] is stored within half of it, times 2**0
@@ -277,3 +279,33 @@ def test_camexp_plot_errors_are_one_line(tmp_path: Path, photo_dir: Path) -> Non
         shard.unlink()
     res = CliRunner().invoke(app, ["plot", str(out), "--images", "camera"])
     assert res.exit_code == 2 and "the run kept no maps; run it with `output: {maps: true}`" in res.output
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_their_own_shards_and_rank_0_indexes_them(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CPU ranks (gloo), batches of 1: each rank its own shards, read back as one process's maps."""
+    cfg = config(photo_dir, tmp_path / "single", runtime={"device": "cpu", "batch_size": 1})
+    path = tmp_path / "maps.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"output": {"dir"}})))
+    torchrun_two_ranks(path, tmp_path / "dist")
+    with one_thread():
+        run_experiment(cfg, progress=False)
+    dist, single = read_maps(tmp_path / "dist"), read_maps(tmp_path / "single")
+    assert dist[["index", "image_id", "method", "target"]].equals(single[["index", "image_id", "method", "target"]])
+    assert max(np.abs(a - b).max() for a, b in zip(dist["map"], single["map"])) <= F16_EPS
+    assert sorted(p.name for p in (tmp_path / "dist" / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.rank0.safetensors",  # images 0 and 2 on rank 0, 1 and 3 on rank 1 (whole batches, round robin)
+        "a0001-b000001.rank1.safetensors",
+        "a0001-b000002.rank0.safetensors",
+        "a0001-b000002.rank1.safetensors",
+        MAPS_INDEX,
+    ]
+    index = pd.read_csv(tmp_path / "dist" / MAPS_DIR / MAPS_INDEX)
+    assert index.drop_duplicates("index")["shard"].tolist() == [
+        "a0001-b000001.rank0.safetensors",
+        "a0001-b000001.rank1.safetensors",
+        "a0001-b000002.rank0.safetensors",
+        "a0001-b000002.rank1.safetensors",
+    ]
