@@ -299,6 +299,11 @@ def test_camexp_plot_errors_are_one_line(tmp_path: Path, photo_dir: Path) -> Non
     assert res.exit_code == 2 and "image id(s) ['nope'] not among the run's 1 recorded images" in res.output
     res = CliRunner().invoke(app, ["plot", str(out), "--methods", "gradcam"])
     assert res.exit_code == 2 and "--methods and --out draw kept maps: give --images ID[,ID...] too" in res.output
+    forged = out / MAPS_DIR / "a0009-b000001.safetensors"  # not written by camexp (its name passes)
+    forged.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    res = CliRunner().invoke(app, ["plot", str(out), "--images", "camera"])
+    assert res.exit_code == 2 and f"{forged}: not a camexp maps shard (" in res.output
+    assert "delete it and resume the run" in res.output
     (out / MAPS_DIR / MAPS_INDEX).unlink()
     for shard in (out / MAPS_DIR).iterdir():
         shard.unlink()
