@@ -75,8 +75,8 @@ def instances_found(maps: torch.Tensor, inside: torch.Tensor, owner: torch.Tenso
 def instances(batch: BatchContext) -> list[PerImage]:
     t = truth(batch)
     settings: InstanceSettings = batch.settings("instances")
-    device = batch.x.device
-    inside = box_union_mask(t.boxes, torch.arange(len(t.boxes), device=device), len(t.boxes), batch.x.shape[-2:])
+    device, (h, w) = batch.x.device, batch.x.shape[-2:]
+    inside = box_union_mask(t.boxes, torch.arange(len(t.boxes), device=device), len(t.boxes), (h, w))
     keep = inside.flatten(1).any(1)
     if settings.difficult == "ignore":
         keep &= ~t.difficult
