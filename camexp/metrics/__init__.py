@@ -152,4 +152,4 @@ __all__ = [
     "validate_settings",
 ]
 
-from camexp.metrics import perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)
+from camexp.metrics import instances, perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)

@@ -80,14 +80,15 @@ def pointing_settings(cfg: ExperimentConfig) -> PointingSettings:
 @dataclass(frozen=True)
 class Truth:
     """The batch's (image, ground-truth class) pairs: pos, cls (P,); `boxes` (N,4) of the visible boxes with
-    `owner` (N,) their pair; `visible` (P,) whether the pair has any; `classes_in_image` (P,) how many
-    ground-truth classes its image has; `boxes_in_image` (P,) how many boxes; `bare` positions of images
-    without any box."""
+    `owner` (N,) their pair and `difficult` (N,) their data set's flag (VOC's); `visible` (P,) whether the pair
+    has any; `classes_in_image` (P,) how many ground-truth classes its image has; `boxes_in_image` (P,) how
+    many boxes; `bare` positions of images without any box."""
 
     pos: torch.Tensor
     cls: torch.Tensor
     boxes: torch.Tensor
     owner: torch.Tensor
+    difficult: torch.Tensor
     visible: torch.Tensor
     classes_in_image: torch.Tensor
     boxes_in_image: torch.Tensor
@@ -109,23 +110,27 @@ def truth(batch: BatchContext) -> Truth:
         n = len(batch.x)
         boxes = batch.batch.get("boxes") or [None] * n
         labels = batch.batch.get("box_labels") or [None] * n
+        flags = batch.batch.get("box_difficult") or [None] * n
         pos: list[int] = []
         cls: list[int] = []
         kept: list[torch.Tensor] = []
+        hard: list[torch.Tensor] = []
         owner: list[int] = []
         n_cls: list[int] = []
         n_box: list[int] = []
         bare: list[int] = []
-        for i, (b, lab) in enumerate(zip(boxes, labels)):
+        for i, (b, lab, flag) in enumerate(zip(boxes, labels, flags)):
             if b is None or lab is None or not len(lab):
                 bare.append(i)
                 continue
             present = sorted(set(lab.tolist()))
+            flag = torch.zeros(len(lab), dtype=torch.bool) if flag is None else flag
             for c in present:
                 mine = b[lab == c]
-                mine = mine[(mine[:, 2] > mine[:, 0]) & (mine[:, 3] > mine[:, 1])]
-                owner += [len(pos)] * len(mine)
-                kept.append(mine)
+                shown = (mine[:, 2] > mine[:, 0]) & (mine[:, 3] > mine[:, 1])
+                owner += [len(pos)] * int(shown.sum())
+                kept.append(mine[shown])
+                hard.append(flag[lab == c][shown])
                 pos.append(i)
                 cls.append(c)
                 n_cls.append(len(present))
@@ -141,6 +146,7 @@ def truth(batch: BatchContext) -> Truth:
             if kept
             else torch.zeros(0, 4, dtype=torch.float64, device=device),
             owner_t,
+            torch.cat(hard).to(device) if hard else torch.zeros(0, dtype=torch.bool, device=device),
             visible,
             torch.tensor(n_cls, **long),
             torch.tensor(n_box, **long),
@@ -172,21 +178,19 @@ def pointing_hits(
     return hits > 0
 
 
-def _nan_rows(batch: BatchContext, name: str, pos: torch.Tensor, cls: torch.Tensor) -> list[PerImage]:
+def nan_rows(batch: BatchContext, name: str, pos: torch.Tensor, cls: torch.Tensor) -> list[PerImage]:
     nan = torch.full((len(pos),), float("nan"), dtype=torch.float64, device=batch.x.device)
     return [PerImage(m, name, pos, cls, nan) for m in batch.methods] if len(pos) else []
 
 
-def _bare_rows(batch: BatchContext, name: str, t: Truth) -> list[PerImage]:
-    return _nan_rows(batch, name, t.bare, torch.full_like(t.bare, NO_BOX))
+def bare_rows(batch: BatchContext, name: str, t: Truth) -> list[PerImage]:
+    return nan_rows(batch, name, t.bare, torch.full_like(t.bare, NO_BOX))
 
 
 def pointing(batch: BatchContext) -> list[PerImage]:
     t = truth(batch)
     seen = t.visible.nonzero()[:, 0]
-    out = _bare_rows(batch, "pointing_game", t) + _nan_rows(
-        batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible]
-    )
+    out = bare_rows(batch, "pointing_game", t) + nan_rows(batch, "pointing_game", t.pos[~t.visible], t.cls[~t.visible])
     if not len(seen):
         return out
     settings = batch.settings("pointing")
@@ -269,7 +273,7 @@ def energy(batch: BatchContext) -> list[PerImage]:
     rest = torch.ones(len(batch.x), dtype=torch.bool, device=batch.x.device)
     rest[t.pos[chosen]] = False
     others = rest.nonzero()[:, 0]
-    out = _nan_rows(batch, "energy_pointing", others, torch.full_like(others, NO_BOX))
+    out = nan_rows(batch, "energy_pointing", others, torch.full_like(others, NO_BOX))
     if len(chosen):
         pos, cls = t.pos[chosen], t.cls[chosen]
         out += [

@@ -105,8 +105,9 @@ def per_image_means(rows: pd.DataFrame) -> pd.DataFrame:
 
     Rows of registered per-batch metrics (written with `index` and `class`) count only where their summary
     is a mean over images (`Row.image_mean`): a NaN value is an image seen without a value and is dropped,
-    and the value is scaled as the summary row is. Rows of other metrics (long-form values a plug-in wrote
-    itself) are taken as they are."""
+    and the value is scaled as the summary row is; an image's several values of one metric (one per class) are
+    their mean with their number as `weight`. Rows of other metrics (long-form values a plug-in wrote itself)
+    are taken as they are."""
     if "class" not in rows.columns:
         return rows
     entries = [entry for _, entry in METRICS.items() if isinstance(entry, BatchMetric)]
@@ -115,7 +116,12 @@ def per_image_means(rows: pd.DataFrame) -> pd.DataFrame:
     foreign = rows[~rows["metric"].isin(own)]
     mine = rows[rows["metric"].isin(scale)].dropna(subset=["value"])
     mine = mine.assign(value=mine["value"] * mine["metric"].map(scale))
-    return pd.concat([foreign[LONG_COLUMNS], mine[LONG_COLUMNS]], ignore_index=True)
+    # several values of one image (one per ground-truth class: instances) are one value, their mean, weighing
+    # their number, so that the mean over images is the summary's mean over pairs and resamples keep them together
+    mine = mine.groupby(["image_id", "method", "metric"], as_index=False, sort=False)["value"].agg(
+        value="mean", weight="size"
+    )
+    return pd.concat([foreign[LONG_COLUMNS], mine[[*LONG_COLUMNS, "weight"]]], ignore_index=True)
 
 
 def lower_is_better(metric: str) -> bool | None:
