@@ -186,6 +186,9 @@ class MethodSpec(_Strict):
 
 class OutputConfig(_Strict):
     dir: Path | None = None
+    maps: bool = Field(
+        False, description="keep every method's map per image, at the layer's resolution, in the run folder's maps/"
+    )
 
 
 class StatsConfig(_Strict):

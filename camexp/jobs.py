@@ -1,11 +1,12 @@
 """One per-batch contract: everything a run computes per batch beyond the records is a `Job`.
 
-A job is a per-batch metric (a `BatchMetric` listed under `metrics:`) or an analysis (listed under
-`analyses:`). The runner builds one `BatchContext` per batch and calls every job's `update(ctx)` before the
-batch's records are written (so a recorded image has its jobs' rows); each job appends to the files it
-declares (`files`, name -> CSV columns: per-rank files under torchrun, merged by rank 0), writes its figures
-in `finish`, and `read` summarises its rows from those files alone, so that `camexp table` recomputes them.
-`resume` (on the entry) says whether it may be added to a run that has recorded images (camexp/resume.py).
+A job is a per-batch metric (a `BatchMetric` listed under `metrics:`), an analysis (listed under
+`analyses:`), the mean curves or the kept maps (`output: {maps: true}`). The runner builds one `BatchContext`
+per batch and calls every job's `update(ctx)` before the batch's records are written (so a recorded image has
+its jobs' rows); each job appends to the files it declares (`files`, name -> CSV columns: per-rank files under
+torchrun, merged by rank 0), writes its figures in `finish`, and `read` summarises its rows from those files
+alone, so that `camexp table` recomputes them. `resume` (on the entry) says whether it may be added to a run
+that has recorded images (camexp/resume.py).
 """
 
 from __future__ import annotations
@@ -14,22 +15,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+import numpy as np
 import pandas as pd
+import torch
 
 from camexp.analyses import ANALYSES, Analysis, Worker
 from camexp.analyses.curves import write_curves
+from camexp.explain.maps import normalize
 from camexp.metrics import BatchMetric, MetricResult, batch_metrics, settings_of
 from camexp.metrics.base import Resume
 from camexp.metrics.batch import BatchContext
 from camexp.results import (
     CURVE_COLUMNS,
     CURVES,
+    MAPS_DIR,
     METRIC_COLUMNS,
     METRIC_RECORDS,
     append_records,
     final_metric_rows,
+    last_invocation,
     metric_records,
     read_records,
+    shard_name,
+    write_map_shard,
+    write_maps_index,
 )
 
 if TYPE_CHECKING:
@@ -187,9 +196,55 @@ class CurvesJob:
         return MetricResult()
 
 
+@dataclass
+class MapsJob:
+    """With `output: {maps: true}`: every method's map of every image at the layer's resolution, min-max
+    normalised, one shard per batch in maps/ (camexp/results.py, `write_map_shard`); rank 0 indexes the shards
+    of the final records at the end. Added to a run that recorded images without it, it is refused (`resume`):
+    their maps would need the model again, which is a fresh run."""
+
+    cfg: ExperimentConfig
+    name: ClassVar[str] = MAPS_DIR
+    files: ClassVar[dict[str, list[str]]] = {}  # shards are per rank by name (`ctx.path`), not merged
+    resume: ClassVar[Resume] = "refuse"
+    metric_rows: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str | None] = None
+    invocation: int = 0
+    batches: int = 0
+
+    def start(self) -> None:
+        maps_dir = self.cfg.output_dir / MAPS_DIR
+        maps_dir.mkdir(parents=True, exist_ok=True)
+        self.invocation, self.batches = last_invocation(maps_dir) + 1, 0
+
+    def update(self, ctx: BatchContext) -> None:
+        self.batches += 1
+        normalized = [normalize(ctx.explanation.layer_maps[m].detach())[0] for m in ctx.methods]
+        host = torch.cat([m.flatten() for m in normalized]).half().cpu().numpy()  # one transfer per batch
+        parts = np.split(host, np.cumsum([m.numel() for m in normalized])[:-1])
+        write_map_shard(
+            ctx.path(f"{MAPS_DIR}/{shard_name(self.invocation, self.batches)}"),
+            ctx.batch["index"].numpy(),
+            ctx.image_ids,
+            ctx.targets.cpu().numpy(),
+            {m: part.reshape(n.shape) for m, part, n in zip(ctx.methods, parts, normalized)},
+        )
+
+    def finish(self, out_dir: Path) -> list[str]:
+        kept = write_maps_index(out_dir, self.cfg.method_names)
+        return [
+            f"Maps of {kept['index'].nunique()} images x {len(self.cfg.method_names)} methods kept in {MAPS_DIR}/ "
+            "(`camexp.results.read_maps`, `camexp plot`; README.md, 'Maps')."
+        ]
+
+    def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
+        return MetricResult()
+
+
 def jobs_of(cfg: ExperimentConfig) -> list[Job]:
     """The config's per-batch jobs in the order they run: its per-batch metrics, then its analyses, then the
-    mean curves (with `perturbation.curves` and a per-batch metric)."""
+    mean curves (with `perturbation.curves` and a per-batch metric), then the maps (with `output.maps`)."""
     metrics: list[Job] = [MetricJob(m, cfg) for m in batch_metrics(cfg.metrics)]
     curves: list[Job] = [CurvesJob(cfg)] if metrics and settings_of(cfg, "perturbation").curves else []
-    return [*metrics, *(AnalysisJob(ANALYSES.get(name), cfg) for name in cfg.analyses), *curves]
+    maps: list[Job] = [MapsJob(cfg)] if cfg.output.maps else []
+    return [*metrics, *(AnalysisJob(ANALYSES.get(name), cfg) for name in cfg.analyses), *curves, *maps]

@@ -12,7 +12,8 @@ import errno
 import io
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 from camexp.errors import CamexpError, os_reason
-from camexp.io import write_text_atomically
+from camexp.io import replace_atomically, write_text_atomically
 from camexp.metrics import PerImage, RecordsView
 
 RECORDS = "per_image.csv"
@@ -337,3 +340,154 @@ def writes_kept(folder: Path, methods: list[str]) -> Iterator[None]:
             "on resume); free space or make the folder writable, then run the same command to "
             "resume"
         ) from None
+
+
+# The maps a run keeps with `output: {maps: true}` (README.md, "Maps"): one safetensors shard per batch (and rank)
+# in the run folder's maps/, written whole or not at all (a killed write leaves at most a *.tmp, which is no shard).
+# A shard holds `index` (B,) int64, `target` (B,) int64 and `map/<method>` (B,h,w) float16 per method: the method's
+# map at the layer's resolution, min-max normalised to [0,1]; its metadata lists the image ids (JSON). Shards are
+# named a<invocation>-b<batch>[.rank<r>].safetensors; a later invocation's map of an (image, method) supersedes an
+# earlier one's (a resumed batch explains its images again). At the end of each invocation rank 0 writes
+# maps/index.csv (where each map of the final records lies) and deletes the shards it no longer needs.
+MAPS_DIR = "maps"
+MAPS_INDEX = "index.csv"
+MAPS_INDEX_COLUMNS = ["index", "image_id", "method", "target", "shard", "row"]
+MAP_KEY = "map/"
+SHARD_SUFFIX = ".safetensors"
+SHARD_NAME = re.compile(r"^a(\d+)-b(\d+)(?:\.rank(\d+))?\.safetensors$")
+
+
+def shard_name(invocation: int, batch: int) -> str:
+    """The name of a maps shard (the runner's per-rank naming adds .rank<r> under torchrun)."""
+    return f"a{invocation:04d}-b{batch:06d}{SHARD_SUFFIX}"
+
+
+def map_shards(maps_dir: Path) -> list[Path]:
+    """The finished shards of a maps folder in the order they were written: invocation, rank, batch."""
+    if not maps_dir.is_dir():
+        return []
+    named = [(SHARD_NAME.match(p.name), p) for p in maps_dir.iterdir()]
+    order = {p: (int(m[1]), int(m[3] or 0), int(m[2])) for m, p in named if m}
+    return sorted(order, key=order.__getitem__)
+
+
+def last_invocation(maps_dir: Path) -> int:
+    """The highest invocation number among the shards of a maps folder (0 without shards)."""
+    return max((int(m[1]) for p in map_shards(maps_dir) if (m := SHARD_NAME.match(p.name))), default=0)
+
+
+def write_map_shard(
+    path: Path, index: np.ndarray, image_ids: list[str], targets: np.ndarray, maps: dict[str, np.ndarray]
+) -> None:
+    """Write one batch's maps (method -> (B,h,w)) as a shard, atomically and synced like the records' appends."""
+    tensors = {"index": index.astype(np.int64), "target": targets.astype(np.int64)}
+    tensors |= {MAP_KEY + m: np.ascontiguousarray(v, dtype=np.float16) for m, v in maps.items()}
+    meta = {"format": "camexp-maps", "version": "1", "image_ids": json.dumps(image_ids)}
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), sync=True)
+
+
+def _shard_rows(path: Path) -> pd.DataFrame:
+    """One row per (image, method) of a shard (MAPS_INDEX_COLUMNS); an unreadable shard is a one-line error."""
+    try:
+        with safe_open(path, "numpy") as f:
+            image_ids = json.loads((f.metadata() or {})["image_ids"])
+            index, target = f.get_tensor("index"), f.get_tensor("target")
+            methods = [k[len(MAP_KEY) :] for k in f.keys() if k.startswith(MAP_KEY)]
+    except (OSError, KeyError, ValueError, SafetensorError) as e:
+        raise CamexpError(f"{path}: not a camexp maps shard ({e}); delete it and resume the run") from None
+    n = len(index)
+    return pd.DataFrame(
+        {
+            "index": np.tile(index, len(methods)),
+            "image_id": image_ids * len(methods),
+            "method": np.repeat(methods, n),
+            "target": np.tile(target, len(methods)),
+            "shard": path.name,
+            "row": np.tile(np.arange(n), len(methods)),
+        },
+        columns=MAPS_INDEX_COLUMNS,
+    )
+
+
+def _run_methods(run_dir: Path) -> list[str]:
+    """The methods of a run folder, in its config order (run.json)."""
+    meta = read_json(run_dir / RUN_JSON)
+    if not isinstance(meta.get("methods"), dict):
+        raise CamexpError(f"{run_dir / RUN_JSON}: not a camexp run (no methods)")
+    return list(meta["methods"])
+
+
+def map_locations(run_dir: Path, methods: list[str] | None = None) -> pd.DataFrame:
+    """Where each map of the run's final records lies (MAPS_INDEX_COLUMNS): the latest shard holding the
+    (image, method), over the images recorded for every method, sorted by index and method order. Reads the
+    records and the shards' headers only, and writes nothing."""
+    methods = methods or _run_methods(run_dir)
+    records = complete_records(read_all_records(run_dir), methods)
+    shards = map_shards(run_dir / MAPS_DIR)
+    if not shards:
+        raise CamexpError(
+            f"{run_dir}: the run kept no maps; run it with `output: {{maps: true}}` in its config "
+            "(with --fresh: maps cannot be added to images already recorded)"
+        )
+    rows = pd.concat([_shard_rows(p) for p in shards], ignore_index=True)
+    rows = rows[rows["method"].isin(methods)].drop_duplicates(["index", "method"], keep="last")
+    located = records[["index", "image_id", "method"]].merge(
+        rows.drop(columns="image_id"), on=["index", "method"], how="left", validate="one_to_one"
+    )
+    missing = located[located["shard"].isna()]
+    if len(missing):
+        raise CamexpError(
+            f"{run_dir}: {len(missing)} of the {len(located)} recorded (image, method) pairs have no map (first: "
+            f"image {missing['image_id'].iloc[0]}, method {missing['method'].iloc[0]}): images recorded with "
+            "`output.maps` off; rerun with `output: {maps: true}` and --fresh"
+        )
+    located["row"] = located["row"].astype(np.int64)
+    located["target"] = located["target"].astype(np.int64)
+    return located[MAPS_INDEX_COLUMNS].reset_index(drop=True)
+
+
+def write_maps_index(run_dir: Path, methods: list[str]) -> pd.DataFrame:
+    """Rank 0 at the end of an invocation (every rank done): write maps/index.csv for the final records and
+    delete the shards that no longer hold any of their maps (superseded by a resumed batch) and the
+    temporary files of writes a kill cut short."""
+    located = map_locations(run_dir, methods)
+    maps_dir = run_dir / MAPS_DIR
+    write_text_atomically(maps_dir / MAPS_INDEX, located.to_csv(index=False))
+    kept = {maps_dir / s for s in located["shard"]}
+    for stale in [*(set(map_shards(maps_dir)) - kept), *maps_dir.glob("*.tmp")]:
+        stale.unlink()
+    return located
+
+
+def read_maps(
+    run_dir: Path | str, methods: list[str] | None = None, images: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """The maps a run kept (`output: {maps: true}`), one row per (image, method) of its final records, sorted by
+    record index then the run's method order: columns `index` (int), `image_id` (str), `method` (str), `target`
+    (int, the explained class) and `map` (float32 (h, w) at the layer's resolution, min-max normalised to [0,1];
+    bilinear upsampling to the input size and normalising again gives the map the run scored). `methods` and
+    `images` (image ids) select; a name the run does not have is an error."""
+    run_dir = Path(run_dir)
+    known = _run_methods(run_dir)
+    unknown = [m for m in methods or [] if m not in known]
+    if unknown:
+        raise CamexpError(f"{run_dir}: no method(s) {unknown} in this run; it has {known}")
+    located = map_locations(run_dir, [m for m in known if methods is None or m in methods])
+    if images is not None:
+        wanted = list(dict.fromkeys(str(i) for i in images))
+        absent = [i for i in wanted if i not in set(located["image_id"])]
+        if absent:
+            raise CamexpError(
+                f"{run_dir}: image id(s) {absent[:5]} not among the run's {located['index'].nunique()} recorded images"
+            )
+        located = located[located["image_id"].isin(wanted)]
+    maps = np.empty(len(located), dtype=object)
+    for shard, rows in located.groupby("shard", sort=False):
+        with safe_open(run_dir / MAPS_DIR / str(shard), "numpy") as f:
+            for method, part in rows.groupby("method", sort=False):
+                stack = f.get_tensor(MAP_KEY + str(method)).astype(np.float32)
+                for pos, row in zip(located.index.get_indexer(part.index), part["row"]):
+                    maps[pos] = stack[row]
+    out = located[["index", "image_id", "method", "target"]].reset_index(drop=True)
+    out["map"] = maps
+    return out

@@ -22,7 +22,7 @@ from camexp.data.base import Item
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
 from camexp.metrics import settings_fingerprint
-from camexp.results import complete_images, read_all_records
+from camexp.results import MAPS_DIR, complete_images, read_all_records
 
 SELECTION = ("dataset.limit", "dataset.subset")  # keys that may grow a run: positions are kept or checked
 SHOWN = 3  # differing keys named in a refusal
@@ -68,9 +68,15 @@ def check_config(
 
 def _check_added(before: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> None:
     """Refuse the per-batch jobs added after images were recorded without them whose entry says `refuse`."""
-    listed = [*before.get("metrics", []), *before.get("analyses", [])]
+    kept_maps = [MAPS_DIR] if (before.get("output") or {}).get("maps") else []  # the maps job (`output.maps`)
+    listed = [*before.get("metrics", []), *before.get("analyses", []), *kept_maps]
     added = [j.name for j in jobs_of(cfg) if j.name not in listed and j.resume == "refuse"]
     recorded = len(complete_images(read_all_records(folder), cfg.method_names)) if added else 0
+    if recorded and MAPS_DIR in added:
+        raise CamexpError(
+            f"{folder}: `output: {{maps: true}}` was turned on after {recorded} images were recorded without "
+            "their maps; pass --fresh to explain every image again with them, or --out for a new folder"
+        )
     if recorded:
         raise CamexpError(
             f"{folder}: analyses {added} were added after {recorded} images were recorded without them; "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from camexp.results import (
     COLUMNS,
     CURVE_COLUMNS,
     CURVES,
+    MAPS_DIR,
     METRIC_COLUMNS,
     METRIC_RECORDS,
     RECORDS,
@@ -159,6 +161,7 @@ class Run:
             if not records.exists() or records.stat().st_size == 0:  # nothing recorded: other rows are stale
                 for name in set(self.appended) - {RECORDS, BAD_IMAGES}:
                     (self.out / name).unlink(missing_ok=True)
+                shutil.rmtree(self.out / MAPS_DIR, ignore_errors=True)  # so are kept maps, whether kept now or not
             if fresh:
                 meta_path.unlink(missing_ok=True)
         self.ranks.barrier()

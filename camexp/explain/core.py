@@ -102,8 +102,9 @@ def _defined_at(fn: object) -> str:
 @dataclass
 class Explanation:
     """Everything one batch yields: logits on the full images, targets, and per method the normalised
-    maps (B,H,W) with flags of constant maps and of non-finite maps, and the method's counters (forwards
-    run, channels skipped: `MethodInputs.count`)."""
+    maps (B,H,W) with flags of constant maps and of non-finite maps, the method's counters (forwards
+    run, channels skipped: `MethodInputs.count`) and its maps as it returned them, at the layer's resolution
+    (B,h,w), before upsampling and normalisation (what `output.maps` keeps)."""
 
     logits: torch.Tensor
     targets: torch.Tensor
@@ -112,6 +113,7 @@ class Explanation:
     finite: dict[str, torch.Tensor]
     inputs: MethodInputs
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    layer_maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -235,12 +237,12 @@ class Explainer:
         `image_ids`."""
         logits, inputs = self.activations(x, targets, image_ids)
         profile.lap(profile.SHARED_PASS)
-        maps, constant, finite, counts = {}, {}, {}, {}
+        maps, constant, finite, counts, layer_maps = {}, {}, {}, {}, {}
         for r in self.runs:
             inputs.counts = {}
-            raw = run_method(r, inputs, image_ids)
+            layer_maps[r.name] = raw = run_method(r, inputs, image_ids)
             counts[r.name] = inputs.counts
             maps[r.name], constant[r.name] = upsample_normalize(raw, (x.shape[-2], x.shape[-1]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
             profile.lap(profile.METHOD + r.name)
-        return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts)
+        return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts, layer_maps)

@@ -17,10 +17,20 @@ def upsample_normalize(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch
     Non-finite input values propagate so that the caller can refuse them.
     """
     up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    lo = up.amin((1, 2), keepdim=True)
-    hi = up.amax((1, 2), keepdim=True)
+    return normalize(up)
+
+
+def normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,h,w) maps -> per-map min-max normalised float32 maps in [0,1], and a (B,) bool flag for constant maps
+    (returned as zeros). At the layer's resolution this is what a run keeps with `output.maps`: upsampling it
+    and normalising again gives the run's map (bilinear upsampling is affine equivariant)."""
+    maps = maps.float()
+    lo = maps.amin((1, 2), keepdim=True)
+    hi = maps.amax((1, 2), keepdim=True)
     span = hi - lo
     scale = torch.maximum(hi.abs(), lo.abs())
     constant = (span <= CONSTANT_RTOL * scale) | (span == 0)
-    out = torch.where(constant, torch.zeros_like(up), (up - lo) / torch.where(constant, torch.ones_like(span), span))
+    out = torch.where(
+        constant, torch.zeros_like(maps), (maps - lo) / torch.where(constant, torch.ones_like(span), span)
+    )
     return out, constant.view(-1)

@@ -1,0 +1,222 @@
+"""Maps as a run product (`output: {maps: true}`): written per batch, read back with `read_maps`, without camexp
+(safetensors + numpy), across a kill, a resume and an extension; a run without maps is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+import camexp.results as results_mod
+import camexp.runner as runner_mod
+from camexp.config import ExperimentConfig
+from camexp.errors import CamexpError
+from camexp.explain.core import Explainer, Explanation
+from camexp.results import MAPS_DIR, MAPS_INDEX, RECORDS, read_maps
+from camexp.runner import run_experiment
+
+METHODS = ["gradcam", "gradcam++", "random"]
+F16_EPS = 2.0**-11  # float16's relative spacing: a value in [0,1] is stored within half of it, times 2**0
+
+
+def config(photo_dir: Path, out: Path, **kw: Any) -> ExperimentConfig:
+    """A small random-weights convnet on the four scikit-image photographs, batches of 3 (a partial last batch)."""
+    base: dict[str, Any] = {
+        "name": "maps",
+        "dataset": {"kind": "folder", "root": str(photo_dir)},
+        "model": {"name": "test_convnext", "weights": "random"},
+        "methods": METHODS,
+        "runtime": {"device": "cpu", "batch_size": 3},
+        "output": {"dir": str(out), "maps": True},
+    }
+    return ExperimentConfig.model_validate({**base, **kw})
+
+
+def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], Explanation]]:
+    """Every (image ids, Explanation) the run's explainer returns."""
+    seen: list[tuple[list[str], Explanation]] = []
+    real = Explainer.explain
+
+    def explain(self: Explainer, x: torch.Tensor, targets: Any = None, image_ids: Any = None) -> Explanation:
+        ex = real(self, x, targets, image_ids)
+        seen.append((list(image_ids or []), ex))
+        return ex
+
+    monkeypatch.setattr(Explainer, "explain", explain)
+    return seen
+
+
+def minmax(a: np.ndarray) -> np.ndarray:
+    """Min-max normalisation of one map, written here in numpy (a constant map becomes zeros)."""
+    span = a.max() - a.min()
+    return np.zeros_like(a) if span == 0 else (a - a.min()) / span
+
+
+def test_the_maps_read_back_are_the_explainers_to_float16_precision(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = spy(monkeypatch)
+    out = tmp_path / "out"
+    run_experiment(config(photo_dir, out), progress=False)
+    maps = read_maps(out)
+    records = pd.read_csv(out / RECORDS, dtype={"image_id": str})
+    assert maps[["index", "image_id", "method", "target"]].equals(
+        records[["index", "image_id", "method", "target"]].reset_index(drop=True)
+    )  # one row per record, in the records' order (index, then the run's method order)
+    assert maps["index"].dtype == np.int64 and maps["target"].dtype == np.int64
+    by_key = maps.set_index(["image_id", "method"])["map"]
+    checked = 0
+    for ids, ex in seen:
+        for m in METHODS:
+            for i, image_id in enumerate(ids):
+                raw = ex.layer_maps[m][i].detach().double().numpy()
+                kept = by_key[(image_id, m)]
+                assert kept.dtype == np.float32 and kept.shape == raw.shape  # the layer's resolution
+                assert np.abs(kept - minmax(raw)).max() <= F16_EPS / 2 + 1e-7
+                # upsampled to the input and normalised again: the map the run scored (README.md, Definitions D2)
+                up = F.interpolate(torch.tensor(kept)[None, None], size=ex.maps[m].shape[-2:], mode="bilinear")
+                assert np.abs(minmax(up[0, 0].numpy()) - ex.maps[m][i].numpy()).max() < 4 * F16_EPS
+                checked += 1
+    assert checked == len(maps) == 4 * len(METHODS)
+
+
+def test_the_shards_are_readable_with_safetensors_and_numpy_alone(tmp_path: Path, photo_dir: Path) -> None:
+    """What README.md, 'Maps' tells a user without camexp: index.csv names the shard and row of every map."""
+    out = tmp_path / "out"
+    run_experiment(config(photo_dir, out), progress=False)
+    index = pd.read_csv(out / MAPS_DIR / MAPS_INDEX, dtype={"image_id": str})
+    expected = read_maps(out)
+    assert index[["index", "image_id", "method", "target"]].equals(expected[["index", "image_id", "method", "target"]])
+    for entry, want in zip(index.itertuples(index=False), expected["map"]):
+        tensors = load_file(out / MAPS_DIR / entry.shard)
+        assert tensors[f"map/{entry.method}"].dtype == np.float16
+        assert np.array_equal(tensors[f"map/{entry.method}"][entry.row].astype(np.float32), want)
+        assert (tensors["index"][entry.row], tensors["target"][entry.row]) == (entry.index, entry.target)
+        with safe_open(out / MAPS_DIR / entry.shard, "numpy") as f:
+            assert json.loads(f.metadata()["image_ids"])[entry.row] == entry.image_id
+    assert sorted(p.name for p in (out / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.safetensors",
+        "a0001-b000002.safetensors",
+        MAPS_INDEX,
+    ]  # 4 images in batches of 3: two shards
+
+
+def test_read_maps_selects_methods_and_images_and_names_unknown_ones(tmp_path: Path, photo_dir: Path) -> None:
+    out = tmp_path / "out"
+    run_experiment(config(photo_dir, out), progress=False)
+    some = read_maps(out, methods=["gradcam++"], images=["coffee", "camera"])
+    assert some[["image_id", "method"]].values.tolist() == [["camera", "gradcam++"], ["coffee", "gradcam++"]]
+    with pytest.raises(CamexpError, match=r"no method\(s\) \['scorecam'\] in this run; it has \['gradcam'"):
+        read_maps(out, methods=["scorecam"])
+    with pytest.raises(CamexpError, match=r"image id\(s\) \['dog'\] not among the run's 4 recorded images"):
+        read_maps(out, images=["camera", "dog"])
+
+
+def test_a_run_without_maps_is_a_clear_error_naming_the_fix(tmp_path: Path, photo_dir: Path) -> None:
+    out = tmp_path / "out"
+    run_experiment(
+        config(
+            photo_dir, out, dataset={"kind": "folder", "root": str(photo_dir), "limit": 1}, output={"dir": str(out)}
+        ),
+        progress=False,
+    )
+    assert not (out / MAPS_DIR).exists()
+    with pytest.raises(CamexpError, match=rf"{out}: the run kept no maps; run it with `output: {{maps: true}}`"):
+        read_maps(out)
+
+
+def assert_same_maps(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert a[["index", "image_id", "method", "target"]].equals(b[["index", "image_id", "method", "target"]])
+    assert all(np.array_equal(x, y) for x, y in zip(a["map"], b["map"]))
+
+
+@pytest.mark.parametrize("kill", ["while writing a shard", "after a shard, before the records"])
+def test_a_killed_run_leaves_no_shard_a_reader_accepts_and_resumes_to_the_same_maps(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch, kill: str
+) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_experiment(config(photo_dir, whole), progress=False)
+    calls: list[str] = []
+    if kill == "while writing a shard":
+        real_save = results_mod.save_file
+
+        def save_then_die(tensors: dict, path: str, metadata: dict) -> None:
+            calls.append(path)
+            real_save(tensors, path, metadata=metadata)
+            if len(calls) == 2:  # the second batch's shard: half its bytes are on disk, then the process dies
+                Path(path).write_bytes(Path(path).read_bytes()[:100])
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(results_mod, "save_file", save_then_die)
+    else:
+        real_append = runner_mod.append_records
+
+        def append_then_die(path: Path, rows: pd.DataFrame) -> None:
+            calls.append(str(path))
+            if len(calls) == 2:  # the second batch's maps are written, its records never will be
+                raise KeyboardInterrupt
+            real_append(path, rows)
+
+        monkeypatch.setattr(runner_mod, "append_records", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config(photo_dir, killed), progress=False)
+    monkeypatch.undo()
+    left = sorted(p.name for p in (killed / MAPS_DIR).iterdir())
+    assert left == (
+        ["a0001-b000001.safetensors", "a0001-b000002.tmp"]
+        if kill == "while writing a shard"
+        else ["a0001-b000001.safetensors", "a0001-b000002.safetensors"]
+    )
+    assert read_maps(killed)["index"].unique().tolist() == [0, 1, 2]  # the recorded batch only
+    run_experiment(config(photo_dir, killed), progress=False)
+    assert_same_maps(read_maps(killed), read_maps(whole))
+    assert sorted(p.name for p in (killed / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.safetensors",
+        "a0002-b000001.safetensors",  # the second invocation's first batch: the fourth image
+        MAPS_INDEX,
+    ]  # the superseded shard and the torn write are gone
+
+
+def test_an_extension_keeps_the_first_maps_and_adds_the_new_images(tmp_path: Path, photo_dir: Path) -> None:
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    limit = {"kind": "folder", "root": str(photo_dir), "limit": 2}
+    run_experiment(config(photo_dir, grown, dataset=limit), progress=False)
+    first = (grown / MAPS_DIR / "a0001-b000001.safetensors").read_bytes()
+    run_experiment(config(photo_dir, grown), progress=False)  # no limit: all four
+    run_experiment(config(photo_dir, fresh), progress=False)
+    assert (grown / MAPS_DIR / "a0001-b000001.safetensors").read_bytes() == first  # not explained again
+    maps = read_maps(grown)
+    assert maps["index"].unique().tolist() == [0, 1, 2, 3]
+    shared = {"index", "image_id", "method", "target"}
+    assert maps[list(shared)].equals(read_maps(fresh)[list(shared)])
+    # batches differ ([0,1],[2,3] against [0,1,2],[3]): equal up to float noise, which float16 mostly absorbs
+    assert max(np.abs(a - b).max() for a, b in zip(maps["map"], read_maps(fresh)["map"])) <= F16_EPS
+
+
+def test_turning_maps_on_after_records_is_refused_and_off_leaves_a_gap_read_maps_names(
+    tmp_path: Path, photo_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    two = {"kind": "folder", "root": str(photo_dir), "limit": 2}
+    run_experiment(config(photo_dir, out, dataset=two, output={"dir": str(out)}), progress=False)
+    with pytest.raises(CamexpError, match=r"`output: \{maps: true\}` was turned on after 2 images were recorded"):
+        run_experiment(config(photo_dir, out, dataset=two), progress=False)
+    run_experiment(config(photo_dir, out, dataset=two), fresh=True, progress=False)
+    run_experiment(config(photo_dir, out, output={"dir": str(out)}), progress=False)  # two more, without maps
+    with pytest.raises(CamexpError, match=r"6 of the 12 recorded \(image, method\) pairs have no map \(first: image"):
+        read_maps(out)
+
+
+def test_fresh_removes_the_maps_of_the_run_it_replaces(tmp_path: Path, photo_dir: Path) -> None:
+    out = tmp_path / "out"
+    run_experiment(config(photo_dir, out), progress=False)
+    run_experiment(config(photo_dir, out, output={"dir": str(out)}), fresh=True, progress=False)
+    assert not (out / MAPS_DIR).exists()
