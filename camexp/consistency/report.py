@@ -207,8 +207,8 @@ def write_consistency(rep: ConsistencyReport, folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{STEM}.md").write_text(rep.markdown)
-        rep.frame.to_csv(folder / f"{STEM}.csv", index=False, float_format="%.6f")
-        rep.pairs.to_csv(folder / f"{STEM}_pairs.csv", index=False, float_format="%.6f")
+        rep.frame.to_csv(folder / f"{STEM}.csv", index=False, float_format="%.10g")
+        rep.pairs.to_csv(folder / f"{STEM}_pairs.csv", index=False, float_format="%.10g")
         figures = save_figure(rep.figure, folder, STEM)
     except OSError as e:
         raise CamexpError(
