@@ -309,16 +309,36 @@ def explain(
         console.print(str(path), highlight=False, markup=False)
 
 
+def _comma(values: str) -> list[str]:
+    """'a, b,' -> ['a', 'b']."""
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
 @app.command()
 def plot(
     run_dir: Path = typer.Argument(..., help="a run folder"),
     analyses: str | None = typer.Option(None, help="comma list (default: the analyses the run's config enabled)"),
+    images: str | None = typer.Option(
+        None, help="comma list of image ids: draw their kept maps (a run with `output: {maps: true}`) instead"
+    ),
+    methods: str | None = typer.Option(None, help="with --images: comma list (default: every method of the run)"),
+    out: Path | None = typer.Option(None, help="with --images: folder for the figures (default: RUN_DIR/plots)"),
 ) -> None:
-    """Redraw a run's figures (area curve, alpha statistics, per-pair ratios, drop distributions) from its files."""
+    """Redraw a run's figures (area curve, alpha statistics, per-pair ratios, drop distributions) from its files;
+    with --images, draw `camexp explain`'s overlays of those images from the maps the run kept, without the model."""
     from camexp.report.redraw import redraw
 
     try:
-        lines = redraw(run_dir, [a.strip() for a in analyses.split(",")] if analyses else None)
+        if images is not None:
+            from camexp.report.kept_maps import plot_kept_maps
+
+            ids, names = _comma(images), _comma(methods) if methods else None
+            for path in plot_kept_maps(run_dir, ids, names, out or run_dir / "plots"):
+                console.print(str(path), highlight=False, markup=False)
+            return
+        if methods or out:
+            raise CamexpError("--methods and --out draw kept maps: give --images ID[,ID...] too")
+        lines = redraw(run_dir, _comma(analyses) if analyses else None)
     except CamexpError as e:
         _fail(e)
     console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))

@@ -417,11 +417,10 @@ def _run_methods(run_dir: Path) -> list[str]:
     return list(meta["methods"])
 
 
-def map_locations(run_dir: Path, methods: list[str] | None = None) -> pd.DataFrame:
+def map_locations(run_dir: Path, methods: list[str]) -> pd.DataFrame:
     """Where each map of the run's final records lies (MAPS_INDEX_COLUMNS): the latest shard holding the
-    (image, method), over the images recorded for every method, sorted by index and method order. Reads the
-    records and the shards' headers only, and writes nothing."""
-    methods = methods or _run_methods(run_dir)
+    (image, method), over the images recorded for every one of the run's `methods`, sorted by index and method
+    order. Reads the records and the shards' headers only, and writes nothing."""
     records = complete_records(read_all_records(run_dir), methods)
     shards = map_shards(run_dir / MAPS_DIR)
     if not shards:
@@ -472,10 +471,12 @@ def read_maps(
     unknown = [m for m in methods or [] if m not in known]
     if unknown:
         raise CamexpError(f"{run_dir}: no method(s) {unknown} in this run; it has {known}")
-    located = map_locations(run_dir, [m for m in known if methods is None or m in methods])
+    located = map_locations(run_dir, known)  # the images recorded for every method of the run
+    if methods is not None:
+        located = located[located["method"].isin(methods)]
     if images is not None:
-        wanted = list(dict.fromkeys(str(i) for i in images))
-        absent = [i for i in wanted if i not in set(located["image_id"])]
+        wanted, recorded = list(dict.fromkeys(str(i) for i in images)), set(located["image_id"])
+        absent = [i for i in wanted if i not in recorded]
         if absent:
             raise CamexpError(
                 f"{run_dir}: image id(s) {absent[:5]} not among the run's {located['index'].nunique()} recorded images"

@@ -10,18 +10,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+import yaml
+from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import load_file
+from typer.testing import CliRunner
 
+import camexp.report.kept_maps as kept_maps
 import camexp.results as results_mod
 import camexp.runner as runner_mod
+from camexp.cli import app
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
+from camexp.explain.gallery import ModelRow
 from camexp.results import MAPS_DIR, MAPS_INDEX, RECORDS, read_maps
 from camexp.runner import run_experiment
+from tests.test_distributed import one_thread, torchrun_two_ranks
 
 METHODS = ["gradcam", "gradcam++", "random"]
 F16_EPS = 2.0**-11  # float16's relative spacing: a value in [0,1] is stored within half of it, times 2**0
@@ -40,8 +48,8 @@ def config(photo_dir: Path, out: Path, **kw: Any) -> ExperimentConfig:
     return ExperimentConfig.model_validate({**base, **kw})
 
 
-def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], Explanation]]:
-    """Every (image ids, Explanation) the run's explainer returns."""
+def spied_run(photo_dir: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], Explanation]]:
+    """Run `config` into `out` and return every (image ids, Explanation) the run's explainer returned."""
     seen: list[tuple[list[str], Explanation]] = []
     real = Explainer.explain
 
@@ -50,7 +58,9 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], Explanation]]:
         seen.append((list(image_ids or []), ex))
         return ex
 
-    monkeypatch.setattr(Explainer, "explain", explain)
+    with monkeypatch.context() as patch:
+        patch.setattr(Explainer, "explain", explain)
+        run_experiment(config(photo_dir, out), progress=False)
     return seen
 
 
@@ -63,9 +73,8 @@ def minmax(a: np.ndarray) -> np.ndarray:
 def test_the_maps_read_back_are_the_explainers_to_float16_precision(
     tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = spy(monkeypatch)
     out = tmp_path / "out"
-    run_experiment(config(photo_dir, out), progress=False)
+    seen = spied_run(photo_dir, out, monkeypatch)
     maps = read_maps(out)
     records = pd.read_csv(out / RECORDS, dtype={"image_id": str})
     assert maps[["index", "image_id", "method", "target"]].equals(
@@ -220,3 +229,83 @@ def test_fresh_removes_the_maps_of_the_run_it_replaces(tmp_path: Path, photo_dir
     run_experiment(config(photo_dir, out), progress=False)
     run_experiment(config(photo_dir, out, output={"dir": str(out)}), fresh=True, progress=False)
     assert not (out / MAPS_DIR).exists()
+
+
+def test_camexp_plot_draws_the_runs_images_maps_and_confidences_without_the_model(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    seen = spied_run(photo_dir, out, monkeypatch)
+    rows: list[ModelRow] = []
+    real_draw = kept_maps.draw_explain_grid
+    monkeypatch.setattr(kept_maps, "draw_explain_grid", lambda r: rows.extend(r) or real_draw(r))
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("camexp plot built a model")
+
+    monkeypatch.setattr(timm, "create_model", no_model)
+    res = CliRunner().invoke(app, ["plot", str(out), "--images", "coffee,camera", "--methods", "random,gradcam"])
+    assert res.exit_code == 0, res.output
+    figures = tmp_path / "out" / "plots"
+    assert sorted(p.name for p in figures.iterdir()) == [
+        f"maps_{i}.{e}" for i in ("camera", "coffee") for e in ("pdf", "png")
+    ]
+    assert Image.open(figures / "maps_coffee.png").size[0] > 500
+    records = pd.read_csv(out / RECORDS, dtype={"image_id": str}).set_index(["image_id", "method"])
+    explained = {image_id: (ex, i) for ids, ex in seen for i, image_id in enumerate(ids)}
+    assert [r.model for r in rows] == ["test_convnext"] * 2
+    for row, image_id in zip(rows, ["camera", "coffee"]):  # in the run's order
+        ex, i = explained[image_id]
+        assert torch.equal(row.image, ex.inputs.x[i])  # the image as the run's transform made it
+        assert row.target == int(ex.targets[i]) and row.confidence == records.loc[(image_id, "gradcam"), "y"]
+        assert [p.method for p in row.panels] == ["gradcam", "random"]  # the run's method order
+        for p in row.panels:
+            assert (p.cam - ex.maps[p.method][i]).abs().max() < 4 * F16_EPS
+            assert torch.equal(p.explanation, p.cam * row.image)
+            assert p.confidence == records.loc[(image_id, p.method), "o"]
+
+
+def test_camexp_plot_errors_are_one_line(tmp_path: Path, photo_dir: Path) -> None:
+    out = tmp_path / "out"
+    run_experiment(
+        config(photo_dir, out, dataset={"kind": "folder", "root": str(photo_dir), "limit": 1}), progress=False
+    )
+    res = CliRunner().invoke(app, ["plot", str(out), "--images", "nope"])
+    assert res.exit_code == 2 and "image id(s) ['nope'] not among the run's 1 recorded images" in res.output
+    res = CliRunner().invoke(app, ["plot", str(out), "--methods", "gradcam"])
+    assert res.exit_code == 2 and "--methods and --out draw kept maps: give --images ID[,ID...] too" in res.output
+    (out / MAPS_DIR / MAPS_INDEX).unlink()
+    for shard in (out / MAPS_DIR).iterdir():
+        shard.unlink()
+    res = CliRunner().invoke(app, ["plot", str(out), "--images", "camera"])
+    assert res.exit_code == 2 and "the run kept no maps; run it with `output: {maps: true}`" in res.output
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_their_own_shards_and_rank_0_indexes_them(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CPU ranks (gloo), batches of 1: each rank its own shards, read back as one process's maps."""
+    cfg = config(photo_dir, tmp_path / "single", runtime={"device": "cpu", "batch_size": 1})
+    path = tmp_path / "maps.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"output": {"dir"}})))
+    torchrun_two_ranks(path, tmp_path / "dist")
+    with one_thread():
+        run_experiment(cfg, progress=False)
+    dist, single = read_maps(tmp_path / "dist"), read_maps(tmp_path / "single")
+    assert dist[["index", "image_id", "method", "target"]].equals(single[["index", "image_id", "method", "target"]])
+    assert max(np.abs(a - b).max() for a, b in zip(dist["map"], single["map"])) <= F16_EPS
+    assert sorted(p.name for p in (tmp_path / "dist" / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.rank0.safetensors",  # images 0 and 2 on rank 0, 1 and 3 on rank 1 (whole batches, round robin)
+        "a0001-b000001.rank1.safetensors",
+        "a0001-b000002.rank0.safetensors",
+        "a0001-b000002.rank1.safetensors",
+        MAPS_INDEX,
+    ]
+    index = pd.read_csv(tmp_path / "dist" / MAPS_DIR / MAPS_INDEX)
+    assert index.drop_duplicates("index")["shard"].tolist() == [
+        "a0001-b000001.rank0.safetensors",
+        "a0001-b000001.rank1.safetensors",
+        "a0001-b000002.rank0.safetensors",
+        "a0001-b000002.rank1.safetensors",
+    ]
