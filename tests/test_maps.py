@@ -67,6 +67,16 @@ def spied_run(
     return seen
 
 
+@pytest.fixture(scope="module")
+def finished(
+    tmp_path_factory: pytest.TempPathFactory, photo_dir: Path
+) -> tuple[Path, list[tuple[list[str], Explanation]]]:
+    """One finished run with maps on the four photographs, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        return out, spied_run(photo_dir, out, patch)
+
+
 def minmax(a: np.ndarray) -> np.ndarray:
     """Min-max normalisation of one map, written here in numpy (a constant map becomes zeros)."""
     span = a.max() - a.min()
@@ -91,8 +101,11 @@ def test_the_maps_read_back_are_the_explainers_to_float16_precision(
     images: str,
     settings: dict[str, Any],
 ) -> None:
-    out, root = tmp_path / "out", request.getfixturevalue(images)
-    seen = spied_run(root, out, monkeypatch, dataset={"kind": "folder", "root": str(root), "limit": 4}, **settings)
+    if images == "photo_dir":
+        out, seen = request.getfixturevalue("finished")
+    else:
+        out, root = tmp_path / "out", request.getfixturevalue(images)
+        seen = spied_run(root, out, monkeypatch, dataset={"kind": "folder", "root": str(root), "limit": 4}, **settings)
     methods = settings.get("methods", METHODS)
     maps = read_maps(out)
     records = pd.read_csv(out / RECORDS, dtype={"image_id": str})
@@ -122,10 +135,9 @@ def test_the_maps_read_back_are_the_explainers_to_float16_precision(
     record_property("float16_min_spearman_upsampled", float(min(rho)))
 
 
-def test_the_shards_are_readable_with_safetensors_and_numpy_alone(tmp_path: Path, photo_dir: Path) -> None:
+def test_the_shards_are_readable_with_safetensors_and_numpy_alone(finished: tuple[Path, Any]) -> None:
     """What README.md, 'Maps' tells a user without camexp: index.csv names the shard and row of every map."""
-    out = tmp_path / "out"
-    run_experiment(config(photo_dir, out), progress=False)
+    out = finished[0]
     index = pd.read_csv(out / MAPS_DIR / MAPS_INDEX, dtype={"image_id": str})
     expected = read_maps(out)
     assert index[["index", "image_id", "method", "target"]].equals(expected[["index", "image_id", "method", "target"]])
@@ -143,9 +155,8 @@ def test_the_shards_are_readable_with_safetensors_and_numpy_alone(tmp_path: Path
     ]  # 4 images in batches of 3: two shards
 
 
-def test_read_maps_selects_methods_and_images_and_names_unknown_ones(tmp_path: Path, photo_dir: Path) -> None:
-    out = tmp_path / "out"
-    run_experiment(config(photo_dir, out), progress=False)
+def test_read_maps_selects_methods_and_images_and_names_unknown_ones(finished: tuple[Path, Any]) -> None:
+    out = finished[0]
     some = read_maps(out, methods=["gradcam++"], images=["coffee", "camera"])
     assert some[["image_id", "method"]].values.tolist() == [["camera", "gradcam++"], ["coffee", "gradcam++"]]
     with pytest.raises(CamexpError, match=r"no method\(s\) \['scorecam'\] in this run; it has \['gradcam'"):
@@ -257,10 +268,9 @@ def test_fresh_removes_the_maps_of_the_run_it_replaces(tmp_path: Path, photo_dir
 
 
 def test_camexp_plot_draws_the_runs_images_maps_and_confidences_without_the_model(
-    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+    finished: tuple[Path, list[tuple[list[str], Explanation]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "out"
-    seen = spied_run(photo_dir, out, monkeypatch)
+    out, seen = finished
     rows: list[ModelRow] = []
     real_draw = kept_maps.draw_explain_grid
     monkeypatch.setattr(kept_maps, "draw_explain_grid", lambda r: rows.extend(r) or real_draw(r))
@@ -271,7 +281,7 @@ def test_camexp_plot_draws_the_runs_images_maps_and_confidences_without_the_mode
     monkeypatch.setattr(timm, "create_model", no_model)
     res = CliRunner().invoke(app, ["plot", str(out), "--images", "coffee,camera", "--methods", "random,gradcam"])
     assert res.exit_code == 0, res.output
-    figures = tmp_path / "out" / "plots"
+    figures = out / "plots"
     assert sorted(p.name for p in figures.iterdir()) == [
         f"maps_{i}.{e}" for i in ("camera", "coffee") for e in ("pdf", "png")
     ]
@@ -299,6 +309,11 @@ def test_camexp_plot_errors_are_one_line(tmp_path: Path, photo_dir: Path) -> Non
     assert res.exit_code == 2 and "image id(s) ['nope'] not among the run's 1 recorded images" in res.output
     res = CliRunner().invoke(app, ["plot", str(out), "--methods", "gradcam"])
     assert res.exit_code == 2 and "--methods and --out draw kept maps: give --images ID[,ID...] too" in res.output
+    forged = out / MAPS_DIR / "a0009-b000001.safetensors"  # not written by camexp (its name passes)
+    forged.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    res = CliRunner().invoke(app, ["plot", str(out), "--images", "camera"])
+    assert res.exit_code == 2 and f"{forged}: not a camexp maps shard (" in res.output
+    assert "delete it and resume the run" in res.output
     (out / MAPS_DIR / MAPS_INDEX).unlink()
     for shard in (out / MAPS_DIR).iterdir():
         shard.unlink()

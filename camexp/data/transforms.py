@@ -43,6 +43,19 @@ class InputSpec:
             std=tuple(float(s) for s in cfg["std"]),  # type: ignore[arg-type]
         )
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> InputSpec:
+        """The spec as run.json's `input` keeps it (its fields, tuples as JSON lists)."""
+        (h, w), (r, g, b), (sr, sg, sb) = d["size"], d["mean"], d["std"]
+        return cls(
+            size=(int(h), int(w)),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+            crop_mode=str(d["crop_mode"]),
+            mean=(float(r), float(g), float(b)),
+            std=(float(sr), float(sg), float(sb)),
+        )
+
 
 _INTERP = {
     "bilinear": InterpolationMode.BILINEAR,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,10 +23,10 @@ from camexp.results import RUN_JSON, complete_records, read_all_records, read_js
 from camexp.savefig import save_figure
 
 
-def _run_images(run_dir: Path, meta: dict) -> tuple[ImageDataset, ExperimentConfig]:
+def _run_images(run_dir: Path, meta: dict[str, Any]) -> tuple[ImageDataset, ExperimentConfig]:
     """The run's data set as the run listed and transformed it."""
     cfg = ExperimentConfig.model_validate(meta["config"])
-    spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["input"].items()})
+    spec = InputSpec.from_json(meta["input"])
     try:
         listing = list_dataset(cfg.dataset)
     except CamexpError as e:
