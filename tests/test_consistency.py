@@ -17,6 +17,7 @@ from scipy import stats as st
 from camexp.config import StatsConfig
 from camexp.consistency.compare import RunMaps, similarities, summary
 from camexp.consistency.similarity import FieldOfView, align, common_view, rank, spearman, top_iou
+from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
 
@@ -97,8 +98,8 @@ def test_align_keeps_the_centred_fraction():
     assert (align(torch.full((3, 3), 2.0), (1.0, 1.0), (5, 5)) == 0).all()  # constant: zeros
 
 
-def spec(size: int, crop: float, mode: str = "center") -> dict:
-    return {"size": [size, size], "crop_pct": crop, "crop_mode": mode}
+def spec(size: int, crop: float, mode: str = "center") -> InputSpec:
+    return InputSpec((size, size), "bilinear", crop, mode, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def test_fields_of_view_of_the_lite_family():
@@ -200,8 +201,6 @@ def test_consistency_configs_reproduce_the_report_and_the_smoke_set():
     # the report's four backbones read the same part of each image (timm's pretrained data configs)
     views = []
     for c in repro.values():
-        pc = timm.models.get_pretrained_cfg(c.model.name)
-        views.append(
-            FieldOfView.of_input({"size": pc.input_size[1:], "crop_pct": pc.crop_pct, "crop_mode": pc.crop_mode})
-        )
+        pc = timm.models.get_pretrained_cfg(c.model.name).to_dict()
+        views.append(FieldOfView.of_input(InputSpec.from_timm(pc)))
     assert common_view(views) == [(1.0, 1.0)] * 4

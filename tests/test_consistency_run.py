@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from camexp.cli import app
 from camexp.consistency.similarity import FieldOfView, align, common_view
+from camexp.data.transforms import InputSpec
 from camexp.results import RECORDS, RUN_JSON, read_json, read_maps
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,9 @@ def test_smoke_set_compares_the_pairs_that_agree_on_the_true_class(smoke: Path, 
         m = read_maps(smoke / run, [row["method"]], [row["image_id"]])
         assert m["target"].iloc[0] == row["class"]
         maps.append(m["map"].iloc[0])
-    keeps = common_view([FieldOfView.of_input(read_json(smoke / f"lite{n}" / RUN_JSON)["input"]) for n in range(3)])
+    keeps = common_view(
+        [FieldOfView.of_input(InputSpec.from_json(read_json(smoke / f"lite{n}" / RUN_JSON)["input"])) for n in range(3)]
+    )
     assert keeps is not None
     index = {f"lite{n}": n for n in range(3)}
     aligned = [

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from camexp.consistency.compare import MEASURES, PairCounts, RunMaps, similarities, summary
 from camexp.consistency.similarity import FieldOfView
+from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.report.markdown import markdown_table
 from camexp.report.runs import RunFolder, find_runs, open_run
@@ -64,8 +65,8 @@ def run_maps(run: RunFolder, name: str, methods: list[str]) -> RunMaps:
     if not isinstance(meta.get("input"), dict):
         raise CamexpError(f"{run.path / RUN_JSON}: no 'input' (the model's preprocessing); rerun it with this camexp")
     classes = run.records.drop_duplicates("image_id").set_index("image_id")[["pred", "label"]]
-    spec = meta["input"]
-    return RunMaps(name, FieldOfView.of_input(spec), tuple(spec["size"]), classes, read_maps(run.path, methods))
+    spec = InputSpec.from_json(meta["input"])
+    return RunMaps(name, FieldOfView.of_input(spec), spec.size, classes, read_maps(run.path, methods))
 
 
 def gather(results_dir: Path) -> tuple[list[Group], list[str]]:

@@ -18,13 +18,14 @@ Definitions (README.md, "Consistency across backbones"):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from camexp.data.transforms import InputSpec
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,11 @@ class FieldOfView:
     fraction: tuple[float, float]
 
     @classmethod
-    def of_input(cls, spec: Mapping[str, Any]) -> FieldOfView:
-        """From an input spec as run.json records it (size, crop_pct, crop_mode; camexp/data/transforms.py)."""
-        h, w = (int(s) for s in spec["size"])
-        c = float(spec["crop_pct"])
-        fraction = (h / math.floor(h / c), w / math.floor(w / c))
-        return cls(spec["crop_mode"] == "center" and h == w, fraction)
+    def of_input(cls, spec: InputSpec) -> FieldOfView:
+        """What a backbone's preprocessing keeps (camexp/data/transforms.py: PixelTransform's resize and crop)."""
+        h, w = spec.size
+        fraction = (h / math.floor(h / spec.crop_pct), w / math.floor(w / spec.crop_pct))
+        return cls(spec.crop_mode == "center" and h == w, fraction)
 
     def describe(self) -> str:
         fy, fx = self.fraction
