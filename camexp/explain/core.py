@@ -102,8 +102,9 @@ def _defined_at(fn: object) -> str:
 @dataclass
 class Explanation:
     """Everything one batch yields: logits on the full images, targets, and per method the normalised
-    maps (B,H,W) with flags of constant maps and of non-finite maps, and the method's counters (forwards
-    run, channels skipped: `MethodInputs.count`)."""
+    maps (B,H,W) with flags of constant maps and of non-finite maps, the method's counters (forwards
+    run, channels skipped: `MethodInputs.count`) and its raw maps (B,h,w) before upsampling, signs and scale
+    as the method returned them (the `mprt` sanity check compares their absolute values)."""
 
     logits: torch.Tensor
     targets: torch.Tensor
@@ -112,6 +113,7 @@ class Explanation:
     finite: dict[str, torch.Tensor]
     inputs: MethodInputs
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -235,12 +237,13 @@ class Explainer:
         `image_ids`."""
         logits, inputs = self.activations(x, targets, image_ids)
         profile.lap(profile.SHARED_PASS)
-        maps, constant, finite, counts = {}, {}, {}, {}
+        maps, constant, finite, counts, raws = {}, {}, {}, {}, {}
         for r in self.runs:
             inputs.counts = {}
             raw = run_method(r, inputs, image_ids)
             counts[r.name] = inputs.counts
             maps[r.name], constant[r.name] = upsample_normalize(raw, (x.shape[-2], x.shape[-1]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
+            raws[r.name] = raw.detach()
             profile.lap(profile.METHOD + r.name)
-        return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts)
+        return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts, raws)
