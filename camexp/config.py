@@ -175,8 +175,8 @@ class SanityConfig(_Strict):
     seed: int = Field(0, ge=0, description="seeds the re-initialised weights (mprt) and the other class (random_logit)")
     mprt_blocks: list[str] | None = Field(
         None,
-        description="explain only after randomising these blocks (every block above each is still randomised); "
-        "default: after every block",
+        description="explain only after randomising these blocks and the last (every block above each is still "
+        "randomised); default: after every block",
     )
 
 

@@ -58,7 +58,8 @@ def randomisation_blocks(net: nn.Module) -> list[Block]:
 
 def checkpoints(blocks: list[Block], chosen: list[str] | None) -> list[int]:
     """The depths (1: the first block randomised) after which `mprt` explains: every depth, or those of the
-    blocks `chosen` (`sanity.mprt_blocks`); a name that is not a block is a user error naming the blocks."""
+    blocks `chosen` (`sanity.mprt_blocks`) and always the last (the fully randomised model, the main table's
+    row); a name that is not a block is a user error naming the blocks."""
     names = [b.name for b in blocks]
     if chosen is None:
         return list(range(1, len(blocks) + 1))
@@ -67,7 +68,7 @@ def checkpoints(blocks: list[Block], chosen: list[str] | None) -> list[int]:
         raise CamexpError(
             f"sanity.mprt_blocks: {unknown or 'empty'} not among the model's blocks (head first): {', '.join(names)}"
         )
-    return sorted(names.index(n) + 1 for n in set(chosen))
+    return sorted({names.index(n) + 1 for n in chosen} | {len(names)})
 
 
 def initial_state(cfg: ModelConfig, num_classes: int, seed: int) -> dict[str, torch.Tensor]:
