@@ -11,6 +11,7 @@ import pytest
 import timm
 import torch
 import yaml
+from rich.console import Console
 from scipy import stats
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
@@ -28,7 +29,7 @@ from camexp.analyses.sanity import (
     thumbnails,
 )
 from camexp.analyses.similarity import hog_similarity, similarities, spearman, ssim
-from camexp.check import check_experiment
+from camexp.check import check_experiment, render
 from camexp.config import ExperimentConfig, ModelConfig
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
@@ -214,6 +215,9 @@ def test_check_prints_the_block_list_and_refuses_an_unknown_block(tmp_path: Path
     base = {"name": "c", "dataset": {"kind": "folder", "root": str(tmp_path / "img")}, "model": TINY}
     ok = check_experiment(ExperimentConfig.model_validate({**base, "analyses": ["mprt"]}))
     assert ok.ok and ok.blocks is not None and ok.blocks[:3] == ["classifier", "bn2", "conv_head"]
+    console = Console(record=True, width=200)
+    render(ok, console)
+    assert "mprt blocks (head first) │ classifier, bn2, conv_head, blocks.4," in console.export_text()
     assert check_experiment(ExperimentConfig.model_validate(base)).blocks is None
     bad = check_experiment(
         ExperimentConfig.model_validate({**base, "analyses": ["mprt"], "sanity": {"mprt_blocks": ["fc"]}})

@@ -99,7 +99,8 @@ class Randomiser:
 
 def make_randomiser(cfg: ExperimentConfig, run: LoadedModel, device: torch.device) -> Randomiser:
     """A second copy of the run's model (loaded again from its config) and its initial weights on `device`."""
-    work = build_model(cfg.model, device)
+    with torch.random.fork_rng(devices=[]):  # `weights: random` draws (then overwritten): the run's RNG stays put
+        work = build_model(cfg.model, device)
     if channels_last(device):  # as the runner lays out the run's model
         work.model.to(memory_format=torch.channels_last)
     initial = initial_state(cfg.model, run.num_classes, cfg.sanity.seed)
