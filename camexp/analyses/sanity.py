@@ -257,7 +257,11 @@ def mprt_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> Met
     table.index = [f"{d}: {b}" for d, b in table.index]
     return MetricResult(
         rows={r.label: {m: float(final.at[m, x]) for m in final.index} for x, r in zip(MEASURES, MPRT_ROWS)},
-        tables={"MPRT: mean Spearman rank correlation (absolute values) by blocks randomised": table[methods]},
+        tables={
+            "MPRT: mean Spearman rank correlation (absolute values) by blocks randomised": table.reindex(
+                columns=methods
+            )
+        },
         notes=[
             f"mprt: {rows['index'].nunique()} images; undefined correlations (a constant map) are left out: "
             + ", ".join(f"{m} {int(n)}" for m, n in rows[list(MEASURES)].isna().sum().items())
