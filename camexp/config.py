@@ -169,6 +169,17 @@ class LocalizationConfig(_Strict):
         return v
 
 
+class SanityConfig(_Strict):
+    """The sanity checks `mprt` and `random_logit` (README.md, "Sanity checks")."""
+
+    seed: int = Field(0, ge=0, description="seeds the re-initialised weights (mprt) and the other class (random_logit)")
+    mprt_blocks: list[str] | None = Field(
+        None,
+        description="explain only after randomising these blocks and the last (every block above each is still "
+        "randomised); default: after every block",
+    )
+
+
 # Top-level keys that hold a per-batch metric's settings, as users write them (`road: {noise: 0}`); any other
 # metric's settings go under `settings: {KEY: {...}}`. Each metric validates its own (camexp/metrics/base.py:
 # `settings_of`); this leaf module keeps them as written.
@@ -224,6 +235,7 @@ class ExperimentConfig(_Strict):
     analyses: list[str] = []
     relperf_min_true_prob: float = Field(0.0, ge=0.0, le=1.0)
     localization: LocalizationConfig = LocalizationConfig()
+    sanity: SanityConfig = SanityConfig()
     perturbation: dict[str, Any] = Field({}, description="insertion / deletion settings (and the score ROAD uses)")
     keep: dict[str, Any] = Field({}, description="avg_drop@keep / increase@keep settings")
     pointing: dict[str, Any] = Field({}, description="pointing_game / energy_pointing settings")
@@ -326,6 +338,8 @@ class ExperimentConfig(_Strict):
             keep["amp"] = self.runtime.amp
         if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
             del keep["model"]["layout"]
+        if self.sanity == SanityConfig():  # likewise
+            del keep["sanity"]
         for key, values in (metric_settings or {}).items():
             (keep if key in SETTINGS_KEYS else keep.setdefault("settings", {}))[key] = values
         return keep

@@ -4,7 +4,7 @@ The entries and their registry are in camexp/analyses/base.py; importing this pa
 built-in analyses.
 """
 
-from camexp.analyses import alpha_stats, area_curve, localization, record_plots  # noqa: F401
+from camexp.analyses import alpha_stats, area_curve, localization, record_plots, sanity  # noqa: F401
 from camexp.analyses.base import ANALYSES, Analysis, Worker, analysis
 
 __all__ = ["ANALYSES", "Analysis", "Worker", "analysis"]

@@ -104,7 +104,8 @@ class Explanation:
     """Everything one batch yields: logits on the full images, targets, and per method the normalised
     maps (B,H,W) with flags of constant maps and of non-finite maps, the method's counters (forwards
     run, channels skipped: `MethodInputs.count`) and its maps as it returned them, at the layer's resolution
-    (B,h,w), before upsampling and normalisation (what `output.maps` keeps)."""
+    (B,h,w), before upsampling and normalisation, signs and scale kept (what `output.maps` keeps; the `mprt`
+    sanity check compares their absolute values)."""
 
     logits: torch.Tensor
     targets: torch.Tensor
@@ -240,9 +241,10 @@ class Explainer:
         maps, constant, finite, counts, layer_maps = {}, {}, {}, {}, {}
         for r in self.runs:
             inputs.counts = {}
-            layer_maps[r.name] = raw = run_method(r, inputs, image_ids)
+            raw = run_method(r, inputs, image_ids)
             counts[r.name] = inputs.counts
             maps[r.name], constant[r.name] = upsample_normalize(raw, (x.shape[-2], x.shape[-1]))
             finite[r.name] = torch.isfinite(raw).all(dim=(1, 2))
+            layer_maps[r.name] = raw.detach()
             profile.lap(profile.METHOD + r.name)
         return Explanation(logits, inputs.targets, maps, constant, finite, inputs, counts, layer_maps)

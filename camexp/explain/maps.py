@@ -9,6 +9,11 @@ import torch.nn.functional as F
 CONSTANT_RTOL = 1e-6
 
 
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B,h,w) maps -> (B,H,W) float32 by bilinear interpolation (half-pixel centres), values as they are."""
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def upsample_normalize(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,h,w) maps -> (B,H,W) in [0,1], and a (B,) bool flag for constant maps (returned as zeros).
 
@@ -16,8 +21,7 @@ def upsample_normalize(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch
     affine equivariant, a normalise-resize-normalise pipeline (pytorch-grad-cam's output re-normalised) agrees.
     Non-finite input values propagate so that the caller can refuse them.
     """
-    up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    return normalize(up)
+    return normalize(upsample(maps, size))
 
 
 def normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

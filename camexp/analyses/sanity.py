@@ -1,0 +1,348 @@
+"""The sanity checks of Adebayo et al. (NeurIPS 2018) as analyses (README.md, "Sanity checks").
+
+`mprt` (cascading model-parameter randomisation): from the head down, one more block of the model
+(camexp/models/blocks.py) is reset to the weights its own constructor draws (seeded by `sanity.seed`), the same
+target is explained again, and each method's map is compared with its map on the trained model
+(camexp/analyses/similarity.py). The work happens on a second copy of the model, loaded once per run; per batch
+it is reset to the trained weights and randomised block by block, so memory holds two more copies of the
+weights (the copy and the initial weights), never one per depth. The run's model is never touched.
+
+`random_logit`: each image is explained again for a class drawn uniformly from the classes other than its
+target (seeded per image by (`sanity.seed`, image id), recorded), and compared with the target's map by SSIM
+and Spearman. Lower means more class-discriminative; a class-agnostic method (Eigen-CAM, the floors) must give
+1 (the control).
+
+Per-image values go to mprt.csv and random_logit.csv; the main table shows the fully randomised model's
+similarity and the random-logit similarity, with the run's bootstrap intervals over images; the per-depth
+curves get the same intervals (camexp/metrics/stats.py with the run's `stats:` settings) in mprt_curve.csv and
+the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from camexp.accel import channels_last
+from camexp.analyses.base import analysis
+from camexp.analyses.similarity import MEASURES, similarities
+from camexp.analyses.store import recorded_rows
+from camexp.errors import CamexpError
+from camexp.explain.core import Explainer
+from camexp.explain.model_methods import seed_of
+from camexp.metrics import MetricResult, Row
+from camexp.metrics.batch import BatchContext
+from camexp.metrics.stats import LONG_COLUMNS, interval_tables, wide_metrics
+from camexp.models import LoadedModel, build_model
+from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks
+from camexp.results import append_records
+
+if TYPE_CHECKING:
+    from camexp.config import ExperimentConfig
+
+MPRT_CSV = "mprt.csv"
+MPRT_COLUMNS = ["index", "image_id", "method", "depth", "block", *MEASURES]
+MPRT_KEY = ["index", "method", "depth"]
+MPRT_MAPS = "mprt_maps.csv"
+MAPS_COLUMNS = ["index", "image_id", "method", "depth", "block", "shape", "data"]
+MPRT_CURVE = "mprt_curve.csv"
+RANDOM_LOGIT_CSV = "random_logit.csv"
+RANDOM_LOGIT_MEASURES = ("ssim", "spearman")
+RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", *RANDOM_LOGIT_MEASURES]
+FIGURE_INDEX = 0  # the data set image whose maps the mprt figure shows
+THUMB = 80  # the shorter side of the figure's maps (pixels)
+
+
+def mprt_key(measure: str) -> str:
+    return f"mprt_{measure}"
+
+
+def random_logit_key(measure: str) -> str:
+    return f"random_logit_{measure}"
+
+
+SHORT = {"spearman": "Spearman", "spearman_abs": "Spearman |·|", "ssim": "SSIM", "hog": "HOG"}
+MPRT_ROWS = tuple(Row(mprt_key(m), f"MPRT {SHORT[m]}, all blocks random", lower_is_better=True) for m in MEASURES)
+RANDOM_LOGIT_ROWS = tuple(
+    Row(random_logit_key(m), f"Random logit {SHORT[m]}", lower_is_better=True) for m in RANDOM_LOGIT_MEASURES
+)
+
+
+@dataclass
+class Randomiser:
+    """A working copy of the run's model whose blocks are reset, head first, to their initial weights."""
+
+    work: LoadedModel
+    trained: dict[str, torch.Tensor]  # the run's own network state (references, never written)
+    initial: dict[str, torch.Tensor]
+    blocks: list[Block]
+
+    def reset(self) -> None:
+        """Back to the trained weights."""
+        self.work.model.net.load_state_dict(self.trained)
+
+    def randomise(self, block: Block) -> None:
+        """Reset `block`'s parameters and buffers to their initial values (in place: the CAM weights, which
+        share the classifier's storage, follow)."""
+        state = self.work.model.net.state_dict()
+        with torch.no_grad():
+            for key in block.keys:
+                state[key].copy_(self.initial[key])
+
+
+def make_randomiser(cfg: ExperimentConfig, run: LoadedModel, device: torch.device) -> Randomiser:
+    """A second copy of the run's model (loaded again from its config) and its initial weights on `device`."""
+    with torch.random.fork_rng(devices=[]):  # `weights: random` draws (then overwritten): the run's RNG stays put
+        work = build_model(cfg.model, device)
+    if channels_last(device):  # as the runner lays out the run's model
+        work.model.to(memory_format=torch.channels_last)
+    initial = initial_state(cfg.model, run.num_classes, cfg.sanity.seed)
+    net_state = run.model.net.state_dict()
+    if set(initial) != set(net_state):
+        raise CamexpError(
+            f"mprt: {cfg.model.name}'s constructor builds other parameters than the loaded model's "
+            f"({sorted(set(initial) ^ set(net_state))[:3]} ...); the model cannot be re-initialised block by block"
+        )
+    return Randomiser(
+        work,
+        net_state,
+        {k: v.to(device=device, dtype=net_state[k].dtype) for k, v in initial.items()},
+        randomisation_blocks(run.model.net),
+    )
+
+
+def thumbnails(maps: torch.Tensor) -> list[tuple[str, str]]:
+    """(N,C,H,W) or (N,H,W) images as ('CxHxW', base64 of float16) at THUMB pixels on the shorter side."""
+    x = maps if maps.dim() == 4 else maps[:, None]
+    h, w = x.shape[-2:]
+    size = (THUMB, max(1, round(w * THUMB / h))) if h <= w else (max(1, round(h * THUMB / w)), THUMB)
+    small = F.interpolate(x.float(), size=size, mode="area").cpu().numpy().astype("<f2")
+    return [("x".join(map(str, t.shape)), base64.b64encode(t.tobytes()).decode()) for t in small]
+
+
+def from_thumbnail(shape: str, data: str) -> np.ndarray:
+    """The array `thumbnails` encoded."""
+    dims = tuple(int(d) for d in shape.split("x"))
+    return np.frombuffer(base64.b64decode(data), dtype="<f2").reshape(dims).astype(np.float32)
+
+
+def _frame(ctx: BatchContext, method: str, extra: dict[str, object], values: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"index": ctx.batch["index"].tolist(), "image_id": ctx.image_ids, "method": method, **extra, **values}
+    )
+
+
+class Mprt:
+    """Streams the cascading randomisation's similarities (mprt.csv) and the figure image's maps (mprt_maps.csv)."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg = cfg
+        self.randomiser: Randomiser | None = None  # built at the first batch, on its device
+        self.explainer: Explainer | None = None
+
+    def _start(self, ctx: BatchContext) -> tuple[Randomiser, Explainer]:
+        if self.randomiser is None or self.explainer is None:
+            self.randomiser = make_randomiser(self.cfg, ctx.explainer.loaded, ctx.x.device)
+            run = ctx.explainer
+            self.explainer = Explainer(
+                self.randomiser.work, run.runs, run.score, replace(run.scorer, model=self.randomiser.work.model)
+            )
+        return self.randomiser, self.explainer
+
+    def update(self, ctx: BatchContext) -> None:
+        randomiser, explainer = self._start(ctx)
+        explained = checkpoints(randomiser.blocks, self.cfg.sanity.mprt_blocks)
+        figure = (ctx.batch["index"] == FIGURE_INDEX).nonzero().flatten().tolist()[:1]
+        maps_rows = []
+        if figure:
+            maps_rows = [[FIGURE_INDEX, ctx.image_ids[figure[0]], "", -1, "(image)", *thumbnails(ctx.x[figure])[0]]]
+            maps_rows += self._maps_rows(ctx, figure, ctx.maps, 0, "(trained)")
+        frames = []
+        randomiser.reset()
+        for depth, block in enumerate(randomiser.blocks, 1):
+            randomiser.randomise(block)
+            if depth not in explained:
+                continue
+            ex = explainer.explain(ctx.x, ctx.targets, ctx.image_ids)
+            for m in ctx.methods:
+                values = similarities(
+                    ctx.maps[m], ex.maps[m], MEASURES, ctx.explanation.layer_maps[m], ex.layer_maps[m]
+                )
+                frames.append(_frame(ctx, m, {"depth": depth, "block": block.name}, values))
+            if figure:
+                maps_rows += self._maps_rows(ctx, figure, ex.maps, depth, block.name)
+        append_records(ctx.path(MPRT_CSV), pd.concat(frames, ignore_index=True), MPRT_COLUMNS)
+        if maps_rows:
+            append_records(ctx.path(MPRT_MAPS), pd.DataFrame(maps_rows, columns=MAPS_COLUMNS), MAPS_COLUMNS)
+
+    @staticmethod
+    def _maps_rows(
+        ctx: BatchContext, figure: list[int], maps: dict[str, torch.Tensor], depth: int, block: str
+    ) -> list[list[object]]:
+        """Rows of mprt_maps.csv: the figure image's map of every method at `depth`."""
+        image_id = ctx.image_ids[figure[0]]
+        return [[FIGURE_INDEX, image_id, m, depth, block, *thumbnails(v[figure])[0]] for m, v in maps.items()]
+
+    def finish(self, out_dir: Path) -> list[str]:
+        from camexp.analyses.sanity_plots import draw_mprt_curves, draw_mprt_maps
+        from camexp.savefig import figure_link, save_figure
+
+        rows = recorded_rows(out_dir, MPRT_CSV, MPRT_COLUMNS, MPRT_KEY)
+        if rows.empty:
+            return ["", f"mprt: no values in {MPRT_CSV} (enable the analysis before the run)."]
+        curve = mprt_curve(rows, self.cfg)
+        curve.to_csv(out_dir / MPRT_CURVE, index=False, float_format="%.6f")
+        lines = figure_link("Cascading model-parameter randomisation: similarity to the trained model's map", "mprt")
+        save_figure(draw_mprt_curves(curve), out_dir, "mprt")
+        maps = recorded_rows(out_dir, MPRT_MAPS, MAPS_COLUMNS, ["index", "method", "depth"])
+        if not maps.empty:
+            save_figure(draw_mprt_maps(maps, self.cfg.method_names), out_dir, "mprt_maps")
+            lines += figure_link(f"Maps of image {maps['image_id'].iloc[0]} as the blocks are randomised", "mprt_maps")
+        return lines + [
+            "",
+            f"Mean similarity per depth with {100 * self.cfg.stats.level:g} % bootstrap intervals over "
+            f"{rows['index'].nunique()} images in [{MPRT_CURVE}]({MPRT_CURVE}); blocks re-initialised with the "
+            f"model's own initialisation, seed {self.cfg.sanity.seed}.",
+        ]
+
+
+def mprt_long(rows: pd.DataFrame, final: bool = False) -> pd.DataFrame:
+    """mprt.csv rows in long form (image_id, method, metric, value), metric `measure@depth`; with `final`,
+    the deepest depth only, under the main table's keys (`mprt_key`)."""
+    if final:
+        rows = rows[rows["depth"] == rows["depth"].max()]
+    long = rows.melt(["image_id", "method", "depth"], list(MEASURES), "measure", "value")
+    metric = long["measure"].map(mprt_key) if final else long["measure"] + "@" + long["depth"].astype(str)
+    return long.assign(metric=metric)[LONG_COLUMNS]
+
+
+def mprt_curve(rows: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
+    """Per measure, depth and method: the mean over images with its bootstrap interval (the run's `stats:`
+    settings; the same engine and draws as summary_long.csv) and the images with a defined value."""
+    s = cfg.stats
+    per_method, _ = interval_tables(wide_metrics(mprt_long(rows), cfg.method_names), s.bootstrap, s.level, s.seed)
+    measure_depth = per_method["metric"].str.split("@", expand=True)
+    blocks = rows.drop_duplicates("depth").set_index("depth")["block"]
+    depth = measure_depth[1].astype(int)
+    out = per_method.assign(measure=measure_depth[0], depth=depth, block=depth.map(blocks)).drop(columns="metric")
+    return out[["measure", "depth", "block", "method", "value", "lo", "hi", "n"]].sort_values(
+        ["measure", "depth"], kind="stable"
+    )
+
+
+def _final_rows(run_dir: Path, records: pd.DataFrame, methods: list[str], name: str, cols: list[str]) -> pd.DataFrame:
+    df = recorded_rows(run_dir, name, cols, ["index", "method"] + (["depth"] if "depth" in cols else []))
+    return df[df["index"].isin(records["index"]) & df["method"].isin(methods)]
+
+
+def mprt_per_image(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
+    """Each image's similarity with every block random (the main table's rows), long form; None without mprt.csv."""
+    if not (run_dir / MPRT_CSV).exists():
+        return None
+    return mprt_long(_final_rows(run_dir, records, methods, MPRT_CSV, MPRT_COLUMNS), final=True)
+
+
+def mprt_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
+    """The main table's rows (similarity with every block random) and the per-depth means of Spearman (abs)."""
+    rows = _final_rows(run_dir, records, methods, MPRT_CSV, MPRT_COLUMNS)
+    if rows.empty:
+        return MetricResult()
+    final = rows[rows["depth"] == rows["depth"].max()].groupby("method")[list(MEASURES)].mean()
+    table = rows.groupby(["depth", "block", "method"])["spearman_abs"].mean().unstack("method")
+    table.index = [f"{d}: {b}" for d, b in table.index]
+    return MetricResult(
+        rows={r.label: {m: float(final.at[m, x]) for m in final.index} for x, r in zip(MEASURES, MPRT_ROWS)},
+        tables={
+            "MPRT: mean Spearman rank correlation (absolute values) by blocks randomised": table.reindex(
+                columns=methods
+            )
+        },
+        notes=[
+            f"mprt: {rows['index'].nunique()} images; undefined correlations (a constant map) are left out: "
+            + ", ".join(f"{m} {int(n)}" for m, n in rows[list(MEASURES)].isna().sum().items())
+        ],
+    )
+
+
+def other_class(seed: int, key: str, target: int, classes: int) -> int:
+    """A class other than `target`, uniform over the other classes-1, drawn from (seed, image key)."""
+    g = torch.Generator().manual_seed(seed_of(seed, "random_logit", key))
+    r = int(torch.randint(classes - 1, (1,), generator=g))
+    return r + (r >= target)
+
+
+class RandomLogit:
+    """Streams each image's random-class similarities to random_logit.csv."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg = cfg
+
+    def update(self, ctx: BatchContext) -> None:
+        classes = ctx.logits.shape[1]
+        if classes < 2:
+            raise CamexpError("analyses: random_logit needs a model with at least 2 classes")
+        targets = ctx.targets.tolist()
+        others = [other_class(self.cfg.sanity.seed, k, t, classes) for k, t in zip(ctx.image_keys(), targets)]
+        pos = torch.arange(len(targets), device=ctx.x.device)
+        maps = ctx.class_maps(pos, torch.tensor(others, device=ctx.x.device))
+        frames = [
+            _frame(
+                ctx,
+                m,
+                {"target": targets, "other_class": others},
+                similarities(ctx.maps[m], maps[m], RANDOM_LOGIT_MEASURES),
+            )
+            for m in ctx.methods
+        ]
+        append_records(ctx.path(RANDOM_LOGIT_CSV), pd.concat(frames, ignore_index=True), RANDOM_LOGIT_COLUMNS)
+
+    def finish(self, out_dir: Path) -> list[str]:
+        return []  # its rows are in the main table (`random_logit_result`)
+
+
+def random_logit_per_image(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
+    if not (run_dir / RANDOM_LOGIT_CSV).exists():
+        return None
+    rows = _final_rows(run_dir, records, methods, RANDOM_LOGIT_CSV, RANDOM_LOGIT_COLUMNS)
+    long = rows.melt(["image_id", "method"], list(RANDOM_LOGIT_MEASURES), "measure", "value")
+    return long.assign(metric=long["measure"].map(random_logit_key))[LONG_COLUMNS]
+
+
+def random_logit_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
+    rows = _final_rows(run_dir, records, methods, RANDOM_LOGIT_CSV, RANDOM_LOGIT_COLUMNS)
+    if rows.empty:
+        return MetricResult()
+    means = rows.groupby("method")[list(RANDOM_LOGIT_MEASURES)].mean()
+    return MetricResult(
+        rows={
+            r.label: {m: float(means.at[m, x]) for m in means.index}
+            for x, r in zip(RANDOM_LOGIT_MEASURES, RANDOM_LOGIT_ROWS)
+        },
+        notes=[
+            f"random_logit: {rows['index'].nunique()} images, each explained again for a class drawn uniformly "
+            f"from the others (seeded by sanity.seed and the image id; the classes are in {RANDOM_LOGIT_CSV})."
+        ],
+    )
+
+
+analysis(
+    "mprt",
+    {MPRT_CSV: MPRT_COLUMNS, MPRT_MAPS: MAPS_COLUMNS},
+    rows=MPRT_ROWS,
+    read=mprt_result,
+    per_image=mprt_per_image,
+)(Mprt)
+analysis(
+    "random_logit",
+    {RANDOM_LOGIT_CSV: RANDOM_LOGIT_COLUMNS},
+    rows=RANDOM_LOGIT_ROWS,
+    read=random_logit_result,
+    per_image=random_logit_per_image,
+)(RandomLogit)

@@ -1,0 +1,154 @@
+"""The sanity checks beside Quantus 0.6 (quantus.MPRT, quantus.RandomLogit) on the same model, images and maps.
+
+Where the two are configured alike and define the same thing (Spearman on the same pair of maps, SSIM of the
+same 2-D maps, Quantus' off-class draw replicated), the numbers are asserted equal. Where the definitions
+differ (README.md, "Sanity checks": Quantus resets every module with `reset_parameters` under one seed, we reset
+blocks to the model's own initial weights; Quantus' SSIM runs on the flattened maps) the deviation is recorded
+with record_property, never asserted."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from camexp.analyses.sanity import MPRT_COLUMNS, MPRT_CSV, Mprt
+from camexp.analyses.similarity import spearman, ssim
+from camexp.config import ExperimentConfig
+from camexp.explain.core import Explainer
+from camexp.metrics.batch import BatchContext
+from camexp.models import LoadedModel, build_model
+from camexp.results import read_records
+
+quantus = pytest.importorskip("quantus")
+from quantus.functions.similarity_func import correlation_spearman  # noqa: E402
+from quantus.functions.similarity_func import ssim as quantus_ssim  # noqa: E402
+
+METHODS = ["gradcam", "eigencam"]
+LITE0 = {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"}
+
+
+@pytest.fixture(scope="module")
+def images(lite0: LoadedModel, photo_dir: Path) -> torch.Tensor:
+    from camexp.data import PixelTransform
+    from camexp.data.images import load_rgb
+
+    t = PixelTransform(lite0.spec)
+    return torch.stack([t(load_rgb(photo_dir / n))[0] for n in ("chelsea.png", "coffee.png")])
+
+
+def explain_func(loaded: LoadedModel, method: str, seen: list[np.ndarray] | None = None) -> Callable[..., np.ndarray]:
+    """Quantus' explain_func: our method's normalised maps (B,1,H,W) of the model Quantus hands over (its
+    weights copied into `loaded`, so its randomised copies are explained by our explainer); `seen` collects them."""
+
+    def explain(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
+        loaded.model.load_state_dict(model.state_dict())
+        ex = Explainer(loaded, [method]).explain(torch.as_tensor(inputs), torch.as_tensor(targets).long())
+        maps = ex.maps[method][:, None].double().numpy()
+        if seen is not None:
+            seen.append(maps)
+        return maps
+
+    return explain
+
+
+def test_random_logit_beside_quantus(lite0: LoadedModel, images: torch.Tensor, record_property) -> None:
+    ex = Explainer(lite0, METHODS).explain(images)
+    y = ex.targets.numpy()
+    np.random.seed(42)  # Quantus' draw of the off-classes (RandomLogit.evaluate_batch), replicated
+    classes = np.stack([np.arange(1000)] * len(y))
+    mask = np.ones_like(classes, dtype=bool)
+    mask[np.arange(len(y)), y] = False
+    off = classes[mask].reshape(len(y), -1)[np.arange(len(y)), np.random.randint(0, 999, len(y))]
+    work = copy.deepcopy(lite0)
+    other = Explainer(lite0, METHODS).explain(images, torch.as_tensor(off))
+    for m in METHODS:
+        a = ex.maps[m].double().numpy()
+        b = other.maps[m].double().numpy()
+        ours_rho = [spearman(p, q) for p, q in zip(a, b)]
+        theirs_rho = quantus.RandomLogit(
+            similarity_func=correlation_spearman,
+            num_classes=1000,
+            seed=42,
+            abs=False,
+            normalise=False,
+            disable_warnings=True,
+        )(
+            model=work.model,
+            x_batch=images.numpy(),
+            y_batch=y,
+            a_batch=a[:, None],
+            explain_func=explain_func(work, m),
+            channel_first=True,
+            device="cpu",
+        )
+        assert np.allclose(ours_rho, theirs_rho, atol=1e-9), m  # same classes, same maps, same definition
+        ours_ssim = [ssim(p, q) for p, q in zip(a, b)]
+        assert np.allclose(ours_ssim, [quantus_ssim(p, q) for p, q in zip(a, b)], atol=1e-12)  # 2-D: the same
+        theirs_ssim = quantus.RandomLogit(num_classes=1000, seed=42, abs=False, normalise=False, disable_warnings=True)(
+            model=work.model,
+            x_batch=images.numpy(),
+            y_batch=y,
+            a_batch=a[:, None],
+            explain_func=explain_func(work, m),
+            channel_first=True,
+            device="cpu",
+        )  # its default: SSIM of the flattened maps
+        record_property(f"{m}_ssim_ours_2d", [round(v, 4) for v in ours_ssim])
+        record_property(f"{m}_ssim_quantus_flattened", [round(float(v), 4) for v in theirs_ssim])
+        if m == "eigencam":  # the control: class-agnostic, so 1 by either definition
+            assert np.allclose(theirs_ssim, 1.0, atol=1e-6) and np.allclose(ours_rho, 1.0, atol=1e-6)
+
+
+def test_mprt_beside_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path: Path, record_property) -> None:
+    """Quantus' fully randomised model (every module's reset_parameters, top down, seed 42 + 1 before each) explained
+    by our explainer gives, with its Spearman, the number our Spearman gives on the same maps; our own fully
+    randomised model (each block at its constructor's weights) gives another, recorded beside it."""
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "p",
+            "dataset": {"root": "."},
+            "model": LITE0,
+            "methods": METHODS,
+            "sanity": {"mprt_blocks": ["conv_stem"]},
+        }
+    )
+    explainer = Explainer(lite0, METHODS)
+    ex = explainer.explain(images)
+    ctx = BatchContext(
+        cfg, explainer, images, ex, {"index": torch.arange(2), "image_id": ["a", "b"]}, own=lambda n: tmp_path / n
+    )
+    Mprt(cfg).update(ctx)
+    ours = read_records(tmp_path / MPRT_CSV, MPRT_COLUMNS).set_index("method")
+    work = build_model(cfg.model)
+    user = copy.deepcopy(lite0.model)
+    for m in METHODS:
+        a = ex.maps[m].double().numpy()
+        seen: list[np.ndarray] = []
+        scores = quantus.MPRT(
+            similarity_func=correlation_spearman,
+            layer_order="top_down",
+            seed=42,
+            skip_layers=True,
+            abs=False,
+            normalise=False,
+            disable_warnings=True,
+        )(
+            model=user,
+            x_batch=images.numpy(),
+            y_batch=ex.targets.numpy(),
+            a_batch=a[:, None],
+            explain_func=explain_func(work, m, seen),
+            channel_first=True,
+            device="cpu",
+            batch_size=2,
+        )
+        last = list(scores)[-1]
+        random_maps = seen[-1][:, 0]
+        assert np.allclose(scores[last], [spearman(p, q) for p, q in zip(a, random_maps)], atol=1e-9, equal_nan=True)
+        record_property(f"{m}_spearman_quantus_all_modules_reset", [round(float(v), 4) for v in scores[last]])
+        record_property(f"{m}_spearman_ours_all_blocks_initial", [round(float(v), 4) for v in ours.loc[m, "spearman"]])
