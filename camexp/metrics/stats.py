@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping
 from itertools import combinations
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import krippendorff
 import numpy as np
@@ -83,7 +83,9 @@ def resample_counts(n: int, n_boot: int, seed: int, max_cells: int = MAX_CELLS) 
         yield start, np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.float64)
 
 
-def krippendorff_alpha(level: str, value_counts: np.ndarray | None = None, **data: Any) -> float:
+def krippendorff_alpha(
+    level: Literal["nominal", "ordinal", "interval", "ratio"], value_counts: np.ndarray | None = None, **data: Any
+) -> float:
     """Krippendorff's α at `level` (nominal, ordinal, ...) by the krippendorff package, from
     `reliability_data` (raters x units, NaN: missing) or `value_counts` (units x values: how many raters gave
     each value), with `value_domain` where given; NaN where α is undefined (no variation at all, or no unit

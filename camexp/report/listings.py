@@ -103,9 +103,10 @@ def metric_listing() -> Listing:
             {
                 "metric": name,
                 "needs": _metric_needs(entry),
-                "computed": "from the records (per_image.csv), any time"
-                if not per_batch
-                else "per batch, during the run" + (" (more model calls)" if entry.model_calls else " (maps only)"),
+                "computed": "per batch, during the run"
+                + (" (more model calls)" if entry.model_calls else " (maps only)")
+                if isinstance(entry, BatchMetric)
+                else "from the records (per_image.csv), any time",
                 "what it is": getattr(entry, "summary", "") or labels or doc.split(". ")[0] or "-",
                 "table rows": labels or "-",
                 "settings": settings or "-",
