@@ -178,3 +178,8 @@ def test_the_command_writes_tables_figures_and_pools_runs(tmp_path: Path) -> Non
         assert (tmp_path / "out" / f"{stem}.png").is_file() and (tmp_path / "out" / f"{stem}.pdf").is_file()
     res = invoke("table", tmp_path / "runs", "--reliability", "--leaderboard")
     assert res.exit_code == 2 and "one at a time" in res.output
+    lone = write_run(
+        tmp_path / "lone", "lone", "resnet18", np.ones(3), np.ones((3, 1)), methods=["gradcam"], metrics=["avg_drop"]
+    )
+    res = invoke("table", lone.parent, "--reliability")
+    assert res.exit_code == 2 and "needs two methods" in res.output and "Traceback" not in res.output
