@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
+from camexp.metrics.base import CRITERIA
 from camexp.reliability.measures import Estimate, Reliability, orient, reliability
 from camexp.report.markdown import markdown_table
 from camexp.report.runs import find_runs
@@ -34,12 +35,14 @@ COLUMNS = ["run", "quantity", "subject", "other", "value", "lo", "hi", "n"]
 
 @dataclass
 class Table:
-    """One run's per-image values: metric key -> frame (image ids x methods), and its interval settings."""
+    """One run's per-image values: metric key -> frame (image ids x methods), its interval settings, and what
+    an incomplete run lacks (None: complete)."""
 
     name: str
     values: dict[str, pd.DataFrame]
     methods: list[str]
     stats: StatsConfig
+    status: str | None = None
 
 
 def rankable(wides: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -54,7 +57,7 @@ def run_table(run_dir: Path, stats: dict[str, Any] | None = None) -> Table:
     view = records_view(run.records, methods)
     wides, _ = per_image_frames(view, cfg.metrics, extra_values(run_dir, run.records, methods, cfg.analyses))
     settings = stats_settings(run.config.get("stats"), **(stats or {}))
-    return Table(cfg.name, rankable(wides), methods, settings)
+    return Table(cfg.name, rankable(wides), methods, settings, run.status)
 
 
 def pooled(tables: list[Table], stats: dict[str, Any] | None = None) -> Table:
@@ -68,8 +71,10 @@ def pooled(tables: list[Table], stats: dict[str, Any] | None = None) -> Table:
 
 
 def measure(table: Table) -> Reliability:
-    """Every measure of `table`: its metrics aligned on the union of their images, oriented, bootstrapped."""
-    keys = list(table.values)
+    """Every measure of `table`: its metrics (grouped by criterion) aligned on the union of their images,
+    oriented, bootstrapped."""
+    order = {c: i for i, c in enumerate(CRITERIA)}
+    keys = sorted(table.values, key=lambda k: order.get(getattr(row_of(k), "criterion", None), len(order)))
     if len(table.methods) < 2 or not keys:
         raise CamexpError(
             f"{table.name}: reliability needs two methods and a per-image metric with a direction "
@@ -207,6 +212,7 @@ def section(rel: Reliability, table: Table, stem: str) -> list[str]:
     return [
         f"## {table.name}",
         "",
+        *([f"**{table.status}**", ""] if table.status else []),
         f"{rel.n} images, {len(rel.methods)} methods, {len(rel.metrics)} metrics. Cells: value [{100 * s.level:g} % "
         f"percentile bootstrap interval over images: {s.bootstrap} resamples, seed {s.seed}].",
         "",
