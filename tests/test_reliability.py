@@ -120,6 +120,8 @@ def test_ranks_and_sigma_by_hand_on_a_tiny_records_table(tmp_path: Path) -> None
     drop, inc = -100 * np.maximum(0, 1 - CONF), 100.0 * (CONF > 1)
     expected = np.nanmean([kendalltau(drop[i], inc[i]).statistic for i in range(4)])
     assert rel.tau.value[0, 1] == pytest.approx(expected, abs=1e-12)
+    # increase ties every method on image 1 (no method raises the confidence): τ is defined on 3 images
+    assert rel.images.tolist() == [4, 4] and rel.tau_images[0, 1] == 3 and rel.tau_images[0, 0] == 4
 
 
 def test_a_lower_is_better_metric_ranks_inversely() -> None:

@@ -116,6 +116,8 @@ class Reliability:
     sigma_median: Estimate
     tau: Estimate  # (K, K)
     alpha: Estimate  # (K,)
+    images: np.ndarray  # (K,) images with a value of the metric
+    tau_images: np.ndarray  # (K, K) images where the two metrics' τ is defined
 
 
 def _estimate(value: np.ndarray, boot: np.ndarray, level: float) -> Estimate:
@@ -183,6 +185,8 @@ def reliability(
         _estimate(spread(rank_median), spread(boot_median), level),
         _estimate(tau, boot_tau, level),
         _estimate(alpha, boot_alpha, level),
+        (~np.isnan(x)).any(2).sum(0),
+        (~np.isnan(taus)).sum(0),
     )
 
 

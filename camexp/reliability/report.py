@@ -121,6 +121,7 @@ def metric_table(rel: Reliability) -> pd.DataFrame:
             "title": [r.title if r is not None else k for r, k in zip(rows, rel.metrics)],
             "criterion": [c or "—" for c in rel.criteria],
             "better": ["lower" if r is not None and r.lower_is_better else "higher" for r in rows],
+            "images": rel.images,
             "Krippendorff's α (ordinal)": _cells(rel.alpha, rel.metrics, digits=3)[0].to_numpy(),
         },
         index=rel.metrics,
@@ -131,28 +132,29 @@ def metric_table(rel: Reliability) -> pd.DataFrame:
 
 def frame(rel: Reliability, run: str) -> pd.DataFrame:
     """Every number of `rel` as long rows (COLUMNS): quantity, subject (metric or criterion), other (method or
-    second metric), value, lo, hi, n (images)."""
+    second metric), value, lo, hi, n (images: with a value of the metric, where τ is defined, or all)."""
     rows: list[tuple[Any, ...]] = []
 
-    def add(quantity: str, subjects: list[str], others: list[str] | None, e: Estimate) -> None:
+    def add(quantity: str, subjects: list[str], others: list[str] | None, e: Estimate, n: Any = rel.n) -> None:
+        counts = np.broadcast_to(np.asarray(n), e.value.shape)
         if others is None:
-            rows.extend((run, quantity, s, "", e.value[i], e.lo[i], e.hi[i], rel.n) for i, s in enumerate(subjects))
+            rows.extend((run, quantity, s, "", e.value[i], e.lo[i], e.hi[i], counts[i]) for i, s in enumerate(subjects))
             return
         for i, s in enumerate(subjects):
             rows.extend(
-                (run, quantity, s, o, e.value[i, j], e.lo[i, j], e.hi[i, j], rel.n) for j, o in enumerate(others)
+                (run, quantity, s, o, e.value[i, j], e.lo[i, j], e.hi[i, j], counts[i, j]) for j, o in enumerate(others)
             )
 
     for by, rank, crit, sigma in (
         ("mean", rel.rank_mean, rel.criterion_mean, rel.sigma_mean),
         ("median", rel.rank_median, rel.criterion_median, rel.sigma_median),
     ):
-        add(f"rank_by_{by}", rel.metrics, rel.methods, rank)
+        add(f"rank_by_{by}", rel.metrics, rel.methods, rank, rel.images[:, None])
         for c, e in crit.items():
             add(f"criterion_rank_by_{by}", [c], rel.methods, Estimate(e.value[None], e.lo[None], e.hi[None]))
         add(f"sigma_by_{by}", ["all metrics"], rel.methods, Estimate(sigma.value[None], sigma.lo[None], sigma.hi[None]))
-    add("kendall_tau", rel.metrics, rel.metrics, rel.tau)
-    add("krippendorff_alpha_ordinal", rel.metrics, None, rel.alpha)
+    add("kendall_tau", rel.metrics, rel.metrics, rel.tau, rel.tau_images)
+    add("krippendorff_alpha_ordinal", rel.metrics, None, rel.alpha, rel.images)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
