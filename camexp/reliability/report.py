@@ -73,7 +73,7 @@ def pooled(tables: list[Table], stats: dict[str, Any] | None = None) -> Table:
 def measure(table: Table) -> Reliability:
     """Every measure of `table`: its metrics (grouped by criterion) aligned on the union of their images,
     oriented, bootstrapped."""
-    order = {c: i for i, c in enumerate(CRITERIA)}
+    order: dict[str | None, int] = {c: i for i, c in enumerate(CRITERIA)}
     keys = sorted(table.values, key=lambda k: order.get(getattr(row_of(k), "criterion", None), len(order)))
     if len(table.methods) < 2 or not keys:
         raise CamexpError(
