@@ -118,6 +118,12 @@ def table(
         help="one metric across runs: methods as rows, one column per run, mean rank (leaderboard.md/.csv)",
     ),
     metric: str = typer.Option("avg_drop", help="the leaderboard's metric (a metric of summary_long.csv)"),
+    reliability: bool = typer.Option(
+        False,
+        "--reliability",
+        help="do the metrics agree? ranks per metric and criterion, σ̂, Kendall τ, Krippendorff's α, with "
+        "intervals, per run and pooled (reliability.md/.csv and figures)",
+    ),
     bootstrap: int | None = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)"),
     level: float | None = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)"),
     seed: int | None = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)"),
@@ -142,18 +148,27 @@ def table(
             raise CamexpError(f"{results_dir}: not a folder")
         if fmt not in ("md", "csv"):
             raise CamexpError(f"--format must be 'md' or 'csv', not {fmt!r}")
+        if leaderboard + reliability + consistency > 1:
+            raise CamexpError("--leaderboard, --reliability and --consistency are three reports: ask for one at a time")
         stats = {"bootstrap": bootstrap, "level": level, "seed": seed}
         stats_settings(None, **stats)  # a bad value fails here, once, not per run
         if consistency:
             _consistency(results_dir, target, top_q, stats, fmt)
             return
-        distills, distill_warnings = ([], []) if leaderboard else distill_summaries(results_dir, compare_paper)
+        only_runs = leaderboard or reliability
+        distills, distill_warnings = ([], []) if only_runs else distill_summaries(results_dir, compare_paper)
         if not find_runs(results_dir) and not find_studies(results_dir) and not distills:
             raise CamexpError(
                 f"{results_dir}: no run folders (holding run.json), studies (study.json) or distill "
                 "results (distill.json) found below it"
             )
-        if leaderboard:
+        if reliability:
+            from camexp.reliability.report import reliability_report
+
+            rel = reliability_report(results_dir, target, stats)
+            rep = Report(rel.markdown, rel.frame, [], rel.warnings)
+            write_report(rep, target, "reliability")
+        elif leaderboard:
             md, frame = make_leaderboard(results_dir, metric, stats)
             rep = Report(md, frame, [], [])
             write_report(rep, target, "leaderboard")
@@ -166,6 +181,8 @@ def table(
         typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
     elif leaderboard:
         console.print(Markdown(rep.markdown))
+    elif reliability:  # the Markdown source: its wide tables would be cut in a narrow terminal
+        console.print(rep.markdown, markup=False, highlight=False, soft_wrap=True)
     else:
         for summary in rep.summaries:
             print_summary(summary, console, compare_paper)
@@ -175,7 +192,7 @@ def table(
             console.print(distill_markdown(d, compare_paper), markup=False, highlight=False, soft_wrap=True)
     for w in rep.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    name = "leaderboard" if leaderboard else "report"
+    name = "reliability" if reliability else "leaderboard" if leaderboard else "report"
     err_console.print(f"wrote {target / f'{name}.md'} and {target / f'{name}.csv'}", markup=False)
 
 

@@ -37,7 +37,7 @@ def row_label(delta: float) -> str:
 
 
 # every `mLoc δ=...` row: a mean over (image, class) pairs, weighted per image in the bootstrap; higher is better
-MLOC_ROW = Row(row_label(0.0).split("=")[0] + "=", "mLoc", False, prefix=True)
+MLOC_ROW = Row(row_label(0.0).split("=")[0] + "=", "mLoc", False, prefix=True, criterion="localization")
 
 
 class MLoc:

@@ -40,14 +40,16 @@ from camexp.metrics.base import (
 )
 from camexp.metrics.stats import log_values, relperf_table, win_table, win_values
 
-AVG_DROP = Row("avg_drop", "Average drop %", True, per_image=F.drop_per_image)
-INCREASE = Row("increase", "% increase in confidence", False, per_image=F.increase_per_image)
-WIN = Row("win", "Win %", False, image_mean=False, null=50.0)  # its interval comes from the pairwise win %
+AVG_DROP = Row("avg_drop", "Average drop %", True, criterion="faithfulness", per_image=F.drop_per_image)
+INCREASE = Row("increase", "% increase in confidence", False, criterion="faithfulness", per_image=F.increase_per_image)
+# its interval comes from the pairwise win %
+WIN = Row("win", "Win %", False, image_mean=False, null=50.0, criterion="faithfulness")
 BEST_SHARE = Row(
     "best_share",
     "Best share % (camexp extension: strictly smallest fall)",
     False,
     show_direction=False,
+    criterion="faithfulness",
     per_image=lambda y, o: 100.0 * F.strictly_best(o),
 )
 
@@ -152,4 +154,4 @@ __all__ = [
     "validate_settings",
 ]
 
-from camexp.metrics import instances, perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)
+from camexp.metrics import complexity, instances, perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)

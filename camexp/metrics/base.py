@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pandas as pd
 import torch
@@ -63,6 +63,11 @@ class MetricResult:
         self.notes += other.notes
 
 
+# What a row measures, as LATEC groups metrics (camexp table --reliability ranks methods per criterion).
+Criterion = Literal["faithfulness", "localization", "complexity"]
+CRITERIA: tuple[Criterion, ...] = get_args(Criterion)
+
+
 @dataclass(frozen=True)
 class Row:
     """One number per method that a metric puts in the main table, described once.
@@ -73,7 +78,8 @@ class Row:
     `image_mean`: the summary row is the mean over images of the per-image values, so it gets a bootstrap
     interval and a leaderboard rank; `null`: a paired comparison's value meaning "no difference" (50 for win
     %); `prefix`: the row stands for every key that starts with `key` (mLoc δ=0, δ=0.5, ...); `per_image`: a
-    record metric's per-image values (N, M) from the records' Y (N,) and O (N, M)."""
+    record metric's per-image values (N, M) from the records' Y (N,) and O (N, M); `criterion`: what the row
+    measures (`Criterion`; None: a plug-in's row that declares none, ranked alone)."""
 
     key: str
     title: str
@@ -83,6 +89,7 @@ class Row:
     null: float = 0.0
     prefix: bool = False
     show_direction: bool = True
+    criterion: Criterion | None = None
     per_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, compare=False)
 
     @property
@@ -177,7 +184,8 @@ class BatchMetric:
     read the top-level keys perturbation, keep, pointing, road); `check(settings, input size)` finds a setting
     that cannot work with the model's input before the first batch. `needs_boxes`: the data set must have
     boxes. `resume`: added to a recorded run, the images lacking its rows are explained again (see `Resume`).
-    The runner runs it as a per-batch job (camexp/jobs.py)."""
+    `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps alone). The runner
+    runs it as a per-batch job (camexp/jobs.py)."""
 
     name: str
     compute: Callable[[BatchContext], list[PerImage]]
@@ -191,6 +199,7 @@ class BatchMetric:
     needs_boxes: bool = False
     needs_labels: bool = False
     resume: Resume = "recompute"
+    model_calls: bool = True
 
     @property
     def row_names(self) -> tuple[str, ...]:

@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
-INSERTION, DELETION = Row("insertion", "Insertion AUC", False), Row("deletion", "Deletion AUC", True)
-KEEP_DROP = Row("avg_drop@keep", "Average drop % @keep", True, scale=100.0)
-KEEP_INCREASE = Row("increase@keep", "% increase in confidence @keep", False, scale=100.0)
+INSERTION = Row("insertion", "Insertion AUC", False, criterion="faithfulness")
+DELETION = Row("deletion", "Deletion AUC", True, criterion="faithfulness")
+KEEP_DROP = Row("avg_drop@keep", "Average drop % @keep", True, scale=100.0, criterion="faithfulness")
+KEEP_INCREASE = Row("increase@keep", "% increase in confidence @keep", False, scale=100.0, criterion="faithfulness")
 Substrate = Literal["zero", "blur"] | tuple[float, float, float]
 
 

@@ -38,11 +38,25 @@ if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
 # The pointing game's rows are means over classes of per-class hit rates, not means over images: no interval.
-POINTING_ALL = Row("pointing_game", "Pointing game % (all)", False, scale=100.0, image_mean=False, show_direction=False)
-POINTING_DIFFICULT = Row(
-    "pointing_game_difficult", "Pointing game % (difficult)", False, scale=100.0, image_mean=False, show_direction=False
+POINTING_ALL = Row(
+    "pointing_game",
+    "Pointing game % (all)",
+    False,
+    scale=100.0,
+    image_mean=False,
+    show_direction=False,
+    criterion="localization",
 )
-ENERGY = Row("energy_pointing", "Energy pointing %", False, scale=100.0)
+POINTING_DIFFICULT = Row(
+    "pointing_game_difficult",
+    "Pointing game % (difficult)",
+    False,
+    scale=100.0,
+    image_mean=False,
+    show_direction=False,
+    criterion="localization",
+)
+ENERGY = Row("energy_pointing", "Energy pointing %", False, scale=100.0, criterion="localization")
 NO_BOX = -1  # the class of a NaN row for an image without any box
 
 

@@ -47,8 +47,9 @@ NEIGHBOURS = {
     "uniform": [(o, 1 / 8) for o in EDGE + CORNER],
 }
 CURVES = ("morf", "lerf")
-MORF, LERF = Row("road_morf", "ROAD MoRF", True), Row("road_lerf", "ROAD LeRF", False)
-COMBINED = Row("road", "ROAD (LeRF − MoRF) / 2", False)
+MORF = Row("road_morf", "ROAD MoRF", True, criterion="faithfulness")
+LERF = Row("road_lerf", "ROAD LeRF", False, criterion="faithfulness")
+COMBINED = Row("road", "ROAD (LeRF − MoRF) / 2", False, criterion="faithfulness")
 
 
 class RoadSettings(BaseModel):

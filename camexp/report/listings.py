@@ -103,8 +103,9 @@ def metric_listing() -> Listing:
             {
                 "metric": name,
                 "needs": _metric_needs(entry),
-                "computed": "per batch, during the run (more model calls)"
-                if per_batch
+                "computed": "per batch, during the run"
+                + (" (more model calls)" if entry.model_calls else " (maps only)")
+                if isinstance(entry, BatchMetric)
                 else "from the records (per_image.csv), any time",
                 "what it is": getattr(entry, "summary", "") or labels or doc.split(". ")[0] or "-",
                 "table rows": labels or "-",

@@ -15,7 +15,7 @@ from camexp.jobs import jobs_of
 from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_metrics, table_files
 from camexp.report.markdown import markdown_table
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
-from camexp.report.runs import find_runs, find_studies, open_run, study_section
+from camexp.report.runs import RunFolder, find_runs, find_studies, open_run, study_section
 from camexp.report.uncertainty import (
     RunStats,
     compute_stats,
@@ -74,20 +74,26 @@ def summarize(
     return RunSummary(cfg.name, cfg.paper, main, result, images=len(view.image_ids), setting=setting, stats=run_stats)
 
 
-def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> RunSummary:
-    """Recompute a finished (or partial) run's summary from its folder, over the images complete for every
-    method; intervals with the `stats:` settings the run recorded, updated by `stats` (None values keep).
-    Raises CamexpError for a folder that cannot be reported (see camexp/report/runs.py)."""
+def open_run_config(run_dir: Path) -> tuple[RunFolder, ExperimentConfig]:
+    """A run folder with at least one image complete for every method, and its validated config; CamexpError
+    naming the folder otherwise (see camexp/report/runs.py)."""
     run = open_run(run_dir)
     if run.records.empty:
         raise CamexpError(f"{run_dir}: no image recorded for every method yet ({run.status})")
     try:
-        cfg = ExperimentConfig.model_validate(run.config)
+        return run, ExperimentConfig.model_validate(run.config)
     except ValidationError as e:
         raise CamexpError(
             f"{run_dir}: its run.json config is not one this camexp version reads "
             f"({e.error_count()} problem(s), first: {e.errors()[0]['msg']})"
         ) from None
+
+
+def summarize_run_dir(run_dir: Path, stats: dict[str, Any] | None = None) -> RunSummary:
+    """Recompute a finished (or partial) run's summary from its folder, over the images complete for every
+    method; intervals with the `stats:` settings the run recorded, updated by `stats` (None values keep).
+    Raises CamexpError for a folder that cannot be reported (see camexp/report/runs.py)."""
+    run, cfg = open_run_config(run_dir)
     summary = summarize(cfg, run.records, run_dir, stats_settings(run.config.get("stats"), **(stats or {})))
     summary.status = run.status
     return summary

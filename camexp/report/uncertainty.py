@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import ValidationError
 
 from camexp.analyses import ANALYSES
@@ -130,23 +129,22 @@ def lower_is_better(metric: str) -> bool | None:
     return None if row is None else row.lower_is_better
 
 
-def compute_stats(
-    view: RecordsView,
-    metrics: list[str],
-    params: MetricParams,
-    settings: StatsConfig,
-    extra: pd.DataFrame | None = None,
-) -> RunStats:
-    """Intervals and paired comparisons of the run's metrics (and of `extra`'s long-form per-image values)."""
-    order = np.argsort(np.array(view.image_ids, dtype=object), kind="stable")  # independent of record order
+def image_order(view: RecordsView) -> np.ndarray:
+    """The records' rows sorted by image id, so that no number depends on the order images were recorded in."""
+    return np.argsort(np.array(view.image_ids, dtype=object), kind="stable")
+
+
+def per_image_frames(
+    view: RecordsView, metrics: list[str], extra: pd.DataFrame | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Every per-image metric of a run as a wide frame (images sorted by id x methods): the record metrics'
+    rows with per-image values and `extra`'s long-form values (per_image_metrics.csv, analyses), and the
+    weights of those that carry one (a row without one weighs 1)."""
+    order = image_order(view)
     ids = [view.image_ids[i] for i in order]
     y, o = view.y[order], view.o[order]
-
-    def frame(values: torch.Tensor) -> pd.DataFrame:
-        return pd.DataFrame(values.double().numpy(), index=ids, columns=view.methods)
-
     wides = {
-        row.key: frame(row.per_image(y, o))
+        row.key: pd.DataFrame(row.per_image(y, o).double().numpy(), index=ids, columns=view.methods)
         for name in metrics
         if isinstance(entry := METRICS.get(name), Metric)
         for row in entry.rows
@@ -166,8 +164,23 @@ def compute_stats(
         if clash:
             raise CamexpError(f"{METRIC_RECORDS}: metric(s) {clash} are also computed from the records; rename them")
         wides.update(more)
+    return wides, weights
+
+
+def compute_stats(
+    view: RecordsView,
+    metrics: list[str],
+    params: MetricParams,
+    settings: StatsConfig,
+    extra: pd.DataFrame | None = None,
+) -> RunStats:
+    """Intervals and paired comparisons of the run's metrics (and of `extra`'s long-form per-image values)."""
+    order = image_order(view)
+    wides, weights = per_image_frames(view, metrics, extra)
     b, level, seed = settings.bootstrap, settings.level, settings.seed
-    o_frame = frame(o)
+    o_frame = pd.DataFrame(
+        view.o[order].double().numpy(), index=[view.image_ids[i] for i in order], columns=view.methods
+    )
     frames: dict[tuple[str, str], pd.DataFrame] = {("metric", k): v for k, v in wides.items()}
     paired = [(entry.name, entry.pairwise) for entry in record_metrics(metrics) if entry.pairwise is not None]
     used = {name: o_frame if p.select is None else o_frame[p.select(view, params)[order].numpy()] for name, p in paired}

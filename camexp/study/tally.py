@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import krippendorff
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from camexp.errors import CamexpError
-from camexp.metrics.stats import percentile_interval, resample_means
+from camexp.metrics.stats import krippendorff_alpha, percentile_interval, resample_means
 from camexp.report.runs import STUDY_JSON, STUDY_REPORT
 from camexp.study.make import KEY_JSON
 
@@ -197,15 +196,7 @@ def agreement(votes: np.ndarray, categories: int = 3) -> tuple[float, int, float
         table, _ = aggregate_raters(votes[:, full].T.astype(int), n_cat=categories)
         with np.errstate(invalid="ignore", divide="ignore"):
             kappa = float(fleiss_kappa(table, method="fleiss"))
-    try:
-        with np.errstate(invalid="ignore", divide="ignore"):  # no variation at all: 0/0, NaN
-            alpha = float(
-                krippendorff.alpha(
-                    reliability_data=votes, level_of_measurement="nominal", value_domain=list(range(categories))
-                )
-            )
-    except (ValueError, ZeroDivisionError):
-        alpha = float("nan")
+    alpha = krippendorff_alpha("nominal", reliability_data=votes, value_domain=list(range(categories)))
     return kappa, int(full.sum()), alpha
 
 
