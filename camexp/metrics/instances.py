@@ -37,9 +37,9 @@ from camexp.metrics.pointing import NO_BOX, bare_rows, nan_rows, truth
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
-FOUND = Row("instances_found", "Instances found % (k ≥ 2)", False, scale=100.0)
-ALL_FOUND = Row("instances_all", "All instances found % (k ≥ 2)", False, scale=100.0)
-SINGLE = Row("instances_single", "Instance found % (k = 1, control)", False, scale=100.0)
+FOUND = Row("instances_found", "Instances found % (k ≥ 2)", False, scale=100.0, criterion="localization")
+ALL_FOUND = Row("instances_all", "All instances found % (k ≥ 2)", False, scale=100.0, criterion="localization")
+SINGLE = Row("instances_single", "Instance found % (k = 1, control)", False, scale=100.0, criterion="localization")
 ROWS = (FOUND, ALL_FOUND, SINGLE)
 
 
