@@ -24,11 +24,10 @@ from camexp.analyses.sanity import (
     RANDOM_LOGIT_CSV,
     Mprt,
     RandomLogit,
-    from_thumbnail,
     other_class,
-    thumbnails,
 )
 from camexp.analyses.similarity import hog_similarity, similarities, spearman, ssim
+from camexp.analyses.thumbs import from_thumbnail, thumbnails
 from camexp.check import check_experiment, render
 from camexp.config import ExperimentConfig, ModelConfig
 from camexp.errors import CamexpError

@@ -20,20 +20,18 @@ the figures.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from camexp.accel import channels_last
 from camexp.analyses.base import analysis
 from camexp.analyses.similarity import MEASURES, similarities
 from camexp.analyses.store import recorded_rows
+from camexp.analyses.thumbs import thumbnails
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.model_methods import seed_of
@@ -57,7 +55,6 @@ RANDOM_LOGIT_CSV = "random_logit.csv"
 RANDOM_LOGIT_MEASURES = ("ssim", "spearman")
 RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", *RANDOM_LOGIT_MEASURES]
 FIGURE_INDEX = 0  # the data set image whose maps the mprt figure shows
-THUMB = 80  # the shorter side of the figure's maps (pixels)
 
 
 def mprt_key(measure: str) -> str:
@@ -116,21 +113,6 @@ def make_randomiser(cfg: ExperimentConfig, run: LoadedModel, device: torch.devic
         {k: v.to(device=device, dtype=net_state[k].dtype) for k, v in initial.items()},
         randomisation_blocks(run.model.net),
     )
-
-
-def thumbnails(maps: torch.Tensor) -> list[tuple[str, str]]:
-    """(N,C,H,W) or (N,H,W) images as ('CxHxW', base64 of float16) at THUMB pixels on the shorter side."""
-    x = maps if maps.dim() == 4 else maps[:, None]
-    h, w = x.shape[-2:]
-    size = (THUMB, max(1, round(w * THUMB / h))) if h <= w else (max(1, round(h * THUMB / w)), THUMB)
-    small = F.interpolate(x.float(), size=size, mode="area").cpu().numpy().astype("<f2")
-    return [("x".join(map(str, t.shape)), base64.b64encode(t.tobytes()).decode()) for t in small]
-
-
-def from_thumbnail(shape: str, data: str) -> np.ndarray:
-    """The array `thumbnails` encoded."""
-    dims = tuple(int(d) for d in shape.split("x"))
-    return np.frombuffer(base64.b64decode(data), dtype="<f2").reshape(dims).astype(np.float32)
 
 
 def _frame(ctx: BatchContext, method: str, extra: dict[str, object], values: dict[str, list[float]]) -> pd.DataFrame:

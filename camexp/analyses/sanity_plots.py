@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from camexp.analyses.sanity import from_thumbnail
 from camexp.analyses.similarity import LABELS
+from camexp.analyses.thumbs import from_thumbnail
 from camexp.savefig import new_figure
 
 
