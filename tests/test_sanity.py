@@ -278,28 +278,3 @@ def test_a_killed_run_resumes_to_the_same_sanity_rows(tmp_path: Path, photo_dir:
     assert len(both) == len(last) == 8
     for col in ("value", "lo", "hi", "n"):
         assert np.allclose(both[col], both[f"{col}_main"], atol=1e-6, equal_nan=True), col
-
-
-@pytest.mark.slow
-def test_trust_smoke_config_runs_end_to_end(tmp_path: Path, shared_data: Path) -> None:
-    """configs/trust_smoke_lite0.yaml as shipped (output redirected): every method gets the sanity rows, the
-    controls hold (floors 1 under randomisation and for another class, Eigen-CAM 1 for another class), the
-    curve has the chosen depths and the figures are written."""
-    raw = yaml.safe_load((Path(__file__).parents[1] / "configs" / "trust_smoke_lite0.yaml").read_text())
-    raw["dataset"]["root"] = str(shared_data / "ilsvrc2012-val-subset")
-    raw["output"] = {"dir": str(tmp_path / "out")}
-    path = tmp_path / "smoke.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    cfg = load_experiment(path)
-    run_experiment(cfg, fresh=True, progress=False)
-    out = tmp_path / "out"
-    summary = pd.read_csv(out / "summary.csv", index_col=0)
-    rows = [r for r in summary.index if r.startswith(("MPRT", "Random logit"))]
-    assert len(rows) == 6 and summary.loc[rows].notna().all().all()
-    for m in ("random", "center"):
-        assert np.allclose(summary.loc[rows, m], 1.0, atol=1e-9), m
-    assert np.allclose(summary.loc[[r for r in rows if r.startswith("Random logit")], "eigencam"], 1.0, atol=1e-6)
-    curve = pd.read_csv(out / "mprt_curve.csv")
-    assert list(curve.drop_duplicates("depth")["block"]) == raw["sanity"]["mprt_blocks"]
-    assert set(curve["method"]) == set(cfg.method_names) and not (curve["lo"] > curve["hi"]).any()
-    assert all((out / f).is_file() for f in ("mprt.png", "mprt.pdf", "mprt_maps.png", "mprt_maps.pdf"))

@@ -66,9 +66,13 @@ def random_logit_key(measure: str) -> str:
 
 
 SHORT = {"spearman": "Spearman", "spearman_abs": "Spearman |·|", "ssim": "SSIM", "hog": "HOG"}
-MPRT_ROWS = tuple(Row(mprt_key(m), f"MPRT {SHORT[m]}, all blocks random", lower_is_better=True) for m in MEASURES)
+MPRT_ROWS = tuple(
+    Row(mprt_key(m), f"MPRT {SHORT[m]}, all blocks random", lower_is_better=True, criterion="randomisation")
+    for m in MEASURES
+)
 RANDOM_LOGIT_ROWS = tuple(
-    Row(random_logit_key(m), f"Random logit {SHORT[m]}", lower_is_better=True) for m in RANDOM_LOGIT_MEASURES
+    Row(random_logit_key(m), f"Random logit {SHORT[m]}", lower_is_better=True, criterion="randomisation")
+    for m in RANDOM_LOGIT_MEASURES
 )
 
 

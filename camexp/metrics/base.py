@@ -63,8 +63,9 @@ class MetricResult:
         self.notes += other.notes
 
 
-# What a row measures, as LATEC groups metrics (camexp table --reliability ranks methods per criterion).
-Criterion = Literal["faithfulness", "localization", "complexity"]
+# What a row measures, as LATEC and Quantus group metrics (camexp table --reliability ranks methods per
+# criterion); randomisation: Quantus' name for the sanity checks (the mprt and random_logit analyses).
+Criterion = Literal["faithfulness", "localization", "complexity", "randomisation"]
 CRITERIA: tuple[Criterion, ...] = get_args(Criterion)
 
 
