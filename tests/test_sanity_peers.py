@@ -70,14 +70,8 @@ def test_random_logit_beside_quantus(lite0: LoadedModel, images: torch.Tensor, r
         a = ex.maps[m].double().numpy()
         b = other.maps[m].double().numpy()
         ours_rho = [spearman(p, q) for p, q in zip(a, b)]
-        theirs_rho = quantus.RandomLogit(
-            similarity_func=correlation_spearman,
-            num_classes=1000,
-            seed=42,
-            abs=False,
-            normalise=False,
-            disable_warnings=True,
-        )(
+        # the same model, images, targets and maps for both of Quantus' similarity functions
+        batch = dict(
             model=work.model,
             x_batch=images.numpy(),
             y_batch=y,
@@ -86,18 +80,12 @@ def test_random_logit_beside_quantus(lite0: LoadedModel, images: torch.Tensor, r
             channel_first=True,
             device="cpu",
         )
+        settings = dict(num_classes=1000, seed=42, abs=False, normalise=False, disable_warnings=True)
+        theirs_rho = quantus.RandomLogit(similarity_func=correlation_spearman, **settings)(**batch)
         assert np.allclose(ours_rho, theirs_rho, atol=1e-9), m  # same classes, same maps, same definition
         ours_ssim = [ssim(p, q) for p, q in zip(a, b)]
         assert np.allclose(ours_ssim, [quantus_ssim(p, q) for p, q in zip(a, b)], atol=1e-12)  # 2-D: the same
-        theirs_ssim = quantus.RandomLogit(num_classes=1000, seed=42, abs=False, normalise=False, disable_warnings=True)(
-            model=work.model,
-            x_batch=images.numpy(),
-            y_batch=y,
-            a_batch=a[:, None],
-            explain_func=explain_func(work, m),
-            channel_first=True,
-            device="cpu",
-        )  # its default: SSIM of the flattened maps
+        theirs_ssim = quantus.RandomLogit(**settings)(**batch)  # its default: SSIM of the flattened maps
         record_property(f"{m}_ssim_ours_2d", [round(v, 4) for v in ours_ssim])
         record_property(f"{m}_ssim_quantus_flattened", [round(float(v), 4) for v in theirs_ssim])
         if m == "eigencam":  # the control: class-agnostic, so 1 by either definition
