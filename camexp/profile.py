@@ -10,10 +10,15 @@ On a GPU, kernels run asynchronously: without a synchronisation the time of a st
 first later stage that waits for a result. With `synchronize` (`runtime.profile: true`, which `--profile`
 sets) every mark first waits for the device, so each stage is charged its own kernels, at the cost of the
 overlap between launching and running them; run.json says which it was.
+
+The profile also keeps the loop's peak memory: the host process's resident set (the kernel's high-water mark
+for the whole process, model loading included) and, on CUDA, the caching allocator's peak of allocated tensors
+from the loop's start, so that a long run can be checked for memory that grows with the images.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +49,13 @@ class StageTimer:
     _last: float = field(init=False)
 
     def __post_init__(self) -> None:
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         self._last = time.perf_counter()
+
+    @property
+    def _cuda(self) -> bool:
+        return self.device.type == "cuda" and torch.cuda.is_available()
 
     def lap(self, name: str) -> None:
         """Charge the time since the previous mark (or the start) to stage `name`."""
@@ -62,6 +73,8 @@ class StageTimer:
             "synchronized": self.synchronize and self.device.type == "cuda",
             "device": str(self.device),
             "total_s": round(total, 4),
+            "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_device_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1) if self._cuda else None,
             "stages": {
                 name: {
                     "seconds": round(s, 4),
@@ -104,4 +117,10 @@ def table(profile: dict[str, Any]) -> str:
     lines.append(f"{'total':<{width}}  {profile['total_s']:>9.3f}")
     if profile["device"].startswith("cuda") and not profile["synchronized"]:
         lines.append("not synchronised: a stage's GPU kernels may be charged to a later stage (runtime.profile: true)")
+    if "peak_host_rss_mib" in profile:  # run.json files written before the profile kept memory have none
+        device = profile["peak_device_mib"]
+        lines.append(
+            f"peak memory: host {profile['peak_host_rss_mib']:,.0f} MiB"
+            + ("" if device is None else f", {profile['device']} {device:,.0f} MiB allocated")
+        )
     return "\n".join(lines)

@@ -5,6 +5,8 @@ per-stage times in run.json and `camexp run --profile`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,34 @@ def test_the_table_puts_the_slowest_stage_first_and_says_when_gpu_times_are_unsy
     assert lines[1].split()[:2] == ["b", "3.000"] and lines[2].split()[:2] == ["a", "1.000"]
     assert lines[3].split() == ["total", "4.000"] and "not synchronised" in lines[4]
     assert "not synchronised" not in table(StageTimer(CPU, seconds={"a": 1.0}, calls={"a": 1}).summary())
+
+
+def test_the_profile_keeps_the_host_peak_of_the_loop() -> None:
+    """A 600 MiB array made and freed inside the profile puts the host peak it reports at the resident set just
+    before (read from /proc) plus the array; in a fresh interpreter, whose earlier peak is only its imports."""
+    code = (
+        "import os, numpy as np, torch\n"
+        "from camexp.profile import profiled\n"
+        "with profiled(torch.device('cpu')) as t:\n"
+        "    before = t.summary()['peak_host_rss_mib']\n"
+        "    now = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
+        "    a = np.ones(600 * 2**20, dtype=np.uint8); del a\n"
+        "print(before, now, t.summary()['peak_host_rss_mib'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, now, after = map(float, out.split())
+    assert now + 595 <= after <= max(before, now + 600) + 20
+
+
+def test_the_profile_reports_the_cuda_allocators_peak_from_the_loops_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(f"reset {device}"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3 * 2**20 + 2**19)
+    s = StageTimer(CUDA, seconds={"a": 1.0}, calls={"a": 1}).summary()
+    assert calls == [f"reset {CUDA}"] and s["peak_device_mib"] == 3.5
+    assert table(s).splitlines()[-1].endswith(f", {CUDA} 4 MiB allocated")
+    assert StageTimer(CPU).summary()["peak_device_mib"] is None
 
 
 # --- workers and decode settings -----------------------------------------------------------------------------
