@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from camexp.data.transforms import InputSpec
+from camexp.explain.maps import normalize_exact
 
 
 @dataclass(frozen=True)
@@ -64,5 +65,4 @@ def align(cam: torch.Tensor, keep: tuple[float, float], size: tuple[int, int]) -
     theta = torch.tensor([[[keep[1], 0.0, 0.0], [0.0, keep[0], 0.0]]], dtype=torch.float64)
     grid = F.affine_grid(theta, [1, 1, *size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
-    lo, hi = out.min(), out.max()
-    return (out - lo) / (hi - lo) if hi > lo else torch.zeros_like(out)
+    return normalize_exact(out[None])[0]
