@@ -103,6 +103,7 @@ def scorecam(ctx: MethodInputs, weighting: str = "probability") -> torch.Tensor:
     scores = torch.zeros(b, k, dtype=torch.float64, device=A.device)
     for part in pairs.split(block_size(size[0] * size[1], scorer.chunk)):
         i, c = part.unbind(1)
+        # in A's dtype, as the masks: maps.upsample would cast to float32 (and normalize add a tolerance)
         up = F.interpolate(A[i, c][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         scores[i, c] = scorer.masked(x, normalize_exact(up), i, ctx.targets)
     if weighting == "softmax_logits":  # rows without a live channel are all -inf: NaN, replaced by 0
