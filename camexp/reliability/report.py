@@ -23,7 +23,7 @@ from camexp.errors import CamexpError
 from camexp.metrics.base import CRITERIA
 from camexp.reliability.measures import Estimate, Reliability, orient, reliability
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import find_runs
+from camexp.report.runs import find_runs, read_runs
 from camexp.report.tables import open_run_config
 from camexp.report.uncertainty import cell, extra_values, per_image_frames, row_of, stats_settings
 from camexp.results import records_view
@@ -243,12 +243,8 @@ def reliability_report(results_dir: Path, stats: dict[str, Any] | None = None) -
     """The reliability of every run below `results_dir` (and of all of them pooled, with two or more), with its
     figures (written with the tables by camexp/report/tables.py's `write_files`); a folder that cannot be
     reported is skipped with a warning."""
-    tables, warnings = [], []
-    for run_dir in find_runs(results_dir):
-        try:
-            tables.append(run_table(run_dir, stats))
-        except CamexpError as e:
-            warnings.append(f"skipped {run_dir}: {e}")
+    read, warnings = read_runs(find_runs(results_dir), lambda d: run_table(d, stats))
+    tables = [t for _, t in read]
     if len(tables) > 1:
         tables.append(pooled(tables, stats))
     parts = [f"# camexp reliability: {results_dir}", ""]
