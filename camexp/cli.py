@@ -138,7 +138,7 @@ def table(
     from camexp.distill.report import distill_markdown, distill_summaries, with_distill
     from camexp.report.leaderboard import leaderboard as make_leaderboard
     from camexp.report.runs import find_runs, find_studies
-    from camexp.report.tables import Report, report, write_report
+    from camexp.report.tables import Report, report, write_files, write_report
     from camexp.report.terminal import print_summary
     from camexp.report.uncertainty import stats_settings
 
@@ -165,9 +165,9 @@ def table(
         if reliability:
             from camexp.reliability.report import reliability_report
 
-            rel = reliability_report(results_dir, target, stats)
+            rel = reliability_report(results_dir, stats)
             rep = Report(rel.markdown, rel.frame, [], rel.warnings)
-            write_report(rep, target, "reliability")
+            write_files(target, "reliability", rel.markdown, {"reliability": rel.frame}, figures=rel.figures)
         elif leaderboard:
             md, frame = make_leaderboard(results_dir, metric, stats)
             rep = Report(md, frame, [], [])

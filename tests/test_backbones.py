@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from camexp.check import check_experiment
 from camexp.config import ModelConfig
 from camexp.experiment import load_experiment
 from camexp.explain.core import Explainer
 from camexp.models import build_model
+from camexp.models.layers import forward_hooks
 from camexp.runner import run_experiment
 
 # family -> (model, expected automatic layer, expected layout, CAM available)
@@ -131,3 +133,15 @@ def test_channels_last_layer_is_never_read_as_nchw():
     assert loaded.layout.describe() == "NHWC" and loaded.maps_shape == (768, 7, 7)
     with pytest.raises(CamexpError, match="needs \\(B,N,D\\)"):
         build_model(ModelConfig(name="swin_tiny_patch4_window7_224", weights="random", layer="norm", layout="tokens"))
+
+
+def test_forward_hooks_act_while_active_and_are_removed_on_exit_and_on_an_error() -> None:
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    seen: list[torch.Tensor] = []
+    with forward_hooks([(net[0], lambda m, i, o: seen.append(o)), (net[1], lambda m, i, o: o * 0)]):
+        out = net(torch.ones(1, 2))
+    assert len(seen) == 1 and torch.equal(out, torch.zeros(1, 2))  # a hook's return value replaces the output
+    with pytest.raises(RuntimeError, match="inside"), forward_hooks([(net[0], lambda m, i, o: seen.append(o))]):
+        raise RuntimeError("inside")
+    net(torch.ones(1, 2))  # no hook runs any more
+    assert len(seen) == 1 and not net[0]._forward_hooks and not net[1]._forward_hooks

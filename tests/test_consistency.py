@@ -1,5 +1,6 @@
-"""Consistency across backbones: the similarity definitions on maps small enough to compute by hand, scipy as a
-second Spearman, the alignment of fields of view, the pair filter and the summary's statistics."""
+"""Consistency across backbones: the similarity definitions (camexp/metrics/similarity.py, shared with the sanity
+checks) on maps small enough to compute by hand, scipy as a second Spearman, the alignment of fields of view, the
+pair filter and the summary's statistics."""
 
 from __future__ import annotations
 
@@ -16,18 +17,19 @@ from scipy import stats as st
 
 from camexp.config import StatsConfig
 from camexp.consistency.compare import RunMaps, similarities, summary
-from camexp.consistency.similarity import FieldOfView, align, common_view, rank, spearman, top_iou
+from camexp.consistency.similarity import FieldOfView, align, common_view
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
+from camexp.metrics.similarity import rank, spearman, top_iou
 
 
 def rho(a: list[float], b: list[float]) -> float:
-    return spearman(rank(np.array(a), 0.5), rank(np.array(b), 0.5))
+    return spearman(rank(np.array(a)), rank(np.array(b)))
 
 
 def iou(a: list[float], b: list[float], q: float) -> float:
-    return top_iou(rank(np.array(a), q), rank(np.array(b), q))
+    return top_iou(rank(np.array(a)), rank(np.array(b)), q)
 
 
 def test_spearman_by_hand():
@@ -37,17 +39,18 @@ def test_spearman_by_hand():
     assert rho([0, 0, 1, 2], [0, 1, 2, 3]) == pytest.approx(math.sqrt(0.9))
     assert rho([0, 1, 2, 3], [3, 2, 1, 0]) == pytest.approx(-1.0)
     assert math.isnan(rho([2, 2, 2, 2], [0, 1, 2, 3]))  # a constant map has no ranking
+    assert math.isnan(rho([0, math.nan, 1, 2], [0, 1, 2, 3]))  # nor has a map with a NaN (scipy's NaN too)
 
 
 def test_top_region_by_hand():
     # P = 4: q = 0.5 -> k = 2 pixels, q = 0.25 -> k = 1; a pixel is in when at most k pixels are >= it
-    assert rank(np.array([0, 0, 1, 2]), 0.5).region.tolist() == [False, False, True, True]
-    assert rank(np.array([0, 0, 1, 2]), 0.25).region.tolist() == [False, False, False, True]
-    assert rank(np.array([0, 1, 1, 2]), 0.5).region.tolist() == [False, False, False, True]  # ties stay together
-    assert rank(np.array([0, 0, 0, 0]), 0.5).region.tolist() == [False] * 4  # constant: empty
+    assert rank(np.array([0, 0, 1, 2])).region(0.5).tolist() == [False, False, True, True]
+    assert rank(np.array([0, 0, 1, 2])).region(0.25).tolist() == [False, False, False, True]
+    assert rank(np.array([0, 1, 1, 2])).region(0.5).tolist() == [False, False, False, True]  # ties stay together
+    assert rank(np.array([0, 0, 0, 0])).region(0.5).tolist() == [False] * 4  # constant: empty
     # k = ceil(0.2 * 7) = 2: the 3 and the 2; the 1s would make it 4 > k, and k = 3 still keeps them out
-    assert rank(np.array([0, 0, 0, 1, 1, 2, 3]), 0.2).region.tolist() == [False] * 5 + [True] * 2
-    assert rank(np.array([0, 0, 0, 1, 1, 2, 3]), 0.4).region.tolist() == [False] * 5 + [True] * 2
+    assert rank(np.array([0, 0, 0, 1, 1, 2, 3])).region(0.2).tolist() == [False] * 5 + [True] * 2
+    assert rank(np.array([0, 0, 0, 1, 1, 2, 3])).region(0.4).tolist() == [False] * 5 + [True] * 2
     # IoU: {2, 3} vs {1, 3} -> 1/3; {2, 3} vs {0, 1} -> 0; both empty -> undefined
     assert iou([0, 0, 1, 2], [0, 2, 1, 3], 0.5) == pytest.approx(1 / 3)
     assert iou([0, 0, 1, 2], [3, 2, 1, 0], 0.5) == 0.0
@@ -66,13 +69,24 @@ def test_spearman_equals_scipy_and_region_its_definition(seed: int):
     g = np.random.default_rng(seed)
     a = np.maximum(g.normal(size=(7, 9)), 0)  # ReLU'd: a plateau of tied zeros
     b = np.round(a + g.normal(scale=0.5, size=a.shape), 1)  # rounded: more ties
-    ra, rb = rank(a, 0.2), rank(b, 0.2)
-    assert spearman(ra, rb) == pytest.approx(st.spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-12)
+    ra, rb = rank(a), rank(b)
+    assert spearman(ra, rb) == st.spearmanr(a.ravel(), b.ravel()).statistic  # the same float, not only close
     for x, r in ((a, ra), (b, rb)):
-        assert (r.region == brute_region(x.ravel(), 0.2)).all()
-    expect = (ra.region & rb.region).sum() / (ra.region | rb.region).sum()
-    assert top_iou(ra, rb) == pytest.approx(expect)
-    assert spearman(ra, ra) == pytest.approx(1.0) and top_iou(ra, ra) == 1.0
+        assert (r.region(0.2) == brute_region(x.ravel(), 0.2)).all()
+    expect = (ra.region(0.2) & rb.region(0.2)).sum() / (ra.region(0.2) | rb.region(0.2)).sum()
+    assert top_iou(ra, rb, 0.2) == pytest.approx(expect)
+    assert spearman(ra, ra) == pytest.approx(1.0) and top_iou(ra, ra, 0.2) == 1.0
+
+
+@pytest.mark.parametrize("size", [(56, 56), (224, 224), (300, 400)])
+def test_spearman_is_scipys_float_on_map_sized_inputs(size: tuple[int, int]):
+    """The sanity checks' Spearman was scipy's spearmanr: the shared one gives the very same float, ties or not
+    (integer sums of the ranks are exact, and both end in numpy's corrcoef)."""
+    g = np.random.default_rng(size[0])
+    for _ in range(5):
+        a = np.maximum(g.normal(size=size), 0)
+        b = np.round(a + g.normal(size=size), 1)
+        assert spearman(rank(a), rank(b)) == st.spearmanr(a.ravel(), b.ravel()).statistic
 
 
 def test_min_max_normalisation_changes_neither_measure():

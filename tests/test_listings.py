@@ -57,6 +57,10 @@ def test_metric_and_analysis_entries_and_csv(monkeypatch) -> None:
     )
     rows = list(csv.reader(io.StringIO(cli.invoke(app, ["metrics", "--format", "csv"]).output)))
     assert rows[0][:2] == ["metric", "needs"] and [r[0] for r in rows[1:]] == [n for n, _ in METRICS.items()]
+    # analyses declare no needs (their "needs" column said "-" for every one, mloc's boxes included): their files
+    rows = list(csv.reader(io.StringIO(cli.invoke(app, ["analyses", "--format", "csv"]).output)))
+    assert "needs" not in rows[0] and {r[0]: r[rows[0].index("files")] for r in rows[1:]}["mloc"] == "mloc.csv"
+    assert "files mloc.csv" in " ".join(listed("analyses", 100, monkeypatch, "mloc").split())
 
 
 def test_an_unknown_name_is_one_line_naming_the_known_ones() -> None:

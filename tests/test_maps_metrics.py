@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from camexp.explain.maps import upsample_normalize
+from camexp.explain.maps import normalize, normalize_exact, upsample_normalize
 from camexp.metrics import MetricParams, compute_metrics
 from camexp.metrics import faithfulness as F
 from camexp.results import records_view
@@ -39,6 +39,23 @@ def test_nan_map_stays_visible_to_the_caller():
     m = torch.tensor([[[0.0, float("nan")]]])
     out, _ = upsample_normalize(m, (2, 2))
     assert torch.isnan(out).any()
+
+
+def test_exact_normalisation_keeps_the_dtype_and_has_no_tolerance():
+    """Score-CAM's masks and the consistency alignment: only an exactly constant map (or a NaN one) is zeros, a
+    range of 1e-9 around 1 (float noise to `normalize`) still spans [0, 1], and float64 stays float64."""
+    nan = float("nan")
+    m = torch.tensor(
+        [[[1.0, 1.0 + 1e-9], [1.0, 1.0]], [[2.0, 2.0], [2.0, 2.0]], [[0.0, nan], [1.0, 2.0]]], dtype=torch.float64
+    )
+    out = normalize_exact(m)
+    assert out.dtype == torch.float64
+    assert torch.equal(out[0], torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64))
+    assert torch.equal(out[1:], torch.zeros(2, 2, 2, dtype=torch.float64))
+    tolerant, constant = normalize(m[:1])
+    assert constant.all() and not tolerant.any()  # the run's rule (float32, a tolerance): constant
+    x = torch.tensor([[[0.0, 1.0], [3.0, 4.0]]], dtype=torch.float16)
+    assert torch.equal(normalize_exact(x), torch.tensor([[[0.0, 0.25], [0.75, 1.0]]], dtype=torch.float16))
 
 
 def test_average_drop_and_increase_by_hand():

@@ -185,3 +185,14 @@ def test_the_command_writes_tables_figures_and_pools_runs(tmp_path: Path) -> Non
     )
     res = invoke("table", lone.parent, "--reliability")
     assert res.exit_code == 2 and "needs two methods" in res.output and "Traceback" not in res.output
+
+
+def test_an_unwritable_out_is_one_line_figures_included(tmp_path: Path) -> None:
+    """The figures were saved into --out before the tables, outside the writer's error handling: a file in the
+    way was a FileExistsError traceback (exit 1). They are now written with the tables, in one place."""
+    y = np.linspace(0.5, 1.0, 12)
+    write_run(tmp_path / "runs", "one", "resnet18", y, y[:, None] * np.linspace(0.3, 1.2, 3), metrics=["avg_drop"])
+    (tmp_path / "afile").write_text("in the way")
+    res = invoke("table", tmp_path / "runs", "--reliability", "--bootstrap", "100", "--out", tmp_path / "afile")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"{tmp_path / 'afile'}: cannot write reliability.md and reliability.csv" in " ".join(res.output.split())

@@ -11,7 +11,6 @@ gradients (scikit-image's `hog` with its default cells). A correlation with a co
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 from camexp.explain.maps import upsample
+from camexp.metrics import similarity as ranked
 
 MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
 LABELS = {
@@ -30,15 +30,10 @@ LABELS = {
 }
 
 
-def _correlation(fn: Callable[[np.ndarray, np.ndarray], Any], a: np.ndarray, b: np.ndarray) -> float:
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(fn(a.ravel(), b.ravel())[0])
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of the values of two arrays of one shape; NaN when either is constant."""
-    return _correlation(stats.spearmanr, a, b)
+    """Spearman's rank correlation of the values of two arrays of one shape; NaN when either is constant
+    (camexp/metrics/similarity.py: the one shared with the consistency across backbones)."""
+    return ranked.spearman(ranked.rank(a), ranked.rank(b))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,7 +43,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def hog_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of the HOG features of two 2-D maps; NaN when either map has no gradient."""
-    return _correlation(stats.pearsonr, hog(a), hog(b))
+    ha, hb = hog(a), hog(b)
+    return float("nan") if np.ptp(ha) == 0 or np.ptp(hb) == 0 else float(stats.pearsonr(ha, hb)[0])
 
 
 PAIRWISE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {

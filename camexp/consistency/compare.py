@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 
 from camexp.config import StatsConfig
-from camexp.consistency.similarity import FieldOfView, Ranked, align, common_view, rank, spearman, top_iou
+from camexp.consistency.similarity import FieldOfView, align, common_view
 from camexp.errors import CamexpError
 from camexp.metrics import Row
+from camexp.metrics.similarity import Ranked, rank, spearman, top_iou
 from camexp.metrics.stats import interval_tables
 
 SPEARMAN = Row("spearman", "Spearman ρ", lower_is_better=False)
@@ -108,11 +109,13 @@ def similarities(runs: list[RunMaps], methods: list[str], q: float) -> tuple[pd.
         ranked: dict[int, tuple[int, Ranked]] = {}  # one image's aligned maps at a time: memory stays small
         for i in {*rows["a"], *rows["b"]}:
             target, cam = found[i][(image_id, method)]
-            ranked[i] = target, rank(align(torch.as_tensor(cam), keeps[i], size).numpy(), q)
+            ranked[i] = target, rank(align(torch.as_tensor(cam), keeps[i], size).numpy())
         for p in rows.itertuples():
             (ta, ma), (tb, mb) = ranked[p.a], ranked[p.b]
             if ta == tb == p.cls:
-                out.append([image_id, runs[p.a].name, runs[p.b].name, method, p.cls, spearman(ma, mb), top_iou(ma, mb)])
+                out.append(
+                    [image_id, runs[p.a].name, runs[p.b].name, method, p.cls, spearman(ma, mb), top_iou(ma, mb, q)]
+                )
     return pd.DataFrame(out, columns=PAIR_COLUMNS), counts
 
 

@@ -17,10 +17,11 @@ from camexp.consistency.similarity import FieldOfView
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import RunFolder, find_runs, open_run
+from camexp.report.runs import RunFolder, find_runs, open_run, read_runs
+from camexp.report.tables import write_files
 from camexp.report.uncertainty import cell, stats_settings
 from camexp.results import MAPS_DIR, RUN_JSON, map_shards, read_json, read_maps
-from camexp.savefig import figure_link, new_figure, save_figure
+from camexp.savefig import figure_link, new_figure
 
 STEM = "consistency"
 CSV_COLUMNS = ["data", "measure", "method_a", "method_b", "value", "lo", "hi", "images"]
@@ -73,15 +74,8 @@ def gather(results_dir: Path) -> tuple[list[Group], list[str]]:
     """The runs with maps below `results_dir`, grouped by data set (groups of two runs or more), and the
     warnings of run folders that could not be read."""
     by_data: dict[str, list[RunFolder]] = {}
-    warnings = []
-    for run_dir in find_runs(results_dir):
-        if not map_shards(run_dir / MAPS_DIR):
-            continue
-        try:
-            run = open_run(run_dir)
-        except CamexpError as e:
-            warnings.append(f"skipped {run_dir}: {e}")
-            continue
+    read, warnings = read_runs((d for d in find_runs(results_dir) if map_shards(d / MAPS_DIR)), open_run)
+    for _, run in read:
         by_data.setdefault(data_key(run.config), []).append(run)
     if not any(len(runs) > 1 for runs in by_data.values()):
         found = "; ".join(f"{len(r)} on {d}" for d, r in by_data.items()) or "none"
@@ -205,14 +199,5 @@ def draw(groups: list[Group], q: float) -> Figure:
 
 def write_consistency(rep: ConsistencyReport, folder: Path) -> list[Path]:
     """consistency.md, consistency.csv, consistency_pairs.csv and the figure into `folder`."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{STEM}.md").write_text(rep.markdown)
-        rep.frame.to_csv(folder / f"{STEM}.csv", index=False, float_format="%.10g")
-        rep.pairs.to_csv(folder / f"{STEM}_pairs.csv", index=False, float_format="%.10g")
-        figures = save_figure(rep.figure, folder, STEM)
-    except OSError as e:
-        raise CamexpError(
-            f"{folder}: cannot write {STEM}.md and {STEM}.csv ({e.strerror or e}); choose another folder with --out"
-        ) from None
-    return [folder / f"{STEM}.md", folder / f"{STEM}.csv", folder / f"{STEM}_pairs.csv", *figures]
+    csvs = {STEM: rep.frame, f"{STEM}_pairs": rep.pairs}
+    return write_files(folder, STEM, rep.markdown, csvs, "%.10g", {STEM: rep.figure})

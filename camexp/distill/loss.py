@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camexp.explain.methods import Method, MethodInputs
+from camexp.models.layers import forward_hooks
 from camexp.models.layout import FeatureLayout
 
 MapNorm = Literal["none", "l2", "cosine"]
@@ -32,11 +33,8 @@ def captured(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[torch.Ten
         store.append(layout.to_maps(out))
         return out.clone()
 
-    handle = layer.register_forward_hook(hook)
-    try:
+    with forward_hooks([(layer, hook)]):
         yield store
-    finally:
-        handle.remove()
 
 
 def forward_with_maps(

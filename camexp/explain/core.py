@@ -25,6 +25,7 @@ from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, Method, MethodInputs
 from camexp.explain.scoring import Scorer
 from camexp.models import LoadedModel
+from camexp.models.layers import forward_hooks
 from camexp.models.layout import FeatureLayout, grid_fits
 from camexp.registry import own_traceback
 
@@ -134,11 +135,8 @@ def leaf_activation(layer: nn.Module, layout: FeatureLayout) -> Iterator[list[tu
         store.append((leaf, native))
         return layout.to_native(leaf.clone(), native)
 
-    handle = layer.register_forward_hook(hook)
-    try:
+    with forward_hooks([(layer, hook)]):
         yield store
-    finally:
-        handle.remove()
 
 
 class Explainer:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from camexp.errors import CamexpError
+from camexp.models.layers import forward_hooks
 
 GUIDED_PREFIX = "guided-"
 GUIDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
@@ -50,12 +51,8 @@ def guided_relus(net: nn.Module) -> Iterator[int]:
             f"guided backpropagation needs ReLU/ReLU6 activation modules; {type(net).__name__} has "
             "none (it uses other or functional activations): use a method without 'guided-'"
         )
-    handles = [m.register_forward_hook(lambda mod, inp, out: _ClampGradient.apply(out)) for m in acts]
-    try:
+    with forward_hooks((m, lambda mod, inp, out: _ClampGradient.apply(out)) for m in acts):
         yield len(acts)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""Map post-processing shared by every method: bilinear upsampling and per-image min-max normalisation."""
+"""Map post-processing shared by every method: bilinear upsampling and per-image min-max normalisation (`normalize`
+for maps; `normalize_exact`, without a tolerance and in the maps' own dtype, where a peer's rule or float64
+matters)."""
 
 from __future__ import annotations
 
@@ -38,3 +40,13 @@ def normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         constant, torch.zeros_like(maps), (maps - lo) / torch.where(constant, torch.ones_like(span), span)
     )
     return out, constant.view(-1)
+
+
+def normalize_exact(maps: torch.Tensor) -> torch.Tensor:
+    """(B,h,w) maps -> per-map min-max normalised maps in [0,1] in their own dtype; only an exactly constant map
+    (or one holding a NaN) becomes zeros. Score-CAM's masks (Wang et al.'s code: no tolerance) and the consistency
+    report's float64 alignment use it: `normalize`'s float32 and relative tolerance would change their numbers."""
+    lo = maps.amin((1, 2), keepdim=True)
+    hi = maps.amax((1, 2), keepdim=True)
+    live = hi > lo
+    return torch.where(live, (maps - lo) / torch.where(live, hi - lo, 1.0), 0.0)

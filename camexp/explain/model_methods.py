@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from camexp.errors import CamexpError
+from camexp.explain.maps import normalize_exact
 from camexp.explain.methods import MethodInputs, gradcampp_alpha, gradcampp_weights, method, weighted_sum
 from camexp.explain.scoring import target_scores
 
@@ -102,10 +103,9 @@ def scorecam(ctx: MethodInputs, weighting: str = "probability") -> torch.Tensor:
     scores = torch.zeros(b, k, dtype=torch.float64, device=A.device)
     for part in pairs.split(block_size(size[0] * size[1], scorer.chunk)):
         i, c = part.unbind(1)
+        # in A's dtype, as the masks: maps.upsample would cast to float32 (and normalize add a tolerance)
         up = F.interpolate(A[i, c][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        lo, hi = up.amin((1, 2), keepdim=True), up.amax((1, 2), keepdim=True)
-        masks = torch.where(hi > lo, (up - lo) / torch.where(hi > lo, hi - lo, 1.0), 0.0)
-        scores[i, c] = scorer.masked(x, masks, i, ctx.targets)
+        scores[i, c] = scorer.masked(x, normalize_exact(up), i, ctx.targets)
     if weighting == "softmax_logits":  # rows without a live channel are all -inf: NaN, replaced by 0
         scores = torch.where(live, torch.where(live, scores, float("-inf")).softmax(1), 0.0)
     return weighted_sum(scores.to(A.dtype), A).relu()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -24,17 +24,23 @@ def get_module(net: nn.Module, path: str) -> nn.Module:
 
 
 @contextmanager
-def record_outputs(net: nn.Module) -> Iterator[list[tuple[str, object]]]:
-    """Record (module name, output) of every module in execution order."""
-    seen: list[tuple[str, object]] = []
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, n=n: seen.append((n, out))) for n, m in net.named_modules() if n
-    ]
+def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable[..., object]]]) -> Iterator[None]:
+    """While active, each (module, hook) pair is a forward hook of its module; all are removed on exit, an error
+    included. Every camexp forward hook goes through here, so none can outlive its use."""
+    handles = [m.register_forward_hook(hook) for m, hook in hooks]
     try:
-        yield seen
+        yield
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def record_outputs(net: nn.Module) -> Iterator[list[tuple[str, object]]]:
+    """Record (module name, output) of every module in execution order."""
+    seen: list[tuple[str, object]] = []
+    with forward_hooks((m, lambda mod, inp, out, n=n: seen.append((n, out))) for n, m in net.named_modules() if n):
+        yield seen
 
 
 def auto_layer(net: nn.Module, probe: torch.Tensor, prefer: Layout | None = None) -> str:
@@ -66,12 +72,8 @@ def auto_layer(net: nn.Module, probe: torch.Tensor, prefer: Layout | None = None
 def probe_layer(net: nn.Module, layer: nn.Module, probe: torch.Tensor) -> tuple[object, torch.Tensor]:
     """One forward of `probe`: the layer's (last) output and the logits."""
     captured: list[object] = []
-    h = layer.register_forward_hook(lambda m, i, o: captured.append(o))
-    try:
-        with torch.no_grad():
-            logits = net(probe)
-    finally:
-        h.remove()
+    with forward_hooks([(layer, lambda m, i, o: captured.append(o))]), torch.no_grad():
+        logits = net(probe)
     if not captured:
         raise CamexpError("model.layer is never called in the model's forward pass")
     return captured[-1], logits

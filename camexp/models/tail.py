@@ -17,6 +17,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from camexp.models.layers import forward_hooks
+
 Split = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -35,11 +37,8 @@ class Tail:
         if self.split is not None:
             return self.split(a_native.clone())  # the tail's first op may be an in-place ReLU
         assert x_norm is not None, "a full-forward tail needs the input images"
-        handle = self.layer.register_forward_hook(lambda m, i, o: a_native)
-        try:
+        with forward_hooks([(self.layer, lambda m, i, o: a_native)]):
             return self.net(x_norm)
-        finally:
-            handle.remove()
 
 
 def _sequential_rest(net: nn.Module, layer_name: str) -> tuple[list[nn.Module], str]:

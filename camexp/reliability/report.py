@@ -23,11 +23,11 @@ from camexp.errors import CamexpError
 from camexp.metrics.base import CRITERIA
 from camexp.reliability.measures import Estimate, Reliability, orient, reliability
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import find_runs
+from camexp.report.runs import find_runs, read_runs
 from camexp.report.tables import open_run_config
 from camexp.report.uncertainty import cell, extra_values, per_image_frames, row_of, stats_settings
 from camexp.results import records_view
-from camexp.savefig import new_figure, save_figure
+from camexp.savefig import new_figure
 
 POOLED = "all runs pooled"
 COLUMNS = ["run", "quantity", "subject", "other", "value", "lo", "hi", "n"]
@@ -202,7 +202,7 @@ def draw_ranks(rel: Reliability, title: str) -> Figure:
 class ReliabilityReport:
     markdown: str
     frame: pd.DataFrame
-    figures: list[Path] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)  # file stem -> figure
     warnings: list[str] = field(default_factory=list)
 
 
@@ -239,19 +239,16 @@ def section(rel: Reliability, table: Table, stem: str) -> list[str]:
     ]
 
 
-def reliability_report(results_dir: Path, out: Path, stats: dict[str, Any] | None = None) -> ReliabilityReport:
-    """The reliability of every run below `results_dir` (and of all of them pooled, with two or more), its
-    figures written into `out`; a folder that cannot be reported is skipped with a warning."""
-    tables, warnings = [], []
-    for run_dir in find_runs(results_dir):
-        try:
-            tables.append(run_table(run_dir, stats))
-        except CamexpError as e:
-            warnings.append(f"skipped {run_dir}: {e}")
+def reliability_report(results_dir: Path, stats: dict[str, Any] | None = None) -> ReliabilityReport:
+    """The reliability of every run below `results_dir` (and of all of them pooled, with two or more), with its
+    figures (written with the tables by camexp/report/tables.py's `write_files`); a folder that cannot be
+    reported is skipped with a warning."""
+    read, warnings = read_runs(find_runs(results_dir), lambda d: run_table(d, stats))
+    tables = [t for _, t in read]
     if len(tables) > 1:
         tables.append(pooled(tables, stats))
     parts = [f"# camexp reliability: {results_dir}", ""]
-    frames, figures = [], []
+    frames, figures = [], {}
     for t in tables:
         try:
             rel = measure(t)
@@ -259,8 +256,7 @@ def reliability_report(results_dir: Path, out: Path, stats: dict[str, Any] | Non
             warnings.append(str(e))
             continue
         stem = "reliability_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in t.name)
-        figures += save_figure(draw_tau(rel, t.name), out, f"{stem}_tau")
-        figures += save_figure(draw_ranks(rel, t.name), out, f"{stem}_ranks")
+        figures[f"{stem}_tau"], figures[f"{stem}_ranks"] = draw_tau(rel, t.name), draw_ranks(rel, t.name)
         parts += section(rel, t, stem)
         frames.append(frame(rel, t.name))
     if not frames:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from camexp.errors import CamexpError
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import find_runs
+from camexp.report.runs import find_runs, read_runs
 from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import lower_is_better, marked_cell, marks
 from camexp.results import RUN_JSON, read_json
@@ -39,18 +39,10 @@ def leaderboard(
 ) -> tuple[str, pd.DataFrame]:
     """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
     `stats` updates each run's recorded `stats:` settings."""
-    run_dirs: list[Path] = []
-    metas: list[dict] = []
-    summaries: list[RunSummary] = []
-    skipped: list[str] = []
-    for d in find_runs(results_dir):
-        try:  # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp table`
-            summaries.append(summarize_run_dir(d, stats))
-        except CamexpError as e:
-            skipped.append(f"- skipped {d}: {e}")
-            continue
-        run_dirs.append(d)
-        metas.append(read_json(d / RUN_JSON))
+    # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp table`
+    read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
+    summaries: list[RunSummary] = [s for _, s in read]
+    metas: list[dict] = [read_json(d / RUN_JSON) for d, _ in read]
     have = {k for s in summaries if s.stats is not None for k in s.stats.per_method.metric}
     if metric not in have:
         raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
@@ -90,14 +82,14 @@ def leaderboard(
         [
             f"# camexp leaderboard: {metric} ({direction} is better)",
             "",
-            f"{len(run_dirs)} runs below {results_dir}; columns: backbone × data set (run.json).",
+            f"{len(read)} runs below {results_dir}; columns: backbone × data set (run.json).",
             *legends,
             "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
             "rank); incomplete runs are shown over their recorded images but not ranked.",
             "",
             markdown_table(md_table),
             "",
-            *skipped,
+            *(f"- {w}" for w in skipped),
         ]
     )
     frame = pd.DataFrame(columns, index=methods).loc[order]

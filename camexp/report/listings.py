@@ -117,14 +117,14 @@ def metric_listing() -> Listing:
 
 
 def analysis_listing() -> Listing:
-    """Every registered analysis: its files, whether it works per batch, and what it is."""
+    """Every registered analysis: whether it works per batch, its files, and what it is. No "needs" column: an
+    analysis entry declares no needs (a metric's needs_labels / needs_boxes); each analysis checks its own."""
     rows, docs = [], {}
     for name, entry in ANALYSES.items():
         doc = _doc(entry.make)
         rows.append(
             {
                 "analysis": name,
-                "needs": _metric_needs(entry.make),
                 "computed": "per batch, during the run"
                 if entry.resume == "refuse"
                 else "from the records, when the run ends",
@@ -134,7 +134,7 @@ def analysis_listing() -> Listing:
             }
         )
         docs[name] = doc
-    return Listing("analysis", rows, ("analysis", "needs", "computed", "what it is"), docs)
+    return Listing("analysis", rows, ("analysis", "computed", "files", "what it is"), docs)
 
 
 def compact_table(listing: Listing) -> Table:

@@ -7,9 +7,10 @@ wrote into is skipped with the reason, and the other runs are still reported.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -78,6 +79,22 @@ def find_runs(results_dir: Path) -> list[Path]:
     """Every folder holding a run.json below `results_dir` (a run that has not recorded an image yet
     included), sorted."""
     return sorted(p.parent for p in results_dir.rglob(RUN_JSON))
+
+
+T = TypeVar("T")
+
+
+def read_runs(run_dirs: Iterable[Path], read: Callable[[Path], T]) -> tuple[list[tuple[Path, T]], list[str]]:
+    """(folder, `read`(folder)) of each run folder, in order, and 'skipped FOLDER: why' for each that `read`
+    refused with a CamexpError: every report skips a folder it cannot read and still reports the others."""
+    out: list[tuple[Path, T]] = []
+    skipped: list[str] = []
+    for run_dir in run_dirs:
+        try:
+            out.append((run_dir, read(run_dir)))
+        except CamexpError as e:
+            skipped.append(f"skipped {run_dir}: {e}")
+    return out, skipped
 
 
 def open_run(run_dir: Path) -> RunFolder:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 from pydantic import ValidationError
 
 from camexp.config import ExperimentConfig, StatsConfig
@@ -28,6 +29,7 @@ from camexp.report.uncertainty import (
     write_stats,
 )
 from camexp.results import RUN_JSON, read_json, records_view
+from camexp.savefig import save_figure
 
 
 @dataclass
@@ -252,14 +254,34 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
 
 def write_report(rep: Report, folder: Path, name: str = "report") -> None:
     """`name`.md and `name`.csv into `folder` (created), or one CamexpError naming it (a file, read-only, full)."""
+    write_files(folder, name, rep.markdown, {name: rep.frame})
+
+
+def write_files(
+    folder: Path,
+    name: str,
+    markdown: str,
+    csvs: dict[str, pd.DataFrame],
+    float_format: str = "%.4f",
+    figures: dict[str, Figure] | None = None,
+) -> list[Path]:
+    """A report's files into `folder` (created): `name`.md, each frame of `csvs` as STEM.csv (no index) and each
+    figure of `figures` as STEM.png and STEM.pdf; the paths written, or one CamexpError naming the folder (a
+    file, read-only, full). Every `camexp table` report is written here, so their files look alike."""
+    paths = [folder / f"{name}.md"]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.md").write_text(rep.markdown)
-        rep.frame.to_csv(folder / f"{name}.csv", index=False, float_format="%.4f")
+        paths[0].write_text(markdown)
+        for stem, frame in csvs.items():
+            paths.append(folder / f"{stem}.csv")
+            frame.to_csv(paths[-1], index=False, float_format=float_format)
+        for stem, fig in (figures or {}).items():
+            paths += save_figure(fig, folder, stem)
     except OSError as e:
         raise CamexpError(
             f"{folder}: cannot write {name}.md and {name}.csv ({e.strerror or e}); choose another folder with --out"
         ) from None
+    return paths
 
 
 def _long(s: RunSummary, compare_paper: bool) -> pd.DataFrame:
