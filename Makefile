@@ -4,7 +4,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup demo lint test test-all bench clean
+.PHONY: setup demo lint test test-all bench gpu-pack clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -39,6 +39,12 @@ bench: setup
 	$(RUN) python scripts/bench.py $(BENCH_ARGS)
 	$(RUN) python scripts/bench.py --loader $(LOADER_ARGS)
 	$(RUN) python scripts/bench.py --family $(FAMILY_ARGS)
+
+# Before the one device call of a GPU check: wheels the device machine lacks -> .whl/, 150 shared images ->
+# build/gpu-images/ (both git-ignored; they travel as `carry`); prints the size that travels and the run call.
+# There: `bash scripts/gpu_check.sh` (README.md, "Measuring on a GPU").
+gpu-pack: setup
+	bash scripts/gpu_pack.sh
 
 clean:
 	rm -rf build results/demo .pytest_cache

@@ -27,7 +27,15 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # images already on the device)
   python scripts/bench.py --decode-diff [--limit 300]
       # per-image |dO| and |dY| of torchvision.io.decode_jpeg + tensor resize (runtime.decode: gpu's path, run
-      # on the CPU) against the PIL path, on the same images, model and methods
+      # on the CPU; nvJPEG with --device cuda) against the PIL path, on the same images, model and methods
+  python scripts/bench.py --device-diff --device cuda [--limit 32] [--methods gradcam cam]
+      # the same images by camexp run on the CPU and on the GPU (decode: cpu): targets, |dO| and |dY|
+
+--loader, --family, --decode-diff and --device-diff take --device {cpu,cuda,auto} (default cpu), --model NAME
+(tf_efficientnet_lite0 with its package weights; any other timm model with random weights), --amp {off,bf16}
+and --decode {cpu,gpu}; --cycled repeats the folder's images up to --limit. On CUDA every contender
+synchronises before its clock stops, and every JSON records the GPU, driver, versions, TF32 flags and command.
+scripts/gpu_check.sh runs the whole GPU check as one command (README.md, "Measuring on a GPU").
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ import contextlib
 import io
 import json
 import os
+import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -45,27 +55,41 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import cast
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from camexp.accel import CPU_FORWARD_CHUNK, keep_host_memory
+from camexp.accel import (
+    CPU_FORWARD_CHUNK,
+    MAX_FORWARD,
+    autocast,
+    channels_last,
+    chunks,
+    disable_tf32,
+    forward_chunk,
+    keep_host_memory,
+    resolve_device,
+    to_device,
+)
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig, StatsConfig
 from camexp.data import LOADERS, ImageDataset, Listing, build_dataset, collate, list_dataset
-from camexp.data.loader import loader_settings, make_loader
+from camexp.data.loader import decoder_name, loader_settings, make_loader
+from camexp.errors import CamexpError
 from camexp.metrics import MetricParams, RecordsView
 from camexp.metrics.stats import resample_means
 from camexp.models import LoadedModel, build_model
 from camexp.profile import JOB
 from camexp.report.uncertainty import compute_stats
-from camexp.results import MAPS_DIR, MAPS_INDEX, RUN_JSON, SHARD_SUFFIX, read_json, read_maps
+from camexp.results import MAPS_DIR, MAPS_INDEX, RECORDS, RUN_JSON, SHARD_SUFFIX, read_json, read_maps, read_records
 from camexp.runner import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,8 +128,60 @@ def _repeat(items: list) -> Iterator:
 LOADERS.register(CYCLED, _cycled)
 
 
-def loaded_config() -> ModelConfig:
-    return ModelConfig(name="tf_efficientnet_lite0", weights="efficientnet-lite0-package")
+LITE0 = "tf_efficientnet_lite0"
+
+
+def loaded_config(name: str = LITE0) -> ModelConfig:
+    """Lite0 with the offline package weights; any other timm model with random weights (speed only)."""
+    if name == LITE0:
+        return ModelConfig(name=LITE0, weights="efficientnet-lite0-package")
+    return ModelConfig(name=name, weights="random")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where and how a section runs (--device, --model, --amp, --decode), applied as camexp's runner applies
+    them: the model on the device, channels_last where the device prefers it, the explanation forwards in
+    camexp.accel's chunks and under the run's autocast. The default is the CPU bench as it always was."""
+
+    device: torch.device = torch.device("cpu")
+    model: str = LITE0
+    amp: str = "off"
+    decode: str = "cpu"
+
+    @property
+    def chunk(self) -> int | None:
+        """Explanation images per forward as a run resolves it on this device (None: all, at most MAX_FORWARD)."""
+        return forward_chunk(self.device, None)
+
+    def runtime(self, batch_size: int, workers: int | str) -> RuntimeConfig:
+        return RuntimeConfig(
+            device=str(self.device), batch_size=batch_size, workers=workers, amp=self.amp, decode=self.decode
+        )
+
+    def build(self) -> LoadedModel:
+        """The model on the device, in the layout camexp's runner gives it there."""
+        loaded = build_model(loaded_config(self.model), self.device)
+        if channels_last(self.device):
+            loaded.model.to(memory_format=torch.channels_last)
+        return loaded
+
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """A loader's batch as the run's loop hands it to the model (camexp.accel.to_device)."""
+        return to_device(x, self.device)
+
+    def arrive(self, x: torch.Tensor) -> torch.Tensor:
+        """A loader's batch copied to a GPU as the run copies it; on the CPU, the batch as it is (the layout the
+        CPU bench always used)."""
+        return self.place(x) if self.device.type == "cuda" else x
+
+    def sync(self) -> None:
+        """Wait for the device's queued kernels: every timed contender calls this before its clock stops."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+CPU = Where()
 
 
 def camexp_config(
@@ -118,16 +194,17 @@ def camexp_config(
     extra_metrics: tuple[str, ...] = (),
     steps: int = 100,
     methods: tuple[str, ...] = tuple(METHODS),
+    where: Where = CPU,
 ) -> ExperimentConfig:
     return ExperimentConfig(
         name="bench",
         dataset=DatasetConfig(kind=kind, root=images, limit=n),
-        model=loaded_config(),
+        model=loaded_config(where.model),
         methods=list(methods),
         metrics=["avg_drop", "increase", "win", *extra_metrics],
         perturbation={"steps": steps},
         road={"percentiles": [50]},
-        runtime=RuntimeConfig(device="cpu", batch_size=batch_size, workers=workers),
+        runtime=where.runtime(batch_size, workers),
         output=OutputConfig(dir=out),
     )
 
@@ -174,25 +251,28 @@ def bare_forwards(net: nn.Module, normalized: torch.Tensor, n: int, chunk: int) 
         net(block[: min(chunk, n - lo)])
 
 
-def cpu_loader(cfg: ExperimentConfig, ds: ImageDataset, decode_on: torch.device | None = None) -> Iterable[dict]:
-    """The run's own loader for `cfg` (its workers resolved as a run resolves them) over all of `ds`."""
-    cpu = torch.device("cpu")
-    settings = loader_settings(cfg.runtime.workers, "cpu", cpu)
-    return make_loader(ds, list(range(len(ds))), cfg.runtime.batch_size, cpu, settings, decode_device=decode_on)
+def run_loader(cfg: ExperimentConfig, ds: ImageDataset, decode_on: torch.device | None = None) -> Iterable[dict]:
+    """The run's own loader for `cfg` (its device, decode and workers resolved as a run resolves them: pinned
+    memory on CUDA) over all of `ds`; `decode_on` decodes JPEGs there (runtime.decode: gpu's path)."""
+    device = resolve_device(cfg.runtime.device)
+    settings = loader_settings(cfg.runtime.workers, cfg.runtime.decode, device)
+    return make_loader(ds, list(range(len(ds))), cfg.runtime.batch_size, device, settings, decode_device=decode_on)
 
 
-def loader_floor(loader: Iterable[dict]) -> float:
-    """Seconds to draw every batch (decode + resize + crop + collate) and nothing else."""
+def loader_floor(loader: Iterable[dict], where: Where = CPU) -> float:
+    """Seconds to draw every batch (decode + resize + crop + collate) and, on a GPU, copy it there as the run
+    does (non-blocking, from pinned memory), and nothing else."""
     start = time.perf_counter()
-    for _ in loader:
-        pass
+    for batch in loader:
+        where.arrive(batch["image"])
+    where.sync()
     return time.perf_counter() - start
 
 
-def model_floor(loaded: LoadedModel, batches: list[torch.Tensor], n_methods: int, chunk: int | None) -> float:
+def model_floor(loaded: LoadedModel, batches: list[torch.Tensor], n_methods: int, where: Where = CPU) -> float:
     """Seconds for camexp's model calls alone on images already on the device, in plain torch: one forward with
     the layer's output made a leaf and one backward from the top-1 logits to it (the head only), then the
-    n_methods * B explanation-image forwards in inference mode, in camexp's chunks and layout."""
+    n_methods * B explanation-image forwards in inference mode, in camexp's chunks, layout and autocast."""
     leaves: list[torch.Tensor] = []
 
     def hook(module: nn.Module, inputs: object, out: torch.Tensor) -> torch.Tensor:
@@ -205,10 +285,11 @@ def model_floor(loaded: LoadedModel, batches: list[torch.Tensor], n_methods: int
         with torch.enable_grad():
             logits = loaded.model(x)
             torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), leaves.pop())
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(where.device, where.amp):
             explained = x.repeat(n_methods, 1, 1, 1)
-            for part in explained.split(chunk or len(explained)):
-                loaded.model.net(loaded.model.normalize(part.contiguous(memory_format=torch.channels_last)))
+            for span in chunks(len(explained), where.chunk):
+                loaded.model.net(loaded.model.normalize(explained[span].contiguous(memory_format=torch.channels_last)))
+    where.sync()
     seconds = time.perf_counter() - start
     handle.remove()
     return seconds
@@ -284,14 +365,14 @@ def bench(images: Path, n: int, batch_size: int, workers: int | str, rounds: int
     nhwc_loaded = build_model(cfg.model)
     nhwc = nhwc_loaded.model.to(memory_format=torch.channels_last)
     ds = build_dataset(cfg.dataset, frozen.spec)
-    loader = cpu_loader(cfg, ds)
+    loader = run_loader(cfg, ds)
     preloaded = [b["image"] for b in loader]
     on_device = [x.contiguous(memory_format=torch.channels_last) for x in preloaded]
     chunk = CPU_FORWARD_CHUNK
     contenders: dict[str, Callable[[], float]] = {
         "camexp": lambda: run_camexp(cfg),
         "loader_floor": lambda: loader_floor(loader),
-        "model_floor": lambda: model_floor(nhwc_loaded, on_device, len(METHODS), chunk),
+        "model_floor": lambda: model_floor(nhwc_loaded, on_device, len(METHODS)),
         "floor": lambda: timed_loop(loader, floor_step(frozen.model)),
         "floor_channels_last": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last)),
         "floor_chunked": lambda: timed_loop(loader, floor_step(nhwc, torch.channels_last, chunk)),
@@ -347,24 +428,36 @@ def floor_ratios(med: dict[str, float], suffix: str = "") -> dict[str, float]:
 
 
 def loader_bench(
-    images: Path, n: int | None, batch_size: int, workers: list[int | str], rounds: int, methods: tuple[str, ...]
+    images: Path,
+    n: int | None,
+    batch_size: int,
+    workers: list[int | str],
+    rounds: int,
+    methods: tuple[str, ...],
+    where: Where = CPU,
+    kind: str = "folder",
 ) -> dict:
-    """Per workers setting, camexp's run and its loader floor; once, the model floor (on pre-decoded images, so
-    it does not depend on the workers); all in alternating rounds, the order reversed every other round."""
+    """Per workers setting, camexp's run and its loader floor; once, the model floor (on pre-decoded images
+    already on the device, so it does not depend on the workers); all in alternating rounds, the order reversed
+    every other round. Each loader floor draws a fresh loader, as each run does (worker start-up included)."""
     tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-"))
-    cfgs = {w: camexp_config(images, n, batch_size, w, tmp / f"run-{w}", methods=methods) for w in workers}
-    loaded = build_model(loaded_config())
-    loaded.model.to(memory_format=torch.channels_last)
+    cfgs = {
+        w: camexp_config(images, n, batch_size, w, tmp / f"run-{w}", kind=kind, methods=methods, where=where)
+        for w in workers
+    }
+    loaded = where.build()
     ds = build_dataset(cfgs[workers[0]].dataset, loaded.spec)
-    loaders = {w: cpu_loader(cfg, ds) for w, cfg in cfgs.items()}
-    on_device = [b["image"].contiguous(memory_format=torch.channels_last) for b in loaders[workers[0]]]
-    chunk = CPU_FORWARD_CHUNK
+    on_device = [where.place(b["image"]) for b in run_loader(cfgs[workers[0]], ds)]
+
+    def fresh_loader_floor(cfg: ExperimentConfig) -> float:
+        return loader_floor(run_loader(cfg, ds), where)
+
     contenders: dict[str, Callable[[], float]] = {
-        "model_floor": lambda: model_floor(loaded, on_device, len(methods), chunk)
+        "model_floor": lambda: model_floor(loaded, on_device, len(methods), where)
     }
     for w in workers:
         contenders[f"camexp@{w}"] = partial(run_camexp, cfgs[w])
-        contenders[f"loader_floor@{w}"] = partial(loader_floor, loaders[w])
+        contenders[f"loader_floor@{w}"] = partial(fresh_loader_floor, cfgs[w])
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(rounds + 1):  # round 0 warms oneDNN's kernels and the page cache; not counted
         for name in list(contenders)[:: 1 if r % 2 else -1]:
@@ -390,7 +483,9 @@ def loader_bench(
         "batch_size": batch_size,
         "methods": list(methods),
         "rounds": rounds,
-        "workers": {str(w): loader_settings(w, "cpu", torch.device("cpu")).workers for w in workers},
+        "workers": {str(w): loader_settings(w, where.decode, where.device).workers for w in workers},
+        "loader": loader_settings(workers[0], where.decode, where.device).describe(),
+        "chunk": where.chunk,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "load_average_after": os.getloadavg(),
@@ -402,18 +497,21 @@ def loader_bench(
     }
 
 
-def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str, ...]) -> dict:
-    """The same images read by the PIL path and by runtime.decode: gpu's path run on the CPU (torchvision's
-    decode_jpeg, then the tensor resize and crop): per image, the largest and mean |pixel difference|, whether
-    the top-1 target agrees, |dY| (confidence at the target) and, where the targets agree, |dO| per method."""
+def decode_diff(
+    images: Path, n: int | None, batch_size: int, methods: tuple[str, ...], where: Where = CPU, kind: str = "folder"
+) -> dict:
+    """The same images read by the PIL path and by runtime.decode: gpu's path (torchvision's decode_jpeg, then
+    the tensor resize and crop) on `where`'s device (on a CPU, the CPU's decoder; on CUDA, nvJPEG), both explained
+    there: per image, the largest and mean |pixel difference|, whether the top-1 target agrees, |dY| (confidence
+    at the target) and, where the targets agree, |dO| per method."""
     from camexp.explain.core import Explainer
     from camexp.explain.scoring import Scorer, confidence
 
-    cpu = torch.device("cpu")
-    cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")), methods=methods)
-    loaded = build_model(cfg.model)
-    loaded.model.to(memory_format=torch.channels_last)
-    explainer = Explainer(loaded, list(methods), scorer=Scorer(loaded.model, chunk=CPU_FORWARD_CHUNK))
+    pil = replace(where, decode="cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-"))
+    cfg = camexp_config(images, n, batch_size, 0, tmp, kind=kind, methods=methods, where=pil)
+    loaded = pil.build()
+    explainer = Explainer(loaded, list(methods), scorer=Scorer(loaded.model, chunk=pil.chunk, amp=pil.amp))
     ds = build_dataset(cfg.dataset, loaded.spec)
 
     def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -422,26 +520,17 @@ def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str
         return ex.targets, y, explainer.scorer.explanations(x, ex.maps, ex.targets)
 
     rows: dict[str, list] = {"pixel_max": [], "pixel_mean": [], "same_target": [], "dy": [], "do": []}
-    for a, b in zip(cpu_loader(cfg, ds), cpu_loader(cfg, ds, decode_on=cpu), strict=True):
+    for a, b in zip(run_loader(cfg, ds), run_loader(cfg, ds, decode_on=where.device), strict=True):
         assert a["image_id"] == b["image_id"]
-        diff = (a["image"] - b["image"]).abs()
+        xa, xb = pil.arrive(a["image"]), pil.arrive(b["image"])
+        diff = (xa - xb).abs()
         rows["pixel_max"] += diff.amax(dim=(1, 2, 3)).tolist()
         rows["pixel_mean"] += diff.mean(dim=(1, 2, 3)).tolist()
-        (ta, ya, oa), (tb, yb, ob) = outputs(a["image"]), outputs(b["image"])
+        (ta, ya, oa), (tb, yb, ob) = outputs(xa), outputs(xb)
         same = ta == tb
         rows["same_target"] += same.tolist()
         rows["dy"] += (ya - yb).abs()[same].tolist()
         rows["do"] += (oa - ob).abs()[same].flatten().tolist()
-
-    def spread(v: list[float]) -> dict[str, float]:
-        q = np.quantile(v, [0.5, 0.99, 1.0]) if v else [float("nan")] * 3
-        return {
-            "median": float(q[0]),
-            "p99": float(q[1]),
-            "max": float(q[2]),
-            "mean": float(np.mean(v)) if v else float("nan"),
-        }
-
     return {
         "images": len(rows["same_target"]),
         "methods": list(methods),
@@ -451,9 +540,56 @@ def decode_diff(images: Path, n: int | None, batch_size: int, methods: tuple[str
         "pixel_mean_abs_x255": spread([255 * v for v in rows["pixel_mean"]]),
         "abs_dY_same_target": spread(rows["dy"]),
         "abs_dO_same_target": spread(rows["do"]),
-        "pil_decoder": loader_settings(0, "cpu", cpu).decoder,
-        "tensor_decoder": f"torchvision {torchvision.__version__} decode_jpeg on cpu + tensor resize "
+        "pil_decoder": decoder_name("cpu", where.device),
+        "tensor_decoder": f"torchvision {torchvision.__version__} decode_jpeg on {where.device} + tensor resize "
         "(runtime.decode: gpu's code path)",
+    }
+
+
+def spread(v: list[float]) -> dict[str, float]:
+    """Median, 99th percentile, largest and mean of `v` (NaN for none)."""
+    q = np.quantile(v, [0.5, 0.99, 1.0]) if v else [float("nan")] * 3
+    return {
+        "median": float(q[0]),
+        "p99": float(q[1]),
+        "max": float(q[2]),
+        "mean": float(np.mean(v)) if v else float("nan"),
+    }
+
+
+def device_diff(
+    images: Path, n: int | None, batch_size: int, methods: tuple[str, ...], where: Where, kind: str = "folder"
+) -> dict:
+    """The same images through `camexp run` on the CPU and on `where`'s device, both with `decode: cpu` (and the
+    same amp): whether every target agrees, |dO| per (image, method) record and |dY| per image. Measured and reported,
+    never asserted: the bar the issue sets is targets equal and |dO| <= 1e-4."""
+    tmp = Path(tempfile.mkdtemp(prefix="camexp-bench-devdiff-"))
+    sides = {"cpu": replace(where, device=torch.device("cpu"), decode="cpu"), "device": replace(where, decode="cpu")}
+    records, runs = {}, {}
+    for side, at in sides.items():
+        cfg = camexp_config(images, n, batch_size, 0, tmp / side, kind=kind, methods=methods, where=at)
+        run_camexp(cfg)
+        records[side] = read_records(cfg.output_dir / RECORDS).set_index(["image_id", "method"]).sort_index()
+        meta = read_json(cfg.output_dir / RUN_JSON)
+        runs[side] = {k: meta[k] for k in ("device", "device_name", "amp", "tf32", "wall_time_s", "images_per_s")}
+        runs[side]["decoder"] = meta["loader"]["decoder"]
+    cpu, dev = records["cpu"], records["device"].reindex(records["cpu"].index)
+    same = (cpu["target"] == dev["target"]).groupby(level="image_id").all()
+    do = (cpu["o"] - dev["o"]).abs()
+    dy = (cpu["y"] - dev["y"]).abs().groupby(level="image_id").max()  # Y is the image's, on each method's row
+    return {
+        "images": len(same),
+        "records": len(cpu),
+        "methods": list(methods),
+        "model": where.model,
+        "amp": where.amp,
+        "images_dir": str(images),
+        "targets_agree": int(same.sum()),
+        "all_targets_agree": bool(same.all()),
+        "abs_dO": spread(do.dropna().tolist()),
+        "abs_dY": spread(dy.dropna().tolist()),
+        "within_1e-4": bool(same.all() and do.max() <= 1e-4),
+        "runs": runs,
     }
 
 
@@ -724,7 +860,9 @@ def metrics_bench(
 # --- the CAM family: Score-CAM and Ablation-CAM against their floors and the peers ---------------------------
 
 
-def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip: list[str]) -> dict:
+def family_bench(
+    images: Path, n: int | None, batch_size: int, rounds: int, skip: list[str], where: Where = CPU
+) -> dict:
     """Score-CAM at the peers' definition (softmax over channels of the target's logit on the pixel-space masked
     images: `weighting: softmax_logits`) vs pytorch-grad-cam's and torchcam's ScoreCAM and vs its floor: one
     forward of the images plus one forward per non-constant channel (the count camexp reports), of ready-made
@@ -739,17 +877,16 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
     from camexp.explain.model_methods import block_size
     from camexp.explain.scoring import Scorer
 
-    cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")))
-    loaded = build_model(cfg.model)
-    loaded.model.to(memory_format=torch.channels_last)
-    net, chunk = loaded.model.net, CPU_FORWARD_CHUNK
+    cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp(prefix="camexp-bench-")), where=where)
+    loaded = where.build()
+    net, chunk = loaded.model.net, where.chunk
     scorer = Scorer(loaded.model, chunk=chunk)
     explainers = {
         "scorecam": Explainer(loaded, [("scorecam", "scorecam", {"weighting": "softmax_logits"})], scorer=scorer),
         "ablationcam": Explainer(loaded, ["ablationcam"], scorer=scorer),
     }
     batches = [
-        b["image"].contiguous(memory_format=torch.channels_last)
+        where.place(b["image"])
         for b in DataLoader(build_dataset(cfg.dataset, loaded.spec), batch_size=batch_size, collate_fn=collate)
     ]
     # Setup (and oneDNN warm-up): each batch's targets, live-channel counts and layer output for the floors.
@@ -760,20 +897,21 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
         counts.append({m: e.counts[m] for m, e in ex.items()})
         natives.append(explainers["ablationcam"].forward_backward(x, grad=False)[4])
     k = loaded.maps_shape[0]
-    user = user_model(build_model(cfg.model))
+    user = user_model(build_model(cfg.model, where.device))
     layer = cast(nn.Module, user.net).get_submodule(loaded.layer_name)
 
     def timed(step: Callable[[int, torch.Tensor], object]) -> float:
         start = time.perf_counter()
         for j, x in enumerate(batches):
             step(j, x)
+        where.sync()
         return time.perf_counter() - start
 
     def floor_scorecam(j: int, x: torch.Tensor) -> None:
         with torch.inference_mode():
             normalized = loaded.model.normalize(x)
             net(normalized)
-            bare_forwards(net, normalized, counts[j]["scorecam"]["forwards"], chunk)
+            bare_forwards(net, normalized, counts[j]["scorecam"]["forwards"], chunk or MAX_FORWARD)
 
     def floor_ablationcam(j: int, x: torch.Tensor) -> None:
         native = natives[j]
@@ -844,6 +982,7 @@ def family_bench(images: Path, n: int | None, batch_size: int, rounds: int, skip
             profile[f"masked images/s, {name}"] = done / med[name]
     return {
         "images": count,
+        "model": where.model,
         "batch_size": batch_size,
         "rounds": rounds,
         "channels": k,
@@ -917,7 +1056,7 @@ def maps_precision(cfg: ExperimentConfig) -> dict:
     kept = read_maps(cfg.output_dir).set_index(["image_id", "method"])["map"]
     ds = build_dataset(cfg.dataset, loaded.spec)
     abs_err, rel_err, rho, iou = [], [], [], []
-    for batch in cpu_loader(cfg, ds):
+    for batch in run_loader(cfg, ds):
         ex = explainer.explain(batch["image"], None, batch["image_id"])
         for m in cfg.method_names:
             exact = normalize(ex.layer_maps[m].detach())[0]
@@ -945,7 +1084,49 @@ def workers_arg(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
 
-def main() -> None:
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver's version as nvidia-smi reports it; None without nvidia-smi."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def environment(where: Where) -> dict:
+    """What a speed figure needs beside it: the device and its driver, the library versions, the TF32 flags the
+    contenders ran under, the model, amp and decoder, and the exact command."""
+    device = where.device
+    cuda = device.type == "cuda"
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        "driver": nvidia_driver() if cuda else None,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+        if cuda
+        else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "cpus": os.cpu_count(),
+        "model": where.model,
+        "weights": loaded_config(where.model).weights,
+        "amp": where.amp,
+        "decode": where.decode,
+        "argv": sys.argv,
+        "command": shlex.join(["python", *sys.argv]),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: shared ILSVRC subset)")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
@@ -962,7 +1143,33 @@ def main() -> None:
         help="camexp beside its loader floor and model floor, per --loader-workers setting, instead",
     )
     p.add_argument("--loader-workers", type=workers_arg, nargs="+", default=[0, 1])
-    p.add_argument("--loader-methods", nargs="+", default=["gradcam", "gradcam++"], help="the methods of --loader")
+    p.add_argument(
+        "--methods",
+        "--loader-methods",
+        dest="methods",
+        nargs="+",
+        default=["gradcam", "gradcam++"],
+        help="the methods of --loader, --decode-diff and --device-diff",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default="cpu",
+        help="device of --loader, --family, --decode-diff and --device-diff (auto: CUDA when present)",
+    )
+    p.add_argument(
+        "--model", default=LITE0, help=f"timm model ({LITE0}: its package weights; any other: weights: random)"
+    )
+    p.add_argument("--amp", choices=["off", "bf16"], default="off", help="runtime.amp of the explanation forwards")
+    p.add_argument("--decode", choices=["cpu", "gpu"], default="cpu", help="runtime.decode (gpu: CUDA only)")
+    p.add_argument(
+        "--cycled", action="store_true", help="repeat the folder's images up to --limit (e.g. 1,024 from 150 files)"
+    )
+    p.add_argument(
+        "--device-diff",
+        action="store_true",
+        help="the same images by camexp run on the CPU and on --device (decode: cpu): targets, |dO|, |dY|",
+    )
     p.add_argument(
         "--decode-diff",
         action="store_true",
@@ -996,7 +1203,23 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="insertion/deletion steps (--metrics, --rss-metrics)")
     p.add_argument("--road-percentiles", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60, 70, 80, 90])
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    try:
+        a.where = Where(resolve_device(a.device), a.model, a.amp, a.decode)
+    except CamexpError as e:
+        p.error(str(e))
+    if a.where != CPU and not (a.loader or a.family or a.decode_diff or a.device_diff):
+        p.error("--device, --model, --amp and --decode apply to --loader, --family, --decode-diff and --device-diff")
+    if a.decode == "gpu" and a.where.device.type != "cuda":
+        p.error("--decode gpu decodes JPEGs on a CUDA device: use it with --device cuda (or auto on a GPU machine)")
+    return a
+
+
+def main() -> None:
+    a = parse_args()
+    where: Where = a.where
+    kind = CYCLED if a.cycled else "folder"
+    disable_tf32(where.device)  # as every camexp run does; the peers and floors run under the same flags
     # camexp's runs set glibc's allocator thresholds (camexp.accel.keep_host_memory); set them before any
     # contender runs, so that every one is timed under the same allocator, whatever ran before it.
     allocator = keep_host_memory()
@@ -1017,7 +1240,7 @@ def main() -> None:
         result = rss(images, a.rss_sizes, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods))
         out = a.out.with_name(a.out.stem + "_rss.json")
     elif a.family:
-        result = family_bench(images, a.limit or 2, batch_size, a.rounds, a.skip)
+        result = family_bench(images, a.limit or 2, batch_size, a.rounds, a.skip, where)
         out = a.out.with_name(a.out.stem + "_family.json")
         for k, v in result["median_s"].items():
             print(f"{k:30s} median {v:8.2f} s for {result['images']} images ({result['images_per_s'][k]:.3f} img/s)")
@@ -1027,15 +1250,21 @@ def main() -> None:
         for k, v in result["profile"].items():
             print(f"{k:62s} {v:.2f}")
     elif a.loader:
-        result = loader_bench(images, a.limit or 64, batch_size, a.loader_workers, a.rounds, tuple(a.loader_methods))
+        result = loader_bench(
+            images, a.limit or 64, batch_size, a.loader_workers, a.rounds, tuple(a.methods), where, kind
+        )
         out = a.out.with_name(a.out.stem + "_loader.json")
         for k, v in result["images_per_s"].items():
             print(f"{k:20s} {v:7.2f} img/s  (median {result['median_s'][k]:.2f} s for {result['images']} images)")
         for k, v in result["ratios"].items():
             print(f"{k:42s} {v:.3f}")
     elif a.decode_diff:
-        result = decode_diff(images, a.limit, batch_size, ("gradcam", "gradcam++"))
+        result = decode_diff(images, a.limit, batch_size, tuple(a.methods), where, kind)
         out = a.out.with_name(a.out.stem + "_decode.json")
+        print(json.dumps(result, indent=2))
+    elif a.device_diff:
+        result = device_diff(images, a.limit or 32, batch_size, tuple(a.methods), where, kind)
+        out = a.out.with_name(a.out.stem + "_device.json")
         print(json.dumps(result, indent=2))
     elif a.maps:
         result = maps_bench(images, a.limit, batch_size, a.workers, a.rounds)
@@ -1058,6 +1287,7 @@ def main() -> None:
             print(f"{k:36s} {v:.3f}")
         print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
     result["host_allocator"] = allocator
+    result["environment"] = environment(where)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
