@@ -45,6 +45,7 @@ fi
 
 echo "=== environment ($(date -u +%FT%TZ)), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 command -v nvidia-smi >/dev/null && nvidia-smi
+df -h /dev/shm | tail -1  # DataLoader workers hand batches over through shared memory
 "$PY" - <<'EOF'
 import platform, torch, torchvision, timm
 cuda = torch.cuda.is_available()
