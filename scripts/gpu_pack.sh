@@ -34,11 +34,12 @@ if [ ! -d "$SHARED" ]; then
   exit 2
 fi
 rm -rf build/gpu-images && mkdir -p build/gpu-images
-find "$SHARED" -maxdepth 1 -type f -iname '*.jp*g' | sort | head -n "$N" | xargs -I{} cp {} build/gpu-images/
+mapfile -t jpegs < <(find "$SHARED" -maxdepth 1 -type f -iname '*.jp*g' | sort)
+cp "${jpegs[@]:0:N}" build/gpu-images/
 echo "images: $(find build/gpu-images -type f | wc -l) in build/gpu-images"
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 wheels=$(du -sb .whl | cut -f1)
 images=$(du -sb build/gpu-images | cut -f1)
 total=$((tree + wheels + images))
