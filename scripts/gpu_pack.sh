@@ -39,7 +39,9 @@ cp "${jpegs[@]:0:N}" build/gpu-images/
 echo "images: $(find build/gpu-images -type f | wc -l) in build/gpu-images"
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+# (a tracked file deleted from the working tree does not travel: du skips it)
+tree=$(git ls-files -z --cached --others --exclude-standard | { du -cb --files0-from=- 2>/dev/null || true; } |
+  tail -1 | cut -f1)
 wheels=$(du -sb .whl | cut -f1)
 images=$(du -sb build/gpu-images | cut -f1)
 total=$((tree + wheels + images))
