@@ -17,22 +17,38 @@ import sys
 from pathlib import Path
 
 VGG_TARGET = 170.0  # images/s, VGG-16 with four methods in float32 (issue 21)
+FLOOR_TARGET = 0.9  # camexp's images/s over the slower floor's (the bottleneck's), on a GPU
+SCORECAM_TARGET = 3.0  # pytorch-grad-cam's ScoreCAM seconds over camexp's
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def loader_lines(d: dict) -> list[str]:
     ips, ratios = d["images_per_s"], d["ratios"]
     lines = [f"  {name:16s} {v:9.1f} img/s" for name, v in ips.items()]
     lines += [f"  {name:42s} {v:.3f}" for name, v in ratios.items() if "faster floor" in name or "slower" in name]
+    for name, v in ratios.items():
+        if "slower floor" in name:
+            who = name.split("/")[0]
+            lines.append(f"  target {who} >= {FLOOR_TARGET} x the slower floor: {verdict(v >= FLOOR_TARGET)}")
     env = d["environment"]
     if env["model"].startswith("vgg16") and env["amp"] == "off":
         best = max(v for k, v in ips.items() if k.startswith("camexp"))
-        lines.append(f"  VGG-16 float32 target >= {VGG_TARGET:.0f} img/s: {'met' if best >= VGG_TARGET else 'NOT met'}")
+        lines.append(f"  target VGG-16 float32 >= {VGG_TARGET:.0f} img/s: {verdict(best >= VGG_TARGET)}")
     return lines
 
 
 def family_lines(d: dict) -> list[str]:
-    lines = [f"  {name:30s} {v:8.2f} s" for name, v in d["median_s"].items()]
-    return lines + [f"  {name:62s} {v:.3f}" for name, v in d["ratios"].items()]
+    med = d["median_s"]
+    lines = [f"  {name:30s} {v:8.2f} s" for name, v in med.items()]
+    lines += [f"  {name:62s} {v:.3f}" for name, v in d["ratios"].items()]
+    if "pytorch-grad-cam ScoreCAM" in med and "camexp scorecam" in med:
+        speedup = med["pytorch-grad-cam ScoreCAM"] / med["camexp scorecam"]
+        ok = verdict(speedup >= SCORECAM_TARGET)
+        lines.append(f"  target Score-CAM >= {SCORECAM_TARGET:.0f}x pytorch-grad-cam's: {speedup:.2f}x, {ok}")
+    return lines
 
 
 def diff_lines(d: dict) -> list[str]:
