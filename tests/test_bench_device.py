@@ -154,3 +154,31 @@ def test_gpu_check_runs_every_step_on_the_cpu(ilsvrc_images: Path, tmp_path: Pat
     assert merged["lite0_diff_device"]["all_targets_agree"]
     log = (tmp_path / "gpu_check.log").read_text()
     assert "lite0_nvjpeg: skipped, --decode gpu needs a CUDA device" in log
+
+
+def test_gpu_summary_verdicts(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpu_summary.py on hand-made step JSONs: 100 images, loader floor 1 s, model floor 2 s, camexp 2.1 s. The
+    slower floor (the bottleneck) is the model's: camexp at 2/2.1 = 0.95 of it meets 0.9; 100/2.1 = 48 img/s
+    misses VGG-16's 170; pytorch-grad-cam's ScoreCAM at 5 s against camexp's 2 s is 2.5x, short of 3x."""
+    spec = importlib.util.spec_from_file_location("gpu_summary", REPO / "scripts" / "gpu_summary.py")
+    assert spec and spec.loader
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    env = {"model": "vgg16.tv_in1k", "amp": "off", "decode": "cpu", "command": "python scripts/bench.py ..."}
+    env |= dict.fromkeys(("device", "device_name", "driver", "cuda", "cudnn", "tf32", "torch", "torchvision"))
+    env |= {"timm": None, "cpus": 16}
+    med = {"model_floor": 2.0, "camexp@auto": 2.1, "loader_floor@auto": 1.0}
+    loader = {"images": 100, "median_s": med, "images_per_s": {k: 100 / v for k, v in med.items()}}
+    loader["ratios"] = bench.floor_ratios(med, "@auto")
+    family = {"images": 8, "median_s": {"camexp scorecam": 2.0, "pytorch-grad-cam ScoreCAM": 5.0}, "ratios": {}}
+    for name, d in (("vgg16_f32_loader", loader), ("vgg16_scorecam_family", family)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**d, "environment": env}))
+    monkeypatch.setattr(sys, "argv", ["gpu_summary.py", str(tmp_path), str(tmp_path / "merged.json")])
+    summary.main()
+    out = capsys.readouterr().out
+    assert "target camexp@auto >= 0.9 x the slower floor: met" in out
+    assert "target VGG-16 float32 >= 170 img/s: NOT met" in out
+    assert "target Score-CAM >= 3x pytorch-grad-cam's: 2.50x, NOT met" in out
+    assert set(json.loads((tmp_path / "merged.json").read_text())) == {"vgg16_f32_loader", "vgg16_scorecam_family"}
