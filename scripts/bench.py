@@ -175,6 +175,10 @@ class Where:
         CPU bench always used)."""
         return self.place(x) if self.device.type == "cuda" else x
 
+    def argv(self) -> list[str]:
+        """The command-line arguments that give a child process this Where."""
+        return ["--device", str(self.device), "--model", self.model, "--amp", self.amp, "--decode", self.decode]
+
     def sync(self) -> None:
         """Wait for the device's queued kernels: every timed contender calls this before its clock stops."""
         if self.device.type == "cuda":
@@ -601,22 +605,25 @@ def rss_child(
     metrics: tuple[str, ...] = (),
     steps: int = 100,
     methods: tuple[str, ...] = tuple(METHODS),
+    where: Where = CPU,
 ) -> None:
-    """One camexp run of `n` (cycled) images; prints its peak RSS (self and largest child) as JSON."""
+    """One camexp run of `n` (cycled) images; prints its peak RSS (self and largest child) and, on a GPU, the
+    peak of allocated device memory its run.json records, as JSON."""
     with tempfile.TemporaryDirectory(prefix="camexp-rss-") as tmp:
-        wall = run_camexp(
-            camexp_config(
-                images,
-                n,
-                batch_size,
-                workers,
-                Path(tmp) / "run",
-                kind=CYCLED,
-                extra_metrics=metrics,
-                steps=steps,
-                methods=methods,
-            )
+        cfg = camexp_config(
+            images,
+            n,
+            batch_size,
+            workers,
+            Path(tmp) / "run",
+            kind=CYCLED,
+            extra_metrics=metrics,
+            steps=steps,
+            methods=methods,
+            where=where,
         )
+        wall = run_camexp(cfg)
+        device_mib = read_json(cfg.output_dir / RUN_JSON)["profile"]["peak_device_mib"]
     print(
         json.dumps(
             {
@@ -624,6 +631,7 @@ def rss_child(
                 "wall_s": wall,
                 "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                "device_mib": device_mib,
             }
         )
     )
@@ -637,7 +645,9 @@ def rss(
     metrics: tuple[str, ...] = (),
     steps: int = 100,
     methods: tuple[str, ...] = tuple(METHODS),
+    where: Where = CPU,
 ) -> dict:
+    """Peak memory of camexp runs of each size, each in a fresh process (peaks only grow within one)."""
     runs = []
     for n in sizes:
         cmd = [
@@ -656,11 +666,15 @@ def rss(
             *(["--rss-metrics", *metrics] if metrics else []),
             "--rss-methods",
             *methods,
+            *where.argv(),
         ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
         print(f"rss {n:6d} images: {runs[-1]}", flush=True)
-    return {"rss_runs": runs, "rss_ratio_largest_smallest": runs[-1]["self_mib"] / runs[0]["self_mib"]}
+    result = {"rss_runs": runs, "rss_ratio_largest_smallest": runs[-1]["self_mib"] / runs[0]["self_mib"]}
+    if runs[0]["device_mib"]:
+        result["device_ratio_largest_smallest"] = runs[-1]["device_mib"] / runs[0]["device_mib"]
+    return result
 
 
 def bench_stats(n_images: int, n_methods: int, n_boot: int, rounds: int) -> dict:
@@ -1208,8 +1222,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.where = Where(resolve_device(a.device), a.model, a.amp, a.decode)
     except CamexpError as e:
         p.error(str(e))
-    if a.where != CPU and not (a.loader or a.family or a.decode_diff or a.device_diff):
-        p.error("--device, --model, --amp and --decode apply to --loader, --family, --decode-diff and --device-diff")
+    if a.where != CPU and not (a.loader or a.family or a.decode_diff or a.device_diff or a.rss or a.rss_child):
+        p.error(
+            "--device, --model, --amp and --decode apply to --loader, --family, --decode-diff, --device-diff and --rss"
+        )
     if a.decode == "gpu" and a.where.device.type != "cuda":
         p.error("--decode gpu decodes JPEGs on a CUDA device: use it with --device cuda (or auto on a GPU machine)")
     return a
@@ -1234,10 +1250,12 @@ def main() -> None:
     batch_size = a.batch_size or (2 if a.family else 16)
     if a.rss_child is not None:
         return rss_child(
-            images, a.rss_child, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods)
+            images, a.rss_child, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods), where
         )
     if a.rss:
-        result = rss(images, a.rss_sizes, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods))
+        result = rss(
+            images, a.rss_sizes, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods), where
+        )
         out = a.out.with_name(a.out.stem + "_rss.json")
     elif a.family:
         result = family_bench(images, a.limit or 2, batch_size, a.rounds, a.skip, where)

@@ -2,7 +2,8 @@
 # The whole GPU check of issue 21 as ONE command for the device machine (an H200, 15 minutes of device time per
 # task, machine start included): camexp against its loader and model floors (Lite0 with its package weights and
 # VGG-16 with random weights, float32 and bf16, 1,024 real images), the CPU-vs-GPU agreement of a run's records,
-# Score-CAM against pytorch-grad-cam's on VGG-16, and nvJPEG decoding. Most important numbers first; each step
+# Score-CAM against pytorch-grad-cam's on VGG-16, peak memory of a 2,000-image run against a 200-image one, and
+# nvJPEG decoding. Most important numbers first; each step
 # under its own `timeout`, all within BUDGET seconds (default 480, under the run tool's 600 s per call).
 #
 #   here:   make gpu-pack        # wheels the device lacks -> .whl/, 150 shared images -> build/gpu-images/
@@ -21,8 +22,10 @@ BUDGET=${BUDGET:-480}
 LITE=tf_efficientnet_lite0
 if [ -n "${SMALL:-}" ]; then  # every step at toy sizes; a tiny timm model stands in for VGG-16 (512 channels)
   N=4 B=2 ROUNDS=1 VGG=${VGG:-test_resnet} FAMILY="--limit 2 --batch-size 2 --rounds 1" DIFF_N=4 DECODE_N=4
+  MEMORY="4 8"
 else
   N=1024 B=64 ROUNDS=3 VGG=${VGG:-vgg16.tv_in1k} FAMILY="--limit 8 --batch-size 4 --rounds 3" DIFF_N=32 DECODE_N=150
+  MEMORY="200 2000"
 fi
 LITE_METHODS="gradcam gradcam++ gradcam+ cam"
 VGG_METHODS="gradcam gradcam++ gradcam+ layercam"  # VGG-16's head is not GAP + linear: no cam
@@ -84,6 +87,7 @@ LOADER="--loader --cycled --limit $N --batch-size $B --rounds $ROUNDS --loader-w
   step lite0_bf16 75 $LOADER --model $LITE --methods $LITE_METHODS --amp bf16
   step vgg16_bf16 90 $LOADER --model "$VGG" --methods $VGG_METHODS --amp bf16
   step vgg16_scorecam 120 --family $FAMILY --model "$VGG"
+  step lite0_memory 90 --rss --rss-sizes $MEMORY --batch-size "$B" --model $LITE --rss-methods $LITE_METHODS
   if [ "$DEVICE" = cpu ]; then
     wanted lite0_nvjpeg && echo "=== lite0_nvjpeg: skipped, --decode gpu needs a CUDA device"
   else

@@ -2,12 +2,12 @@
 
   python scripts/gpu_summary.py JSON_DIR OUT.json [--quiet]
 
-Reads each step's bench.py JSON (STEP_loader.json, STEP_family.json, STEP_device.json, STEP_decode.json) and
-writes {STEP_SECTION: its JSON} to OUT.json in the order the steps ran; gpu_check.sh calls it quietly after
-every step, so that a check cut short still brings back what it measured. Then prints the environment once
-(GPU, driver, versions) and one block per step: images/s against both floors, Score-CAM against the peers,
-the CPU-vs-device and decoder agreement. Reports, asserts nothing; a step that timed out wrote no JSON and has
-no block (the log says why).
+Reads each step's bench.py JSON (STEP_loader.json, STEP_family.json, STEP_device.json, STEP_decode.json,
+STEP_rss.json) and writes {STEP_SECTION: its JSON} to OUT.json in the order the steps ran; gpu_check.sh calls
+it quietly after every step, so that a check cut short still brings back what it measured. Then prints the
+environment once (GPU, driver, versions) and one block per step: images/s against both floors, Score-CAM
+against the peers, the CPU-vs-device and decoder agreement, peak memory by run size. Reports, asserts nothing;
+a step that timed out wrote no JSON and has no block (the log says why).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 VGG_TARGET = 170.0  # images/s, VGG-16 with four methods in float32 (issue 21)
 FLOOR_TARGET = 0.9  # camexp's images/s over the slower floor's (the bottleneck's), on a GPU
 SCORECAM_TARGET = 3.0  # pytorch-grad-cam's ScoreCAM seconds over camexp's
+MEMORY_TARGET = 1.05  # the largest run's peak memory over the smallest's ("within a few %")
 
 
 def verdict(ok: bool) -> str:
@@ -63,7 +64,26 @@ def diff_lines(d: dict) -> list[str]:
     return lines
 
 
-SECTIONS = {"loader": loader_lines, "family": family_lines, "device": diff_lines, "decode": diff_lines}
+def rss_lines(d: dict) -> list[str]:
+    lines = [
+        f"  {r['images']:6d} images: host {r['self_mib']:,.0f} MiB, device "
+        + ("-" if r["device_mib"] is None else f"{r['device_mib']:,.0f} MiB")
+        for r in d["rss_runs"]
+    ]
+    for key in ("rss_ratio_largest_smallest", "device_ratio_largest_smallest"):
+        if key in d:
+            ok = verdict(d[key] <= MEMORY_TARGET)
+            lines.append(f"  target {key} <= {MEMORY_TARGET}: {d[key]:.3f}, {ok}")
+    return lines
+
+
+SECTIONS = {
+    "loader": loader_lines,
+    "family": family_lines,
+    "device": diff_lines,
+    "decode": diff_lines,
+    "rss": rss_lines,
+}
 
 
 def main() -> None:
@@ -79,7 +99,12 @@ def main() -> None:
         print("environment: " + ", ".join(f"{k} {env[k]}" for k in keys))
     for name, d in merged.items():
         env = d["environment"]
-        print(f"{name}: {env['model']} amp {env['amp']} decode {env['decode']}, {d['images']} images")
+        size = (
+            f"{d['images']} images"
+            if "images" in d
+            else "runs of " + ", ".join(str(r["images"]) for r in d["rss_runs"])
+        )
+        print(f"{name}: {env['model']} amp {env['amp']} decode {env['decode']}, {size}")
         print(f"  command: {env['command']}")
         print("\n".join(SECTIONS[name.rsplit("_", 1)[1]](d)))
     print(f"wrote {out} ({len(merged)} step(s))")

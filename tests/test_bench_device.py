@@ -161,7 +161,8 @@ def test_gpu_summary_verdicts(
 ) -> None:
     """gpu_summary.py on hand-made step JSONs: 100 images, loader floor 1 s, model floor 2 s, camexp 2.1 s. The
     slower floor (the bottleneck) is the model's: camexp at 2/2.1 = 0.95 of it meets 0.9; 100/2.1 = 48 img/s
-    misses VGG-16's 170; pytorch-grad-cam's ScoreCAM at 5 s against camexp's 2 s is 2.5x, short of 3x."""
+    misses VGG-16's 170; pytorch-grad-cam's ScoreCAM at 5 s against camexp's 2 s is 2.5x, short of 3x. Memory:
+    host 1,000 -> 1,030 MiB (1.03) is within 5 %, device 100 -> 120 MiB (1.2) is not."""
     spec = importlib.util.spec_from_file_location("gpu_summary", REPO / "scripts" / "gpu_summary.py")
     assert spec and spec.loader
     summary = importlib.util.module_from_spec(spec)
@@ -173,7 +174,13 @@ def test_gpu_summary_verdicts(
     loader = {"images": 100, "median_s": med, "images_per_s": {k: 100 / v for k, v in med.items()}}
     loader["ratios"] = bench.floor_ratios(med, "@auto")
     family = {"images": 8, "median_s": {"camexp scorecam": 2.0, "pytorch-grad-cam ScoreCAM": 5.0}, "ratios": {}}
-    for name, d in (("vgg16_f32_loader", loader), ("vgg16_scorecam_family", family)):
+    runs = [
+        {"images": 200, "self_mib": 1000.0, "device_mib": 100.0},
+        {"images": 2000, "self_mib": 1030.0, "device_mib": 120.0},
+    ]
+    memory = {"rss_runs": runs, "rss_ratio_largest_smallest": 1.03, "device_ratio_largest_smallest": 1.2}
+    steps = (("vgg16_f32_loader", loader), ("vgg16_scorecam_family", family), ("lite0_memory_rss", memory))
+    for name, d in steps:
         (tmp_path / f"{name}.json").write_text(json.dumps({**d, "environment": env}))
     monkeypatch.setattr(sys, "argv", ["gpu_summary.py", str(tmp_path), str(tmp_path / "merged.json")])
     summary.main()
@@ -181,4 +188,7 @@ def test_gpu_summary_verdicts(
     assert "target camexp@auto >= 0.9 x the slower floor: met" in out
     assert "target VGG-16 float32 >= 170 img/s: NOT met" in out
     assert "target Score-CAM >= 3x pytorch-grad-cam's: 2.50x, NOT met" in out
-    assert set(json.loads((tmp_path / "merged.json").read_text())) == {"vgg16_f32_loader", "vgg16_scorecam_family"}
+    assert "target rss_ratio_largest_smallest <= 1.05: 1.030, met" in out
+    assert "target device_ratio_largest_smallest <= 1.05: 1.200, NOT met" in out
+    assert "runs of 200, 2000" in out and "2000 images: host 1,030 MiB, device 120 MiB" in out
+    assert set(json.loads((tmp_path / "merged.json").read_text())) == {name for name, _ in steps}
