@@ -47,8 +47,8 @@ def test_device_arguments_parse(bench: ModuleType) -> None:
     "argv, message",
     [
         (["--loader", "--decode", "gpu"], "--decode gpu decodes JPEGs on a CUDA device"),
-        (["--model", "vgg11"], "apply to --loader, --family, --decode-diff and --device-diff"),
-        (["--rss", "--amp", "bf16"], "apply to --loader, --family, --decode-diff and --device-diff"),
+        (["--model", "vgg11"], "apply to --loader, --family, --decode-diff, --device-diff and --rss"),
+        (["--metrics", "--amp", "bf16"], "apply to --loader, --family, --decode-diff, --device-diff and --rss"),
     ],
 )
 def test_device_argument_mistakes_are_one_line(
@@ -148,10 +148,12 @@ def test_gpu_check_runs_every_step_on_the_cpu(ilsvrc_images: Path, tmp_path: Pat
         "lite0_bf16_loader",
         "vgg16_bf16_loader",
         "vgg16_scorecam_family",
+        "lite0_memory_rss",
         "lite0_decode_diff_decode",
     ]
     assert merged["lite0_bf16_loader"]["environment"]["amp"] == "bf16"
     assert merged["lite0_diff_device"]["all_targets_agree"]
+    assert [r["images"] for r in merged["lite0_memory_rss"]["rss_runs"]] == [4, 8]
     log = (tmp_path / "gpu_check.log").read_text()
     assert "lite0_nvjpeg: skipped, --decode gpu needs a CUDA device" in log
 
