@@ -190,3 +190,33 @@ def test_torchrun_runs_per_batch_metrics_and_analyses_like_one_process(tmp_path:
     merged = summarize_run_dir(dist_out).main
     assert merged.index.tolist() == single.main.index.tolist()
     assert np.allclose(merged.to_numpy(float), single.main.to_numpy(float), rtol=0, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_sanity_checks_like_one_process(tmp_path: Path, shared_data: Path):
+    """MPRT and the random-logit test under two gloo ranks (one batch of 2 images each) write exactly the rows
+    one process writes with the same one thread per process. (Their Spearman on randomised models moves by
+    ~2e-4 between 1 and 2 threads: near-tied map values change rank, so the thread count must match.)"""
+    path = tmp_path / "sanity.yaml"
+    path.write_text(f"""
+name: dist_sanity
+dataset: {{kind: imagenet_val, root: {shared_data / "ilsvrc2012-val-subset"}, limit: 4}}
+model: {{name: tf_efficientnet_lite0, weights: efficientnet-lite0-package, layer: blocks.6}}
+methods: [gradcam, gradcam++]
+analyses: [mprt, random_logit]
+sanity: {{seed: 0, mprt_blocks: [classifier, blocks.3]}}
+runtime: {{device: cpu, batch_size: 2}}
+""")
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    torchrun_two_ranks(path, dist_out)
+    with one_thread():
+        run_experiment(load_config(path, {"output.dir": str(single_out)}), fresh=True, progress=False)
+    assert not list(dist_out.glob("*.rank*"))
+    for name, key in (("mprt.csv", ["index", "method", "depth"]), ("random_logit.csv", ["index", "method"])):
+        a, b = _sorted(dist_out / name, key), _sorted(single_out / name, key)
+        assert len(a) == len(b) > 0 and a["index"].nunique() == 4, name
+        numbers = [c for c in a.columns if a[c].dtype.kind == "f"]
+        assert a.drop(columns=numbers).equals(b.drop(columns=numbers)), name
+        assert np.allclose(a[numbers], b[numbers], rtol=0, atol=1e-9, equal_nan=True), name
+    curves = [pd.read_csv(d / "mprt_curve.csv") for d in (dist_out, single_out)]
+    assert curves[0].equals(curves[1])  # the means and their bootstrap intervals
