@@ -219,7 +219,7 @@ class MapsJob:
 
     def update(self, ctx: BatchContext) -> None:
         self.batches += 1
-        normalized = [normalize(ctx.explanation.layer_maps[m].detach())[0] for m in ctx.methods]
+        normalized = [normalize(ctx.explanation.layer_maps[m])[0] for m in ctx.methods]
         host = torch.cat([m.flatten() for m in normalized]).half().cpu().numpy()  # one transfer per batch
         parts = np.split(host, np.cumsum([m.numel() for m in normalized])[:-1])
         write_map_shard(

@@ -1059,11 +1059,10 @@ def maps_precision(cfg: ExperimentConfig) -> dict:
     """float16 against float32 on the run's own maps: each kept map (`read_maps`) beside the float32 normalised
     layer map it was rounded from (the explainer again), and both upsampled to the input and normalised as the
     run scores them: the largest absolute and relative errors, and the lowest Spearman rank correlation and
-    top-20 % IoU between the two upsampled maps."""
-    from scipy.stats import spearmanr
-
+    top-20 % IoU between the two upsampled maps (camexp/metrics/similarity.py, as the consistency report)."""
     from camexp.explain.core import Explainer
     from camexp.explain.maps import normalize, upsample_normalize
+    from camexp.metrics.similarity import rank, spearman, top_iou
 
     loaded = build_model(cfg.model)
     explainer = Explainer(loaded, list(cfg.method_names))
@@ -1073,7 +1072,7 @@ def maps_precision(cfg: ExperimentConfig) -> dict:
     for batch in run_loader(cfg, ds):
         ex = explainer.explain(batch["image"], None, batch["image_id"])
         for m in cfg.method_names:
-            exact = normalize(ex.layer_maps[m].detach())[0]
+            exact = normalize(ex.layer_maps[m])[0]
             half = torch.stack([torch.from_numpy(kept[(i, m)]) for i in batch["image_id"]])
             abs_err.append(float((half - exact).abs().max()))
             big = exact >= 1e-3  # float16's relative spacing holds above its subnormals; report where maps matter
@@ -1081,9 +1080,9 @@ def maps_precision(cfg: ExperimentConfig) -> dict:
             size = tuple(batch["image"].shape[-2:])
             up32, up16 = upsample_normalize(exact, size)[0].flatten(1), upsample_normalize(half, size)[0].flatten(1)
             for a, b in zip(up32.numpy(), up16.numpy()):
-                rho.append(float(spearmanr(a, b).statistic))
-                top_a, top_b = a >= np.quantile(a, 0.8), b >= np.quantile(b, 0.8)
-                iou.append(float((top_a & top_b).sum() / (top_a | top_b).sum()))
+                ra, rb = rank(a), rank(b)
+                rho.append(spearman(ra, rb))
+                iou.append(top_iou(ra, rb, 0.2))
     return {
         "maps": len(rho),
         "max_abs_error_layer_maps": max(abs_err),
