@@ -6,6 +6,10 @@ Each batch is a pickle of a dict with `data` (N x 3072 uint8: 1024 red, then gre
 32 pixels) and `labels`; `batches.meta` holds the 10 `label_names`. The images are written once as PNG files
 (lossless) into a cache folder (`$CAMEXP_CACHE`, default ~/.cache/camexp, under a key of the batch files'
 path, size and modification time), so that the rest of camexp reads them like any image file.
+
+The pickles are read by an unpickler that builds only what those files hold (dicts, lists, bytes, numbers and
+numpy arrays): a plain `pickle.load` would run whatever code a crafted file names, the moment a data set is
+opened. Anything else is refused in one line naming the file.
 """
 
 from __future__ import annotations
@@ -58,11 +62,33 @@ def find_cifar_dir(root: Path) -> Path:
     raise CamexpError(f"dataset.root {root}: no CIFAR-10 python layout found; expected {LAYOUT} at or below it")
 
 
+# The globals a CIFAR-10 pickle may name: numpy's array reconstruction (numpy 1's and 2's module paths; protocol 5
+# pickles use `_frombuffer`) and `_codecs.encode`, which protocol-2 pickles written by Python 3 use for bytes.
+ALLOWED_GLOBALS = frozenset(
+    {
+        *((f"numpy.{core}.multiarray", "_reconstruct") for core in ("core", "_core")),
+        *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _DataOnly(pickle.Unpickler):
+    """Refuses every global but numpy's array reconstruction: loading cannot call anything else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds; refused")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[Any, Any]:
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+            data = _DataOnly(f, encoding="bytes").load()
+    except Exception as e:  # arbitrary bytes raise any type (MemoryError, KeyError, ...): all mean "not a batch"
         raise CamexpError(f"{path}: not a CIFAR-10 python batch ({e.__class__.__name__}: {e})") from None
     if not isinstance(data, dict):
         raise CamexpError(f"{path}: not a CIFAR-10 python batch (a pickled dict)")
