@@ -40,6 +40,12 @@ def run(
     batch_size: int | None = typer.Option(None, help="images per batch"),
     out: Path | None = typer.Option(None, help="run folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming a killed run"),
+    allow_software_change: bool = typer.Option(
+        False,
+        "--allow-software-change",
+        help="resume or extend a run folder that other software (camexp source, torch, timm, uv.lock) wrote; "
+        "recorded in run.json and shown by every report",
+    ),
     progress: bool = typer.Option(True, help="show a progress bar"),
     profile: bool = typer.Option(
         False,
@@ -70,7 +76,14 @@ def run(
                 "runtime.profile": profile or None,
             },
         )
-        summary = run_experiment(cfg, fresh=fresh, progress=progress, config_path=config, distributed=distributed)
+        summary = run_experiment(
+            cfg,
+            fresh=fresh,
+            progress=progress,
+            config_path=config,
+            distributed=distributed,
+            allow_software_change=allow_software_change,
+        )
     except CamexpError as e:
         _fail(e)
     if summary is None:  # a rank other than 0: rank 0 prints

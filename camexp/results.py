@@ -212,6 +212,11 @@ def read_all_records(folder: Path) -> pd.DataFrame:
     return pd.concat([read_records(p) for p in (folder / RECORDS, *parts(folder / RECORDS))], ignore_index=True)
 
 
+def any_records(folder: Path) -> bool:
+    """Whether per_image.csv (or a rank's part) holds a complete row: numbers that a resume would add to."""
+    return any(p.exists() and complete_lines(p).count(b"\n") > 1 for p in (folder / RECORDS, *parts(folder / RECORDS)))
+
+
 def complete_images(df: pd.DataFrame, methods: list[str]) -> set[int]:
     """Dataset indices that have a record for every method."""
     if df.empty:

@@ -11,13 +11,11 @@ pending (resume); stream them; and, on rank 0, merge, finalise the records and w
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shutil
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from camexp import profile
+from camexp import profile, provenance
 from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
 from camexp.check import label_problems
 from camexp.config import ExperimentConfig, fingerprint_hash
@@ -55,6 +53,7 @@ from camexp.results import (
     METRIC_RECORDS,
     RECORDS,
     RUN_JSON,
+    any_records,
     append_records,
     batch_records,
     complete_images,
@@ -82,24 +81,6 @@ APPENDED: dict[str, list[str] | None] = {
 }
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("camexp", "torch", "torchvision", "timm", "numpy", "pandas"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def _lock_hash() -> str | None:
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        lock = base / "uv.lock"
-        if lock.is_file():
-            return hashlib.sha256(lock.read_bytes()).hexdigest()
-    return None
-
-
 @dataclass
 class Setup:
     """What the loop needs, built once per run (per rank)."""
@@ -122,6 +103,7 @@ class Run:
         progress: bool = True,
         config_path: Path | None = None,
         ranks: Ranks = Ranks(),
+        allow_software_change: bool = False,
     ):
         self.cfg = cfg
         self.out = cfg.output_dir
@@ -143,13 +125,21 @@ class Run:
                 "ranks would write over each other: run them in a single process"
             )
         self.appended = {**APPENDED, **{k: v for j in self.jobs for k, v in (j.files or {}).items()}}
-        self._prepare_folder(fresh)
+        self.software = provenance.software()
+        self.previous: dict[str, Any] = {}  # the run.json this invocation resumes (its invocations, mixed software)
+        self.software_override: dict[str, list[Any]] = {}
+        self._prepare_folder(fresh, allow_software_change)
 
-    def _prepare_folder(self, fresh: bool) -> None:
+    def _prepare_folder(self, fresh: bool, allow_software_change: bool) -> None:
         """Check (every rank) and reset or merge (rank 0) the folder; the other ranks wait for rank 0."""
         meta_path = self.out / RUN_JSON
         if not fresh and meta_path.exists():
-            check_config(read_json(meta_path), self.cfg, self.out, self.fingerprinted)
+            self.previous = read_json(meta_path)
+            check_config(self.previous, self.cfg, self.out, self.fingerprinted)
+            if any_records(self.out):  # numbers another program wrote would be mixed with this one's
+                self.software_override = provenance.check_same(
+                    self.previous.get("software"), self.software, self.out, allow=allow_software_change
+                )
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for name, columns in self.appended.items():
@@ -245,8 +235,17 @@ class Run:
             "fingerprint": self.fingerprint,
             "method_params": self.method_params,
             "status": "running",
-            "versions": _versions(),
-            "uv_lock_sha256": _lock_hash(),
+            "software": self.software,
+            "versions": self.software["versions"],
+            "uv_lock_sha256": self.software["uv_lock_sha256"],
+            "invocations": [
+                *self.previous.get("invocations", []),
+                provenance.invocation(self.software, self.software_override, images_before=resumed, argv=sys.argv),
+            ],
+            "mixed_software": [
+                *self.previous.get("mixed_software", []),
+                *([{"images_before": resumed, "changed": self.software_override}] if self.software_override else []),
+            ],
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device)
             if device.type == "cuda"
@@ -408,17 +407,26 @@ def run_experiment(
     progress: bool = True,
     config_path: Path | None = None,
     distributed: bool | None = None,
+    allow_software_change: bool = False,
 ) -> RunSummary | None:
     """Run (or resume) an experiment and write its folder; returns the summary (None on ranks other than 0).
 
     `distributed` None joins a torch.distributed job when launched by torchrun; True requires one.
+    `allow_software_change` adds to a folder that other software wrote (camexp/provenance.py), recorded.
     """
     with (
         process_group(resolve_device(cfg.runtime.device), distributed) as ranks,
         hold(cfg.output_dir, owner=ranks.main),
         writes_kept(cfg.output_dir, cfg.method_names),
     ):
-        run = Run(cfg, fresh=fresh, progress=progress, config_path=config_path, ranks=ranks)
+        run = Run(
+            cfg,
+            fresh=fresh,
+            progress=progress,
+            config_path=config_path,
+            ranks=ranks,
+            allow_software_change=allow_software_change,
+        )
         try:
             return run.execute()
         except BaseException as e:  # Ctrl-C too: the run.json this run wrote must not go on saying 'running'

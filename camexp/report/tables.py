@@ -14,6 +14,7 @@ from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
 from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_metrics, table_files
+from camexp.provenance import mixed_note
 from camexp.report.markdown import markdown_table
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import RunFolder, find_runs, find_studies, open_run, study_section
@@ -71,9 +72,20 @@ def summarize(
     )
     if run_stats is not None:
         main = with_missing_rows(main, run_stats)
-    meta = run_dir / RUN_JSON if run_dir is not None else None
-    setting = Setting.of_run(read_json(meta)) if meta is not None and meta.exists() else None
-    return RunSummary(cfg.name, cfg.paper, main, result, images=len(view.image_ids), setting=setting, stats=run_stats)
+    meta_path = run_dir / RUN_JSON if run_dir is not None else None
+    meta = read_json(meta_path) if meta_path is not None and meta_path.exists() else None
+    summary = RunSummary(
+        cfg.name,
+        cfg.paper,
+        main,
+        result,
+        images=len(view.image_ids),
+        setting=Setting.of_run(meta) if meta is not None else None,
+        stats=run_stats,
+    )
+    if meta is not None and (mixed := mixed_note(meta)):
+        summary.extra_notes.append(mixed)
+    return summary
 
 
 def open_run_config(run_dir: Path) -> tuple[RunFolder, ExperimentConfig]:
