@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from camexp.errors import ConfigError
+from camexp.io import read_user_text
 
 S = TypeVar("S", bound=BaseModel)
 MIN_BOOTSTRAP = 100  # fewer resamples cannot place a 95 % interval's percentiles meaningfully
@@ -370,13 +371,41 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{more}"
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that names one key twice: YAML lets the last one win, which silently changes what runs."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (a `<<` merge may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in lines:
+                    raise _DuplicateKey(
+                        f"the key {key!r} is given twice (lines {lines[key]} and {line}); keep one of them"
+                    )
+            except TypeError:  # an unhashable key: the base loader refuses it with its own message
+                break
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config file; a missing file or bad YAML is a one-line ConfigError."""
+    """The top-level mapping of a YAML config file; a missing file, text that is not UTF-8, bad YAML or a key
+    given twice is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(read_user_text(path), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if not isinstance(raw, dict):

@@ -9,8 +9,8 @@ import timm
 import torchvision
 import yaml
 
-from camexp.config import PAPER_TABLES, ExperimentConfig
-from camexp.errors import ConfigError
+from camexp.config import PAPER_TABLES, ExperimentConfig, read_yaml
+from camexp.errors import CamexpError, ConfigError
 from camexp.experiment import load_experiment as load_config
 from camexp.metrics import settings_of
 
@@ -105,3 +105,27 @@ def test_a_method_spec_may_not_take_another_methods_name(tmp_path: Path) -> None
         load_config(_write(tmp_path, "methods: [gradcam, {name: gradcam++, method: gradcam}]\n"))
     ok = "methods: [gradcam++, {name: gradcam, method: gradcam}, {name: gc-soft, method: gradcam}]\n"
     assert load_config(_write(tmp_path, ok)).method_names == ["gradcam++", "gradcam", "gc-soft"]
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:
+    """YAML's last-one-wins would silently run other methods or another target (audit, issue 27)."""
+    with pytest.raises(ConfigError, match=r"the key 'methods' is given twice \(lines 4 and 6\)") as e:
+        load_config(_write(tmp_path, "methods: [gradcam]\ntarget: true\nmethods: [cam]\n"))
+    assert str(e.value).startswith(f"{tmp_path / 'exp.yaml'}: ")
+    with pytest.raises(ConfigError, match=r"the key 'dir' is given twice \(lines 5 and 6\)"):
+        load_config(_write(tmp_path, "output:\n  dir: out\n  dir: out2\n"))
+    with pytest.raises(ConfigError, match=r"the key 'name' is given twice \(lines 4 and 4\)"):
+        load_config(_write(tmp_path, "teacher: {name: a, name: b}\n"))
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    """`<<: *anchor` then a key of its own is YAML's documented override, not a duplicate."""
+    raw = read_yaml(_write(tmp_path, "base: &b {batch_size: 4, seed: 1}\nruntime: {<<: *b, batch_size: 8}\n"))
+    assert raw["runtime"] == {"batch_size": 8, "seed": 1}
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\nmodel: {name: resnet18}\ndataset: {root: .}\n".encode("latin-1"))
+    with pytest.raises(CamexpError, match=rf"{path}: not UTF-8 text \(byte 0xe9 at offset 9\); save the file as UTF-8"):
+        load_config(path)

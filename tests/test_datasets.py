@@ -329,3 +329,11 @@ def test_a_bad_image_in_a_dataloader_worker_is_still_one_line(tmp_path: Path, ma
         list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate))
     assert str(e.value).startswith(f"{tmp_path / 'b.jpg'}: cannot read image (")
     assert "\n" not in str(e.value) and "worker" not in str(e.value)
+
+
+def test_a_split_list_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path, make_jpeg) -> None:
+    small_voc(tmp_path, make_jpeg, [("dog", 1, 40)])
+    ids = next(tmp_path.rglob("val.txt"))
+    ids.write_bytes(b"00000\xff\n")
+    with pytest.raises(CamexpError, match=rf"^{ids}: not UTF-8 text \(byte 0xff at offset 5\)"):
+        list_dataset(DatasetConfig(kind="voc", root=tmp_path, split="val"))

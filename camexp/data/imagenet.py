@@ -11,6 +11,7 @@ IDs are in a different order, so they are mapped ID -> wnid -> index and never u
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ from camexp.data.folder import class_folder_items, dataset_root, is_wnid, list_i
 from camexp.data.images import image_size
 from camexp.data.wnids import imagenet_class_names, imagenet_wnid_index
 from camexp.errors import CamexpError
+from camexp.io import read_user_text
 
 KAGGLE_CSV = "LOC_val_solution.csv"
 DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -131,34 +133,32 @@ def read_kaggle_csv(path: Path) -> dict[str, Truth]:
     """
     wnid_index = imagenet_wnid_index()
     truth: dict[str, Truth] = {}
-    with path.open(newline="") as f:
-        rows = csv.reader(f)
-        if next(rows, None) != ["ImageId", "PredictionString"]:
-            raise CamexpError(f"{path}: line 1: expected the header 'ImageId,PredictionString' (Kaggle's {KAGGLE_CSV})")
-        for line, row in enumerate(rows, start=2):
-            fields = row[1].split() if len(row) == 2 else []
-            if not fields or len(fields) % 5 or row[0] in truth:
-                raise CamexpError(
-                    f"{path}: line {line}: malformed row (want 'ImageId,wnid xmin ymin xmax ymax ...', "
-                    "each ImageId once)"
-                )
-            groups = [fields[i : i + 5] for i in range(0, len(fields), 5)]
-            unknown = [g[0] for g in groups if g[0] not in wnid_index]
-            if unknown:
-                raise CamexpError(f"{path}: line {line}: unknown wnid {unknown[0]!r} (not an ImageNet-1k class)")
-            try:
-                boxes = tuple((float(x0), float(y0), float(x1) + 1, float(y1) + 1) for _, x0, y0, x1, y1 in groups)
-            except ValueError:
-                raise CamexpError(f"{path}: line {line}: box coordinates must be numbers") from None
-            labels = tuple(wnid_index[g[0]] for g in groups)
-            truth[row[0]] = Truth(labels[0], boxes, labels, f"{path}: line {line}")
+    rows = csv.reader(io.StringIO(read_user_text(path), newline=""))
+    if next(rows, None) != ["ImageId", "PredictionString"]:
+        raise CamexpError(f"{path}: line 1: expected the header 'ImageId,PredictionString' (Kaggle's {KAGGLE_CSV})")
+    for line, row in enumerate(rows, start=2):
+        fields = row[1].split() if len(row) == 2 else []
+        if not fields or len(fields) % 5 or row[0] in truth:
+            raise CamexpError(
+                f"{path}: line {line}: malformed row (want 'ImageId,wnid xmin ymin xmax ymax ...', each ImageId once)"
+            )
+        groups = [fields[i : i + 5] for i in range(0, len(fields), 5)]
+        unknown = [g[0] for g in groups if g[0] not in wnid_index]
+        if unknown:
+            raise CamexpError(f"{path}: line {line}: unknown wnid {unknown[0]!r} (not an ImageNet-1k class)")
+        try:
+            boxes = tuple((float(x0), float(y0), float(x1) + 1, float(y1) + 1) for _, x0, y0, x1, y1 in groups)
+        except ValueError:
+            raise CamexpError(f"{path}: line {line}: box coordinates must be numbers") from None
+        labels = tuple(wnid_index[g[0]] for g in groups)
+        truth[row[0]] = Truth(labels[0], boxes, labels, f"{path}: line {line}")
     return truth
 
 
 def read_devkit_truth(path: Path) -> dict[str, Truth]:
     """Line i of the ground-truth file holds the ILSVRC ID of ILSVRC2012_val_<i>; meta.mat sits beside it."""
     id_to_index = read_devkit_meta(path.parent / DEVKIT_META)
-    lines = path.read_text().rstrip().splitlines()
+    lines = read_user_text(path).rstrip().splitlines()
     truth = {}
     for n, text in enumerate(lines, start=1):
         ilsvrc_id = int(text) if text.strip().isdigit() else None

@@ -26,6 +26,7 @@ from camexp.data.boxes import Box, BoxRules
 from camexp.data.folder import dataset_root
 from camexp.data.images import image_size
 from camexp.errors import CamexpError
+from camexp.io import read_user_text
 
 VOC_CLASSES = (
     "aeroplane",
@@ -62,7 +63,7 @@ def list_voc(cfg: DatasetConfig) -> Listing:
     if not ids_file.is_file():
         known = sorted(p.stem for p in ids_file.parent.glob("*.txt") if "_" not in p.stem)
         raise CamexpError(f"{ids_file}: split {split!r} not found; splits here: {known}")
-    ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_user_text(ids_file).splitlines() if line.strip()]
     rules = BoxRules(cfg.bad_boxes)
     items = [_item(voc, image_id, cfg.difficult == "drop", rules) for image_id in ids]
     return Listing(
