@@ -1,5 +1,7 @@
 # Two commands matter: `make demo` and `make test`. Both bootstrap uv from PyPI when it is missing and
-# install the exact versions pinned in uv.lock into .venv.
+# install the exact versions pinned in uv.lock into .venv, compiled to bytecode once: where Python writes no
+# bytecode cache (PYTHONDONTWRITEBYTECODE, as in many containers and CI) every process would otherwise compile
+# its ~3,800 imported modules again (`camexp methods` 27 s -> 9 s of CPU here).
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
@@ -10,7 +12,8 @@ setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
 	  $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv || \
 	  $(PYTHON) -m pip install --quiet --user --break-system-packages uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
+	$(RUN) python -m compileall -q camexp
 
 demo: setup
 	$(RUN) python scripts/demo_images.py build/demo-images
