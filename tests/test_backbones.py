@@ -64,10 +64,10 @@ def test_family_runs_end_to_end(family: str, tmp_path: Path, ilsvrc_images: Path
     assert (loaded.cam_weight is not None) == has_cam, loaded.cam_unavailable
 
 
-def _substituted_logits(loaded, x: torch.Tensor, a_maps: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+def _substituted_logits(loaded, x: torch.Tensor, a_maps: torch.Tensor) -> torch.Tensor:
     """Independent reference: the full model with the layer's output replaced (prefix tokens kept)."""
 
-    def hook(module, inputs, out):  # noqa: ANN001
+    def hook(module, inputs, out):
         if out.dim() == 3:  # tokens: keep the prefix tokens, put the patch maps back in token order
             prefix = out.shape[1] - a_maps.shape[2] * a_maps.shape[3]
             return torch.cat([out[:, :prefix], a_maps.flatten(2).transpose(1, 2)], 1)
@@ -113,7 +113,7 @@ def test_tail_equals_the_full_model(name: str, kind: str, ilsvrc_images: Path):
     )
 
 
-def test_lite0_tail_is_its_head_on_real_weights(lite0, ilsvrc_images: Path):  # noqa: ANN001
+def test_lite0_tail_is_its_head_on_real_weights(lite0, ilsvrc_images: Path):
     from camexp.data import PixelTransform
     from camexp.data.images import load_rgb
 
@@ -145,3 +145,19 @@ def test_forward_hooks_act_while_active_and_are_removed_on_exit_and_on_an_error(
         raise RuntimeError("inside")
     net(torch.ones(1, 2))  # no hook runs any more
     assert len(seen) == 1 and not net[0]._forward_hooks and not net[1]._forward_hooks
+
+
+def test_a_cifar_wide_resnet_builds_without_the_distill_package() -> None:
+    """`camexp run` with `wrn_16_2` failed unless camexp.distill happened to be imported (issue 28)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from camexp.config import ModelConfig\n"
+        "from camexp.models import build_model\n"
+        "m = build_model(ModelConfig(name='wrn_16_2', weights='random'))\n"
+        "print(m.spec.size, m.layer_name, 'camexp.distill' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["(32,", "32)", out[2], "False"] and out[2]

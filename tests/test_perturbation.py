@@ -186,7 +186,7 @@ def test_steps_beyond_the_pixel_count_are_a_config_error() -> None:
     assert metric_problems(cfg(1_000_000, ["avg_drop"]), (224, 224)) == []  # no metric reads it
 
 
-def test_pointing_games_need_boxes(tmp_path) -> None:  # noqa: ANN001
+def test_pointing_games_need_boxes(tmp_path) -> None:
     from camexp.check import label_problems
     from camexp.data.base import Item
 

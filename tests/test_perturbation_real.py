@@ -192,7 +192,7 @@ class GivenMaps:
     def __init__(self, model: torch.nn.Module, maps: torch.Tensor):
         self.model, self.maps = model, maps
 
-    def __call__(self, class_idx, scores, normalized=True, **kwargs):  # noqa: ANN001, ANN003, ANN204
+    def __call__(self, class_idx, scores, normalized=True, **kwargs):
         return [self.maps]
 
     def fuse_cams(self, cams: list[torch.Tensor]) -> torch.Tensor:

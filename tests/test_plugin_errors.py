@@ -22,7 +22,7 @@ FAILING_LINE = 1 + BROKEN_IMPORT.read_text().splitlines().index("SCALE = 2 * und
 
 
 @pytest.fixture(scope="module")
-def resnet():  # noqa: ANN201
+def resnet():
     return build_model(ModelConfig(name="resnet18", weights="random"))
 
 
@@ -34,7 +34,7 @@ def resnet():  # noqa: ANN201
         ("wrong_grid", "returned shape (4, 4, 49)"),  # 3-D with B rows, but not a map of the layer's 7x7 grid
     ],
 )
-def test_a_wrong_return_names_the_plugin_the_batch_and_the_shape_expected(resnet, name: str, what: str):  # noqa: ANN001
+def test_a_wrong_return_names_the_plugin_the_batch_and_the_shape_expected(resnet, name: str, what: str):
     x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with pytest.raises(CamexpError) as err:
         Explainer(resnet, ["gradcam", f"plugins.broken_cams:{name}"]).explain(x, image_ids=["a", "b", "c", "d"])

@@ -73,7 +73,7 @@ def test_noise_is_seeded_per_image_not_per_batch() -> None:
 
 
 @pytest.mark.slow
-def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:  # noqa: ANN001
+def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
     """pytorch-grad-cam's NoisyLinearImputer is the ROAD authors' code: same system, float32. Its
     ROADCombined thresholds the map at np.percentile (ties kept or removed together) where we rank
     pixels, so the removed sets can differ by a few pixels; report the deviation."""
@@ -117,7 +117,7 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
     combined = [float(v) for v in next(v for v in METRICS.get("road").compute(batch) if v.metric == "road").value]
     quiet = NoisyLinearImputer(noise=0.0)
 
-    def curve(remove):  # noqa: ANN001, ANN202
+    def curve(remove):
         return AveragerAcrossThresholds(lambda p: PerturbationConfidenceMetric(remove(p, quiet)), [20, 50, 80])
 
     targets = [ClassifierOutputSoftmaxTarget(int(t)) for t in ex.targets]

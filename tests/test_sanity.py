@@ -245,7 +245,7 @@ def test_a_killed_run_resumes_to_the_same_sanity_rows(tmp_path: Path, photo_dir:
     real = runner_mod.append_records
     calls: list[int] = []
 
-    def die_on_second_batch(path, rows):  # noqa: ANN001
+    def die_on_second_batch(path, rows):
         calls.append(1)
         if len(calls) == 2:  # the first batch is recorded; the second dies before its records
             raise KeyboardInterrupt

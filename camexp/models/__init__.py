@@ -13,6 +13,7 @@ from torch import nn
 from camexp.config import ModelConfig
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
+from camexp.models import wrn as wrn  # registers the CIFAR Wide-ResNets in timm (wrn_16_2, ...)
 from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
 from camexp.models.layout import LAYOUTS, FeatureLayout, LayerProbe, resolve_layout
 from camexp.models.tail import Tail, build_tail
