@@ -308,14 +308,13 @@ class ExperimentConfig(_Strict):
         metric_settings: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Everything that changes per-image values (not batch size, device, workers, output or stats; amp
-        does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict.
+        does; dataset.bad_boxes only changes which boxes the mloc analysis sees), as a nested dict, under
+        `FINGERPRINT_VERSION`: a run folder of another version is refused, never compared key by key.
 
         `method_params`: every method's parameters with its defaults filled in (record name -> params; the
-        registry knows the defaults, this leaf module does not). A run passes them, so that a changed default
-        cannot mix two settings in one run folder; methods without parameters leave older fingerprints valid.
-        `metric_settings`: the metrics' settings that differ from their defaults, validated and dumped by their
-        metrics (key -> settings; camexp/metrics/base.py: `settings_fingerprint`); settings at their defaults
-        are left out, so older fingerprints stay valid.
+        registry knows the defaults, this leaf module does not), so that a changed default cannot mix two
+        settings in one run folder. `metric_settings`: every metric settings key, validated and dumped by its
+        metric with the defaults filled in (key -> settings; camexp/metrics/base.py: `settings_fingerprint`).
         """
         skip = dict.fromkeys(
             (
@@ -332,15 +331,9 @@ class ExperimentConfig(_Strict):
             True,
         )
         keep = self.model_dump(mode="json", exclude={**skip, "dataset": {"bad_boxes"}})
-        resolved = {name: params for name, params in (method_params or {}).items() if params}
-        if resolved:
-            keep["method_params"] = resolved
-        if self.runtime.amp != "off":  # reduced precision changes Y and O; 'off' keeps older fingerprints valid
-            keep["amp"] = self.runtime.amp
-        if self.model.layout == "auto":  # added later: the default keeps older fingerprints valid
-            del keep["model"]["layout"]
-        if self.sanity == SanityConfig():  # likewise
-            del keep["sanity"]
+        keep["fingerprint_version"] = FINGERPRINT_VERSION
+        keep["method_params"] = method_params or {}
+        keep["amp"] = self.runtime.amp  # reduced precision changes Y and O
         for key, values in (metric_settings or {}).items():
             (keep if key in SETTINGS_KEYS else keep.setdefault("settings", {}))[key] = values
         return keep
@@ -352,6 +345,12 @@ class ExperimentConfig(_Strict):
     ) -> str:
         """Hash of `fingerprinted()`: a run folder resumes only a run with the same one (or an extension)."""
         return fingerprint_hash(self.fingerprinted(method_params, metric_settings))
+
+
+# What `fingerprinted()` holds and how: raise it whenever that changes, so that run folders of the older form are
+# refused with one line (camexp/resume.py) instead of being compared key by key under rules that no longer hold.
+# 2: every method's and metric's parameters with defaults filled in, amp, model.layout and sanity always present.
+FINGERPRINT_VERSION = 2
 
 
 def fingerprint_hash(fingerprinted: dict[str, Any]) -> str:

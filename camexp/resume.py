@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from camexp.config import ExperimentConfig, fingerprint_hash
+from camexp.config import FINGERPRINT_VERSION, ExperimentConfig, fingerprint_hash
 from camexp.data.base import Item
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
@@ -45,6 +45,12 @@ def check_config(
     if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
         raise CamexpError(
             f"{folder}: its run.json was not written by camexp; write elsewhere with --out (or replace it with --fresh)"
+        )
+    if (version := previous.get("fingerprint_version")) != FINGERPRINT_VERSION:
+        raise CamexpError(
+            f"{folder}: holds a run written by {writer(previous)} under fingerprint version {version or 1}; this "
+            f"camexp compares configurations under version {FINGERPRINT_VERSION}. Pass --fresh to start over or "
+            "--out to write elsewhere"
         )
     _check_added(previous["config"], cfg, folder)
     fingerprinted = fingerprinted_of(cfg) if fingerprinted is None else fingerprinted
@@ -101,6 +107,14 @@ def check_images(cfg: ExperimentConfig, records: pd.DataFrame, items: list[Item]
             "places (a larger dataset.limit, not a subset that renumbers them); pass --fresh to start "
             "over or --out to write elsewhere"
         )
+
+
+def writer(meta: dict[str, Any]) -> str:
+    """Which camexp wrote a run.json, in words: its version and, where recorded, its commit."""
+    software = meta.get("software") or {}
+    version = (meta.get("versions") or {}).get("camexp", "an unknown version")
+    commit = software.get("camexp_commit")
+    return f"camexp {version}" + (f" (commit {commit[:12]})" if commit else "")
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

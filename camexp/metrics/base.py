@@ -339,14 +339,10 @@ def validate_settings(cfg: ExperimentConfig) -> None:
 
 
 def settings_fingerprint(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
-    """The settings that differ from their metric's defaults, dumped for the fingerprint (key -> values).
-    Fields declared with `exclude=True` (what is written, not computed: `perturbation.curves`) are left out."""
-    out = {}
-    for key in settings_keys(cfg):
-        values = settings_of(cfg, key).model_dump(mode="json")
-        if values != settings_model(key)().model_dump(mode="json"):  # type: ignore[misc]
-            out[key] = values
-    return out
+    """Every settings key's validated values with the defaults filled in, dumped for the fingerprint (key ->
+    values). Fields declared with `exclude=True` (what is written, not computed: `perturbation.curves`) are left
+    out."""
+    return {key: settings_of(cfg, key).model_dump(mode="json") for key in settings_keys(cfg)}
 
 
 def metric_problems(cfg: ExperimentConfig, size: tuple[int, int]) -> list[str]:
