@@ -37,7 +37,7 @@ from camexp.explain.methods import counter_notes
 from camexp.explain.scoring import Scorer, target_scores
 from camexp.jobs import Job, jobs_of
 from camexp.lock import hold
-from camexp.metrics import metric_problems
+from camexp.metrics import metric_problems, validate_settings
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.models.classes import head_problems
@@ -118,6 +118,7 @@ class Run:
         self.counts: dict[str, dict[str, int]] = {}
         self.started = False  # run.json says 'running' on this run's behalf
         self.jobs: list[Job] = jobs_of(cfg)
+        self.settings = validate_settings(cfg)  # once per run, handed to every batch's jobs
         undeclared = [j.name for j in self.jobs if j.files is None]
         if undeclared and ranks.world > 1:
             raise CamexpError(
@@ -368,7 +369,7 @@ class Run:
         profile.lap(profile.EXPLANATION_FORWARDS)
         if self.jobs:  # one context for every job; appended before the records: a recorded image has its jobs' rows
             sub = {k: [v[i] for i in good.tolist()] if isinstance(v, list) else v[good] for k, v in batch.items()}
-            ctx = BatchContext(cfg, s.explainer, x, ex, sub, self._own)
+            ctx = BatchContext(cfg, s.explainer, x, ex, sub, self.settings, own=self._own)
             for job in self.jobs:
                 job.update(ctx)
                 profile.lap(profile.JOB + job.name)

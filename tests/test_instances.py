@@ -13,7 +13,7 @@ import torch
 
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
-from camexp.metrics import METRICS, settings_of
+from camexp.metrics import METRICS, settings_of, validate_settings
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.instances import instances_found, summarize_instances
 from camexp.metrics.pointing import NO_BOX
@@ -52,7 +52,10 @@ def _batch(images: list[Image | None], maps: dict[tuple[int, int], torch.Tensor]
         "scale": torch.ones(n, 2, dtype=torch.float64),
         "image_id": [f"im{i}" for i in range(n)],
     }
-    return BatchContext(_cfg(**settings), SimpleNamespace(explain=explain), torch.zeros(n, 3, H, W), explanation, batch)
+    cfg = _cfg(**settings)
+    return BatchContext(
+        cfg, SimpleNamespace(explain=explain), torch.zeros(n, 3, H, W), explanation, batch, validate_settings(cfg)
+    )
 
 
 def _rows(batch: BatchContext) -> dict[tuple[str, int, int], float]:

@@ -15,7 +15,7 @@ from torch import nn
 from camexp.config import ExperimentConfig
 from camexp.data.transforms import InputSpec
 from camexp.explain.scoring import Scorer
-from camexp.metrics import METRICS, BatchMetric
+from camexp.metrics import METRICS, BatchMetric, validate_settings
 from camexp.metrics.batch import BatchContext, pixel_ranks
 from camexp.metrics.perturbation import auc, rise_kernel, step_counts
 from camexp.models import PixelModel
@@ -56,7 +56,7 @@ def toy_batch(**cfg: Any) -> BatchContext:
     )
     explanation = SimpleNamespace(maps={"m": MAP[None]}, targets=torch.tensor([0]), logits=model(x))
     scorer = Scorer(model, config.occlusion, config.confidence, chunk=3)  # chunks of 3 split the steps unevenly
-    return BatchContext(config, SimpleNamespace(scorer=scorer), x, explanation, {})
+    return BatchContext(config, SimpleNamespace(scorer=scorer), x, explanation, {}, validate_settings(config))
 
 
 def value(name: str, batch: BatchContext) -> float:

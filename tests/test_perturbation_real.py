@@ -22,7 +22,7 @@ from camexp.data import build_dataset, collate
 from camexp.experiment import load_experiment
 from camexp.explain.core import Explainer
 from camexp.explain.scoring import Scorer
-from camexp.metrics import METRICS
+from camexp.metrics import METRICS, validate_settings
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.perturbation import rise_kernel
 from camexp.models import LoadedModel
@@ -222,7 +222,7 @@ def test_torchcam_deletion_insertion_on_the_same_maps(photo_dir: Path, lite0: Lo
     x = collate([ds[i] for i in range(len(ds))])["image"]
     explainer = Explainer(lite0, ["gradcam++"], scorer=Scorer(lite0.model, chunk=8))
     ex = explainer.explain(x)
-    batch = BatchContext(cfg, explainer, x, ex, {})
+    batch = BatchContext(cfg, explainer, x, ex, {}, validate_settings(cfg))
     ours = {k: float(METRICS.get(k).compute(batch)[0].value.mean()) for k in ("deletion", "insertion")}
     metric = DeletionInsertionMetric(
         GivenMaps(lite0.model.net, ex.maps["gradcam++"]), lambda z: z.softmax(-1), steps=steps, batch_size=8

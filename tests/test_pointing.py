@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from camexp.config import ExperimentConfig
-from camexp.metrics import METRICS
+from camexp.metrics import METRICS, validate_settings
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.pointing import NO_BOX, energy_shares, pointing_hits, summarize_pointing
 from camexp.results import METRIC_COLUMNS
@@ -81,7 +81,9 @@ def _batch(targets: list[int]) -> tuple[BatchContext, list]:
         "scale": torch.ones(3, 2, dtype=torch.float64),
         "image_id": ["im0", "im1", "im2"],
     }
-    return BatchContext(cfg, SimpleNamespace(explain=explain), torch.zeros(3, 3, 32, 32), explanation, batch), calls
+    return BatchContext(
+        cfg, SimpleNamespace(explain=explain), torch.zeros(3, 3, 32, 32), explanation, batch, validate_settings(cfg)
+    ), calls
 
 
 def test_pointing_pairs_reuse_skip_and_difficult() -> None:

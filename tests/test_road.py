@@ -90,6 +90,7 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
     from camexp.data import build_dataset, collate
     from camexp.explain.core import Explainer
     from camexp.explain.scoring import Scorer
+    from camexp.metrics import validate_settings
     from camexp.metrics.batch import BatchContext
 
     cfg = ExperimentConfig(
@@ -113,7 +114,7 @@ def test_pytorch_grad_cam_road_on_the_same_maps(photo_dir: Path, lite0) -> None:
     ours = impute(xn[0].double().numpy(), removed.reshape(224, 224), ROAD)
     imputer_deviation = float(np.abs(theirs.numpy() - ours).max())
 
-    batch = BatchContext(cfg, explainer, x, ex, {})
+    batch = BatchContext(cfg, explainer, x, ex, {}, validate_settings(cfg))
     combined = [float(v) for v in next(v for v in METRICS.get("road").compute(batch) if v.metric == "road").value]
     quiet = NoisyLinearImputer(noise=0.0)
 

@@ -33,6 +33,7 @@ from camexp.config import ExperimentConfig, ModelConfig
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
 from camexp.explain.core import Explainer
+from camexp.metrics import validate_settings
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.models.blocks import checkpoints, initial_state, randomisation_blocks
@@ -130,7 +131,7 @@ def batch_context(cfg: ExperimentConfig, loaded: LoadedModel, x: torch.Tensor, o
     ids = [f"img{i}" for i in range(len(x))]
     ex = explainer.explain(x, None, ids)
     batch = {"index": torch.arange(len(x)), "image_id": ids}
-    return BatchContext(cfg, explainer, x, ex, batch, own=lambda name: out / name)
+    return BatchContext(cfg, explainer, x, ex, batch, validate_settings(cfg), own=lambda name: out / name)
 
 
 @pytest.fixture(scope="module")

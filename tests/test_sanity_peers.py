@@ -20,6 +20,7 @@ from camexp.analyses.sanity import MPRT_COLUMNS, MPRT_CSV, Mprt
 from camexp.analyses.similarity import spearman, ssim
 from camexp.config import ExperimentConfig
 from camexp.explain.core import Explainer
+from camexp.metrics import validate_settings
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.results import read_records
@@ -108,7 +109,13 @@ def test_mprt_beside_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path:
     explainer = Explainer(lite0, METHODS)
     ex = explainer.explain(images)
     ctx = BatchContext(
-        cfg, explainer, images, ex, {"index": torch.arange(2), "image_id": ["a", "b"]}, own=lambda n: tmp_path / n
+        cfg,
+        explainer,
+        images,
+        ex,
+        {"index": torch.arange(2), "image_id": ["a", "b"]},
+        validate_settings(cfg),
+        own=lambda n: tmp_path / n,
     )
     Mprt(cfg).update(ctx)
     ours = read_records(tmp_path / MPRT_CSV, MPRT_COLUMNS).set_index("method")

@@ -332,10 +332,11 @@ def settings_keys(cfg: ExperimentConfig) -> list[str]:
     return [*SETTINGS_KEYS, *cfg.settings]
 
 
-def validate_settings(cfg: ExperimentConfig) -> None:
-    """Validate every metric setting of `cfg` (raises CamexpError naming the first bad key)."""
-    for key in settings_keys(cfg):
-        settings_of(cfg, key)
+def validate_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Every metric settings key of `cfg` and of the registered metrics, validated once (CamexpError naming the
+    first bad key): what the runner hands to every batch (`BatchContext.settings`)."""
+    registered = [e.key for _, e in METRICS.items() if isinstance(e, BatchMetric) and e.settings is not None]
+    return {key: settings_of(cfg, key) for key in dict.fromkeys([*settings_keys(cfg), *registered])}
 
 
 def settings_fingerprint(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ calls, and serves every job from that cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from camexp.accel import chunks
+from camexp.errors import CamexpError
 from camexp.explain.model_methods import image_keys
 from camexp.explain.scoring import target_scores
-from camexp.metrics.base import settings_of
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -49,6 +49,7 @@ class BatchContext:
     x: torch.Tensor  # (B,3,H,W) pixel-space images in [0,1]
     explanation: Explanation
     batch: dict[str, Any]  # the collated batch restricted to the good images (index, image_id, boxes, scale, ...)
+    validated: Mapping[str, Any]  # settings key -> its metric's validated settings, once per run (validate_settings)
     own: Callable[[str], Path] | None = field(default=None, repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -95,8 +96,10 @@ class BatchContext:
         return self.cfg.confidence if kind == "confidence" else kind
 
     def settings(self, key: str) -> Any:
-        """The validated settings a metric reads under config key `key` (`settings_of`), once per batch."""
-        return self.cached(("settings", key), lambda: settings_of(self.cfg, key))
+        """The validated settings a metric reads under config key `key`."""
+        if key not in self.validated:
+            raise CamexpError(f"settings.{key}: no registered metric reads settings under {key!r}")
+        return self.validated[key]
 
     def cached(self, key: Any, make: Callable[[], T]) -> T:
         """`make()` once per batch under `key`, shared by every metric of the batch."""
