@@ -22,7 +22,7 @@ COMMANDS = {"methods": METHODS, "metrics": METRICS, "analyses": ANALYSES}
 def listed(command: str, width: int, monkeypatch, *args: str) -> str:
     """The command's output as a terminal of `width` columns shows it."""
     console = Console(width=width, record=True)
-    monkeypatch.setattr(camexp.cli, "console", console)
+    monkeypatch.setattr(camexp.cli.common, "console", console)
     res = cli.invoke(app, [command, *args])
     assert res.exit_code == 0, res.output
     return console.export_text()

@@ -1,0 +1,64 @@
+"""`camexp study make|tally`: the paper's human-trust experiment (camexp/study)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markdown import Markdown
+
+from camexp.cli.common import app, command, console, err_console, group, warn
+
+study_app = group(
+    "The paper's human-trust study (§4.2): a blind web page of two methods' maps, and the tally of the raters' answers."
+)
+app.add_typer(study_app, name="study")
+
+
+@command(study_app, "make")
+def study_make(
+    config: Path = typer.Argument(..., help="study YAML (an experiment config with a `study:` section)"),
+    out: Path | None = typer.Option(None, help="study folder (default results/<name>)"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    force: bool = typer.Option(False, "--force", help="replace a study already in the folder"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Select the images (top-F1 classes by default), draw both methods' maps, write page/ and key.json."""
+    from camexp.study.make import KEY_JSON, PAGE, make_study
+
+    result = make_study(config, out, device, force, progress)
+    if result.f1 is not None:
+        console.print(
+            Markdown(
+                f"Per-class F1 of the model (best 10 of {len(result.f1)} classes; all in "
+                f"{result.folder / 'f1_per_class.csv'}):\n\n"
+                + result.f1.head(10).to_markdown(index=False, floatfmt=".3f")
+            )
+        )
+    console.print(
+        f"study {result.study_id}: {result.images} images, {result.items} items, classes: {', '.join(result.classes)}",
+        highlight=False,
+    )
+    console.print(f"page for the raters: {result.folder / PAGE / 'index.html'} (host the page/ folder as it is)")
+    console.print(f"key (keep it from the raters): {result.folder / KEY_JSON}")
+
+
+@command(study_app, "tally")
+def study_tally(
+    study_dir: Path = typer.Argument(..., help="the study folder (holding key.json)"),
+    answers: list[Path] = typer.Argument(..., help="answer files the page downloaded"),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's published scores beside ours"),
+    out: Path | None = typer.Option(None, help="where to write study_report.md/.csv (default STUDY_DIR)"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples of the intervals (0: none)"),
+    level: float = typer.Option(0.95, help="interval coverage"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+) -> None:
+    """Un-blind the answer files with key.json; write study_report.md and study_report.csv."""
+    from camexp.study.tally import tally_study
+
+    rep = tally_study(
+        study_dir, answers, compare_paper=compare_paper, n_boot=bootstrap, level=level, seed=seed, out=out
+    )
+    console.print(Markdown(rep.markdown))
+    warn(rep.warnings)
+    err_console.print(f"wrote {rep.paths[0]} and {rep.paths[1]}")
