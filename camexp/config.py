@@ -204,7 +204,7 @@ class OutputConfig(_Strict):
 
 
 class StatsConfig(_Strict):
-    """Uncertainty of the summary numbers: percentile bootstrap over images (camexp/metrics/stats.py).
+    """Uncertainty of the summary numbers: percentile bootstrap over images (camexp/stats/bootstrap.py).
 
     Summaries only: changing these never changes a per-image value, so they are not in the fingerprint.
     """

@@ -17,7 +17,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "camexp"
 # The data flow, upstream first: a module may import only from its own layer or layers before it.
 LAYERS = [
-    {"errors", "registry", "config", "accel", "profile", "distributed", "savefig", "lock", "io", "provenance"},
+    {"errors", "registry", "config", "accel", "profile", "distributed", "savefig", "lock", "io", "provenance", "stats"},
     {"data"},
     {"models"},
     {"explain"},
@@ -107,8 +107,19 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(mod: str) -> int:
-    top = mod.split(".")[1] if "." in mod else "__init__"
-    return next((i for i, names in enumerate(LAYERS) if top in names), -1)
+    return next((i for i, names in enumerate(LAYERS) if _top(mod) in names), -1)
+
+
+LEAVES = {"stats"}  # rooms that import no camexp module at all
+
+
+def leaf_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports of camexp modules from inside a leaf room (other than its own modules)."""
+    return sorted((a, b) for a, bs in edges.items() for b in bs if _top(a) in LEAVES and _top(b) != _top(a))
+
+
+def _top(mod: str) -> str:
+    return mod.split(".")[1] if "." in mod else "__init__"
 
 
 def unplaced(edges: dict[str, set[str]]) -> list[str]:
@@ -131,6 +142,7 @@ def backward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
 def main() -> int:
     edges = graph(typing="--no-typing" not in sys.argv)
     cyc, back, loose, users = cycles(edges), backward(edges), unplaced(edges), runner_users(edges)
+    leafy = leaf_imports(edges)
     print(f"{len(edges)} modules, {sum(map(len, edges.values()))} imports")
     print(f"files in import cycles: {sum(map(len, cyc))} in {len(cyc)} cycle(s)")
     for c in cyc:
@@ -140,7 +152,8 @@ def main() -> int:
         print(f"  {a} -> {b}")
     print(f"modules in no layer of LAYERS: {loose}")
     print(f"modules importing camexp.runner besides the CLI: {users}")
-    return 1 if cyc or back or loose or users else 0
+    print(f"camexp imports inside leaf rooms {sorted(LEAVES)}: {leafy}")
+    return 1 if cyc or back or loose or users or leafy else 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from camexp.metrics.ap import average_precision, per_class_ap
+from camexp.stats.ap import average_precision, per_class_ap
 
 
 def test_ap_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""Consistency across backbones: the similarity definitions (camexp/metrics/similarity.py, shared with the sanity
+"""Consistency across backbones: the similarity definitions (camexp/stats/similarity.py, shared with the sanity
 checks) on maps small enough to compute by hand, scipy as a second Spearman, the alignment of fields of view, the
 pair filter and the summary's statistics."""
 
@@ -21,7 +21,7 @@ from camexp.consistency.similarity import FieldOfView, align, common_view
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
-from camexp.metrics.similarity import rank, spearman, top_iou
+from camexp.stats.similarity import rank, spearman, top_iou
 
 
 def rho(a: list[float], b: list[float]) -> float:

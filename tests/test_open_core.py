@@ -34,6 +34,7 @@ def test_import_graph_has_no_cycle_and_runs_with_the_data_flow():
     assert graph.backward(edges) == []
     assert graph.unplaced(edges) == []
     assert graph.runner_users(edges) == []
+    assert graph.leaf_imports(edges) == [] and "camexp.stats.bootstrap" in edges  # the statistics room is a leaf
     assert [a for a, bs in edges.items() if "camexp.runner" in bs] == ["camexp.cli.run"]
     # the checker itself finds a cycle, a backward import, an unplaced package and a runner import when there is one
     assert graph.cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
@@ -42,6 +43,9 @@ def test_import_graph_has_no_cycle_and_runs_with_the_data_flow():
     ]
     assert graph.unplaced({"camexp.newroom.thing": set(), "camexp.config": set(), "camexp": set()}) == [
         "camexp.newroom.thing"
+    ]
+    assert graph.leaf_imports({"camexp.stats.x": {"camexp.errors", "camexp.stats.y"}}) == [
+        ("camexp.stats.x", "camexp.errors")
     ]
     assert graph.runner_users({"camexp.report.x": {"camexp.runner"}, "camexp.cli.run": {"camexp.runner"}}) == [
         "camexp.report.x"

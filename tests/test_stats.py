@@ -1,4 +1,4 @@
-"""camexp.metrics.stats against independent implementations: scipy's binomial test, a plain-loop percentile
+"""camexp.stats.bootstrap against independent implementations: scipy's binomial test, a plain-loop percentile
 bootstrap drawn from the same generator, and coverage on synthetic data whose true mean is known."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from scipy.stats import binomtest
 from scipy.stats import t as student_t
 
 from camexp.metrics import faithfulness as F
-from camexp.metrics.stats import (
+from camexp.stats.bootstrap import (
     bootstrap_frames,
     interval_tables,
     percentile_interval,

@@ -20,8 +20,8 @@ from camexp.analyses.base import analysis
 from camexp.metrics import MetricResult, Row
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.localization import class_box_masks, localization
-from camexp.metrics.stats import LONG_COLUMNS
 from camexp.results import append_records, read_records
+from camexp.stats.bootstrap import LONG_COLUMNS
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig

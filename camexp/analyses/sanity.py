@@ -14,7 +14,7 @@ and Spearman. Lower means more class-discriminative; a class-agnostic method (Ei
 
 Per-image values go to mprt.csv and random_logit.csv; the main table shows the fully randomised model's
 similarity and the random-logit similarity, with the run's bootstrap intervals over images; the per-depth
-curves get the same intervals (camexp/metrics/stats.py with the run's `stats:` settings) in mprt_curve.csv and
+curves get the same intervals (camexp/stats/bootstrap.py with the run's `stats:` settings) in mprt_curve.csv and
 the figures.
 """
 
@@ -37,10 +37,10 @@ from camexp.explain.core import Explainer
 from camexp.explain.model_methods import seed_of
 from camexp.metrics import MetricResult, Row
 from camexp.metrics.batch import BatchContext
-from camexp.metrics.stats import LONG_COLUMNS, interval_tables, wide_metrics
 from camexp.models import LoadedModel, build_model
 from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks
 from camexp.results import append_records
+from camexp.stats.bootstrap import LONG_COLUMNS, interval_tables, wide_metrics
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig

@@ -19,7 +19,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 from camexp.explain.maps import upsample
-from camexp.metrics import similarity as ranked
+from camexp.stats import similarity as ranked
 
 MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
 LABELS = {
@@ -32,7 +32,7 @@ LABELS = {
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation of the values of two arrays of one shape; NaN when either is constant
-    (camexp/metrics/similarity.py: the one shared with the consistency across backbones)."""
+    (camexp/stats/similarity.py: the one shared with the consistency across backbones)."""
     return ranked.spearman(ranked.rank(a), ranked.rank(b))
 
 

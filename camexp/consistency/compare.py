@@ -5,7 +5,7 @@ A pair of runs counts on an image when both backbones predict the same class, bo
 class, and (when the image has a label) it is the true class: a correct prediction should highlight the
 same region whichever network made it. The summary of a method is the mean over all counted (image, pair)s;
 its interval resamples images (each image's pairs stay together: its value is the mean over its pairs,
-weighted by their number), with camexp's one bootstrap (camexp/metrics/stats.py), which also gives the paired
+weighted by their number), with camexp's one bootstrap (camexp/stats/bootstrap.py), which also gives the paired
 difference between methods on the same images.
 """
 
@@ -22,8 +22,8 @@ from camexp.config import StatsConfig
 from camexp.consistency.similarity import FieldOfView, align, common_view
 from camexp.errors import CamexpError
 from camexp.metrics import Row
-from camexp.metrics.similarity import Ranked, rank, spearman, top_iou
-from camexp.metrics.stats import interval_tables
+from camexp.stats.bootstrap import interval_tables
+from camexp.stats.similarity import Ranked, rank, spearman, top_iou
 
 SPEARMAN = Row("spearman", "Spearman ρ", lower_is_better=False)
 TOP_IOU = Row("top_iou", "top-q IoU", lower_is_better=False)

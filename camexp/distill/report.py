@@ -14,9 +14,9 @@ import pandas as pd
 
 from camexp.distill.train import HISTORY, META
 from camexp.errors import CamexpError
-from camexp.metrics.stats import t_interval
 from camexp.report.paper import PUBLISHED_DISTILL, Setting, setting_mismatch
 from camexp.report.tables import Report
+from camexp.stats.bootstrap import t_interval
 
 LEVEL = 0.95
 

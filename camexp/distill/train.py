@@ -28,9 +28,9 @@ from camexp.finetune.checkpoint import write_atomic
 from camexp.finetune.head import replace_head
 from camexp.finetune.train import cosine_factor
 from camexp.io import write_text_atomically
-from camexp.metrics.ap import per_class_ap
 from camexp.models import LoadedModel, build_model
 from camexp.models.weights import load_state, read_checkpoint
+from camexp.stats.ap import per_class_ap
 
 FORMAT = "camexp-distill/1"
 META = "distill.json"

@@ -22,9 +22,9 @@ from camexp.finetune.augment import TrainTransform
 from camexp.finetune.checkpoint import checkpoint_payload, resumable, save_checkpoint
 from camexp.finetune.config import FinetuneConfig, TrainConfig
 from camexp.finetune.head import replace_head
-from camexp.metrics.ap import per_class_ap
 from camexp.models import PixelModel, build_model
 from camexp.models.weights import load_state
+from camexp.stats.ap import per_class_ap
 
 
 @dataclass

@@ -38,7 +38,7 @@ from camexp.metrics.base import (
     table_files,
     validate_settings,
 )
-from camexp.metrics.stats import log_values, relperf_table, win_table, win_values
+from camexp.stats.bootstrap import log_values, relperf_table, win_table, win_values
 
 AVG_DROP = Row("avg_drop", "Average drop %", True, criterion="faithfulness", per_image=F.drop_per_image)
 INCREASE = Row("increase", "% increase in confidence", False, criterion="faithfulness", per_image=F.increase_per_image)

@@ -13,7 +13,7 @@ their mean rank (scipy.stats.rankdata); a method without any value for a metric 
 - Krippendorff's α (ordinal) per metric: images are the raters, methods the units, the value an image gives a
   method is its rank there (krippendorff package).
 
-Intervals: percentile bootstrap over images (camexp/metrics/stats.py): every statistic is recomputed on the
+Intervals: percentile bootstrap over images (camexp/stats/bootstrap.py): every statistic is recomputed on the
 same resamples (`resample_counts`), α from the resample's value counts (how many drawn images gave each
 method each rank), which is α of the resampled images with duplicates.
 """
@@ -29,7 +29,7 @@ from itertools import combinations
 import numpy as np
 from scipy.stats import rankdata
 
-from camexp.metrics.stats import krippendorff_alpha, percentile_interval, resample_counts, resample_means
+from camexp.stats.bootstrap import krippendorff_alpha, percentile_interval, resample_counts, resample_means
 
 
 def orient(x: np.ndarray, lower_is_better: Sequence[bool]) -> np.ndarray:

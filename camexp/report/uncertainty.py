@@ -1,4 +1,4 @@
-"""A run's numbers with their uncertainty, recomputed from its records (camexp/metrics/stats.py does the math).
+"""A run's numbers with their uncertainty, recomputed from its records (camexp/stats/bootstrap.py does the math).
 
 Per method: every per-image metric's mean with its percentile bootstrap interval over images
 (summary_long.csv). Per pair of methods: the paired bootstrap interval of every metric's difference, win %
@@ -22,15 +22,15 @@ from camexp.analyses import ANALYSES
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
 from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows, record_metrics
-from camexp.metrics.stats import (
+from camexp.report.markdown import markdown_table
+from camexp.results import METRIC_RECORDS, read_records
+from camexp.stats.bootstrap import (
     GENERATOR,
     LONG_COLUMNS,
     bootstrap_frames,
     interval_tables,
     wide_metrics,
 )
-from camexp.report.markdown import markdown_table
-from camexp.results import METRIC_RECORDS, read_records
 
 SUMMARY_LONG = "summary_long.csv"
 PAIRWISE = "pairwise.csv"

@@ -3,7 +3,7 @@
 The paper's score (§4.2): each image's votes are normalised to sum to 1 over {A, B, same} (5 for A, 4 for B
 and 4 "same" of 13 raters: 0.38 / 0.31 / 0.31), and these fractions are summed over the images (Grad-CAM++
 109.69, Grad-CAM 56.08, same 84.23 of 250 images). Beside it: percentile bootstrap intervals over images
-(camexp/metrics/stats.py) and over raters and images (two-level), the exact sign test of A vs B per image
+(camexp/stats/bootstrap.py) and over raters and images (two-level), the exact sign test of A vs B per image
 ("same" left out; scipy.stats.binomtest), Fleiss' κ (statsmodels) and Krippendorff's α (krippendorff) over
 {A, B, same}, intra-rater consistency on the repeated items, a per-class breakdown and response times.
 
@@ -25,8 +25,8 @@ from scipy.stats import binomtest
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from camexp.errors import CamexpError
-from camexp.metrics.stats import krippendorff_alpha, percentile_interval, resample_means
 from camexp.report.runs import STUDY_JSON, STUDY_REPORT
+from camexp.stats.bootstrap import krippendorff_alpha, percentile_interval, resample_means
 from camexp.study.make import KEY_JSON
 
 FORMAT = "camexp-study-answers/1"
