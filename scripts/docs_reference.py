@@ -10,9 +10,10 @@ kind registries. mkdocs.yml names this file under `hooks:`; `pages()` is what te
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def _cell(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|") or "-"
 
 
-def _table(header: list[str], rows: list[list[object]]) -> str:
+def _table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -41,9 +42,9 @@ def _type(annotation: Any) -> str:
     """A field's type as a user writes it in YAML terms (`int | None`, `'logit' | 'softmax'`)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
-        return " \\| ".join(repr(a) if isinstance(a, str) else str(a) for a in args)
+        return " | ".join(repr(a) if isinstance(a, str) else str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(_type(a) for a in args)
+        return " | ".join(_type(a) for a in args)
     if origin is typing.Annotated:
         return _type(args[0])
     if origin in (list, tuple):
@@ -90,9 +91,45 @@ def _sections(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[
     return out
 
 
-def _fields_table(model: type[BaseModel], prefix: str) -> str:
+def example_comments(guide: Path = DOCS / "guide" / "config.md") -> dict[str, str]:
+    """The comments of the config guide's annotated example (its first ```yaml block), by key path: the meaning
+    of a key whose field declares no description. A comment-only line continues the key above it."""
+    text = guide.read_text(encoding="utf-8")
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    comments: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    last = ""
+    for line in block.splitlines():
+        code, _, comment = line.partition("  #")
+        comment = comment.lstrip("# ").strip()
+        m = re.match(r"^(\s*)([A-Za-z_][\w@]*):", code)
+        if m is None:
+            if last and comment and not code.strip():
+                comments[last] += " " + comment
+            continue
+        indent = len(m.group(1))
+        stack = [(i, k) for i, k in stack if i < indent] + [(indent, m.group(2))]
+        last = ".".join(k for _, k in stack)
+        comments[last] = comment
+    return {k: v for k, v in comments.items() if v}
+
+
+def _section_doc(annotation: Any) -> str:
+    """A section's meaning: its model's docstring (`dataset: DatasetConfig` -> where the images come from)."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if inspect.isclass(arg) and issubclass(arg, BaseModel):
+            return _doc_first(arg)
+    return ""
+
+
+def _fields_table(model: type[BaseModel], prefix: str, comments: dict[str, str]) -> str:
     rows = [
-        [f"`{prefix}{name}`", _type(info.annotation), _default(info), info.description or ""]
+        [
+            f"`{prefix}{name}`",
+            _type(info.annotation),
+            _default(info),
+            info.description or comments.get(f"{prefix}{name}") or _section_doc(info.annotation),
+        ]
         for name, info in model.model_fields.items()
     ]
     return _table(["key", "type", "default", "meaning"], rows)
@@ -106,17 +143,18 @@ def config_page() -> str:
         "# Config keys",
         f"{GENERATED} the pydantic models of `camexp/config.py` (`ExperimentConfig` and its sections) and the "
         "settings model each per-batch metric declares. Types, defaults and constraints are the ones camexp "
-        "validates; unknown keys are errors. An annotated example of a whole config is in the "
-        "[config guide](../guide/config.md).",
+        "validates; unknown keys are errors. The meaning is the field's own description, else the comment "
+        "of the annotated example in the [config guide](../guide/config.md).",
     ]
+    comments = example_comments()
     for prefix, model in _sections(ExperimentConfig):
         title = f"`{prefix.rstrip('.')}:`" if prefix else "Top level"
         doc = _doc_first(model)
-        parts += [f"## {title}", *([doc] if doc else []), _fields_table(model, prefix)]
+        parts += [f"## {title}", *([doc] if doc else []), _fields_table(model, prefix, comments)]
     parts += [
         "## A method under a name of its own (`methods:` entries)",
         _doc_first(MethodSpec),
-        _fields_table(MethodSpec, "methods[]."),
+        _fields_table(MethodSpec, "methods[].", comments),
     ]
     parts += [
         "## Per-batch metric settings",
@@ -124,7 +162,7 @@ def config_page() -> str:
         f"top-level keys {', '.join(f'`{k}`' for k in SETTINGS_KEYS)}, any other metric `settings: {{KEY: ...}}`.",
     ]
     seen: set[str] = set()
-    for name, entry in METRICS.items():
+    for _, entry in METRICS.items():
         if not isinstance(entry, BatchMetric) or entry.settings is None or entry.key in seen:
             continue
         seen.add(entry.key)
@@ -134,7 +172,7 @@ def config_page() -> str:
         parts += [
             f"### `{key}:`",
             f"Read by {', '.join(f'`{u}`' for u in users)}." + (f" {doc}" if doc else ""),
-            _fields_table(entry.settings, f"{key}."),
+            _fields_table(entry.settings, f"{key}.", comments),
         ]
     return "\n\n".join(parts) + "\n"
 
@@ -150,8 +188,13 @@ def _listing_page(title: str, command: str, listing: Any, intro: str) -> str:
         f"# {title}",
         f"{GENERATED} the registry, through the listing `{command}` prints (camexp/report/listings.py). "
         f"`{command} NAME` prints one entry in full; `{command} --format csv` every field. {intro}",
-        _table(list(listing.compact), [[f"[`{r[listing.kind]}`](#{_anchor(r[listing.kind])})"] + [
-            r[c] for c in listing.compact[1:]] for r in listing.rows]),
+        _table(
+            list(listing.compact),
+            [
+                [f"[`{r[listing.kind]}`](#{_anchor(r[listing.kind])})"] + [r[c] for c in listing.compact[1:]]
+                for r in listing.rows
+            ],
+        ),
     ]
     for row in listing.rows:
         name = row[listing.kind]
@@ -234,9 +277,7 @@ def datasets_page() -> str:
         module = inspect.getmodule(fn)
         return _doc_first(fn) or (_doc_first(module) if module else "")
 
-    rows: list[list[object]] = [
-        [f"`{name}`", what(fn), f"`{fn.__module__}`"] for name, fn in LOADERS.items()
-    ]
+    rows: list[list[object]] = [[f"`{name}`", what(fn), f"`{fn.__module__}`"] for name, fn in LOADERS.items()]
     return _entries_page(
         "Data set kinds",
         "the data set registry (`camexp/data/__init__.py`, `LOADERS`)",
@@ -251,7 +292,9 @@ def index_page() -> str:
     return (
         "# Reference\n\n"
         f"{GENERATED} camexp's own code, so it always describes the installed version.\n\n"
-        + "\n".join(f"- [{title}]({Path(uri).name})" for uri, (title, _) in PAGES.items() if uri != "reference/index.md")
+        + "\n".join(
+            f"- [{title}]({Path(uri).name})" for uri, (title, _) in PAGES.items() if uri != "reference/index.md"
+        )
         + "\n"
     )
 

@@ -57,6 +57,18 @@ def test_every_page_is_in_the_nav():
     assert not [p for p in sorted(pages) if p not in nav]
 
 
+def test_every_config_key_has_a_meaning():
+    """The config reference gives each key its field's description or the annotated example's comment: a key
+    added to camexp/config.py (or a metric's settings) with neither shows here, not as a blank cell."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_reference
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    rows = [line for line in docs_reference.config_page().splitlines() if line.startswith("| `")]
+    assert rows and not [row for row in rows if row.endswith("| - |")]
+
+
 def test_site_builds_strict_and_the_reference_lists_every_registered_name(tmp_path: Path):
     from camexp.analyses import ANALYSES
     from camexp.data import LOADERS
@@ -88,4 +100,3 @@ def test_site_builds_strict_and_the_reference_lists_every_registered_name(tmp_pa
     assert not [k for k in ExperimentConfig.model_fields if f"<code>{k}</code>" not in config]
     for image in DOCS.glob("*.[pj][np]g"):
         assert (site / image.name).is_file(), image.name
-

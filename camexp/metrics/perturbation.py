@@ -60,7 +60,9 @@ class PerturbationSettings(BaseModel):
         description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
         "[r, g, b]: a constant colour in [0,1] pixel space",
     )
-    insertion_substrate: Substrate = "blur"
+    insertion_substrate: Substrate = Field(
+        "blur", description="what insertion starts from and puts the pixels back into; the same choices as deletion's"
+    )
     score: Literal["confidence", "softmax", "sigmoid", "logit"] = Field(
         "confidence",
         description="the target's score after each step: the run's `confidence` (softmax unless set), "
@@ -87,7 +89,7 @@ class KeepSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    fraction: float = Field(0.5, gt=0.0, le=1.0)
+    fraction: float = Field(0.5, gt=0.0, le=1.0, description="the top fraction q of the map's pixels kept")
     mode: Literal["binary", "weighted"] = Field(
         "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I"
     )

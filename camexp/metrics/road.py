@@ -57,7 +57,9 @@ class RoadSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    percentiles: list[int] = Field(
+        [10, 20, 30, 40, 50, 60, 70, 80, 90], description="p: the % of pixels MoRF removes (and LeRF keeps) per point"
+    )
     noise: float = Field(
         0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised tensor)"
     )
