@@ -50,7 +50,7 @@ bench: setup
 
 # Before the one device call of a GPU check: wheels the device machine lacks -> .whl/, 150 shared images ->
 # build/gpu-images/ (both git-ignored; they travel as `carry`); prints the size that travels and the run call.
-# There: `bash scripts/gpu_check.sh` (README.md, "Measuring on a GPU").
+# There: `bash scripts/gpu_check.sh` (docs/guide/speed-gpu.md, "Measuring on a GPU").
 gpu-pack: setup
 	bash scripts/gpu_pack.sh
 

@@ -1,4 +1,5 @@
-"""ROAD (Rong et al., ICML 2022; README, "The field's other metrics"): remove pixels by the map, impute them, score.
+"""ROAD (Rong et al., ICML 2022; docs/guide/field-metrics.md, "The field's other metrics"): remove pixels by the map,
+impute them, score.
 
 For each percentage p of `road.percentiles` (10, 20, ..., 90), pixels are removed by the map's ranking (the
 same stable descending ranking as insertion/deletion, ties by pixel index), cut where Rong et al.'s released
