@@ -114,6 +114,12 @@ def example_comments(guide: Path = DOCS / "guide" / "config.md") -> dict[str, st
     return {k: v for k, v in comments.items() if v}
 
 
+def _bounds(info: Any) -> list[str]:
+    """The field's numeric constraints (`Field(ge=1)` -> `>= 1`)."""
+    signs = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+    return [f"{sign} {getattr(m, attr)}" for m in info.metadata for attr, sign in signs if hasattr(m, attr)]
+
+
 def _section_doc(annotation: Any) -> str:
     """A section's meaning: its model's docstring (`dataset: DatasetConfig` -> where the images come from)."""
     for arg in (annotation, *typing.get_args(annotation)):
@@ -126,7 +132,7 @@ def _fields_table(model: type[BaseModel], prefix: str, comments: dict[str, str])
     rows = [
         [
             f"`{prefix}{name}`",
-            _type(info.annotation),
+            ", ".join([_type(info.annotation), *_bounds(info)]),
             _default(info),
             info.description or comments.get(f"{prefix}{name}") or _section_doc(info.annotation),
         ]
