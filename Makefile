@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup demo lint test test-all bench gpu-pack clean
+.PHONY: setup demo lint test test-all docs bench gpu-pack clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -33,6 +33,11 @@ test: lint
 test-all: lint
 	$(RUN) pytest -q
 
+# The docs site (mkdocs, Material theme) into build/site. --strict: a broken link, a missing page or a page left
+# out of the nav fails the build. The reference pages are generated from the code (scripts/docs_reference.py).
+docs: setup
+	$(RUN) mkdocs build --strict
+
 # Speed side by side (camexp vs the floor, its loader and model floors, pytorch-grad-cam, torchcam); BENCH_ARGS
 # e.g. "--rounds 5 --limit 96". Then camexp per workers setting beside its loader and model floors; LOADER_ARGS
 # e.g. "--limit 64 --loader-workers 0 1 auto".
@@ -45,7 +50,7 @@ bench: setup
 
 # Before the one device call of a GPU check: wheels the device machine lacks -> .whl/, 150 shared images ->
 # build/gpu-images/ (both git-ignored; they travel as `carry`); prints the size that travels and the run call.
-# There: `bash scripts/gpu_check.sh` (README.md, "Measuring on a GPU").
+# There: `bash scripts/gpu_check.sh` (docs/guide/speed-gpu.md, "Measuring on a GPU").
 gpu-pack: setup
 	bash scripts/gpu_pack.sh
 

@@ -62,9 +62,9 @@ class _Strict(BaseModel):
 class SubsetConfig(_Strict):
     """A deterministic subset of the listed images: every k-th one, or n drawn at random with a seed."""
 
-    every: int | None = Field(None, ge=1)
-    random: int | None = Field(None, ge=1)
-    seed: int = 0
+    every: int | None = Field(None, ge=1, description="every k-th listed image, from the first")
+    random: int | None = Field(None, ge=1, description="n images drawn at random (sorted back into listing order)")
+    seed: int = Field(0, description="seed of the random draw")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SubsetConfig:
@@ -101,7 +101,10 @@ class DatasetConfig(_Strict):
     bad_boxes: Literal["error", "skip"] = Field(
         "error", description="a box that is inverted or outside its image: an error naming it, or skipped and counted"
     )
-    extensions: list[str] = [".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"]
+    extensions: list[str] = Field(
+        [".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"],
+        description="folder kind: the files listed as images",
+    )
 
 
 class ModelConfig(_Strict):
@@ -129,10 +132,13 @@ class ModelConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
+    """Where and how the run computes: device, batches, loader workers, decoding, precision."""
+
     device: Literal["auto", "cpu", "cuda"] | str = "auto"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="images per batch")
     workers: int | Literal["auto"] = Field(
-        "auto", description="DataLoader worker processes; auto: chosen per device (README.md, 'GPU settings')"
+        "auto",
+        description="DataLoader worker processes; auto: chosen per device (docs/guide/speed-gpu.md, 'GPU settings')",
     )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",
@@ -144,7 +150,7 @@ class RuntimeConfig(_Strict):
         description="synchronise the GPU at every stage mark so run.json's per-stage times "
         "are exact (`camexp run --profile` sets it)",
     )
-    seed: int = 0
+    seed: int = Field(0, description="torch.manual_seed at the start of a run (`weights: random`) and ROAD's noise")
     forward_chunk: int | None = Field(None, ge=1, description="max images per no-grad forward of explanation images")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast dtype of the forward passes")
 
@@ -157,10 +163,10 @@ class RuntimeConfig(_Strict):
 
 
 class LocalizationConfig(_Strict):
-    """The `mloc` analysis (README.md, Definitions D5): map thresholds δ and how many top predictions count."""
+    """The `mloc` analysis (docs/definitions.md, D5): map thresholds δ and how many top predictions count."""
 
-    thresholds: list[float] = [0.0, 0.25, 0.5]
-    topk: int = Field(5, ge=1)
+    thresholds: list[float] = Field([0.0, 0.25, 0.5], description="δ: a pixel is on where the map is above δ")
+    topk: int = Field(5, ge=1, description="the classes among the top-k predictions that have a box are explained")
 
     @field_validator("thresholds")
     @classmethod
@@ -171,7 +177,7 @@ class LocalizationConfig(_Strict):
 
 
 class SanityConfig(_Strict):
-    """The sanity checks `mprt` and `random_logit` (README.md, "Sanity checks")."""
+    """The sanity checks `mprt` and `random_logit` (docs/guide/trustworthiness.md, "Sanity checks")."""
 
     seed: int = Field(0, ge=0, description="seeds the re-initialised weights (mprt) and the other class (random_logit)")
     mprt_blocks: list[str] | None = Field(
@@ -191,13 +197,15 @@ class MethodSpec(_Strict):
     """A method under a name of its own with parameters, so two settings of one method run side by side:
     `{name: scorecam-softmax, method: scorecam, params: {weighting: softmax}}`."""
 
-    name: str
-    method: str
-    params: dict[str, Any] = {}
+    name: str = Field(description="the name records, tables and figures use; not another registered method's")
+    method: str = Field(description="the registered method it runs")
+    params: dict[str, Any] = Field({}, description="the method's parameters (`camexp methods NAME` lists them)")
 
 
 class OutputConfig(_Strict):
-    dir: Path | None = None
+    """Where the run folder goes and what it keeps beyond the records."""
+
+    dir: Path | None = Field(None, description="the run folder; default results/<name>")
     maps: bool = Field(
         False, description="keep every method's map per image, at the layer's resolution, in the run folder's maps/"
     )
@@ -221,7 +229,7 @@ class StatsConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    """A whole experiment; see README.md for every key."""
+    """A whole experiment; every key: the docs' config guide and reference (docs/guide/config.md)."""
 
     name: PlainName
     paper: Literal[PAPER_TABLES] | None = None  # type: ignore[valid-type]

@@ -80,7 +80,7 @@ def process_group(device: torch.device, distributed: bool | None) -> Iterator[Ra
         missing = [k for k in TORCHRUN_ENV if k not in os.environ]
         raise CamexpError(
             f"--distributed needs torchrun's environment ({', '.join(missing)} not set): launch with "
-            "`torchrun --nproc_per_node=N -m camexp run CONFIG` (see README.md, 'Speed and scale-out')"
+            "`torchrun --nproc_per_node=N -m camexp run CONFIG` (see docs/guide/torchrun.md)"
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

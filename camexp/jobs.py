@@ -234,7 +234,7 @@ class MapsJob:
         kept = write_maps_index(out_dir, self.cfg.method_names)
         return [
             f"Maps of {kept['index'].nunique()} images x {len(self.cfg.method_names)} methods kept in {MAPS_DIR}/ "
-            "(`camexp.results.read_maps`, `camexp plot`; README.md, 'Maps')."
+            "(`camexp.results.read_maps`, `camexp plot`; docs/guide/run-folder.md, 'Maps')."
         ]
 
     def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:

@@ -347,8 +347,9 @@ def writes_kept(folder: Path, methods: list[str]) -> Iterator[None]:
         ) from None
 
 
-# The maps a run keeps with `output: {maps: true}` (README.md, "Maps"): one safetensors shard per batch (and rank)
-# in the run folder's maps/, written whole or not at all (a killed write leaves at most a *.tmp, which is no shard).
+# The maps a run keeps with `output: {maps: true}` (docs/guide/run-folder.md, "Maps"): one safetensors shard per
+# batch (and rank) in the run folder's maps/, written whole or not at all (a killed write leaves at most a *.tmp,
+# which is no shard).
 # A shard holds `index` (B,) int64, `target` (B,) int64 and `map/<method>` (B,h,w) float16 per method: the method's
 # map at the layer's resolution, min-max normalised to [0,1]; its metadata lists the image ids (JSON). Shards are
 # named a<invocation>-b<batch>[.rank<r>].safetensors; a later invocation's map of an (image, method) supersedes an

@@ -35,7 +35,7 @@ those chunks too (the tightest floor) and the floor without image loading are re
 (tf_efficientnet_lite0 with its package weights; any other timm model with random weights), --amp {off,bf16}
 and --decode {cpu,gpu}; --cycled repeats the folder's images up to --limit. On CUDA every contender
 synchronises before its clock stops, and every JSON records the GPU, driver, versions, TF32 flags and command.
-scripts/gpu_check.sh runs the whole GPU check as one command (README.md, "Measuring on a GPU").
+scripts/gpu_check.sh runs the whole GPU check as one command (docs/guide/speed-gpu.md, "Measuring on a GPU").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """pytorch-grad-cam and torchcam as a library user calls them, for the tests that measure the peers' deviation
-from our float64 references. The deviations are recorded as test properties and reported in README.md
-("Methods"), never asserted: a fix on their side must not fail our suite."""
+from our float64 references. The deviations are recorded as test properties and reported in
+docs/guide/methods-metrics.md ("The CAM family"), never asserted: a fix on their side must not fail our suite."""
 
 from __future__ import annotations
 

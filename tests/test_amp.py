@@ -41,5 +41,6 @@ def test_bf16_autocast_on_cpu_touches_only_the_explanation_forward(ilsvrc_images
     full = Scorer(loaded.model).explanations(x, ex.maps, ex.targets)
     half = Scorer(loaded.model, amp="bf16").explanations(x, ex.maps, ex.targets)
     assert half.dtype == torch.float64 and half.shape == (len(ds), len(METHODS))
-    assert (half - full).abs().median() < 0.01  # measured: median ~5e-3, max 0.12 (README.md, "Speed and scale-out")
+    # measured: median ~5e-3, max 0.12 (docs/guide/speed-gpu.md, "Speed and scale-out")
+    assert (half - full).abs().median() < 0.01
     assert not torch.equal(half, full)  # autocast really ran

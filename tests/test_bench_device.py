@@ -71,7 +71,7 @@ def test_cuda_without_a_gpu_is_one_line(bench: ModuleType, capsys: pytest.Captur
 def test_where_resolves_as_a_run_does(bench: ModuleType, tmp_path: Path) -> None:
     """The model's weights, the forward chunk and the run's runtime keys on each device (no GPU needed to build
     a config): Lite0 keeps its package weights, anything else is random; 8 images per forward on the CPU, all at
-    once (None) on CUDA, as README.md's GPU settings give them."""
+    once (None) on CUDA, as docs/guide/speed-gpu.md's GPU settings give them."""
     assert bench.loaded_config(bench.LITE0).weights == "efficientnet-lite0-package"
     assert bench.loaded_config("vgg16.tv_in1k").weights == "random"
     gpu = bench.Where(torch.device("cuda"), "vgg16.tv_in1k", "bf16", "gpu")

@@ -1,5 +1,5 @@
 """Sparseness (Gini index) and Complexity (entropy) of maps: by hand on tiny maps, equal to Quantus' own
-metrics on the same maps, and through a run (README, "Complexity metrics")."""
+metrics on the same maps, and through a run (docs/guide/trustworthiness.md, "Complexity metrics")."""
 
 from __future__ import annotations
 

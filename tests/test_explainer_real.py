@@ -69,8 +69,9 @@ def test_gradcam_equals_pytorch_grad_cam(lite0, photos):
 
 def test_gradcampp_equals_exact_eq14(lite0, photos, record_property):
     """Ours is within 1e-4 of exact eq. (14). The peers' deviations are measured and recorded as test
-    properties (README, "Methods and metrics", reports them), never asserted: a fix on their side must not
-    fail our suite. Measured with pytorch-grad-cam 1.5 and torchcam 0.5: 0.03 and 0.15, each over 100x ours."""
+    properties (docs/guide/methods-metrics.md, "Methods and metrics", reports them), never asserted: a fix on their
+    side must not fail our suite. Measured with pytorch-grad-cam 1.5 and torchcam 0.5: 0.03 and 0.15, each over 100x
+    ours."""
     ex = Explainer(lite0, ["gradcam++"]).explain(photos)
     exact = exact_gradcampp_float64(lite0, photos, ex.targets).float()
     ours_err = (ex.maps["gradcam++"] - exact).abs().max()

@@ -1,5 +1,5 @@
 """XGrad-CAM, Eigen-CAM, Ablation-CAM and Smooth Grad-CAM++ on real ILSVRC2012 images with the real Lite0 weights,
-against float64 implementations written here from README D2 (A and G from a plain full forward and
+against float64 implementations written here from docs/definitions.md D2 (A and G from a plain full forward and
 backward with a hook, no leaf trick, no tail split), to 1e-4 after normalisation. Score-CAM's are in
 tests/test_model_methods.py."""
 
@@ -170,7 +170,8 @@ def test_ablationcam_on_a_small_image_and_pytorch_grad_cams_deviation(lite0, pic
 
 
 def seed_of(seed: int, image_id: str) -> int:
-    """The seeding rule documented in README.md: sha256('<seed>\\0<image id>'), first 8 bytes, little-endian."""
+    """The seeding rule documented in docs/definitions.md: sha256('<seed>\\0<image id>'), first 8 bytes,
+    little-endian."""
     return int.from_bytes(hashlib.sha256(f"{seed}\0{image_id}".encode()).digest()[:8], "little")
 
 

@@ -18,7 +18,8 @@ from camexp.models.weights import PACKAGES
 # default in timm shows up)
 SPECS = {0: (224, 0.875), 1: (240, 0.882), 2: (260, 0.890)}
 # Top-1 on the 300 images of the shared subset measured with these weights: 0.730, 0.757 and 0.710 (see
-# README.md, "Consistency across backbones"); a wrong file (another size's, a scrambled mapping) gives ~0.
+# docs/guide/consistency.md, "Consistency across backbones"); a wrong file (another size's, a scrambled mapping)
+# gives ~0.
 MIN_TOP1 = 0.6
 
 

@@ -1,4 +1,4 @@
-"""mLoc (README.md, Definitions D5) against masks and boxes worked out by hand."""
+"""mLoc (docs/definitions.md, D5) against masks and boxes worked out by hand."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ def test_the_maps_read_back_are_the_explainers_to_float16_precision(
                 assert np.abs(kept - exact).max() <= F16_EPS / 2 + 1e-7
                 big = exact >= 1e-3  # above float16's subnormals, where its relative spacing holds
                 rel_err.append(np.max(np.abs(kept - exact)[big] / exact[big], initial=0.0))
-                # upsampled to the input and normalised again: the map the run scored (README.md, Definitions D2)
+                # upsampled to the input and normalised again: the map the run scored (docs/definitions.md, D2)
                 up = F.interpolate(torch.tensor(kept)[None, None], size=ex.maps[m].shape[-2:], mode="bilinear")
                 scored = ex.maps[m][i].numpy()
                 assert np.abs(minmax(up[0, 0].numpy()) - scored).max() < 4 * F16_EPS
@@ -136,7 +136,8 @@ def test_the_maps_read_back_are_the_explainers_to_float16_precision(
 
 
 def test_the_shards_are_readable_with_safetensors_and_numpy_alone(finished: tuple[Path, Any]) -> None:
-    """What README.md, 'Maps' tells a user without camexp: index.csv names the shard and row of every map."""
+    """What docs/guide/run-folder.md, 'Maps' tells a user without camexp: index.csv names the shard and row of
+    every map."""
     out = finished[0]
     index = pd.read_csv(out / MAPS_DIR / MAPS_INDEX, dtype={"image_id": str})
     expected = read_maps(out)

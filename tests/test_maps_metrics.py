@@ -1,4 +1,4 @@
-"""Map normalisation and the faithfulness metrics against hand-computed cases (README.md, Definitions D2 and D4)."""
+"""Map normalisation and the faithfulness metrics against hand-computed cases (docs/definitions.md, D2 and D4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every method against values computed by hand on tiny tensors (README.md, Definitions D2)."""
+"""Every method against values computed by hand on tiny tensors (docs/definitions.md, D2)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_gradcampp_orig_normalises_alpha_over_positive_gradients():
 
 
 def test_zero_denominator_gives_zero_alpha_not_inf():
-    # S = 4, G = -0.5: 2 + S*G = 0 -> alpha = 0 (README D2: alpha = 0 where the denominator is 0)
+    # S = 4, G = -0.5: 2 + S*G = 0 -> alpha = 0 (docs/definitions.md D2: alpha = 0 where the denominator is 0)
     g = torch.tensor([[[[-0.5, 0.5]], [[0.0, 0.0]]]])
     x = MethodInputs(A=A, G=g, targets=torch.tensor([0]))
     assert torch.equal(x.alpha, torch.tensor([[[[0.0, 0.25]], [[0.0, 0.0]]]]))

@@ -80,7 +80,7 @@ def test_scorecam_all_constant_channels_give_a_zero_map(tiny, images):
 
 
 def scorecam_float64(loaded, x: torch.Tensor, targets: torch.Tensor, weighting: str) -> torch.Tensor:
-    """README D2 in float64, channel by channel, with a plain forward hook for A."""
+    """docs/definitions.md D2 in float64, channel by channel, with a plain forward hook for A."""
     net = copy.deepcopy(loaded.model).double()
     store = {}
     h = net.get_submodule("net." + loaded.layer_name).register_forward_hook(lambda m, i, o: store.update(A=o))

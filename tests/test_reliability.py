@@ -1,5 +1,5 @@
-"""Metric reliability (README, "Metric reliability"): Krippendorff's α (ordinal) on a published example and
-against a hand-written α, Kendall τ against scipy, ranks and σ̂ by hand on a tiny records table (a
+"""Metric reliability (docs/guide/trustworthiness.md, "Metric reliability"): Krippendorff's α (ordinal) on a published
+example and against a hand-written α, Kendall τ against scipy, ranks and σ̂ by hand on a tiny records table (a
 lower-is-better metric ranks inversely), intervals against a plain-loop bootstrap, and the command."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue acceptance: `camexp run` on the real ILSVRC2012 images reproduces an independent README-Definitions
+"""Issue acceptance: `camexp run` on the real ILSVRC2012 images reproduces an independent Definitions-page
 implementation (timm's own transform, plain hooks and a full backward, eq. (14) in its G^2 form) to 1e-4."""
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Where the two are configured alike and define the same thing (Spearman on the same pair of maps, SSIM of the
 same 2-D maps, Quantus' off-class draw replicated), the numbers are asserted equal. Where the definitions
-differ (README.md, "Sanity checks": Quantus resets every module with `reset_parameters` under one seed, we reset
-blocks to the model's own initial weights; Quantus' SSIM runs on the flattened maps) the deviation is recorded
-with record_property, never asserted."""
+differ (docs/guide/trustworthiness.md, "Sanity checks": Quantus resets every module with `reset_parameters` under one
+seed, we reset blocks to the model's own initial weights; Quantus' SSIM runs on the flattened maps) the deviation is
+recorded with record_property, never asserted."""
 
 from __future__ import annotations
 

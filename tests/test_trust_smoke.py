@@ -1,6 +1,6 @@
-"""configs/trust_smoke_lite0.yaml end to end (README.md, "Are the methods and the metrics trustworthy?"): one run
-of the sanity checks and the metrics on the shared ILSVRC2012 subset with Lite0's real weights, then
-`camexp table --reliability` on its records. Skipped when ../shared/data is absent."""
+"""configs/trust_smoke_lite0.yaml end to end (docs/guide/trustworthiness.md, "Are the methods and the metrics
+trustworthy?"): one run of the sanity checks and the metrics on the shared ILSVRC2012 subset with Lite0's real weights,
+then `camexp table --reliability` on its records. Skipped when ../shared/data is absent."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_trust_smoke_config_runs_end_to_end(tmp_path: Path, shared_data: Path) -
     summary = pd.read_csv(out / "summary.csv", index_col=0)
     rows = [r for r in summary.index if r.startswith(("MPRT", "Random logit"))]
     # Eigen-CAM's map on the fully random Lite0 is constant on these images, so its correlations there are
-    # undefined (NaN, README.md "Sanity checks"; SSIM stays defined); every other cell has a value.
+    # undefined (NaN, docs/guide/trustworthiness.md "Sanity checks"; SSIM stays defined); every other cell has a value.
     assert len(rows) == 6 and summary.loc[rows].drop(columns="eigencam").notna().all().all(), summary.to_string()
     assert summary.loc[[r for r in rows if "SSIM" in r or "Random logit" in r], "eigencam"].notna().all()
     for m in ("random", "center"):

@@ -93,7 +93,7 @@ def test_drop_interval_is_the_bootstrap_of_the_per_image_drops():
     )
     per = s.stats.per_method.set_index(["metric", "method"])
     for j, m in enumerate(METHODS):
-        drop = 100 * np.maximum(0, y - o[:, j]) / y  # README D4, per image
+        drop = 100 * np.maximum(0, y - o[:, j]) / y  # docs/definitions.md D4, per image
         assert per.loc[("avg_drop", m), "value"] == pytest.approx(drop.mean())
         assert per.loc[("avg_drop", m), "value"] == pytest.approx(s.main.at["Average drop % (lower is better)", m])
         assert (per.loc[("avg_drop", m), "lo"], per.loc[("avg_drop", m), "hi"]) == pytest.approx(

@@ -1,5 +1,5 @@
 """`analyses: [mloc]`: localization of the top-k predicted classes against ground-truth boxes
-(README.md, Definitions D5).
+(docs/definitions.md, D5).
 
 Per batch: the maps of the top-k predicted classes that have a box in their image come from the batch
 context's `class_maps` (the run's own map where the class is the image's target; the other (image, class)

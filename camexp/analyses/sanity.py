@@ -1,4 +1,4 @@
-"""The sanity checks of Adebayo et al. (NeurIPS 2018) as analyses (README.md, "Sanity checks").
+"""The sanity checks of Adebayo et al. (NeurIPS 2018) as analyses (docs/guide/trustworthiness.md, "Sanity checks").
 
 `mprt` (cascading model-parameter randomisation): from the head down, one more block of the model
 (camexp/models/blocks.py) is reset to the weights its own constructor draws (seeded by `sanity.seed`), the same

@@ -1,4 +1,5 @@
-"""How alike two explanation maps are: the measures of Adebayo et al.'s sanity checks (README.md, "Sanity checks").
+"""How alike two explanation maps are: the measures of Adebayo et al.'s sanity checks (docs/guide/trustworthiness.md,
+"Sanity checks").
 
 Maps are the run's normalised (B,H,W) maps in [0,1] at the input's resolution. `spearman`: Spearman's rank
 correlation of the pixels (ties share their mean rank); `spearman_abs`: the same of the absolute values of the

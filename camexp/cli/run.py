@@ -33,8 +33,7 @@ def run(
         None,
         "--distributed/--single-process",
         show_default="auto",
-        help="shard the images over torchrun's processes (auto: when "
-        "launched by torchrun); see README.md, 'Speed and scale-out'",
+        help="shard the images over torchrun's processes (auto: when launched by torchrun); see docs/guide/torchrun.md",
     ),
 ) -> None:
     """Run an experiment: explain every image with every method, write records and the summary table."""

@@ -1,3 +1,3 @@
 """Consistency across backbones: do different networks' explanations of the same correct prediction highlight
 the same region? Computed over finished runs with `output: {maps: true}` (`camexp table RESULTS
---consistency`); README.md, "Consistency across backbones", defines it."""
+--consistency`); docs/guide/consistency.md, "Consistency across backbones", defines it."""

@@ -3,7 +3,7 @@
 The maps come at each backbone's explained-layer resolution and cover the part of the image that the
 backbone's preprocessing kept (its field of view). `align` brings a map onto the common field of view of
 the compared backbones at one common size by bilinear interpolation, and min-max normalises it to [0, 1];
-camexp/stats/similarity.py then compares two aligned maps by Spearman ρ and top-q IoU (README.md,
+camexp/stats/similarity.py then compares two aligned maps by Spearman ρ and top-q IoU (docs/guide/consistency.md,
 "Consistency across backbones"). Both are invariant to any increasing transform of either map, so the
 normalisation only fixes the scale the figures show.
 """

@@ -23,6 +23,7 @@ from camexp.registry import Registry, callable_entry
 
 
 def _folder(cfg: DatasetConfig) -> Listing:
+    """Images under `root`; labels from a CSV (`labels`) or from sub-folders named 0..999 or by wnid."""
     return Listing(list_folder(cfg.root, cfg.extensions, cfg.labels))
 
 

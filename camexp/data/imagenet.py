@@ -1,4 +1,4 @@
-"""`kind: imagenet_val`: ILSVRC2012 val in the three layouts met in the wild (README.md, 'Real data sets').
+"""`kind: imagenet_val`: ILSVRC2012 val in the three layouts met in the wild (docs/guide/data.md, 'Real data sets').
 
 - `wnid_folders`: one folder per wnid (torchvision's layout).
 - `kaggle_csv`: flat `ILSVRC2012_val_*.JPEG` + Kaggle's `LOC_val_solution.csv` (with boxes).

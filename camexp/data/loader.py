@@ -3,7 +3,8 @@ decoding on the device.
 
 `workers: auto` resolves per device (`resolve_workers`): on CUDA, min(cores - 1, 8) worker processes decode
 while the GPU computes, with pinned memory, persistent workers and two batches in flight per worker; on a
-CPU the same cores would decode and compute, and the choice is the measured one (README.md, 'GPU settings').
+CPU the same cores would decode and compute, and the choice is the measured one (docs/guide/speed-gpu.md, 'GPU
+settings').
 With `decode: gpu` the workers only read JPEG files; `DeviceBatches` decodes them in batches with
 torchvision.io.decode_jpeg on the device and resizes and crops them there, through the same geometry object
 as the CPU path (PixelTransform), so images are the same crop of the same resize and boxes map unchanged.
@@ -29,7 +30,7 @@ from camexp.data.base import ImageDataset, collate
 from camexp.errors import ConfigError
 
 MAX_CUDA_WORKERS = 8
-# Workers when `auto` on a CPU device. Measured on 2 cores (README.md): see `resolve_workers`.
+# Workers when `auto` on a CPU device. Measured on 2 cores (docs/guide/speed-gpu.md): see `resolve_workers`.
 CPU_AUTO_WORKERS = 0
 
 

@@ -1,7 +1,7 @@
 """Pixel-space geometry: resize + crop to [0,1] RGB tensors, with boxes mapped through the same geometry.
 
 Mean/std normalisation is *not* done here: it belongs to the model wrapper, so explanation images
-E = L * I can be formed in pixel space (README.md, Definitions D3). torchvision.transforms.v2 moves
+E = L * I can be formed in pixel space (docs/definitions.md, D3). torchvision.transforms.v2 moves
 bounding boxes through Resize/CenterCrop exactly like the image, which is why we use it rather than
 hand-written box arithmetic.
 """
@@ -125,5 +125,6 @@ class PixelTransform:
     def tensor(self, image: torch.Tensor) -> torch.Tensor:
         """A decoded uint8 image tensor (3,h,w), on any device, through the same geometry as a PIL image:
         torchvision's antialiased resize of tensors and the same centre crop, then [0,1] float32. Resampling
-        rounds differently from PIL's (README.md, 'GPU settings', decode). Tensors have no lanczos resampling."""
+        rounds differently from PIL's (docs/guide/speed-gpu.md, 'GPU settings', decode). Tensors have no lanczos
+        resampling."""
         return self._to_tensor(self._geometry(image)).as_subclass(torch.Tensor)

@@ -19,7 +19,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def upsample_normalize(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,h,w) maps -> (B,H,W) in [0,1], and a (B,) bool flag for constant maps (returned as zeros).
 
-    Upsampling first and normalising after is the order of README.md, Definitions D2; since bilinear upsampling is
+    Upsampling first and normalising after is the order of docs/definitions.md, D2; since bilinear upsampling is
     affine equivariant, a normalise-resize-normalise pipeline (pytorch-grad-cam's output re-normalised) agrees.
     Non-finite input values propagate so that the caller can refuse them.
     """

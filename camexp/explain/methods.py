@@ -1,7 +1,7 @@
 """CAM methods: the registry, the context a method sees, and the methods that need only A and G.
 
 A method is a function `fn(ctx: MethodInputs, **params) -> (B, h, w)` map before upsampling
-(README.md, Definitions D2), registered with its metadata by `@method(...)`. Methods of (A, G) alone stay
+(docs/definitions.md, D2), registered with its metadata by `@method(...)`. Methods of (A, G) alone stay
 three-line pure functions; methods that call the model (Score-CAM, Ablation-CAM, noise-averaged ones)
 use the context's `scorer`, `tail` and `grads`, which the explainer provides for the batch. Methods that
 call the model live in camexp/explain/model_methods.py.

@@ -1,5 +1,5 @@
 """Methods that call the model beyond the shared pass (Score-CAM, Ablation-CAM, Smooth Grad-CAM++) and the
-floors that call none (random, center): README D2 and "The CAM family".
+floors that call none (random, center): docs/definitions.md, D2, and docs/guide/methods-metrics.md, "The CAM family".
 
 Each costs what its definition needs and nothing more. Score-CAM forwards only the masked images of channels
 whose map is not constant (counted as `constant_channels_skipped`); Ablation-CAM runs only the network after
@@ -125,7 +125,7 @@ ABLATION_DENOMINATORS = ("score", "abs")
     notes={
         "negative_score_images": "the target's score y was negative on {n} image(s) explained by this "
         "invocation, where w_k = (y - y_k) / y turns every weight's sign (the paper "
-        "assumes y > 0; README D2): `params: {{denominator: abs}}` divides by |y|, "
+        "assumes y > 0; docs/definitions.md D2): `params: {{denominator: abs}}` divides by |y|, "
         "`score: softmax` makes y positive"
     },
     source="Desai & Ramaswamy, WACV 2020; denominator abs: camexp's variant for negative scores",

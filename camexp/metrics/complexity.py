@@ -1,5 +1,6 @@
-"""Complexity metrics (README, "Complexity metrics"): Sparseness (Chalasani et al., ICML 2020) and Complexity
-(Bhatt et al., IJCAI 2020), defined as Quantus 0.6.0 computes them, on the run's maps alone (no model call).
+"""Complexity metrics (docs/guide/trustworthiness.md, "Complexity metrics"): Sparseness (Chalasani et al., ICML 2020)
+and Complexity (Bhatt et al., IJCAI 2020), defined as Quantus 0.6.0 computes them, on the run's maps alone (no model
+call).
 
 Both read each method's map at the model's input resolution (the run's upsampled, min-max normalised map, as
 every other metric does; Quantus also takes the attribution at input resolution). Quantus' defaults apply:

@@ -1,4 +1,4 @@
-"""Faithfulness metrics of README.md, Definitions D4 as pure tensor functions.
+"""Faithfulness metrics of docs/definitions.md, D4 as pure tensor functions.
 
 y: (N,) confidence of the target class on the full image; o: (N,) or (N, M) confidence on the
 explanation image E = L * I (M methods as columns). All return plain floats or tensors in percent.

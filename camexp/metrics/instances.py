@@ -1,4 +1,5 @@
-"""Multiple instances (README, "Multiple instances"): does a class's map find every object of that class?
+"""Multiple instances (docs/guide/field-metrics.md, "Multiple instances"): does a class's map find every object of that
+class?
 
 camexp's own definition (the Grad-CAM++ paper's Fig. 1-2 and §3 show examples, not a metric). As the pointing
 games, every ground-truth class of an image with a box is explained (`BatchContext.class_maps`: the run's own

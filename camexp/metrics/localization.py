@@ -1,4 +1,4 @@
-"""Localization of README.md, Definitions D5 (Grad-CAM++ paper eq. 12) as pure tensor functions.
+"""Localization of docs/definitions.md, D5 (Grad-CAM++ paper eq. 12) as pure tensor functions.
 
 Boxes are xyxy pixel *edges* in the (resized, cropped) image: a box covers the pixels whose centre
 (j + 0.5, i + 0.5) lies inside [x0, x1) x [y0, y1), so (0, 0, W, H) covers the whole W x H image.

@@ -1,5 +1,5 @@
-"""Perturbation metrics (README, "The field's other metrics"): insertion / deletion AUC (RISE) and the
-kept-fraction drop.
+"""Perturbation metrics (docs/guide/field-metrics.md, "The field's other metrics"): insertion / deletion AUC (RISE) and
+the kept-fraction drop.
 
 Insertion and deletion. The pixels of each normalised, upsampled map are ranked once (a stable descending
 sort, `pixel_ranks`); with S = `perturbation.steps`, n = ceil(H*W / S) pixels change per step and after step s
@@ -16,7 +16,7 @@ forwards for M methods, both curves.
 
 Kept fraction (`avg_drop@keep`, `increase@keep`, Score-CAM §4.1): keep the round(q * H * W) top-ranked
 pixels (ties by pixel index, as above), mute the rest by the run's occlusion rule, score the image with the
-run's `confidence` and apply README D4's average drop and increase to it. `binary` keeps the
+run's `confidence` and apply docs/definitions.md D4's average drop and increase to it. `binary` keeps the
 kept pixels at full strength, `weighted` multiplies them by the map (E = L * 1[kept] * I).
 """
 
@@ -60,7 +60,9 @@ class PerturbationSettings(BaseModel):
         description="zero: 0 in the normalised tensor (the mean colour, RISE); blur: RISE's Gaussian blur; "
         "[r, g, b]: a constant colour in [0,1] pixel space",
     )
-    insertion_substrate: Substrate = "blur"
+    insertion_substrate: Substrate = Field(
+        "blur", description="what insertion starts from and puts the pixels back into; the same choices as deletion's"
+    )
     score: Literal["confidence", "softmax", "sigmoid", "logit"] = Field(
         "confidence",
         description="the target's score after each step: the run's `confidence` (softmax unless set), "
@@ -87,7 +89,7 @@ class KeepSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    fraction: float = Field(0.5, gt=0.0, le=1.0)
+    fraction: float = Field(0.5, gt=0.0, le=1.0, description="the top fraction q of the map's pixels kept")
     mode: Literal["binary", "weighted"] = Field(
         "binary", description="binary: kept pixels at full strength (E = 1[kept] * I); weighted: E = L * 1[kept] * I"
     )

@@ -1,4 +1,5 @@
-"""Pointing games (README, "The field's other metrics"): TorchRay's pointing game and Score-CAM's energy-based one.
+"""Pointing games (docs/guide/field-metrics.md, "The field's other metrics"): TorchRay's pointing game and Score-CAM's
+energy-based one.
 
 Both explain the ground-truth classes: for every (image, class with a box in the image) the map of that
 class (`BatchContext.class_maps`: the run's own map where the class is the image's target, otherwise one

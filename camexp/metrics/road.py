@@ -1,4 +1,5 @@
-"""ROAD (Rong et al., ICML 2022; README, "The field's other metrics"): remove pixels by the map, impute them, score.
+"""ROAD (Rong et al., ICML 2022; docs/guide/field-metrics.md, "The field's other metrics"): remove pixels by the map,
+impute them, score.
 
 For each percentage p of `road.percentiles` (10, 20, ..., 90), pixels are removed by the map's ranking (the
 same stable descending ranking as insertion/deletion, ties by pixel index), cut where Rong et al.'s released
@@ -57,7 +58,9 @@ class RoadSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    percentiles: list[int] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    percentiles: list[int] = Field(
+        [10, 20, 30, 40, 50, 60, 70, 80, 90], description="p: the % of pixels MoRF removes (and LeRF keeps) per point"
+    )
     noise: float = Field(
         0.01, ge=0.0, description="std of the Gaussian noise added to imputed values (normalised tensor)"
     )

@@ -1,7 +1,7 @@
 """`camexp plot RUN --images ...`: `camexp explain`'s figure drawn from a finished run's kept maps, without the model.
 
 The image is read from the run's data set (its saved config) through the run's own input transform (run.json's
-`input`); each kept map is upsampled and normalised as the run did before scoring it (README.md, Definitions D2),
+`input`); each kept map is upsampled and normalised as the run did before scoring it (docs/definitions.md, D2),
 and the confidences Y and O come from the run's records.
 """
 

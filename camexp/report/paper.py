@@ -1,4 +1,4 @@
-"""Numbers the papers printed (README.md, Definitions D6), to show beside a run's own."""
+"""Numbers the papers printed (docs/definitions.md, D6), to show beside a run's own."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
             "mLoc δ=0.5": {"gradcam++": 0.28, "gradcam": 0.16},
         },
     ),
-    # the papers around Grad-CAM++ (README D6)
+    # the papers around Grad-CAM++ (docs/definitions.md D6)
     "scorecam": (
         "Score-CAM paper Tables 1-3: ILSVRC2012 val, torchvision VGG-16, 2000 random images "
         "(energy pointing: 500 images)",

@@ -1,4 +1,4 @@
-"""A third-party per-batch metric with settings, in one file (README: "Add your own metric").
+"""A third-party per-batch metric with settings, in one file (docs/guide/plugins.md: "Add your own metric").
 
 `centre_mass`: the share of each map's mass inside the central square that covers `fraction` of the image's
 side, in %; higher is better. Its settings are read from the config's `settings: {centre: {...}}`.
