@@ -36,7 +36,7 @@ test-all: lint
 # The docs site (mkdocs, Material theme) into build/site. --strict: a broken link, a missing page or a page left
 # out of the nav fails the build. The reference pages are generated from the code (scripts/docs_reference.py).
 docs: setup
-	$(RUN) mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict
 
 # Speed side by side (camexp vs the floor, its loader and model floors, pytorch-grad-cam, torchcam); BENCH_ARGS
 # e.g. "--rounds 5 --limit 96". Then camexp per workers setting beside its loader and model floors; LOADER_ARGS

@@ -5,7 +5,7 @@ A job is a per-batch metric (a `BatchMetric` listed under `metrics:`), an analys
 per batch and calls every job's `update(ctx)` before the batch's records are written (so a recorded image has
 its jobs' rows); each job appends to the files it declares (`files`, name -> CSV columns: per-rank files under
 torchrun, merged by rank 0), writes its figures in `finish`, and `read` summarises its rows from those files
-alone, so that `camexp table` recomputes them. `resume` (on the entry) says whether it may be added to a run
+alone, so that `camexp report table` recomputes them. `resume` (on the entry) says whether it may be added to a run
 that has recorded images (camexp/resume.py).
 """
 

@@ -6,7 +6,7 @@ carries its metadata as fields: the factory that builds the run's worker from th
 `update(ctx)` sees every batch through the one `BatchContext` and whose `finish(out_dir)` writes figures and
 returns Markdown lines), the CSV files the worker appends per batch (`files`, name -> columns; `{}` for none;
 None: undeclared, so it runs in a single process only), the main-table `rows` its files give, the `read`er that
-recomputes those rows from the files (so `camexp table` shows them too), `per_image`: the reader of its rows'
+recomputes those rows from the files (so `camexp report table` shows them too), `per_image`: the reader of its rows'
 per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, and
 `resume`: whether it may be
 added to a run that has recorded images (`any`: it reads the records alone; `refuse`: it would cover only the

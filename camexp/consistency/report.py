@@ -1,4 +1,4 @@
-"""`camexp table RESULTS --consistency`: the runs below RESULTS that kept their maps, grouped by data set,
+"""`camexp report consistency RESULTS`: the runs below RESULTS that kept their maps, grouped by data set,
 compared across backbones (camexp/consistency/compare.py) and written as consistency.md, consistency.csv,
 consistency_pairs.csv and a figure. Reads the run folders only."""
 

@@ -158,7 +158,7 @@ def distill_markdown(s: DistillSummary, compare_paper: bool = False) -> str:
 
 
 def distill_frame(s: DistillSummary) -> pd.DataFrame:
-    """Long rows as `camexp table`'s CSV: run, metric, method (the arm), value (the mean over seeds), and the
+    """Long rows as `camexp report table`'s CSV: run, metric, method (the arm), value (the mean over seeds), and the
     paired difference from ce with its interval."""
     t = s.table
     out = pd.DataFrame(
@@ -189,7 +189,7 @@ def distill_summaries(results_dir: Path, compare_paper: bool = False) -> tuple[l
 
 
 def with_distill(rep: Report, summaries: list[DistillSummary], warnings: list[str], compare_paper: bool) -> Report:
-    """`camexp table`'s report with the distill folders' tables appended (Markdown and CSV rows)."""
+    """`camexp report table`'s report with the distill folders' tables appended (Markdown and CSV rows)."""
     parts = [rep.markdown.rstrip(), ""] + [distill_markdown(s, compare_paper) for s in summaries]
     if compare_paper:
         warnings = warnings + [f"{s.folder}: {w}" for s in summaries if (w := s.warning())]

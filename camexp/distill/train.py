@@ -341,7 +341,7 @@ def metric_name(multilabel: bool) -> str:
 
 
 def write_meta(s: Session, status: str) -> None:
-    """distill.json: the config, what the metric is, and how the teacher maps were made (for `camexp table`)."""
+    """distill.json: the config, what the metric is, and how the teacher maps were made (for `camexp report table`)."""
     cfg = s.cfg
     teacher = s.teacher
     meta = {

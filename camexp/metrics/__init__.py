@@ -2,7 +2,7 @@
 
 A metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)` (metadata,
 such as needing true labels, and its main-table rows with their direction and per-image values, on the
-entry); the summary is recomputed from records at any time (`camexp table`), never from in-memory state of a
+entry); the summary is recomputed from records at any time (`camexp report table`), never from in-memory state of a
 run. A plug-in metric is such a function, or a per-batch `BatchMetric`, named by import path
 (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """

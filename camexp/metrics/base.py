@@ -13,7 +13,7 @@ needs more than the records: more forwards per image (insertion/deletion, ROAD, 
 (pointing games). It computes per-image values on the device from the batch context the runner hands every
 per-batch job (`camexp.metrics.batch.BatchContext`; the job contract is camexp/jobs.py); the runner appends
 them to per_image_metrics.csv in long form, and its `summarize` (by default: the mean over images of each of
-its rows) turns those rows into summary rows, so that `camexp table` recomputes them from the file. A plug-in is
+its rows) turns those rows into summary rows, so that `camexp report table` recomputes them from the file. A plug-in is
 either kind, named by import path (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 
@@ -63,7 +63,7 @@ class MetricResult:
         self.notes += other.notes
 
 
-# What a row measures, as LATEC and Quantus group metrics (camexp table --reliability ranks methods per
+# What a row measures, as LATEC and Quantus group metrics (camexp report reliability ranks methods per
 # criterion); randomisation: Quantus' name for the sanity checks (the mprt and random_logit analyses).
 Criterion = Literal["faithfulness", "localization", "complexity", "randomisation"]
 CRITERIA: tuple[Criterion, ...] = get_args(Criterion)

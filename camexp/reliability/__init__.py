@@ -1,4 +1,4 @@
-"""Metric reliability (`camexp table RESULTS --reliability`): do a run's metrics agree enough to rank methods?
+"""Metric reliability (`camexp report reliability RESULTS`): do a run's metrics agree enough to rank methods?
 
 From the records alone (no forward): per metric the methods' ranks (by mean and by median over images), the
 mean rank per criterion (faithfulness, localization, complexity, randomisation), each method's spread of ranks across

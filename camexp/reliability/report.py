@@ -1,4 +1,4 @@
-"""`camexp table RESULTS --reliability`: the reliability measures (camexp/reliability/measures.py) of every
+"""`camexp report reliability RESULTS`: the reliability measures (camexp/reliability/measures.py) of every
 run below RESULTS, and of all runs pooled, from their records only, as Markdown, one long CSV and figures.
 
 A run's metrics are its per-image metrics with a known direction, exactly those that get an interval in its

@@ -1,4 +1,4 @@
-"""`camexp table RESULTS_DIR --leaderboard`: one metric across runs; methods as rows, one column per run
+"""`camexp report leaderboard RESULTS_DIR`: one metric across runs; methods as rows, one column per run
 (backbone × data set), each value with its interval, and each method's mean rank over the complete runs."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def leaderboard(
 ) -> tuple[str, pd.DataFrame]:
     """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
     `stats` updates each run's recorded `stats:` settings."""
-    # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp table`
+    # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp report table`
     read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
     summaries: list[RunSummary] = [s for _, s in read]
     metas: list[dict] = [read_json(d / RUN_JSON) for d, _ in read]

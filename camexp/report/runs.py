@@ -1,6 +1,6 @@
 """Run folders as report commands see them: read-only, checked, and honest about how far a run got.
 
-`camexp table` must never modify a run folder, must not present half a run as a whole one, and must not
+`camexp report table` must never modify a run folder, must not present half a run as a whole one, and must not
 fall over (or report garbage) on a folder it did not write: a foreign run.json or records that two runs
 wrote into is skipped with the reason, and the other runs are still reported.
 """
@@ -54,7 +54,7 @@ STUDY_JSON, STUDY_REPORT = "study.json", "study_report.md"  # a human-trust stud
 
 def find_studies(results_dir: Path) -> list[Path]:
     """Every human-trust study folder (holding study.json, from `camexp study make`) below `results_dir`:
-    not runs, but `camexp table` lists them beside the runs."""
+    not runs, but `camexp report table` lists them beside the runs."""
     return sorted(p.parent for p in results_dir.rglob(STUDY_JSON))
 
 

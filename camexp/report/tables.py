@@ -229,7 +229,7 @@ def write_summary(run_dir: Path, summary: RunSummary) -> None:
 
 @dataclass
 class Report:
-    """`camexp table`'s result: the Markdown, a long frame (run, metric, method, value[, paper, compared_to]),
+    """`camexp report table`'s result: the Markdown, a long frame (run, metric, method, value[, paper, compared_to]),
     the summaries, and the folders skipped with the reason."""
 
     markdown: str
@@ -279,7 +279,7 @@ def write_files(
 ) -> list[Path]:
     """A report's files into `folder` (created): `name`.md, each frame of `csvs` as STEM.csv (no index) and each
     figure of `figures` as STEM.png and STEM.pdf; the paths written, or one CamexpError naming the folder (a
-    file, read-only, full). Every `camexp table` report is written here, so their files look alike."""
+    file, read-only, full). Every `camexp report table` report is written here, so their files look alike."""
     paths = [folder / f"{name}.md"]
     try:
         folder.mkdir(parents=True, exist_ok=True)
