@@ -8,6 +8,7 @@ peer for the per-class F1.
 from __future__ import annotations
 
 import json
+import os
 from itertools import count
 from math import comb
 from pathlib import Path
@@ -18,8 +19,10 @@ import pytest
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
+import camexp.study.make as make_mod
 from camexp.cli import app
 from camexp.errors import ConfigError
+from camexp.lock import LOCK, hold
 from camexp.study.make import Plan
 from camexp.study.select import f1_table, top_f1_indices
 from camexp.study.tally import SAME, A, B, agreement, image_fractions, sign_test, two_level_means
@@ -330,5 +333,103 @@ def test_make_on_unlabelled_photos_with_a_random_model(tmp_path: Path, photo_dir
     assert study["study_id"] == key["study_id"] and study["image_ids"] == sorted(i["image_id"] for i in key["images"])
     result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
     assert result.exit_code == 2 and "already holds a study" in result.output
+    assert tally(out, [answers(tmp_path, "r1", ["left"] * 4, study_id=key["study_id"])]).exit_code == 0
     result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress", "--force"])
     assert result.exit_code == 0 and json.loads((out / "key.json").read_text())["study_id"] == key["study_id"]
+    # the old study's tally went with it: `camexp table` must not show it under the new page
+    assert not (out / "study_report.md").exists() and not (out / "study_report.csv").exists()
+    assert not (out / LOCK).exists()
+
+
+def tiny_study_config(tmp_path: Path, photo_dir: Path, out: Path) -> Path:
+    """A `random: 3` study of a random resnet18 over the test photographs, written into `out`."""
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"name: tiny\ndataset: {{kind: folder, root: {photo_dir}}}\nmodel: {{name: resnet18, weights: random}}\n"
+        f"runtime: {{batch_size: 2}}\noutput: {{dir: {out}}}\n"
+        "study: {methods: [gradcam, gradcam++], select: {random: 3}, stimulus: overlay, repeats: 1}\n"
+    )
+    return config
+
+
+def make(config: Path, *args: str):
+    return cli.invoke(app, ["study", "make", str(config), "--no-progress", *args])
+
+
+def one_line(result) -> str:
+    """The CLI's error, exit 2, on one line: never a traceback."""
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    return " ".join(result.output.split())
+
+
+def test_a_second_make_into_a_folder_being_written_is_refused(tmp_path: Path, photo_dir: Path) -> None:
+    """Audit: two `study make` into one folder both succeeded, the second replacing the first's study. The
+    first holds the folder's lock while it writes: the second stops with one line and writes nothing."""
+    out = tmp_path / "out"
+    config = tiny_study_config(tmp_path, photo_dir, out)
+    with hold(out):  # a first `study make` (this process) writing the folder
+        for extra in ((), ("--force",)):
+            said = one_line(make(config, *extra))
+            assert f"{out}: another camexp run is writing this folder (pid {os.getpid()}" in said
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    assert make(config).exit_code == 0 and not (out / LOCK).exists()
+
+
+def test_a_finished_study_or_a_run_folder_is_not_replaced(tmp_path: Path, photo_dir: Path) -> None:
+    """study.json (written last) marks a finished study: kept without --force, even when key.json was moved
+    away from the raters; a run folder is never a study folder, --force or not."""
+    out = tmp_path / "out"
+    config = tiny_study_config(tmp_path, photo_dir, out)
+    out.mkdir()
+    (out / "study.json").write_text('{"study_id": "old"}')
+    said = one_line(make(config))
+    assert f"{out} already holds a study (study.json); pass --force to replace it" in said
+    assert (out / "study.json").read_text() == '{"study_id": "old"}'
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    for extra in ((), ("--force",)):
+        said = one_line(make(config, "--out", str(run), *extra))
+        assert f"{run} holds a camexp run (run.json); a study needs a folder of its own" in said
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+
+def test_an_unwritable_study_folder_is_one_line(tmp_path: Path, photo_dir: Path) -> None:
+    """Audit: a folder that cannot be written gave a traceback. Root writes through permission bits, so the
+    folder is put under a regular file (mkdir fails with ENOTDIR)."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    out = afile / "study"
+    said = one_line(make(tiny_study_config(tmp_path, photo_dir, out)))
+    assert f"{out}: the run folder cannot be created (a file is in the way of a folder)" in said
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, whose writes fail with ENOSPC")
+def test_a_full_disk_while_writing_stimuli_is_one_line_and_the_same_command_then_works(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: a full disk gave a long traceback. The third image goes to /dev/full through a link (the kernel's
+    own ENOSPC);
+    no study.json is written, so running the same command once there is space needs no --force and leaves
+    no image of the failed attempt behind."""
+    out = tmp_path / "out"
+    config = tiny_study_config(tmp_path, photo_dir, out)
+    real_png, calls = make_mod._png, []
+
+    def third_image_meets_a_full_disk(hwc, path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            path.symlink_to("/dev/full")
+        real_png(hwc, path)
+
+    monkeypatch.setattr(make_mod, "_png", third_image_meets_a_full_disk)
+    said = one_line(make(config))
+    assert f"{out}: no space left on the device while writing the study; free space" in said
+    assert not (out / "study.json").exists() and not (out / LOCK).exists()
+    (out / "page" / "img" / "item_009_o.png").write_bytes(b"left by an earlier, larger attempt")
+    monkeypatch.setattr(make_mod, "_png", real_png)
+    assert make(config).exit_code == 0
+    assert sorted(p.name for p in (out / "page" / "img").iterdir()) == [
+        f"item_{k:03d}_{s}.png" for k in range(3) for s in "abo"
+    ]
