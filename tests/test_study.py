@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from itertools import count
 from math import comb
 from pathlib import Path
@@ -30,7 +31,13 @@ from camexp.study.tally import SAME, A, B, agreement, image_fractions, sign_test
 cli = CliRunner()
 
 
-def make_study_dir(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (), a_left: bool = True) -> Path:
+def make_study_dir(
+    tmp: Path,
+    classes: list[str],
+    repeats: tuple[int, ...] = (),
+    a_left: bool = True,
+    methods: tuple[str, str] = ("gradcam", "gradcam++"),
+) -> Path:
     """A study folder as `camexp study make` writes it, minus the page: image k first shown as item k with
     A on the left when `a_left`; the images in `repeats` shown again, swapped."""
     folder = tmp / "study"
@@ -43,7 +50,7 @@ def make_study_dir(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (),
         for j, k in enumerate(repeats)
     ]
     images = [{"image": k, "image_id": f"img{k}", "class_name": c, "a": first[0]} for k, c in enumerate(classes)]
-    key = {"study_id": "s1", "methods": {"A": "gradcam", "B": "gradcam++"}, "images": images, "items": items}
+    key = {"study_id": "s1", "methods": dict(zip("AB", methods, strict=True)), "images": images, "items": items}
     (folder / "key.json").write_text(json.dumps(key))
     return folder
 
@@ -79,6 +86,18 @@ def report_frame(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "study_report.csv")
 
 
+def table_rows(md: str) -> list[list[str]]:
+    """The cells of every Markdown table row of `md`, split at unescaped pipes as a renderer does."""
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in md.splitlines() if line.startswith("|")]
+
+
+def table_row(md: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is `first`."""
+    rows = [cells for cells in table_rows(md) if cells[0] == first]
+    assert len(rows) == 1, md
+    return rows[0]
+
+
 def test_paper_worked_example_5_4_4_of_13(tmp_path: Path) -> None:
     """Paper §4.2: 5 votes for Grad-CAM++, 4 for Grad-CAM, 4 'same' of 13 give 0.38 / 0.31 / 0.31."""
     votes = np.array([[B] * 5 + [A] * 4 + [SAME] * 4], dtype=float).T  # 13 raters × 1 image
@@ -91,7 +110,8 @@ def test_paper_worked_example_5_4_4_of_13(tmp_path: Path) -> None:
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score.to_dict() == pytest.approx({"A: gradcam": 4 / 13, "B: gradcam++": 5 / 13, "same": 4 / 13})
     md = (folder / "study_report.md").read_text()
-    assert "| B: gradcam++ | 0.38 | 38.46 |" in md and "| 109.69 | 43.88 |" in md and "| 84.23 | 33.69 |" in md
+    b, same = table_row(md, "B: gradcam++"), table_row(md, "same")
+    assert b[1:3] == ["0.38", "38.46"] and b[-2:] == ["109.69", "43.88"] and same[-2:] == ["84.23", "33.69"]
 
 
 def test_scores_sum_over_images_and_respect_sides(tmp_path: Path) -> None:
@@ -202,6 +222,29 @@ def test_duplicate_raters_and_incomplete_sets_are_listed(tmp_path: Path) -> None
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score.to_dict() == pytest.approx({"A: gradcam": 0.0, "B: gradcam++": 1.5, "same": 0.5})
     assert "answered 1 of 2 items (incomplete" in result.output
+
+
+def test_html_and_pipes_in_names_are_escaped_and_tables_keep_their_columns(tmp_path: Path) -> None:
+    """Audit: method names and rater ids landed raw in study_report.md (live HTML where it is rendered), and its
+    tables were written without the project's pipe escaping (a `|` started a new column)."""
+    evil = "<img src=x onerror=alert(1)>|x"
+    folder = make_study_dir(tmp_path, ["a&b"], methods=(evil, "gradcam++"))
+    files = [answers(tmp_path, "r1", ["left"]), answers(tmp_path, "r2", [None]), answers(tmp_path, evil, ["left"])]
+    files.append(answers(tmp_path, evil, [None]))  # a duplicate rater id: named in the notes
+    assert tally(folder, files).exit_code == 0
+    md = (folder / "study_report.md").read_text()
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    safe = "&lt;img src=x onerror=alert(1)&gt;\\|x"
+    header = {"choice": 5, "class": 5, "rater": 5}  # columns of the score, per-class and rater tables
+    for table in ("choice", "class", "rater"):
+        lines = md[md.index(f"| {table} ") :].split("\n\n")[0].splitlines()
+        assert {len(re.findall(r"(?<!\\)\|", line)) for line in lines} == {header[table] + 1}, lines
+    assert table_row(md, f"A: {safe}")[1] == "1.00" and table_row(md, "a&amp;b")[1] == "1"
+    assert table_row(md, safe)[2:4] == ["1 of 1", "0 of 0"]
+    assert "Method A: &lt;img src=x onerror=alert(1)&gt;|x; method B: gradcam++" in md
+    assert "rater &#x27;" not in md and "rater '&lt;img src=x onerror=alert(1)&gt;|x' also answers" in md
+    score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
+    assert score[f"A: {evil}"] == 1.0  # the CSV keeps the name as it is
 
 
 def test_intra_rater_consistency_unblinds_swapped_repeats(tmp_path: Path) -> None:

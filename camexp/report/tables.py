@@ -14,7 +14,7 @@ from camexp.config import ExperimentConfig, StatsConfig
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
 from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_metrics, table_files
-from camexp.report.markdown import markdown_table
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import RunFolder, find_runs, find_studies, open_run, study_section
 from camexp.report.uncertainty import (
@@ -143,7 +143,8 @@ def fmt_cell(v: object, digits: int = 2) -> str:
 
 def header_lines(summary: RunSummary, compare_paper: bool) -> list[str]:
     """Title, what an incomplete run lacks, the image count, and with --compare-paper what it is read against."""
-    lines = [f"## {summary.name}", ""] + ([f"**{summary.status}**", ""] if summary.status else [])
+    status = [f"**{markdown_text(summary.status)}**", ""] if summary.status else []
+    lines = [f"## {markdown_text(summary.name)}", "", *status]
     return lines + [f"{summary.images} images."] + (paper_lines(summary) if compare_paper else [])
 
 
@@ -187,7 +188,7 @@ def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
             pairwise,
             "",
         ]
-    lines += [*summary.result.notes, *summary.extra_notes]
+    lines += [markdown_text(note) for note in (*summary.result.notes, *summary.extra_notes)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -231,7 +232,7 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
     """Summaries of every run folder below `results_dir`, intervals with each run's recorded `stats:`
     settings updated by `stats`; a folder that cannot be reported is skipped with a warning, the others are
     still reported. Reads only: no run folder is modified."""
-    parts, frames, summaries, warnings = [f"# camexp report: {results_dir}", ""], [], [], []
+    parts, frames, summaries, warnings = [f"# camexp report: {markdown_text(str(results_dir))}", ""], [], [], []
     for run_dir in find_runs(results_dir):
         try:
             s = summarize_run_dir(run_dir, stats)
@@ -246,7 +247,7 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
     studies = [study_section(folder) for folder in find_studies(results_dir)]
     parts += studies
     if warnings:
-        parts += ["## Not reported / warnings", "", *(f"- {w}" for w in warnings), ""]
+        parts += ["## Not reported / warnings", "", *(f"- {markdown_text(w)}" for w in warnings), ""]
     columns = ["run", "metric", "method", "value", "lo", "hi"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return Report("\n".join(parts), table, summaries, warnings, studies)
