@@ -135,6 +135,7 @@ def table(
     top_q: float = typer.Option(0.2, help="--consistency: the fraction of pixels in a map's top region (IoU)"),
 ) -> None:
     """Gather every run below RESULTS_DIR into one Markdown + CSV report (recomputed from the records)."""
+    from camexp.csvsafe import csv_text
     from camexp.distill.report import distill_markdown, distill_summaries, with_distill
     from camexp.report.leaderboard import leaderboard as make_leaderboard
     from camexp.report.runs import find_runs, find_studies
@@ -178,7 +179,7 @@ def table(
     except CamexpError as e:
         _fail(e)
     if fmt == "csv":
-        typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
+        typer.echo(csv_text(rep.frame, index=False, float_format="%.4f"), nl=False)
     elif leaderboard:
         console.print(Markdown(rep.markdown))
     elif reliability:  # the Markdown source: its wide tables would be cut in a narrow terminal
@@ -199,11 +200,12 @@ def table(
 def _consistency(results_dir: Path, target: Path, q: float, stats: dict, fmt: str) -> None:
     """`camexp table --consistency`: write and print the consistency report (camexp/consistency/report.py)."""
     from camexp.consistency.report import consistency, write_consistency
+    from camexp.csvsafe import csv_text
 
     rep = consistency(results_dir, q, stats)
     written = write_consistency(rep, target)
     if fmt == "csv":
-        typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
+        typer.echo(csv_text(rep.frame, index=False, float_format="%.4f"), nl=False)
     else:
         console.print(rep.markdown, markup=False, highlight=False, soft_wrap=True)
     err_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, soft_wrap=True)
@@ -437,6 +439,7 @@ def _show(listing: Listing, name: str | None, fmt: str) -> None:
     import csv
     import sys
 
+    from camexp.csvsafe import neutralise
     from camexp.report.listings import compact_table, entry_view
 
     if fmt not in ("table", "csv"):
@@ -444,7 +447,7 @@ def _show(listing: Listing, name: str | None, fmt: str) -> None:
     if fmt == "csv":
         rows = [listing.entry(name)] if name else listing.rows
         writer = csv.writer(sys.stdout)
-        writer.writerows([listing.header, *([row[h] for h in listing.header] for row in rows)])
+        writer.writerows([listing.header, *([neutralise(row[h]) for h in listing.header] for row in rows)])
     else:
         console.print(entry_view(listing, name) if name else compact_table(listing))
 

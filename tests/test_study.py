@@ -446,6 +446,9 @@ def test_an_unwritable_study_folder_is_one_line(tmp_path: Path, photo_dir: Path)
     out = afile / "study"
     said = one_line(make(tiny_study_config(tmp_path, photo_dir, out)))
     assert f"{out}: the run folder cannot be created (a file is in the way of a folder)" in said
+    folder = make_study_dir(tmp_path, ["tabby"])  # the tally's --out under a file, too
+    said = one_line(tally(folder, [answers(tmp_path, "r1", ["left"])], "--out", str(afile / "report")))
+    assert f"{afile / 'report'}: cannot write study_report.md and study_report.csv" in said
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, whose writes fail with ENOSPC")

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from pydantic import ValidationError
 
 from camexp.config import ExperimentConfig, StatsConfig
+from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
 from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_metrics, table_files
@@ -206,11 +207,11 @@ def summary_tables(summary: RunSummary, compare_paper: bool) -> list[tuple[str, 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """summary.csv (main table) and summary.md (everything) into the run folder."""
-    summary.main.to_csv(run_dir / "summary.csv", float_format="%.4f")
+    write_csv(summary.main, run_dir / "summary.csv", float_format="%.4f")
     files = table_files()
     for title, table in summary.result.tables.items():
         if title in files:
-            table.to_csv(run_dir / f"{files[title]}.csv", float_format="%.6f")
+            write_csv(table, run_dir / f"{files[title]}.csv", float_format="%.6f")
     (run_dir / "summary.md").write_text(to_markdown(summary))
     if summary.stats is not None:
         write_stats(run_dir, summary.stats)
@@ -263,7 +264,7 @@ def write_files(
     name: str,
     markdown: str,
     csvs: dict[str, pd.DataFrame],
-    float_format: str = "%.4f",
+    float_format: str | None = "%.4f",
     figures: dict[str, Figure] | None = None,
 ) -> list[Path]:
     """A report's files into `folder` (created): `name`.md, each frame of `csvs` as STEM.csv (no index) and each
@@ -275,7 +276,7 @@ def write_files(
         paths[0].write_text(markdown)
         for stem, frame in csvs.items():
             paths.append(folder / f"{stem}.csv")
-            frame.to_csv(paths[-1], index=False, float_format=float_format)
+            write_csv(frame, paths[-1], index=False, float_format=float_format)
         for stem, fig in (figures or {}).items():
             paths += save_figure(fig, folder, stem)
     except OSError as e:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from camexp.accel import disable_tf32, forward_chunk, resolve_device
 from camexp.config import ExperimentConfig
+from camexp.csvsafe import write_csv
 from camexp.data import ImageDataset, build_dataset, collate
 from camexp.errors import CamexpError, os_reason
 from camexp.explain.core import Explainer
@@ -238,7 +239,7 @@ def _write_study(
     write_json(folder / KEY_JSON, {"study_id": study_id, **body})
     classes = list(dict.fromkeys(im["class_name"] for im in images))
     if f1 is not None:
-        f1.to_csv(folder / F1_CSV, index=False, float_format="%.4f")
+        write_csv(f1, folder / F1_CSV, index=False, float_format="%.4f")
     page = folder / PAGE
     for name in PAGE_FILES:
         (page / name).write_bytes(resources.files("camexp.study").joinpath("page").joinpath(name).read_bytes())

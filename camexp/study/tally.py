@@ -28,6 +28,7 @@ from camexp.errors import CamexpError
 from camexp.metrics.stats import krippendorff_alpha, percentile_interval, resample_means
 from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.runs import STUDY_JSON, STUDY_REPORT
+from camexp.report.tables import write_files
 from camexp.study.make import KEY_JSON
 
 FORMAT = "camexp-study-answers/1"
@@ -313,17 +314,14 @@ def tally_study(
     md = _markdown(
         key, files, notes, incomplete, frame, labels, n, level, (wins, losses, ties, p), cons, ms, paper_col, per_class
     )
-    target = out or study_dir
-    target.mkdir(parents=True, exist_ok=True)
-    paths = (target / STUDY_REPORT, target / Path(STUDY_REPORT).with_suffix(".csv").name)
-    paths[0].write_text(md)
-    frame.to_csv(paths[1], index=False)
+    stem = Path(STUDY_REPORT).stem
+    md_path, csv_path = write_files(out or study_dir, stem, md, {stem: frame}, float_format=None)
     warnings += [
         f"{f.path}: rater {f.rater!r} answered {len(f.answers)} of {f.items} items (incomplete; the "
         "answers given are counted)"
         for f in incomplete
     ]
-    return StudyReport(md, frame, warnings, paths)
+    return StudyReport(md, frame, warnings, (md_path, csv_path))
 
 
 def _markdown(
