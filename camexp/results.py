@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from camexp.csvsafe import csv_text, restored
 from camexp.errors import CamexpError, os_reason
 from camexp.io import replace_atomically, write_text_atomically
 from camexp.metrics import PerImage, RecordsView
@@ -137,7 +138,7 @@ def append_records(path: Path, rows: pd.DataFrame, columns: list[str] = COLUMNS)
     header = not path.exists() or path.stat().st_size == 0
     if not header:
         _drop_partial_line(path)
-    text = rows[columns].to_csv(index=False, header=header, float_format="%.17g")
+    text = csv_text(rows[columns], index=False, header=header, float_format="%.17g")
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -169,7 +170,7 @@ def read_records(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
     if not data.strip():
         return pd.DataFrame(columns=columns)
     try:
-        df = pd.read_csv(io.BytesIO(data), dtype={"image_id": str})
+        df = restored(pd.read_csv(io.BytesIO(data), dtype={"image_id": str}))
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise CamexpError(f"{path}: not a camexp records file ({str(e).strip()})") from None
     missing = set(columns) - set(df.columns)
@@ -254,7 +255,7 @@ def finalize_records(path: Path, methods: list[str]) -> pd.DataFrame:
     """Rewrite the records sorted by (dataset index, method order), keeping only complete images, so a
     resumed run's file equals an uninterrupted one's."""
     df = complete_records(read_records(path), methods)
-    write_text_atomically(path, df[COLUMNS].to_csv(index=False, float_format="%.17g"))
+    write_text_atomically(path, csv_text(df[COLUMNS], index=False, float_format="%.17g"))
     return df.reset_index(drop=True)
 
 
@@ -283,7 +284,7 @@ def final_metric_rows(
         ["index", "metric", "method", "class"], kind="stable", key=lambda s: s.map(order) if s.name == "method" else s
     ).reset_index(drop=True)
     if rewrite and path.exists():
-        write_text_atomically(path, df[columns].to_csv(index=False, float_format="%.17g"))
+        write_text_atomically(path, csv_text(df[columns], index=False, float_format="%.17g"))
     return df
 
 
@@ -457,7 +458,7 @@ def write_maps_index(run_dir: Path, methods: list[str]) -> pd.DataFrame:
     temporary files of writes a kill cut short."""
     located = map_locations(run_dir, methods)
     maps_dir = run_dir / MAPS_DIR
-    write_text_atomically(maps_dir / MAPS_INDEX, located.to_csv(index=False))
+    write_text_atomically(maps_dir / MAPS_INDEX, csv_text(located, index=False))
     kept = {maps_dir / s for s in located["shard"]}
     for stale in [*(set(map_shards(maps_dir)) - kept), *maps_dir.glob("*.tmp")]:
         stale.unlink()

@@ -17,7 +17,20 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "camexp"
 # The data flow, upstream first: a module may import only from its own layer or layers before it.
 LAYERS = [
-    {"errors", "registry", "config", "accel", "profile", "distributed", "savefig", "lock", "io", "provenance", "stats"},
+    {
+        "errors",
+        "registry",
+        "config",
+        "accel",
+        "profile",
+        "distributed",
+        "savefig",
+        "lock",
+        "io",
+        "provenance",
+        "stats",
+        "csvsafe",
+    },
     {"data"},
     {"models"},
     {"explain"},

@@ -8,6 +8,8 @@ peer for the per-class F1.
 from __future__ import annotations
 
 import json
+import os
+import re
 from itertools import count
 from math import comb
 from pathlib import Path
@@ -18,8 +20,10 @@ import pytest
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
+import camexp.study.make as make_mod
 from camexp.cli import app
 from camexp.errors import ConfigError
+from camexp.lock import LOCK, hold
 from camexp.study.make import Plan
 from camexp.study.select import f1_table, top_f1_indices
 from camexp.study.tally import SAME, A, B, agreement, image_fractions, sign_test, two_level_means
@@ -27,7 +31,13 @@ from camexp.study.tally import SAME, A, B, agreement, image_fractions, sign_test
 cli = CliRunner()
 
 
-def make_study_dir(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (), a_left: bool = True) -> Path:
+def make_study_dir(
+    tmp: Path,
+    classes: list[str],
+    repeats: tuple[int, ...] = (),
+    a_left: bool = True,
+    methods: tuple[str, str] = ("gradcam", "gradcam++"),
+) -> Path:
     """A study folder as `camexp study make` writes it, minus the page: image k first shown as item k with
     A on the left when `a_left`; the images in `repeats` shown again, swapped."""
     folder = tmp / "study"
@@ -40,7 +50,7 @@ def make_study_dir(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (),
         for j, k in enumerate(repeats)
     ]
     images = [{"image": k, "image_id": f"img{k}", "class_name": c, "a": first[0]} for k, c in enumerate(classes)]
-    key = {"study_id": "s1", "methods": {"A": "gradcam", "B": "gradcam++"}, "images": images, "items": items}
+    key = {"study_id": "s1", "methods": dict(zip("AB", methods, strict=True)), "images": images, "items": items}
     (folder / "key.json").write_text(json.dumps(key))
     return folder
 
@@ -76,6 +86,18 @@ def report_frame(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "study_report.csv")
 
 
+def table_rows(md: str) -> list[list[str]]:
+    """The cells of every Markdown table row of `md`, split at unescaped pipes as a renderer does."""
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in md.splitlines() if line.startswith("|")]
+
+
+def table_row(md: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is `first`."""
+    rows = [cells for cells in table_rows(md) if cells[0] == first]
+    assert len(rows) == 1, md
+    return rows[0]
+
+
 def test_paper_worked_example_5_4_4_of_13(tmp_path: Path) -> None:
     """Paper §4.2: 5 votes for Grad-CAM++, 4 for Grad-CAM, 4 'same' of 13 give 0.38 / 0.31 / 0.31."""
     votes = np.array([[B] * 5 + [A] * 4 + [SAME] * 4], dtype=float).T  # 13 raters × 1 image
@@ -88,7 +110,8 @@ def test_paper_worked_example_5_4_4_of_13(tmp_path: Path) -> None:
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score.to_dict() == pytest.approx({"A: gradcam": 4 / 13, "B: gradcam++": 5 / 13, "same": 4 / 13})
     md = (folder / "study_report.md").read_text()
-    assert "| B: gradcam++ | 0.38 | 38.46 |" in md and "| 109.69 | 43.88 |" in md and "| 84.23 | 33.69 |" in md
+    b, same = table_row(md, "B: gradcam++"), table_row(md, "same")
+    assert b[1:3] == ["0.38", "38.46"] and b[-2:] == ["109.69", "43.88"] and same[-2:] == ["84.23", "33.69"]
 
 
 def test_scores_sum_over_images_and_respect_sides(tmp_path: Path) -> None:
@@ -199,6 +222,29 @@ def test_duplicate_raters_and_incomplete_sets_are_listed(tmp_path: Path) -> None
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score.to_dict() == pytest.approx({"A: gradcam": 0.0, "B: gradcam++": 1.5, "same": 0.5})
     assert "answered 1 of 2 items (incomplete" in result.output
+
+
+def test_html_and_pipes_in_names_are_escaped_and_tables_keep_their_columns(tmp_path: Path) -> None:
+    """Audit: method names and rater ids landed raw in study_report.md (live HTML where it is rendered), and its
+    tables were written without the project's pipe escaping (a `|` started a new column)."""
+    evil = "<img src=x onerror=alert(1)>|x"
+    folder = make_study_dir(tmp_path, ["a&b"], methods=(evil, "gradcam++"))
+    files = [answers(tmp_path, "r1", ["left"]), answers(tmp_path, "r2", [None]), answers(tmp_path, evil, ["left"])]
+    files.append(answers(tmp_path, evil, [None]))  # a duplicate rater id: named in the notes
+    assert tally(folder, files).exit_code == 0
+    md = (folder / "study_report.md").read_text()
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    safe = "&lt;img src=x onerror=alert(1)&gt;\\|x"
+    header = {"choice": 5, "class": 5, "rater": 5}  # columns of the score, per-class and rater tables
+    for table in ("choice", "class", "rater"):
+        lines = md[md.index(f"| {table} ") :].split("\n\n")[0].splitlines()
+        assert {len(re.findall(r"(?<!\\)\|", line)) for line in lines} == {header[table] + 1}, lines
+    assert table_row(md, f"A: {safe}")[1] == "1.00" and table_row(md, "a&amp;b")[1] == "1"
+    assert table_row(md, safe)[2:4] == ["1 of 1", "0 of 0"]
+    assert "Method A: &lt;img src=x onerror=alert(1)&gt;|x; method B: gradcam++" in md
+    assert "rater &#x27;" not in md and "rater '&lt;img src=x onerror=alert(1)&gt;|x' also answers" in md
+    score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
+    assert score[f"A: {evil}"] == 1.0  # the CSV keeps the name as it is
 
 
 def test_intra_rater_consistency_unblinds_swapped_repeats(tmp_path: Path) -> None:
@@ -330,5 +376,106 @@ def test_make_on_unlabelled_photos_with_a_random_model(tmp_path: Path, photo_dir
     assert study["study_id"] == key["study_id"] and study["image_ids"] == sorted(i["image_id"] for i in key["images"])
     result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress"])
     assert result.exit_code == 2 and "already holds a study" in result.output
+    assert tally(out, [answers(tmp_path, "r1", ["left"] * 4, study_id=key["study_id"])]).exit_code == 0
     result = cli.invoke(app, ["study", "make", str(config), "--out", str(out), "--no-progress", "--force"])
     assert result.exit_code == 0 and json.loads((out / "key.json").read_text())["study_id"] == key["study_id"]
+    # the old study's tally went with it: `camexp table` must not show it under the new page
+    assert not (out / "study_report.md").exists() and not (out / "study_report.csv").exists()
+    assert not (out / LOCK).exists()
+
+
+def tiny_study_config(tmp_path: Path, photo_dir: Path, out: Path) -> Path:
+    """A `random: 3` study of a random resnet18 over the test photographs, written into `out`."""
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"name: tiny\ndataset: {{kind: folder, root: {photo_dir}}}\nmodel: {{name: resnet18, weights: random}}\n"
+        f"runtime: {{batch_size: 2}}\noutput: {{dir: {out}}}\n"
+        "study: {methods: [gradcam, gradcam++], select: {random: 3}, stimulus: overlay, repeats: 1}\n"
+    )
+    return config
+
+
+def make(config: Path, *args: str):
+    return cli.invoke(app, ["study", "make", str(config), "--no-progress", *args])
+
+
+def one_line(result) -> str:
+    """The CLI's error, exit 2, on one line: never a traceback."""
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    return " ".join(result.output.split())
+
+
+def test_a_second_make_into_a_folder_being_written_is_refused(tmp_path: Path, photo_dir: Path) -> None:
+    """Audit: two `study make` into one folder both succeeded, the second replacing the first's study. The
+    first holds the folder's lock while it writes: the second stops with one line and writes nothing."""
+    out = tmp_path / "out"
+    config = tiny_study_config(tmp_path, photo_dir, out)
+    with hold(out):  # a first `study make` (this process) writing the folder
+        for extra in ((), ("--force",)):
+            said = one_line(make(config, *extra))
+            assert f"{out}: another camexp run is writing this folder (pid {os.getpid()}" in said
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    assert make(config).exit_code == 0 and not (out / LOCK).exists()
+
+
+def test_a_finished_study_or_a_run_folder_is_not_replaced(tmp_path: Path, photo_dir: Path) -> None:
+    """study.json (written last) marks a finished study: kept without --force, even when key.json was moved
+    away from the raters; a run folder is never a study folder, --force or not."""
+    out = tmp_path / "out"
+    config = tiny_study_config(tmp_path, photo_dir, out)
+    out.mkdir()
+    (out / "study.json").write_text('{"study_id": "old"}')
+    said = one_line(make(config))
+    assert f"{out} already holds a study (study.json); pass --force to replace it" in said
+    assert (out / "study.json").read_text() == '{"study_id": "old"}'
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    for extra in ((), ("--force",)):
+        said = one_line(make(config, "--out", str(run), *extra))
+        assert f"{run} holds a camexp run (run.json); a study needs a folder of its own" in said
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+
+def test_an_unwritable_study_folder_is_one_line(tmp_path: Path, photo_dir: Path) -> None:
+    """Audit: a folder that cannot be written gave a traceback. Root writes through permission bits, so the
+    folder is put under a regular file (mkdir fails with ENOTDIR)."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    out = afile / "study"
+    said = one_line(make(tiny_study_config(tmp_path, photo_dir, out)))
+    assert f"{out}: the run folder cannot be created (a file is in the way of a folder)" in said
+    folder = make_study_dir(tmp_path, ["tabby"])  # the tally's --out under a file, too
+    said = one_line(tally(folder, [answers(tmp_path, "r1", ["left"])], "--out", str(afile / "report")))
+    assert f"{afile / 'report'}: cannot write study_report.md and study_report.csv" in said
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, whose writes fail with ENOSPC")
+def test_a_full_disk_while_writing_stimuli_is_one_line_and_the_same_command_then_works(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: a full disk gave a long traceback. The third image goes to /dev/full through a link (the kernel's
+    own ENOSPC);
+    no study.json is written, so running the same command once there is space needs no --force and leaves
+    no image of the failed attempt behind."""
+    out = tmp_path / "out"
+    config = tiny_study_config(tmp_path, photo_dir, out)
+    real_png, calls = make_mod._png, []
+
+    def third_image_meets_a_full_disk(hwc, path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            path.symlink_to("/dev/full")
+        real_png(hwc, path)
+
+    monkeypatch.setattr(make_mod, "_png", third_image_meets_a_full_disk)
+    said = one_line(make(config))
+    assert f"{out}: no space left on the device while writing the study; free space" in said
+    assert not (out / "study.json").exists() and not (out / LOCK).exists()
+    (out / "page" / "img" / "item_009_o.png").write_bytes(b"left by an earlier, larger attempt")
+    monkeypatch.setattr(make_mod, "_png", real_png)
+    assert make(config).exit_code == 0
+    assert sorted(p.name for p in (out / "page" / "img").iterdir()) == [
+        f"item_{k:03d}_{s}.png" for k in range(3) for s in "abo"
+    ]

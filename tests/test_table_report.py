@@ -293,6 +293,26 @@ def test_a_pipe_in_a_method_name_does_not_break_the_markdown_tables(tmp_path: Pa
         assert "grad\\|cam" in tables[0][0] and "grad\\|cam vs gradcam++" in tables[-1][2]
 
 
+def test_html_in_run_and_method_names_is_escaped_in_summary_and_report(tmp_path: Path):
+    """Audit: run and method names with HTML landed raw in summary.md and report.md (live where the Markdown is
+    rendered). They appear HTML-escaped, tables keep their columns, and the CSV keeps the name as it is."""
+    import re
+
+    from camexp.report.tables import to_markdown
+
+    evil = "<img src=x onerror=alert(1)>|x"
+    run = write_run(tmp_path / "res" / "<i>run", [[0.4, 0.6], [0.2, 0.5]], methods=[evil, "gradcam++"])
+    rep = report(tmp_path / "res")
+    for md in (to_markdown(summarize_run_dir(run)), rep.markdown):
+        assert "<img" not in md and "<i>" not in md, md
+        assert "## &lt;i&gt;run" in md
+        tables = _table_lines(md)
+        for lines in tables:
+            assert len({len(re.findall(r"(?<!\\)\|", line)) for line in lines}) == 1, lines
+        assert "&lt;img src=x onerror=alert(1)&gt;\\|x" in tables[0][0]
+    assert evil in set(rep.frame["method"])
+
+
 def test_error_text_is_printed_as_it_is_not_as_rich_markup(tmp_path: Path):
     """Issue 22: "[r, g, b]" disappeared from a config error (rich read it as a markup tag)."""
     from camexp.check import CheckReport, render

@@ -15,6 +15,7 @@ import pandas as pd
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges, summarize_alpha, unsqueeze
 from camexp.analyses.base import analysis
 from camexp.config import ExperimentConfig
+from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
 from camexp.metrics.batch import BatchContext
@@ -96,7 +97,7 @@ class AlphaStats:
             return ["", f"alpha_stats: no batch statistics in {BATCHES} (enable the analysis before the run)."]
         s = summarize_alpha(h)
         (out_dir / STATS).write_text(json.dumps({"images": images, **s.__dict__}, indent=2))
-        histogram_table(h).to_csv(out_dir / HIST, index=False, float_format="%.9g")
+        write_csv(histogram_table(h), out_dir / HIST, index=False, float_format="%.9g")
         save_figure(draw_alpha(h, s), out_dir, "alpha_stats")
         return figure_link("Distribution of Grad-CAM++ alpha (equivalence paper Fig. 3/4)", "alpha_stats") + [
             "",

@@ -18,6 +18,7 @@ import torch
 from camexp.analyses.base import analysis
 from camexp.analyses.store import recorded_rows
 from camexp.config import ExperimentConfig
+from camexp.csvsafe import write_csv
 from camexp.metrics.batch import BatchContext
 from camexp.results import append_records
 
@@ -82,7 +83,7 @@ class AreaCurve:
         if rows.empty:
             return ["", f"area_curve: no per-image values in {PER_IMAGE} (enable the analysis before the run)."]
         table = curve(rows, self.cfg.method_names)
-        table.to_csv(out_dir / CURVE, index=False, float_format="%.6f")
+        write_csv(table, out_dir / CURVE, index=False, float_format="%.6f")
         save_figure(draw_area_curve(table), out_dir, "area_curve")
         return figure_link("Confidence kept vs. map area (poster Fig. 6)", "area_curve") + [
             "",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from camexp.config import ExperimentConfig
+from camexp.csvsafe import write_csv
 from camexp.metrics.road import road_settings
 from camexp.results import CURVE_COLUMNS, CURVES, final_metric_rows
 
@@ -48,7 +49,7 @@ def write_curves(out_dir: Path, cfg: ExperimentConfig, images: set[int]) -> list
     if rows.empty:
         return []
     table = mean_curves(rows, cfg)
-    table.to_csv(out_dir / TABLE, index=False, float_format="%.6f")
+    write_csv(table, out_dir / TABLE, index=False, float_format="%.6f")
     save_figure(draw_mean_curves(table), out_dir, STEM)
     return figure_link("Mean perturbation curves per method", STEM) + [
         "",

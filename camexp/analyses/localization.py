@@ -88,7 +88,7 @@ class MLoc:
         )
 
     def finish(self, out_dir: Path) -> list[str]:
-        return []  # the summary rows come from the entry's reader, `mloc_result`, so `camexp report table` shows them too
+        return []  # the summary rows come from the entry's reader, `mloc_result`, so `camexp report table` shows them
 
 
 def mloc_rows(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame:

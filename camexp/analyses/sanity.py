@@ -32,6 +32,7 @@ from camexp.analyses.base import analysis
 from camexp.analyses.similarity import MEASURES, similarities
 from camexp.analyses.store import recorded_rows
 from camexp.analyses.thumbs import thumbnails
+from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.model_methods import seed_of
@@ -184,7 +185,7 @@ class Mprt:
         if rows.empty:
             return ["", f"mprt: no values in {MPRT_CSV} (enable the analysis before the run)."]
         curve = mprt_curve(rows, self.cfg)
-        curve.to_csv(out_dir / MPRT_CURVE, index=False, float_format="%.6f")
+        write_csv(curve, out_dir / MPRT_CURVE, index=False, float_format="%.6f")
         lines = figure_link("Cascading model-parameter randomisation: similarity to the trained model's map", "mprt")
         save_figure(draw_mprt_curves(curve), out_dir, "mprt")
         maps = recorded_rows(out_dir, MPRT_MAPS, MAPS_COLUMNS, ["index", "method", "depth"])

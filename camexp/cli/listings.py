@@ -84,6 +84,7 @@ def _show(listing: Listing, name: str | None, fmt: str) -> None:
     import csv
     import sys
 
+    from camexp.csvsafe import neutralise
     from camexp.report.listings import compact_table, entry_view
 
     if fmt not in ("table", "csv"):
@@ -91,6 +92,6 @@ def _show(listing: Listing, name: str | None, fmt: str) -> None:
     if fmt == "csv":
         rows = [listing.entry(name)] if name else listing.rows
         writer = csv.writer(sys.stdout)
-        writer.writerows([listing.header, *([row[h] for h in listing.header] for row in rows)])
+        writer.writerows([listing.header, *([neutralise(row[h]) for h in listing.header] for row in rows)])
     else:
         common.console.print(entry_view(listing, name) if name else compact_table(listing))

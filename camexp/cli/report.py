@@ -39,7 +39,9 @@ def _checked(results_dir: Path, fmt: str, bootstrap: int | None, level: float | 
 
 
 def _print_csv(frame: Any) -> None:
-    typer.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)
+    from camexp.csvsafe import csv_text
+
+    typer.echo(csv_text(frame, index=False, float_format="%.4f"), nl=False)
 
 
 def _print(frame: Any, markdown: str, fmt: str) -> None:

@@ -1,18 +1,31 @@
-"""Markdown tables whose cells cannot break them: a `|` in a method name (a `{name, method}` entry may hold
-any text) would start a new column in every table of summary.md and report.md."""
+"""Markdown whose text cannot break it. A `|` in a method name (a `{name, method}` entry may hold any text)
+would start a new column in every table of summary.md and report.md; `<img src=x onerror=...>` in a run,
+method or rater name would be live HTML wherever the Markdown is rendered (GitHub, an editor's preview, a
+docs site). So text is HTML-escaped (`&`, `<`, `>`: Markdown renders the entities as the characters), and
+`|` is escaped in table cells."""
 
 from __future__ import annotations
+
+import html
+from typing import Any
 
 import pandas as pd
 
 
-def escape_pipes(v: object) -> object:
-    """`v` with each `|` escaped as `\\|` (GitHub-flavoured Markdown's escape in a table); other values unchanged."""
-    return v.replace("|", "\\|") if isinstance(v, str) else v
+def markdown_text(text: str) -> str:
+    """`text` with `&`, `<` and `>` as HTML entities, for names and notes outside tables."""
+    return html.escape(text, quote=False)
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """`df` as a Markdown pipe table (pandas' to_markdown) with `|` escaped in its labels, header and cells."""
-    safe = df.map(escape_pipes).rename(index=escape_pipes, columns=escape_pipes)
-    safe.index.name = escape_pipes(df.index.name)
-    return safe.to_markdown()
+def escape_cell(v: object) -> object:
+    """A table cell's text HTML-escaped (`markdown_text`) with each `|` escaped as `\\|` (GitHub-flavoured
+    Markdown's escape in a table); other values unchanged."""
+    return markdown_text(v).replace("|", "\\|") if isinstance(v, str) else v
+
+
+def markdown_table(df: pd.DataFrame, **options: Any) -> str:
+    """`df` as a Markdown pipe table (pandas' to_markdown, `options` passed on to tabulate) with its labels,
+    header and cells escaped (`escape_cell`)."""
+    safe = df.map(escape_cell).rename(index=escape_cell, columns=escape_cell)
+    safe.index.name = escape_cell(df.index.name)
+    return safe.to_markdown(**options)

@@ -17,6 +17,7 @@ import pandas as pd
 from camexp.errors import CamexpError
 from camexp.lock import read_owner_quietly
 from camexp.metrics import METRICS
+from camexp.report.markdown import markdown_text
 from camexp.results import (
     BAD_IMAGES,
     RECORDS,
@@ -61,18 +62,14 @@ def find_studies(results_dir: Path) -> list[Path]:
 def study_section(folder: Path) -> str:
     """A study folder's tally report (headings one level down), or a note that it is a study not yet tallied."""
     report = folder / STUDY_REPORT
+    title = f"## Human-trust study: {markdown_text(str(folder))}"
     if not report.is_file():
         return (
-            f"## Human-trust study: {folder}\n\nA study (from `camexp study make`), not a run: no answers tallied "
+            f"{title}\n\nA study (from `camexp study make`), not a run: no answers tallied "
             f"yet (`camexp study tally {folder} ANSWERS...`).\n"
         )
     lines = report.read_text().splitlines()[1:]
-    return (
-        "\n".join(
-            [f"## Human-trust study: {folder}", *("#" + line if line.startswith("#") else line for line in lines)]
-        )
-        + "\n"
-    )
+    return "\n".join([title, *("#" + line if line.startswith("#") else line for line in lines)]) + "\n"
 
 
 def find_runs(results_dir: Path) -> list[Path]:

@@ -11,11 +11,12 @@ from matplotlib.figure import Figure
 from pydantic import ValidationError
 
 from camexp.config import ExperimentConfig, StatsConfig
+from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.jobs import jobs_of
 from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_metrics, table_files
 from camexp.provenance import mixed_note
-from camexp.report.markdown import markdown_table
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
 from camexp.report.runs import RunFolder, find_runs, find_studies, open_run, study_section
 from camexp.report.uncertainty import (
@@ -155,7 +156,8 @@ def fmt_cell(v: object, digits: int = 2) -> str:
 
 def header_lines(summary: RunSummary, compare_paper: bool) -> list[str]:
     """Title, what an incomplete run lacks, the image count, and with --compare-paper what it is read against."""
-    lines = [f"## {summary.name}", ""] + ([f"**{summary.status}**", ""] if summary.status else [])
+    status = [f"**{markdown_text(summary.status)}**", ""] if summary.status else []
+    lines = [f"## {markdown_text(summary.name)}", "", *status]
     return lines + [f"{summary.images} images."] + (paper_lines(summary) if compare_paper else [])
 
 
@@ -199,7 +201,7 @@ def to_markdown(summary: RunSummary, compare_paper: bool = False) -> str:
             pairwise,
             "",
         ]
-    lines += [*summary.result.notes, *summary.extra_notes]
+    lines += [markdown_text(note) for note in (*summary.result.notes, *summary.extra_notes)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -217,11 +219,11 @@ def summary_tables(summary: RunSummary, compare_paper: bool) -> list[tuple[str, 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """summary.csv (main table) and summary.md (everything) into the run folder."""
-    summary.main.to_csv(run_dir / "summary.csv", float_format="%.4f")
+    write_csv(summary.main, run_dir / "summary.csv", float_format="%.4f")
     files = table_files()
     for title, table in summary.result.tables.items():
         if title in files:
-            table.to_csv(run_dir / f"{files[title]}.csv", float_format="%.6f")
+            write_csv(table, run_dir / f"{files[title]}.csv", float_format="%.6f")
     (run_dir / "summary.md").write_text(to_markdown(summary))
     if summary.stats is not None:
         write_stats(run_dir, summary.stats)
@@ -243,7 +245,7 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
     """Summaries of every run folder below `results_dir`, intervals with each run's recorded `stats:`
     settings updated by `stats`; a folder that cannot be reported is skipped with a warning, the others are
     still reported. Reads only: no run folder is modified."""
-    parts, frames, summaries, warnings = [f"# camexp report: {results_dir}", ""], [], [], []
+    parts, frames, summaries, warnings = [f"# camexp report: {markdown_text(str(results_dir))}", ""], [], [], []
     for run_dir in find_runs(results_dir):
         try:
             s = summarize_run_dir(run_dir, stats)
@@ -258,7 +260,7 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
     studies = [study_section(folder) for folder in find_studies(results_dir)]
     parts += studies
     if warnings:
-        parts += ["## Not reported / warnings", "", *(f"- {w}" for w in warnings), ""]
+        parts += ["## Not reported / warnings", "", *(f"- {markdown_text(w)}" for w in warnings), ""]
     columns = ["run", "metric", "method", "value", "lo", "hi"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return Report("\n".join(parts), table, summaries, warnings, studies)
@@ -274,7 +276,7 @@ def write_files(
     name: str,
     markdown: str,
     csvs: dict[str, pd.DataFrame],
-    float_format: str = "%.4f",
+    float_format: str | None = "%.4f",
     figures: dict[str, Figure] | None = None,
 ) -> list[Path]:
     """A report's files into `folder` (created): `name`.md, each frame of `csvs` as STEM.csv (no index) and each
@@ -286,7 +288,7 @@ def write_files(
         paths[0].write_text(markdown)
         for stem, frame in csvs.items():
             paths.append(folder / f"{stem}.csv")
-            frame.to_csv(paths[-1], index=False, float_format=float_format)
+            write_csv(frame, paths[-1], index=False, float_format=float_format)
         for stem, fig in (figures or {}).items():
             paths += save_figure(fig, folder, stem)
     except OSError as e:

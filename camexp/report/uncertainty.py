@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from camexp.analyses import ANALYSES
 from camexp.config import StatsConfig
+from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows, record_metrics
 from camexp.report.markdown import markdown_table
@@ -217,8 +218,8 @@ def compute_stats(
 
 def write_stats(run_dir: Path, stats: RunStats) -> None:
     """summary_long.csv and pairwise.csv into the run folder."""
-    stats.per_method.to_csv(run_dir / SUMMARY_LONG, index=False, float_format="%.10g")
-    stats.pairwise.to_csv(run_dir / PAIRWISE, index=False, float_format="%.10g")
+    write_csv(stats.per_method, run_dir / SUMMARY_LONG, index=False, float_format="%.10g")
+    write_csv(stats.pairwise, run_dir / PAIRWISE, index=False, float_format="%.10g")
 
 
 # --- reading and formatting ----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -28,19 +30,23 @@ from tqdm import tqdm
 
 from camexp.accel import disable_tf32, forward_chunk, resolve_device
 from camexp.config import ExperimentConfig
+from camexp.csvsafe import write_csv
 from camexp.data import ImageDataset, build_dataset, collate
-from camexp.errors import CamexpError
+from camexp.errors import CamexpError, os_reason
 from camexp.explain.core import Explainer
 from camexp.explain.scoring import Scorer
+from camexp.lock import hold
 from camexp.models import LoadedModel, build_model
 from camexp.report.figures import overlay
-from camexp.report.runs import STUDY_JSON
-from camexp.results import write_json
+from camexp.report.runs import STUDY_JSON, STUDY_REPORT
+from camexp.results import FULL_OR_READ_ONLY, RUN_JSON, write_json
 from camexp.study.config import StudyConfig, load_study
 from camexp.study.select import F1_CSV, chosen_indices, f1_table, predict, top_f1_indices
 
 KEY_JSON, PAGE, ITEMS_JS = "key.json", "page", "items.js"
 PAGE_FILES = ("index.html", "study.css", "study.js")  # copied from camexp/study/page/
+# What a study folder holds: a new study replaces all of it (an old tally counted answers to the old page).
+STUDY_FILES = (PAGE, KEY_JSON, STUDY_JSON, F1_CSV, STUDY_REPORT, str(Path(STUDY_REPORT).with_suffix(".csv")))
 
 
 @dataclass
@@ -80,14 +86,46 @@ class StudyResult:
 def make_study(
     config: Path, out: Path | None = None, device: str | None = None, force: bool = False, progress: bool = True
 ) -> StudyResult:
-    """Build the study of `config` into `out` (default the config's output folder, results/<name>)."""
+    """Build the study of `config` into `out` (default the config's output folder, results/<name>), holding the
+    folder's lock (camexp/lock.py) throughout, so that a second `study make` (or a run) into it stops with one line."""
     study, cfg, _ = load_study(config, {"runtime.device": device, "output.dir": str(out) if out else None})
     folder = cfg.output_dir
-    if (folder / KEY_JSON).exists() and not force:
+    with hold(folder), _writes_named(folder):
+        _check_folder(folder, force)
+        return _make(config, study, cfg, folder, progress)
+
+
+def _check_folder(folder: Path, force: bool) -> None:
+    """Refuse a run folder, and a finished study (study.json, written last) unless `force`."""
+    if (folder / RUN_JSON).exists():
         raise CamexpError(
-            f"{folder} already holds a study (key.json); pass --force to replace it (answers given "
+            f"{folder} holds a camexp run ({RUN_JSON}); a study needs a folder of its own: choose one with --out"
+        )
+    if (folder / STUDY_JSON).exists() and not force:
+        raise CamexpError(
+            f"{folder} already holds a study ({STUDY_JSON}); pass --force to replace it (answers given "
             "to the old page will then be refused by the tally)"
         )
+
+
+@contextmanager
+def _writes_named(folder: Path) -> Iterator[None]:
+    """A write into the study folder that fails (full disk, quota, read-only, a file in the way) is one line
+    naming the path and the reason instead of a traceback; other OSErrors (reading the data) pass."""
+    try:
+        yield
+    except OSError as e:
+        path = Path(e.filename) if e.filename else None
+        if e.errno not in FULL_OR_READ_ONLY and (path is None or folder not in (path, *path.parents)):
+            raise
+        raise CamexpError(
+            f"{path or folder}: {os_reason(e)} while writing the study; free space or make the folder writable "
+            "(or choose another with --out), then run the same command again"
+        ) from None
+
+
+def _make(config: Path, study: StudyConfig, cfg: ExperimentConfig, folder: Path, progress: bool) -> StudyResult:
+    """Select, explain and write the study into `folder` (checked and locked by `make_study`)."""
     torch.manual_seed(cfg.runtime.seed)  # as a run does: `weights: random` and seeded methods draw the same
     dev = resolve_device(cfg.runtime.device)
     disable_tf32(dev)
@@ -113,9 +151,8 @@ def make_study(
     if not chosen:
         raise CamexpError(f"{config}: study.select chose no image of the {len(ds)} listed")
     plan = Plan.draw(len(chosen), study.repeats, study.seed)
-    if folder.exists() and force:
-        for stale in (PAGE, KEY_JSON, STUDY_JSON, F1_CSV):
-            shutil.rmtree(folder / stale) if (folder / stale).is_dir() else (folder / stale).unlink(missing_ok=True)
+    for stale in STUDY_FILES:  # a replaced study's, or what a make that failed half-way left
+        shutil.rmtree(folder / stale) if (folder / stale).is_dir() else (folder / stale).unlink(missing_ok=True)
     (folder / PAGE / "img").mkdir(parents=True, exist_ok=True)
     images = _write_stimuli(study, explainer, ds, [chosen[i] for i in plan.order], plan, folder / PAGE, cfg, progress)
     return _write_study(study, cfg, config, loaded, folder, images, plan, f1)
@@ -188,7 +225,7 @@ def _write_study(
     plan: Plan,
     f1: pd.DataFrame | None,
 ) -> StudyResult:
-    """key.json, study.json, f1_per_class.csv and the page (its static files and items.js)."""
+    """key.json, f1_per_class.csv, the page (its static files and items.js) and, last, study.json."""
     names = [r[0] for r in study.method_specs()]
     items = []
     for n, (k, swapped) in enumerate(plan.items()):
@@ -201,6 +238,23 @@ def _write_study(
     study_id = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
     write_json(folder / KEY_JSON, {"study_id": study_id, **body})
     classes = list(dict.fromkeys(im["class_name"] for im in images))
+    if f1 is not None:
+        write_csv(f1, folder / F1_CSV, index=False, float_format="%.4f")
+    page = folder / PAGE
+    for name in PAGE_FILES:
+        (page / name).write_bytes(resources.files("camexp.study").joinpath("page").joinpath(name).read_bytes())
+    shown = [
+        {
+            "class_name": images[k]["class_name"],
+            "original": f"img/item_{k:03d}_o.png",
+            "left": f"img/item_{k:03d}_{'b' if swapped else 'a'}.png",
+            "right": f"img/item_{k:03d}_{'a' if swapped else 'b'}.png",
+        }
+        for k, swapped in plan.items()
+    ]
+    data = {"id": study_id, "title": study.title, "question": study.question, "items": shown}
+    (page / ITEMS_JS).write_text(f"window.CAMEXP_STUDY = {json.dumps(data, indent=1)};\n")
+    # last: study.json marks a finished study (camexp table lists it; a new make into the folder needs --force)
     write_json(
         folder / STUDY_JSON,
         {
@@ -218,20 +272,4 @@ def _write_study(
             "selection_f1": None if f1 is None else f1.head(study.select.top_f1_classes or 0).to_dict("records"),
         },
     )
-    if f1 is not None:
-        f1.to_csv(folder / F1_CSV, index=False, float_format="%.4f")
-    page = folder / PAGE
-    for name in PAGE_FILES:
-        (page / name).write_bytes(resources.files("camexp.study").joinpath("page").joinpath(name).read_bytes())
-    shown = [
-        {
-            "class_name": images[k]["class_name"],
-            "original": f"img/item_{k:03d}_o.png",
-            "left": f"img/item_{k:03d}_{'b' if swapped else 'a'}.png",
-            "right": f"img/item_{k:03d}_{'a' if swapped else 'b'}.png",
-        }
-        for k, swapped in plan.items()
-    ]
-    data = {"id": study_id, "title": study.title, "question": study.question, "items": shown}
-    (page / ITEMS_JS).write_text(f"window.CAMEXP_STUDY = {json.dumps(data, indent=1)};\n")
     return StudyResult(folder, study_id, len(images), len(items), f1, classes)

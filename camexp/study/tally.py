@@ -25,7 +25,9 @@ from scipy.stats import binomtest
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from camexp.errors import CamexpError
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.runs import STUDY_JSON, STUDY_REPORT
+from camexp.report.tables import write_files
 from camexp.stats.bootstrap import krippendorff_alpha, percentile_interval, resample_means
 from camexp.study.make import KEY_JSON
 
@@ -312,17 +314,14 @@ def tally_study(
     md = _markdown(
         key, files, notes, incomplete, frame, labels, n, level, (wins, losses, ties, p), cons, ms, paper_col, per_class
     )
-    target = out or study_dir
-    target.mkdir(parents=True, exist_ok=True)
-    paths = (target / STUDY_REPORT, target / Path(STUDY_REPORT).with_suffix(".csv").name)
-    paths[0].write_text(md)
-    frame.to_csv(paths[1], index=False)
+    stem = Path(STUDY_REPORT).stem
+    md_path, csv_path = write_files(out or study_dir, stem, md, {stem: frame}, float_format=None)
     warnings += [
         f"{f.path}: rater {f.rater!r} answered {len(f.answers)} of {f.items} items (incomplete; the "
         "answers given are counted)"
         for f in incomplete
     ]
-    return StudyReport(md, frame, warnings, paths)
+    return StudyReport(md, frame, warnings, (md_path, csv_path))
 
 
 def _markdown(
@@ -340,7 +339,8 @@ def _markdown(
     paper: list[float] | None,
     per_class: Any,
 ) -> str:
-    """study_report.md: the score table first (as in the paper), then tests, agreement, classes and raters."""
+    """study_report.md: the score table first (as in the paper), then tests, agreement, classes and raters;
+    method names, class names and rater ids escaped (camexp/report/markdown.py)."""
     pct = int(round(100 * level))
     score = frame[frame.quantity == "score"].reset_index(drop=True)
     share = frame[frame.quantity == "score_percent"].reset_index(drop=True)
@@ -348,15 +348,16 @@ def _markdown(
     if paper:
         head += [f"paper (of {PAPER_IMAGES})", "paper %"]
     lines = [
-        f"# Human-trust study {key['study_id']}",
+        f"# Human-trust study {markdown_text(key['study_id'])}",
         "",
-        f"Method A: {key['methods']['A']}; method B: {key['methods']['B']}. {len(files)} rater(s), "
-        f"{n} image(s) with answers of {len(key['images'])}; {sum(it['repeat'] for it in key['items'])} "
-        "repeated item(s). Score: each image's votes normalised to sum to 1, summed over images (paper §4.2).",
+        markdown_text(
+            f"Method A: {key['methods']['A']}; method B: {key['methods']['B']}. {len(files)} rater(s), "
+            f"{n} image(s) with answers of {len(key['images'])}; {sum(it['repeat'] for it in key['items'])} "
+            "repeated item(s). Score: each image's votes normalised to sum to 1, summed over images (paper §4.2)."
+        ),
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
+    rows = []
     for j, label in enumerate(labels):
         s, p = score.iloc[j], share.iloc[j]
         cells = [
@@ -368,7 +369,8 @@ def _markdown(
         ]
         if paper:
             cells += [f"{paper[j]:.2f}", f"{100 * paper[j] / PAPER_IMAGES:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines.append(_table(rows, head))
     wins, losses, ties, p = sign
     kappa, alpha = (frame.loc[frame.quantity == q, "value"].iloc[0] for q in ("fleiss_kappa", "krippendorff_alpha"))
     kappa_n = int(frame.loc[frame.quantity == "fleiss_kappa", "n"].iloc[0])
@@ -387,23 +389,20 @@ def _markdown(
         "",
         "## Per class",
         "",
-        "| class | images | " + " | ".join(labels) + " |",
-        "|" + "---|" * (2 + len(labels)),
-    ]
-    for cls, part in per_class:
-        lines.append(f"| {cls} | {len(part)} | " + " | ".join(f"{part[label].sum():.2f}" for label in labels) + " |")
-    lines += [
+        _table(
+            [[cls, len(part), *(f"{part[label].sum():.2f}" for label in labels)] for cls, part in per_class],
+            ["class", "images", *labels],
+        ),
         "",
         "## Raters",
         "",
-        "| rater | answer file | answered | repeats agreeing | median s |",
-        "|---|---|---|---|---|",
     ]
-    for r, f in enumerate(files):
-        med = np.nanmedian(ms[r]) / 1000 if np.isfinite(ms[r]).any() else np.nan
-        lines.append(
-            f"| {f.rater} | {f.path.name} | {len(f.answers)} of {f.items} | {cons[r, 1]} of {cons[r, 0]} | {med:.2f} |"
-        )
+    medians = [np.nanmedian(t) / 1000 if np.isfinite(t).any() else np.nan for t in ms]
+    raters = [
+        [f.rater, f.path.name, f"{len(f.answers)} of {f.items}", f"{cons[r, 1]} of {cons[r, 0]}", f"{medians[r]:.2f}"]
+        for r, f in enumerate(files)
+    ]
+    lines.append(_table(raters, ["rater", "answer file", "answered", "repeats agreeing", "median s"]))
     if notes or incomplete:
         lines += [
             "",
@@ -411,6 +410,14 @@ def _markdown(
             "(their answers are counted).",
             "",
         ]
-        lines += [f"- {note}" for note in notes]
-        lines += [f"- incomplete: {f.path} (rater {f.rater!r}, {len(f.answers)} of {f.items})" for f in incomplete]
+        lines += [f"- {markdown_text(note)}" for note in notes]
+        lines += [
+            f"- {markdown_text(f'incomplete: {f.path} (rater {f.rater!r}, {len(f.answers)} of {f.items})')}"
+            for f in incomplete
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    """Rows under `head` as the project's Markdown table (escaped cells), the cells printed as they are."""
+    return markdown_table(pd.DataFrame(rows, columns=head), index=False, disable_numparse=True)
