@@ -39,9 +39,9 @@ test-all: lint
 # Then Score-CAM and Ablation-CAM vs their floors and the peers (about 15 minutes on 2 cores: the peers run
 # every one of Lite0's 1280 channels); FAMILY_ARGS e.g. "--limit 8 --batch-size 4".
 bench: setup
-	$(RUN) python scripts/bench.py $(BENCH_ARGS)
-	$(RUN) python scripts/bench.py --loader $(LOADER_ARGS)
-	$(RUN) python scripts/bench.py --family $(FAMILY_ARGS)
+	$(RUN) python -m scripts.bench $(BENCH_ARGS)
+	$(RUN) python -m scripts.bench --loader $(LOADER_ARGS)
+	$(RUN) python -m scripts.bench --family $(FAMILY_ARGS)
 
 # Before the one device call of a GPU check: wheels the device machine lacks -> .whl/, 150 shared images ->
 # build/gpu-images/ (both git-ignored; they travel as `carry`); prints the size that travels and the run call.
