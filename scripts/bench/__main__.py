@@ -30,6 +30,9 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # on the CPU; nvJPEG with --device cuda) against the PIL path, on the same images, model and methods
   python -m scripts.bench --device-diff --device cuda [--limit 32] [--methods gradcam cam]
       # the same images by camexp run on the CPU and on the GPU (decode: cpu): targets, |dO| and |dY|
+  python -m scripts.bench --startup [--rounds 3] [--limit 2]
+      # fresh processes: `camexp methods` to exit, `camexp run` (one batch of Lite0) to its first batch's end,
+      # with the environment's bytecode and with none
 
 --loader, --family, --decode-diff and --device-diff take --device {cpu,cuda,auto} (default cpu), --model NAME
 (tf_efficientnet_lite0 with its package weights; any other timm model with random weights), --amp {off,bf16}
@@ -48,7 +51,7 @@ from camexp.accel import disable_tf32, keep_host_memory, resolve_device
 from camexp.config import RuntimeConfig
 from camexp.errors import CamexpError
 
-from . import decode_diff, device_diff, family, loader, maps, metrics, rss, speed, stats
+from . import decode_diff, device_diff, family, loader, maps, metrics, rss, speed, startup, stats
 from .common import CPU, CYCLED, LITE0, METHODS, REPO, Where, default_images, environment
 
 
@@ -129,6 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--maps", action="store_true", help="output.maps on against off (time, disk) and float16 against float32"
     )
+    p.add_argument(
+        "--startup", action="store_true", help="start-up of camexp methods and camexp run, fresh processes, instead"
+    )
     p.add_argument("--rss-methods", nargs="+", default=METHODS, help="the methods of the --rss runs")
     p.add_argument("--steps", type=int, default=20, help="insertion/deletion steps (--metrics, --rss-metrics)")
     p.add_argument("--road-percentiles", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60, 70, 80, 90])
@@ -204,6 +210,14 @@ def main() -> None:
         result = maps.maps_bench(images, a.limit, batch_size, a.workers, a.rounds)
         out = a.out.with_name(a.out.stem + "_maps.json")
         print(json.dumps({k: v for k, v in result.items() if k != "seconds"}, indent=2))
+    elif a.startup:
+        result = startup.startup_bench(images, a.limit or 2, a.workers, a.rounds)
+        out = a.out.with_name(a.out.stem + "_startup.json")
+        for cache, med in result["median_s"].items():
+            for k, v in med.items():
+                print(f"{cache:8s} {k:16s} median {v:7.2f} s")
+        for k, v in result["no_cache/compiled"].items():
+            print(f"no cache/compiled {k:16s} {v:.2f}")
     elif a.metrics:
         result = metrics.metrics_bench(images, a.limit or 4, batch_size, a.steps, a.road_percentiles, a.rounds)
         out = a.out.with_name(a.out.stem + "_metrics.json")
