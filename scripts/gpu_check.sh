@@ -62,7 +62,7 @@ EOF
 
 wanted() { [[ -z ${STEPS:-} || " $STEPS " == *" $1 "* ]]; }  # STEPS unset: every step
 
-step() {  # step NAME TIMEOUT ARGS...: one bench.py section under its own timeout, cut to what the budget leaves
+step() {  # step NAME TIMEOUT ARGS...: one bench section under its own timeout, cut to what the budget leaves
   local name=$1 limit=$2 left=$((BUDGET - SECONDS)) start=$SECONDS
   shift 2
   wanted "$name" || return 0
@@ -71,8 +71,8 @@ step() {  # step NAME TIMEOUT ARGS...: one bench.py section under its own timeou
     echo "=== $name: skipped, the ${BUDGET} s budget is spent"
     return
   fi
-  echo "=== $name (timeout ${limit} s): python scripts/bench.py --device $DEVICE --images $IMAGES $*"
-  timeout -k 10 "$limit" "$PY" scripts/bench.py --device "$DEVICE" --images "$IMAGES" --out "$JSON/$name.json" "$@"
+  echo "=== $name (timeout ${limit} s): python -m scripts.bench --device $DEVICE --images $IMAGES $*"
+  timeout -k 10 "$limit" "$PY" -m scripts.bench --device "$DEVICE" --images "$IMAGES" --out "$JSON/$name.json" "$@"
   echo "=== $name: exit $?, $((SECONDS - start)) s"
   "$PY" scripts/gpu_summary.py "$JSON" "$OUT/gpu_check.json" --quiet
 }

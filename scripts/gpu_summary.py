@@ -2,7 +2,7 @@
 
   python scripts/gpu_summary.py JSON_DIR OUT.json [--quiet]
 
-Reads each step's bench.py JSON (STEP_loader.json, STEP_family.json, STEP_device.json, STEP_decode.json,
+Reads each step's scripts.bench JSON (STEP_loader.json, STEP_family.json, STEP_device.json, STEP_decode.json,
 STEP_rss.json) and writes {STEP_SECTION: its JSON} to OUT.json in the order the steps ran; gpu_check.sh calls
 it quietly after every step, so that a check cut short still brings back what it measured. Then prints the
 environment once (GPU, driver, versions) and one block per step: images/s against both floors, Score-CAM

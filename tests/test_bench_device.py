@@ -1,8 +1,9 @@
-"""scripts/bench.py's device options (--device, --model, --amp, --decode, --cycled, --device-diff) and the prepared
+"""scripts/bench's device options (--device, --model, --amp, --decode, --cycled, --device-diff) and the prepared
 GPU check (scripts/gpu_check.sh), run on the CPU: what a later session runs once on a lent GPU must run here."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -19,27 +20,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """scripts/bench.py as a module (it registers its `bench-cycled` data set kind once)."""
-    spec = importlib.util.spec_from_file_location("bench_under_test", REPO / "scripts" / "bench.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """scripts.bench's argument parsing (`parse_args`; importing it registers the `bench-cycled` data set kind)."""
+    return importlib.import_module("scripts.bench.__main__")
+
+
+@pytest.fixture(scope="module")
+def common() -> ModuleType:
+    """What the benchmarks share: Where, the model config, a run's config, the floor ratios."""
+    return importlib.import_module("scripts.bench.common")
 
 
 def run_bench(*args: str) -> None:
-    subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), *args], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "scripts.bench", *args], check=True, cwd=REPO)
 
 
-def test_device_arguments_parse(bench: ModuleType) -> None:
+def test_device_arguments_parse(bench: ModuleType, common: ModuleType) -> None:
     a = bench.parse_args(
         ["--loader", "--device", "cpu", "--model", "vgg16.tv_in1k", "--amp", "bf16", "--cycled"]
         + ["--loader-methods", "gradcam", "layercam"]
     )
-    assert a.where == bench.Where(torch.device("cpu"), "vgg16.tv_in1k", "bf16", "cpu")
+    assert a.where == common.Where(torch.device("cpu"), "vgg16.tv_in1k", "bf16", "cpu")
     assert a.methods == ["gradcam", "layercam"] and a.cycled
-    assert bench.parse_args([]).where == bench.CPU  # the CPU bench as it was
+    assert bench.parse_args([]).where == common.CPU  # the CPU bench as it was
     assert bench.parse_args(["--family", "--methods", "gradcam", "cam"]).methods == ["gradcam", "cam"]
 
 
@@ -68,27 +70,27 @@ def test_cuda_without_a_gpu_is_one_line(bench: ModuleType, capsys: pytest.Captur
     assert "no CUDA device is available here" in capsys.readouterr().err
 
 
-def test_where_resolves_as_a_run_does(bench: ModuleType, tmp_path: Path) -> None:
+def test_where_resolves_as_a_run_does(common: ModuleType, tmp_path: Path) -> None:
     """The model's weights, the forward chunk and the run's runtime keys on each device (no GPU needed to build
     a config): Lite0 keeps its package weights, anything else is random; 8 images per forward on the CPU, all at
     once (None) on CUDA, as docs/guide/speed-gpu.md's GPU settings give them."""
-    assert bench.loaded_config(bench.LITE0).weights == "efficientnet-lite0-package"
-    assert bench.loaded_config("vgg16.tv_in1k").weights == "random"
-    gpu = bench.Where(torch.device("cuda"), "vgg16.tv_in1k", "bf16", "gpu")
-    assert (bench.CPU.chunk, gpu.chunk) == (8, None)
-    cfg = bench.camexp_config(tmp_path, 4, 2, "auto", tmp_path / "run", where=gpu)
+    assert common.loaded_config(common.LITE0).weights == "efficientnet-lite0-package"
+    assert common.loaded_config("vgg16.tv_in1k").weights == "random"
+    gpu = common.Where(torch.device("cuda"), "vgg16.tv_in1k", "bf16", "gpu")
+    assert (common.CPU.chunk, gpu.chunk) == (8, None)
+    cfg = common.camexp_config(tmp_path, 4, 2, "auto", tmp_path / "run", where=gpu)
     assert (cfg.runtime.device, cfg.runtime.amp, cfg.runtime.decode) == ("cuda", "bf16", "gpu")
     assert (cfg.model.name, cfg.model.weights) == ("vgg16.tv_in1k", "random")
 
 
-def test_cycled_repeats_the_folder(bench: ModuleType, tmp_path: Path, make_jpeg) -> None:
+def test_cycled_repeats_the_folder(common: ModuleType, tmp_path: Path, make_jpeg) -> None:
     """`--cycled`: 5 items from 2 files, the files in turn, every id unique (a run keys records by id)."""
     from camexp.config import DatasetConfig
     from camexp.data import list_dataset
 
     for name in ("a.jpg", "b.jpg"):
         make_jpeg(tmp_path / name)
-    items = list_dataset(DatasetConfig(kind=bench.CYCLED, root=tmp_path, limit=5)).items
+    items = list_dataset(DatasetConfig(kind=common.CYCLED, root=tmp_path, limit=5)).items
     assert [Path(it.path).name for it in items] == ["a.jpg", "b.jpg", "a.jpg", "b.jpg", "a.jpg"]
     assert len({it.image_id for it in items}) == 5
 
@@ -159,7 +161,7 @@ def test_gpu_check_runs_every_step_on_the_cpu(ilsvrc_images: Path, tmp_path: Pat
 
 
 def test_gpu_summary_verdicts(
-    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    common: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gpu_summary.py on hand-made step JSONs: 100 images, loader floor 1 s, model floor 2 s, camexp 2.1 s. The
     slower floor (the bottleneck) is the model's: camexp at 2/2.1 = 0.95 of it meets 0.9; 100/2.1 = 48 img/s
@@ -169,12 +171,12 @@ def test_gpu_summary_verdicts(
     assert spec and spec.loader
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
-    env = {"model": "vgg16.tv_in1k", "amp": "off", "decode": "cpu", "command": "python scripts/bench.py ..."}
+    env = {"model": "vgg16.tv_in1k", "amp": "off", "decode": "cpu", "command": "python -m scripts.bench ..."}
     env |= dict.fromkeys(("device", "device_name", "driver", "cuda", "cudnn", "tf32", "torch", "torchvision"))
     env |= {"timm": None, "cpus": 16}
     med = {"model_floor": 2.0, "camexp@auto": 2.1, "loader_floor@auto": 1.0}
     loader = {"images": 100, "median_s": med, "images_per_s": {k: 100 / v for k, v in med.items()}}
-    loader["ratios"] = bench.floor_ratios(med, "@auto")
+    loader["ratios"] = common.floor_ratios(med, "@auto")
     family = {"images": 8, "median_s": {"camexp scorecam": 2.0, "pytorch-grad-cam ScoreCAM": 5.0}, "ratios": {}}
     runs = [
         {"images": 200, "self_mib": 1000.0, "device_mib": 100.0},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 
 import pytest
 from rich.console import Console
@@ -69,3 +71,17 @@ def test_an_unknown_name_is_one_line_naming_the_known_ones() -> None:
     res = cli.invoke(app, ["methods", "gradcam+++"])
     assert res.exit_code == 2
     assert "'gradcam+++' is neither a method (known: ['ablationcam'" in " ".join(res.output.split())
+
+
+def test_listings_load_no_torchvision() -> None:
+    """`camexp methods`, `metrics` and `analyses` in a fresh process load no torchvision: its package imports the
+    detection ops, and with them torch._dynamo and sympy, about 1,500 modules a listing has no use for (they came in
+    through camexp.data.transforms and timm.data)."""
+    code = (
+        "import sys\nfrom camexp.cli import app\n"
+        "for command in ('methods', 'metrics', 'analyses'):\n"
+        "    app([command], standalone_mode=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.splitlines()[-1] == "[]"

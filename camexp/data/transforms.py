@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode, v2
 
 from camexp.errors import CamexpError
+
+# torchvision is imported where a transform is built or applied: `camexp methods` and the other listings import this
+# module (InputSpec, through camexp.models) and would otherwise load all of torchvision, its detection ops included.
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,7 @@ class InputSpec:
         )
 
 
-_INTERP = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
-    "lanczos": InterpolationMode.LANCZOS,
-}
+_INTERP = ("bilinear", "bicubic", "nearest", "lanczos")  # the values of torchvision's InterpolationMode we accept
 
 
 class PixelTransform:
@@ -73,10 +69,12 @@ class PixelTransform:
     """
 
     def __init__(self, spec: InputSpec):
+        from torchvision.transforms import InterpolationMode, v2
+
         h, w = spec.size
         if spec.interpolation not in _INTERP:
             raise CamexpError(f"unsupported interpolation {spec.interpolation!r} in the model's data config")
-        interp = _INTERP[spec.interpolation]
+        interp = InterpolationMode(spec.interpolation)
         if spec.crop_mode == "center":
             scale = (
                 math.floor(h / spec.crop_pct)
@@ -115,6 +113,8 @@ class PixelTransform:
     def map_boxes(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Boxes (N,4) xyxy in the pixels of a `height` x `width` image, through the same resize and crop as
         its pixels, clamped to the input; needs only the image's size, not its pixels."""
+        from torchvision import tv_tensors
+
         bb = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(height, width))
         h, w = self.spec.size
         bb = self._geometry(bb).as_subclass(torch.Tensor).clone()

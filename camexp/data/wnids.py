@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from timm.data import ImageNetInfo
+if TYPE_CHECKING:
+    from timm.data import ImageNetInfo
 
 
 @lru_cache(maxsize=1)
 def _info() -> ImageNetInfo:
+    from timm.data import ImageNetInfo  # here, not above: timm.data loads torchvision, which `camexp methods` needs not
+
     return ImageNetInfo()
 
 

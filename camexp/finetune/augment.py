@@ -6,9 +6,9 @@ mean/std normalisation stays in the model wrapper.
 
 from __future__ import annotations
 
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
-from camexp.data.transforms import _INTERP, InputSpec, PixelTransform
+from camexp.data.transforms import InputSpec, PixelTransform
 
 
 class TrainTransform(PixelTransform):
@@ -17,7 +17,7 @@ class TrainTransform(PixelTransform):
         self._geometry = v2.Compose(
             [
                 v2.RandomResizedCrop(
-                    spec.size, scale=crop_scale, interpolation=_INTERP[spec.interpolation], antialias=True
+                    spec.size, scale=crop_scale, interpolation=InterpolationMode(spec.interpolation), antialias=True
                 ),
                 v2.RandomHorizontalFlip(hflip),
             ]
