@@ -13,7 +13,6 @@ from torch import nn
 from camexp.config import ModelConfig
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
-from camexp.models import wrn as wrn  # registers the CIFAR Wide-ResNets in timm (wrn_16_2, ...)
 from camexp.models.layers import auto_layer, find_cam_classifier, get_module, probe_layer
 from camexp.models.layout import LAYOUTS, FeatureLayout, LayerProbe, resolve_layout
 from camexp.models.tail import Tail, build_tail
@@ -101,6 +100,8 @@ def _create(cfg: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Input
             raise offline_hint(cfg.name, e) from None
         return net, _TV_SPEC
     import timm
+
+    from camexp.models import wrn as wrn  # registers the CIFAR Wide-ResNets (wrn_16_2, ...) in timm's registry
 
     if not timm.is_model(cfg.name):
         raise CamexpError(

@@ -4,8 +4,8 @@ WRN-d-k: a 3x3 stem of 16 channels, three groups of n = (d - 4) / 6 pre-activati
 16k, 32k, 64k (strides 1, 2, 2), then BN-ReLU, global average pooling and a linear classifier; a 1x1
 convolution on the shortcut where a block changes width or stride. Registering `wrn_16_2`, `wrn_40_2`, ...
 with `timm.models.register_model` makes `timm.create_model` (and so any camexp model spec) build them;
-importing `camexp.models` registers them, so `camexp run`, `check` and `distill` all build them. Input: 32x32
-CIFAR images with the CIFAR-10 mean/std.
+building any model (`camexp.models`) registers them first, so `camexp run`, `check` and `distill` all build
+them. Input: 32x32 CIFAR images with the CIFAR-10 mean/std.
 """
 
 from __future__ import annotations
