@@ -319,6 +319,7 @@ def test_paired_arms_and_resume_after_a_kill(tmp_path: Path, monkeypatch: pytest
     whole = distill(load_distill_config(_tiny_config(tmp_path, "whole")), progress=False)
     hist = _histories(whole)
     assert set(hist) == {"ce", "ce+exp_gradcampp", "ce+kd+exp_gradcam"}
+    assert not (whole / "camexp.lock").exists()  # the run lock is released at the end
     for epoch in range(2):
         assert len({h[epoch]["order_sha"] for h in hist.values()}) == 1
     assert hist["ce"][0]["exp_loss"] == 0 and hist["ce+exp_gradcampp"][0]["exp_loss"] > 0
@@ -548,3 +549,18 @@ def test_descending_the_explanation_loss_brings_the_student_map_to_the_teachers(
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_second_distill_into_a_held_folder_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """Two `camexp distill` on one config would train at once and overwrite each other's checkpoints: while the
+    folder's run lock is held (here by this process, as a live run holds it), a second distill stops at once."""
+    from camexp.lock import hold
+
+    path = _tiny_config(tmp_path, "held")
+    out = load_distill_config(path).output_dir
+    with hold(out):
+        result = CliRunner().invoke(app, ["distill", str(path), "--no-progress"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "another camexp run is writing this folder" in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["camexp.lock"]  # no distill.json, no checkpoint
+    assert not (out / "camexp.lock").exists()

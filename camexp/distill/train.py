@@ -28,6 +28,7 @@ from camexp.finetune.checkpoint import write_atomic
 from camexp.finetune.head import replace_head
 from camexp.finetune.train import cosine_factor
 from camexp.io import write_text_atomically
+from camexp.lock import hold
 from camexp.metrics.ap import per_class_ap
 from camexp.models import LoadedModel, build_model
 from camexp.models.weights import load_state, read_checkpoint
@@ -374,13 +375,15 @@ def write_meta(s: Session, status: str) -> None:
 
 
 def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -> Path:
-    """Train every (seed, arm) not yet complete, resuming from the last epoch; returns the results folder."""
-    s = open_session(cfg, progress)
-    write_meta(s, "running")
-    for seed in cfg.seeds:
-        for arm in cfg.parsed_arms:
-            ArmTrainer(s, arm, seed, fresh).fit()
-    write_meta(s, "complete")
+    """Train every (seed, arm) not yet complete, resuming from the last epoch; returns the results folder. The
+    folder's run lock is held throughout: a second distill into it would overwrite this one's checkpoints."""
+    with hold(cfg.output_dir):
+        s = open_session(cfg, progress)
+        write_meta(s, "running")
+        for seed in cfg.seeds:
+            for arm in cfg.parsed_arms:
+                ArmTrainer(s, arm, seed, fresh).fit()
+        write_meta(s, "complete")
     return cfg.output_dir
 
 
