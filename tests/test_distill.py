@@ -564,3 +564,27 @@ def test_a_second_distill_into_a_held_folder_is_one_line_and_writes_nothing(tmp_
         assert "another camexp run is writing this folder" in result.output
         assert sorted(p.name for p in out.iterdir()) == ["camexp.lock"]  # no distill.json, no checkpoint
     assert not (out / "camexp.lock").exists()
+
+
+def _teacher_state(path: Path) -> dict[str, torch.Tensor]:
+    from camexp.distill.train import open_session
+
+    s = open_session(load_distill_config(path), progress=False, cache=False)
+    assert s.teacher is not None
+    return s.teacher.loaded.model.net.state_dict()
+
+
+def test_a_random_teacher_is_drawn_from_the_config(tmp_path: Path) -> None:
+    """`teacher: {weights: random}` is drawn from `teacher_seed` whatever the global RNG holds, so two runs of one
+    config (and a resume) train against the same teacher; the seed is in the fingerprint and in distill.json."""
+    random_teacher = {"name": "wrn_16_1", "weights": "random"}
+    path = _tiny_config(tmp_path, "rt", teacher=random_teacher, arms=["ce", "ce+kd"])
+    torch.manual_seed(1)
+    first = _teacher_state(path)
+    torch.manual_seed(2)
+    second = _teacher_state(path)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = _tiny_config(tmp_path, "rt1", teacher=random_teacher, arms=["ce", "ce+kd"], teacher_seed=1)
+    assert not torch.equal(first["fc.weight"], _teacher_state(other)["fc.weight"])
+    cfg, cfg1 = load_distill_config(path), load_distill_config(other)
+    assert cfg.teacher_seed == 0 and cfg.fingerprint("ce+kd", 0) != cfg1.fingerprint("ce+kd", 0)

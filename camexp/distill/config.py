@@ -130,6 +130,9 @@ class DistillConfig(_Strict):
     dataset: DatasetConfig
     arms: list[str] = ["ce", "ce+exp_gradcampp"]
     seeds: list[int] = [0]
+    teacher_seed: int = Field(
+        0, ge=0, description="draws a `weights: random` teacher: the same teacher for every run and resume"
+    )
     loss: LossConfig = LossConfig()
     train: DistillTrain = DistillTrain()
     output: DistillOutput = DistillOutput()

@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from camexp.accel import resolve_device
+from camexp.config import ModelConfig
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
 from camexp.data.transforms import InputSpec
 from camexp.distill.config import Arm, DistillConfig
@@ -111,6 +112,14 @@ def build_student(cfg: DistillConfig, num_classes: int, seed: int, device: torch
     return loaded.to(device)
 
 
+def build_teacher(spec: ModelConfig, seed: int, device: torch.device) -> LoadedModel:
+    """The frozen teacher; `weights: random` is drawn from `seed` (the global RNG is left as it was), so two runs
+    of a config, and a resumed one, train against the same teacher."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec).to(device)
+
+
 def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Session:
     """List the data, build the teacher, check the class lists agree, and fill the teacher cache if used (and
     `cache`; without it the teacher's targets are recomputed per batch)."""
@@ -119,7 +128,7 @@ def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Sess
     train, val = _listing(cfg, t.train_split), _listing(cfg, t.val_split)
     probe = build_model(cfg.student)
     needs_teacher = cfg.teacher is not None and any(a.needs_teacher for a in cfg.parsed_arms)
-    loaded = build_model(cfg.teacher).to(device) if cfg.teacher is not None and needs_teacher else None
+    loaded = build_teacher(cfg.teacher, cfg.teacher_seed, device) if cfg.teacher is not None and needs_teacher else None
     names = class_list(train, val, loaded)
     spec = replace(probe.spec, size=t.image_size) if t.image_size else probe.spec
     transform = PixelTransform(spec) if t.augment == "none" else AugmentTransform(spec, t.augment, t.pad)
