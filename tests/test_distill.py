@@ -588,3 +588,23 @@ def test_a_random_teacher_is_drawn_from_the_config(tmp_path: Path) -> None:
     assert not torch.equal(first["fc.weight"], _teacher_state(other)["fc.weight"])
     cfg, cfg1 = load_distill_config(path), load_distill_config(other)
     assert cfg.teacher_seed == 0 and cfg.fingerprint("ce+kd", 0) != cfg1.fingerprint("ce+kd", 0)
+
+
+def test_augmentation_draws_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
+    """`train.workers` is not in the fingerprint (a resume or an added arm may use another count), so each image's
+    crop and flip must not depend on which process loads it: one epoch with 0 and with 2 loader workers trains
+    the same weights; without augmentation the weights differ (the draws matter)."""
+
+    def trained(out: str, workers: int, augment: str = "crop_flip") -> dict[str, torch.Tensor]:
+        train = {"epochs": 1, "batch_size": 8, "lr": 0.05, "augment": augment, "device": "cpu", "workers": workers}
+        path = _tiny_config(tmp_path, out, augment, arms=["ce"], train=train)
+        folder = distill(load_distill_config(path), progress=False)
+        return torch.load(folder / "ce" / "seed0" / "checkpoint.pt", weights_only=True)["state_dict"]
+
+    main, workers, plain = trained("w0", 0), trained("w2", 2), trained("plain", 0, "none")
+    assert all(torch.equal(main[k], workers[k]) for k in main)
+    assert not torch.equal(main["fc.weight"], plain["fc.weight"])
+    old = tmp_path / "w0" / "ce" / "seed0" / "checkpoint.pt"  # a checkpoint of the earlier draws is not resumed
+    torch.save({**torch.load(old, weights_only=True), "format": "camexp-distill/1"}, old)
+    with pytest.raises(CamexpError, match="format 'camexp-distill/1'.*pass --fresh"):
+        distill(load_distill_config(tmp_path / "w0.yaml"), progress=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -25,6 +25,7 @@ from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps,
 from camexp.distill.teacher import Teacher, TeacherTargets
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
+from camexp.explain.model_methods import seed_of
 from camexp.finetune.checkpoint import write_atomic
 from camexp.finetune.head import replace_head
 from camexp.finetune.train import cosine_factor
@@ -34,7 +35,7 @@ from camexp.metrics.ap import per_class_ap
 from camexp.models import LoadedModel, build_model
 from camexp.models.weights import load_state, read_checkpoint
 
-FORMAT = "camexp-distill/1"
+FORMAT = "camexp-distill/2"  # 2: per-image augmentation seeds, teacher_seed
 META = "distill.json"
 HISTORY = "history.json"
 
@@ -79,8 +80,25 @@ def step_factor(cfg: DistillConfig, epoch: int) -> float:
 
 
 def order_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's data order and augmentation: the same for every arm of a seed."""
+    """The seed of an epoch's data order (and of any draw in the steps): the same for every arm of a seed."""
     return seed * 1_000_003 + epoch
+
+
+class SeededDraws(Dataset):
+    """The training images of one (seed, epoch), image i augmented with draws seeded from (seed, epoch, i): the
+    same crop and flip whichever loader worker, how many workers and what batch size load it (`train.workers`
+    is left out of the fingerprint, so a resume may change it). The global RNG is left as it was."""
+
+    def __init__(self, data: ImageDataset, seed: int, epoch: int):
+        self.data, self.seed, self.epoch = data, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed_of(self.seed, "augment", self.epoch, index))
+            return self.data[index]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -165,6 +183,19 @@ def _good(batch: dict[str, Any], device: torch.device, multilabel: bool) -> tupl
     return batch["image"][keep].to(device), y[keep].to(device)
 
 
+def train_loader(s: Session, seed: int, epoch: int) -> DataLoader:
+    """The training batches of `epoch` for the arms of `seed`: one shuffled order and one augmentation per image."""
+    t = s.cfg.train
+    return DataLoader(
+        SeededDraws(s.train_set, seed, epoch),
+        batch_size=t.batch_size,
+        shuffle=True,
+        num_workers=t.workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(order_seed(seed, epoch)),
+    )
+
+
 def fill_cache(s: Session) -> float:
     """Teacher targets of every training image, once, in the eval geometry; returns the seconds it took."""
     assert s.teacher is not None
@@ -190,7 +221,12 @@ class ArmTrainer:
         self.path = self.folder / "checkpoint.pt"
         self.fingerprint = cfg.fingerprint(arm.name, seed)
         ckpt = None if fresh or not self.path.exists() else read_checkpoint(self.path)
-        if ckpt is not None and (ckpt.get("format") != FORMAT or ckpt.get("fingerprint") != self.fingerprint):
+        if ckpt is not None and ckpt.get("format") != FORMAT:
+            raise CamexpError(
+                f"{self.path}: a checkpoint of format {ckpt.get('format')!r}, not {FORMAT!r} (before "
+                "camexp drew each image's augmentation from its own seed); pass --fresh or --out"
+            )
+        if ckpt is not None and ckpt.get("fingerprint") != self.fingerprint:
             raise CamexpError(
                 f"{self.path}: holds a checkpoint of another distill configuration; pass --fresh to "
                 "start over or --out to write elsewhere"
@@ -256,15 +292,8 @@ class ArmTrainer:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split: mean losses per image, mean seconds per student step, the order's hash."""
         cfg, t, dev = self.s.cfg, self.s.cfg.train, self.s.device
-        torch.manual_seed(order_seed(self.seed, epoch))  # augmentation: the same draws for every arm
-        loader = DataLoader(
-            self.s.train_set,
-            batch_size=t.batch_size,
-            shuffle=True,
-            num_workers=t.workers,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(order_seed(self.seed, epoch)),
-        )
+        torch.manual_seed(order_seed(self.seed, epoch))  # any draw in the steps: the same for every arm
+        loader = train_loader(self.s, self.seed, epoch)
         self.student.model.train()
         sums = {"task_loss": 0.0, "exp_loss": 0.0, "kd_loss": 0.0, "loss": 0.0}
         seen, steps, step_time, teacher_time, order = 0, 0, 0.0, 0.0, hashlib.sha256()
