@@ -275,6 +275,7 @@ def test_config_mistakes_are_one_line_errors(tmp_path: Path) -> None:
         ({"arms": ["ce+exp_scorecam"], "teacher": {"name": "wrn_16_1"}}, "not a class map"),
         ({"train": {"teacher_maps": "cache"}}, "cache needs augment: none"),
         ({"loss": {"alfa": 0.1}}, "loss.alfa: unknown key"),
+        ({"loss": {"kd_weighting": "hinton", "kd_weight": 2}}, "loss: .*1 - kd_weight: keep kd_weight <= 1"),
     ]
     for extra, message in cases:
         path = tmp_path / "c.yaml"
@@ -608,3 +609,55 @@ def test_augmentation_draws_do_not_depend_on_the_worker_count(tmp_path: Path) ->
     torch.save({**torch.load(old, weights_only=True), "format": "camexp-distill/1"}, old)
     with pytest.raises(CamexpError, match="format 'camexp-distill/1'.*pass --fresh"):
         distill(load_distill_config(tmp_path / "w0.yaml"), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("multilabel", "expected"),
+    [
+        (False, {"camexp": (1.0, 0.9), "hinton": (0.1, 0.9), "attention_transfer": (0.1, 0.18)}),
+        (True, {"camexp": (1.0, 0.9), "hinton": (0.1, 0.09), "attention_transfer": (0.1, 0.18)}),
+    ],
+)
+def test_kd_weightings_by_hand(multilabel: bool, expected: dict[str, tuple[float, float]]) -> None:
+    """(task, KD) weights of a +kd arm at lambda 0.9 and 10 classes: camexp 1 and 0.9; Hinton 1 - 0.9 and 0.9 (the
+    multi-label KD, a sum over classes, averaged over them as BCE is: 0.9 / 10); attention transfer's
+    kl_div (a mean over the B x 10 elements) * 2 * 0.9 = 0.18 * the per-image KL."""
+    from camexp.distill.loss import loss_weights
+
+    for weighting, (task, kd) in expected.items():
+        assert loss_weights(weighting, 0.9, 10, multilabel) == pytest.approx((task, kd)), weighting  # type: ignore[arg-type]
+
+
+def test_the_step_loss_follows_the_chosen_kd_weighting(tmp_path: Path) -> None:
+    """One training step of ce+kd+exp_gradcam (and of ce+exp_gradcam, which has no KD term) on the same batch
+    from the same initial weights: the components are the same under every weighting and the total is the
+    hand-written formula of each; the weighting is part of the fingerprint."""
+    from dataclasses import replace
+
+    from camexp.distill.config import LossConfig
+    from camexp.distill.train import open_session, train_loader
+
+    path = _tiny_config(tmp_path, "kdw", arms=["ce+exp_gradcam", "ce+kd+exp_gradcam"])
+    s = open_session(load_distill_config(path), progress=False, cache=False)
+    batch = next(iter(train_loader(s, 0, 0)))
+    x, y = batch["image"], batch["label"]
+    formulas = {  # (task, exp, kd) -> loss; alpha 0.01, lambda 0.9, 10 classes
+        "camexp": lambda t, e, k: t + 0.01 * e + 0.9 * k,
+        "hinton": lambda t, e, k: 0.1 * t + 0.01 * e + 0.9 * k,
+        "attention_transfer": lambda t, e, k: 0.1 * t + 0.01 * e + 0.18 * k,
+    }
+    parts, prints = [], set()
+    for weighting, formula in formulas.items():
+        cfg = s.cfg.model_copy(update={"loss": LossConfig(kd_weighting=weighting)})  # type: ignore[arg-type]
+        assert cfg.model_dump()["loss"]["kd_weighting"] == weighting  # recorded with the config
+        prints.add(cfg.fingerprint("ce+kd+exp_gradcam", 0))
+        for arm in cfg.parsed_arms:
+            trainer = ArmTrainer(replace(s, cfg=cfg), arm, 0, fresh=True)
+            got = trainer.step(x, y, trainer.teacher_targets(batch, x))
+            task, exp, kd = got["task_loss"], got["exp_loss"], got["kd_loss"]
+            want = formulas["camexp"](task, exp, kd) if not arm.kd else formula(task, exp, kd)
+            assert got["loss"] == pytest.approx(want, rel=1e-6), (weighting, arm.name)
+            if arm.kd:
+                parts.append((task, exp, kd))
+    assert len(set(parts)) == 1 and min(parts[0]) > 0 and len(prints) == 3
+    assert load_distill_config(path).loss.kd_weighting == "camexp"  # the default: today's loss

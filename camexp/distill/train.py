@@ -21,7 +21,7 @@ from camexp.config import ModelConfig
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
 from camexp.data.transforms import InputSpec
 from camexp.distill.config import Arm, DistillConfig
-from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss
+from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss, loss_weights
 from camexp.distill.teacher import Teacher, TeacherTargets
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
@@ -233,6 +233,10 @@ class ArmTrainer:
             )
         self.student = build_student(cfg, len(s.class_names), seed, s.device)
         self.method = METHODS.get(arm.method) if arm.method else None
+        lw = cfg.loss
+        self.task_weight, self.kd_weight = (
+            loss_weights(lw.kd_weighting, lw.kd_weight, len(s.class_names), s.multilabel) if arm.kd else (1.0, 0.0)
+        )
         params = [p for p in self.student.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
@@ -333,7 +337,7 @@ class ArmTrainer:
         }
 
     def step(self, x: torch.Tensor, y: torch.Tensor, target: TeacherTargets | None) -> dict[str, float]:
-        """One SGD step on L = L_task + alpha * L_exp + lambda * L_KD; returns the loss components."""
+        """One SGD step on L = w_task L_task + alpha L_exp + w_KD L_KD (`loss_weights`); returns the components."""
         cfg, st = self.s.cfg, self.student
         logits, A = forward_with_maps(st.model, st.layer, st.layout, x)
         logits = logits.float()
@@ -346,7 +350,7 @@ class ArmTrainer:
             exp = explanation_loss(maps, target.maps[self.method.name], target.classes, cfg.loss.map_norm)
         if self.arm.kd and target is not None:
             kd = kd_loss(logits, target.logits, cfg.loss.temperature, self.s.multilabel)
-        loss = task + cfg.loss.alpha * exp + cfg.loss.kd_weight * kd
+        loss = self.task_weight * task + cfg.loss.alpha * exp + self.kd_weight * kd
         if not torch.isfinite(loss):
             raise CamexpError(
                 f"arm {self.arm.name} seed {self.seed}: the loss is not finite (task {float(task)}, "
