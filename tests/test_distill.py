@@ -653,7 +653,7 @@ def test_the_step_loss_follows_the_chosen_kd_weighting(tmp_path: Path) -> None:
         prints.add(cfg.fingerprint("ce+kd+exp_gradcam", 0))
         for arm in cfg.parsed_arms:
             trainer = ArmTrainer(replace(s, cfg=cfg), arm, 0, fresh=True)
-            got = trainer.step(x, y, trainer.teacher_targets(batch, x))
+            got = trainer.step(x, y, s.teacher_targets(batch, x))
             task, exp, kd = got["task_loss"], got["exp_loss"], got["kd_loss"]
             want = formulas["camexp"](task, exp, kd) if not arm.kd else formula(task, exp, kd)
             assert got["loss"] == pytest.approx(want, rel=1e-6), (weighting, arm.name)
@@ -661,3 +661,24 @@ def test_the_step_loss_follows_the_chosen_kd_weighting(tmp_path: Path) -> None:
                 parts.append((task, exp, kd))
     assert len(set(parts)) == 1 and min(parts[0]) > 0 and len(prints) == 3
     assert load_distill_config(path).loss.kd_weighting == "camexp"  # the default: today's loss
+
+
+def test_profile_alternates_the_arms_step_by_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--profile` timed each arm's steps in one block, so a machine slowing down (other jobs) charged the last
+    arms: the arms now take turns on every batch, the first place rotating, and each steps on the same batches."""
+    from camexp.distill.train import profile
+
+    calls: list[tuple[str, int]] = []
+
+    def step(self: ArmTrainer, x: torch.Tensor, y: torch.Tensor, target: object) -> dict[str, float]:
+        calls.append((self.arm.name, int(y.sum())))
+        return {"task_loss": 1.0, "exp_loss": 2.0, "kd_loss": 0.0, "loss": 1.02}
+
+    monkeypatch.setattr(ArmTrainer, "step", step)
+    cfg = load_distill_config(_tiny_config(tmp_path, "prof"))
+    rows = profile(cfg, steps=2, progress=False)
+    a, b, c = cfg.arms
+    assert [name for name, _ in calls] == [a, b, c, b, c, a, c, a, b]
+    assert all(calls[3 * i][1] == calls[3 * i + 1][1] == calls[3 * i + 2][1] for i in range(3))  # same batch
+    assert [r["arm"] for r in rows] == cfg.arms and all(r["steps"] == 2 for r in rows)
+    assert [r["alpha_exp_loss"] for r in rows] == [0.02] * 3 and rows[0]["x_ce"] == 1.0

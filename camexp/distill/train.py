@@ -119,6 +119,15 @@ class Session:
     teacher: Teacher | None
     progress: bool
 
+    def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
+        """The teacher's logits and maps for the good images x of `batch`: cached, or computed now."""
+        teacher = self.teacher
+        assert teacher is not None
+        keep = ~batch["bad"].bool()
+        if teacher.cache:
+            return teacher.cached(batch["index"][keep]).to(self.device)
+        return teacher.targets(x, {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)})
+
 
 def build_student(cfg: DistillConfig, num_classes: int, seed: int, device: torch.device) -> LoadedModel:
     """The student with a `num_classes` head, initialised from `seed` (the same weights for every arm)."""
@@ -285,14 +294,6 @@ class ArmTrainer:
         )
         write_json(self.folder / HISTORY, {"arm": self.arm.name, "seed": self.seed, "history": self.history})
 
-    def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
-        teacher = self.s.teacher
-        assert teacher is not None
-        keep = ~batch["bad"].bool()
-        if teacher.cache:
-            return teacher.cached(batch["index"][keep]).to(self.s.device)
-        return teacher.targets(x, {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)})
-
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split: mean losses per image, mean seconds per student step, the order's hash."""
         cfg, t, dev = self.s.cfg, self.s.cfg.train, self.s.device
@@ -314,7 +315,7 @@ class ArmTrainer:
             if not len(x):
                 continue
             t0 = time.perf_counter()
-            target = self.teacher_targets(batch, x) if self.arm.needs_teacher else None
+            target = self.s.teacher_targets(batch, x) if self.arm.needs_teacher else None
             t1 = time.perf_counter()
             parts = self.step(x, y, target)
             if dev.type == "cuda":
@@ -430,44 +431,47 @@ def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -
 
 
 def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:
-    """Seconds per training step of each arm (median of `steps` steps after one warm-up step) and its ratio to the
-    `ce` arm; the teacher's targets, recomputed for every batch here, are timed apart. Trains fresh students on
-    the first batches; writes nothing."""
+    """Seconds per training step of each arm (median of `steps` steps after one warm-up step), its ratio to `ce`,
+    and the median task loss and alpha * explanation loss of those steps. Fresh students of every arm (all in
+    memory at once) step in turn on each of the first batches, the arm that goes first rotating from batch to
+    batch, so a machine that slows down or speeds up meanwhile reaches every arm alike. The teacher's targets,
+    recomputed once per batch here, are timed apart. Writes nothing."""
     s = open_session(cfg, progress, cache=False)
-    rows: list[dict[str, Any]] = []
-    for arm in cfg.parsed_arms:
-        trainer = ArmTrainer(s, arm, cfg.seeds[0], fresh=True)
-        loader = DataLoader(
-            s.train_set,
-            batch_size=cfg.train.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(0),
-            num_workers=cfg.train.workers,
-        )
-        times: list[float] = []
-        teacher: list[float] = []
-        for batch in loader:
-            x, y = _good(batch, s.device, s.multilabel)
+    seed = cfg.seeds[0]
+    trainers = [ArmTrainer(s, arm, seed, fresh=True) for arm in cfg.parsed_arms]
+    times: dict[str, list[float]] = {a: [] for a in cfg.arms}
+    parts: dict[str, list[dict[str, float]]] = {a: [] for a in cfg.arms}
+    teacher: list[float] = []
+    for i, batch in enumerate(train_loader(s, seed, 0)):
+        if i > steps:
+            break
+        x, y = _good(batch, s.device, s.multilabel)
+        start = time.perf_counter()
+        target = s.teacher_targets(batch, x) if any(a.needs_teacher for a in cfg.parsed_arms) else None
+        teacher.append(time.perf_counter() - start)
+        for trainer in trainers[i % len(trainers) :] + trainers[: i % len(trainers)]:
             start = time.perf_counter()
-            target = trainer.teacher_targets(batch, x) if arm.needs_teacher else None
-            mid = time.perf_counter()
-            trainer.step(x, y, target)
+            got = trainer.step(x, y, target if trainer.arm.needs_teacher else None)
             if s.device.type == "cuda":
                 torch.cuda.synchronize(s.device)
-            times.append(time.perf_counter() - mid)
-            teacher.append(mid - start)
-            if len(times) > steps:
-                break
-        rows.append(
-            {
-                "arm": arm.name,
-                "steps": len(times) - 1,
-                "batch": cfg.train.batch_size,
-                "seconds_per_step": float(torch.tensor(times[1:] or times).median()),
-                "teacher_recompute_seconds": float(torch.tensor(teacher[1:] or teacher).median()),
-            }
-        )
+            times[trainer.arm.name].append(time.perf_counter() - start)
+            parts[trainer.arm.name].append(got)
+
+    def median(values: list[float]) -> float:
+        return float(torch.tensor(values[1:] or values).median())
+
+    rows: list[dict[str, Any]] = [
+        {
+            "arm": a,
+            "steps": len(times[a]) - 1,
+            "batch": cfg.train.batch_size,
+            "seconds_per_step": median(times[a]),
+            "teacher_recompute_seconds": median(teacher) if target is not None else 0.0,
+            "task_loss": median([p["task_loss"] for p in parts[a]]),
+            "alpha_exp_loss": cfg.loss.alpha * median([p["exp_loss"] for p in parts[a]]),
+        }
+        for a in cfg.arms
+    ]
     base = next((r["seconds_per_step"] for r in rows if r["arm"] == "ce"), float("nan"))
     for r in rows:
         r["x_ce"] = r["seconds_per_step"] / base
