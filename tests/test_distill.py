@@ -24,7 +24,7 @@ from camexp.config import DatasetConfig, ModelConfig
 from camexp.data import list_dataset
 from camexp.distill.config import load_distill_config, parse_arm
 from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss, map_distance
-from camexp.distill.report import summarize_distill
+from camexp.distill.report import distill_markdown, summarize_distill
 from camexp.distill.train import ArmTrainer, distill
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
@@ -320,6 +320,7 @@ def test_paired_arms_and_resume_after_a_kill(tmp_path: Path, monkeypatch: pytest
     whole = distill(load_distill_config(_tiny_config(tmp_path, "whole")), progress=False)
     hist = _histories(whole)
     assert set(hist) == {"ce", "ce+exp_gradcampp", "ce+kd+exp_gradcam"}
+    assert json.loads((whole / "distill.json").read_text())["student_parameters"] == _wrn_params(16, 1)
     assert not (whole / "camexp.lock").exists()  # the run lock is released at the end
     for epoch in range(2):
         assert len({h[epoch]["order_sha"] for h in hist.values()}) == 1
@@ -388,21 +389,27 @@ def test_cached_teacher_maps_equal_recomputed_ones(tmp_path: Path) -> None:
             assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["order_sha"] == rb["order_sha"]
 
 
-def _fake_results(folder: Path, values: dict[str, list[float]], paper: str | None = "poster4") -> None:
+def _fake_results(
+    folder: Path,
+    values: dict[str, list[float]],
+    paper: str | None = "poster4",
+    student: str = "wrn_16_2",
+    dataset: dict[str, object] | None = None,
+    parameters: int | None = None,
+) -> None:
     """A distill folder as `camexp distill` writes it, with known final values per arm and seed."""
     cfg = {
         "arms": list(values),
         "seeds": [0, 1, 2],
         "train": {"epochs": 1},
-        "student": {"name": "wrn_16_2"},
-        "dataset": {"kind": "cifar10"},
+        "student": {"name": student},
+        "dataset": dataset or {"kind": "cifar10"},
     }
     folder.mkdir(parents=True)
-    (folder / "distill.json").write_text(
-        json.dumps(
-            {"format": "camexp-distill/1", "name": "fake", "paper": paper, "metric": "top-1 error %", "config": cfg}
-        )
-    )
+    meta = {"format": "camexp-distill/2", "name": "fake", "paper": paper, "metric": "top-1 error %", "config": cfg}
+    if parameters is not None:
+        meta["student_parameters"] = parameters
+    (folder / "distill.json").write_text(json.dumps(meta))
     for arm, vals in values.items():
         for seed, v in enumerate(vals):
             d = folder / arm / f"seed{seed}"
@@ -682,3 +689,20 @@ def test_profile_alternates_the_arms_step_by_step(tmp_path: Path, monkeypatch: p
     assert all(calls[3 * i][1] == calls[3 * i + 1][1] == calls[3 * i + 2][1] for i in range(3))  # same batch
     assert [r["arm"] for r in rows] == cfg.arms and all(r["steps"] == 2 for r in rows)
     assert [r["alpha_exp_loss"] for r in rows] == [0.02] * 3 and rows[0]["x_ce"] == 1.0
+
+
+def test_compare_paper_says_how_far_the_students_size_is_from_the_posters(tmp_path: Path) -> None:
+    """Table 3's student is an 11-layer CNN of 27 M parameters; VGG-11 with a 20-class head has 128.8 M (the same
+    name-level setting, so only the counts tell): a warning with the ratio. WRN-16-2's 0.69 M is within 10 % of
+    the 0.7 M published: the ratio is said, no warning."""
+    vgg11 = 128_848_276  # vgg11's 132,863,336 with the 1000-class head (torchvision), 4097 x 980 fewer for 20 classes
+    voc = {"kind": "voc", "year": 2007}
+    _fake_results(tmp_path / "res" / "p3", {"ce": [0.3] * 3}, "poster3", "vgg11.tv_in1k", voc, vgg11)
+    p3 = summarize_distill(tmp_path / "res" / "p3", compare_paper=True)
+    assert p3.warning() == "student vgg11 has 128.8 M parameters, 4.77× the poster3 student's 27 M"
+    _fake_results(tmp_path / "res" / "p4", {"ce": [7.0] * 3}, parameters=_wrn_params(16, 2))
+    p4 = summarize_distill(tmp_path / "res" / "p4", compare_paper=True)
+    assert p4.warning() is None
+    assert "Student: 0.6917 M parameters, 0.99× the poster4 student's 0.7 M." in distill_markdown(p4, True)
+    result = CliRunner().invoke(app, ["table", str(tmp_path / "res"), "--compare-paper"])
+    assert result.exit_code == 0 and "4.77× the poster3 student's 27 M" in result.output, result.output

@@ -118,6 +118,7 @@ class Session:
     val_loader: DataLoader
     teacher: Teacher | None
     progress: bool
+    student_parameters: int
 
     def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
         """The teacher's logits and maps for the good images x of `batch`: cached, or computed now."""
@@ -132,11 +133,16 @@ class Session:
 def build_student(cfg: DistillConfig, num_classes: int, seed: int, device: torch.device) -> LoadedModel:
     """The student with a `num_classes` head, initialised from `seed` (the same weights for every arm)."""
     torch.manual_seed(seed)
-    loaded = build_model(cfg.student)
-    if loaded.num_classes != num_classes:
-        replace_head(loaded.model.net, num_classes)
+    loaded = fit_head(build_model(cfg.student), num_classes)
     loaded.model.requires_grad_(True).train()
     return loaded.to(device)
+
+
+def fit_head(loaded: LoadedModel, num_classes: int) -> LoadedModel:
+    """`loaded` with a new `num_classes` head where its own has another class count."""
+    if loaded.num_classes != num_classes:
+        replace_head(loaded.model.net, num_classes)
+    return loaded
 
 
 def build_teacher(spec: ModelConfig, seed: int, device: torch.device) -> LoadedModel:
@@ -180,7 +186,8 @@ def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Sess
             own = forward_with_maps(loaded.model, loaded.layer, loaded.layout, x.to(device))[1].shape[-2:]
             size = forward_with_maps(probe.model, probe.layer, probe.layout, x)[1].shape[-2:]
         teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, (own[0], own[1]), (size[0], size[1]))
-    session = Session(cfg, device, spec, names, train.multilabel, train_set, val_loader, teacher, progress)
+    parameters = sum(p.numel() for p in fit_head(probe, len(names)).model.parameters())
+    session = Session(cfg, device, spec, names, train.multilabel, train_set, val_loader, teacher, progress, parameters)
     if teacher is not None and t.cache_teacher and cache:
         fill_cache(session)
     return session
@@ -397,6 +404,7 @@ def write_meta(s: Session, status: str) -> None:
         "higher_is_better": s.multilabel,
         "config": cfg.model_dump(mode="json"),
         "input_size": list(s.spec.size),
+        "student_parameters": s.student_parameters,
         "dataset": {
             "kind": cfg.dataset.kind,
             "year": cfg.dataset.year,
