@@ -688,7 +688,7 @@ def test_profile_alternates_the_arms_step_by_step(tmp_path: Path, monkeypatch: p
     assert [name for name, _ in calls] == [a, b, c, b, c, a, c, a, b]
     assert all(calls[3 * i][1] == calls[3 * i + 1][1] == calls[3 * i + 2][1] for i in range(3))  # same batch
     assert [r["arm"] for r in rows] == cfg.arms and all(r["steps"] == 2 for r in rows)
-    assert [r["alpha_exp_loss"] for r in rows] == [0.02] * 3 and rows[0]["x_ce"] == 1.0
+    assert [r["first_alpha_exp_loss"] for r in rows] == [0.02] * 3 and rows[0]["x_ce"] == 1.0
 
 
 def test_compare_paper_says_how_far_the_students_size_is_from_the_posters(tmp_path: Path) -> None:

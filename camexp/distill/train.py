@@ -440,7 +440,8 @@ def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -
 
 def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:
     """Seconds per training step of each arm (median of `steps` steps after one warm-up step), its ratio to `ce`,
-    and the median task loss and alpha * explanation loss of those steps. Fresh students of every arm (all in
+    and the task loss and alpha * explanation loss of its first step (the same initial weights and batch for
+    every arm: the scale of the two terms before training moves them). Fresh students of every arm (all in
     memory at once) step in turn on each of the first batches, the arm that goes first rotating from batch to
     batch, so a machine that slows down or speeds up meanwhile reaches every arm alike. The teacher's targets,
     recomputed once per batch here, are timed apart. Writes nothing."""
@@ -475,8 +476,8 @@ def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[
             "batch": cfg.train.batch_size,
             "seconds_per_step": median(times[a]),
             "teacher_recompute_seconds": median(teacher) if target is not None else 0.0,
-            "task_loss": median([p["task_loss"] for p in parts[a]]),
-            "alpha_exp_loss": cfg.loss.alpha * median([p["exp_loss"] for p in parts[a]]),
+            "first_task_loss": parts[a][0]["task_loss"],
+            "first_alpha_exp_loss": cfg.loss.alpha * parts[a][0]["exp_loss"],
         }
         for a in cfg.arms
     ]
