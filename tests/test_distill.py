@@ -24,7 +24,7 @@ from camexp.config import DatasetConfig, ModelConfig
 from camexp.data import list_dataset
 from camexp.distill.config import load_distill_config, parse_arm
 from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss, map_distance
-from camexp.distill.report import summarize_distill
+from camexp.distill.report import distill_markdown, summarize_distill
 from camexp.distill.train import ArmTrainer, distill
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
@@ -275,6 +275,7 @@ def test_config_mistakes_are_one_line_errors(tmp_path: Path) -> None:
         ({"arms": ["ce+exp_scorecam"], "teacher": {"name": "wrn_16_1"}}, "not a class map"),
         ({"train": {"teacher_maps": "cache"}}, "cache needs augment: none"),
         ({"loss": {"alfa": 0.1}}, "loss.alfa: unknown key"),
+        ({"loss": {"kd_weighting": "hinton", "kd_weight": 2}}, "loss: .*1 - kd_weight: keep kd_weight <= 1"),
     ]
     for extra, message in cases:
         path = tmp_path / "c.yaml"
@@ -319,6 +320,8 @@ def test_paired_arms_and_resume_after_a_kill(tmp_path: Path, monkeypatch: pytest
     whole = distill(load_distill_config(_tiny_config(tmp_path, "whole")), progress=False)
     hist = _histories(whole)
     assert set(hist) == {"ce", "ce+exp_gradcampp", "ce+kd+exp_gradcam"}
+    assert json.loads((whole / "distill.json").read_text())["student_parameters"] == _wrn_params(16, 1)
+    assert not (whole / "camexp.lock").exists()  # the run lock is released at the end
     for epoch in range(2):
         assert len({h[epoch]["order_sha"] for h in hist.values()}) == 1
     assert hist["ce"][0]["exp_loss"] == 0 and hist["ce+exp_gradcampp"][0]["exp_loss"] > 0
@@ -386,21 +389,27 @@ def test_cached_teacher_maps_equal_recomputed_ones(tmp_path: Path) -> None:
             assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["order_sha"] == rb["order_sha"]
 
 
-def _fake_results(folder: Path, values: dict[str, list[float]], paper: str | None = "poster4") -> None:
+def _fake_results(
+    folder: Path,
+    values: dict[str, list[float]],
+    paper: str | None = "poster4",
+    student: str = "wrn_16_2",
+    dataset: dict[str, object] | None = None,
+    parameters: int | None = None,
+) -> None:
     """A distill folder as `camexp distill` writes it, with known final values per arm and seed."""
     cfg = {
         "arms": list(values),
         "seeds": [0, 1, 2],
         "train": {"epochs": 1},
-        "student": {"name": "wrn_16_2"},
-        "dataset": {"kind": "cifar10"},
+        "student": {"name": student},
+        "dataset": dataset or {"kind": "cifar10"},
     }
     folder.mkdir(parents=True)
-    (folder / "distill.json").write_text(
-        json.dumps(
-            {"format": "camexp-distill/1", "name": "fake", "paper": paper, "metric": "top-1 error %", "config": cfg}
-        )
-    )
+    meta = {"format": "camexp-distill/2", "name": "fake", "paper": paper, "metric": "top-1 error %", "config": cfg}
+    if parameters is not None:
+        meta["student_parameters"] = parameters
+    (folder / "distill.json").write_text(json.dumps(meta))
     for arm, vals in values.items():
         for seed, v in enumerate(vals):
             d = folder / arm / f"seed{seed}"
@@ -548,3 +557,152 @@ def test_descending_the_explanation_loss_brings_the_student_map_to_the_teachers(
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_second_distill_into_a_held_folder_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """Two `camexp distill` on one config would train at once and overwrite each other's checkpoints: while the
+    folder's run lock is held (here by this process, as a live run holds it), a second distill stops at once."""
+    from camexp.lock import hold
+
+    path = _tiny_config(tmp_path, "held")
+    out = load_distill_config(path).output_dir
+    with hold(out):
+        result = CliRunner().invoke(app, ["distill", str(path), "--no-progress"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "another camexp run is writing this folder" in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["camexp.lock"]  # no distill.json, no checkpoint
+    assert not (out / "camexp.lock").exists()
+
+
+def _teacher_state(path: Path) -> dict[str, torch.Tensor]:
+    from camexp.distill.train import open_session
+
+    s = open_session(load_distill_config(path), progress=False, cache=False)
+    assert s.teacher is not None
+    return s.teacher.loaded.model.net.state_dict()
+
+
+def test_a_random_teacher_is_drawn_from_the_config(tmp_path: Path) -> None:
+    """`teacher: {weights: random}` is drawn from `teacher_seed` whatever the global RNG holds, so two runs of one
+    config (and a resume) train against the same teacher; the seed is in the fingerprint and in distill.json."""
+    random_teacher = {"name": "wrn_16_1", "weights": "random"}
+    path = _tiny_config(tmp_path, "rt", teacher=random_teacher, arms=["ce", "ce+kd"])
+    torch.manual_seed(1)
+    first = _teacher_state(path)
+    torch.manual_seed(2)
+    second = _teacher_state(path)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = _tiny_config(tmp_path, "rt1", teacher=random_teacher, arms=["ce", "ce+kd"], teacher_seed=1)
+    assert not torch.equal(first["fc.weight"], _teacher_state(other)["fc.weight"])
+    cfg, cfg1 = load_distill_config(path), load_distill_config(other)
+    assert cfg.teacher_seed == 0 and cfg.fingerprint("ce+kd", 0) != cfg1.fingerprint("ce+kd", 0)
+
+
+def test_augmentation_draws_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
+    """`train.workers` is not in the fingerprint (a resume or an added arm may use another count), so each image's
+    crop and flip must not depend on which process loads it: one epoch with 0 and with 2 loader workers trains
+    the same weights; without augmentation the weights differ (the draws matter)."""
+
+    def trained(out: str, workers: int, augment: str = "crop_flip") -> dict[str, torch.Tensor]:
+        train = {"epochs": 1, "batch_size": 8, "lr": 0.05, "augment": augment, "device": "cpu", "workers": workers}
+        path = _tiny_config(tmp_path, out, augment, arms=["ce"], train=train)
+        folder = distill(load_distill_config(path), progress=False)
+        return torch.load(folder / "ce" / "seed0" / "checkpoint.pt", weights_only=True)["state_dict"]
+
+    main, workers, plain = trained("w0", 0), trained("w2", 2), trained("plain", 0, "none")
+    assert all(torch.equal(main[k], workers[k]) for k in main)
+    assert not torch.equal(main["fc.weight"], plain["fc.weight"])
+    old = tmp_path / "w0" / "ce" / "seed0" / "checkpoint.pt"  # a checkpoint of the earlier draws is not resumed
+    torch.save({**torch.load(old, weights_only=True), "format": "camexp-distill/1"}, old)
+    with pytest.raises(CamexpError, match="format 'camexp-distill/1'.*pass --fresh"):
+        distill(load_distill_config(tmp_path / "w0.yaml"), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("multilabel", "expected"),
+    [
+        (False, {"camexp": (1.0, 0.9), "hinton": (0.1, 0.9), "attention_transfer": (0.1, 0.18)}),
+        (True, {"camexp": (1.0, 0.9), "hinton": (0.1, 0.09), "attention_transfer": (0.1, 0.18)}),
+    ],
+)
+def test_kd_weightings_by_hand(multilabel: bool, expected: dict[str, tuple[float, float]]) -> None:
+    """(task, KD) weights of a +kd arm at lambda 0.9 and 10 classes: camexp 1 and 0.9; Hinton 1 - 0.9 and 0.9 (the
+    multi-label KD, a sum over classes, averaged over them as BCE is: 0.9 / 10); attention transfer's
+    kl_div (a mean over the B x 10 elements) * 2 * 0.9 = 0.18 * the per-image KL."""
+    from camexp.distill.loss import loss_weights
+
+    for weighting, (task, kd) in expected.items():
+        assert loss_weights(weighting, 0.9, 10, multilabel) == pytest.approx((task, kd)), weighting  # type: ignore[arg-type]
+
+
+def test_the_step_loss_follows_the_chosen_kd_weighting(tmp_path: Path) -> None:
+    """One training step of ce+kd+exp_gradcam (and of ce+exp_gradcam, which has no KD term) on the same batch
+    from the same initial weights: the components are the same under every weighting and the total is the
+    hand-written formula of each; the weighting is part of the fingerprint."""
+    from dataclasses import replace
+
+    from camexp.distill.config import LossConfig
+    from camexp.distill.train import open_session, train_loader
+
+    path = _tiny_config(tmp_path, "kdw", arms=["ce+exp_gradcam", "ce+kd+exp_gradcam"])
+    s = open_session(load_distill_config(path), progress=False, cache=False)
+    batch = next(iter(train_loader(s, 0, 0)))
+    x, y = batch["image"], batch["label"]
+    formulas = {  # (task, exp, kd) -> loss; alpha 0.01, lambda 0.9, 10 classes
+        "camexp": lambda t, e, k: t + 0.01 * e + 0.9 * k,
+        "hinton": lambda t, e, k: 0.1 * t + 0.01 * e + 0.9 * k,
+        "attention_transfer": lambda t, e, k: 0.1 * t + 0.01 * e + 0.18 * k,
+    }
+    parts, prints = [], set()
+    for weighting, formula in formulas.items():
+        cfg = s.cfg.model_copy(update={"loss": LossConfig(kd_weighting=weighting)})  # type: ignore[arg-type]
+        assert cfg.model_dump()["loss"]["kd_weighting"] == weighting  # recorded with the config
+        prints.add(cfg.fingerprint("ce+kd+exp_gradcam", 0))
+        for arm in cfg.parsed_arms:
+            trainer = ArmTrainer(replace(s, cfg=cfg), arm, 0, fresh=True)
+            got = trainer.step(x, y, s.teacher_targets(batch, x))
+            task, exp, kd = got["task_loss"], got["exp_loss"], got["kd_loss"]
+            want = formulas["camexp"](task, exp, kd) if not arm.kd else formula(task, exp, kd)
+            assert got["loss"] == pytest.approx(want, rel=1e-6), (weighting, arm.name)
+            if arm.kd:
+                parts.append((task, exp, kd))
+    assert len(set(parts)) == 1 and min(parts[0]) > 0 and len(prints) == 3
+    assert load_distill_config(path).loss.kd_weighting == "camexp"  # the default: today's loss
+
+
+def test_profile_alternates_the_arms_step_by_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--profile` timed each arm's steps in one block, so a machine slowing down (other jobs) charged the last
+    arms: the arms now take turns on every batch, the first place rotating, and each steps on the same batches."""
+    from camexp.distill.train import profile
+
+    calls: list[tuple[str, int]] = []
+
+    def step(self: ArmTrainer, x: torch.Tensor, y: torch.Tensor, target: object) -> dict[str, float]:
+        calls.append((self.arm.name, int(y.sum())))
+        return {"task_loss": 1.0, "exp_loss": 2.0, "kd_loss": 0.0, "loss": 1.02}
+
+    monkeypatch.setattr(ArmTrainer, "step", step)
+    cfg = load_distill_config(_tiny_config(tmp_path, "prof"))
+    rows = profile(cfg, steps=2, progress=False)
+    a, b, c = cfg.arms
+    assert [name for name, _ in calls] == [a, b, c, b, c, a, c, a, b]
+    assert all(calls[3 * i][1] == calls[3 * i + 1][1] == calls[3 * i + 2][1] for i in range(3))  # same batch
+    assert [r["arm"] for r in rows] == cfg.arms and all(r["steps"] == 2 for r in rows)
+    assert [r["first_alpha_exp_loss"] for r in rows] == [0.02] * 3 and rows[0]["x_ce"] == 1.0
+
+
+def test_compare_paper_says_how_far_the_students_size_is_from_the_posters(tmp_path: Path) -> None:
+    """Table 3's student is an 11-layer CNN of 27 M parameters; VGG-11 with a 20-class head has 128.8 M (the same
+    name-level setting, so only the counts tell): a warning with the ratio. WRN-16-2's 0.69 M is within 10 % of
+    the 0.7 M published: the ratio is said, no warning."""
+    vgg11 = 128_848_276  # vgg11's 132,863,336 with the 1000-class head (torchvision), 4097 x 980 fewer for 20 classes
+    voc = {"kind": "voc", "year": 2007}
+    _fake_results(tmp_path / "res" / "p3", {"ce": [0.3] * 3}, "poster3", "vgg11.tv_in1k", voc, vgg11)
+    p3 = summarize_distill(tmp_path / "res" / "p3", compare_paper=True)
+    assert p3.warning() == "student vgg11 has 128.8 M parameters, 4.77× the poster3 student's 27 M"
+    _fake_results(tmp_path / "res" / "p4", {"ce": [7.0] * 3}, parameters=_wrn_params(16, 2))
+    p4 = summarize_distill(tmp_path / "res" / "p4", compare_paper=True)
+    assert p4.warning() is None
+    assert "Student: 0.6917 M parameters, 0.99× the poster4 student's 0.7 M." in distill_markdown(p4, True)
+    result = CliRunner().invoke(app, ["table", str(tmp_path / "res"), "--compare-paper"])
+    assert result.exit_code == 0 and "4.77× the poster3 student's 27 M" in result.output, result.output

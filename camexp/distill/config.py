@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from camexp.config import DatasetConfig, ModelConfig, PlainName, _Strict, load_yaml
+from camexp.distill.loss import KdWeighting
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
 
@@ -64,6 +65,11 @@ class LossConfig(_Strict):
 
     alpha: float = Field(0.01, ge=0, description="weight of the explanation loss (the paper's 0.01)")
     kd_weight: float = Field(0.9, ge=0, description="lambda, weight of the KD loss where an arm has +kd")
+    kd_weighting: KdWeighting = Field(
+        "camexp",
+        description="how task and KD losses combine in +kd arms: camexp (task + lambda KD), hinton "
+        "((1 - lambda) task + lambda KD) or attention_transfer ((1 - lambda) task + 2 lambda / C KD)",
+    )
     temperature: float = Field(4.0, gt=0, description="KD temperature T (loss scaled by T^2)")
     map_norm: Literal["none", "l2", "cosine"] = Field(
         "none", description="none: squared L2 of the raw maps (the paper's); l2: unit-norm maps; cosine: 1 - cos"
@@ -73,6 +79,14 @@ class LossConfig(_Strict):
         description="the class c of the maps: the label (every positive class of a multi-label image, "
         "summed) or the teacher's top-1 class",
     )
+
+    @model_validator(mode="after")
+    def _task_weight_not_negative(self) -> LossConfig:
+        if self.kd_weighting != "camexp" and self.kd_weight > 1:
+            raise ValueError(
+                f"kd_weighting {self.kd_weighting} weighs the task loss by 1 - kd_weight: keep kd_weight <= 1"
+            )
+        return self
 
 
 class DistillTrain(_Strict):
@@ -130,6 +144,9 @@ class DistillConfig(_Strict):
     dataset: DatasetConfig
     arms: list[str] = ["ce", "ce+exp_gradcampp"]
     seeds: list[int] = [0]
+    teacher_seed: int = Field(
+        0, ge=0, description="draws a `weights: random` teacher: the same teacher for every run and resume"
+    )
     loss: LossConfig = LossConfig()
     train: DistillTrain = DistillTrain()
     output: DistillOutput = DistillOutput()

@@ -21,6 +21,7 @@ from camexp.models.layers import forward_hooks
 from camexp.models.layout import FeatureLayout
 
 MapNorm = Literal["none", "l2", "cosine"]
+KdWeighting = Literal["camexp", "hinton", "attention_transfer"]
 
 
 @contextmanager
@@ -94,3 +95,16 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mu
         kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
         return T * T * kl.sum(1).mean()
     return T * T * F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean")
+
+
+def loss_weights(weighting: KdWeighting, kd_weight: float, num_classes: int, multilabel: bool) -> tuple[float, float]:
+    """(task weight, KD weight) of an arm with KD, its KD term being `kd_loss` (per image; multi-label: summed
+    over classes), with lambda = `kd_weight` and C = `num_classes`. camexp: 1 and lambda. hinton: 1 - lambda and
+    lambda (Hinton et al.; multi-label lambda / C, the KD averaged over classes as BCE is). attention_transfer:
+    1 - lambda and 2 lambda / C (Zagoruyko & Komodakis' code: kl_div's mean over the B x C elements times
+    2 lambda; 0.18 for CIFAR-10 at lambda 0.9)."""
+    if weighting == "camexp":
+        return 1.0, kd_weight
+    if weighting == "hinton":
+        return 1.0 - kd_weight, kd_weight / num_classes if multilabel else kd_weight
+    return 1.0 - kd_weight, 2.0 * kd_weight / num_classes

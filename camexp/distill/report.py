@@ -19,6 +19,16 @@ from camexp.report.tables import Report
 from camexp.stats.bootstrap import t_interval
 
 LEVEL = 0.95
+SIZE_TOLERANCE = 0.1  # a student within 10 % of the published parameter count is the paper's size
+
+
+def student_size(paper: str, parameters: int) -> tuple[str, bool]:
+    """How the student's parameter count compares with the one `paper` publishes, and whether it is off by more
+    than SIZE_TOLERANCE."""
+    theirs = PUBLISHED_DISTILL[paper].student_parameters
+    ratio = parameters / theirs
+    text = f"{parameters / 1e6:.4g} M parameters, {ratio:.2f}× the {paper} student's {theirs / 1e6:.4g} M"
+    return text, abs(ratio - 1) > SIZE_TOLERANCE
 
 
 @dataclass
@@ -33,10 +43,17 @@ class DistillSummary:
     table: pd.DataFrame
     setting: Setting
     notes: list[str] = field(default_factory=list)
+    student_parameters: int | None = None
 
     def warning(self) -> str | None:
-        """Why the paper's numbers are not this run's setting (another student or data set), or None."""
-        return setting_mismatch(self.paper, self.setting) if self.paper else None
+        """Why the paper's numbers are not this run's setting (another student, data set or student size), or None."""
+        if not self.paper:
+            return None
+        why = [w] if (w := setting_mismatch(self.paper, self.setting)) else []
+        if self.student_parameters:
+            size, off = student_size(self.paper, self.student_parameters)
+            why += [f"student {self.setting.backbone} has {size}"] if off else []
+        return "; ".join(why) or None
 
 
 def find_distill_runs(results_dir: Path) -> list[Path]:
@@ -111,7 +128,10 @@ def summarize_distill(folder: Path, compare_paper: bool = False) -> DistillSumma
         cfg["train"].get("val_split", "?"),
         pd.DataFrame(rows),
         setting,
+        student_parameters=meta.get("student_parameters"),
     )
+    if paper is not None and summary.paper and summary.student_parameters:
+        summary.notes.append(f"Student: {student_size(summary.paper, summary.student_parameters)[0]}.")
     missing = [f"{a} seed {s}" for a in arms for s in seeds if s not in done[a]]
     if missing:
         more = " ..." if len(missing) > 6 else ""

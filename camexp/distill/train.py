@@ -12,27 +12,30 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from camexp.accel import resolve_device
+from camexp.config import ModelConfig
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
 from camexp.data.transforms import InputSpec
 from camexp.distill.config import Arm, DistillConfig
-from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss
+from camexp.distill.loss import class_maps, explanation_loss, forward_with_maps, kd_loss, loss_weights
 from camexp.distill.teacher import Teacher, TeacherTargets
 from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
+from camexp.explain.model_methods import seed_of
 from camexp.finetune.checkpoint import write_atomic
 from camexp.finetune.head import replace_head
 from camexp.finetune.train import cosine_factor
 from camexp.io import write_text_atomically
+from camexp.lock import hold
 from camexp.models import LoadedModel, build_model
 from camexp.models.weights import load_state, read_checkpoint
 from camexp.stats.ap import per_class_ap
 
-FORMAT = "camexp-distill/1"
+FORMAT = "camexp-distill/2"  # 2: per-image augmentation seeds, teacher_seed
 META = "distill.json"
 HISTORY = "history.json"
 
@@ -77,8 +80,25 @@ def step_factor(cfg: DistillConfig, epoch: int) -> float:
 
 
 def order_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's data order and augmentation: the same for every arm of a seed."""
+    """The seed of an epoch's data order (and of any draw in the steps): the same for every arm of a seed."""
     return seed * 1_000_003 + epoch
+
+
+class SeededDraws(Dataset):
+    """The training images of one (seed, epoch), image i augmented with draws seeded from (seed, epoch, i): the
+    same crop and flip whichever loader worker, how many workers and what batch size load it (`train.workers`
+    is left out of the fingerprint, so a resume may change it). The global RNG is left as it was."""
+
+    def __init__(self, data: ImageDataset, seed: int, epoch: int):
+        self.data, self.seed, self.epoch = data, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed_of(self.seed, "augment", self.epoch, index))
+            return self.data[index]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -98,16 +118,39 @@ class Session:
     val_loader: DataLoader
     teacher: Teacher | None
     progress: bool
+    student_parameters: int
+
+    def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
+        """The teacher's logits and maps for the good images x of `batch`: cached, or computed now."""
+        teacher = self.teacher
+        assert teacher is not None
+        keep = ~batch["bad"].bool()
+        if teacher.cache:
+            return teacher.cached(batch["index"][keep]).to(self.device)
+        return teacher.targets(x, {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)})
 
 
 def build_student(cfg: DistillConfig, num_classes: int, seed: int, device: torch.device) -> LoadedModel:
     """The student with a `num_classes` head, initialised from `seed` (the same weights for every arm)."""
     torch.manual_seed(seed)
-    loaded = build_model(cfg.student)
-    if loaded.num_classes != num_classes:
-        replace_head(loaded.model.net, num_classes)
+    loaded = fit_head(build_model(cfg.student), num_classes)
     loaded.model.requires_grad_(True).train()
     return loaded.to(device)
+
+
+def fit_head(loaded: LoadedModel, num_classes: int) -> LoadedModel:
+    """`loaded` with a new `num_classes` head where its own has another class count."""
+    if loaded.num_classes != num_classes:
+        replace_head(loaded.model.net, num_classes)
+    return loaded
+
+
+def build_teacher(spec: ModelConfig, seed: int, device: torch.device) -> LoadedModel:
+    """The frozen teacher; `weights: random` is drawn from `seed` (the global RNG is left as it was), so two runs
+    of a config, and a resumed one, train against the same teacher."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec).to(device)
 
 
 def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Session:
@@ -118,7 +161,7 @@ def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Sess
     train, val = _listing(cfg, t.train_split), _listing(cfg, t.val_split)
     probe = build_model(cfg.student)
     needs_teacher = cfg.teacher is not None and any(a.needs_teacher for a in cfg.parsed_arms)
-    loaded = build_model(cfg.teacher).to(device) if cfg.teacher is not None and needs_teacher else None
+    loaded = build_teacher(cfg.teacher, cfg.teacher_seed, device) if cfg.teacher is not None and needs_teacher else None
     names = class_list(train, val, loaded)
     spec = replace(probe.spec, size=t.image_size) if t.image_size else probe.spec
     transform = PixelTransform(spec) if t.augment == "none" else AugmentTransform(spec, t.augment, t.pad)
@@ -143,7 +186,8 @@ def open_session(cfg: DistillConfig, progress: bool, cache: bool = True) -> Sess
             own = forward_with_maps(loaded.model, loaded.layer, loaded.layout, x.to(device))[1].shape[-2:]
             size = forward_with_maps(probe.model, probe.layer, probe.layout, x)[1].shape[-2:]
         teacher = Teacher(loaded, methods, cfg.loss.target, train.multilabel, (own[0], own[1]), (size[0], size[1]))
-    session = Session(cfg, device, spec, names, train.multilabel, train_set, val_loader, teacher, progress)
+    parameters = sum(p.numel() for p in fit_head(probe, len(names)).model.parameters())
+    session = Session(cfg, device, spec, names, train.multilabel, train_set, val_loader, teacher, progress, parameters)
     if teacher is not None and t.cache_teacher and cache:
         fill_cache(session)
     return session
@@ -153,6 +197,19 @@ def _good(batch: dict[str, Any], device: torch.device, multilabel: bool) -> tupl
     keep = ~batch["bad"].bool()
     y = batch["labels"] if multilabel else batch["label"]
     return batch["image"][keep].to(device), y[keep].to(device)
+
+
+def train_loader(s: Session, seed: int, epoch: int) -> DataLoader:
+    """The training batches of `epoch` for the arms of `seed`: one shuffled order and one augmentation per image."""
+    t = s.cfg.train
+    return DataLoader(
+        SeededDraws(s.train_set, seed, epoch),
+        batch_size=t.batch_size,
+        shuffle=True,
+        num_workers=t.workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(order_seed(seed, epoch)),
+    )
 
 
 def fill_cache(s: Session) -> float:
@@ -180,13 +237,22 @@ class ArmTrainer:
         self.path = self.folder / "checkpoint.pt"
         self.fingerprint = cfg.fingerprint(arm.name, seed)
         ckpt = None if fresh or not self.path.exists() else read_checkpoint(self.path)
-        if ckpt is not None and (ckpt.get("format") != FORMAT or ckpt.get("fingerprint") != self.fingerprint):
+        if ckpt is not None and ckpt.get("format") != FORMAT:
+            raise CamexpError(
+                f"{self.path}: a checkpoint of format {ckpt.get('format')!r}, not {FORMAT!r} (before "
+                "camexp drew each image's augmentation from its own seed); pass --fresh or --out"
+            )
+        if ckpt is not None and ckpt.get("fingerprint") != self.fingerprint:
             raise CamexpError(
                 f"{self.path}: holds a checkpoint of another distill configuration; pass --fresh to "
                 "start over or --out to write elsewhere"
             )
         self.student = build_student(cfg, len(s.class_names), seed, s.device)
         self.method = METHODS.get(arm.method) if arm.method else None
+        lw = cfg.loss
+        self.task_weight, self.kd_weight = (
+            loss_weights(lw.kd_weighting, lw.kd_weight, len(s.class_names), s.multilabel) if arm.kd else (1.0, 0.0)
+        )
         params = [p for p in self.student.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
@@ -235,26 +301,11 @@ class ArmTrainer:
         )
         write_json(self.folder / HISTORY, {"arm": self.arm.name, "seed": self.seed, "history": self.history})
 
-    def teacher_targets(self, batch: dict[str, Any], x: torch.Tensor) -> TeacherTargets:
-        teacher = self.s.teacher
-        assert teacher is not None
-        keep = ~batch["bad"].bool()
-        if teacher.cache:
-            return teacher.cached(batch["index"][keep]).to(self.s.device)
-        return teacher.targets(x, {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)})
-
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split: mean losses per image, mean seconds per student step, the order's hash."""
         cfg, t, dev = self.s.cfg, self.s.cfg.train, self.s.device
-        torch.manual_seed(order_seed(self.seed, epoch))  # augmentation: the same draws for every arm
-        loader = DataLoader(
-            self.s.train_set,
-            batch_size=t.batch_size,
-            shuffle=True,
-            num_workers=t.workers,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(order_seed(self.seed, epoch)),
-        )
+        torch.manual_seed(order_seed(self.seed, epoch))  # any draw in the steps: the same for every arm
+        loader = train_loader(self.s, self.seed, epoch)
         self.student.model.train()
         sums = {"task_loss": 0.0, "exp_loss": 0.0, "kd_loss": 0.0, "loss": 0.0}
         seen, steps, step_time, teacher_time, order = 0, 0, 0.0, 0.0, hashlib.sha256()
@@ -271,7 +322,7 @@ class ArmTrainer:
             if not len(x):
                 continue
             t0 = time.perf_counter()
-            target = self.teacher_targets(batch, x) if self.arm.needs_teacher else None
+            target = self.s.teacher_targets(batch, x) if self.arm.needs_teacher else None
             t1 = time.perf_counter()
             parts = self.step(x, y, target)
             if dev.type == "cuda":
@@ -294,7 +345,7 @@ class ArmTrainer:
         }
 
     def step(self, x: torch.Tensor, y: torch.Tensor, target: TeacherTargets | None) -> dict[str, float]:
-        """One SGD step on L = L_task + alpha * L_exp + lambda * L_KD; returns the loss components."""
+        """One SGD step on L = w_task L_task + alpha L_exp + w_KD L_KD (`loss_weights`); returns the components."""
         cfg, st = self.s.cfg, self.student
         logits, A = forward_with_maps(st.model, st.layer, st.layout, x)
         logits = logits.float()
@@ -307,7 +358,7 @@ class ArmTrainer:
             exp = explanation_loss(maps, target.maps[self.method.name], target.classes, cfg.loss.map_norm)
         if self.arm.kd and target is not None:
             kd = kd_loss(logits, target.logits, cfg.loss.temperature, self.s.multilabel)
-        loss = task + cfg.loss.alpha * exp + cfg.loss.kd_weight * kd
+        loss = self.task_weight * task + cfg.loss.alpha * exp + self.kd_weight * kd
         if not torch.isfinite(loss):
             raise CamexpError(
                 f"arm {self.arm.name} seed {self.seed}: the loss is not finite (task {float(task)}, "
@@ -353,6 +404,7 @@ def write_meta(s: Session, status: str) -> None:
         "higher_is_better": s.multilabel,
         "config": cfg.model_dump(mode="json"),
         "input_size": list(s.spec.size),
+        "student_parameters": s.student_parameters,
         "dataset": {
             "kind": cfg.dataset.kind,
             "year": cfg.dataset.year,
@@ -374,55 +426,64 @@ def write_meta(s: Session, status: str) -> None:
 
 
 def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -> Path:
-    """Train every (seed, arm) not yet complete, resuming from the last epoch; returns the results folder."""
-    s = open_session(cfg, progress)
-    write_meta(s, "running")
-    for seed in cfg.seeds:
-        for arm in cfg.parsed_arms:
-            ArmTrainer(s, arm, seed, fresh).fit()
-    write_meta(s, "complete")
+    """Train every (seed, arm) not yet complete, resuming from the last epoch; returns the results folder. The
+    folder's run lock is held throughout: a second distill into it would overwrite this one's checkpoints."""
+    with hold(cfg.output_dir):
+        s = open_session(cfg, progress)
+        write_meta(s, "running")
+        for seed in cfg.seeds:
+            for arm in cfg.parsed_arms:
+                ArmTrainer(s, arm, seed, fresh).fit()
+        write_meta(s, "complete")
     return cfg.output_dir
 
 
 def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:
-    """Seconds per training step of each arm (median of `steps` steps after one warm-up step) and its ratio to the
-    `ce` arm; the teacher's targets, recomputed for every batch here, are timed apart. Trains fresh students on
-    the first batches; writes nothing."""
+    """Seconds per training step of each arm (median of `steps` steps after one warm-up step), its ratio to `ce`,
+    and the task loss and alpha * explanation loss of its first step (the same initial weights and batch for
+    every arm: the scale of the two terms before training moves them). Fresh students of every arm (all in
+    memory at once) step in turn on each of the first batches, the arm that goes first rotating from batch to
+    batch, so a machine that slows down or speeds up meanwhile reaches every arm alike. The teacher's targets,
+    recomputed once per batch here, are timed apart. Writes nothing."""
     s = open_session(cfg, progress, cache=False)
-    rows: list[dict[str, Any]] = []
-    for arm in cfg.parsed_arms:
-        trainer = ArmTrainer(s, arm, cfg.seeds[0], fresh=True)
-        loader = DataLoader(
-            s.train_set,
-            batch_size=cfg.train.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(0),
-            num_workers=cfg.train.workers,
-        )
-        times: list[float] = []
-        teacher: list[float] = []
-        for batch in loader:
-            x, y = _good(batch, s.device, s.multilabel)
+    seed = cfg.seeds[0]
+    trainers = [ArmTrainer(s, arm, seed, fresh=True) for arm in cfg.parsed_arms]
+    times: dict[str, list[float]] = {a: [] for a in cfg.arms}
+    parts: dict[str, list[dict[str, float]]] = {a: [] for a in cfg.arms}
+    teacher: list[float] = []
+    needs_teacher = any(a.needs_teacher for a in cfg.parsed_arms)
+    for i, batch in enumerate(train_loader(s, seed, 0)):
+        if i > steps:
+            break
+        x, y = _good(batch, s.device, s.multilabel)
+        start = time.perf_counter()
+        target = s.teacher_targets(batch, x) if needs_teacher else None
+        if s.device.type == "cuda":  # the teacher's work is timed here, not in the first arm's step
+            torch.cuda.synchronize(s.device)
+        teacher.append(time.perf_counter() - start)
+        for trainer in trainers[i % len(trainers) :] + trainers[: i % len(trainers)]:
             start = time.perf_counter()
-            target = trainer.teacher_targets(batch, x) if arm.needs_teacher else None
-            mid = time.perf_counter()
-            trainer.step(x, y, target)
+            got = trainer.step(x, y, target if trainer.arm.needs_teacher else None)
             if s.device.type == "cuda":
                 torch.cuda.synchronize(s.device)
-            times.append(time.perf_counter() - mid)
-            teacher.append(mid - start)
-            if len(times) > steps:
-                break
-        rows.append(
-            {
-                "arm": arm.name,
-                "steps": len(times) - 1,
-                "batch": cfg.train.batch_size,
-                "seconds_per_step": float(torch.tensor(times[1:] or times).median()),
-                "teacher_recompute_seconds": float(torch.tensor(teacher[1:] or teacher).median()),
-            }
-        )
+            times[trainer.arm.name].append(time.perf_counter() - start)
+            parts[trainer.arm.name].append(got)
+
+    def median(values: list[float]) -> float:
+        return float(torch.tensor(values[1:] or values).median())
+
+    rows: list[dict[str, Any]] = [
+        {
+            "arm": a,
+            "steps": len(times[a]) - 1,
+            "batch": cfg.train.batch_size,
+            "seconds_per_step": median(times[a]),
+            "teacher_recompute_seconds": median(teacher) if needs_teacher else 0.0,
+            "first_task_loss": parts[a][0]["task_loss"],
+            "first_alpha_exp_loss": cfg.loss.alpha * parts[a][0]["exp_loss"],
+        }
+        for a in cfg.arms
+    ]
     base = next((r["seconds_per_step"] for r in rows if r["arm"] == "ce"), float("nan"))
     for r in rows:
         r["x_ce"] = r["seconds_per_step"] / base

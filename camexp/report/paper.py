@@ -163,12 +163,14 @@ def setting_mismatch(paper: str, run: Setting) -> str | None:
 
 @dataclass(frozen=True)
 class DistillTable:
-    """A published table of student arms (`camexp distill`): arm -> value of `metric`; `setting` has the student."""
+    """A published table of student arms (`camexp distill`): arm -> value of `metric`; `setting` has the student,
+    `student_parameters` its published size (the same name can hide another size, as VGG-11's FC head)."""
 
     caption: str
     metric: str
     setting: Setting
     values: dict[str, float]
+    student_parameters: float
 
 
 # Grad-CAM++ poster, "Learning from explanations: knowledge distillation"; arm names as camexp/distill/config.py
@@ -179,6 +181,7 @@ PUBLISHED_DISTILL: dict[str, DistillTable] = {
         "mAP",
         Setting("vgg11", "voc2007"),
         {"ce+exp_gradcampp": 0.42, "ce+kd": 0.34, "ce": 0.31},
+        27e6,  # "an 11-layer CNN with 27 M parameters" (arXiv §5)
     ),
     "poster4": DistillTable(
         "Grad-CAM++ poster Table 4: CIFAR-10, teacher WRN-40-2, student WRN-16-2",
@@ -192,5 +195,6 @@ PUBLISHED_DISTILL: dict[str, DistillTable] = {
             "ce+kd+exp_gradcampp": 5.56,
             "ce+kd+exp_gradcam": 5.8,
         },
+        0.7e6,  # WRN-16-2 as Zagoruyko & Komodakis publish it
     ),
 }
