@@ -706,3 +706,25 @@ def test_compare_paper_says_how_far_the_students_size_is_from_the_posters(tmp_pa
     assert "Student: 0.6917 M parameters, 0.99× the poster4 student's 0.7 M." in distill_markdown(p4, True)
     result = CliRunner().invoke(app, ["table", str(tmp_path / "res"), "--compare-paper"])
     assert result.exit_code == 0 and "4.77× the poster3 student's 27 M" in result.output, result.output
+
+
+def test_arms_are_not_added_beside_checkpoints_that_other_software_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's resume finding, for distill folders: the table would compare arms trained by two programs."""
+    from camexp import provenance
+
+    folder = distill(load_distill_config(_tiny_config(tmp_path, "out", augment="none", arms=["ce"])), progress=False)
+    first = json.loads((folder / "distill.json").read_text())
+    assert first["software"]["camexp_source_sha256"] == provenance.source_hash() and first["mixed_software"] == []
+    real = provenance.software()
+    monkeypatch.setattr(provenance, "software", lambda: {**real, "timm": "0.0-other"})
+    more = load_distill_config(_tiny_config(tmp_path, "out", augment="none", arms=["ce", "ce+kd"]))
+    with pytest.raises(CamexpError, match=rf"this distillation was written by other software \(timm: {real['timm']} "):
+        distill(more, progress=False)
+    assert not (folder / "ce+kd").exists()
+    distill(more, progress=False, allow_software_change=True)
+    meta = json.loads((folder / "distill.json").read_text())
+    assert meta["mixed_software"] == [{"changed": {"timm": [real["timm"], "0.0-other"]}}]
+    assert len(meta["invocations"]) == 2
+    assert any("Mixed software" in n for n in summarize_distill(folder).notes)

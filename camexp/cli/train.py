@@ -49,6 +49,12 @@ def distill(
     limit: int | None = typer.Option(None, help="use only the first N images of each split"),
     out: Path | None = typer.Option(None, help="results folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start every arm over instead of resuming"),
+    allow_software_change: bool = typer.Option(
+        False,
+        "--allow-software-change",
+        help="resume or add arms beside checkpoints that other software (camexp source, torch, timm, uv.lock) "
+        "trained; recorded in distill.json and shown by the report",
+    ),
     progress: bool = typer.Option(True, help="show a progress bar"),
     profile: int | None = typer.Option(None, help="only time N training steps of each arm (vs ce); writes nothing"),
 ) -> None:
@@ -73,6 +79,6 @@ def distill(
 
         plain(pd.DataFrame(profile_arms(cfg, profile, progress)).to_markdown(index=False, floatfmt=".4g"))
         return
-    folder = run_distill(cfg, fresh=fresh, progress=progress)
+    folder = run_distill(cfg, fresh=fresh, progress=progress, allow_software_change=allow_software_change)
     plain(distill_markdown(summarize_distill(folder, cfg.paper is not None), cfg.paper is not None))
     console.print(f"results folder: {folder}")

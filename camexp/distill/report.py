@@ -14,6 +14,7 @@ import pandas as pd
 
 from camexp.distill.train import HISTORY, META
 from camexp.errors import CamexpError
+from camexp.provenance import mixed_note
 from camexp.report.paper import PUBLISHED_DISTILL, Setting, setting_mismatch
 from camexp.report.tables import Report
 from camexp.stats.bootstrap import t_interval
@@ -139,6 +140,8 @@ def summarize_distill(folder: Path, compare_paper: bool = False) -> DistillSumma
             f"Incomplete: {len(missing)} of {len(arms) * len(seeds)} (arm, seed) runs have not "
             f"finished {epochs} epochs ({', '.join(missing[:6])}{more})."
         )
+    if mixed := mixed_note(meta):
+        summary.notes.append(mixed)
     tm = meta.get("teacher_maps")
     if tm:
         summary.notes.append(

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from camexp import provenance
 from camexp.accel import resolve_device
 from camexp.config import ModelConfig
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
@@ -391,7 +392,7 @@ def metric_name(multilabel: bool) -> str:
     return "mAP" if multilabel else "top-1 error %"
 
 
-def write_meta(s: Session, status: str) -> None:
+def write_meta(s: Session, status: str, software: dict[str, Any]) -> None:
     """distill.json: the config, what the metric is, and how the teacher maps were made (for `camexp report table`)."""
     cfg = s.cfg
     teacher = s.teacher
@@ -405,6 +406,7 @@ def write_meta(s: Session, status: str) -> None:
         "config": cfg.model_dump(mode="json"),
         "input_size": list(s.spec.size),
         "student_parameters": s.student_parameters,
+        **software,
         "dataset": {
             "kind": cfg.dataset.kind,
             "year": cfg.dataset.year,
@@ -425,17 +427,41 @@ def write_meta(s: Session, status: str) -> None:
     write_json(cfg.output_dir / META, meta)
 
 
-def distill(cfg: DistillConfig, *, fresh: bool = False, progress: bool = True) -> Path:
+def distill(
+    cfg: DistillConfig, *, fresh: bool = False, progress: bool = True, allow_software_change: bool = False
+) -> Path:
     """Train every (seed, arm) not yet complete, resuming from the last epoch; returns the results folder. The
-    folder's run lock is held throughout: a second distill into it would overwrite this one's checkpoints."""
+    folder's run lock is held throughout: a second distill into it would overwrite this one's checkpoints.
+    Resuming or adding arms to checkpoints that other software trained is refused unless
+    `allow_software_change` (camexp/provenance.py), which distill.json then keeps in `mixed_software`."""
     with hold(cfg.output_dir):
+        software = _software(cfg, fresh, allow_software_change)
         s = open_session(cfg, progress)
-        write_meta(s, "running")
+        write_meta(s, "running", software)
         for seed in cfg.seeds:
             for arm in cfg.parsed_arms:
                 ArmTrainer(s, arm, seed, fresh).fit()
-        write_meta(s, "complete")
+        write_meta(s, "complete", software)
     return cfg.output_dir
+
+
+def _software(cfg: DistillConfig, fresh: bool, allow: bool) -> dict[str, Any]:
+    """distill.json's `software`, `invocations` and `mixed_software`, after `check_same` against the previous
+    invocation's software when checkpoints of it would be resumed or trained beside."""
+    meta_path = cfg.output_dir / META
+    previous = {} if fresh or not meta_path.exists() else json.loads(meta_path.read_text())
+    now = provenance.software()
+    trained = not fresh and any(cfg.output_dir.glob("*/seed*/checkpoint.pt"))
+    override = (
+        provenance.check_same(previous.get("software"), now, cfg.output_dir, allow=allow, what="distillation")
+        if trained
+        else {}
+    )
+    return {
+        "software": now,
+        "invocations": [*previous.get("invocations", []), provenance.invocation(now, override)],
+        "mixed_software": [*previous.get("mixed_software", []), *([{"changed": override}] if override else [])],
+    }
 
 
 def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:
