@@ -169,8 +169,8 @@ def table(
             rep = Report(rel.markdown, rel.frame, [], rel.warnings)
             write_files(target, "reliability", rel.markdown, {"reliability": rel.frame}, figures=rel.figures)
         elif leaderboard:
-            md, frame = make_leaderboard(results_dir, metric, stats)
-            rep = Report(md, frame, [], [])
+            md, frame, skipped = make_leaderboard(results_dir, metric, stats)
+            rep = Report(md, frame, [], skipped)
             write_report(rep, target, "leaderboard")
         else:
             rep = with_distill(report(results_dir, compare_paper, stats), distills, distill_warnings, compare_paper)

@@ -36,9 +36,10 @@ def run_labels(metas: list[dict]) -> list[str]:
 
 def leaderboard(
     results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
-) -> tuple[str, pd.DataFrame]:
-    """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
-    `stats` updates each run's recorded `stats:` settings."""
+) -> tuple[str, pd.DataFrame, list[str]]:
+    """Markdown, a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run) and the
+    'skipped FOLDER: why' lines of the folders it could not read; `stats` updates each run's recorded `stats:`
+    settings."""
     # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp table`
     read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
     summaries: list[RunSummary] = [s for _, s in read]
@@ -96,4 +97,4 @@ def leaderboard(
     frame.insert(0, "runs_ranked", rank_frame.notna().sum(axis=1).loc[order])
     frame.insert(0, "mean_rank", mean_rank.loc[order])
     frame.index.name = "method"
-    return md, frame.reset_index()
+    return md, frame.reset_index(), skipped

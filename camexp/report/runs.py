@@ -85,15 +85,18 @@ T = TypeVar("T")
 
 
 def read_runs(run_dirs: Iterable[Path], read: Callable[[Path], T]) -> tuple[list[tuple[Path, T]], list[str]]:
-    """(folder, `read`(folder)) of each run folder, in order, and 'skipped FOLDER: why' for each that `read`
-    refused with a CamexpError: every report skips a folder it cannot read and still reports the others."""
+    """(folder, `read`(folder)) of each run folder, in order, and 'skipped FOLDER: why' (one line) for each that
+    `read` failed on: every report skips a folder it cannot read and still reports the others. A CamexpError
+    says why in its first line (a plug-in's traceback below it is for a run, not a report's list); any other
+    error, e.g. from files a crashed run or a broken plug-in left half-made, is named by its type."""
     out: list[tuple[Path, T]] = []
     skipped: list[str] = []
     for run_dir in run_dirs:
         try:
             out.append((run_dir, read(run_dir)))
-        except CamexpError as e:
-            skipped.append(f"skipped {run_dir}: {e}")
+        except Exception as e:  # one folder a report cannot read never stops the others
+            why = str(e).partition("\n")[0] if isinstance(e, CamexpError) else f"{type(e).__name__}: {e}"
+            skipped.append(f"skipped {run_dir}: {why}")
     return out, skipped
 
 
@@ -130,7 +133,8 @@ def _camexp_meta(path: Path) -> dict[str, Any]:
     ):
         raise CamexpError(f"{path}: not a camexp run.json (no 'config' with name, model, dataset, methods and metrics)")
     if unknown := METRICS.unknown(cfg["metrics"]):
-        raise CamexpError(f"{path}: metrics {unknown} are unknown to this camexp version")
+        why = METRICS.plugin_failure(unknown) or f"metrics {unknown} are unknown to this camexp version"
+        raise CamexpError(f"{path}: {why}")
     return meta
 
 
