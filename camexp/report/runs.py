@@ -153,23 +153,28 @@ def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
     )
     if meta.get("status") == "complete" and (total is None or done + bad >= total):
         return None
-    error = f": {meta['error']}" if meta.get("error") else ""
-    state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}{error}"
+    state, more = run_state(run_dir, meta)
     skipped = f", {bad} unreadable" if bad else ""
     return (
-        f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
+        f"Incomplete run ({state}{more}): {done} of {total if total is not None else '?'} images recorded for every "
         f"method{skipped}. The numbers below cover those {done} images only."
     )
 
 
-def _liveness(run_dir: Path) -> str:
-    """Whether a run whose run.json says 'running' still runs, from the folder's lock (camexp/lock.py)."""
+def run_state(run_dir: Path, meta: dict[str, Any]) -> tuple[str, str]:
+    """How far an unfinished run got, as every report words it: a short state ('running now', 'stopped before
+    the end' for a run.json saying 'running' whose process is gone, "run.json says 'failed'") and what follows
+    it (who runs it, how to resume it, the error). A 'running' run is checked against the folder's lock
+    (camexp/lock.py)."""
+    if meta.get("status") != "running":
+        return f"run.json says {meta.get('status')!r}", f": {meta['error']}" if meta.get("error") else ""
     owner = read_owner_quietly(run_dir)
     alive = owner.alive() if owner else False
-    if alive:
-        assert owner is not None  # alive is False without an owner
-        return f"running now: {owner.describe()}"
-    if alive is None:
-        assert owner is not None  # alive is False without an owner
-        return f"running on another host or stopped: {owner.describe()}"
-    return "stopped before the end; the same `camexp run` command resumes it"
+    if owner is not None and alive:
+        return "running now", f": {owner.describe()}"
+    if owner is not None and alive is None:
+        return "running on another host or stopped", f": {owner.describe()}"
+    config = meta.get("config_path")
+    return "stopped before the end", (
+        f"; resume it with `camexp run {config}`" if config else "; the same `camexp run` command resumes it"
+    )
