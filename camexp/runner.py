@@ -60,6 +60,7 @@ from camexp.results import (
     complete_images,
     final_metric_rows,
     finalize_records,
+    mapped_images,
     merge_parts,
     metric_complete,
     part_path,
@@ -216,7 +217,7 @@ class Run:
 
     def pending(self, s: Setup) -> tuple[list[int], int]:
         """Data set indices still to explain (selected, not recorded for every method or lacking a per-batch
-        metric's rows, not known bad), and the number of images already recorded."""
+        metric's rows or, with `output.maps`, a map, not known bad), and the number of images already recorded."""
         cfg, ds = self.cfg, s.dataset
         records = read_records(self.out / RECORDS)
         check_images(cfg, records, ds.items, self.out)
@@ -227,6 +228,9 @@ class Run:
         )
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
+        if self.cfg.output.maps and done:  # e.g. a corrupt shard the user deleted: explain its images again
+            # rank 0's reading, taken before any rank writes a shard of this invocation
+            done &= self.ranks.gather(mapped_images(self.out / MAPS_DIR, self.methods) if self.ranks.main else set())[0]
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
