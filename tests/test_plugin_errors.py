@@ -151,6 +151,11 @@ JOBS = "plugins.broken_jobs"
         ),
         ("analyses", f"{JOBS}:NOT_A_CLASS", "it is of type int, not an analysis factory"),
         (
+            "analyses",
+            f"{JOBS}:ReadAsAMethod",
+            "ReadAsAMethod.read(self, run_dir, records, methods) cannot be called as (run_dir, records, methods)",
+        ),
+        (
             "metrics",
             f"{JOBS}:two_args_metric",
             "two_args_metric(view) cannot be called as (view, params)",

@@ -79,27 +79,33 @@ def worker_problem(worker: Any) -> str:
 
 
 def _as_analysis(name: str, obj: Any) -> Analysis:
-    """A plug-in analysis, its contract checked before the first image: a factory callable as (config), and for
-    a class factory, the worker's `update` and `finish` (a function factory's worker is checked once built)."""
+    """A plug-in analysis, its contract checked before the first image: a factory callable as (config), for a
+    class factory the worker's `update` and `finish` (a function factory's worker is checked once built), and
+    its `read` and `per_image` readers callable as (run_dir, records, methods)."""
     make = obj.make if isinstance(obj, Analysis) else obj
     if not callable(make):
         raise TypeError(
             f"it is of type {type(obj).__name__}, not an analysis factory: a class (or function) (config) -> "
             "a worker with update(ctx) and finish(out_dir)"
         )
-    if problem := call_problem(make, "config") or (worker_problem(make) if isinstance(make, type) else ""):
-        raise TypeError(problem)
-    if isinstance(obj, Analysis):
-        return obj
-    return Analysis(
-        name,
-        obj,
-        files=getattr(obj, "files", None),
-        rows=tuple(getattr(obj, "rows", ())),
-        read=getattr(obj, "read", None),
-        per_image=getattr(obj, "per_image", None),
-        resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
+    entry = (
+        obj
+        if isinstance(obj, Analysis)
+        else Analysis(
+            name,
+            obj,
+            files=getattr(obj, "files", None),
+            rows=tuple(getattr(obj, "rows", ())),
+            read=getattr(obj, "read", None),
+            per_image=getattr(obj, "per_image", None),
+            resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
+        )
     )
+    readers = [call_problem(r, "run_dir", "records", "methods") for r in (entry.read, entry.per_image) if r]
+    problem = call_problem(make, "config") or (worker_problem(make) if isinstance(make, type) else "")
+    if problem := problem or next(filter(None, readers), ""):
+        raise TypeError(problem)
+    return entry
 
 
 ANALYSES: Registry[Analysis] = Registry("analysis", _as_analysis, group="camexp.analyses")

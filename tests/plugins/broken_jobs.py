@@ -60,6 +60,13 @@ class UpdateWithoutCtx:
         return []
 
 
+class ReadAsAMethod(UpdateRaises):
+    """An analysis whose `read` takes `self`: camexp calls the class's attribute as read(run_dir, records, methods)."""
+
+    def read(self, run_dir: Path, records: object, methods: list[str]) -> MetricResult:
+        return MetricResult()
+
+
 def builds_nothing(cfg: object) -> None:
     """A function factory that returns no worker (its author forgot the `return`)."""
     UpdateRaises(cfg)
