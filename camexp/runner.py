@@ -229,8 +229,8 @@ class Run:
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
         if self.cfg.output.maps and done:  # e.g. a corrupt shard the user deleted: explain its images again
-            # rank 0's reading, taken before any rank writes a shard of this invocation
-            done &= self.ranks.gather(mapped_images(self.out / MAPS_DIR, self.methods) if self.ranks.main else set())[0]
+            # gathered: no rank writes a shard of this invocation before every rank has read them; rank 0's set
+            done &= self.ranks.gather(mapped_images(self.out / MAPS_DIR, self.methods))[0]
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:
