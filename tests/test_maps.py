@@ -370,3 +370,13 @@ def test_torchrun_ranks_write_their_own_shards_and_rank_0_indexes_them(
         "a0001-b000002.rank0.safetensors",
         "a0001-b000002.rank1.safetensors",
     ]
+    (tmp_path / "dist" / MAPS_DIR / "a0001-b000001.rank1.safetensors").unlink()  # image 1's maps, as advised
+    torchrun_two_ranks(path, tmp_path / "dist", fresh=False)  # the ranks agree on what to explain again
+    assert sorted(p.name for p in (tmp_path / "dist" / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.rank0.safetensors",
+        "a0001-b000002.rank0.safetensors",
+        "a0001-b000002.rank1.safetensors",
+        "a0002-b000001.rank0.safetensors",  # image 1 again, alone: the first whole batch goes to rank 0
+        MAPS_INDEX,
+    ]
+    assert_same_maps(read_maps(tmp_path / "dist"), dist)
