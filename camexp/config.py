@@ -126,7 +126,7 @@ class ModelConfig(_Strict):
         registry = (info.context or {}).get("layouts")
         if v != "auto" and registry is not None and v not in registry:
             raise ValueError(
-                registry.import_failure([v]) or f"unknown layout {v!r}; known: {['auto', *registry.names()]}"
+                registry.plugin_failure([v]) or f"unknown layout {v!r}; known: {['auto', *registry.names()]}"
             )
         return v
 
@@ -271,7 +271,7 @@ class ExperimentConfig(_Strict):
             lookup = [n.method if isinstance(n, MethodSpec) else n for n in v]
             unknown = registry.unknown(lookup)
             if unknown:
-                failure = registry.import_failure(unknown)  # a plug-in whose own code fails: its traceback
+                failure = registry.plugin_failure(unknown)  # a plug-in name: why it does not resolve
                 raise ValueError(failure or f"unknown {info.field_name} {unknown}; known: {registry.names()}")
             shadow = [n for n in v if isinstance(n, MethodSpec) and n.name != n.method and n.name in registry.names()]
             if shadow:  # its records would pass for the other method's (and beside its published numbers)

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from camexp.analyses import ANALYSES, Analysis, Worker
+from camexp.analyses import ANALYSES, Analysis, Worker, worker_problem
 from camexp.analyses.curves import write_curves
+from camexp.errors import CamexpError
 from camexp.explain.maps import normalize
-from camexp.metrics import BatchMetric, MetricResult, batch_metrics, settings_of
+from camexp.metrics import METRICS, BatchMetric, MetricResult, batch_metrics, settings_of
 from camexp.metrics.base import Resume
 from camexp.metrics.batch import BatchContext
 from camexp.results import (
@@ -114,8 +115,10 @@ class MetricJob:
         pass
 
     def update(self, ctx: BatchContext) -> None:
+        with METRICS.running(self.entry, "update", self.entry.compute):
+            values = self.entry.compute(ctx)
         rows, curves = metric_records(
-            ctx.batch["index"].numpy(), ctx.image_ids, self.entry.compute(ctx), ctx.settings("perturbation").curves
+            ctx.batch["index"].numpy(), ctx.image_ids, values, ctx.settings("perturbation").curves
         )
         if curves is not None:
             append_records(ctx.path(CURVES), curves, CURVE_COLUMNS)
@@ -127,7 +130,8 @@ class MetricJob:
     def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
         methods = self.cfg.method_names
         rows = final_metric_rows(run_dir / METRIC_RECORDS, set(records["index"].astype(int)), methods)
-        return self.entry.summary_of(rows[rows["metric"].isin(self.entry.row_names)], methods, self.cfg)
+        with METRICS.running(self.entry, "its summary", self.entry.summarize or self.entry.compute):
+            return self.entry.summary_of(rows[rows["metric"].isin(self.entry.row_names)], methods, self.cfg)
 
 
 @dataclass
@@ -154,20 +158,27 @@ class AnalysisJob:
     summary: ClassVar[str | None] = None
 
     def start(self) -> None:
-        self.worker = self.entry.make(self.cfg)
+        """Build the worker, before the first image, and check it has the `Worker` methods camexp calls."""
+        with ANALYSES.running(self.entry, "its factory", self.entry.make):
+            self.worker = self.entry.make(self.cfg)
+        if problem := worker_problem(self.worker):
+            raise CamexpError(f"analysis {self.name!r}: the {type(self.worker).__name__} its factory built {problem}")
 
     def update(self, ctx: BatchContext) -> None:
         assert self.worker is not None, "start() builds the worker before the first batch"
-        self.worker.update(ctx)
+        with ANALYSES.running(self.entry, "update", type(self.worker)):
+            self.worker.update(ctx)
 
     def finish(self, out_dir: Path) -> list[str]:
         assert self.worker is not None, "start() builds the worker before finish()"
-        return self.worker.finish(out_dir)
+        with ANALYSES.running(self.entry, "finish", type(self.worker)):
+            return self.worker.finish(out_dir)
 
     def read(self, run_dir: Path, records: pd.DataFrame) -> MetricResult:
         if self.entry.read is None:
             return MetricResult()
-        return self.entry.read(run_dir, records, self.cfg.method_names)
+        with ANALYSES.running(self.entry, "read", self.entry.read):
+            return self.entry.read(run_dir, records, self.cfg.method_names)
 
 
 @dataclass

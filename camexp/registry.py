@@ -10,8 +10,10 @@ through the registry's `coerce`, so they obey the same contract as the built-in 
 from __future__ import annotations
 
 import importlib
+import inspect
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +34,7 @@ class Registry(Generic[T]):
         self.group = group or f"camexp.{kind.replace(' ', '_')}s"
         self._coerce = coerce
         self._entries: dict[str, T] = {}
+        self._plugins: dict[int, str] = {}  # id(entry) -> the name a plug-in entry was resolved under
         self._entry_points_loaded = False
 
     def register(self, name: str, entry: T) -> T:
@@ -81,17 +84,39 @@ class Registry(Generic[T]):
         self._load_entry_points()
         return iter(list(self._entries.items()))
 
-    def import_failure(self, names: list[str]) -> str:
-        """The error of the first plug-in among `names` whose own code fails while it is imported (one line and
-        its traceback below), '' if none does: a config check says that rather than 'unknown'."""
+    def plugin_failure(self, names: list[str]) -> str:
+        """Why the first plug-in name (`module:attr`) among `names` resolves to nothing -- its module cannot be
+        imported (with the plug-in's traceback below when its own code failed), or the object is not an entry of
+        this kind -- '' if none is a plug-in name: a config check says that rather than 'unknown'."""
         for name in names:
             if ":" in name and self.plugins:
                 try:
                     self.get(name)
                 except CamexpError as e:
-                    if "\n" in str(e):
-                        return str(e)
+                    return str(e)
         return ""
+
+    def plugin_name(self, entry: object) -> str | None:
+        """The name a plug-in entry was resolved under ('module:attr' or an entry point's), None for a built-in."""
+        return self._plugins.get(id(entry))
+
+    @contextmanager
+    def running(self, entry: object, what: str, code: object) -> Iterator[None]:
+        """Run a plug-in entry's `code` (its function or class; a built-in's runs as it is): an exception it raises
+        becomes one CamexpError naming the plug-in and `what` it was doing, with its own traceback below (its
+        author's bug, not camexp's). A CamexpError it raises is its own one-line refusal and passes."""
+        try:
+            yield
+        except CamexpError:
+            raise
+        except Exception as e:
+            name = self.plugin_name(entry)
+            if name is None:
+                raise
+            module = getattr(code, "__module__", None)
+            raise CamexpError(
+                f"{self.kind} plug-in {name!r} raised in {what}: {e.__class__.__name__}: {e}{own_traceback(e, module)}"
+            ) from None
 
     def _import(self, path: str) -> T:
         module, _, attr = path.partition(":")
@@ -101,17 +126,19 @@ class Registry(Generic[T]):
                 obj = getattr(obj, part)
         except Exception as e:  # whatever a plug-in's module raises while it is imported: its author's bug
             raise CamexpError(
-                f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e}){own_traceback(e, module)}"
+                f"{self.kind} {path!r}: cannot import it ({e.__class__.__name__}: {e}){_not_found(e, module)}"
+                f"{own_traceback(e, module)}"
             ) from None
         return self._as_entry(path, obj)
 
     def _as_entry(self, name: str, obj: Any) -> T:
-        if self._coerce is None:
-            return obj
+        """A plug-in object as an entry (its contract checked by `coerce`), remembered as a plug-in's."""
         try:
-            return self._coerce(name, obj)
+            entry = obj if self._coerce is None else self._coerce(name, obj)
         except (TypeError, ValueError) as e:
             raise CamexpError(f"{self.kind} {name!r}: {e}") from None
+        self._plugins[id(entry)] = name
+        return entry
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded or not self.plugins:
@@ -139,6 +166,30 @@ def own_traceback(exc: BaseException, module: str | None) -> str:
     if tb is None:
         return ""
     return "\n" + "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
+def _not_found(e: Exception, module: str) -> str:
+    """For a plug-in module that is not there: where Python looked, which is what the user fixes."""
+    if isinstance(e, ModuleNotFoundError) and e.name and (module == e.name or module.startswith(e.name + ".")):
+        return f"; is {e.name!r} installed in this environment, or its folder on PYTHONPATH?"
+    return ""
+
+
+def call_problem(fn: Callable[..., Any], *args: str) -> str:
+    """'' if `fn` can be called with the positional arguments named `args` (as camexp calls it), else what its
+    signature gets wrong. A callable whose signature cannot be read (a builtin) is left to the call."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return ""
+    try:
+        sig.bind(*args)
+    except TypeError as e:
+        bare = sig.replace(  # the names its author reads, without annotations
+            parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()], return_annotation=sig.empty
+        )
+        return f"{getattr(fn, '__qualname__', fn)}{bare} cannot be called as ({', '.join(args)}): {e}"
+    return ""
 
 
 def callable_entry(what: str) -> Callable[[str, Any], Any]:

@@ -416,6 +416,21 @@ def _shard_rows(path: Path) -> pd.DataFrame:
     )
 
 
+def mapped_images(maps_dir: Path, methods: list[str]) -> set[int]:
+    """The record indices with a map of every one of `methods` in the shards of `maps_dir` (headers only): a
+    resumed run explains the others again, e.g. those of a corrupt shard the user deleted."""
+    per_image = _latest_maps(map_shards(maps_dir), methods).groupby("index")["method"].nunique()
+    return set(per_image.index[per_image == len(methods)].astype(int))
+
+
+def _latest_maps(shards: list[Path], methods: list[str]) -> pd.DataFrame:
+    """Per (image, method) of `methods`, the latest of `shards` (in writing order) holding its map."""
+    if not shards:
+        return pd.DataFrame(columns=MAPS_INDEX_COLUMNS)
+    rows = pd.concat([_shard_rows(p) for p in shards], ignore_index=True)
+    return rows[rows["method"].isin(methods)].drop_duplicates(["index", "method"], keep="last")
+
+
 def _run_methods(run_dir: Path) -> list[str]:
     """The methods of a run folder, in its config order (run.json)."""
     meta = read_json(run_dir / RUN_JSON)
@@ -435,8 +450,7 @@ def map_locations(run_dir: Path, methods: list[str]) -> pd.DataFrame:
             f"{run_dir}: the run kept no maps; run it with `output: {{maps: true}}` in its config "
             "(with --fresh: maps cannot be added to images already recorded)"
         )
-    rows = pd.concat([_shard_rows(p) for p in shards], ignore_index=True)
-    rows = rows[rows["method"].isin(methods)].drop_duplicates(["index", "method"], keep="last")
+    rows = _latest_maps(shards, methods)
     located = records[["index", "image_id", "method"]].merge(
         rows.drop(columns="image_id"), on=["index", "method"], how="left", validate="one_to_one"
     )
@@ -444,8 +458,9 @@ def map_locations(run_dir: Path, methods: list[str]) -> pd.DataFrame:
     if len(missing):
         raise CamexpError(
             f"{run_dir}: {len(missing)} of the {len(located)} recorded (image, method) pairs have no map (first: "
-            f"image {missing['image_id'].iloc[0]}, method {missing['method'].iloc[0]}): images recorded with "
-            "`output.maps` off; rerun with `output: {maps: true}` and --fresh"
+            f"image {missing['image_id'].iloc[0]}, method {missing['method'].iloc[0]}): either a shard holding "
+            "them was deleted (run the same `camexp run` command: a run with `output: {maps: true}` explains "
+            "them again) or they were recorded with `output.maps` off (rerun with `output: {maps: true}` and --fresh)"
         )
     located["row"] = located["row"].astype(np.int64)
     located["target"] = located["target"].astype(np.int64)

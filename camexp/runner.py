@@ -59,6 +59,7 @@ from camexp.results import (
     complete_images,
     final_metric_rows,
     finalize_records,
+    mapped_images,
     merge_parts,
     metric_complete,
     part_path,
@@ -207,7 +208,7 @@ class Run:
 
     def pending(self, s: Setup) -> tuple[list[int], int]:
         """Data set indices still to explain (selected, not recorded for every method or lacking a per-batch
-        metric's rows, not known bad), and the number of images already recorded."""
+        metric's rows or, with `output.maps`, a map, not known bad), and the number of images already recorded."""
         cfg, ds = self.cfg, s.dataset
         records = read_records(self.out / RECORDS)
         check_images(cfg, records, ds.items, self.out)
@@ -218,6 +219,9 @@ class Run:
         )
         if with_metrics is not None:  # e.g. a metric added to the config of a recorded run: redo those images
             done &= with_metrics
+        if self.cfg.output.maps and done:  # e.g. a corrupt shard the user deleted: explain its images again
+            # gathered: no rank writes a shard of this invocation before every rank has read them; rank 0's set
+            done &= self.ranks.gather(mapped_images(self.out / MAPS_DIR, self.methods))[0]
         bad = _read_bad(self.out / BAD_IMAGES)
         selected: range | list[int] = range(len(ds))
         if cfg.dataset.min_true_prob is not None:

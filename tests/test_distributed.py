@@ -64,8 +64,8 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def torchrun_two_ranks(cfg_path: Path, out: Path) -> None:
-    """`torchrun --nproc_per_node=2 -m camexp run` on CPU (gloo), one thread per rank."""
+def torchrun_two_ranks(cfg_path: Path, out: Path, fresh: bool = True) -> None:
+    """`torchrun --nproc_per_node=2 -m camexp run` on CPU (gloo), one thread per rank; `fresh=False` resumes."""
     subprocess.run(
         [
             sys.executable,
@@ -77,7 +77,7 @@ def torchrun_two_ranks(cfg_path: Path, out: Path) -> None:
             "camexp",
             "run",
             str(cfg_path),
-            "--fresh",
+            "--fresh" if fresh else "--resume",
             "--no-progress",
             "--out",
             str(out),

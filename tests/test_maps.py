@@ -231,6 +231,27 @@ def test_a_killed_run_leaves_no_shard_a_reader_accepts_and_resumes_to_the_same_m
     ]  # the superseded shard and the torn write are gone
 
 
+def test_a_corrupt_shard_deleted_as_advised_is_explained_again_on_resume(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch, finished: tuple[Path, Any]
+) -> None:
+    out = tmp_path / "out"
+    run_experiment(config(photo_dir, out), progress=False)
+    shard = out / MAPS_DIR / "a0001-b000001.safetensors"  # the first batch: images 0, 1, 2
+    shard.write_bytes(shard.read_bytes()[:100])  # a disk error, a bad copy
+    advice = f"{shard}: not a camexp maps shard (.*); delete it and resume the run$"
+    with pytest.raises(CamexpError, match=advice):
+        read_maps(out)
+    with pytest.raises(CamexpError, match=advice):  # resumed before deleting it: the same advice, nothing run
+        run_experiment(config(photo_dir, out), progress=False)
+    shard.unlink()
+    with pytest.raises(CamexpError, match="either a shard holding them was deleted .run the same `camexp run`"):
+        read_maps(out)
+    explained = spied_run(photo_dir, out, monkeypatch)  # the same command: a resume
+    assert [ids for ids, _ in explained] == [["camera", "chelsea", "coffee"]]  # the deleted shard's images only
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert_same_maps(read_maps(out), read_maps(finished[0]))  # every image's map, as an uninterrupted run's
+
+
 def test_an_extension_keeps_the_first_maps_and_adds_the_new_images(tmp_path: Path, photo_dir: Path) -> None:
     grown, fresh = tmp_path / "grown", tmp_path / "fresh"
     limit = {"kind": "folder", "root": str(photo_dir), "limit": 2}
@@ -350,3 +371,13 @@ def test_torchrun_ranks_write_their_own_shards_and_rank_0_indexes_them(
         "a0001-b000002.rank0.safetensors",
         "a0001-b000002.rank1.safetensors",
     ]
+    (tmp_path / "dist" / MAPS_DIR / "a0001-b000001.rank1.safetensors").unlink()  # image 1's maps, as advised
+    torchrun_two_ranks(path, tmp_path / "dist", fresh=False)  # the ranks agree on what to explain again
+    assert sorted(p.name for p in (tmp_path / "dist" / MAPS_DIR).iterdir()) == [
+        "a0001-b000001.rank0.safetensors",
+        "a0001-b000002.rank0.safetensors",
+        "a0001-b000002.rank1.safetensors",
+        "a0002-b000001.rank0.safetensors",  # image 1 again, alone: the first whole batch goes to rank 0
+        MAPS_INDEX,
+    ]
+    assert_same_maps(read_maps(tmp_path / "dist"), dist)

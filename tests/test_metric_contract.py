@@ -64,7 +64,7 @@ def test_plugin_metric_with_settings_gets_an_interval_and_a_rank(tmp_path: Path,
     summary = pd.read_csv(out / "summary.csv", index_col=0)
     shown = summary.loc["Centre mass % (higher is better)", "random"]
     assert shown == pytest.approx(long.loc[("centre_mass", "random")].value, abs=1e-4)  # summary.csv: 4 decimals
-    _, frame = leaderboard(tmp_path / "runs", "centre_mass")
+    _, frame, _ = leaderboard(tmp_path / "runs", "centre_mass")
     ranks = frame.set_index("method")["mean_rank"]
     best = long.loc["centre_mass"]["value"].idxmax()  # higher is better, as the entry's row says
     assert ranks[best] == 1.0 and ranks.sum() == 3.0

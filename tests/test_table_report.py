@@ -378,3 +378,38 @@ def test_every_method_name_and_value_is_visible_at_60_columns(metrics: int):
     console = Console(width=60, record=True)
     print_summary(summary, console)
     assert_visible(console.export_text(), 60, methods, shown)
+
+
+def test_a_run_of_a_broken_or_gone_plugin_is_skipped_with_why_and_the_rest_reported(tmp_path: Path):
+    res_dir = tmp_path / "res"
+    write_run(res_dir / "good", [[0.4, 0.6, 0.8]])
+    write_run(res_dir / "broken", [[0.4, 0.6, 0.8]], metrics=["avg_drop", "plugins.broken_jobs:raising_metric"])
+    write_run(res_dir / "gone", [[0.4, 0.6, 0.8]], metrics=["avg_drop", "plugins.no_such_module:metric"])
+    expected = [
+        f"skipped {res_dir / 'broken'}: metric plug-in 'plugins.broken_jobs:raising_metric' raised in its summary: "
+        "ValueError: no rows for me",
+        f"skipped {res_dir / 'gone'}: {res_dir / 'gone' / 'run.json'}: metric 'plugins.no_such_module:metric': cannot "
+        "import it (ModuleNotFoundError: No module named 'plugins.no_such_module'); is 'plugins.no_such_module' "
+        "installed in this environment, or its folder on PYTHONPATH?",
+    ]
+    for args in ([], ["--leaderboard"]):
+        res = cli.invoke(app, ["table", str(res_dir), *args, "--out", str(tmp_path / "rep")])
+        assert res.exit_code == 0, res.output
+        assert "Traceback" not in res.output
+        printed = " ".join(res.output.split())  # the terminal wraps long lines
+        assert [w for w in expected if f"warning: {w}" in printed] == expected
+        assert printed.count("warning: ") == 2
+    assert [s.name for s in report(res_dir).summaries] == ["good"]
+
+
+def test_any_error_reading_a_folder_skips_it_with_its_type(tmp_path: Path):
+    from camexp.report.runs import read_runs
+
+    def read(folder: Path) -> str:
+        if folder.name == "bad":
+            raise KeyError("images_in_dataset")
+        return folder.name
+
+    read, skipped = read_runs([tmp_path / "bad", tmp_path / "good"], read)
+    assert read == [(tmp_path / "good", "good")]
+    assert skipped == [f"skipped {tmp_path / 'bad'}: KeyError: 'images_in_dataset'"]

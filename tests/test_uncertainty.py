@@ -5,6 +5,10 @@ plain-loop bootstrap in the test."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,9 @@ from typer.testing import CliRunner
 
 from camexp.cli import app
 from camexp.config import ExperimentConfig, StatsConfig
+from camexp.lock import LOCK, Owner, hold
 from camexp.metrics import MetricParams
+from camexp.report.leaderboard import leaderboard
 from camexp.report.tables import RunSummary, summarize_run_dir, to_markdown, write_summary
 from camexp.report.tables import summarize as summarize_cfg
 from camexp.report.uncertainty import NOT_DISTINGUISHABLE, cell, label_of
@@ -218,13 +224,38 @@ def test_leaderboard_ranks_complete_runs_and_marks_incomplete_ones(tmp_path: Pat
     pd.testing.assert_series_equal(board["mean_rank"], expected_rank.loc[board.index], check_names=False, atol=1e-4)
     assert list(board.index) == list(expected_rank.sort_values().index)
     assert (board["runs_ranked"] == 3).all()
-    incomplete = "vgg16 × photos (d) (incomplete: running, 10 images)"
+    incomplete = "vgg16 × photos (d) (incomplete: stopped before the end, 10 images)"  # 'running', but no lock
     assert board[incomplete].to_dict() == pytest.approx(drops["d"].to_dict())
     assert f"{incomplete} rank" not in board.columns and "resnet18 × photos rank" in board.columns
     assert "vgg16 × other" in board.columns and "vgg16 × photos (b)" in board.columns
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "avg_drop (lower is better)" in md and "incomplete: running" in md and "200 resamples" in md
+    assert "avg_drop (lower is better)" in md and "incomplete: stopped" in md and "200 resamples" in md
     assert not (tmp_path / "a" / "summary_long.csv").exists()  # a report never writes into run folders
+
+
+def test_leaderboard_tells_a_killed_run_from_a_running_one_by_its_lock(tmp_path: Path):
+    """kill -9 leaves run.json saying 'running' and a lock whose process is gone: the leaderboard says it
+    stopped and how to resume it, as `camexp table` does; a run holding its lock is running now."""
+    y, o = synthetic(5)
+    write_run(tmp_path, "a", "resnet18", y, o)
+    killed = write_run(tmp_path, "killed", "vgg16", y[:10], o[:10], status="running")
+    meta = json.loads((killed / RUN_JSON).read_text())
+    (killed / RUN_JSON).write_text(json.dumps({**meta, "config_path": "configs/killed.yaml"}))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid whose process has exited (and a start time no later process with that pid has)
+    dead = Owner(gone.pid, socket.gethostname(), "2026-01-01T00:00:00+00:00", process_start="0")
+    (killed / LOCK).write_text(json.dumps(asdict(dead)))
+    live = write_run(tmp_path, "live", "vit", y[:10], o[:10], status="running")
+    with hold(live):
+        md, frame, _ = leaderboard(tmp_path, stats={"bootstrap": 100})
+        table = summarize_run_dir(killed).status
+    killed_col = "vgg16 × photos (incomplete: stopped before the end, 10 images)"
+    live_col = "vit × photos (incomplete: running now, 10 images)"
+    assert {killed_col, live_col} <= set(frame.columns)
+    assert "incomplete: running," not in md  # the state a killed run's run.json still claims
+    assert table.startswith("Incomplete run (stopped before the end; resume it with `camexp run configs/killed.yaml`)")
+    assert f"- {killed_col}: {table}" in md  # the same words as `camexp table`
+    assert f"- {live_col}: Incomplete run (running now: pid {os.getpid()} on host " in md
 
 
 def test_leaderboard_of_another_metric_and_its_errors(tmp_path: Path):

@@ -5,6 +5,6 @@ built-in analyses.
 """
 
 from camexp.analyses import alpha_stats, area_curve, localization, record_plots, sanity  # noqa: F401
-from camexp.analyses.base import ANALYSES, Analysis, Worker, analysis
+from camexp.analyses.base import ANALYSES, Analysis, Worker, analysis, worker_problem
 
-__all__ = ["ANALYSES", "Analysis", "Worker", "analysis"]
+__all__ = ["ANALYSES", "Analysis", "Worker", "analysis", "worker_problem"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from camexp.metrics.base import Resume
 from camexp.metrics.batch import BatchContext
-from camexp.registry import Registry
+from camexp.registry import Registry, call_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,20 +65,47 @@ class Analysis:
     per_image: PerImageReader | None = None
 
 
+def worker_problem(worker: Any) -> str:
+    """What a worker (or, for a class factory, the class) gets wrong about `Worker`: a missing `update` or
+    `finish`, or one that cannot be called as camexp calls it; '' if nothing."""
+    unbound = ("self",) if isinstance(worker, type) else ()
+    for method, args in (("update", ("ctx",)), ("finish", ("out_dir",))):
+        fn = getattr(worker, method, None)
+        if not callable(fn):
+            return f"has no method {method}({args[0]}) (a worker needs update(ctx) and finish(out_dir))"
+        if problem := call_problem(fn, *unbound, *args):
+            return problem
+    return ""
+
+
 def _as_analysis(name: str, obj: Any) -> Analysis:
-    if isinstance(obj, Analysis):
-        return obj
-    if not callable(obj):
-        raise TypeError(f"expected an analysis factory (config) -> analysis, got {type(obj).__name__}")
-    return Analysis(
-        name,
-        obj,
-        files=getattr(obj, "files", None),
-        rows=tuple(getattr(obj, "rows", ())),
-        read=getattr(obj, "read", None),
-        per_image=getattr(obj, "per_image", None),
-        resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
+    """A plug-in analysis, its contract checked before the first image: a factory callable as (config), for a
+    class factory the worker's `update` and `finish` (a function factory's worker is checked once built), and
+    its `read` and `per_image` readers callable as (run_dir, records, methods)."""
+    make = obj.make if isinstance(obj, Analysis) else obj
+    if not callable(make):
+        raise TypeError(
+            f"it is of type {type(obj).__name__}, not an analysis factory: a class (or function) (config) -> "
+            "a worker with update(ctx) and finish(out_dir)"
+        )
+    entry = (
+        obj
+        if isinstance(obj, Analysis)
+        else Analysis(
+            name,
+            obj,
+            files=getattr(obj, "files", None),
+            rows=tuple(getattr(obj, "rows", ())),
+            read=getattr(obj, "read", None),
+            per_image=getattr(obj, "per_image", None),
+            resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
+        )
     )
+    readers = [call_problem(r, "run_dir", "records", "methods") for r in (entry.read, entry.per_image) if r]
+    problem = call_problem(make, "config") or (worker_problem(make) if isinstance(make, type) else "")
+    if problem := problem or next(filter(None, readers), ""):
+        raise TypeError(problem)
+    return entry
 
 
 ANALYSES: Registry[Analysis] = Registry("analysis", _as_analysis, group="camexp.analyses")

@@ -114,13 +114,14 @@ def leaderboard_report(
 
     stats = _checked(results_dir, fmt, bootstrap, level, seed)
     _no_runs(results_dir)
-    md, frame = leaderboard(results_dir, metric, stats)
+    md, frame, skipped = leaderboard(results_dir, metric, stats)
     target = out or results_dir
-    write_report(Report(md, frame, [], []), target, "leaderboard")
+    write_report(Report(md, frame, [], skipped), target, "leaderboard")
     if fmt == "csv":
         _print_csv(frame)
     else:
         console.print(Markdown(md))
+    warn(skipped)
     err_console.print(f"wrote {target / 'leaderboard.md'} and {target / 'leaderboard.csv'}", markup=False)
 
 

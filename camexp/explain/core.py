@@ -52,7 +52,7 @@ def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]] | list[
     triples = [(s, s, {}) if isinstance(s, str) else cast(tuple[str, str, dict[str, Any]], s) for s in specs]
     unknown = METHODS.unknown([m for _, m, _ in triples])
     if unknown:
-        raise CamexpError(f"unknown method(s) {unknown}; known: {METHODS.names()}")
+        raise CamexpError(METHODS.plugin_failure(unknown) or f"unknown method(s) {unknown}; known: {METHODS.names()}")
     runs = []
     for name, m, params in triples:
         entry = METHODS.get(m)

@@ -125,7 +125,8 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
     for name in names:
         entry = METRICS.get(name)
         if isinstance(entry, Metric):
-            out.merge(entry(view, params))
+            with METRICS.running(entry, "its summary", entry.fn):
+                out.merge(entry(view, params))
     return out
 
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from camexp.config import SETTINGS_KEYS
 from camexp.errors import CamexpError
-from camexp.registry import Registry
+from camexp.registry import Registry, call_problem
 
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
@@ -226,14 +226,24 @@ AnyMetric = Metric | BatchMetric
 
 
 def _as_metric(name: str, obj: object) -> AnyMetric:
+    """A plug-in metric, the signatures of the functions camexp will call checked before the first image."""
     if isinstance(obj, (Metric, BatchMetric)):
-        return obj
-    if callable(obj):
-        return Metric(name, obj)
-    raise TypeError(
-        "a metric must be a function (RecordsView, MetricParams) -> MetricResult or a camexp "
-        f"BatchMetric, not {type(obj).__name__}"
-    )
+        entry = obj
+    elif callable(obj):
+        entry = Metric(name, obj)
+    else:
+        raise TypeError(
+            "a metric must be a function (RecordsView, MetricParams) -> MetricResult or a camexp "
+            f"BatchMetric, not {type(obj).__name__}"
+        )
+    if isinstance(entry, Metric):
+        problem = call_problem(entry.fn, "view", "params")
+    else:
+        summarize = entry.summarize and call_problem(entry.summarize, "rows", "methods", "cfg")
+        problem = call_problem(entry.compute, "batch") or summarize or ""
+    if problem:
+        raise TypeError(problem)
+    return entry
 
 
 METRICS: Registry[AnyMetric] = Registry("metric", _as_metric)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from camexp.errors import CamexpError
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import find_runs, read_runs
+from camexp.report.runs import find_runs, read_runs, run_state
 from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import lower_is_better, marked_cell, marks
 from camexp.results import RUN_JSON, read_json
@@ -36,9 +36,10 @@ def run_labels(metas: list[dict]) -> list[str]:
 
 def leaderboard(
     results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
-) -> tuple[str, pd.DataFrame]:
-    """Markdown and a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run);
-    `stats` updates each run's recorded `stats:` settings."""
+) -> tuple[str, pd.DataFrame, list[str]]:
+    """Markdown, a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run) and the
+    'skipped FOLDER: why' lines of the folders it could not read; `stats` updates each run's recorded `stats:`
+    settings."""
     # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp report table`
     read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
     summaries: list[RunSummary] = [s for _, s in read]
@@ -57,9 +58,12 @@ def leaderboard(
     cells: dict[str, dict[str, str]] = {}
     columns: dict[str, pd.Series] = {}
     ranks: dict[str, pd.Series] = {}
-    for label, meta, s in zip(labels, metas, summaries):
+    incomplete: list[str] = []
+    for label, meta, (run_dir, s) in zip(labels, metas, read):
         complete = meta.get("status") == "complete"
-        header = label if complete else f"{label} (incomplete: {meta.get('status')}, {s.images} images)"
+        header = label if complete else f"{label} (incomplete: {run_state(run_dir, meta)[0]}, {s.images} images)"
+        if not complete:
+            incomplete.append(f"{header}: {s.status}")
         assert s.stats is not None  # summarize_run_dir always computes stats (stats_settings is never None)
         rows = s.stats.per_method[s.stats.per_method.metric == metric].set_index("method")
         methods += [m for m in rows.index if m not in methods]
@@ -89,11 +93,11 @@ def leaderboard(
             "",
             markdown_table(md_table),
             "",
-            *(f"- {w}" for w in skipped),
+            *(f"- {w}" for w in [*incomplete, *skipped]),
         ]
     )
     frame = pd.DataFrame(columns, index=methods).loc[order]
     frame.insert(0, "runs_ranked", rank_frame.notna().sum(axis=1).loc[order])
     frame.insert(0, "mean_rank", mean_rank.loc[order])
     frame.index.name = "method"
-    return md, frame.reset_index()
+    return md, frame.reset_index(), skipped

@@ -82,15 +82,18 @@ T = TypeVar("T")
 
 
 def read_runs(run_dirs: Iterable[Path], read: Callable[[Path], T]) -> tuple[list[tuple[Path, T]], list[str]]:
-    """(folder, `read`(folder)) of each run folder, in order, and 'skipped FOLDER: why' for each that `read`
-    refused with a CamexpError: every report skips a folder it cannot read and still reports the others."""
+    """(folder, `read`(folder)) of each run folder, in order, and 'skipped FOLDER: why' (one line) for each that
+    `read` failed on: every report skips a folder it cannot read and still reports the others. A CamexpError
+    says why in its first line (a plug-in's traceback below it is for a run, not a report's list); any other
+    error, e.g. from files a crashed run or a broken plug-in left half-made, is named by its type."""
     out: list[tuple[Path, T]] = []
     skipped: list[str] = []
     for run_dir in run_dirs:
         try:
             out.append((run_dir, read(run_dir)))
-        except CamexpError as e:
-            skipped.append(f"skipped {run_dir}: {e}")
+        except Exception as e:  # one folder a report cannot read never stops the others
+            why = str(e).partition("\n")[0] if isinstance(e, CamexpError) else f"{type(e).__name__}: {e}"
+            skipped.append(f"skipped {run_dir}: {why}")
     return out, skipped
 
 
@@ -127,7 +130,8 @@ def _camexp_meta(path: Path) -> dict[str, Any]:
     ):
         raise CamexpError(f"{path}: not a camexp run.json (no 'config' with name, model, dataset, methods and metrics)")
     if unknown := METRICS.unknown(cfg["metrics"]):
-        raise CamexpError(f"{path}: metrics {unknown} are unknown to this camexp version")
+        why = METRICS.plugin_failure(unknown) or f"metrics {unknown} are unknown to this camexp version"
+        raise CamexpError(f"{path}: {why}")
     return meta
 
 
@@ -146,23 +150,28 @@ def _status(run_dir: Path, meta: dict[str, Any], done: int) -> str | None:
     )
     if meta.get("status") == "complete" and (total is None or done + bad >= total):
         return None
-    error = f": {meta['error']}" if meta.get("error") else ""
-    state = _liveness(run_dir) if meta.get("status") == "running" else f"run.json says {meta.get('status')!r}{error}"
+    state, more = run_state(run_dir, meta)
     skipped = f", {bad} unreadable" if bad else ""
     return (
-        f"Incomplete run ({state}): {done} of {total if total is not None else '?'} images recorded for every "
+        f"Incomplete run ({state}{more}): {done} of {total if total is not None else '?'} images recorded for every "
         f"method{skipped}. The numbers below cover those {done} images only."
     )
 
 
-def _liveness(run_dir: Path) -> str:
-    """Whether a run whose run.json says 'running' still runs, from the folder's lock (camexp/lock.py)."""
+def run_state(run_dir: Path, meta: dict[str, Any]) -> tuple[str, str]:
+    """How far an unfinished run got, as every report words it: a short state ('running now', 'stopped before
+    the end' for a run.json saying 'running' whose process is gone, "run.json says 'failed'") and what follows
+    it (who runs it, how to resume it, the error). A 'running' run is checked against the folder's lock
+    (camexp/lock.py)."""
+    if meta.get("status") != "running":
+        return f"run.json says {meta.get('status')!r}", f": {meta['error']}" if meta.get("error") else ""
     owner = read_owner_quietly(run_dir)
     alive = owner.alive() if owner else False
-    if alive:
-        assert owner is not None  # alive is False without an owner
-        return f"running now: {owner.describe()}"
-    if alive is None:
-        assert owner is not None  # alive is False without an owner
-        return f"running on another host or stopped: {owner.describe()}"
-    return "stopped before the end; the same `camexp run` command resumes it"
+    if owner is not None and alive:
+        return "running now", f": {owner.describe()}"
+    if owner is not None and alive is None:
+        return "running on another host or stopped", f": {owner.describe()}"
+    config = meta.get("config_path")
+    return "stopped before the end", (
+        f"; resume it with `camexp run {config}`" if config else "; the same `camexp run` command resumes it"
+    )

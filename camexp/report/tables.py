@@ -18,7 +18,7 @@ from camexp.metrics import RELPERF_TABLE, MetricParams, MetricResult, compute_me
 from camexp.provenance import mixed_note
 from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.paper import PUBLISHED, PUBLISHED_RELPERF, SETTINGS, Setting, setting_mismatch
-from camexp.report.runs import RunFolder, find_runs, find_studies, open_run, study_section
+from camexp.report.runs import RunFolder, find_runs, find_studies, open_run, read_runs, study_section
 from camexp.report.uncertainty import (
     RunStats,
     compute_stats,
@@ -245,13 +245,9 @@ def report(results_dir: Path, compare_paper: bool = False, stats: dict[str, Any]
     """Summaries of every run folder below `results_dir`, intervals with each run's recorded `stats:`
     settings updated by `stats`; a folder that cannot be reported is skipped with a warning, the others are
     still reported. Reads only: no run folder is modified."""
-    parts, frames, summaries, warnings = [f"# camexp report: {markdown_text(str(results_dir))}", ""], [], [], []
-    for run_dir in find_runs(results_dir):
-        try:
-            s = summarize_run_dir(run_dir, stats)
-        except CamexpError as e:
-            warnings.append(f"skipped {run_dir}: {e}")
-            continue
+    parts, frames, summaries = [f"# camexp report: {markdown_text(str(results_dir))}", ""], [], []
+    read, warnings = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
+    for run_dir, s in read:
         summaries.append(s)
         parts.append(to_markdown(s, compare_paper))
         if compare_paper and (w := paper_warning(s) or (None if s.paper else "no `paper:` in its config")):

@@ -93,8 +93,11 @@ def extra_values(
     if (run_dir / METRIC_RECORDS).exists():
         parts.append(per_image_means(read_records(run_dir / METRIC_RECORDS, LONG_COLUMNS)))
     for name in analyses:
-        reader = ANALYSES.get(name).per_image
-        part = None if reader is None else reader(run_dir, records, methods)
+        entry = ANALYSES.get(name)
+        if entry.per_image is None:
+            continue
+        with ANALYSES.running(entry, "per_image", entry.per_image):
+            part = entry.per_image(run_dir, records, methods)
         if part is not None:
             parts.append(part)
     return pd.concat(parts, ignore_index=True) if parts else None

@@ -254,7 +254,7 @@ def _write_study(
     ]
     data = {"id": study_id, "title": study.title, "question": study.question, "items": shown}
     (page / ITEMS_JS).write_text(f"window.CAMEXP_STUDY = {json.dumps(data, indent=1)};\n")
-    # last: study.json marks a finished study (camexp table lists it; a new make into the folder needs --force)
+    # last: study.json marks a finished study (camexp report table lists it; a new make into the folder needs --force)
     write_json(
         folder / STUDY_JSON,
         {
