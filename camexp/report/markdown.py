@@ -1,20 +1,19 @@
 """Markdown whose text cannot break it. A `|` in a method name (a `{name, method}` entry may hold any text)
 would start a new column in every table of summary.md and report.md; `<img src=x onerror=...>` in a run,
 method or rater name would be live HTML wherever the Markdown is rendered (GitHub, an editor's preview, a
-docs site). So text is HTML-escaped (`&`, `<`, `>`: Markdown renders the entities as the characters), and
-`|` is escaped in table cells."""
+docs site). So `&` and `<` are HTML-escaped (Markdown renders the entities as the characters; a `>` cannot
+open a tag, so "y > 0" stays as written), and `|` is escaped in table cells."""
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import pandas as pd
 
 
 def markdown_text(text: str) -> str:
-    """`text` with `&`, `<` and `>` as HTML entities, for names and notes outside tables."""
-    return html.escape(text, quote=False)
+    """`text` with `&` and `<` as HTML entities (no tag or entity can start in it), for names and notes."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
 
 
 def escape_cell(v: object) -> object:
