@@ -206,6 +206,9 @@ def _consistency(results_dir: Path, target: Path, q: float, stats: dict, fmt: st
         typer.echo(rep.frame.to_csv(index=False, float_format="%.4f"), nl=False)
     else:
         console.print(rep.markdown, markup=False, highlight=False, soft_wrap=True)
+    for g in rep.groups:  # on stderr too: a CSV on stdout, or a report piped away, still shows it
+        if caveat := g.counts.caveat():
+            err_console.print(f"{g.data}: {caveat}", markup=False, soft_wrap=True)
     err_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, soft_wrap=True)
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from scipy import stats as st
 
 from camexp.config import StatsConfig
-from camexp.consistency.compare import RunMaps, similarities, summary
+from camexp.consistency.compare import NO_LABELS, RunMaps, similarities, summary
 from camexp.consistency.similarity import FieldOfView, align, common_view
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
@@ -161,6 +161,32 @@ def test_pair_filter_and_summary():
     assert means["spearman", "m2"] == pytest.approx(m2["spearman"].mean())
     d = diffs[diffs["metric"] == "spearman"].iloc[0]
     assert d["value"] == pytest.approx(1.0 - m2["spearman"].mean()) and d["n"] == 2
+
+
+def test_images_without_a_label_are_filtered_by_agreement_only_and_the_counts_say_so():
+    """The audit's case: on a data set without labels every pair where the backbones agree counts, also where
+    both are wrong; the counts said '0 agreed on a class other than the label' and never that there were no
+    labels. Now they say it, and a mixed set says how many counted pairs could not be checked."""
+    cams = [np.eye(4)] * 3
+    a = make_run("a", [1, 2, 3], {"m": cams})
+    b = make_run("b", [1, 2, 4], {"m": cams})
+    _, counts = similarities([a, b], ["m"], 0.2)
+    assert (counts.pairs, counts.counted, counts.unlabelled, counts.counted_unlabelled) == (3, 2, 3, 2)
+    assert counts.caveat() == NO_LABELS == "no labels: pairs are filtered by agreement only, not correctness"
+    text = counts.describe()
+    assert text.startswith(NO_LABELS) and "2 of 3 (image, backbone pair)s counted" in text
+    assert "other than the label" not in text
+    # labels on two of the three images: image 0 right, image 1 agreed on a wrong class, image 2 unlabelled
+    a = make_run("a", [1, 2, 3], {"m": cams}, labels=[1, 9, -1])
+    b = make_run("b", [1, 2, 3], {"m": cams})
+    _, counts = similarities([a, b], ["m"], 0.2)
+    assert (counts.counted, counts.wrong, counts.unlabelled, counts.counted_unlabelled) == (2, 1, 1, 1)
+    assert "1 agreed on a class other than the label; 1 of the 3 (image, backbone pair)s are of images without a " in (
+        counts.describe()
+    )
+    assert counts.caveat() is not None and "1 counted pairs are filtered by agreement only" in counts.caveat()
+    labelled = make_run("a", [1, 2, 3], {"m": cams}, labels=[1, 9, 3])
+    assert similarities([labelled, b], ["m"], 0.2)[1].caveat() is None
 
 
 def test_a_pair_mean_weighs_every_counted_pair_alike():

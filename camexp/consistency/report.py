@@ -160,7 +160,10 @@ def group_markdown(g: Group, q: float, level: float, n_boot: int) -> list[str]:
     pair_table = by_pair.pivot_table(index="pair", columns="method", values=MEASURES[0].key, aggfunc="mean")
     pair_table = pair_table.reindex(columns=g.methods).map(lambda v: f"{v:.3f}")
     pair_table["pairs counted"] = by_pair.groupby("pair")["image_id"].nunique()
-    lines = [f"## Data set: {g.data}", "", "Runs:", *runs, ""]
+    lines = [f"## Data set: {g.data}", ""]
+    if caveat := g.counts.caveat():
+        lines += [f"**{caveat[0].upper()}{caveat[1:]}.**", ""]
+    lines += ["Runs:", *runs, ""]
     lines += [
         f"{g.counts.describe()}. Maps compared over the part of the image every run kept, resampled to {h}×{w}; "
         f"top-{100 * q:g} % regions keep tied values together.",
