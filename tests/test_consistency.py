@@ -4,7 +4,9 @@ pair filter and the summary's statistics."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +15,20 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+import yaml
 from scipy import stats as st
+from typer.testing import CliRunner
 
+from camexp.cli import app
 from camexp.config import StatsConfig
-from camexp.consistency.compare import RunMaps, similarities, summary
+from camexp.consistency.compare import NO_LABELS, RunMaps, similarities, summary
 from camexp.consistency.similarity import FieldOfView, align, common_view
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
+from camexp.report.leaderboard import run_labels
+from camexp.report.runs import dataset_root
+from camexp.results import RUN_JSON, read_json
 from camexp.stats.similarity import rank, spearman, top_iou
 
 
@@ -163,6 +171,32 @@ def test_pair_filter_and_summary():
     assert d["value"] == pytest.approx(1.0 - m2["spearman"].mean()) and d["n"] == 2
 
 
+def test_images_without_a_label_are_filtered_by_agreement_only_and_the_counts_say_so():
+    """The audit's case: on a data set without labels every pair where the backbones agree counts, also where
+    both are wrong; the counts said '0 agreed on a class other than the label' and never that there were no
+    labels. Now they say it, and a mixed set says how many counted pairs could not be checked."""
+    cams = [np.eye(4)] * 3
+    a = make_run("a", [1, 2, 3], {"m": cams})
+    b = make_run("b", [1, 2, 4], {"m": cams})
+    _, counts = similarities([a, b], ["m"], 0.2)
+    assert (counts.pairs, counts.counted, counts.unlabelled, counts.counted_unlabelled) == (3, 2, 3, 2)
+    assert counts.caveat() == NO_LABELS == "no labels: pairs are filtered by agreement only, not correctness"
+    text = counts.describe()
+    assert text.startswith(NO_LABELS) and "2 of 3 (image, backbone pair)s counted" in text
+    assert "other than the label" not in text
+    # labels on two of the three images: image 0 right, image 1 agreed on a wrong class, image 2 unlabelled
+    a = make_run("a", [1, 2, 3], {"m": cams}, labels=[1, 9, -1])
+    b = make_run("b", [1, 2, 3], {"m": cams})
+    _, counts = similarities([a, b], ["m"], 0.2)
+    assert (counts.counted, counts.wrong, counts.unlabelled, counts.counted_unlabelled) == (2, 1, 1, 1)
+    assert "1 agreed on a class other than the label; 1 of the 3 (image, backbone pair)s are of images without a " in (
+        counts.describe()
+    )
+    assert counts.caveat() is not None and "1 counted pairs are filtered by agreement only" in counts.caveat()
+    labelled = make_run("a", [1, 2, 3], {"m": cams}, labels=[1, 9, 3])
+    assert similarities([labelled, b], ["m"], 0.2)[1].caveat() is None
+
+
 def test_a_pair_mean_weighs_every_counted_pair_alike():
     """Three runs: image 0 counts three pairs, image 1 one pair (run c disagrees); the mean is over the four
     pairs, not the mean of the two images' means."""
@@ -218,3 +252,91 @@ def test_consistency_configs_reproduce_the_report_and_the_smoke_set():
         pc = timm.models.get_pretrained_cfg(c.model.name).to_dict()
         views.append(FieldOfView.of_input(InputSpec.from_timm(pc)))
     assert common_view(views) == [(1.0, 1.0)] * 4
+
+
+# --- which runs form a group: the data set's resolved folder, not the text of `dataset.root` -----------------------
+
+
+def run_config(path: Path, root: str, out: str) -> Path:
+    """A two-method run with maps of a small random-weights convnet over three images of `root`, into `out`."""
+    cfg = {
+        "name": path.stem,
+        "dataset": {"kind": "folder", "root": root, "limit": 3},
+        "model": {"name": "test_convnext", "weights": "random"},
+        "methods": ["gradcam", "gradcam++"],
+        "metrics": ["avg_drop"],
+        "runtime": {"device": "cpu", "batch_size": 3, "workers": 0},
+        "stats": {"bootstrap": 100},
+        "output": {"dir": out, "maps": True},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def same_folder_two_paths(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two runs over the photographs (no labels), from the photographs' parent folder: one config names them
+    by a relative path (and writes to a relative output folder), the other by the absolute one."""
+    base = tmp_path_factory.mktemp("two_paths")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(photo_dir.parent)
+        for cfg in (
+            run_config(base / "rel.yaml", photo_dir.name, str(Path(os.path.relpath(base, photo_dir.parent), "rel"))),
+            run_config(base / "abs.yaml", str(photo_dir), str(base / "abs")),
+        ):
+            result = CliRunner().invoke(app, ["run", str(cfg), "--no-progress"])
+            assert result.exit_code == 0, result.output
+    return base
+
+
+def test_runs_over_one_folder_by_a_relative_and_an_absolute_path_are_compared(same_folder_two_paths: Path) -> None:
+    """The audit's case: grouped by the text of `dataset.root`, the two runs were two data sets of one run each
+    and --consistency refused ('needs two runs or more'). Grouped by the resolved folder they are one; the
+    photographs have no labels, which the terminal says (stdout's report and stderr)."""
+    base = same_folder_two_paths
+    rel = read_json(base / "rel" / RUN_JSON)
+    photos = str(Path(rel["config"]["dataset"]["root"]))
+    assert not Path(photos).is_absolute()  # the run kept its config's relative path ...
+    absolute = read_json(base / "abs" / RUN_JSON)["dataset"]["root_resolved"]
+    assert rel["dataset"]["root_resolved"] == absolute and Path(absolute).is_absolute()  # ... and resolved it
+    result = CliRunner().invoke(app, ["table", str(base), "--consistency", "--out", str(base / "report")])
+    assert result.exit_code == 0, result.output
+    assert f"## Data set: kind: folder, root: {absolute}\n" in result.stdout
+    assert "3 of 3 (image, backbone pair)s counted" in result.stdout
+    assert f"{NO_LABELS}" in result.stdout and f"root: {absolute}: {NO_LABELS}" in result.stderr
+    pairs = pd.read_csv(base / "report" / "consistency_pairs.csv")
+    assert len(pairs) == 6 and np.allclose(pairs["spearman"], 1.0)  # one model, seeded alike: the same maps
+
+
+def test_an_older_run_json_is_resolved_from_where_its_relative_output_folder_put_it(
+    same_folder_two_paths: Path, tmp_path: Path
+) -> None:
+    """A run.json without `dataset.root_resolved` (before camexp recorded it): its relative root is taken from
+    the run's working directory, the run folder's path less its relative `output.dir`; a run folder moved
+    elsewhere can tell nothing, and keeps the root as written."""
+    rel = same_folder_two_paths / "rel"
+    meta = read_json(rel / RUN_JSON)
+    recorded = meta["dataset"].pop("root_resolved")
+    (rel / RUN_JSON).write_text(json.dumps(meta))
+    try:
+        assert dataset_root(meta, rel) == recorded
+        moved = tmp_path / "elsewhere"
+        assert dataset_root(meta, moved) == meta["config"]["dataset"]["root"]
+        absolute = read_json(same_folder_two_paths / "abs" / RUN_JSON)
+        del absolute["dataset"]["root_resolved"]
+        assert dataset_root(absolute, tmp_path) == recorded
+        result = CliRunner().invoke(app, ["table", str(same_folder_two_paths), "--consistency", "--bootstrap", "0"])
+        assert result.exit_code == 0, result.output
+        assert f"## Data set: kind: folder, root: {recorded}\n" in result.stdout
+    finally:
+        meta["dataset"]["root_resolved"] = recorded
+        (rel / RUN_JSON).write_text(json.dumps(meta))
+
+
+def test_the_leaderboard_names_a_relative_folder_by_its_resolved_name(same_folder_two_paths: Path) -> None:
+    """A config's root '.' has no name: the leaderboard's column read 'test_convnext × ' before."""
+    meta = read_json(same_folder_two_paths / "rel" / RUN_JSON)
+    dot = {**meta, "config": {**meta["config"], "dataset": {"kind": "folder", "root": "."}}, "dataset": {}}
+    cwd = Path(meta["dataset"]["root_resolved"])
+    run_dir = cwd / meta["config"]["output"]["dir"]
+    assert run_labels([dot], [run_dir]) == [f"test_convnext × {cwd.name}"]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from camexp.accel import HOST_ALLOCATOR
 from camexp.cli import app
 from camexp.config import DatasetConfig, ExperimentConfig, MethodSpec, ModelConfig
+from camexp.results import read_maps
 
 cli = CliRunner()
 FAMILY = [
@@ -34,7 +35,7 @@ FAMILY = [
 NAMES = [m if isinstance(m, str) else m["name"] for m in FAMILY]
 
 
-def write(tmp_path: Path, root: Path, methods: list, name: str = "cfg.yaml") -> Path:
+def write(tmp_path: Path, root: Path, methods: list, name: str = "cfg.yaml", maps: bool = False) -> Path:
     cfg = {
         "name": "family",
         "dataset": {"kind": "folder", "root": str(root)},
@@ -42,7 +43,7 @@ def write(tmp_path: Path, root: Path, methods: list, name: str = "cfg.yaml") -> 
         "methods": methods,
         "metrics": ["avg_drop", "increase"],
         "runtime": {"device": "cpu", "batch_size": 3},
-        "output": {"dir": str(tmp_path / "out")},
+        "output": {"dir": str(tmp_path / "out"), "maps": maps},
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
@@ -55,8 +56,12 @@ def invoke(*args: object):
 
 @pytest.mark.slow
 def test_every_method_runs_with_its_parameters_and_counts_recorded(tmp_path: Path, photo_dir: Path):
-    res = invoke("run", write(tmp_path, photo_dir, FAMILY), "--no-progress")
+    res = invoke("run", write(tmp_path, photo_dir, FAMILY, maps=True), "--no-progress")
     assert res.exit_code == 0, res.output
+    # every method's map is kept at the layer's grid (xgradcam's: a weighted sum of A), center's with odd sides
+    kept = read_maps(tmp_path / "out").groupby("method")["map"].agg(lambda ms: {m.shape for m in ms})
+    h, w = next(iter(kept["xgradcam"]))
+    assert kept.to_dict() == {n: {(h + 1 - h % 2, w + 1 - w % 2) if n == "center" else (h, w)} for n in NAMES}
     rec = pd.read_csv(tmp_path / "out" / "per_image.csv")
     n = len(list(photo_dir.iterdir()))
     assert list(dict.fromkeys(rec["method"])) == NAMES and len(rec) == n * len(NAMES)

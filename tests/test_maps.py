@@ -28,6 +28,7 @@ from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
 from camexp.explain.gallery import ModelRow
+from camexp.explain.maps import upsample_normalize
 from camexp.results import MAPS_DIR, MAPS_INDEX, RECORDS, read_maps
 from camexp.runner import run_experiment
 from tests.test_distributed import one_thread, torchrun_two_ranks
@@ -133,6 +134,32 @@ def test_the_maps_read_back_are_the_explainers_to_float16_precision(
     assert max(rel_err) <= 1.25 * F16_EPS and min(rho) > 0.9999  # float16 spacing (+ float32 noise); ranks kept
     record_property("float16_max_rel_error_where_map_ge_1e-3", float(max(rel_err)))
     record_property("float16_min_spearman_upsampled", float(min(rho)))
+
+
+def test_center_is_kept_at_its_small_grid_and_scores_the_same_when_read_back(
+    tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch, record_property: Any
+) -> None:
+    """The audit's case: the `center` floor's map was kept at the input size (100 KB an image, where README.md,
+    'Maps' documents the layer's resolution). Now it is kept at the layer's grid, each even side one cell more
+    (D2), like every map a few hundred bytes; upsampled and normalised again it is the map the run scored, and
+    the model's confidence on its explanation image is the run's `o` for it."""
+    seen = spied_run(photo_dir, tmp_path / "out", monkeypatch, methods=["gradcam", "center"])
+    kept = read_maps(tmp_path / "out").set_index(["image_id", "method"])["map"]
+    records = pd.read_csv(tmp_path / "out" / RECORDS, dtype={"image_id": str}).set_index(["image_id", "method"])
+    gaps = []
+    for ids, ex in seen:
+        h, w = ex.inputs.A.shape[-2:]
+        size = tuple(ex.maps["center"].shape[-2:])
+        grid = (h + 1 - h % 2, w + 1 - w % 2)
+        assert all(kept[(i, "gradcam")].shape == (h, w) for i in ids)  # the layer's resolution
+        assert all(kept[(i, "center")].shape == grid for i in ids) and grid[0] * grid[1] * 16 < size[0] * size[1]
+        up = upsample_normalize(torch.tensor(np.stack([kept[(i, "center")] for i in ids])), size)[0]
+        assert (up - ex.maps["center"]).abs().max() < 4 * F16_EPS
+        assert ex.inputs.x is not None and ex.inputs.scorer is not None
+        o = ex.inputs.scorer.explanations(ex.inputs.x, {"center": up}, ex.targets)[:, 0].numpy()
+        gaps += list(np.abs(o - records.loc[[(i, "center") for i in ids], "o"].to_numpy()))
+    assert len(gaps) == 4 and max(gaps) < 1e-4
+    record_property("center_read_back_max_abs_o_difference", float(max(gaps)))
 
 
 def test_the_shards_are_readable_with_safetensors_and_numpy_alone(finished: tuple[Path, Any]) -> None:

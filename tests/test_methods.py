@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, MethodInputs
 
 # One image, two channels, 1x2 spatial. Hand values below use these numbers.
@@ -141,15 +142,29 @@ def test_eigencam_all_zero_activations_give_a_zero_map():
     assert torch.equal(run("eigencam", torch.zeros(2, 3, 2, 2), None), torch.zeros(2, 2, 2))
 
 
-def test_center_is_a_gaussian_of_a_quarter_of_the_shorter_side():
+def test_center_is_a_gaussian_of_a_quarter_of_the_shorter_side_on_the_layers_grid_with_odd_sides():
+    """A 4 x 6 input, a 2 x 2 layer grid: 3 x 3 cells of 4/3 x 2 input pixels, whose centres lie at
+    (-4/3, 0, 4/3) and (-2, 0, 2) pixels from the image centre; sigma = 4 / 4. An odd grid stays as it is."""
     x = torch.zeros(2, 3, 4, 6)
     out = run("center", torch.zeros(2, 1, 2, 2), None, x=x)
+    assert out.shape == (2, 3, 3)
     sigma = 4 / 4
-    for i in range(4):
-        for j in range(6):
-            want = math.exp(-((i - 1.5) ** 2 + (j - 2.5) ** 2) / (2 * sigma**2))
-            assert out[0, i, j].item() == pytest.approx(want, rel=1e-6)
+    for i, dy in enumerate((-4 / 3, 0.0, 4 / 3)):
+        for j, dx in enumerate((-2.0, 0.0, 2.0)):
+            assert out[0, i, j].item() == pytest.approx(math.exp(-(dy**2 + dx**2) / (2 * sigma**2)), rel=1e-6)
     assert torch.equal(out[0], out[1])
+    assert run("center", torch.zeros(1, 1, 3, 5), None, x=torch.zeros(1, 3, 6, 10)).shape == (1, 3, 5)
+
+
+@pytest.mark.parametrize("side", [7, 14, 28])
+def test_the_upsampled_center_peaks_at_the_image_centre(side: int):
+    """What TorchRay's center baseline points at: the maximum of the upsampled, normalised map lies within half
+    a pixel of the image centre (a layer grid of even side, VGG-16's 14 x 14, would have put it 10.6 px off)."""
+    h = w = 224
+    cam = run("center", torch.zeros(1, 1, side, side), None, x=torch.zeros(1, 3, h, w))
+    up, _ = upsample_normalize(cam, (h, w))
+    top = int(up[0].flatten().argmax())
+    assert abs(top // w + 0.5 - h / 2) <= 0.5 and abs(top % w + 0.5 - w / 2) <= 0.5
 
 
 def _seed(seed: int, image_id: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import kendalltau
 
 from camexp.reliability.measures import alpha_counts, image_taus, ordinal_alpha, orient, ranks, reliability
-from camexp.reliability.report import measure, run_table
+from camexp.reliability.report import measure, rank_table, run_table
 from tests.test_uncertainty import invoke, write_run
 
 NAN = np.nan
@@ -196,3 +196,16 @@ def test_an_unwritable_out_is_one_line_figures_included(tmp_path: Path) -> None:
     res = invoke("table", tmp_path / "runs", "--reliability", "--bootstrap", "100", "--out", tmp_path / "afile")
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert f"{tmp_path / 'afile'}: cannot write reliability.md and reliability.csv" in " ".join(res.output.split())
+
+
+def test_a_tied_rank_is_printed_inside_its_interval() -> None:
+    """The audit's case: two methods tied last on every image have rank 7.5 in every resample, and the rank
+    table printed it as '7.5 [8, 8]'; its bounds are now rounded outward ('7.5 [7, 8]'), the CSV keeps 7.5."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 2, 8))
+    x[:, :, 6:] = -10.0  # the last two methods: tied, worst, on both metrics
+    methods = [f"m{i}" for i in range(8)]
+    rel = reliability(x, ["a", "b"], methods, [None, None], 50, 0.95, 0)
+    assert rel.rank_mean.value[0, 6] == rel.rank_mean.lo[0, 6] == rel.rank_mean.hi[0, 6] == 7.5
+    table = rank_table(rel, "mean")
+    assert table.at["m6", "a"] == table.at["m7", "b"] == "7.5 [7, 8]"

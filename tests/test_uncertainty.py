@@ -172,10 +172,28 @@ def test_markdown_shows_intervals_marks_and_the_paired_table(tmp_path: Path):
 
 
 def test_cell_format():
-    assert cell(36.8412, 35.93, 37.71) == "36.84 [35.9, 37.7]"
-    assert cell(1.2412, 1.1812, 1.3131, 3) == "1.241 [1.18, 1.31]"
+    assert cell(36.8412, 35.93, 37.71) == "36.84 [35.9, 37.8]"  # bounds rounded outward
+    assert cell(1.2412, 1.1812, 1.3131, 3) == "1.241 [1.18, 1.32]"
+    assert cell(0.5, 0.3, 0.7) == "0.50 [0.3, 0.7]"  # decimal bounds stay as they are (0.7 * 10 > 7 in binary)
+    assert cell(-0.01, -0.04, -0.001) == "-0.01 [-0.1, 0.0]"
     assert cell(36.84, float("nan"), float("nan")) == "36.84"
     assert cell(float("nan"), 1, 2) == "—"
+
+
+@pytest.mark.parametrize("digits", [1, 2, 3])
+def test_a_value_inside_its_interval_is_printed_inside_it(digits: int):
+    """The audit's case: a rank of 7.5 with interval [7.5, 7.5] was printed '7.5 [8, 8]'. On random values
+    (round and half-way ones included), whenever lo <= value <= hi the printed numbers keep that order and the
+    printed interval holds the true one."""
+    assert cell(7.5, 7.5, 7.5, 1) == "7.5 [7, 8]"
+    rng = np.random.default_rng(0)
+    grid = np.round(rng.uniform(-20, 20, size=(3000, 3)) * 4) / 4  # many exact halves and quarters
+    for a, b, c in np.vstack([grid, rng.uniform(-20, 20, size=(3000, 3))]):
+        lo, value, hi = sorted((float(a), float(b), float(c)))
+        head, _, rest = cell(value, lo, hi, digits).partition(" [")
+        plo, phi = map(float, rest.rstrip("]").split(", "))
+        assert plo <= lo and hi <= phi
+        assert plo <= float(head) <= phi, (value, lo, hi, digits)
 
 
 # --- run folders, camexp table and the leaderboard -------------------------------------------------------------

@@ -165,6 +165,9 @@ def consistency_report(
     rep = consistency(results_dir, top_q, stats)
     written = write_consistency(rep, out or results_dir)
     _print(rep.frame, rep.markdown, fmt)
+    for g in rep.groups:  # on stderr too: a CSV on stdout, or a report piped away, still shows it
+        if caveat := g.counts.caveat():
+            err_console.print(f"{g.data}: {caveat}", markup=False, soft_wrap=True)
     wrote(*written)
 
 

@@ -3,10 +3,13 @@ similarity per method, and the per-method means with bootstrap intervals and pai
 
 A pair of runs counts on an image when both backbones predict the same class, both maps explain that
 class, and (when the image has a label) it is the true class: a correct prediction should highlight the
-same region whichever network made it. The summary of a method is the mean over all counted (image, pair)s;
-its interval resamples images (each image's pairs stay together: its value is the mean over its pairs,
-weighted by their number), with camexp's one bootstrap (camexp/stats/bootstrap.py), which also gives the paired
-difference between methods on the same images.
+same region whichever network made it. On an image without a label the filter is agreement only: two
+backbones that agree on a wrong class count too, and the counts and the report say so.
+
+The summary of a method is the mean over all counted (image, pair)s; its interval resamples images (each
+image's pairs stay together: its value is the mean over its pairs, weighted by their number), with camexp's
+one bootstrap (camexp/stats/bootstrap.py), which also gives the paired difference between methods on the same
+images.
 """
 
 from __future__ import annotations
@@ -44,32 +47,54 @@ class RunMaps:
     maps: pd.DataFrame
 
 
+NO_LABELS = "no labels: pairs are filtered by agreement only, not correctness"
+
+
 @dataclass
 class PairCounts:
-    """How many (image, run pair)s the filter saw, and why it dropped the others."""
+    """How many (image, run pair)s the filter saw, why it dropped the others, and how many it saw (and
+    counted) on images without a label, where it could check agreement only."""
 
     pairs: int = 0
     different_prediction: int = 0
     wrong: int = 0
     counted: int = 0
+    unlabelled: int = 0
+    counted_unlabelled: int = 0
+
+    def caveat(self) -> str | None:
+        """What the filter could not check: None when every image has a label."""
+        if not self.unlabelled:
+            return None
+        if self.unlabelled == self.pairs:
+            return NO_LABELS
+        return (
+            f"{self.unlabelled} of the {self.pairs} (image, backbone pair)s are of images without a label: their "
+            f"{self.counted_unlabelled} counted pairs are filtered by agreement only, not correctness"
+        )
 
     def describe(self) -> str:
-        return (
-            f"{self.counted} of {self.pairs} (image, backbone pair)s counted: {self.different_prediction} "
-            f"predicted different classes, {self.wrong} agreed on a class other than the label"
+        head = f"{self.counted} of {self.pairs} (image, backbone pair)s counted: {self.different_prediction} "
+        if self.unlabelled == self.pairs:  # nothing to check correctness against
+            return f"{NO_LABELS}; {head}predicted different classes, the others agreed on a class"
+        return f"{head}predicted different classes, {self.wrong} agreed on a class other than the label" + (
+            f"; {caveat}" if (caveat := self.caveat()) else ""
         )
 
 
 def counted_pairs(runs: list[RunMaps], images: list[str]) -> tuple[pd.DataFrame, PairCounts]:
     """The (image_id, a, b, cls) where runs a < b (positions in `runs`) predict the same class and, for a
-    labelled image, the true one; and the counts of the filter."""
+    labelled image, the true one (for an image without a label: any class); and the counts of the filter."""
     counts, rows = PairCounts(), []
     for a, b in combinations(range(len(runs)), 2):
         ca, cb = (runs[i].classes.loc[images] for i in (a, b))
         same = ca["pred"].to_numpy() == cb["pred"].to_numpy()
         label = ca["label"].to_numpy()
-        right = (label < 0) | (ca["pred"].to_numpy() == label)
+        unlabelled = label < 0
+        right = unlabelled | (ca["pred"].to_numpy() == label)
         counts.pairs += len(images)
+        counts.unlabelled += int(unlabelled.sum())
+        counts.counted_unlabelled += int((same & unlabelled).sum())
         counts.different_prediction += int((~same).sum())
         counts.wrong += int((same & ~right).sum())
         keep = same & right
@@ -97,7 +122,8 @@ def similarities(runs: list[RunMaps], methods: list[str], q: float) -> tuple[pd.
     pairs, counts = counted_pairs(runs, images)
     size = (max(r.size[0] for r in runs), max(r.size[1] for r in runs))
     if not counts.counted:
-        raise CamexpError(f"{counts.describe()}: no image where the backbones agree on the true class to compare")
+        agree = "on a class" if counts.unlabelled == counts.pairs else "on the true class"
+        raise CamexpError(f"{counts.describe()}: no image where the backbones agree {agree} to compare")
     found = [
         {(m.image_id, m.method): (int(m.target), m.map) for m in r.maps.itertuples() if m.method in methods}
         for r in runs

@@ -17,7 +17,7 @@ from camexp.consistency.similarity import FieldOfView
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import RunFolder, find_runs, open_run, read_runs
+from camexp.report.runs import RunFolder, dataset_root, find_runs, open_run, read_runs
 from camexp.report.tables import write_files
 from camexp.report.uncertainty import cell, stats_settings
 from camexp.results import MAPS_DIR, RUN_JSON, map_shards, read_json, read_maps
@@ -25,8 +25,9 @@ from camexp.savefig import figure_link, new_figure
 
 STEM = "consistency"
 CSV_COLUMNS = ["data", "measure", "method_a", "method_b", "value", "lo", "hi", "images"]
-# what makes two runs' images the same: the data set as their configs name it (subset and limit may differ:
-# the comparison uses the images every run recorded)
+# what makes two runs' images the same: the data set their configs name, its folder resolved to an absolute path
+# (`dataset_root`: the same folder by a relative and an absolute path is one data set); subset and limit may
+# differ: the comparison uses the images every run recorded
 DATA_KEYS = ("kind", "root", "split", "year")
 
 
@@ -54,9 +55,9 @@ class ConsistencyReport:
     figure: Figure
 
 
-def data_key(config: dict[str, Any]) -> str:
-    """The data set a run's config names (DATA_KEYS), as text."""
-    ds = config["dataset"]
+def data_key(run: RunFolder) -> str:
+    """The data set a run's config names (DATA_KEYS, the root resolved), as text."""
+    ds = {**run.config["dataset"], "root": dataset_root(run.meta, run.path)}
     return ", ".join(f"{k}: {ds[k]}" for k in DATA_KEYS if ds.get(k) is not None)
 
 
@@ -76,7 +77,7 @@ def gather(results_dir: Path) -> tuple[list[Group], list[str]]:
     by_data: dict[str, list[RunFolder]] = {}
     read, warnings = read_runs((d for d in find_runs(results_dir) if map_shards(d / MAPS_DIR)), open_run)
     for _, run in read:
-        by_data.setdefault(data_key(run.config), []).append(run)
+        by_data.setdefault(data_key(run), []).append(run)
     if not any(len(runs) > 1 for runs in by_data.values()):
         found = "; ".join(f"{len(r)} on {d}" for d, r in by_data.items()) or "none"
         raise CamexpError(
@@ -160,7 +161,10 @@ def group_markdown(g: Group, q: float, level: float, n_boot: int) -> list[str]:
     pair_table = by_pair.pivot_table(index="pair", columns="method", values=MEASURES[0].key, aggfunc="mean")
     pair_table = pair_table.reindex(columns=g.methods).map(lambda v: f"{v:.3f}")
     pair_table["pairs counted"] = by_pair.groupby("pair")["image_id"].nunique()
-    lines = [f"## Data set: {g.data}", "", "Runs:", *runs, ""]
+    lines = [f"## Data set: {g.data}", ""]
+    if caveat := g.counts.caveat():
+        lines += [f"**{caveat[0].upper()}{caveat[1:]}.**", ""]
+    lines += ["Runs:", *runs, ""]
     lines += [
         f"{g.counts.describe()}. Maps compared over the part of the image every run kept, resampled to {h}×{w}; "
         f"top-{100 * q:g} % regions keep tied values together.",

@@ -69,6 +69,7 @@ def list_dataset(cfg: DatasetConfig) -> Listing:
     provenance = {
         "kind": cfg.kind,
         "root": str(cfg.root),
+        "root_resolved": str(cfg.root.resolve()),  # what reports match runs by: the same images by any path
         **listing.provenance,
         "listed": len(listing.items),
         "subset": cfg.subset.model_dump(exclude_none=True) if cfg.subset else None,

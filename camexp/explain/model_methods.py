@@ -218,21 +218,26 @@ def random_map(ctx: MethodInputs, seed: int = 0) -> torch.Tensor:
 
 @method(
     "center",
-    "floor: isotropic Gaussian centred on the image, sigma = 1/4 of the shorter side",
+    "floor: isotropic Gaussian centred on the image, sigma = 1/4 of the shorter side, on the layer's grid (odd sides)",
     needs_grad=False,
     class_agnostic=True,
     cost=lambda k, p: "0 (no model)",
     source="floor baseline (TorchRay's center)",
 )
 def center(ctx: MethodInputs) -> torch.Tensor:
-    """The map at input resolution (pixel centres, so the peak sits between the middle pixels of an even side)."""
+    """The Gaussian at the centres of the cells of the layer's h x w grid over the H x W input, each even side
+    one cell more: like every map, it is then upsampled and kept (`output.maps`) at that small size, and the
+    odd grid's centre cell puts the upsampled map's maximum on the image centre, where TorchRay's baseline
+    points (an even grid would tie its four central cells into a plateau whose first pixel is off centre)."""
     assert ctx.x is not None
-    h, w = ctx.x.shape[-2:]
-    sigma = min(h, w) / 4
+    size = ctx.x.shape[-2:]
+    sigma = min(size) / 4
     device = ctx.x.device
 
-    def axis(n: int) -> torch.Tensor:
-        return (torch.arange(n, dtype=torch.float64, device=device) - (n - 1) / 2) ** 2
+    def axis(cells: int, pixels: int) -> torch.Tensor:
+        """Squared distance of each cell centre to the image centre, in input pixels."""
+        return ((torch.arange(cells, dtype=torch.float64, device=device) + 0.5) * pixels / cells - pixels / 2) ** 2
 
-    g = torch.exp(-(axis(h)[:, None] + axis(w)[None, :]) / (2 * sigma**2))
+    h, w = (n + 1 - n % 2 for n in ctx.A.shape[-2:])
+    g = torch.exp(-(axis(h, size[0])[:, None] + axis(w, size[1])[None, :]) / (2 * sigma**2))
     return g.to(ctx.A.dtype).expand(len(ctx.x), h, w)

@@ -10,15 +10,16 @@ import pandas as pd
 
 from camexp.errors import CamexpError
 from camexp.report.markdown import markdown_table
-from camexp.report.runs import find_runs, read_runs, run_state
+from camexp.report.runs import dataset_root, find_runs, read_runs, run_state
 from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import lower_is_better, marked_cell, marks
 from camexp.results import RUN_JSON, read_json
 
 
-def dataset_label(dataset: dict) -> str:
-    """A data set as a reader names it: 'ILSVRC2012 val', 'VOC2007 val', or the image folder's name."""
-    kind, root = dataset.get("kind", "folder"), Path(str(dataset.get("root", ""))).name
+def dataset_label(dataset: dict, root_path: str) -> str:
+    """A data set as a reader names it: 'ILSVRC2012 val', 'VOC2007 val', or the image folder's name (of
+    `root_path`, the resolved folder: a config's relative '.' has no name)."""
+    kind, root = dataset.get("kind", "folder"), Path(root_path).name
     if kind == "imagenet_val":
         return "ILSVRC2012 val"
     if kind == "imagenetv2":
@@ -28,9 +29,13 @@ def dataset_label(dataset: dict) -> str:
     return root if kind == "folder" else f"{kind} {root}"
 
 
-def run_labels(metas: list[dict]) -> list[str]:
-    """'backbone × data set' per run; the run's name is added where two runs would share a label."""
-    base = [f"{m['config']['model']['name']} × {dataset_label(m['config']['dataset'])}" for m in metas]
+def run_labels(metas: list[dict], run_dirs: list[Path]) -> list[str]:
+    """'backbone × data set' per run (and its folder); the run's name is added where two runs would share a
+    label."""
+    base = [
+        f"{m['config']['model']['name']} × {dataset_label(m['config']['dataset'], dataset_root(m, d))}"
+        for m, d in zip(metas, run_dirs)
+    ]
     return [f"{b} ({m['config']['name']})" if base.count(b) > 1 else b for b, m in zip(base, metas)]
 
 
@@ -53,7 +58,7 @@ def leaderboard(
             f"--metric {metric!r}: camexp does not know whether lower or higher is better, so it "
             f"cannot rank it; rankable: {sorted(k for k in have if lower_is_better(k) is not None)}"
         )
-    labels = run_labels(metas)
+    labels = run_labels(metas, [d for d, _ in read])
     methods: list[str] = []
     cells: dict[str, dict[str, str]] = {}
     columns: dict[str, pd.Series] = {}

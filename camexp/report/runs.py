@@ -135,6 +135,26 @@ def _camexp_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def dataset_root(meta: dict[str, Any], run_dir: Path) -> str:
+    """The run's data set folder as an absolute path, so that reports match runs over the same images whatever
+    path their configs wrote: run.json's `dataset.root_resolved` (camexp/data: `list_dataset`). For an older
+    run.json: its config's root if absolute, else that root taken from the run's working directory, which the
+    run folder's place gives when its output folder was relative (the folder is CWD/output.dir); the root as
+    written when nothing tells."""
+    recorded = (meta.get("dataset") or {}).get("root_resolved")
+    if isinstance(recorded, str):
+        return recorded
+    cfg = meta["config"]
+    root = Path(str(cfg["dataset"].get("root", "")))
+    if root.is_absolute():
+        return str(root.resolve())
+    out = Path((cfg.get("output") or {}).get("dir") or Path("results") / cfg["name"])
+    here = run_dir.resolve().parts
+    if not out.is_absolute() and ".." not in out.parts and here[-len(out.parts) :] == out.parts:
+        return str(Path(*here[: -len(out.parts)]).joinpath(root).resolve())
+    return str(root)
+
+
 def images_to_do(meta: dict[str, Any]) -> int | None:
     """How many images the run set out to explain: after subset, limit and the min_true_prob filter."""
     dataset = meta.get("dataset") or {}

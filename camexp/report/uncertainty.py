@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -229,12 +230,22 @@ def write_stats(run_dir: Path, stats: RunStats) -> None:
 
 
 def cell(value: float, lo: float, hi: float, digits: int = 2) -> str:
-    """'36.84 [35.9, 37.7]': the value, and its interval to one digit less (the CSV files keep every digit)."""
+    """'36.84 [35.9, 37.8]': the value, and its interval to one digit less, rounded outward (lower bound down,
+    upper bound up), so that the printed interval holds the whole interval and a value inside it is printed
+    inside it (nearest rounding printed a rank of 7.5 in [7.5, 7.5] as '7.5 [8, 8]'). Every table cell with an
+    interval is written here; the CSV files keep every digit."""
     if not math.isfinite(value):
         return "—" if math.isnan(value) else f"{value}"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{lo:.{digits - 1}f}, {hi:.{digits - 1}f}]"
+    return f"{value:.{digits}f} [{_rounded(lo, digits - 1, ROUND_FLOOR)}, {_rounded(hi, digits - 1, ROUND_CEILING)}]"
+
+
+def _rounded(x: float, places: int, rounding: str) -> str:
+    """`x` to `places` decimals in the direction `rounding`, from its shortest decimal form (0.7 stays 0.7,
+    where its binary value times 10 would ceil to 8); no '-0'."""
+    q = Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-places), rounding=rounding)
+    return f"{q + 0:f}"
 
 
 def _contains_null(pairwise: pd.DataFrame, metric: str, a: str, b: str) -> bool | None:
