@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +341,26 @@ def test_the_leaderboard_names_a_relative_folder_by_its_resolved_name(same_folde
     cwd = Path(meta["dataset"]["root_resolved"])
     run_dir = cwd / meta["config"]["output"]["dir"]
     assert run_labels([dot], [run_dir]) == [f"test_convnext × {cwd.name}"]
+
+
+def test_every_report_shows_a_runs_mixed_software_and_escapes_its_name(
+    same_folder_two_paths: Path, tmp_path: Path
+) -> None:
+    """Issue 27: an override of the software check is 'shown by every report': table, leaderboard, reliability
+    and consistency, from run.json's `mixed_software`; and a name with HTML in it is text in each of them."""
+    base = tmp_path / "res"
+    shutil.copytree(same_folder_two_paths, base, ignore=shutil.ignore_patterns("report"))
+    meta = read_json(base / "abs" / RUN_JSON)
+    meta["mixed_software"] = [{"images_before": 2, "changed": {"torch": ["2.0", "2.1"]}}]
+    meta["config"]["name"] = "<img src=x onerror=alert(1)>"
+    (base / "abs" / RUN_JSON).write_text(json.dumps(meta))
+    written = {}
+    for report in ("table", "leaderboard", "reliability", "consistency"):
+        result = CliRunner().invoke(app, ["report", report, str(base)])
+        assert result.exit_code == 0, (report, result.output)
+        md = (base / f"{'report' if report == 'table' else report}.md").read_text()
+        written[report] = md
+        assert "Mixed software: 1 invocation(s)" in md and "torch changed" in md, report
+        assert "<img" not in md, report
+    shown = "&lt;img src=x onerror=alert(1)>"
+    assert f"## {shown}" in written["table"] and f"## {shown}" in written["reliability"]

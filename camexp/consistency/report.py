@@ -16,7 +16,8 @@ from camexp.consistency.compare import MEASURES, PairCounts, RunMaps, similariti
 from camexp.consistency.similarity import FieldOfView
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
-from camexp.report.markdown import markdown_table
+from camexp.provenance import mixed_note
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.runs import RunFolder, dataset_root, find_runs, open_run, read_runs
 from camexp.report.tables import write_files
 from camexp.report.uncertainty import cell, stats_settings
@@ -44,6 +45,7 @@ class Group:
     counts: PairCounts = field(default_factory=PairCounts)
     per_method: pd.DataFrame = field(default_factory=pd.DataFrame)
     diffs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)  # per run, e.g. that its numbers come from mixed software
 
 
 @dataclass
@@ -101,7 +103,8 @@ def gather(results_dir: Path) -> tuple[list[Group], list[str]]:
         names = [str(r.path.relative_to(results_dir)) for r in runs]
         models = {n: f"{r.config['model']['name']} ({r.config['model']['weights']})" for n, r in zip(names, runs)}
         maps = [run_maps(r, n, methods) for r, n in zip(runs, names)]
-        groups.append(Group(data, maps, models, methods, runs[0].config.get("stats")))
+        notes = [f"{n}: {note}" for n, r in zip(names, runs) if (note := mixed_note(r.meta))]
+        groups.append(Group(data, maps, models, methods, runs[0].config.get("stats"), notes=notes))
     return groups, warnings
 
 
@@ -111,7 +114,7 @@ def consistency(results_dir: Path, q: float, stats: dict[str, Any]) -> Consisten
     if not 0.0 < q < 1.0:
         raise CamexpError(f"--top-q must be between 0 and 1 (a fraction of the pixels), not {q}")
     groups, warnings = gather(results_dir)
-    frames, lines = [], [f"# Consistency across backbones: {results_dir}", ""]
+    frames, lines = [], [f"# Consistency across backbones: {markdown_text(str(results_dir))}", ""]
     for g in groups:
         settings = stats_settings(g.stats, **stats)
         g.pairs, g.counts = similarities(g.runs, g.methods, q)
@@ -120,7 +123,7 @@ def consistency(results_dir: Path, q: float, stats: dict[str, Any]) -> Consisten
         frames.append(long_frame(g))
     lines += [*figure_link("Per-image similarity", STEM), ""]
     if warnings:
-        lines += ["## Not compared", "", *(f"- {w}" for w in warnings), ""]
+        lines += ["## Not compared", "", *(f"- {markdown_text(w)}" for w in warnings), ""]
     pairs = pd.concat([g.pairs.assign(data=g.data) for g in groups], ignore_index=True)
     return ConsistencyReport("\n".join(lines), pd.concat(frames, ignore_index=True), pairs, groups, draw(groups, q))
 
@@ -161,10 +164,10 @@ def group_markdown(g: Group, q: float, level: float, n_boot: int) -> list[str]:
     pair_table = by_pair.pivot_table(index="pair", columns="method", values=MEASURES[0].key, aggfunc="mean")
     pair_table = pair_table.reindex(columns=g.methods).map(lambda v: f"{v:.3f}")
     pair_table["pairs counted"] = by_pair.groupby("pair")["image_id"].nunique()
-    lines = [f"## Data set: {g.data}", ""]
+    lines = [f"## Data set: {markdown_text(g.data)}", ""]
     if caveat := g.counts.caveat():
         lines += [f"**{caveat[0].upper()}{caveat[1:]}.**", ""]
-    lines += ["Runs:", *runs, ""]
+    lines += ["Runs:", *map(markdown_text, runs), *(f"- {markdown_text(n)}" for n in g.notes), ""]
     lines += [
         f"{g.counts.describe()}. Maps compared over the part of the image every run kept, resampled to {h}×{w}; "
         f"top-{100 * q:g} % regions keep tied values together.",

@@ -15,6 +15,7 @@ import pandas as pd
 from camexp.distill.train import HISTORY, META
 from camexp.errors import CamexpError
 from camexp.provenance import mixed_note
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.paper import PUBLISHED_DISTILL, Setting, setting_mismatch
 from camexp.report.tables import Report
 from camexp.stats.bootstrap import t_interval
@@ -157,7 +158,11 @@ def _num(v: float, digits: int = 4) -> str:
 
 def distill_markdown(s: DistillSummary, compare_paper: bool = False) -> str:
     """The summary as Markdown: one row per arm; with `compare_paper`, the poster's value and any setting warning."""
-    lines = [f"## {s.name} (distill)", "", f"Metric: {s.metric} on split {s.split!r}, after the last epoch."]
+    lines = [
+        f"## {markdown_text(s.name)} (distill)",
+        "",
+        f"Metric: {s.metric} on split {s.split!r}, after the last epoch.",
+    ]
     if compare_paper and s.paper:
         lines.append(f"Compared with {PUBLISHED_DISTILL[s.paper].caption}; column `paper`.")
         if w := s.warning():
@@ -176,7 +181,7 @@ def distill_markdown(s: DistillSummary, compare_paper: bool = False) -> str:
         if "paper" in r:
             row["paper"] = _num(r["paper"])
         rows.append(row)
-    lines += ["", pd.DataFrame(rows).to_markdown(index=False), "", *s.notes]
+    lines += ["", markdown_table(pd.DataFrame(rows), index=False), "", *map(markdown_text, s.notes)]
     return "\n".join(lines).rstrip() + "\n"
 
 

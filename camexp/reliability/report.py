@@ -21,8 +21,9 @@ from matplotlib.figure import Figure
 from camexp.config import StatsConfig
 from camexp.errors import CamexpError
 from camexp.metrics.base import CRITERIA
+from camexp.provenance import mixed_note
 from camexp.reliability.measures import Estimate, Reliability, orient, reliability
-from camexp.report.markdown import markdown_table
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.runs import find_runs, read_runs
 from camexp.report.tables import open_run_config
 from camexp.report.uncertainty import cell, extra_values, per_image_frames, row_of, stats_settings
@@ -43,6 +44,7 @@ class Table:
     methods: list[str]
     stats: StatsConfig
     status: str | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. that the run's numbers come from mixed software
 
 
 def rankable(wides: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -57,7 +59,8 @@ def run_table(run_dir: Path, stats: dict[str, Any] | None = None) -> Table:
     view = records_view(run.records, methods)
     wides, _ = per_image_frames(view, cfg.metrics, extra_values(run_dir, run.records, methods, cfg.analyses))
     settings = stats_settings(run.config.get("stats"), **(stats or {}))
-    return Table(cfg.name, rankable(wides), methods, settings, run.status)
+    notes = [note] if (note := mixed_note(run.meta)) else []
+    return Table(cfg.name, rankable(wides), methods, settings, run.status, notes)
 
 
 def pooled(tables: list[Table], stats: dict[str, Any] | None = None) -> Table:
@@ -212,9 +215,11 @@ def section(rel: Reliability, table: Table, stem: str) -> list[str]:
     tau = _cells(rel.tau, rel.metrics, rel.metrics, 2)
     tau.index.name = "τ"
     return [
-        f"## {table.name}",
+        f"## {markdown_text(table.name)}",
         "",
-        *([f"**{table.status}**", ""] if table.status else []),
+        *([f"**{markdown_text(table.status)}**", ""] if table.status else []),
+        *(markdown_text(note) for note in table.notes),
+        *([""] if table.notes else []),
         f"{rel.n} images, {len(rel.methods)} methods, {len(rel.metrics)} metrics. Cells: value [{100 * s.level:g} % "
         f"percentile bootstrap interval over images: {s.bootstrap} resamples, seed {s.seed}].",
         "",
@@ -247,7 +252,7 @@ def reliability_report(results_dir: Path, stats: dict[str, Any] | None = None) -
     tables = [t for _, t in read]
     if len(tables) > 1:
         tables.append(pooled(tables, stats))
-    parts = [f"# camexp reliability: {results_dir}", ""]
+    parts = [f"# camexp reliability: {markdown_text(str(results_dir))}", ""]
     frames, figures = [], {}
     for t in tables:
         try:
@@ -262,5 +267,5 @@ def reliability_report(results_dir: Path, stats: dict[str, Any] | None = None) -
     if not frames:
         raise CamexpError(f"{results_dir}: no run to measure ({'; '.join(warnings) or 'no run folders'})")
     if warnings:
-        parts += ["## Not reported", "", *(f"- {w}" for w in warnings), ""]
+        parts += ["## Not reported", "", *(f"- {markdown_text(w)}" for w in warnings), ""]
     return ReliabilityReport("\n".join(parts), pd.concat(frames, ignore_index=True), figures, warnings)

@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from camexp.errors import CamexpError
-from camexp.report.markdown import markdown_table
+from camexp.provenance import mixed_note
+from camexp.report.markdown import markdown_table, markdown_text
 from camexp.report.runs import dataset_root, find_runs, read_runs, run_state
 from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import lower_is_better, marked_cell, marks
@@ -69,6 +70,8 @@ def leaderboard(
         header = label if complete else f"{label} (incomplete: {run_state(run_dir, meta)[0]}, {s.images} images)"
         if not complete:
             incomplete.append(f"{header}: {s.status}")
+        if note := mixed_note(meta):
+            incomplete.append(f"{header}: {note}")
         assert s.stats is not None  # summarize_run_dir always computes stats (stats_settings is never None)
         rows = s.stats.per_method[s.stats.per_method.metric == metric].set_index("method")
         methods += [m for m in rows.index if m not in methods]
@@ -91,14 +94,14 @@ def leaderboard(
         [
             f"# camexp leaderboard: {metric} ({direction} is better)",
             "",
-            f"{len(read)} runs below {results_dir}; columns: backbone × data set (run.json).",
+            markdown_text(f"{len(read)} runs below {results_dir}; columns: backbone × data set (run.json)."),
             *legends,
             "Mean rank: over the complete runs that list the method (1 = best, ties share their mean "
             "rank); incomplete runs are shown over their recorded images but not ranked.",
             "",
             markdown_table(md_table),
             "",
-            *(f"- {w}" for w in [*incomplete, *skipped]),
+            *(f"- {markdown_text(w)}" for w in [*incomplete, *skipped]),
         ]
     )
     frame = pd.DataFrame(columns, index=methods).loc[order]
