@@ -4,7 +4,7 @@ Nothing generated is committed, so the pages cannot fall out of date: `reference
 models of camexp/config.py (and the settings model each per-batch metric declares); `reference/methods.md`,
 `metrics.md` and `analyses.md` are the listings `camexp methods`, `camexp metrics` and `camexp analyses` print
 (camexp/report/listings.py, one source of truth); `layouts.md` and `datasets.md` read the layout and data set
-kind registries. mkdocs.yml names this file under `hooks:`; `pages()` is what tests/test_docs.py reads too.
+kind registries. mkdocs.yml names this file under `hooks:`; `pages()` is what tests/project/test_docs.py reads too.
 """
 
 from __future__ import annotations

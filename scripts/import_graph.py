@@ -5,7 +5,7 @@ still ties the modules together), and so do imports under `if TYPE_CHECKING:` (a
 still a cycle of meaning; `--no-typing` leaves them out). Every package and module under camexp/ must have its
 place in LAYERS: a new one that is not placed fails the check. Run: `python scripts/import_graph.py` (exit 1
 when a cycle, a backward import, an unplaced module or a runner import outside the CLI exists).
-tests/test_open_core.py (test_import_graph_has_no_cycle_and_runs_with_the_data_flow) asserts the same.
+tests/project/test_open_core.py (test_import_graph_has_no_cycle_and_runs_with_the_data_flow) asserts the same.
 """
 
 from __future__ import annotations

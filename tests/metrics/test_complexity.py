@@ -13,7 +13,7 @@ import torch
 
 from camexp.explain.maps import upsample_normalize
 from camexp.metrics.complexity import GINI_EPS, entropy, gini
-from tests.test_metric_contract import _config, _run
+from tests.metrics.test_metric_contract import _config, _run
 
 
 def test_gini_by_hand() -> None:

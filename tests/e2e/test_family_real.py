@@ -1,7 +1,7 @@
 """XGrad-CAM, Eigen-CAM, Ablation-CAM and Smooth Grad-CAM++ on real ILSVRC2012 images with the real Lite0 weights,
 against float64 implementations written here from docs/definitions.md D2 (A and G from a plain full forward and
 backward with a hook, no leaf trick, no tail split), to 1e-4 after normalisation. Score-CAM's are in
-tests/test_model_methods.py."""
+tests/explain/test_model_methods.py."""
 
 from __future__ import annotations
 

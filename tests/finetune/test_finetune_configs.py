@@ -11,7 +11,7 @@ from camexp.errors import ConfigError
 from camexp.experiment import load_experiment as load_config
 from camexp.finetune.config import load_finetune_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_every_voc_table_has_a_matching_finetune_config() -> None:

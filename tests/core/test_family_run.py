@@ -172,7 +172,7 @@ def test_the_score_cam_paper_config_runs_here_and_prints_the_published_numbers(t
     """A smoke check of configs/scorecam_ilsvrc_vgg16.yaml on what exists here: as shipped but with Lite0's package
     weights, 2 of the shared ILSVRC2012 images and 10 steps. Score-CAM's published 31.5 / 30.6 (kept-fraction
     drop and increase) stand beside ours, with the warning that the backbone differs."""
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "scorecam_ilsvrc_vgg16.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "scorecam_ilsvrc_vgg16.yaml").read_text())
     cfg["dataset"].update(root=str(shared_data / "ilsvrc2012-val-subset" / "images"), subset={"random": 2, "seed": 0})
     cfg["model"] = {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"}
     cfg["perturbation"]["steps"] = 10

@@ -12,7 +12,7 @@ import pytest
 from camexp.config import DatasetConfig
 from camexp.data import list_dataset
 from camexp.errors import CamexpError
-from tests.test_distill import NAMES, write_cifar
+from tests.distill.test_distill import NAMES, write_cifar
 
 
 class _Runs:

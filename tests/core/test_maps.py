@@ -31,7 +31,7 @@ from camexp.explain.gallery import ModelRow
 from camexp.explain.maps import upsample_normalize
 from camexp.results import MAPS_DIR, MAPS_INDEX, RECORDS, read_maps
 from camexp.runner import run_experiment
-from tests.test_distributed import one_thread, torchrun_two_ranks
+from tests.core.test_distributed import one_thread, torchrun_two_ranks
 
 METHODS = ["gradcam", "gradcam++", "random"]
 F16_EPS = 2.0**-11  # float16's relative spacing: a value in [0,1] is stored within half of it, times 2**0

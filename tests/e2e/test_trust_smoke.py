@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from camexp.cli import app
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RANKED = {"avg_drop", "increase", "best_share", "deletion", "insertion", "energy_pointing", "sparseness", "complexity"}
 
 

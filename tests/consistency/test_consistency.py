@@ -226,7 +226,7 @@ def test_runs_without_common_images_or_field_of_view_are_refused():
         similarities([a, d], ["m"], 0.2)
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "consistency").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "consistency").glob("*.yaml"))
 
 
 def test_consistency_configs_reproduce_the_report_and_the_smoke_set():

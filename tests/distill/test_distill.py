@@ -33,7 +33,7 @@ from camexp.models import build_model
 from camexp.models.layout import FeatureLayout
 from camexp.report.paper import PUBLISHED_DISTILL
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

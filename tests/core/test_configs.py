@@ -14,11 +14,11 @@ from camexp.errors import CamexpError, ConfigError
 from camexp.experiment import load_experiment as load_config
 from camexp.metrics import settings_of
 
-# Study configs (a `study:` section; camexp/study loads them) are checked in tests/test_study.py, distill configs
-# (`arms:`; camexp/distill loads them) in tests/test_distill.py.
+# Study configs (a `study:` section; camexp/study loads them) are checked in tests/study/test_study.py, distill configs
+# (`arms:`; camexp/distill loads them) in tests/distill/test_distill.py.
 CONFIGS = sorted(
     p
-    for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+    for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
     if not {"study", "arms"} & set(yaml.safe_load(p.read_text()))
 )
 

@@ -14,7 +14,7 @@ from scipy.stats import kendalltau
 
 from camexp.reliability.measures import alpha_counts, image_taus, ordinal_alpha, orient, ranks, reliability
 from camexp.reliability.report import measure, rank_table, run_table
-from tests.test_uncertainty import invoke, write_run
+from tests.report.test_uncertainty import invoke, write_run
 
 NAN = np.nan
 

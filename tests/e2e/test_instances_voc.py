@@ -26,7 +26,7 @@ from camexp.runner import run_experiment
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 IMAGES = 24  # the subset's first 24 images: 11 pairs with k >= 2 (on 11 images), 18 with k = 1
 ROWS = ["instances_found", "instances_all", "instances_single"]
 

@@ -19,7 +19,7 @@ from camexp.finetune.config import load_finetune_config
 from camexp.finetune.train import finetune
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)

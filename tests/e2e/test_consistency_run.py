@@ -23,7 +23,7 @@ from camexp.data.transforms import InputSpec
 from camexp.results import RECORDS, RUN_JSON, read_json, read_maps
 
 pytestmark = pytest.mark.slow
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "consistency"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "consistency"
 LIMIT = 24
 
 

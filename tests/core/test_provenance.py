@@ -10,7 +10,7 @@ import pytest
 
 from camexp import provenance
 from camexp.errors import CamexpError
-from tests.test_cli import invoke, one_line, write_config
+from tests.e2e.test_cli import invoke, one_line, write_config
 
 
 def test_the_source_hash_changes_with_any_edit_and_only_then(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_uncertainty import invoke, synthetic, write_run
+from tests.report.test_uncertainty import invoke, synthetic, write_run
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from camexp.explain.core import Explainer
 from camexp.explain.methods import METHODS
 from camexp.models import build_model
 
-PLUGIN = Path(__file__).parent / "plugins" / "broken_cams.py"
-BROKEN_IMPORT = Path(__file__).parent / "plugins" / "broken_import.py"
+PLUGIN = Path(__file__).parents[1] / "plugins" / "broken_cams.py"
+BROKEN_IMPORT = Path(__file__).parents[1] / "plugins" / "broken_import.py"
 # The line of broken_import.py that fails, as its traceback must name it.
 FAILING_LINE = 1 + BROKEN_IMPORT.read_text().splitlines().index("SCALE = 2 * undefined_scale  # noqa: F821")
 
@@ -231,7 +231,7 @@ def test_a_plugin_that_fails_in_a_run_is_one_line_naming_it_with_its_own_traceba
     assert res.exit_code == 2
     line, *rest = res.output.strip().splitlines()
     assert line.startswith(f"error: {first}")
-    broken = Path(__file__).parent / "plugins" / "broken_jobs.py"
+    broken = Path(__file__).parents[1] / "plugins" / "broken_jobs.py"
     if where is None:  # refused before the first image: nothing was recorded
         assert rest == [] and not (tmp_path / "out" / "per_image.csv").exists()
     else:  # the traceback starts in the plug-in, not in camexp

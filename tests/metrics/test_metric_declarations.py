@@ -13,7 +13,7 @@ import torch
 from camexp.config import StatsConfig
 from camexp.metrics import METRICS, Metric, MetricParams, MetricResult, Pairwise, RecordsView
 from camexp.report.tables import write_summary
-from tests.test_uncertainty import records, summarize, synthetic
+from tests.report.test_uncertainty import records, summarize, synthetic
 
 TITLE = "Gap table (test plug-in)"
 SEEN: dict[str, object] = {}

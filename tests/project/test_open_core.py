@@ -21,7 +21,7 @@ from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS, Method, MethodInputs, method
 from camexp.registry import Registry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_import_graph_has_no_cycle_and_runs_with_the_data_flow():

@@ -323,7 +323,7 @@ def test_table_lists_a_study_beside_runs(tmp_path: Path) -> None:
 
 
 STUDY_CONFIGS = [
-    p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if "study:" in p.read_text()
+    p for p in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")) if "study:" in p.read_text()
 ]
 
 

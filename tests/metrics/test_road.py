@@ -11,7 +11,7 @@ import torch
 
 from camexp.metrics import METRICS
 from camexp.metrics.road import NEIGHBOURS, impute, removed_counts, removed_masks
-from tests.test_perturbation import MAP, RANKED, toy_batch
+from tests.metrics.test_perturbation import MAP, RANKED, toy_batch
 
 ROAD = NEIGHBOURS["road"]
 
