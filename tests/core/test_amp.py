@@ -41,6 +41,7 @@ def test_bf16_autocast_on_cpu_touches_only_the_explanation_forward(ilsvrc_images
     full = Scorer(loaded.model).explanations(x, ex.maps, ex.targets)
     half = Scorer(loaded.model, amp="bf16").explanations(x, ex.maps, ex.targets)
     assert half.dtype == torch.float64 and half.shape == (len(ds), len(METHODS))
-    # measured: median ~5e-3, max 0.12 (docs/guide/speed-gpu.md, "Speed and scale-out")
-    assert (half - full).abs().median() < 0.01
+    # measured: median 5e-3 to 1.1e-2 by the CPU's bf16 kernels (AVX2 vs AMX-BF16), max 0.12-0.13
+    # (docs/guide/speed-gpu.md); the bound is five times bf16's unit roundoff, 2^-8
+    assert (half - full).abs().median() < 5 * 2**-8
     assert not torch.equal(half, full)  # autocast really ran

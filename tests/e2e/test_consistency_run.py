@@ -105,14 +105,14 @@ def test_a_run_against_a_copy_of_itself_is_identical(smoke: Path, tmp_path: Path
 
 def test_refusals_are_one_line(smoke: Path, tmp_path: Path):
     shutil.copytree(smoke / "lite0", tmp_path / "one" / "lite0")
-    result = invoke("table", tmp_path / "one", "--consistency")
+    result = invoke("report", "consistency", tmp_path / "one")
     assert result.exit_code == 2 and "needs two runs or more" in result.output
     assert len(result.output.strip().splitlines()) == 1
     shutil.copytree(smoke / "lite2", tmp_path / "one" / "squashed")
     meta = read_json(tmp_path / "one" / "squashed" / RUN_JSON)
     meta["input"]["crop_mode"] = "squash"
     (tmp_path / "one" / "squashed" / RUN_JSON).write_text(json.dumps(meta))
-    result = invoke("table", tmp_path / "one", "--consistency")
+    result = invoke("report", "consistency", tmp_path / "one")
     assert result.exit_code == 2 and "differently shaped parts of each image" in " ".join(result.output.split())
-    result = invoke("table", smoke, "--consistency", "--top-q", 1.5)
+    result = invoke("report", "consistency", smoke, "--top-q", 1.5)
     assert result.exit_code == 2 and "--top-q must be between 0 and 1" in result.output
