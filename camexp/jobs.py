@@ -1,6 +1,6 @@
 """One per-batch contract: everything a run computes per batch beyond the records is a `Job`.
 
-A job is a per-batch metric (a `BatchMetric` listed under `metrics:`), an analysis (listed under
+A job is a per-batch metric (a metric entry of source `batch` listed under `metrics:`), an analysis (listed under
 `analyses:`), the mean curves or the kept maps (`output: {maps: true}`). The runner builds one `BatchContext`
 per batch and calls every job's `update(ctx)` before the batch's records are written (so a recorded image has
 its jobs' rows); each job appends to the files it declares (`files`, name -> CSV columns: per-rank files under
@@ -23,7 +23,7 @@ from camexp.analyses import ANALYSES, Analysis, Worker, worker_problem
 from camexp.analyses.curves import write_curves
 from camexp.errors import CamexpError
 from camexp.explain.maps import normalize
-from camexp.metrics import METRICS, BatchMetric, MetricResult, batch_metrics, settings_of
+from camexp.metrics import METRICS, MetricEntry, MetricResult, batch_metrics, settings_of
 from camexp.metrics.base import Resume
 from camexp.metrics.batch import BatchContext
 from camexp.results import (
@@ -91,7 +91,7 @@ class MetricJob:
     """A per-batch metric as a job: its per-image values go to per_image_metrics.csv (and their curves to
     the curves file with `perturbation.curves`), summarised by the entry's `summary_of`."""
 
-    entry: BatchMetric
+    entry: MetricEntry  # source: batch
     cfg: ExperimentConfig
     files: ClassVar[dict[str, list[str]]] = {METRIC_RECORDS: METRIC_COLUMNS, CURVES: CURVE_COLUMNS}
 

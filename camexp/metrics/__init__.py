@@ -3,7 +3,7 @@
 A metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)` (metadata,
 such as needing true labels, and its main-table rows with their direction and per-image values, on the
 entry); the summary is recomputed from records at any time (`camexp report table`), never from in-memory state of a
-run. A plug-in metric is such a function, or a per-batch `BatchMetric`, named by import path
+run. A plug-in metric is such a function, or a `MetricEntry` (`Metric(...)`, `BatchMetric(...)`), named by import path
 (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 
@@ -17,9 +17,9 @@ import pandas as pd
 from camexp.metrics import faithfulness as F
 from camexp.metrics.base import (
     METRICS,
-    AnyMetric,
     BatchMetric,
     Metric,
+    MetricEntry,
     MetricFn,
     MetricParams,
     MetricResult,
@@ -124,17 +124,17 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
     out = MetricResult()
     for name in names:
         entry = METRICS.get(name)
-        if isinstance(entry, Metric):
-            with METRICS.running(entry, "its summary", entry.fn):
-                out.merge(entry(view, params))
+        if entry.source == "records":
+            with METRICS.running(entry, "its summary", entry.compute):
+                out.merge(entry.compute(view, params))
     return out
 
 
 __all__ = [
     "METRICS",
-    "AnyMetric",
     "BatchMetric",
     "Metric",
+    "MetricEntry",
     "MetricFn",
     "MetricParams",
     "MetricResult",

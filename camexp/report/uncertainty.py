@@ -23,7 +23,7 @@ from camexp.analyses import ANALYSES
 from camexp.config import StatsConfig
 from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
-from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows, record_metrics
+from camexp.metrics import METRICS, MetricParams, RecordsView, Row, all_rows, record_metrics
 from camexp.report.markdown import markdown_table
 from camexp.results import METRIC_RECORDS, read_records
 from camexp.stats.bootstrap import (
@@ -114,7 +114,7 @@ def per_image_means(rows: pd.DataFrame) -> pd.DataFrame:
     are taken as they are."""
     if "class" not in rows.columns:
         return rows
-    entries = [entry for _, entry in METRICS.items() if isinstance(entry, BatchMetric)]
+    entries = [entry for _, entry in METRICS.items() if entry.source == "batch"]
     own = {key for entry in entries for key in entry.row_names}
     scale = {r.key: r.scale for entry in entries for r in entry.rows if r.image_mean}
     foreign = rows[~rows["metric"].isin(own)]
@@ -151,7 +151,7 @@ def per_image_frames(
     wides = {
         row.key: pd.DataFrame(row.per_image(y, o).double().numpy(), index=ids, columns=view.methods)
         for name in metrics
-        if isinstance(entry := METRICS.get(name), Metric)
+        if (entry := METRICS.get(name)).source == "records"
         for row in entry.rows
         if row.per_image is not None
     }
