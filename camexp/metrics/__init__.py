@@ -23,6 +23,7 @@ from camexp.metrics.base import (
     MetricFn,
     MetricParams,
     MetricResult,
+    PairColumns,
     Pairwise,
     PerImage,
     RecordsView,
@@ -73,8 +74,14 @@ RELPERF_TABLE = "Relative performance R = exp(mean log(O_A / O_B))"
 @metric(
     "win",
     rows=(WIN, BEST_SHARE),
-    pairwise=Pairwise(win_values, lambda *a: win_table(*a).assign(interval="bootstrap"), per_method=True),
+    pairwise=Pairwise(
+        win_values,
+        lambda *a: win_table(*a).assign(interval="bootstrap"),
+        per_method=True,
+        shown=PairColumns("win % A vs B", sign_test=True),
+    ),
     table_files=((WIN_TABLE, "win_matrix"),),
+    compares=True,
 )
 def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     w = F.win_matrix(v.o)
@@ -91,7 +98,12 @@ def _win(v: RecordsView, p: MetricParams) -> MetricResult:
 @metric(
     "relperf",
     needs_labels=True,
-    pairwise=Pairwise(log_values, relperf_table, select=lambda v, p: v.p_true > p.relperf_min_true_prob),
+    pairwise=Pairwise(
+        log_values,
+        relperf_table,
+        select=lambda v, p: v.p_true > p.relperf_min_true_prob,
+        shown=PairColumns("R ({interval})", digits=3),
+    ),
     table_files=((RELPERF_TABLE, "relperf"),),
 )
 def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
@@ -138,6 +150,7 @@ __all__ = [
     "MetricFn",
     "MetricParams",
     "MetricResult",
+    "PairColumns",
     "Pairwise",
     "PerImage",
     "RecordsView",
@@ -153,6 +166,8 @@ __all__ = [
     "settings_of",
     "table_files",
     "validate_settings",
+    "writes_curves",
 ]
 
 from camexp.metrics import complexity, instances, perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)
+from camexp.metrics.perturbation import writes_curves  # noqa: E402  (after the record metrics: registration order)

@@ -115,18 +115,31 @@ MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
 
 
 @dataclass(frozen=True)
+class PairColumns:
+    """How summary.md's pairwise table shows a row of pairwise.csv: its value with `digits` decimals in the
+    column `column` (formatted with the row's `metric` and `interval`), and with `sign_test` the exact sign
+    test's p-value and untied images in a column of their own. The default: a paired difference of means."""
+
+    column: str = "Δ {metric} (A − B)"
+    digits: int = 2
+    sign_test: bool = False
+
+
+@dataclass(frozen=True)
 class Pairwise:
     """A record metric's statistic per pair of methods, read from the confidences O (images x methods, a frame).
 
     `values(o)`: per image and pair, the values whose resample means give its bootstrap interval;
     `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means;
     `select(view, params)`: (N,) bool, the images it uses (None: all); `per_method`: with two methods, each
-    method's value against the other (and 100 minus the pair's interval) is also a per-method row."""
+    method's value against the other (and 100 minus the pair's interval) is also a per-method row; `shown`:
+    how summary.md's pairwise table shows its rows (those whose `metric` is the metric's name)."""
 
     values: Callable[[pd.DataFrame], pd.DataFrame]
     table: Callable[[pd.DataFrame, int, float, int, Any], pd.DataFrame]
     select: Callable[[RecordsView, MetricParams], torch.Tensor] | None = None
     per_method: bool = False
+    shown: PairColumns = PairColumns()
 
 
 @dataclass(frozen=True)
@@ -182,7 +195,8 @@ class MetricEntry:
     metric adds to pairwise.csv (see `Pairwise`); `table_files`: (table title, file stem) of its extra tables
     written as CSV to the run folder. `resume`: added to a recorded run, what a per-batch metric does (see
     `Resume`); `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps
-    alone). The runner runs a per-batch metric as a per-batch job (camexp/jobs.py)."""
+    alone); `compares`: it compares methods with each other, so a run needs at least two. The runner runs a
+    per-batch metric as a per-batch job (camexp/jobs.py)."""
 
     name: str
     compute: Callable[..., Any]
@@ -200,6 +214,7 @@ class MetricEntry:
     table_files: tuple[tuple[str, str], ...] = ()
     resume: Resume = "recompute"
     model_calls: bool = True
+    compares: bool = False
 
     @property
     def row_names(self) -> tuple[str, ...]:
