@@ -18,6 +18,7 @@ from camexp.metrics import faithfulness as F
 from camexp.metrics.base import (
     METRICS,
     BatchMetric,
+    Curve,
     Metric,
     MetricEntry,
     MetricFn,
@@ -31,6 +32,7 @@ from camexp.metrics.base import (
     all_rows,
     batch_metric,
     batch_metrics,
+    curve_of,
     metric,
     metric_problems,
     record_metrics,
@@ -145,6 +147,7 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
 __all__ = [
     "METRICS",
     "BatchMetric",
+    "Curve",
     "Metric",
     "MetricEntry",
     "MetricFn",
@@ -158,6 +161,7 @@ __all__ = [
     "all_rows",
     "batch_metric",
     "batch_metrics",
+    "curve_of",
     "compute_metrics",
     "metric",
     "metric_problems",

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
+import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ValidationError
@@ -170,6 +171,19 @@ Summarize = Callable[[pd.DataFrame, list[str], "ExperimentConfig"], MetricResult
 Check = Callable[[Any, tuple[int, int]], "str | None"]
 
 
+@dataclass(frozen=True)
+class Curve:
+    """How a per-batch metric's per-image curves (`PerImage.curve`, written with `perturbation.curves`) are
+    drawn: `x(cfg, points)`, the fraction of pixels at each of a curve's points; `axis`, the x axis' label."""
+
+    x: Callable[[ExperimentConfig, int], np.ndarray]
+    axis: str
+
+
+# insertion / deletion: curves sampled at changed fractions s / S, s = 0..S
+CHANGED = Curve(lambda cfg, points: np.linspace(0.0, 1.0, points), "fraction of pixels changed")
+
+
 # Where a metric's per-image values come from: `records` recomputes them from per_image.csv at any time;
 # `batch` computes them per batch during the run (more forwards, boxes) into per_image_metrics.csv.
 Source = Literal["records", "batch"]
@@ -195,8 +209,9 @@ class MetricEntry:
     metric adds to pairwise.csv (see `Pairwise`); `table_files`: (table title, file stem) of its extra tables
     written as CSV to the run folder. `resume`: added to a recorded run, what a per-batch metric does (see
     `Resume`); `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps
-    alone); `compares`: it compares methods with each other, so a run needs at least two. The runner runs a
-    per-batch metric as a per-batch job (camexp/jobs.py)."""
+    alone); `compares`: it compares methods with each other, so a run needs at least two; `curve`: how its
+    per-image curves are drawn (see `Curve`). The runner runs a per-batch metric as a per-batch job
+    (camexp/jobs.py)."""
 
     name: str
     compute: Callable[..., Any]
@@ -215,6 +230,7 @@ class MetricEntry:
     resume: Resume = "recompute"
     model_calls: bool = True
     compares: bool = False
+    curve: Curve = CHANGED
 
     @property
     def row_names(self) -> tuple[str, ...]:
@@ -315,6 +331,11 @@ def record_metrics(names: list[str]) -> list[MetricEntry]:
     """The record metrics among `names`, in registration order (so that output files do not depend on the
     order of the config's list)."""
     return [entry for name, entry in METRICS.items() if name in names and entry.source == "records"]
+
+
+def curve_of(key: str) -> Curve:
+    """How the curves of per-batch metric row `key` (a curve's `metric` in per_image_curves.csv) are drawn."""
+    return next((e.curve for _, e in METRICS.items() if key in e.row_names), CHANGED)
 
 
 def table_files() -> dict[str, str]:
