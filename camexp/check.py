@@ -18,7 +18,6 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
-from camexp.analyses.sanity import sanity_settings
 from camexp.config import ExperimentConfig
 from camexp.data import Listing, list_dataset
 from camexp.data.base import Item, decode
@@ -159,7 +158,7 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | No
     if "mprt" in cfg.analyses:
         blocks = randomisation_blocks(loaded.model.net)
         report.blocks = [b.name for b in blocks]
-        _attempt(lambda: checkpoints(blocks, sanity_settings(cfg).mprt_blocks), report)
+        _attempt(lambda: checkpoints(blocks, cfg.sanity.mprt_blocks), report)
     report.errors += [why for _, m, _ in cfg.method_specs() if (why := METHODS.get(m).unavailable(loaded))]
     return loaded
 

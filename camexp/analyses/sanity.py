@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.accel import channels_last
 from camexp.analyses.base import analysis
@@ -37,7 +36,7 @@ from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.model_methods import seed_of
-from camexp.metrics import MetricResult, Row, settings_of
+from camexp.metrics import MetricResult, Row
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks
@@ -57,27 +56,6 @@ RANDOM_LOGIT_CSV = "random_logit.csv"
 RANDOM_LOGIT_MEASURES = ("ssim", "spearman")
 RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", *RANDOM_LOGIT_MEASURES]
 FIGURE_INDEX = 0  # the data set image whose maps the mprt figure shows
-
-
-class SanitySettings(BaseModel):
-    """The sanity checks `mprt` and `random_logit` (docs/guide/trustworthiness.md, "Sanity checks")."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = Field(0, ge=0, description="seeds the re-initialised weights (mprt) and the other class (random_logit)")
-    mprt_blocks: list[str] | None = Field(
-        None,
-        description="explain only after randomising these blocks and the last (every block above each is still "
-        "randomised); default: after every block",
-    )
-
-
-SETTINGS_KEY = "sanity"
-
-
-def sanity_settings(cfg: ExperimentConfig) -> SanitySettings:
-    """The validated `sanity:` settings that both checks read."""
-    return settings_of(cfg, SETTINGS_KEY)
 
 
 def mprt_key(measure: str) -> str:
@@ -127,7 +105,7 @@ def make_randomiser(cfg: ExperimentConfig, run: LoadedModel, device: torch.devic
         work = build_model(cfg.model, device)
     if channels_last(device):  # as the runner lays out the run's model
         work.model.to(memory_format=torch.channels_last)
-    initial = initial_state(cfg.model, run.num_classes, sanity_settings(cfg).seed)
+    initial = initial_state(cfg.model, run.num_classes, cfg.sanity.seed)
     net_state = run.model.net.state_dict()
     if set(initial) != set(net_state):
         raise CamexpError(
@@ -167,7 +145,7 @@ class Mprt:
 
     def update(self, ctx: BatchContext) -> None:
         randomiser, explainer = self._start(ctx)
-        explained = checkpoints(randomiser.blocks, ctx.settings(SETTINGS_KEY).mprt_blocks)
+        explained = checkpoints(randomiser.blocks, self.cfg.sanity.mprt_blocks)
         figure = (ctx.batch["index"] == FIGURE_INDEX).nonzero().flatten().tolist()[:1]
         maps_rows = []
         if figure:
@@ -218,7 +196,7 @@ class Mprt:
             "",
             f"Mean similarity per depth with {100 * self.cfg.stats.level:g} % bootstrap intervals over "
             f"{rows['index'].nunique()} images in [{MPRT_CURVE}]({MPRT_CURVE}); blocks re-initialised with the "
-            f"model's own initialisation, seed {sanity_settings(self.cfg).seed}.",
+            f"model's own initialisation, seed {self.cfg.sanity.seed}.",
         ]
 
 
@@ -298,8 +276,7 @@ class RandomLogit:
         if classes < 2:
             raise CamexpError("analyses: random_logit needs a model with at least 2 classes")
         targets = ctx.targets.tolist()
-        seed = ctx.settings(SETTINGS_KEY).seed
-        others = [other_class(seed, k, t, classes) for k, t in zip(ctx.image_keys(), targets)]
+        others = [other_class(self.cfg.sanity.seed, k, t, classes) for k, t in zip(ctx.image_keys(), targets)]
         pos = torch.arange(len(targets), device=ctx.x.device)
         maps = ctx.class_maps(pos, torch.tensor(others, device=ctx.x.device))
         frames = [
@@ -348,8 +325,6 @@ analysis(
     rows=MPRT_ROWS,
     read=mprt_result,
     per_image=mprt_per_image,
-    settings=SanitySettings,
-    settings_key=SETTINGS_KEY,
 )(Mprt)
 analysis(
     "random_logit",
@@ -357,6 +332,4 @@ analysis(
     rows=RANDOM_LOGIT_ROWS,
     read=random_logit_result,
     per_image=random_logit_per_image,
-    settings=SanitySettings,
-    settings_key=SETTINGS_KEY,
 )(RandomLogit)
