@@ -37,7 +37,7 @@ T = TypeVar("T")
 def label_problems(cfg: ExperimentConfig, items: list[Item]) -> list[str]:
     """What the config needs of the labels that the data set lacks (target: true and relperf need a single
     true label for every image, dataset.min_true_prob for some; the pointing games need boxes)."""
-    boxed = [m for m in cfg.metrics if getattr(METRICS.get(m), "needs_boxes", False)]
+    boxed = [m for m in cfg.metrics if METRICS.get(m).needs_boxes]
     problems = (
         [
             f"{cfg.dataset.root}: metric(s) {boxed} need ground-truth boxes, but no {cfg.dataset.kind} image has "

@@ -288,9 +288,14 @@ class ExperimentConfig(_Strict):
         return "true" if v is True else v
 
     @model_validator(mode="after")
-    def _metric_needs(self) -> ExperimentConfig:
-        if "win" in self.metrics and len(self.methods) < 2:
-            raise ValueError("metric 'win' compares methods: list at least two methods (or drop 'win')")
+    def _metric_needs(self, info: ValidationInfo) -> ExperimentConfig:
+        """A metric that compares methods (its entry's `compares`, from the metric registry passed as validation
+        context, as names are checked) needs at least two."""
+        registry = (info.context or {}).get("metrics")
+        if registry is not None and len(self.methods) < 2:
+            for name in self.metrics:
+                if registry.get(name).compares:
+                    raise ValueError(f"metric {name!r} compares methods: list at least two methods (or drop {name!r})")
         return self
 
     @property

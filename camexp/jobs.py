@@ -1,6 +1,6 @@
 """One per-batch contract: everything a run computes per batch beyond the records is a `Job`.
 
-A job is a per-batch metric (a `BatchMetric` listed under `metrics:`), an analysis (listed under
+A job is a per-batch metric (a metric entry of source `batch` listed under `metrics:`), an analysis (listed under
 `analyses:`), the mean curves or the kept maps (`output: {maps: true}`). The runner builds one `BatchContext`
 per batch and calls every job's `update(ctx)` before the batch's records are written (so a recorded image has
 its jobs' rows); each job appends to the files it declares (`files`, name -> CSV columns: per-rank files under
@@ -23,7 +23,7 @@ from camexp.analyses import ANALYSES, Analysis, Worker, worker_problem
 from camexp.analyses.curves import write_curves
 from camexp.errors import CamexpError
 from camexp.explain.maps import normalize
-from camexp.metrics import METRICS, BatchMetric, MetricResult, batch_metrics, settings_of
+from camexp.metrics import METRICS, MetricEntry, MetricResult, batch_metrics, writes_curves
 from camexp.metrics.base import Resume
 from camexp.metrics.batch import BatchContext
 from camexp.results import (
@@ -89,10 +89,11 @@ class Job(Protocol):
 @dataclass
 class MetricJob:
     """A per-batch metric as a job: its per-image values go to per_image_metrics.csv (and their curves to
-    the curves file with `perturbation.curves`), summarised by the entry's `summary_of`."""
+    the curves file with `curves`: `perturbation.curves`), summarised by the entry's `summary_of`."""
 
-    entry: BatchMetric
+    entry: MetricEntry  # source: batch
     cfg: ExperimentConfig
+    curves: bool
     files: ClassVar[dict[str, list[str]]] = {METRIC_RECORDS: METRIC_COLUMNS, CURVES: CURVE_COLUMNS}
 
     @property
@@ -117,9 +118,7 @@ class MetricJob:
     def update(self, ctx: BatchContext) -> None:
         with METRICS.running(self.entry, "update", self.entry.compute):
             values = self.entry.compute(ctx)
-        rows, curves = metric_records(
-            ctx.batch["index"].numpy(), ctx.image_ids, values, ctx.settings("perturbation").curves
-        )
+        rows, curves = metric_records(ctx.batch["index"].numpy(), ctx.image_ids, values, self.curves)
         if curves is not None:
             append_records(ctx.path(CURVES), curves, CURVE_COLUMNS)
         append_records(ctx.path(METRIC_RECORDS), rows, METRIC_COLUMNS)
@@ -255,7 +254,8 @@ class MapsJob:
 def jobs_of(cfg: ExperimentConfig) -> list[Job]:
     """The config's per-batch jobs in the order they run: its per-batch metrics, then its analyses, then the
     mean curves (with `perturbation.curves` and a per-batch metric), then the maps (with `output.maps`)."""
-    metrics: list[Job] = [MetricJob(m, cfg) for m in batch_metrics(cfg.metrics)]
-    curves: list[Job] = [CurvesJob(cfg)] if metrics and settings_of(cfg, "perturbation").curves else []
+    with_curves = writes_curves(cfg)
+    metrics: list[Job] = [MetricJob(m, cfg, with_curves) for m in batch_metrics(cfg.metrics)]
+    curves: list[Job] = [CurvesJob(cfg)] if metrics and with_curves else []
     maps: list[Job] = [MapsJob(cfg)] if cfg.output.maps else []
     return [*metrics, *(AnalysisJob(ANALYSES.get(name), cfg) for name in cfg.analyses), *curves, *maps]

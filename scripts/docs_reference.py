@@ -143,7 +143,7 @@ def _fields_table(model: type[BaseModel], prefix: str, comments: dict[str, str])
 
 def config_page() -> str:
     from camexp.config import SETTINGS_KEYS, ExperimentConfig, MethodSpec
-    from camexp.metrics import METRICS, BatchMetric
+    from camexp.metrics import METRICS
 
     parts = [
         "# Config keys",
@@ -169,10 +169,10 @@ def config_page() -> str:
     ]
     seen: set[str] = set()
     for _, entry in METRICS.items():
-        if not isinstance(entry, BatchMetric) or entry.settings is None or entry.key in seen:
+        if entry.settings is None or entry.key in seen:
             continue
         seen.add(entry.key)
-        users = [n for n, e in METRICS.items() if isinstance(e, BatchMetric) and e.key == entry.key]
+        users = [n for n, e in METRICS.items() if e.settings is not None and e.key == entry.key]
         key = entry.key if entry.key in SETTINGS_KEYS else f"settings.{entry.key}"
         doc = _doc_first(entry.settings)
         parts += [

@@ -1,7 +1,8 @@
 """Mean perturbation curves per method (`perturbation.curves: true`), from per_image_curves.csv alone.
 
-Insertion and deletion curves are sampled at changed fractions s / S, s = 0..S; ROAD's at the removed
-fractions p / 100 of `road.percentiles`. The mean is over the run's final images, per (metric, method).
+Each curve's points sit at the fractions of pixels its metric's entry declares (`Curve`: insertion and deletion
+at changed fractions s / S, s = 0..S; ROAD at the removed fractions p / 100 of `road.percentiles`). The mean is
+over the run's final images, per (metric, method).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 
 from camexp.config import ExperimentConfig
 from camexp.csvsafe import write_csv
-from camexp.metrics.road import road_settings
+from camexp.metrics import curve_of
 from camexp.results import CURVE_COLUMNS, CURVES, final_metric_rows
 
 TABLE = "perturbation_curves.csv"
@@ -25,11 +26,7 @@ def mean_curves(rows: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     frames = []
     for (metric, method), part in rows.groupby(["metric", "method"], sort=False):
         points = np.array([[float(v) for v in p.split()] for p in part["points"]])
-        x = (
-            np.array(road_settings(cfg).percentiles) / 100
-            if metric.startswith("road")
-            else np.linspace(0.0, 1.0, points.shape[1])
-        )
+        x = curve_of(metric).x(cfg, points.shape[1])
         frames.append(
             pd.DataFrame({"metric": metric, "method": method, "x": x, "mean": points.mean(0), "images": len(points)})
         )

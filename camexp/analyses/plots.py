@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from camexp.analyses.alpha_hist import NEAR_HALF, AlphaHistogram, AlphaSummary, bin_edges
+from camexp.metrics import curve_of
 from camexp.savefig import new_figure
 
 
@@ -98,7 +99,7 @@ def draw_mean_curves(table: pd.DataFrame) -> Figure:
         part = table[table["metric"] == metric]
         for method, line in part.groupby("method", sort=False):
             ax.plot(line["x"], line["mean"], marker="." if len(line) < 30 else None, label=str(method))
-        ax.set_xlabel("fraction of pixels removed" if metric.startswith("road") else "fraction of pixels changed")
+        ax.set_xlabel(curve_of(metric).axis)
         ax.set_ylabel("mean score of the target")
         ax.set_title(f"{metric} ({int(part['images'].max())} images)", fontsize=9)
         ax.set_xlim(0, 1)

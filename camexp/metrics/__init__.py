@@ -3,7 +3,7 @@
 A metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)` (metadata,
 such as needing true labels, and its main-table rows with their direction and per-image values, on the
 entry); the summary is recomputed from records at any time (`camexp report table`), never from in-memory state of a
-run. A plug-in metric is such a function, or a per-batch `BatchMetric`, named by import path
+run. A plug-in metric is such a function, or a `MetricEntry` (`Metric(...)`, `BatchMetric(...)`), named by import path
 (`metrics: [mypkg.metrics:my_metric]`) or entry point (group `camexp.metrics`).
 """
 
@@ -17,12 +17,14 @@ import pandas as pd
 from camexp.metrics import faithfulness as F
 from camexp.metrics.base import (
     METRICS,
-    AnyMetric,
     BatchMetric,
+    Curve,
     Metric,
+    MetricEntry,
     MetricFn,
     MetricParams,
     MetricResult,
+    PairColumns,
     Pairwise,
     PerImage,
     RecordsView,
@@ -30,6 +32,7 @@ from camexp.metrics.base import (
     all_rows,
     batch_metric,
     batch_metrics,
+    curve_of,
     metric,
     metric_problems,
     record_metrics,
@@ -73,8 +76,14 @@ RELPERF_TABLE = "Relative performance R = exp(mean log(O_A / O_B))"
 @metric(
     "win",
     rows=(WIN, BEST_SHARE),
-    pairwise=Pairwise(win_values, lambda *a: win_table(*a).assign(interval="bootstrap"), per_method=True),
+    pairwise=Pairwise(
+        win_values,
+        lambda *a: win_table(*a).assign(interval="bootstrap"),
+        per_method=True,
+        shown=PairColumns("win % A vs B", sign_test=True),
+    ),
     table_files=((WIN_TABLE, "win_matrix"),),
+    compares=True,
 )
 def _win(v: RecordsView, p: MetricParams) -> MetricResult:
     w = F.win_matrix(v.o)
@@ -91,7 +100,12 @@ def _win(v: RecordsView, p: MetricParams) -> MetricResult:
 @metric(
     "relperf",
     needs_labels=True,
-    pairwise=Pairwise(log_values, relperf_table, select=lambda v, p: v.p_true > p.relperf_min_true_prob),
+    pairwise=Pairwise(
+        log_values,
+        relperf_table,
+        select=lambda v, p: v.p_true > p.relperf_min_true_prob,
+        shown=PairColumns("R ({interval})", digits=3),
+    ),
     table_files=((RELPERF_TABLE, "relperf"),),
 )
 def _relperf(v: RecordsView, p: MetricParams) -> MetricResult:
@@ -124,20 +138,22 @@ def compute_metrics(names: list[str], view: RecordsView, params: MetricParams) -
     out = MetricResult()
     for name in names:
         entry = METRICS.get(name)
-        if isinstance(entry, Metric):
-            with METRICS.running(entry, "its summary", entry.fn):
-                out.merge(entry(view, params))
+        if entry.source == "records":
+            with METRICS.running(entry, "its summary", entry.compute):
+                out.merge(entry.compute(view, params))
     return out
 
 
 __all__ = [
     "METRICS",
-    "AnyMetric",
     "BatchMetric",
+    "Curve",
     "Metric",
+    "MetricEntry",
     "MetricFn",
     "MetricParams",
     "MetricResult",
+    "PairColumns",
     "Pairwise",
     "PerImage",
     "RecordsView",
@@ -145,6 +161,7 @@ __all__ = [
     "all_rows",
     "batch_metric",
     "batch_metrics",
+    "curve_of",
     "compute_metrics",
     "metric",
     "metric_problems",
@@ -153,6 +170,8 @@ __all__ = [
     "settings_of",
     "table_files",
     "validate_settings",
+    "writes_curves",
 ]
 
 from camexp.metrics import complexity, instances, perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)
+from camexp.metrics.perturbation import writes_curves  # noqa: E402  (after the record metrics: registration order)

@@ -7,8 +7,10 @@ whether the summary is a mean over images and so gets an interval and a leaderbo
 fingerprinted from the entry), how its per-image values are produced and how they are summarised. The
 reports read the entries; nothing else names a metric.
 
-A record metric is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)`; it is
-recomputed from the records at any time. A per-batch metric (`BatchMetric`, `@batch_metric(name, rows=...)`)
+Every metric is one `MetricEntry`; its `source` says where its per-image values come from. A record metric
+(`source="records"`) is a function `(view, params) -> MetricResult` registered with `@metric(name, rows=...)`
+(or built with `Metric(...)`); it is recomputed from the records at any time. A per-batch metric
+(`source="batch"`, `@batch_metric(name, rows=...)` or `BatchMetric(...)`)
 needs more than the records: more forwards per image (insertion/deletion, ROAD, kept-fraction drop) or boxes
 (pointing games). It computes per-image values on the device from the batch context the runner hands every
 per-batch job (`camexp.metrics.batch.BatchContext`; the job contract is camexp/jobs.py); the runner appends
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ValidationError
@@ -113,36 +116,31 @@ MetricFn = Callable[[RecordsView, MetricParams], MetricResult]
 
 
 @dataclass(frozen=True)
+class PairColumns:
+    """How summary.md's pairwise table shows a row of pairwise.csv: its value with `digits` decimals in the
+    column `column` (formatted with the row's `metric` and `interval`), and with `sign_test` the exact sign
+    test's p-value and untied images in a column of their own. The default: a paired difference of means."""
+
+    column: str = "Δ {metric} (A − B)"
+    digits: int = 2
+    sign_test: bool = False
+
+
+@dataclass(frozen=True)
 class Pairwise:
     """A record metric's statistic per pair of methods, read from the confidences O (images x methods, a frame).
 
     `values(o)`: per image and pair, the values whose resample means give its bootstrap interval;
     `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means;
     `select(view, params)`: (N,) bool, the images it uses (None: all); `per_method`: with two methods, each
-    method's value against the other (and 100 minus the pair's interval) is also a per-method row."""
+    method's value against the other (and 100 minus the pair's interval) is also a per-method row; `shown`:
+    how summary.md's pairwise table shows its rows (those whose `metric` is the metric's name)."""
 
     values: Callable[[pd.DataFrame], pd.DataFrame]
     table: Callable[[pd.DataFrame, int, float, int, Any], pd.DataFrame]
     select: Callable[[RecordsView, MetricParams], torch.Tensor] | None = None
     per_method: bool = False
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A registered record metric; `needs_labels`: it needs a true label for every image; `rows`: the
-    main-table rows it produces (see `Row`); `pairwise`: the statistic it adds to pairwise.csv (see
-    `Pairwise`); `table_files`: (table title, file stem) of its extra tables written as CSV to the run folder."""
-
-    name: str
-    fn: MetricFn
-    needs_labels: bool = False
-    rows: tuple[Row, ...] = ()
-    settings: None = None  # record metrics read their settings from the top-level config (relperf_min_true_prob)
-    pairwise: Pairwise | None = None
-    table_files: tuple[tuple[str, str], ...] = ()
-
-    def __call__(self, view: RecordsView, params: MetricParams) -> MetricResult:
-        return self.fn(view, params)
+    shown: PairColumns = PairColumns()
 
 
 @dataclass(frozen=True)
@@ -174,33 +172,65 @@ Check = Callable[[Any, tuple[int, int]], "str | None"]
 
 
 @dataclass(frozen=True)
-class BatchMetric:
-    """A per-batch metric: `compute(batch) -> [PerImage]` per batch, summarised from the file.
+class Curve:
+    """How a per-batch metric's per-image curves (`PerImage.curve`, written with `perturbation.curves`) are
+    drawn: `x(cfg, points)`, the fraction of pixels at each of a curve's points; `axis`, the x axis' label."""
 
-    `rows`: the main-table rows its PerImage values carry (their `metric` is the row's key; default: one row
-    named after the metric); an image counts as done for this metric once a value of any of them exists.
-    `summarize(rows, methods, cfg)`: by default the mean over images of every `image_mean` row (times its
-    scale), with a note on the images and `note(cfg)` (the settings). `settings`: the pydantic model of its
-    settings, read from the config under `settings_key` (default: the metric's name; camexp's own metrics
-    read the top-level keys perturbation, keep, pointing, road); `check(settings, input size)` finds a setting
-    that cannot work with the model's input before the first batch. `needs_boxes`: the data set must have
-    boxes. `resume`: added to a recorded run, the images lacking its rows are explained again (see `Resume`).
-    `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps alone). The runner
-    runs it as a per-batch job (camexp/jobs.py)."""
+    x: Callable[[ExperimentConfig, int], np.ndarray]
+    axis: str
+
+
+# insertion / deletion: curves sampled at changed fractions s / S, s = 0..S
+CHANGED = Curve(lambda cfg, points: np.linspace(0.0, 1.0, points), "fraction of pixels changed")
+
+
+# Where a metric's per-image values come from: `records` recomputes them from per_image.csv at any time;
+# `batch` computes them per batch during the run (more forwards, boxes) into per_image_metrics.csv.
+Source = Literal["records", "batch"]
+# batch: (the batch context) -> its values per method on the batch's images
+BatchFn = Callable[["BatchContext"], list[PerImage]]
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """A registered metric, whichever its source: one shape, so that callers branch on `source` alone.
+
+    `compute`: with `source` `records` a `MetricFn` (view, params) -> MetricResult, its summary recomputed from
+    the records at any time; with `batch` a `BatchFn` (batch) -> [PerImage] per batch, summarised from the
+    file by `summary_of`. `rows`: the main-table rows it produces (see `Row`; a per-batch metric's PerImage
+    values carry a row's key as their `metric`, default: one row named after the metric); an image counts as
+    done for a per-batch metric once a value of any of them exists. `needs_labels` / `needs_boxes`: the data
+    set must have true labels / boxes. `settings`: the pydantic model of its settings, read from the config
+    under `settings_key` (default: the metric's name; camexp's own metrics read the top-level keys
+    perturbation, keep, pointing, road); `check(settings, input size)` finds a setting that cannot work with
+    the model's input before the first batch. `summary`: one line on what it is. `summarize(rows, methods,
+    cfg)`: a per-batch metric's summary, by default the mean over images of every `image_mean` row (times its
+    scale), with a note on the images and `note(cfg)` (the settings). `pairwise`: the statistic a record
+    metric adds to pairwise.csv (see `Pairwise`); `table_files`: (table title, file stem) of its extra tables
+    written as CSV to the run folder. `resume`: added to a recorded run, what a per-batch metric does (see
+    `Resume`); `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps
+    alone); `compares`: it compares methods with each other, so a run needs at least two; `curve`: how its
+    per-image curves are drawn (see `Curve`). The runner runs a per-batch metric as a per-batch job
+    (camexp/jobs.py)."""
 
     name: str
-    compute: Callable[[BatchContext], list[PerImage]]
-    summarize: Summarize | None = None
-    summary: str = ""
+    compute: Callable[..., Any]
+    source: Source = "records"
     rows: tuple[Row, ...] = ()
-    note: Note = field(default=lambda cfg: "", compare=False)
+    needs_labels: bool = False
+    needs_boxes: bool = False
     settings: type[BaseModel] | None = None
     settings_key: str = ""
     check: Check | None = None
-    needs_boxes: bool = False
-    needs_labels: bool = False
+    summary: str = ""
+    summarize: Summarize | None = None
+    note: Note = field(default=lambda cfg: "", compare=False)
+    pairwise: Pairwise | None = None
+    table_files: tuple[tuple[str, str], ...] = ()
     resume: Resume = "recompute"
     model_calls: bool = True
+    compares: bool = False
+    curve: Curve = CHANGED
 
     @property
     def row_names(self) -> tuple[str, ...]:
@@ -212,7 +242,7 @@ class BatchMetric:
         return self.settings_key or self.name
 
     def summary_of(self, rows: pd.DataFrame, methods: list[str], cfg: ExperimentConfig) -> MetricResult:
-        """Its summary rows and notes from its rows of per_image_metrics.csv."""
+        """A per-batch metric's summary rows and notes from its rows of per_image_metrics.csv."""
         if self.summarize is not None:
             return self.summarize(rows, methods, cfg)
         out = MetricResult()
@@ -222,12 +252,19 @@ class BatchMetric:
         return out
 
 
-AnyMetric = Metric | BatchMetric
+def Metric(name: str, fn: MetricFn, needs_labels: bool = False, rows: tuple[Row, ...] = (), **meta: Any) -> MetricEntry:
+    """A record metric's entry: `fn(view, params) -> MetricResult` (see `MetricEntry` for `meta`)."""
+    return MetricEntry(name, fn, "records", rows, needs_labels, **meta)
 
 
-def _as_metric(name: str, obj: object) -> AnyMetric:
+def BatchMetric(name: str, compute: BatchFn, **meta: Any) -> MetricEntry:
+    """A per-batch metric's entry: `compute(batch) -> [PerImage]` (see `MetricEntry` for `meta`)."""
+    return MetricEntry(name, compute, "batch", **meta)
+
+
+def _as_metric(name: str, obj: object) -> MetricEntry:
     """A plug-in metric, the signatures of the functions camexp will call checked before the first image."""
-    if isinstance(obj, (Metric, BatchMetric)):
+    if isinstance(obj, MetricEntry):
         entry = obj
     elif callable(obj):
         entry = Metric(name, obj)
@@ -236,8 +273,8 @@ def _as_metric(name: str, obj: object) -> AnyMetric:
             "a metric must be a function (RecordsView, MetricParams) -> MetricResult or a camexp "
             f"BatchMetric, not {type(obj).__name__}"
         )
-    if isinstance(entry, Metric):
-        problem = call_problem(entry.fn, "view", "params")
+    if entry.source == "records":
+        problem = call_problem(entry.compute, "view", "params")
     else:
         summarize = entry.summarize and call_problem(entry.summarize, "rows", "methods", "cfg")
         problem = call_problem(entry.compute, "batch") or summarize or ""
@@ -246,27 +283,25 @@ def _as_metric(name: str, obj: object) -> AnyMetric:
     return entry
 
 
-METRICS: Registry[AnyMetric] = Registry("metric", _as_metric)
+METRICS: Registry[MetricEntry] = Registry("metric", _as_metric)
 
 
 def metric(
     name: str, needs_labels: bool = False, rows: tuple[Row, ...] = (), **meta: Any
-) -> Callable[[MetricFn], Metric]:
-    """Register a record metric `fn(view, params) -> MetricResult` under `name` (see `Metric` for `meta`)."""
+) -> Callable[[MetricFn], MetricEntry]:
+    """Register a record metric `fn(view, params) -> MetricResult` under `name` (see `MetricEntry` for `meta`)."""
 
-    def register(fn: MetricFn) -> Metric:
-        return METRICS.register(name, Metric(name, fn, needs_labels, rows, **meta))  # type: ignore[return-value]
+    def register(fn: MetricFn) -> MetricEntry:
+        return METRICS.register(name, Metric(name, fn, needs_labels, rows, **meta))
 
     return register
 
 
-def batch_metric(
-    name: str, summary: str = "", **meta: Any
-) -> Callable[[Callable[[BatchContext], list[PerImage]]], BatchMetric]:
-    """Register `compute(batch) -> [PerImage]` as per-batch metric `name` (see `BatchMetric` for `meta`)."""
+def batch_metric(name: str, summary: str = "", **meta: Any) -> Callable[[BatchFn], MetricEntry]:
+    """Register `compute(batch) -> [PerImage]` as per-batch metric `name` (see `MetricEntry` for `meta`)."""
 
-    def register(fn: Callable[[BatchContext], list[PerImage]]) -> BatchMetric:
-        return METRICS.register(name, BatchMetric(name, fn, summary=summary, **meta))  # type: ignore[return-value]
+    def register(fn: BatchFn) -> MetricEntry:
+        return METRICS.register(name, BatchMetric(name, fn, summary=summary, **meta))
 
     return register
 
@@ -287,22 +322,25 @@ def mean_rows(row: Row, note: Note = lambda cfg: "") -> Summarize:
     return summarize
 
 
-def batch_metrics(names: list[str]) -> list[BatchMetric]:
+def batch_metrics(names: list[str]) -> list[MetricEntry]:
     """The per-batch metrics among `names`, in order."""
-    return [m for m in map(METRICS.get, names) if isinstance(m, BatchMetric)]
+    return [m for m in map(METRICS.get, names) if m.source == "batch"]
 
 
-def record_metrics(names: list[str]) -> list[Metric]:
+def record_metrics(names: list[str]) -> list[MetricEntry]:
     """The record metrics among `names`, in registration order (so that output files do not depend on the
     order of the config's list)."""
-    return [entry for name, entry in METRICS.items() if name in names and isinstance(entry, Metric)]
+    return [entry for name, entry in METRICS.items() if name in names and entry.source == "records"]
+
+
+def curve_of(key: str) -> Curve:
+    """How the curves of per-batch metric row `key` (a curve's `metric` in per_image_curves.csv) are drawn."""
+    return next((e.curve for _, e in METRICS.items() if key in e.row_names), CHANGED)
 
 
 def table_files() -> dict[str, str]:
-    """Table title -> file stem, for every registered record metric's extra tables written as CSV."""
-    return {
-        title: stem for _, entry in METRICS.items() if isinstance(entry, Metric) for title, stem in entry.table_files
-    }
+    """Table title -> file stem, for every registered metric's extra tables written as CSV."""
+    return {title: stem for _, entry in METRICS.items() for title, stem in entry.table_files}
 
 
 def all_rows() -> list[Row]:
@@ -316,7 +354,7 @@ def all_rows() -> list[Row]:
 def settings_model(key: str) -> type[BaseModel] | None:
     """The settings model a registered metric reads under config key `key`, or None."""
     for _, entry in METRICS.items():
-        if isinstance(entry, BatchMetric) and entry.settings is not None and entry.key == key:
+        if entry.settings is not None and entry.key == key:
             return entry.settings
     return None
 
@@ -345,7 +383,7 @@ def settings_keys(cfg: ExperimentConfig) -> list[str]:
 def validate_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """Every metric settings key of `cfg` and of the registered metrics, validated once (CamexpError naming the
     first bad key): what the runner hands to every batch (`BatchContext.settings`)."""
-    registered = [e.key for _, e in METRICS.items() if isinstance(e, BatchMetric) and e.settings is not None]
+    registered = [e.key for _, e in METRICS.items() if e.settings is not None]
     return {key: settings_of(cfg, key) for key in dict.fromkeys([*settings_keys(cfg), *registered])}
 
 

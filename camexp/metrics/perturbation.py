@@ -99,6 +99,11 @@ def perturbation_settings(cfg: ExperimentConfig) -> PerturbationSettings:
     return settings_of(cfg, "perturbation")
 
 
+def writes_curves(cfg: ExperimentConfig) -> bool:
+    """Whether the run writes every per-batch metric's per-image curves (`perturbation.curves`)."""
+    return perturbation_settings(cfg).curves
+
+
 def _check_steps(s: PerturbationSettings, size: tuple[int, int]) -> str | None:
     """More steps than pixels only repeats the last image (and costs 2 forwards per image, method and step)."""
     pixels = size[0] * size[1]

@@ -36,7 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import splu
 
 from camexp.explain.model_methods import seed_of
-from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, mean_rows, settings_of
+from camexp.metrics.base import Curve, MetricResult, PerImage, Row, batch_metric, mean_rows, settings_of
 from camexp.metrics.batch import BatchContext
 
 if TYPE_CHECKING:
@@ -213,4 +213,5 @@ batch_metric(
     rows=(COMBINED, MORF, LERF),
     settings=RoadSettings,
     settings_key="road",
+    curve=Curve(lambda cfg, points: np.array(road_settings(cfg).percentiles) / 100, "fraction of pixels removed"),
 )(road)

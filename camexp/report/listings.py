@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -18,7 +17,7 @@ from rich.text import Text
 from camexp.analyses import ANALYSES
 from camexp.errors import CamexpError
 from camexp.explain.core import MethodRun
-from camexp.metrics import METRICS, BatchMetric
+from camexp.metrics import METRICS, MetricEntry
 
 
 @dataclass
@@ -79,15 +78,8 @@ def method_listing(
     return Listing("method", rows, ("method", "needs", cost, "source"), docs)
 
 
-def _metric_needs(entry: Any) -> str:
-    needs = [
-        n
-        for n, on in (
-            ("true labels", getattr(entry, "needs_labels", False)),
-            ("boxes", getattr(entry, "needs_boxes", False)),
-        )
-        if on
-    ]
+def _metric_needs(entry: MetricEntry) -> str:
+    needs = [n for n, on in (("true labels", entry.needs_labels), ("boxes", entry.needs_boxes)) if on]
     return ", ".join(needs) or "-"
 
 
@@ -95,19 +87,19 @@ def metric_listing() -> Listing:
     """Every registered metric: what it needs, when it is computed, what it is, its table rows and settings."""
     rows, docs = [], {}
     for name, entry in METRICS.items():
-        per_batch = isinstance(entry, BatchMetric)
-        doc = _doc(entry.compute if isinstance(entry, BatchMetric) else entry.fn)
+        per_batch = entry.source == "batch"
+        doc = _doc(entry.compute)
         labels = "; ".join(row.label for row in entry.rows)
-        settings = entry.settings_key if per_batch and entry.settings is not None else ""
+        settings = entry.settings_key if entry.settings is not None else ""
         rows.append(
             {
                 "metric": name,
                 "needs": _metric_needs(entry),
                 "computed": "per batch, during the run"
                 + (" (more model calls)" if entry.model_calls else " (maps only)")
-                if isinstance(entry, BatchMetric)
+                if per_batch
                 else "from the records (per_image.csv), any time",
-                "what it is": getattr(entry, "summary", "") or labels or doc.split(". ")[0] or "-",
+                "what it is": entry.summary or labels or doc.split(". ")[0] or "-",
                 "table rows": labels or "-",
                 "settings": settings or "-",
             }

@@ -23,7 +23,7 @@ from camexp.analyses import ANALYSES
 from camexp.config import StatsConfig
 from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
-from camexp.metrics import METRICS, BatchMetric, Metric, MetricParams, RecordsView, Row, all_rows, record_metrics
+from camexp.metrics import METRICS, MetricParams, PairColumns, RecordsView, Row, all_rows, record_metrics
 from camexp.report.markdown import markdown_table
 from camexp.results import METRIC_RECORDS, read_records
 from camexp.stats.bootstrap import (
@@ -114,7 +114,7 @@ def per_image_means(rows: pd.DataFrame) -> pd.DataFrame:
     are taken as they are."""
     if "class" not in rows.columns:
         return rows
-    entries = [entry for _, entry in METRICS.items() if isinstance(entry, BatchMetric)]
+    entries = [entry for _, entry in METRICS.items() if entry.source == "batch"]
     own = {key for entry in entries for key in entry.row_names}
     scale = {r.key: r.scale for entry in entries for r in entry.rows if r.image_mean}
     foreign = rows[~rows["metric"].isin(own)]
@@ -151,7 +151,7 @@ def per_image_frames(
     wides = {
         row.key: pd.DataFrame(row.per_image(y, o).double().numpy(), index=ids, columns=view.methods)
         for name in metrics
-        if isinstance(entry := METRICS.get(name), Metric)
+        if (entry := METRICS.get(name)).source == "records"
         for row in entry.rows
         if row.per_image is not None
     }
@@ -320,21 +320,19 @@ def main_cells(main: pd.DataFrame, stats: RunStats, fallback: Callable[[object],
 
 
 def pairwise_markdown(stats: RunStats) -> str:
-    """One row per pair of methods, one column per comparison; '' when there is none."""
+    """One row per pair of methods, one column per comparison, as the metric's `Pairwise` shows its rows (a
+    difference of means for the others); '' when there is none."""
     pw = stats.pairwise
     if pw.empty:
         return ""
+    shown = {name: entry.pairwise.shown for name, entry in METRICS.items() if entry.pairwise is not None}
     table: dict[str, dict[str, str]] = {}
     for r in pw.itertuples():
-        pair = f"{r.method_a} vs {r.method_b}"
-        if r.metric == "relperf":
-            col, text = f"R ({r.interval})", cell(r.value, r.lo, r.hi, 3)
-        elif r.metric == "win":
-            table.setdefault(pair, {})["win % A vs B"] = cell(r.value, r.lo, r.hi)
-            col, text = "sign test p", f"{r.p_value:.3g} ({r.n_untied} untied)"
-        else:
-            col, text = f"Δ {r.metric} (A − B)", cell(r.value, r.lo, r.hi)
-        table.setdefault(pair, {})[col] = text
+        row = table.setdefault(f"{r.method_a} vs {r.method_b}", {})
+        how = shown.get(r.metric, PairColumns())
+        row[how.column.format(metric=r.metric, interval=r.interval)] = cell(r.value, r.lo, r.hi, how.digits)
+        if how.sign_test:
+            row["sign test p"] = f"{r.p_value:.3g} ({r.n_untied} untied)"
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
     frame.index.name = "A vs B"
     return markdown_table(frame)

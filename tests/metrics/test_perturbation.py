@@ -15,7 +15,7 @@ from torch import nn
 from camexp.config import ExperimentConfig
 from camexp.data.transforms import InputSpec
 from camexp.explain.scoring import Scorer
-from camexp.metrics import METRICS, BatchMetric, validate_settings
+from camexp.metrics import METRICS, validate_settings
 from camexp.metrics.batch import BatchContext, pixel_ranks
 from camexp.metrics.perturbation import auc, rise_kernel, step_counts
 from camexp.models import PixelModel
@@ -61,7 +61,7 @@ def toy_batch(**cfg: Any) -> BatchContext:
 
 def value(name: str, batch: BatchContext) -> float:
     entry = METRICS.get(name)
-    assert isinstance(entry, BatchMetric)
+    assert entry.source == "batch"
     (out,) = entry.compute(batch)
     return float(out.value[0])
 
