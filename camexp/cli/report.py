@@ -44,12 +44,17 @@ def _print_csv(frame: Any) -> None:
     typer.echo(csv_text(frame, index=False, float_format="%.4f"), nl=False)
 
 
-def _print(frame: Any, markdown: str, fmt: str) -> None:
-    """The report's CSV, or its Markdown source (a wide table stays whole in a narrow terminal)."""
+def _show(frame: Any, markdown: str, fmt: str, warnings: list[str], *paths: Path, rendered: bool = False) -> None:
+    """The report on the terminal (its CSV, or its Markdown: rendered by rich, or as source so that a wide
+    table stays whole in a narrow terminal), then its warnings and the files it wrote, on stderr."""
     if fmt == "csv":
         _print_csv(frame)
+    elif rendered:
+        console.print(Markdown(markdown))
     else:
         plain(markdown)
+    warn(warnings)
+    wrote(*paths)
 
 
 def _no_runs(results_dir: Path) -> None:
@@ -95,7 +100,7 @@ def table_report(
         for d in distills:
             plain(distill_markdown(d, compare_paper))
     warn(rep.warnings)
-    err_console.print(f"wrote {target / 'report.md'} and {target / 'report.csv'}", markup=False)
+    wrote(target / "report.md", target / "report.csv")
 
 
 @command(report_app, "leaderboard")
@@ -117,12 +122,7 @@ def leaderboard_report(
     md, frame, skipped = leaderboard(results_dir, metric, stats)
     target = out or results_dir
     write_report(Report(md, frame, [], skipped), target, "leaderboard")
-    if fmt == "csv":
-        _print_csv(frame)
-    else:
-        console.print(Markdown(md))
-    warn(skipped)
-    err_console.print(f"wrote {target / 'leaderboard.md'} and {target / 'leaderboard.csv'}", markup=False)
+    _show(frame, md, fmt, skipped, target / "leaderboard.md", target / "leaderboard.csv", rendered=True)
 
 
 @command(report_app, "reliability")
@@ -143,9 +143,7 @@ def reliability_report(
     rel = reliability(results_dir, stats)
     target = out or results_dir
     write_files(target, "reliability", rel.markdown, {"reliability": rel.frame}, figures=rel.figures)
-    _print(rel.frame, rel.markdown, fmt)
-    warn(rel.warnings)
-    err_console.print(f"wrote {target / 'reliability.md'} and {target / 'reliability.csv'}", markup=False)
+    _show(rel.frame, rel.markdown, fmt, rel.warnings, target / "reliability.md", target / "reliability.csv")
 
 
 @command(report_app, "consistency")
@@ -164,11 +162,9 @@ def consistency_report(
     stats = _checked(results_dir, fmt, bootstrap, level, seed)
     rep = consistency(results_dir, top_q, stats)
     written = write_consistency(rep, out or results_dir)
-    _print(rep.frame, rep.markdown, fmt)
-    for g in rep.groups:  # on stderr too: a CSV on stdout, or a report piped away, still shows it
-        if caveat := g.counts.caveat():
-            err_console.print(f"{g.data}: {caveat}", markup=False, soft_wrap=True)
-    wrote(*written)
+    # the no-labels caveat on stderr too: a CSV on stdout, or a report piped away, still shows it
+    caveats = [f"{g.data}: {caveat}" for g in rep.groups if (caveat := g.counts.caveat())]
+    _show(rep.frame, rep.markdown, fmt, caveats, *written)
 
 
 @command(name="table")
