@@ -19,16 +19,18 @@ from camexp.errors import CamexpError
 from camexp.explain.gallery import MethodPanel, ModelRow
 from camexp.explain.maps import upsample_normalize
 from camexp.report.figures import draw_explain_grid
+from camexp.report.runs import dataset_root
 from camexp.results import RUN_JSON, complete_records, read_all_records, read_json, read_maps
 from camexp.savefig import save_figure
 
 
 def _run_images(run_dir: Path, meta: dict[str, Any]) -> tuple[ImageDataset, ExperimentConfig]:
-    """The run's data set as the run listed and transformed it."""
+    """The run's data set as the run listed and transformed it: its folder as the run resolved it, not a
+    relative `dataset.root` taken from wherever `camexp plot` is started."""
     cfg = ExperimentConfig.model_validate(meta["config"])
     spec = InputSpec.from_json(meta["input"])
     try:
-        listing = list_dataset(cfg.dataset)
+        listing = list_dataset(cfg.dataset.model_copy(update={"root": Path(dataset_root(meta, run_dir))}))
     except CamexpError as e:
         raise CamexpError(f"{run_dir}: drawing needs the run's images, from its config's dataset: {e}") from None
     return ImageDataset(listing.items, PixelTransform(spec), class_names=listing.class_names), cfg

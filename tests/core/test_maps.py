@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +409,32 @@ def test_torchrun_ranks_write_their_own_shards_and_rank_0_indexes_them(
         MAPS_INDEX,
     ]
     assert_same_maps(read_maps(tmp_path / "dist"), dist)
+
+
+def test_camexp_plot_finds_a_relative_data_set_from_any_folder(
+    finished: tuple[Path, list[tuple[list[str], Explanation]]],
+    photo_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose config names its images relatively (`root: photos`) is drawn from its resolved folder, not
+    from `photos` under wherever `camexp plot` is started (which here holds other images of the same names)."""
+    out, seen = finished
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("plots", "camexp.lock"))
+    meta = json.loads((copy / "run.json").read_text())
+    assert meta["dataset"]["root_resolved"] == str(photo_dir.resolve())
+    meta["config"]["dataset"]["root"] = photo_dir.name  # as a config written beside the photographs says it
+    (copy / "run.json").write_text(json.dumps(meta))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / photo_dir.name).mkdir(parents=True)
+    for photo in photo_dir.iterdir():  # the same names, other pictures
+        Image.new("RGB", (40, 30), (9, 9, 9)).save(elsewhere / photo_dir.name / photo.name)
+    rows: list[ModelRow] = []
+    real_draw = kept_maps.draw_explain_grid
+    monkeypatch.setattr(kept_maps, "draw_explain_grid", lambda r: rows.extend(r) or real_draw(r))
+    monkeypatch.chdir(elsewhere)
+    res = CliRunner().invoke(app, ["plot", str(copy), "--images", "coffee", "--methods", "gradcam"])
+    assert res.exit_code == 0, res.output
+    ex, i = next((ex, ids.index("coffee")) for ids, ex in seen if "coffee" in ids)
+    assert torch.equal(rows[0].image, ex.inputs.x[i])  # the run's own photograph, not the stand-in
