@@ -109,16 +109,30 @@ def check_same(
             )
         raise CamexpError(
             f"{folder}: this {what} {said}; its numbers would mix two programs. Pass --fresh to start over or "
-            f"--out to write elsewhere (or {OVERRIDE} to add to it anyway, recorded in its run.json and shown by "
+            f"--out to write elsewhere (or {OVERRIDE} to add to it anyway, recorded in the folder and shown by "
             "every report)"
         )
     return diff
 
 
-def invocation(now: dict[str, Any], override: dict[str, list[Any]], **extra: Any) -> dict[str, Any]:
-    """One entry of run.json's `invocations`: when, with which software, and any override of `check_same`."""
-    entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "software": now, **extra}
-    return {**entry, "software_override": override} if override else entry
+def record(
+    previous: dict[str, Any],
+    now: dict[str, Any],
+    override: dict[str, list[Any]],
+    context: dict[str, Any] | None = None,
+    **detail: Any,
+) -> dict[str, Any]:
+    """A folder's metadata keys after this invocation, from the `previous` metadata: `software` (now),
+    `invocations` (one entry more: when, with which software, `context` and `detail`, and any override of
+    `check_same`) and `mixed_software` (one entry more, with `context`, when `override` changed something)."""
+    entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "software": now}
+    entry |= {**(context or {}), **detail, **({"software_override": override} if override else {})}
+    mixed = [{**(context or {}), "changed": override}] if override else []
+    return {
+        "software": now,
+        "invocations": [*previous.get("invocations", []), entry],
+        "mixed_software": [*previous.get("mixed_software", []), *mixed],
+    }
 
 
 def mixed_note(meta: dict[str, Any]) -> str | None:

@@ -241,17 +241,11 @@ class Run:
             "fingerprint_version": FINGERPRINT_VERSION,
             "method_params": self.method_params,
             "status": "running",
-            "software": self.software,
+            **provenance.record(
+                self.previous, self.software, self.software_override, {"images_before": resumed}, argv=sys.argv
+            ),
             "versions": self.software["versions"],
             "uv_lock_sha256": self.software["uv_lock_sha256"],
-            "invocations": [
-                *self.previous.get("invocations", []),
-                provenance.invocation(self.software, self.software_override, images_before=resumed, argv=sys.argv),
-            ],
-            "mixed_software": [
-                *self.previous.get("mixed_software", []),
-                *([{"images_before": resumed, "changed": self.software_override}] if self.software_override else []),
-            ],
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device)
             if device.type == "cuda"

@@ -457,11 +457,7 @@ def _software(cfg: DistillConfig, fresh: bool, allow: bool) -> dict[str, Any]:
         if trained
         else {}
     )
-    return {
-        "software": now,
-        "invocations": [*previous.get("invocations", []), provenance.invocation(now, override)],
-        "mixed_software": [*previous.get("mixed_software", []), *([{"changed": override}] if override else [])],
-    }
+    return provenance.record(previous, now, override)
 
 
 def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:
