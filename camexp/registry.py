@@ -34,7 +34,8 @@ class Registry(Generic[T]):
         self.group = group or f"camexp.{kind.replace(' ', '_')}s"
         self._coerce = coerce
         self._entries: dict[str, T] = {}
-        self._plugins: dict[int, str] = {}  # id(entry) -> the name a plug-in entry was resolved under
+        # name -> the plug-in entry resolved under it (kept, so that an id is never reused for another object)
+        self._plugins: dict[str, T] = {}
         self._entry_points_loaded = False
 
     def register(self, name: str, entry: T) -> T:
@@ -98,7 +99,7 @@ class Registry(Generic[T]):
 
     def plugin_name(self, entry: object) -> str | None:
         """The name a plug-in entry was resolved under ('module:attr' or an entry point's), None for a built-in."""
-        return self._plugins.get(id(entry))
+        return next((name for name, known in self._plugins.items() if known is entry), None)
 
     @contextmanager
     def running(self, entry: object, what: str, code: object) -> Iterator[None]:
@@ -137,7 +138,7 @@ class Registry(Generic[T]):
             entry = obj if self._coerce is None else self._coerce(name, obj)
         except (TypeError, ValueError) as e:
             raise CamexpError(f"{self.kind} {name!r}: {e}") from None
-        self._plugins[id(entry)] = name
+        self._plugins[name] = entry
         return entry
 
     def _load_entry_points(self) -> None:
