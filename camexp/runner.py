@@ -169,6 +169,7 @@ class Run:
         self.started = True
         for job in self.jobs:
             job.start()
+        self.ranks.barrier()  # every rank's jobs read the folder (maps: the invocation number) before any writes
         start = time.perf_counter()
         with profile.profiled(setup.device, self.cfg.runtime.profile) as timer:  # stages: camexp/profile.py
             self._loop(setup, self.ranks.shard(pending, self.cfg.runtime.batch_size))

@@ -95,7 +95,7 @@ def test_site_builds_strict_and_the_reference_lists_every_registered_name(tmp_pa
         ("datasets", LOADERS),
     ):
         html = (site / "reference" / f"{page}.html").read_text(encoding="utf-8")
-        names = registry.names()
+        names = [n for n in registry.names() if ":" not in n]  # not plug-ins other tests resolved in-process
         assert names and not [n for n in names if f"<code>{n}</code>" not in html], page
     config = (site / "reference" / "config.html").read_text(encoding="utf-8")
     from camexp.config import ExperimentConfig
