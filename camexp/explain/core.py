@@ -199,6 +199,7 @@ class Explainer:
             image_ids=image_ids,
             tail=tail,
             grads=self.grads,
+            model=self.loaded.model,
         )
         return logits, inputs
 

@@ -21,7 +21,7 @@ from camexp.registry import Registry
 
 if TYPE_CHECKING:
     from camexp.explain.scoring import Scorer
-    from camexp.models import LoadedModel
+    from camexp.models import LoadedModel, PixelModel
 
 
 class TailFn(Protocol):
@@ -37,8 +37,9 @@ class MethodInputs:
     needs a gradient), the target classes (B,) and the classifier weights for CAM (C,K). Methods that call
     the model also get the pixel-space input x (B,3,H,W), the full-image logits, a `scorer` of pixel-space
     images, `tail(A') -> logits` (the network after the layer) and `grads(x', targets) -> (A', G')` (one
-    more forward + head backward, e.g. on a noisy copy). Derived values (alpha) are computed once, lazily,
-    and shared by every method of the batch."""
+    more forward + head backward, e.g. on a noisy copy). Pixel-level attributions (gradients w.r.t. the input)
+    call `model`, the whole network on pixel-space [0,1] images, under `torch.enable_grad()`. Derived values
+    (alpha) are computed once, lazily, and shared by every method of the batch."""
 
     A: torch.Tensor
     G: torch.Tensor | None
@@ -51,6 +52,7 @@ class MethodInputs:
     grads: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     score: str = "logit"
     image_ids: list[str] | None = None
+    model: PixelModel | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, key: str, n: int) -> None:
