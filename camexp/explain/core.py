@@ -162,6 +162,11 @@ class Explainer:
         self.scorer = scorer or Scorer(loaded.model)
         self.needs_grad = any(r.method.needs_grad for r in self.runs)
 
+    def only(self, name: str) -> Explainer:
+        """An explainer of method run `name` alone, sharing this one's model and scorer: a metric that
+        re-explains one method's own images (ADCC's coherency) computes no other method's maps."""
+        return Explainer(self.loaded, [r for r in self.runs if r.name == name], self.score, self.scorer)
+
     def forward_backward(
         self, x: torch.Tensor, targets: torch.Tensor | None = None, grad: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:

@@ -173,5 +173,13 @@ __all__ = [
     "writes_curves",
 ]
 
-from camexp.metrics import complexity, instances, perturbation, pointing, road  # noqa: E402, F401  (registers the per-batch metrics)
+from camexp.metrics import (  # noqa: E402, F401  (registers the per-batch metrics)
+    adcc,
+    complexity,
+    instances,
+    perturbation,
+    pointing,
+    road,
+    robustness,
+)
 from camexp.metrics.perturbation import writes_curves  # noqa: E402  (after the record metrics: registration order)

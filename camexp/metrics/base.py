@@ -67,8 +67,9 @@ class MetricResult:
 
 
 # What a row measures, as LATEC and Quantus group metrics (camexp report reliability ranks methods per
-# criterion); randomisation: Quantus' name for the sanity checks (the mprt and random_logit analyses).
-Criterion = Literal["faithfulness", "localization", "complexity", "randomisation"]
+# criterion); randomisation: Quantus' name for the sanity checks (the mprt and random_logit analyses);
+# robustness: how little a map changes when the input barely does; composite: a score combining criteria (ADCC).
+Criterion = Literal["faithfulness", "localization", "complexity", "randomisation", "robustness", "composite"]
 CRITERIA: tuple[Criterion, ...] = get_args(Criterion)
 
 
@@ -210,8 +211,9 @@ class MetricEntry:
     written as CSV to the run folder. `resume`: added to a recorded run, what a per-batch metric does (see
     `Resume`); `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps
     alone); `compares`: it compares methods with each other, so a run needs at least two; `curve`: how its
-    per-image curves are drawn (see `Curve`). The runner runs a per-batch metric as a per-batch job
-    (camexp/jobs.py)."""
+    per-image curves are drawn (see `Curve`); `cost`: its model calls per image beyond the run's own
+    (forwards, backwards, re-explanations), as `camexp metrics` lists it. The runner runs a per-batch metric as
+    a per-batch job (camexp/jobs.py)."""
 
     name: str
     compute: Callable[..., Any]
@@ -231,6 +233,7 @@ class MetricEntry:
     model_calls: bool = True
     compares: bool = False
     curve: Curve = CHANGED
+    cost: str = ""
 
     @property
     def row_names(self) -> tuple[str, ...]:
