@@ -15,6 +15,9 @@ those chunks too (the tightest floor) and the floor without image loading are re
   python -m scripts.bench --metrics [--limit 4] [--steps 20] [--road-percentiles 10 50 90]
       # per-batch metrics on the same maps: insertion/deletion vs torchcam's DeletionInsertionMetric and vs
       # the floor (the same number of bare forwards), ROAD vs pytorch-grad-cam's ROADCombined
+  python -m scripts.bench --robustness [--limit 4] [--batch-size 4] [--samples 5] [--radius 0.02]
+      # the four robustness metrics (one shared re-explanation of S copies per batch) vs their floor (one plain
+      # torch forward + head backward of the same copies) and vs Quantus' four metrics on the same maps
   python -m scripts.bench --rss --rss-metrics insertion deletion road [--rss-sizes 8 32] [--steps 5]
   python -m scripts.bench --family [--limit 2] [--batch-size 2] [--skip torchcam\ ScoreCAM]
       # Score-CAM (at the peers' softmax-over-channels weighting) vs pytorch-grad-cam's and torchcam's ScoreCAM
@@ -51,7 +54,7 @@ from camexp.accel import disable_tf32, keep_host_memory, resolve_device
 from camexp.config import RuntimeConfig
 from camexp.errors import CamexpError
 
-from . import decode_diff, device_diff, family, loader, maps, metrics, rss, speed, startup, stats
+from . import decode_diff, device_diff, family, loader, maps, metrics, robustness, rss, speed, startup, stats
 from .common import CPU, CYCLED, LITE0, METHODS, REPO, Where, default_images, environment
 
 
@@ -125,6 +128,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-metrics", nargs="*", default=[], help="per-batch metrics added to the --rss runs")
     p.add_argument("--metrics", action="store_true", help="bench the per-batch metrics against their peers instead")
     p.add_argument(
+        "--robustness", action="store_true", help="bench the robustness metrics against their floor and Quantus"
+    )
+    p.add_argument("--samples", type=int, default=5, help="perturbed copies per image (--robustness)")
+    p.add_argument("--radius", type=float, default=0.02, help="the copies' L-inf radius in pixel space (--robustness)")
+    p.add_argument(
         "--family",
         action="store_true",
         help="bench Score-CAM and Ablation-CAM against their floors and the peers instead",
@@ -151,6 +159,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.decode == "gpu" and a.where.device.type != "cuda":
         p.error("--decode gpu decodes JPEGs on a CUDA device: use it with --device cuda (or auto on a GPU machine)")
     return a
+
+
+def print_medians(result: dict) -> None:
+    """A per-batch metric bench's median times and ratios."""
+    for k, v in result["median_s"].items():
+        print(f"{k:34s} median {v:7.2f} s for {result['images']} images")
+    for k, v in result["ratios"].items():
+        print(f"{k:58s} {v:.3f}")
 
 
 def main() -> None:
@@ -218,13 +234,14 @@ def main() -> None:
                 print(f"{cache:8s} {k:16s} median {v:7.2f} s")
         for k, v in result["no_cache/compiled"].items():
             print(f"no cache/compiled {k:16s} {v:.2f}")
+    elif a.robustness:
+        result = robustness.robustness_bench(images, a.limit or 4, a.batch_size or 4, a.samples, a.radius, a.rounds)
+        out = a.out.with_name(a.out.stem + "_robustness.json")
+        print_medians(result)
     elif a.metrics:
         result = metrics.metrics_bench(images, a.limit or 4, batch_size, a.steps, a.road_percentiles, a.rounds)
         out = a.out.with_name(a.out.stem + "_metrics.json")
-        for k, v in result["median_s"].items():
-            print(f"{k:34s} median {v:7.2f} s for {result['images']} images")
-        for k, v in result["ratios"].items():
-            print(f"{k:58s} {v:.3f}")
+        print_medians(result)
     else:
         result = speed.bench(images, a.limit, batch_size, a.workers, a.rounds, a.skip)
         result["stats"] = stats.bench_stats(*stats_size)
