@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +280,18 @@ def environment(where: Where) -> dict:
         "argv": sys.argv,
         "command": shlex.join(["python", "-m", "scripts.bench", *sys.argv[1:]]),
     }
+
+
+def warm_rounds(
+    contenders: dict[str, Callable[[], float]], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each contender (a function returning its seconds) once per round, in turn, after a warm-up round 0 that
+    is not counted (oneDNN builds its kernels for every shape): the seconds per round and their medians."""
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(rounds + 1):
+        for name, fn in contenders.items():
+            seconds = fn()
+            if r:
+                times[name].append(seconds)
+            print(f"round {r}/{rounds} {name:34s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
+    return times, {k: statistics.median(v) for k, v in times.items()}

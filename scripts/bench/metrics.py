@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from camexp.config import DatasetConfig, ExperimentConfig
 from camexp.data import build_dataset, collate
 from camexp.models import LoadedModel, build_model
 
-from .common import bare_forwards, camexp_config, loaded_config
+from .common import bare_forwards, camexp_config, loaded_config, warm_rounds
 
 
 class GivenMaps:
@@ -134,14 +133,7 @@ def metrics_bench(
         "camexp road": lambda: camexp_metric(("road",)),
         "pytorch-grad-cam ROADCombined": pgc_road,
     }
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for r in range(rounds + 1):  # round 0 warms oneDNN's kernels for every shape; not counted
-        for name, fn in contenders.items():
-            seconds = fn()
-            if r:
-                times[name].append(seconds)
-            print(f"round {r}/{rounds} {name:34s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med = warm_rounds(contenders, rounds)
     return {
         "images": count,
         "batch_size": batch_size,

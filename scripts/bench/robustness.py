@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from camexp.config import DatasetConfig, ExperimentConfig
 from camexp.explain.core import Explainer
 from camexp.models import LoadedModel
 
-from .common import loaded_config
+from .common import loaded_config, warm_rounds
 from .metrics import metric_batches
 
 NAMES = ("max_sensitivity", "avg_sensitivity", "local_lipschitz", "relative_input_stability")
@@ -111,14 +110,7 @@ def robustness_bench(images: Path, n: int | None, batch_size: int, samples: int,
         "floor (same forwards/backwards)": floor,
         "quantus 4 metrics": peers,
     }
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for r in range(rounds + 1):  # round 0 warms oneDNN's kernels for every shape; not counted
-        for name, fn in contenders.items():
-            seconds = fn()
-            if r:
-                times[name].append(seconds)
-            print(f"round {r}/{rounds} {name:34s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med = warm_rounds(contenders, rounds)
     ours = med["camexp 4 robustness metrics"]
     return {
         "images": count,
