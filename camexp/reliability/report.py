@@ -183,7 +183,7 @@ def draw_ranks(rel: Reliability, title: str) -> Figure:
     m = len(rel.methods)
     fig = new_figure(1.5 + 0.7 * m, 3.6)
     ax = fig.add_subplot()
-    markers = {"faithfulness": "o", "localization": "s", "complexity": "^", "randomisation": "D", None: "x"}
+    markers: dict[str | None, str] = {**dict(zip(CRITERIA, "os^DvP<>h*", strict=False)), None: "x"}
     offsets = np.linspace(-0.25, 0.25, len(rel.metrics)) if len(rel.metrics) > 1 else np.zeros(1)
     for k, (metric, criterion) in enumerate(zip(rel.metrics, rel.criteria)):
         ax.scatter(

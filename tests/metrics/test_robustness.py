@@ -165,9 +165,7 @@ def test_a_run_writes_every_value_with_direction_and_criterion(tmp_path: Path, p
         row = long.loc[(name, "gradcam")]
         assert row.lo <= row.value <= row.hi and row.n == 4
     assert "Max-sensitivity (lower is better)" in pd.read_csv(out / "summary.csv", index_col=0).index
-    res = CliRunner().invoke(
-        app, ["report", "table", str(tmp_path / "runs"), "--reliability", "--out", str(tmp_path / "rel")]
-    )
+    res = CliRunner().invoke(app, ["table", str(tmp_path / "runs"), "--reliability", "--out", str(tmp_path / "rel")])
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(tmp_path / "rel" / "reliability.csv")
     assert {"robustness", "composite"} <= set(frame.subject)
