@@ -69,15 +69,17 @@ def test_by_hand_on_a_tiny_explainer() -> None:
     """Image channel 0 = [[1, 2], [3, 4]] / 4, map L = [[0, 1/3], [2/3, 1]] (its own normalisation), so E = L * I
     has channel 0 [[0, 1/6], [1/2, 1]]: the re-explained map is that over 1, Pearson computed by hand from
     the centred vectors; complexity = mean L = 1/2; Y = softmax([2.5, 0])_0, O = softmax([5/3, 0])_0."""
-    x = torch.zeros(1, 3, 2, 2)
-    x[0, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]]) / 4
+    x = torch.zeros(2, 3, 2, 2)
+    x[:, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]]) / 4  # the same image twice: one call re-explains both
     explainer = ChannelExplainer()
-    ex = explainer.explain(x, torch.tensor([0]))
+    ex = explainer.explain(x, torch.tensor([0, 0]))
     explainer.calls.clear()
     cfg = ExperimentConfig(name="a", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=["adcc"])
-    batch = BatchContext(cfg, explainer, x, ex, {"image_id": ["i"]}, validate_settings(cfg))
-    got = {v.metric: v.value.item() for v in METRICS.get("adcc").compute(batch)}
-    assert [name for name, _ in explainer.calls] == ["m", "explain"]
+    batch = BatchContext(cfg, explainer, x, ex, {"image_id": ["i", "j"]}, validate_settings(cfg))
+    both = {v.metric: v.value.tolist() for v in METRICS.get("adcc").compute(batch)}
+    assert all(a == b for a, b in both.values())
+    got = {k: v[0] for k, v in both.items()}
+    assert [name for name, _ in explainer.calls] == ["m", "explain"] and len(explainer.calls[1][1]) == 2
     torch.testing.assert_close(explainer.calls[1][1][0, 0], torch.tensor([[0.0, 1 / 6], [1 / 2, 1.0]]))
     la = np.array([0, 1 / 3, 2 / 3, 1]) - 0.5
     le = np.array([0, 1 / 6, 1 / 2, 1]) - 5 / 12

@@ -123,6 +123,15 @@ def test_the_four_metrics_share_one_re_explanation_per_batch() -> None:
     assert len(explainer.calls) == 1 and len(explainer.calls[0]) == 14
 
 
+def test_camexp_metrics_lists_the_cost() -> None:
+    from camexp.report.listings import metric_listing
+
+    listing = metric_listing()
+    for name in NAMES:
+        assert "robustness.samples re-explanations" in listing.entry(name)["cost per image"]
+    assert "one re-explanation per method" in listing.entry("adcc")["cost per image"]
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
