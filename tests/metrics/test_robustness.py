@@ -192,7 +192,7 @@ def test_equal_to_quantus_given_the_same_copies(photo_dir: Path, lite0, record_p
         model={"name": "tf_efficientnet_lite0"},
         methods=["gradcam", "gradcam++"],
         metrics=list(NAMES),
-        settings={"robustness": {"samples": 3, "radius": 0.05}},
+        settings={"robustness": {"samples": 3, "radius": 0.02}},
     )
     ds = build_dataset(cfg.dataset, lite0.spec)
     x = collate([ds[i] for i in range(len(ds))])["image"]
@@ -201,7 +201,7 @@ def test_equal_to_quantus_given_the_same_copies(photo_dir: Path, lite0, record_p
     ex = explainer.explain(x, None, ids)
     batch = BatchContext(cfg, explainer, x, ex, {"image_id": ids}, validate_settings(cfg))
     ours = {name: {v.method: v.value.numpy() for v in METRICS.get(name).compute(batch)} for name in NAMES}
-    copies = perturbed(x, ids, cfg.runtime.seed, 3, 0.05).numpy()
+    copies = perturbed(x, ids, cfg.runtime.seed, 3, 0.02).numpy()
     xb, yb = x.numpy(), ex.targets.numpy()
     model = copy.deepcopy(lite0.model).eval()  # Quantus predicts (RIS) with a model in eval mode
     deviations = {}
@@ -232,7 +232,8 @@ def test_equal_to_quantus_given_the_same_copies(photo_dir: Path, lite0, record_p
                 peer(model=model, x_batch=xb, y_batch=yb, a_batch=a.copy(), explain_func=explain, device="cpu"),
                 dtype=np.float64,
             )
-            deviations[f"{name}/{method}"] = float(np.abs(ours[name][method] - theirs).max() / np.abs(theirs).max())
+            assert np.isfinite(theirs).any(), f"{name} {method}: no image to compare"
+            deviations[f"{name}/{method}"] = float(np.nanmax(np.abs(ours[name][method] - theirs) / np.abs(theirs)))
             np.testing.assert_allclose(ours[name][method], theirs, rtol=1e-5, err_msg=f"{name} {method}")
     for key, dev in deviations.items():
         record_property(f"quantus_rel_dev_{key}", dev)
