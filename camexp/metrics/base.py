@@ -210,8 +210,9 @@ class MetricEntry:
     written as CSV to the run folder. `resume`: added to a recorded run, what a per-batch metric does (see
     `Resume`); `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps
     alone); `compares`: it compares methods with each other, so a run needs at least two; `curve`: how its
-    per-image curves are drawn (see `Curve`). The runner runs a per-batch metric as a per-batch job
-    (camexp/jobs.py)."""
+    per-image curves are drawn (see `Curve`); `cost`: what it costs per image beyond the run's own forward, in
+    words (forwards, backwards, re-explanations; `camexp metrics` lists it). The runner runs a per-batch metric
+    as a per-batch job (camexp/jobs.py)."""
 
     name: str
     compute: Callable[..., Any]
@@ -231,6 +232,7 @@ class MetricEntry:
     model_calls: bool = True
     compares: bool = False
     curve: Curve = CHANGED
+    cost: str = ""
 
     @property
     def row_names(self) -> tuple[str, ...]:
