@@ -173,5 +173,5 @@ __all__ = [
     "writes_curves",
 ]
 
-from camexp.metrics import complexity, correlation, gain, instances, perturbation, pointing, road  # noqa: E402, F401  (registers the others)
+from camexp.metrics import complexity, correlation, gain, instances, irof, perturbation, pointing, road  # noqa: E402, F401  (registers the others)
 from camexp.metrics.perturbation import writes_curves  # noqa: E402  (after the record metrics: registration order)
