@@ -173,5 +173,15 @@ __all__ = [
     "writes_curves",
 ]
 
-from camexp.metrics import complexity, correlation, gain, instances, irof, perturbation, pointing, road  # noqa: E402, F401  (registers the others)
+from camexp.metrics import (  # noqa: E402, F401  (registers the others)
+    complexity,
+    correlation,
+    gain,
+    infidelity,
+    instances,
+    irof,
+    perturbation,
+    pointing,
+    road,
+)
 from camexp.metrics.perturbation import writes_curves  # noqa: E402  (after the record metrics: registration order)
