@@ -40,7 +40,7 @@ def test_optimal_scaling_of_a_perfect_map_is_zero_and_of_a_zero_map_the_drops() 
 
 @pytest.mark.slow
 def test_equal_to_captum_on_real_lite0_maps(photo_dir: Path, lite0) -> None:
-    """Captum 0.8's `infidelity` (normalize=True: Yeh et al.'s optimal β; and False) with a perturb function that
+    """Captum 0.9's `infidelity` (normalize=True: Yeh et al.'s optimal β; and False) with a perturb function that
     returns our draws, the softmax of Lite0 on the normalised images and the maps broadcast to the channels,
     equals ours to 1e-5."""
     from captum.metrics import infidelity as captum_infidelity

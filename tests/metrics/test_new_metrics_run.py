@@ -54,3 +54,19 @@ def test_a_run_writes_every_new_metric(tmp_path: Path, photo_dir: Path) -> None:
         "Effective complexity (pixels above ε) (lower is better)",
     ):
         assert summary.loc[label].notna().all(), label
+
+
+def test_camexp_metrics_lists_each_new_metrics_cost() -> None:
+    """`camexp metrics --format csv` has a cost-per-image column; the new metrics say their forwards."""
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from camexp.cli import app
+
+    rows = list(csv.reader(io.StringIO(CliRunner().invoke(app, ["metrics", "--format", "csv"]).output)))
+    cost = {r[0]: r[rows[0].index("cost per image")] for r in rows[1:]}
+    assert cost["faithfulness_correlation"].startswith("settings.faithfulness_correlation.subsets forwards")
+    assert cost["irof"].startswith("M x L forwards") and cost["infidelity"].startswith("settings.infidelity.samples")
+    assert cost["avg_gain"] == "none (the records)" and cost["effective_complexity"] == "none (the maps)"
