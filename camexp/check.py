@@ -25,7 +25,7 @@ from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS, metric_problems
 from camexp.models import LoadedModel, build_model
-from camexp.models.blocks import checkpoints, randomisation_blocks
+from camexp.models.blocks import checkpoints, randomisation_units
 from camexp.models.classes import head_problems
 from camexp.models.filters import NEEDS_LABELS
 
@@ -156,7 +156,7 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | No
         return None
     report.model_classes, report.layer = loaded.num_classes, loaded.layer_name
     if "mprt" in cfg.analyses:
-        blocks = randomisation_blocks(loaded.model.net)
+        blocks = randomisation_units(loaded.model.net, cfg.sanity.mprt_units)
         report.blocks = [b.name for b in blocks]
         _attempt(lambda: checkpoints(blocks, cfg.sanity.mprt_blocks), report)
     report.errors += [why for _, m, _ in cfg.method_specs() if (why := METHODS.get(m).unavailable(loaded))]

@@ -279,3 +279,16 @@ def test_a_killed_run_resumes_to_the_same_sanity_rows(tmp_path: Path, photo_dir:
     assert len(both) == len(last) == 8
     for col in ("value", "lo", "hi", "n"):
         assert np.allclose(both[col], both[f"{col}_main"], atol=1e-6, equal_nan=True), col
+
+
+def test_layer_units_are_quantus_modules_head_first() -> None:
+    """`sanity.mprt_units: layers`: every module with reset_parameters, named_modules reversed (Quantus' top_down),
+    each with its own state keys; a Sequential of conv, batch norm, ReLU and linear gives linear, bn, conv."""
+    from torch import nn
+
+    from camexp.models.blocks import randomisation_units
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    units = randomisation_units(net, "layers")
+    assert [u.name for u in units] == ["4", "1", "0"]
+    assert units[1].keys == ("1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked")

@@ -147,3 +147,56 @@ def test_mprt_beside_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path:
         assert np.allclose(scores[last], [spearman(p, q) for p, q in zip(a, random_maps)], atol=1e-9, equal_nan=True)
         record_property(f"{m}_spearman_quantus_all_modules_reset", [round(float(v), 4) for v in scores[last]])
         record_property(f"{m}_spearman_ours_all_blocks_initial", [round(float(v), 4) for v in ours.loc[m, "spearman"]])
+
+
+@pytest.mark.slow
+def test_mprt_layers_reproduce_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path: Path) -> None:
+    """Issue 30: with `sanity.mprt_units: layers` camexp randomises as Quantus 0.6's MPRT does (every module with
+    reset_parameters, top down, the global RNG seeded before each: Quantus' seed 42 reseeds with 43), so the
+    fully randomised model's Spearman of our maps equals Quantus' own number to 1e-5 (Quantus' `explain_func` is
+    our explainer; its defaults abs and normalise off, as above)."""
+    from camexp.models.blocks import reset_layers
+
+    last = reset_layers(lite0.model.net)[-1].name
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "p",
+            "dataset": {"root": "."},
+            "model": LITE0,
+            "methods": ["gradcam"],
+            "sanity": {"mprt_units": "layers", "seed": 43, "mprt_blocks": [last]},
+        }
+    )
+    explainer = Explainer(lite0, ["gradcam"])
+    ex = explainer.explain(images)
+    ctx = BatchContext(
+        cfg,
+        explainer,
+        images,
+        ex,
+        {"index": torch.arange(2), "image_id": ["a", "b"]},
+        validate_settings(cfg),
+        own=lambda n: tmp_path / n,
+    )
+    Mprt(cfg).update(ctx)
+    ours = read_records(tmp_path / MPRT_CSV, MPRT_COLUMNS)
+    assert ours["block"].unique().tolist() == [last]
+    scores = quantus.MPRT(
+        similarity_func=correlation_spearman,
+        layer_order="top_down",
+        seed=42,
+        skip_layers=True,
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+    )(
+        model=copy.deepcopy(lite0.model),
+        x_batch=images.numpy(),
+        y_batch=ex.targets.numpy(),
+        a_batch=ex.maps["gradcam"].double().numpy()[:, None],
+        explain_func=explain_func(build_model(cfg.model), "gradcam"),
+        channel_first=True,
+        device="cpu",
+        batch_size=2,
+    )
+    np.testing.assert_allclose(ours["spearman"].to_numpy(), scores[list(scores)[-1]], atol=1e-5)
