@@ -180,6 +180,7 @@ from camexp.metrics import (  # noqa: E402, F401  (registers the others)
     infidelity,
     instances,
     irof,
+    mufidelity,
     perturbation,
     pointing,
     road,

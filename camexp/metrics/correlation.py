@@ -17,6 +17,7 @@ difference of its default. Cost per image: R forwards, whatever the number of me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -79,21 +80,34 @@ def correlations(maps: torch.Tensor, subsets: torch.Tensor, drops: torch.Tensor)
     return pearson(sums, drops.double().expand_as(sums))
 
 
-def subset_drops(batch: BatchContext, subsets: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """(B, R) drop of the score f(x) - f(x with subset r (B, R, S pixel indices) replaced by `base` (B,3,H,W)),
-    every image's subsets scored in chunks of one stream."""
-    b, r, _ = subsets.shape
+def masked_drops(
+    batch: BatchContext, count: int, removed: Callable[[torch.Tensor], torch.Tensor], base: torch.Tensor
+) -> torch.Tensor:
+    """(B, count) drop of the score f(x) − f(x with the pixels `removed(jobs)` ((n, H*W) bool for job numbers
+    i * count + r: perturbation r of image i) replaced by `base` (B,3,H,W)); every image's perturbations are
+    scored in chunks of one stream."""
+    b = len(batch.x)
     xn = batch.normalized()
     h, w = xn.shape[-2:]
 
     def images(jobs: torch.Tensor) -> torch.Tensor:
-        i = jobs // r
-        mask = torch.zeros(len(jobs), h * w, dtype=torch.bool, device=xn.device)
-        mask.scatter_(1, subsets[i, jobs % r], True)
-        return torch.where(mask.view(-1, 1, h, w), base[i], xn[i])
+        i = jobs // count
+        return torch.where(removed(jobs).view(-1, 1, h, w), base[i], xn[i])
 
-    targets = batch.targets.repeat_interleave(r)
-    return batch.full_scores()[:, None] - batch.scores(b * r, images, targets).view(b, r)
+    targets = batch.targets.repeat_interleave(count)
+    return batch.full_scores()[:, None] - batch.scores(b * count, images, targets).view(b, count)
+
+
+def subset_drops(batch: BatchContext, subsets: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """(B, R) drops of `masked_drops` where perturbation r of image i removes subset r (B, R, S pixel indices)."""
+    r = subsets.shape[1]
+    pixels = batch.x.shape[-2] * batch.x.shape[-1]
+
+    def removed(jobs: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(len(jobs), pixels, dtype=torch.bool, device=jobs.device)
+        return mask.scatter_(1, subsets[jobs // r, jobs % r], True)
+
+    return masked_drops(batch, r, removed, base)
 
 
 def _note(cfg: ExperimentConfig) -> str:

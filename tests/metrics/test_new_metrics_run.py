@@ -10,7 +10,7 @@ import pytest
 
 from tests.metrics.test_metric_contract import _config, _run
 
-NEW = ["avg_gain", "faithfulness_correlation", "irof", "infidelity", "effective_complexity"]
+NEW = ["avg_gain", "faithfulness_correlation", "irof", "infidelity", "effective_complexity", "mufidelity"]
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,7 @@ NEW = ["avg_gain", "faithfulness_correlation", "irof", "infidelity", "effective_
         ("infidelity", {"noise": 0}, "settings.infidelity.noise: Input should be greater than 0"),
         ("effective_complexity", {"eps": 1.5}, "settings.effective_complexity.eps: Input should be less than 1"),
         ("irof", {"segmnets": 10}, "settings.irof.segmnets: unknown key"),
+        ("mufidelity", {"subset_percent": 1.0}, "settings.mufidelity.subset_percent: Input should be less than 1"),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(
@@ -39,6 +40,7 @@ def test_a_run_writes_every_new_metric(tmp_path: Path, photo_dir: Path) -> None:
         "faithfulness_correlation": {"subsets": 4, "subset_size": 500},
         "irof": {"segments": 4},
         "infidelity": {"samples": 3},
+        "mufidelity": {"samples": 4},
     }
     res = _run(_config(tmp_path, photo_dir, "new", metrics=["avg_drop", *NEW], settings=settings))
     assert res.exit_code == 0, res.output
@@ -52,6 +54,7 @@ def test_a_run_writes_every_new_metric(tmp_path: Path, photo_dir: Path) -> None:
         "IROF (area over the curve) (higher is better)",
         "Infidelity (lower is better)",
         "Effective complexity (pixels above ε) (lower is better)",
+        "MuFidelity (Spearman) (higher is better)",
     ):
         assert summary.loc[label].notna().all(), label
 
@@ -69,4 +72,5 @@ def test_camexp_metrics_lists_each_new_metrics_cost() -> None:
     cost = {r[0]: r[rows[0].index("cost per image")] for r in rows[1:]}
     assert cost["faithfulness_correlation"].startswith("settings.faithfulness_correlation.subsets forwards")
     assert cost["irof"].startswith("M x L forwards") and cost["infidelity"].startswith("settings.infidelity.samples")
+    assert cost["mufidelity"].startswith("settings.mufidelity.samples forwards")
     assert cost["avg_gain"] == "none (the records)" and cost["effective_complexity"] == "none (the maps)"
