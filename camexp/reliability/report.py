@@ -239,7 +239,9 @@ def frames(measured: Measured, run: str) -> pd.DataFrame:
     if measured.with_floors is not None:
         parts.append(frame(measured.with_floors, run, WITH_FLOORS))
     merges = [(run, "same_values_as", k, v, np.nan, np.nan, np.nan, np.nan) for k, v in measured.merged.items()]
-    return pd.concat([*parts, pd.DataFrame(merges, columns=COLUMNS)], ignore_index=True)
+    if merges:
+        parts.append(pd.DataFrame(merges, columns=COLUMNS))
+    return pd.concat(parts, ignore_index=True)
 
 
 def draw_tau(rel: Reliability, title: str) -> Figure:
