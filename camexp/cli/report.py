@@ -21,7 +21,9 @@ OUT = typer.Option(None, help="where to write the report files (default RESULTS_
 BOOTSTRAP = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)")
 LEVEL = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)")
 SEED = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)")
-METRIC = typer.Option("avg_drop", help="the leaderboard's metric (a metric of summary_long.csv)")
+METRIC = typer.Option(
+    None, help="the leaderboard's metric (a metric of summary_long.csv; default: the runs' first rankable one)"
+)
 TOP_Q = typer.Option(0.2, help="the fraction of pixels in a map's top region (IoU)")
 
 
@@ -106,7 +108,7 @@ def table_report(
 @command(report_app, "leaderboard")
 def leaderboard_report(
     results_dir: Path = RESULTS,
-    metric: str = METRIC,
+    metric: str | None = METRIC,
     fmt: str = FORMAT,
     out: Path | None = OUT,
     bootstrap: int | None = BOOTSTRAP,
@@ -174,7 +176,7 @@ def table(
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the published numbers beside ours"),
     out: Path | None = OUT,
     leaderboard: bool = typer.Option(False, "--leaderboard", help="= camexp report leaderboard"),
-    metric: str = METRIC,
+    metric: str | None = METRIC,
     reliability: bool = typer.Option(False, "--reliability", help="= camexp report reliability"),
     bootstrap: int | None = BOOTSTRAP,
     level: float | None = LEVEL,

@@ -41,16 +41,20 @@ def run_labels(metas: list[dict], run_dirs: list[Path]) -> list[str]:
 
 
 def leaderboard(
-    results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
+    results_dir: Path, metric: str | None = None, stats: dict[str, Any] | None = None
 ) -> tuple[str, pd.DataFrame, list[str]]:
     """Markdown, a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run) and the
     'skipped FOLDER: why' lines of the folders it could not read; `stats` updates each run's recorded `stats:`
-    settings."""
+    settings. `metric` None: the first rankable metric of the runs, in their configs' order."""
     # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp report table`
     read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
     summaries: list[RunSummary] = [s for _, s in read]
     metas: list[dict] = [read_json(d / RUN_JSON) for d, _ in read]
-    have = {k for s in summaries if s.stats is not None for k in s.stats.per_method.metric}
+    have = list(dict.fromkeys(k for s in summaries if s.stats is not None for k in s.stats.per_method.metric))
+    if metric is None:
+        metric = next((k for k in have if lower_is_better(k) is not None), None)
+        if metric is None:
+            raise CamexpError(f"no run below {results_dir} has a rankable metric; available: {sorted(have)}")
     if metric not in have:
         raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
     lower = lower_is_better(metric)
