@@ -434,7 +434,7 @@ def distill(
     folder's run lock is held throughout: a second distill into it would overwrite this one's checkpoints.
     Resuming or adding arms to checkpoints that other software trained is refused unless
     `allow_software_change` (camexp/provenance.py), which distill.json then keeps in `mixed_software`."""
-    with hold(cfg.output_dir):
+    with hold(cfg.output_dir, command="camexp distill"):
         software = _software(cfg, fresh, allow_software_change)
         s = open_session(cfg, progress)
         write_meta(s, "running", software)

@@ -90,7 +90,7 @@ def make_study(
     folder's lock (camexp/lock.py) throughout, so that a second `study make` (or a run) into it stops with one line."""
     study, cfg, _ = load_study(config, {"runtime.device": device, "output.dir": str(out) if out else None})
     folder = cfg.output_dir
-    with hold(folder), _writes_named(folder):
+    with hold(folder, command="camexp study make"), _writes_named(folder):
         _check_folder(folder, force)
         return _make(config, study, cfg, folder, progress)
 
