@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from camexp import provenance
 import yaml
 from PIL import Image
 
@@ -83,6 +85,9 @@ def test_resume_continues_after_the_last_epoch_and_loss_falls(tuned: tuple[Finet
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
     assert 0.0 <= result.mean_ap <= 1.0 and len(result.ap) == 20
+    ckpt = torch.load(result.checkpoint, weights_only=True)  # both invocations' software, one program
+    assert len(ckpt["invocations"]) == 2 and ckpt["mixed_software"] == []
+    assert ckpt["software"] == ckpt["invocations"][1]["software"] == provenance.software()
 
 
 def test_checkpoint_reloads_to_identical_logits(tuned: tuple[FinetuneResult, FinetuneConfig]) -> None:
