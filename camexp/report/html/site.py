@@ -105,9 +105,9 @@ def _scale(frame: pd.DataFrame, h: str) -> tuple[float, float]:
     return float(lo.min()), float(hi.max())
 
 
-def _leaderboards(results_dir: Path, runs: SummarizedRuns, links: list[str]) -> str:
+def _leaderboards(results_dir: Path, runs: SummarizedRuns) -> str:
     """One sortable table per rankable metric (methods x runs, each cell its value, interval and an interval
-    plot; mean rank), and the choice of metric."""
+    plot; mean rank), and the choice of metric. Its headers sort (the runs table above links the run pages)."""
     keys = list(
         dict.fromkeys(
             k
@@ -126,9 +126,7 @@ def _leaderboards(results_dir: Path, runs: SummarizedRuns, links: list[str]) -> 
         headers = [c for c in frame.columns if f"{c} lo" in frame.columns and f"{c} hi" in frame.columns]
         run_marks = [marks(s.stats, key) if s.stats is not None else {} for _, s in runs.read]
         scales = [_scale(frame, h) for h in headers]
-        head = "<th>method</th><th>mean rank</th><th>runs ranked</th>" + "".join(
-            f'<th><a href="{link}">{esc(h)}</a></th>' for h, link in zip(headers, links)
-        )
+        head = "<th>method</th><th>mean rank</th><th>runs ranked</th>" + "".join(f"<th>{esc(h)}</th>" for h in headers)
         rows = []
         for _, r in frame.iterrows():
             tds = [
@@ -165,7 +163,6 @@ def _overview(results_dir: Path, runs: SummarizedRuns, slugs: list[str], galleri
             f'<td data-v="{s.images}">{s.images}</td><td>{state}</td><td>{gallery}</td></tr>'
         )
     skipped = "".join(f"<li>{esc(w)}</li>" for w in runs.skipped)
-    links = [f"{RUNS}/{name}/index.html" for name in slugs]
     return "\n".join(
         [
             f"<h1>camexp report: {esc(results_dir)}</h1>",
@@ -181,7 +178,7 @@ def _overview(results_dir: Path, runs: SummarizedRuns, slugs: list[str], galleri
             f"<th>images</th><th>state</th><th>gallery</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>",
             f'<h2>Not reported</h2><ul class="skipped">{skipped}</ul>' if skipped else "",
             "<h2>Leaderboard</h2>",
-            _leaderboards(results_dir, runs, links) if runs.read else "<p>No run could be read.</p>",
+            _leaderboards(results_dir, runs) if runs.read else "<p>No run could be read.</p>",
         ]
     )
 

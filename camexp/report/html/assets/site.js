@@ -120,10 +120,10 @@ function setupGallery(G) {
   pager.appendChild(prev); pager.appendChild(where); pager.appendChild(next);
   root.appendChild(info); root.appendChild(grid); root.appendChild(pager);
 
-  function write(st) {
+  function encode(st) {
     var p = new URLSearchParams();
     Object.keys(st).forEach(function (k) { if (st[k] !== "" && !(k === "page" && st[k] === 0)) p.set(k, st[k]); });
-    history.replaceState(null, "", "#" + p.toString());
+    return p.toString();
   }
   function read() {
     var st = {page: 0};
@@ -162,9 +162,11 @@ function setupGallery(G) {
     where.textContent = "page " + (st.page + 1) + " of " + pages;
     prev.disabled = st.page === 0;
     next.disabled = st.page >= pages - 1;
+    var state = encode(st);  /* kept in the address, and handed to the image page for its way back */
+    history.replaceState(null, "", "#" + state);
     grid.textContent = "";
     rows.slice(st.page * PAGE, (st.page + 1) * PAGE).forEach(function (r) {
-      var i = r[0], a = el("a", {class: "card", href: "image.html#i=" + i});
+      var i = r[0], a = el("a", {class: "card", href: "image.html#i=" + i + "&g=" + encodeURIComponent(state)});
       var strip = el("div", {class: "strip"});
       strip.appendChild(el("img", {src: fileName(G.index[i], "o", false), alt: G.ids[i], loading: "lazy"}));
       G.methods.forEach(function (m, j) {
@@ -176,7 +178,6 @@ function setupGallery(G) {
       a.appendChild(el("span", {class: "val"}, fmt(r[1])));
       grid.appendChild(a);
     });
-    write(st);
   }
   var st = galleryState();
   Object.keys(inputs).forEach(function (k) {
@@ -194,20 +195,18 @@ function setupGallery(G) {
 function setupImage(G) {
   var root = document.getElementById("image");
   function render() {
-    var i = parseInt(new URLSearchParams(location.hash.slice(1)).get("i") || "0", 10);
+    var params = new URLSearchParams(location.hash.slice(1));
+    var i = parseInt(params.get("i") || "0", 10), g = "&g=" + encodeURIComponent(params.get("g") || "");
     root.textContent = "";
     if (!(i >= 0 && i < G.ids.length)) {
       root.appendChild(el("p", {class: "error"}, "No image " + location.hash + " in this run."));
       return;
     }
     var nav = el("nav", {class: "pager"});
-    var back = el("a", {href: "gallery.html", id: "back"}, "back to the gallery");
-    back.addEventListener("click", function (e) {
-      if (document.referrer.indexOf("gallery.html") >= 0 && history.length > 1) { e.preventDefault(); history.back(); }
-    });
-    nav.appendChild(back);
-    if (i > 0) nav.appendChild(el("a", {href: "#i=" + (i - 1)}, "previous image"));
-    if (i < G.ids.length - 1) nav.appendChild(el("a", {href: "#i=" + (i + 1)}, "next image"));
+    /* back to the gallery as the user left it (its sort, filters and page came along in the address) */
+    nav.appendChild(el("a", {href: "gallery.html#" + (params.get("g") || ""), id: "back"}, "back to the gallery"));
+    if (i > 0) nav.appendChild(el("a", {href: "#i=" + (i - 1) + g}, "previous image"));
+    if (i < G.ids.length - 1) nav.appendChild(el("a", {href: "#i=" + (i + 1) + g}, "next image"));
     root.appendChild(nav);
     root.appendChild(el("h1", {}, G.ids[i]));
     var c = G.correct[i];
@@ -237,7 +236,7 @@ function setupImage(G) {
       });
       body.appendChild(tr);
     });
-    root.appendChild(table);
+    root.appendChild(el("div", {class: "scroll"})).appendChild(table);
     makeSortable(table);
   }
   window.addEventListener("hashchange", render);
