@@ -59,6 +59,9 @@ def results(tmp_path_factory: pytest.TempPathFactory, two_images: Path) -> Path:
     root = tmp_path_factory.mktemp("results")
     shutil.copytree(two_images, root / "maps-run")
     write_run(root / "no-maps", [[0.5, 0.6, 0.7], [0.2, 0.3, 0.1]])
+    shutil.copytree(two_images, root / "bad-shard")
+    for shard in (root / "bad-shard" / "maps").glob("*.safetensors"):
+        shard.write_bytes(b"not a shard")
     write_run(root / "partial", [[0.5, 0.6, 0.7]], status="running", selected=5)
     (root / "foreign").mkdir()
     (root / "foreign" / "run.json").write_text(json.dumps({"something": "else"}))
@@ -72,7 +75,7 @@ def results(tmp_path_factory: pytest.TempPathFactory, two_images: Path) -> Path:
 @pytest.fixture(scope="module")
 def site(results: Path) -> Path:
     out = results / "html"
-    build_site(results, out)
+    assert any("bad-shard: no gallery: " in w for w in build_site(results, out).warnings)
     return out
 
 
@@ -187,6 +190,9 @@ def test_bad_folders_are_shown_as_they_are(results: Path, site: Path) -> None:
     # a run without maps: its gallery says how to get one
     gallery = (run_folder(site, results, "no-maps") / "gallery.html").read_text()
     assert "output: {maps: true}" in gallery and "CAMEXP_GALLERY" not in gallery
+    # a maps shard that cannot be read: that gallery says why, the run page and the others are still there
+    bad = run_folder(site, results, "bad-shard")
+    assert "not a camexp maps shard" in (bad / "gallery.html").read_text() and (bad / "index.html").is_file()
     # names with HTML: escaped everywhere, never a tag
     for page in site.rglob("*.html"):
         text = page.read_text()

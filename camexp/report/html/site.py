@@ -157,7 +157,7 @@ def _overview(results_dir: Path, runs: SummarizedRuns, slugs: list[str], galleri
     for (run_dir, s), meta, label, name in zip(runs.read, runs.metas, runs.labels, slugs):
         status = _status(run_dir, meta, s)
         state = f'<span class="partial-tag">partial</span>: {esc(status)}' if status else "complete"
-        gallery = f'<a href="{RUNS}/{name}/gallery.html">gallery</a>' if name in galleries else "no kept maps"
+        gallery = f'<a href="{RUNS}/{name}/gallery.html">{"gallery" if name in galleries else "none (why)"}</a>'
         rows.append(
             f'<tr><th><a href="{RUNS}/{name}/index.html">{esc(label)}</a></th><td>{esc(s.name)}</td>'
             f'<td data-v="{s.images}">{s.images}</td><td>{state}</td><td>{gallery}</td></tr>'
@@ -291,7 +291,12 @@ def _gallery_pages(
     run = open_run(run_dir)
     cfg = ExperimentConfig.model_validate(run.config)
     dataset, note = photographs(run_dir, meta)
-    files = write_images(run_dir, meta, dataset, cfg.method_names, folder)
+    try:
+        files = write_images(run_dir, meta, dataset, cfg.method_names, folder)
+    except CamexpError as e:  # a shard unreadable, maps missing for some images: this gallery only says why
+        body = f'<h1>{esc(title)}</h1><p class="note" id="no-maps">No gallery: {esc(e)}</p>'
+        write_text_atomically(folder / "gallery.html", document(title, body, root))
+        raise
     files.note = note
     write_data(
         folder, gallery_data(run_dir, cfg, run.records, f"{s.name} ({label})", dataset.class_names if dataset else None)
@@ -349,7 +354,11 @@ def build_site(results_dir: Path, out: Path, stats: dict[str, Any] | None = None
     for (run_dir, s), meta, label, name in zip(runs.read, runs.metas, runs.labels, slugs):
         folder = out / RUNS / name
         folder.mkdir(parents=True, exist_ok=True)
-        gallery = _gallery_pages(run_dir, meta, s, label, folder, "../../")
+        try:
+            gallery = _gallery_pages(run_dir, meta, s, label, folder, "../../")
+        except CamexpError as e:
+            gallery = None
+            site.warnings.append(f"{run_dir}: no gallery: {str(e).partition(chr(10))[0]}")
         if gallery is not None:
             site.galleries[name] = (label, gallery)
         body = _run_page(run_dir, meta, s, label, folder, gallery is not None)
