@@ -28,6 +28,7 @@ cli = CliRunner()
 HTML_NAME = "<img src=x onerror=alert(1)>"
 METHODS: list[Any] = ["gradcam", {"name": "<b>g++</b>", "method": "gradcam++"}, "random"]
 NAMES = ["gradcam", "<b>g++</b>", "random"]
+FIGURE = Path(__file__).resolve().parents[2] / "docs" / "reliability_tau.png"  # any PNG, standing for a run's figure
 
 
 def config(photo_dir: Path, out: Path, limit: int | None = None) -> ExperimentConfig:
@@ -58,6 +59,7 @@ def results(tmp_path_factory: pytest.TempPathFactory, two_images: Path) -> Path:
     """A results folder: the run with maps, one without, a partial one and a foreign run.json."""
     root = tmp_path_factory.mktemp("results")
     shutil.copytree(two_images, root / "maps-run")
+    shutil.copyfile(FIGURE, root / "maps-run" / "perturbation_curves.png")  # as `perturbation.curves: true` draws
     write_run(root / "no-maps", [[0.5, 0.6, 0.7], [0.2, 0.3, 0.1]])
     shutil.copytree(two_images, root / "bad-shard")
     for shard in (root / "bad-shard" / "maps").glob("*.safetensors"):
@@ -66,7 +68,7 @@ def results(tmp_path_factory: pytest.TempPathFactory, two_images: Path) -> Path:
     (root / "foreign").mkdir()
     (root / "foreign" / "run.json").write_text(json.dumps({"something": "else"}))
     (root / "consistency.md").write_text("# camexp consistency\n\n| a | b |\n|---|---|\n| <script>x</script> | 0.5 |\n")
-    shutil.copyfile(Path(__file__).resolve().parents[2] / "docs" / "reliability_tau.png", root / "consistency.png")
+    shutil.copyfile(FIGURE, root / "consistency.png")
     (root / "study").mkdir()
     (root / "study" / "study.json").write_text("{}")
     return root
@@ -134,6 +136,10 @@ def test_run_page_and_leaderboard_show_the_numbers_of_the_runs_csvs(results: Pat
             assert text.replace("≈", "").strip() == expected_cell(r.value, r.lo, r.hi)
             seen += 1
     assert seen == 6
+    # the run's figures beside the page: the curves it drew
+    folder = run_folder(site, results, "maps-run")
+    assert 'src="figures/perturbation_curves.png"' in (folder / "index.html").read_text()
+    assert (folder / "figures" / "perturbation_curves.png").read_bytes() == FIGURE.read_bytes()
     # the overview's board of avg_drop: the same values, and ranks 1..3 in the order of the values
     overview = Tables((site / "index.html").read_text())
     board = next(t for t in overview.tables[1:] if "mean rank" in [c for c, _ in t[0]])

@@ -36,7 +36,7 @@ from camexp.report.html.gallery import (
 )
 from camexp.report.html.page import copy_assets, document, esc, interval_svg, markdown_html, num, table
 from camexp.report.leaderboard import SummarizedRuns, leaderboard, summarized_runs
-from camexp.report.runs import find_studies, open_run, run_state, study_section
+from camexp.report.runs import find_studies, open_run, study_section
 from camexp.report.tables import RunSummary, cells, fmt_cell, summary_tables
 from camexp.report.uncertainty import label_of, lower_is_better, marked_cell, marks, pairwise_markdown
 
@@ -78,11 +78,10 @@ def _strong(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc(text))
 
 
-def _status(run_dir: Path, meta: dict[str, Any], s: RunSummary) -> str | None:
-    """What a partial run lacks (as `camexp report table` words it), with a mixed-software note; None if whole."""
+def _status(meta: dict[str, Any], s: RunSummary) -> str | None:
+    """What a partial run lacks (as `camexp report table` words it: its state, the images recorded, how to
+    resume), with a mixed-software note; None for a whole run."""
     notes = [s.status] if s.status else []
-    if s.status is None and meta.get("status") != "complete":
-        notes.append(f"Incomplete run ({run_state(run_dir, meta)[0]}).")
     if note := mixed_note(meta):
         notes.append(note)
     return " ".join(notes) or None
@@ -154,8 +153,8 @@ def _leaderboards(results_dir: Path, runs: SummarizedRuns) -> str:
 def _overview(results_dir: Path, runs: SummarizedRuns, slugs: list[str], galleries: set[str], reports: bool) -> str:
     """The top page: every run (backbone x data set), its state and pages, the folders skipped, the boards."""
     rows = []
-    for (run_dir, s), meta, label, name in zip(runs.read, runs.metas, runs.labels, slugs):
-        status = _status(run_dir, meta, s)
+    for (_, s), meta, label, name in zip(runs.read, runs.metas, runs.labels, slugs):
+        status = _status(meta, s)
         state = f'<span class="partial-tag">partial</span>: {esc(status)}' if status else "complete"
         gallery = f'<a href="{RUNS}/{name}/gallery.html">{"gallery" if name in galleries else "none (why)"}</a>'
         rows.append(
@@ -183,17 +182,22 @@ def _overview(results_dir: Path, runs: SummarizedRuns, slugs: list[str], galleri
     )
 
 
+def _copy(src: Path, dst: Path) -> None:
+    """A figure into the site, unless the copy there has its size and time already (a rebuild writes none)."""
+    have, want = (dst.stat() if dst.exists() else None), src.stat()
+    if have is None or (have.st_size, have.st_mtime_ns) != (want.st_size, want.st_mtime_ns):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+
+
 def _figures(run_dir: Path, folder: Path) -> str:
     """The run's figures (every PNG in its folder: curves, MPRT, distributions), copied beside the page."""
     pngs = sorted(run_dir.glob("*.png"))
     if not pngs:
         return "<p>This run drew no figures.</p>"
-    (folder / "figures").mkdir(parents=True, exist_ok=True)
     out = []
     for png in pngs:
-        target = folder / "figures" / png.name
-        if not target.exists() or target.stat().st_size != png.stat().st_size:
-            shutil.copyfile(png, target)
+        _copy(png, folder / "figures" / png.name)
         src = "figures/" + esc(png.name)
         out.append(
             f'<figure><a href="{src}"><img src="{src}" alt="{esc(png.stem)}"></a>'
@@ -249,7 +253,7 @@ def _main_table(s: RunSummary) -> str:
 
 
 def _run_page(run_dir: Path, meta: dict[str, Any], s: RunSummary, label: str, folder: Path, gallery: bool) -> str:
-    status = _status(run_dir, meta, s)
+    status = _status(meta, s)
     parts = [
         f"<h1>{esc(s.name)}</h1>",
         f"<p>{esc(label)} · {s.images} images · <code>{esc(run_dir)}</code> · "
@@ -329,8 +333,7 @@ def _reports(results_dir: Path, out: Path) -> str:
             figures = []
             for png in sorted(path.parent.glob(f"{path.stem}*.png")):
                 target = out / "reports" / slug(results_dir, path.parent) / png.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(png, target)
+                _copy(png, target)
                 rel = target.relative_to(out).as_posix()
                 figures.append(f'<figure><img src="{esc(rel)}" alt="{esc(png.stem)}"></figure>')
             parts += [f"<h2>{esc(path.relative_to(results_dir))}</h2>", markdown_html(path.read_text()), *figures]
