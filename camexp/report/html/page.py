@@ -45,16 +45,14 @@ def document(title: str, body: str, root: str, scripts: tuple[str, ...] = ()) ->
     )
 
 
-def table(frame: pd.DataFrame, sortable: bool = True, index: bool = True) -> str:
-    """A DataFrame of text cells as an HTML table (escaped), sortable by a click on a header (site.js)."""
-    head = ([esc(frame.index.name or "")] if index else []) + [esc(c) for c in frame.columns]
-    rows = []
-    for label, row in frame.iterrows():
-        cells = ([f"<th>{esc(label)}</th>"] if index else []) + [f"<td>{esc(v)}</td>" for v in row]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    cls = ' class="sortable"' if sortable else ""
-    header = "".join(f"<th>{h}</th>" for h in head)
-    return f"<table{cls}><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+def table(frame: pd.DataFrame) -> str:
+    """A DataFrame of text cells (its index as the first column) as an HTML table, escaped, sortable by a click
+    on a header (site.js)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in [frame.index.name or "", *frame.columns])
+    rows = "".join(
+        f"<tr><th>{esc(label)}</th>{''.join(f'<td>{esc(v)}</td>' for v in row)}</tr>" for label, row in frame.iterrows()
+    )
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 def interval_svg(value: float, lo: float, hi: float, scale: tuple[float, float]) -> str:
@@ -76,7 +74,7 @@ def interval_svg(value: float, lo: float, hi: float, scale: tuple[float, float])
 
 
 def copy_assets(out: Path) -> None:
-    """The site's own style and script into OUT/assets/ (rewritten each build: they come with camexp)."""
+    """The site's own style and script into OUT/assets/ (written where they differ from the ones camexp ships)."""
     folder = out / "assets"
     folder.mkdir(parents=True, exist_ok=True)
     for name in ASSETS:
