@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -164,6 +165,19 @@ def test_run_page_and_leaderboard_show_the_numbers_of_the_runs_csvs(results: Pat
     assert shown == set(mean_rank)
 
 
+def test_the_site_loads_nothing_from_outside_itself(site: Path) -> None:
+    """Self-contained: every src and href is relative and points at a file of the site (or a place on a page)."""
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        assert "@import" not in text and "url(" not in text
+        for link in re.findall(r'(?:src|href)="([^"]*)"', text):
+            assert "://" not in link and not link.startswith("//"), (page, link)
+            target = link.split("#")[0]
+            assert not target or (page.parent / target).resolve().is_file(), (page, link)
+    assert "url(" not in (site / "assets" / "site.css").read_text()
+    assert not re.search(r"https?:|fetch\(|XMLHttpRequest|import\(", (site / "assets" / "site.js").read_text())
+
+
 def test_gallery_data_equals_the_records(results: Path, site: Path) -> None:
     text = (run_folder(site, results, "maps-run") / "gallery-data.js").read_text()
     data = json.loads(text.removeprefix("window.CAMEXP_GALLERY = ").rstrip().removesuffix(";"))
@@ -257,3 +271,23 @@ def test_the_folders_other_reports_are_linked_and_shown(results: Path, site: Pat
     )
     assert (site / "reports" / slug(results, results) / "consistency.png").is_file()
     assert "Human-trust study" in reports and "not a run" in reports  # a study not tallied yet says so
+
+
+def test_maps_of_images_that_moved_are_drawn_on_grey_and_redrawn_once_they_are_back(
+    tmp_path: Path, two_images: Path
+) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(two_images, results / "run")
+    meta_path = results / "run" / "run.json"
+    meta = json.loads(meta_path.read_text())
+    moved = json.loads(json.dumps(meta))
+    moved["config"]["dataset"]["root"] = moved["dataset"]["root_resolved"] = str(tmp_path / "gone")
+    meta_path.write_text(json.dumps(moved))
+    out = tmp_path / "site"
+    ((_, grey),) = build_site(results, out).galleries.values()
+    assert grey.note is not None and "drawn on grey" in grey.note
+    page = (out / "runs" / slug(results, results / "run") / "gallery.html").read_text()
+    assert "drawn on grey" in page
+    meta_path.write_text(json.dumps(meta))  # the images are back: every file is made again, with them
+    ((_, back),) = build_site(results, out).galleries.values()
+    assert back.note is None and back.made == grey.made and back.reused == 0
