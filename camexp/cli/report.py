@@ -1,5 +1,5 @@
-"""`camexp report table|leaderboard|reliability|consistency RESULTS_DIR`: the reports over a results tree, read-only
-and recomputed from the records; `camexp table` is kept as an alias of the four that says so."""
+"""`camexp report table|leaderboard|reliability|consistency|html RESULTS_DIR`: the reports over a results tree,
+read-only and recomputed from the records; `camexp table` is kept as an alias of the first four that says so."""
 
 from __future__ import annotations
 
@@ -167,6 +167,27 @@ def consistency_report(
     # the no-labels caveat on stderr too: a CSV on stdout, or a report piped away, still shows it
     caveats = [f"{g.data}: {caveat}" for g in rep.groups if (caveat := g.counts.caveat())]
     _show(rep.frame, rep.markdown, fmt, caveats, *written)
+
+
+@command(report_app, "html")
+def html_report(
+    results_dir: Path = RESULTS,
+    out: Path | None = typer.Option(None, help="the site's folder (default RESULTS_DIR/html)"),
+    bootstrap: int | None = BOOTSTRAP,
+    level: float | None = LEVEL,
+    seed: int | None = SEED,
+) -> None:
+    """A static site of every run below RESULTS_DIR (opens from file://): overview and leaderboard, run pages,
+    image galleries of runs with kept maps, and the folder's other reports (docs/guide/report-html.md)."""
+    from camexp.report.html.site import build_site
+
+    stats = _checked(results_dir, "md", bootstrap, level, seed)
+    _no_runs(results_dir)
+    site = build_site(results_dir, out or results_dir / "html", stats)
+    for line in site.size_lines():
+        plain(line)
+    warn(site.warnings)
+    wrote(site.index)
 
 
 @command(name="table")

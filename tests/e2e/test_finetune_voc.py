@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from camexp import provenance
 import yaml
 from PIL import Image
 
+from camexp import provenance
 from camexp.config import ExperimentConfig, ModelConfig
 from camexp.data import build_dataset
 from camexp.errors import CamexpError
