@@ -552,10 +552,10 @@ def test_chefer_is_the_authors_transformer_attribution(model: PixelModel, photo_
     assert torch.allclose(theirs(model.normalize(x)).detach(), logits, atol=1e-10, rtol=1e-10)
     targets = torch.tensor([3, 7])
     ours = run("chefer", model, x, targets)
-    for i in range(len(x)):
-        with torch.enable_grad():
-            ref = generate_lrp(theirs, model.normalize(x[i : i + 1]).requires_grad_(True), int(targets[i]))
-        assert rel_err(ours[i : i + 1], ref.unflatten(1, model.net.patch_embed.grid_size)) <= 1e-5
+    with torch.enable_grad():  # their code explains one image at a time (slowly): the first image
+        ref = generate_lrp(theirs, model.normalize(x[:1]).requires_grad_(True), int(targets[0]))
+    assert rel_err(ours[:1], ref.unflatten(1, model.net.patch_embed.grid_size)) <= 1e-5
+    assert rel_err(ours[1:], run("chefer", model, x[1:], targets[1:])) <= 1e-10  # per image, whatever the batch
     assert rel_err(ours, run("chefer", model, x, torch.tensor([4, 4]))) > 1e-3  # class-sensitive
 
 
