@@ -200,13 +200,14 @@ def _lrp_problem(loaded: LoadedModel) -> str:
 
 def _unavailable(name: str, lrp: bool = False) -> Callable[[LoadedModel], str]:
     def why(loaded: LoadedModel) -> str:
-        problem = _vit_problem(loaded) or (_lrp_problem(loaded) if lrp else "")
-        if not problem:
-            return ""
-        return (
-            f"method {name!r} is not defined for {loaded.name}: {problem}; it needs a timm ViT or DeiT "
-            "(global self-attention over a class token and patch tokens)"
-        )
+        problem = _vit_problem(loaded)
+        if problem:
+            return (
+                f"method {name!r} is not defined for {loaded.name}: {problem}; it needs a timm ViT or DeiT "
+                "(global self-attention over a class token and patch tokens)"
+            )
+        problem = _lrp_problem(loaded) if lrp else ""
+        return f"method {name!r} is not defined for {loaded.name}: {problem}" if problem else ""
 
     return why
 

@@ -33,6 +33,7 @@ from camexp.models import PixelModel, build_model
 
 SHARPEN = 8.0  # qkv weights x 8: the random model's attention is then far from uniform
 SIZE = 112  # input of the small DeiT variants (7 x 7 patches of 16)
+SWIN = {"depths": (1, 1), "num_heads": (1, 2), "embed_dim": 16}  # a small Swin
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -646,10 +647,20 @@ def test_a_run_on_a_vit_records_every_method(tmp_path: Path, photo_dir: Path):
     assert sorted(rec["method"].unique()) == sorted(methods) and rec["o"].notna().all()
 
 
-def test_swin_is_refused_with_its_reason():
-    net = timm.create_model("swin_tiny_patch4_window7_224", depths=(1, 1), num_heads=(1, 2), embed_dim=16)
-    loaded = SimpleNamespace(model=SimpleNamespace(net=net), name="swin")
-    assert "its attention is windowed (Swin)" in METHODS.get("chefer").unavailable(loaded)  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    "name, kw, rollout, lrp",
+    [
+        ("swin_tiny_patch4_window7_224", SWIN, "its attention is windowed (Swin)", "its attention is windowed (Swin)"),
+        ("test_vit_relpos", {}, "block 0 is a RelPosBlock with RelPosAttention", "block 0 is a RelPosBlock"),
+        ("test_vit", {"init_values": 1e-5}, "", "block 0 has ls1, ls2, layers the published LRP rules do not cover"),
+        ("test_vit", {"reg_tokens": 2}, "", ""),
+    ],
+)
+def test_which_backbones_each_method_is_defined_for(name: str, kw: dict[str, Any], rollout: str, lrp: str):
+    loaded = SimpleNamespace(model=SimpleNamespace(net=timm.create_model(name, **kw)), name=name)
+    for method, want in (("attention_rollout", rollout), ("chefer_generic", rollout), ("chefer", lrp)):
+        why = METHODS.get(method).unavailable(loaded)  # type: ignore[arg-type]
+        assert why.startswith(f"method {method!r} is not defined for {name}: {want}") if want else why == ""
 
 
 @pytest.mark.parametrize(
