@@ -332,12 +332,21 @@ def random_logit_result(run_dir: Path, records: pd.DataFrame, methods: list[str]
     )
 
 
+def mprt_check(cfg: ExperimentConfig, loaded: LoadedModel) -> list[tuple[str, str]]:
+    """`camexp check`: the model's randomisation units (`sanity.mprt_units`), head first, and the configured ones
+    among them."""
+    blocks = randomisation_units(loaded.model.net, cfg.sanity.mprt_units)
+    checkpoints(blocks, cfg.sanity.mprt_blocks)
+    return [(f"mprt {cfg.sanity.mprt_units} (head first)", ", ".join(b.name for b in blocks))]
+
+
 analysis(
     "mprt",
     {MPRT_CSV: MPRT_COLUMNS, MPRT_MAPS: MAPS_COLUMNS},
     rows=MPRT_ROWS,
     read=mprt_result,
     per_image=mprt_per_image,
+    check=mprt_check,
 )(Mprt)
 analysis(
     "random_logit",

@@ -131,7 +131,8 @@ class Pairwise:
     """A record metric's statistic per pair of methods, read from the confidences O (images x methods, a frame).
 
     `values(o)`: per image and pair, the values whose resample means give its bootstrap interval;
-    `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means;
+    `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means (the
+    `metric` column is the metric's name, filled in by the report);
     `select(view, params)`: (N,) bool, the images it uses (None: all); `per_method`: with two methods, each
     method's value against the other (and 100 minus the pair's interval) is also a per-method row; `shown`:
     how summary.md's pairwise table shows its rows (those whose `metric` is the metric's name)."""

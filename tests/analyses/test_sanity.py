@@ -214,11 +214,12 @@ def test_check_prints_the_block_list_and_refuses_an_unknown_block(tmp_path: Path
     make_jpeg(tmp_path / "img" / "a.jpg")
     base = {"name": "c", "dataset": {"kind": "folder", "root": str(tmp_path / "img")}, "model": TINY}
     ok = check_experiment(ExperimentConfig.model_validate({**base, "analyses": ["mprt"]}))
-    assert ok.ok and ok.blocks is not None and ok.blocks[:3] == ["classifier", "bn2", "conv_head"]
+    assert ok.ok and ok.model_rows[0][0] == "mprt blocks (head first)"
+    assert ok.model_rows[0][1].split(", ")[:3] == ["classifier", "bn2", "conv_head"]
     console = Console(record=True, width=200)
     render(ok, console)
     assert "mprt blocks (head first) │ classifier, bn2, conv_head, blocks.4," in console.export_text()
-    assert check_experiment(ExperimentConfig.model_validate(base)).blocks is None
+    assert check_experiment(ExperimentConfig.model_validate(base)).model_rows == []
     bad = check_experiment(
         ExperimentConfig.model_validate({**base, "analyses": ["mprt"], "sanity": {"mprt_blocks": ["fc"]}})
     )
