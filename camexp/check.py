@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
+from camexp.analyses import ANALYSES
 from camexp.config import ExperimentConfig
 from camexp.data import Listing, list_dataset
 from camexp.data.base import Item, decode
@@ -25,7 +27,6 @@ from camexp.errors import CamexpError
 from camexp.explain.methods import METHODS
 from camexp.metrics import METRICS, metric_problems
 from camexp.models import LoadedModel, build_model
-from camexp.models.blocks import checkpoints, randomisation_blocks
 from camexp.models.classes import head_problems
 from camexp.models.filters import NEEDS_LABELS
 
@@ -76,7 +77,7 @@ class CheckReport:
     dataset_classes: int | None = None
     model_classes: int | None = None
     layer: str | None = None
-    blocks: list[str] | None = None  # the mprt analysis's randomisation blocks, head first
+    model_rows: list[tuple[str, str]] = field(default_factory=list)  # what the analyses' checks found of the model
     images_with_boxes: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -155,10 +156,8 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> LoadedModel | No
     if loaded is None:
         return None
     report.model_classes, report.layer = loaded.num_classes, loaded.layer_name
-    if "mprt" in cfg.analyses:
-        blocks = randomisation_blocks(loaded.model.net)
-        report.blocks = [b.name for b in blocks]
-        _attempt(lambda: checkpoints(blocks, cfg.sanity.mprt_blocks), report)
+    for check in filter(None, (ANALYSES.get(name).check for name in cfg.analyses)):
+        report.model_rows += _attempt(partial(check, cfg, loaded), report) or []
     report.errors += [why for _, m, _ in cfg.method_specs() if (why := METHODS.get(m).unavailable(loaded))]
     return loaded
 
@@ -191,7 +190,7 @@ def render(report: CheckReport, console: Console | None = None) -> None:
         ("images with boxes", str(report.images_with_boxes)),
         ("classes (data / model)", f"{report.dataset_classes or '-'} / {report.model_classes or '-'}"),
         ("layer", report.layer or "-"),
-        *([("mprt blocks (head first)", ", ".join(report.blocks))] if report.blocks is not None else []),
+        *report.model_rows,
         ("status", "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"),
     ]
     for key, value in rows:

@@ -185,6 +185,12 @@ class SanityConfig(_Strict):
         description="explain only after randomising these blocks and the last (every block above each is still "
         "randomised); default: after every block",
     )
+    mprt_units: Literal["blocks", "layers"] = Field(
+        "blocks",
+        description="blocks: the model's blocks, reset to its constructor's weights; layers: every module with "
+        "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
+        "MPRT, whose seed s reseeds with s + 1)",
+    )
 
 
 # Top-level keys that hold a per-batch metric's settings, as users write them (`road: {noise: 0}`); any other

@@ -36,15 +36,17 @@ class Owner:
     started: str
     process_start: str | None = None
     job: str | None = None
+    command: str = "camexp run"  # what holds the folder (locks written before it was recorded were runs')
 
     @classmethod
-    def me(cls) -> Owner:
+    def me(cls, command: str = "camexp run") -> Owner:
         return cls(
             os.getpid(),
             socket.gethostname(),
             datetime.now(timezone.utc).isoformat(timespec="seconds"),
             _process_start(os.getpid()),
             os.environ.get("TORCHELASTIC_RUN_ID"),
+            command,
         )
 
     def describe(self) -> str:
@@ -89,14 +91,17 @@ def read_owner(folder: Path) -> Owner | None:
 
 
 @contextmanager
-def hold(folder: Path, *, owner: bool = True, note: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Create `folder` and hold it for the duration; `owner=False` (torchrun ranks other than 0) shares rank
-    0's lock. A folder that cannot be created or written, or that another live run holds, is one CamexpError."""
+def hold(
+    folder: Path, *, owner: bool = True, note: Callable[[str], None] | None = None, command: str = "camexp run"
+) -> Iterator[None]:
+    """Create `folder` and hold it for the duration as `command` (named to whoever finds it held); `owner=False`
+    (torchrun ranks other than 0) shares rank 0's lock. A folder that cannot be created or written, or that another
+    live camexp command holds, is one CamexpError."""
     if not owner:
         yield
         return
     make_folder(folder)
-    me = Owner.me()
+    me = Owner.me(command)
     _acquire(folder, me, note or _stderr)
     try:
         yield
@@ -127,17 +132,17 @@ def _acquire(folder: Path, me: Owner, note: Callable[[str], None]) -> None:
             if alive is False:
                 path.unlink(missing_ok=True)
                 note(
-                    f"{folder}: removed the stale lock of a camexp run that is no longer running ({holder.describe()}; "
-                    "killed?); its records are kept and this run resumes them"
+                    f"{folder}: removed the stale lock of a {holder.command} that is no longer running "
+                    f"({holder.describe()}; killed?); the files it wrote are kept"
                 )
                 continue
             if alive is None:
                 raise CamexpError(  # noqa: B904 (the lock file's existence is the error, not the exception)
-                    f"{folder}: held by a camexp run on another host ({holder.describe()}), which cannot "
+                    f"{folder}: held by a {holder.command} on another host ({holder.describe()}), which cannot "
                     f"be checked from here; if it is no longer running, delete {path} and run again"
                 )
             raise CamexpError(
-                f"{folder}: another camexp run is writing this folder ({holder.describe()}); wait for "
+                f"{folder}: another {holder.command} is writing this folder ({holder.describe()}); wait for "
                 "it to finish, or write elsewhere with --out"
             ) from None
         except OSError as e:

@@ -31,6 +31,11 @@ from camexp.metrics import PerImage, RecordsView
 
 RECORDS = "per_image.csv"
 RUN_JSON = "run.json"
+DISTILL_JSON = "distill.json"
+STUDY_JSON = "study.json"
+# The file that marks each kind of folder camexp writes: a folder holds one kind, since their files would mix
+# (a run's per_image.csv beside a study's page, a distillation's checkpoints in a run's resume state).
+FOLDER_KINDS = {RUN_JSON: "a camexp run", DISTILL_JSON: "a distillation", STUDY_JSON: "a study"}
 BAD_IMAGES = "bad_images.txt"
 COLUMNS = ["index", "image_id", "method", "target", "label", "pred", "y", "o", "p_true", "constant_map"]
 METRIC_RECORDS = "per_image_metrics.csv"
@@ -514,3 +519,13 @@ def read_maps(
     out = located[["index", "image_id", "method", "target"]].reset_index(drop=True)
     out["map"] = maps
     return out
+
+
+def refuse_other_kind(folder: Path, mine: str) -> None:
+    """One line when `folder` holds another kind of camexp output than `mine` (a key of FOLDER_KINDS)."""
+    for marker, what in FOLDER_KINDS.items():
+        if marker != mine and (folder / marker).exists():
+            raise CamexpError(
+                f"{folder} holds {what} ({marker}); {FOLDER_KINDS[mine]} needs a folder of its own: choose one "
+                "with --out"
+            )

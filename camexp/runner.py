@@ -67,6 +67,7 @@ from camexp.results import (
     read_json,
     read_records,
     record_stop,
+    refuse_other_kind,
     write_json,
     writes_kept,
 )
@@ -135,6 +136,7 @@ class Run:
     def _prepare_folder(self, fresh: bool, allow_software_change: bool) -> None:
         """Check (every rank) and reset or merge (rank 0) the folder; the other ranks wait for rank 0."""
         meta_path = self.out / RUN_JSON
+        refuse_other_kind(self.out, RUN_JSON)
         if not fresh and meta_path.exists():
             self.previous = read_json(meta_path)
             check_config(self.previous, self.cfg, self.out, self.fingerprinted)

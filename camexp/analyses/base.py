@@ -7,7 +7,8 @@ carries its metadata as fields: the factory that builds the run's worker from th
 returns Markdown lines), the CSV files the worker appends per batch (`files`, name -> columns; `{}` for none;
 None: undeclared, so it runs in a single process only), the main-table `rows` its files give, the `read`er that
 recomputes those rows from the files (so `camexp report table` shows them too), `per_image`: the reader of its rows'
-per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, and
+per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, `check`:
+what `camexp check` verifies of the built model before any image (rows it prints; a CamexpError when it cannot run), and
 `resume`: whether it may be
 added to a run that has recorded images (`any`: it reads the records alone; `refuse`: it would cover only the
 images explained from now on). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from camexp.config import ExperimentConfig
     from camexp.metrics import MetricResult, Row
+    from camexp.models import LoadedModel
 
 
 class Worker(Protocol):
@@ -50,6 +52,9 @@ class Worker(Protocol):
 ResultReader = Callable[[Path, "pd.DataFrame", list[str]], "MetricResult"]
 # (run folder, final records, methods) -> its rows' per-image values in long form, or None (its files are absent)
 PerImageReader = Callable[[Path, "pd.DataFrame", list[str]], "pd.DataFrame | None"]
+# (config, the built model) -> rows `camexp check` prints (label, value); raises CamexpError when the analysis
+# cannot run on that model with those settings, before any image
+ModelCheck = Callable[["ExperimentConfig", "LoadedModel"], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Analysis:
     read: ResultReader | None = None
     resume: Resume = "refuse"
     per_image: PerImageReader | None = None
+    check: ModelCheck | None = None
 
 
 def worker_problem(worker: Any) -> str:
@@ -81,7 +87,7 @@ def worker_problem(worker: Any) -> str:
 def _as_analysis(name: str, obj: Any) -> Analysis:
     """A plug-in analysis, its contract checked before the first image: a factory callable as (config), for a
     class factory the worker's `update` and `finish` (a function factory's worker is checked once built), and
-    its `read` and `per_image` readers callable as (run_dir, records, methods)."""
+    its `read` and `per_image` readers callable as (run_dir, records, methods), its `check` as (config, loaded)."""
     make = obj.make if isinstance(obj, Analysis) else obj
     if not callable(make):
         raise TypeError(
@@ -98,10 +104,12 @@ def _as_analysis(name: str, obj: Any) -> Analysis:
             rows=tuple(getattr(obj, "rows", ())),
             read=getattr(obj, "read", None),
             per_image=getattr(obj, "per_image", None),
+            check=getattr(obj, "check", None),
             resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
         )
     )
     readers = [call_problem(r, "run_dir", "records", "methods") for r in (entry.read, entry.per_image) if r]
+    readers += [call_problem(entry.check, "config", "loaded")] if entry.check else []
     problem = call_problem(make, "config") or (worker_problem(make) if isinstance(make, type) else "")
     if problem := problem or next(filter(None, readers), ""):
         raise TypeError(problem)
@@ -119,11 +127,12 @@ def analysis(
     read: ResultReader | None = None,
     resume: Resume = "refuse",
     per_image: PerImageReader | None = None,
+    check: ModelCheck | None = None,
 ) -> Callable[[Callable[[ExperimentConfig], Worker]], Callable[[ExperimentConfig], Worker]]:
     """Register the factory it decorates as analysis `name` with its metadata (see `Analysis`)."""
 
     def register(make: Callable[[ExperimentConfig], Worker]) -> Callable[[ExperimentConfig], Worker]:
-        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume, per_image))
+        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume, per_image, check))
         return make
 
     return register

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -39,7 +39,7 @@ from camexp.explain.model_methods import seed_of
 from camexp.metrics import MetricResult, Row
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
-from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks
+from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks, randomisation_units
 from camexp.results import append_records
 from camexp.stats.bootstrap import LONG_COLUMNS, interval_tables, wide_metrics
 
@@ -79,20 +79,31 @@ RANDOM_LOGIT_ROWS = tuple(
 
 @dataclass
 class Randomiser:
-    """A working copy of the run's model whose blocks are reset, head first, to their initial weights."""
+    """A working copy of the run's model whose blocks are reset, head first, to their initial weights; with
+    `layers` (`sanity.mprt_units`) its modules are reset one at a time by their own `reset_parameters`, after
+    the global RNG is seeded with `seed` (forked: the run's RNG stays put), as Quantus 0.6 does."""
 
     work: LoadedModel
     trained: dict[str, torch.Tensor]  # the run's own network state (references, never written)
-    initial: dict[str, torch.Tensor]
+    initial: dict[str, torch.Tensor]  # blocks: the constructor's weights; layers: unused
     blocks: list[Block]
+    layers: bool = False
+    seed: int = 0
 
     def reset(self) -> None:
         """Back to the trained weights."""
         self.work.model.net.load_state_dict(self.trained)
 
     def randomise(self, block: Block) -> None:
-        """Reset `block`'s parameters and buffers to their initial values (in place: the CAM weights, which
-        share the classifier's storage, follow)."""
+        """Reset `block`'s parameters and buffers (in place: the CAM weights, which share the classifier's
+        storage, follow): to their initial values, or by the module's `reset_parameters` (layers)."""
+        if self.layers:
+            device = next(iter(self.trained.values())).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+                torch.manual_seed(self.seed)
+                module: Any = self.work.model.net.get_submodule(block.name)
+                module.reset_parameters()
+            return
         state = self.work.model.net.state_dict()
         with torch.no_grad():
             for key in block.keys:
@@ -105,8 +116,10 @@ def make_randomiser(cfg: ExperimentConfig, run: LoadedModel, device: torch.devic
         work = build_model(cfg.model, device)
     if channels_last(device):  # as the runner lays out the run's model
         work.model.to(memory_format=torch.channels_last)
-    initial = initial_state(cfg.model, run.num_classes, cfg.sanity.seed)
     net_state = run.model.net.state_dict()
+    if cfg.sanity.mprt_units == "layers":
+        return Randomiser(work, net_state, {}, randomisation_units(run.model.net, "layers"), True, cfg.sanity.seed)
+    initial = initial_state(cfg.model, run.num_classes, cfg.sanity.seed)
     if set(initial) != set(net_state):
         raise CamexpError(
             f"mprt: {cfg.model.name}'s constructor builds other parameters than the loaded model's "
@@ -319,12 +332,21 @@ def random_logit_result(run_dir: Path, records: pd.DataFrame, methods: list[str]
     )
 
 
+def mprt_check(cfg: ExperimentConfig, loaded: LoadedModel) -> list[tuple[str, str]]:
+    """`camexp check`: the model's randomisation units (`sanity.mprt_units`), head first, and the configured ones
+    among them."""
+    blocks = randomisation_units(loaded.model.net, cfg.sanity.mprt_units)
+    checkpoints(blocks, cfg.sanity.mprt_blocks)
+    return [(f"mprt {cfg.sanity.mprt_units} (head first)", ", ".join(b.name for b in blocks))]
+
+
 analysis(
     "mprt",
     {MPRT_CSV: MPRT_COLUMNS, MPRT_MAPS: MAPS_COLUMNS},
     rows=MPRT_ROWS,
     read=mprt_result,
     per_image=mprt_per_image,
+    check=mprt_check,
 )(Mprt)
 analysis(
     "random_logit",

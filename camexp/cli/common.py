@@ -73,3 +73,14 @@ def comma(values: str) -> list[str]:
 
 def wrote(*paths: Path) -> None:
     err_console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, soft_wrap=True)
+
+
+def software_change_option(what: str, where: str) -> Any:
+    """The `--allow-software-change` option of a command that adds to `what` (e.g. "a run folder"), which records
+    the override in `where`."""
+    return typer.Option(
+        False,
+        "--allow-software-change",
+        help=f"add to {what} that other software (camexp source, torch, timm, uv.lock) wrote; recorded in {where} "
+        "and shown by every report",
+    )

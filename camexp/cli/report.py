@@ -1,5 +1,5 @@
-"""`camexp report table|leaderboard|reliability|consistency RESULTS_DIR`: the reports over a results tree, read-only
-and recomputed from the records; `camexp table` is kept as an alias of the four that says so."""
+"""`camexp report table|leaderboard|reliability|consistency|html RESULTS_DIR`: the reports over a results tree,
+read-only and recomputed from the records; `camexp table` is kept as an alias of the first four that says so."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ OUT = typer.Option(None, help="where to write the report files (default RESULTS_
 BOOTSTRAP = typer.Option(None, help="bootstrap resamples (default: each run's stats.bootstrap)")
 LEVEL = typer.Option(None, help="interval coverage (default: each run's stats.level, 0.95)")
 SEED = typer.Option(None, help="bootstrap seed (default: each run's stats.seed)")
-METRIC = typer.Option("avg_drop", help="the leaderboard's metric (a metric of summary_long.csv)")
+METRIC = typer.Option(
+    None, help="the leaderboard's metric (a metric of summary_long.csv; default: the runs' first rankable one)"
+)
 TOP_Q = typer.Option(0.2, help="the fraction of pixels in a map's top region (IoU)")
 
 
@@ -106,7 +108,7 @@ def table_report(
 @command(report_app, "leaderboard")
 def leaderboard_report(
     results_dir: Path = RESULTS,
-    metric: str = METRIC,
+    metric: str | None = METRIC,
     fmt: str = FORMAT,
     out: Path | None = OUT,
     bootstrap: int | None = BOOTSTRAP,
@@ -167,6 +169,27 @@ def consistency_report(
     _show(rep.frame, rep.markdown, fmt, caveats, *written)
 
 
+@command(report_app, "html")
+def html_report(
+    results_dir: Path = RESULTS,
+    out: Path | None = typer.Option(None, help="the site's folder (default RESULTS_DIR/html)"),
+    bootstrap: int | None = BOOTSTRAP,
+    level: float | None = LEVEL,
+    seed: int | None = SEED,
+) -> None:
+    """A static site of every run below RESULTS_DIR (opens from file://): overview and leaderboard, run pages,
+    image galleries of runs with kept maps, and the folder's other reports (docs/guide/report-html.md)."""
+    from camexp.report.html.site import build_site
+
+    stats = _checked(results_dir, "md", bootstrap, level, seed)
+    _no_runs(results_dir)
+    site = build_site(results_dir, out or results_dir / "html", stats)
+    for line in site.size_lines():
+        plain(line)
+    warn(site.warnings)
+    wrote(site.index)
+
+
 @command(name="table")
 def table(
     results_dir: Path = RESULTS,
@@ -174,7 +197,7 @@ def table(
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the published numbers beside ours"),
     out: Path | None = OUT,
     leaderboard: bool = typer.Option(False, "--leaderboard", help="= camexp report leaderboard"),
-    metric: str = METRIC,
+    metric: str | None = METRIC,
     reliability: bool = typer.Option(False, "--reliability", help="= camexp report reliability"),
     bootstrap: int | None = BOOTSTRAP,
     level: float | None = LEVEL,

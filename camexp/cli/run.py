@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from camexp.cli.common import command, console
+from camexp.cli.common import command, console, software_change_option
 
 
 @command()
@@ -17,12 +17,7 @@ def run(
     batch_size: int | None = typer.Option(None, help="images per batch"),
     out: Path | None = typer.Option(None, help="run folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming a killed run"),
-    allow_software_change: bool = typer.Option(
-        False,
-        "--allow-software-change",
-        help="resume or extend a run folder that other software (camexp source, torch, timm, uv.lock) wrote; "
-        "recorded in run.json and shown by every report",
-    ),
+    allow_software_change: bool = software_change_option("a run folder (resume or extend)", "run.json"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     profile: bool = typer.Option(
         False,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from camexp.cli.common import command, console, plain
+from camexp.cli.common import command, console, plain, software_change_option
 
 
 @command()
@@ -18,6 +18,7 @@ def finetune(
     limit: int | None = typer.Option(None, help="use only the first N images of each split"),
     out: Path | None = typer.Option(None, help="checkpoint file (default checkpoints/<name>.pt)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start over instead of resuming from the checkpoint"),
+    allow_software_change: bool = software_change_option("a checkpoint (train on from it)", "the checkpoint"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Fine-tune a multi-label head (BCE) on a VOC train split; per-class AP on val; a resumable checkpoint."""
@@ -35,7 +36,7 @@ def finetune(
             "output.checkpoint": str(out) if out else None,
         },
     )
-    result = run_finetune(cfg, fresh=fresh, progress=progress)
+    result = run_finetune(cfg, fresh=fresh, progress=progress, allow_software_change=allow_software_change)
     console.print(ap_table(result))
     console.print(f"checkpoint: {result.checkpoint} (use it as model.weights in a run config)", markup=False)
 
@@ -49,12 +50,7 @@ def distill(
     limit: int | None = typer.Option(None, help="use only the first N images of each split"),
     out: Path | None = typer.Option(None, help="results folder (default results/<name>)"),
     fresh: bool = typer.Option(False, "--fresh/--resume", help="start every arm over instead of resuming"),
-    allow_software_change: bool = typer.Option(
-        False,
-        "--allow-software-change",
-        help="resume or add arms beside checkpoints that other software (camexp source, torch, timm, uv.lock) "
-        "trained; recorded in distill.json and shown by the report",
-    ),
+    allow_software_change: bool = software_change_option("a distillation (resume or add arms)", "distill.json"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     profile: int | None = typer.Option(None, help="only time N training steps of each arm (vs ce); writes nothing"),
 ) -> None:

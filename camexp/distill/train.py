@@ -34,10 +34,11 @@ from camexp.io import write_text_atomically
 from camexp.lock import hold
 from camexp.models import LoadedModel, build_model
 from camexp.models.weights import load_state, read_checkpoint
+from camexp.results import DISTILL_JSON, refuse_other_kind
 from camexp.stats.ap import per_class_ap
 
 FORMAT = "camexp-distill/2"  # 2: per-image augmentation seeds, teacher_seed
-META = "distill.json"
+META = DISTILL_JSON
 HISTORY = "history.json"
 
 
@@ -434,7 +435,8 @@ def distill(
     folder's run lock is held throughout: a second distill into it would overwrite this one's checkpoints.
     Resuming or adding arms to checkpoints that other software trained is refused unless
     `allow_software_change` (camexp/provenance.py), which distill.json then keeps in `mixed_software`."""
-    with hold(cfg.output_dir):
+    refuse_other_kind(cfg.output_dir, DISTILL_JSON)
+    with hold(cfg.output_dir, command="camexp distill"):
         software = _software(cfg, fresh, allow_software_change)
         s = open_session(cfg, progress)
         write_meta(s, "running", software)

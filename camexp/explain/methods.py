@@ -100,7 +100,9 @@ class Method:
     backbone ('' if it can);
     `params` are the defaults of its keyword parameters (a config may override them, with values of the
     default's type) and `check(params)` says what is wrong with a full set of them ('' if nothing). `notes`
-    maps a counter (`MethodInputs.count`) to what a run's summary says when it is not 0 ({n}: its value)."""
+    maps a counter (`MethodInputs.count`) to what a run's summary says when it is not 0 ({n}: its value).
+    `floor`: a baseline that never looks at the model (random, center): reports that measure how far metrics
+    agree about the methods (`camexp report reliability`) show it on a line of its own."""
 
     name: str
     fn: MethodFn
@@ -115,6 +117,7 @@ class Method:
     check: Callable[[Mapping[str, Any]], str] = lambda params: ""
     source: str = ""
     notes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    floor: bool = False
 
     def __call__(self, ctx: MethodInputs, **params: Any) -> torch.Tensor:
         return self.fn(ctx, **{**self.params, **params})

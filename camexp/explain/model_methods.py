@@ -207,6 +207,7 @@ def smoothgradcam_pp(ctx: MethodInputs, n: int = 8, spread: float = 0.15, seed: 
     "floor: uniform noise at the layer's resolution, seeded per image",
     needs_grad=False,
     class_agnostic=True,
+    floor=True,
     params={"seed": 0},
     cost=lambda k, p: "0 (no model)",
     source="floor baseline (pytorch-grad-cam's RandomCAM draws channel weights instead)",
@@ -221,6 +222,7 @@ def random_map(ctx: MethodInputs, seed: int = 0) -> torch.Tensor:
     "floor: isotropic Gaussian centred on the image, sigma = 1/4 of the shorter side, on the layer's grid (odd sides)",
     needs_grad=False,
     class_agnostic=True,
+    floor=True,
     cost=lambda k, p: "0 (no model)",
     source="floor baseline (TorchRay's center)",
 )

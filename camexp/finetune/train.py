@@ -19,7 +19,7 @@ from camexp.accel import resolve_device
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
 from camexp.errors import CamexpError
 from camexp.finetune.augment import TrainTransform
-from camexp.finetune.checkpoint import checkpoint_payload, resumable, save_checkpoint
+from camexp.finetune.checkpoint import checkpoint_payload, resumable, save_checkpoint, software_record
 from camexp.finetune.config import FinetuneConfig, TrainConfig
 from camexp.finetune.head import replace_head
 from camexp.models import PixelModel, build_model
@@ -84,10 +84,13 @@ def _good(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, to
 class Trainer:
     """Holds the model, data and optimiser of one fine-tune; `fit` runs the remaining epochs."""
 
-    def __init__(self, cfg: FinetuneConfig, *, fresh: bool = False, progress: bool = True):
+    def __init__(
+        self, cfg: FinetuneConfig, *, fresh: bool = False, progress: bool = True, allow_software_change: bool = False
+    ):
         t = cfg.train
         self.cfg, self.progress = cfg, progress
         ckpt = resumable(cfg, fresh)  # before the slow parts: a mismatched checkpoint fails fast
+        self.software = software_record(ckpt, cfg.checkpoint_path, allow_software_change)
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
         loaded = build_model(cfg.model)
@@ -157,7 +160,14 @@ class Trainer:
             save_checkpoint(
                 self.cfg,
                 checkpoint_payload(
-                    self.cfg, self.net, self.spec, self.class_names, self.history, self.optimizer, self.scaler
+                    self.cfg,
+                    self.net,
+                    self.spec,
+                    self.class_names,
+                    self.history,
+                    self.optimizer,
+                    self.scaler,
+                    self.software,
                 ),
             )
         self.model.eval()
@@ -224,6 +234,8 @@ class Trainer:
         return per_class_ap(torch.cat(scores), torch.cat(targets))
 
 
-def finetune(cfg: FinetuneConfig, *, fresh: bool = False, progress: bool = True) -> FinetuneResult:
+def finetune(
+    cfg: FinetuneConfig, *, fresh: bool = False, progress: bool = True, allow_software_change: bool = False
+) -> FinetuneResult:
     """Fine-tune (or resume fine-tuning) and return the trained model with its validation AP."""
-    return Trainer(cfg, fresh=fresh, progress=progress).fit()
+    return Trainer(cfg, fresh=fresh, progress=progress, allow_software_change=allow_software_change).fit()

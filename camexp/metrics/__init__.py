@@ -173,10 +173,15 @@ __all__ = [
     "writes_curves",
 ]
 
-from camexp.metrics import (  # noqa: E402, F401  (registers the per-batch metrics)
+from camexp.metrics import (  # noqa: E402, F401  (registers the others)
     adcc,
     complexity,
+    correlation,
+    gain,
+    infidelity,
     instances,
+    irof,
+    mufidelity,
     perturbation,
     pointing,
     road,

@@ -132,7 +132,8 @@ class Pairwise:
     """A record metric's statistic per pair of methods, read from the confidences O (images x methods, a frame).
 
     `values(o)`: per image and pair, the values whose resample means give its bootstrap interval;
-    `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means;
+    `table(o, n_boot, level, seed, boot)`: its rows of pairwise.csv from O and those resample means (the
+    `metric` column is the metric's name, filled in by the report);
     `select(view, params)`: (N,) bool, the images it uses (None: all); `per_method`: with two methods, each
     method's value against the other (and 100 minus the pair's interval) is also a per-method row; `shown`:
     how summary.md's pairwise table shows its rows (those whose `metric` is the metric's name)."""
@@ -211,9 +212,9 @@ class MetricEntry:
     written as CSV to the run folder. `resume`: added to a recorded run, what a per-batch metric does (see
     `Resume`); `model_calls`: it calls the model beyond the run's own forward (False: it reads the maps
     alone); `compares`: it compares methods with each other, so a run needs at least two; `curve`: how its
-    per-image curves are drawn (see `Curve`); `cost`: its model calls per image beyond the run's own
-    (forwards, backwards, re-explanations), as `camexp metrics` lists it. The runner runs a per-batch metric as
-    a per-batch job (camexp/jobs.py)."""
+    per-image curves are drawn (see `Curve`); `cost`: what it costs per image beyond the run's own forward, in
+    words (forwards, backwards, re-explanations; `camexp metrics` lists it). The runner runs a per-batch metric
+    as a per-batch job (camexp/jobs.py)."""
 
     name: str
     compute: Callable[..., Any]

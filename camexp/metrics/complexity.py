@@ -1,6 +1,6 @@
-"""Complexity metrics (docs/guide/trustworthiness.md, "Complexity metrics"): Sparseness (Chalasani et al., ICML 2020)
-and Complexity (Bhatt et al., IJCAI 2020), defined as Quantus 0.6.0 computes them, on the run's maps alone (no model
-call).
+"""Complexity metrics (docs/guide/trustworthiness.md, "Complexity metrics"): Sparseness (Chalasani et al., ICML 2020),
+Complexity (Bhatt et al., IJCAI 2020) and Effective complexity (Nguyen & Martínez 2020), defined as Quantus 0.6.0
+computes them, on the run's maps alone (no model call).
 
 Both read each method's map at the model's input resolution (the run's upsampled, min-max normalised map, as
 every other metric does; Quantus also takes the attribution at input resolution). Quantus' defaults apply:
@@ -12,6 +12,8 @@ the map's pixels:
   1e-7); higher: the map's mass is concentrated on fewer pixels.
 - Complexity: the entropy of the map divided by its sum, p = a / sum a: H = -sum_i p_i log(p_i + 1e-12).
   log n for a constant map, 0 for a one-hot map; lower: fewer pixels carry the explanation.
+- Effective complexity: the number of pixels whose normalised value exceeds ε (`settings.effective_complexity.eps`,
+  Quantus' 1e-5). 1 for a one-hot map, n for a constant map; lower: fewer pixels matter at all.
 
 A constant map reaches camexp as zeros (camexp/explain/maps.py); its entropy is that of the constant map it
 stands for, log n, where Quantus given the zeros divides 0 by 0 (NaN).
@@ -23,12 +25,14 @@ import math
 from collections.abc import Callable
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.metrics.base import PerImage, Row, batch_metric
 from camexp.metrics.batch import BatchContext
 
 SPARSENESS = Row("sparseness", "Sparseness (Gini index)", False, criterion="complexity")
 COMPLEXITY = Row("complexity", "Complexity (entropy)", True, criterion="complexity")
+EFFECTIVE = Row("effective_complexity", "Effective complexity (pixels above ε)", True, criterion="complexity")
 GINI_EPS, LOG_EPS = 1e-7, 1e-12  # Quantus' constants (Sparseness, Complexity)
 
 
@@ -81,3 +85,32 @@ def sparseness(batch: BatchContext) -> list[PerImage]:
 )
 def complexity(batch: BatchContext) -> list[PerImage]:
     return _per_map(batch, "complexity", entropy)
+
+
+class EffectiveSettings(BaseModel):
+    """`settings.effective_complexity:` the threshold on the normalised map (Nguyen & Martínez 2020)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eps: float = Field(1e-5, ge=0.0, lt=1.0, description="ε: a pixel counts when |a| / max |a| > ε (Quantus' 1e-5)")
+
+
+def effective(maps: torch.Tensor, eps: float) -> torch.Tensor:
+    """(B,H,W) -> (B,) float64 the number of pixels whose normalised absolute value exceeds `eps`; a constant
+    map (stored as zeros) counts every pixel, as the constant map it stands for."""
+    a = quantus_normalise(maps)
+    count = (a > eps).sum(1).double()
+    return torch.where(a.amax(1) > 0, count, torch.full_like(count, a.shape[1]))
+
+
+@batch_metric(
+    "effective_complexity",
+    "pixels of the map above ε of its maximum (Nguyen & Martínez 2020, as Quantus): lower is simpler",
+    rows=(EFFECTIVE,),
+    settings=EffectiveSettings,
+    model_calls=False,
+    cost="none (the maps)",
+)
+def effective_complexity(batch: BatchContext) -> list[PerImage]:
+    eps = batch.settings("effective_complexity").eps
+    return _per_map(batch, "effective_complexity", lambda maps: effective(maps, eps))

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from camexp.metrics.base import PerImage, Row, batch_metric, settings_of
 from camexp.metrics.batch import BatchContext
@@ -42,7 +42,16 @@ INSERTION = Row("insertion", "Insertion AUC", False, criterion="faithfulness")
 DELETION = Row("deletion", "Deletion AUC", True, criterion="faithfulness")
 KEEP_DROP = Row("avg_drop@keep", "Average drop % @keep", True, scale=100.0, criterion="faithfulness")
 KEEP_INCREASE = Row("increase@keep", "% increase in confidence @keep", False, scale=100.0, criterion="faithfulness")
-Substrate = Literal["zero", "blur"] | tuple[float, float, float]
+
+
+def _colour(v: Any) -> Any:
+    if isinstance(v, tuple) and not all(0.0 <= c <= 1.0 for c in v):
+        raise ValueError("a constant colour is [r, g, b] in [0,1] pixel space")
+    return v
+
+
+# what replaces pixels: zero (0 in the normalised tensor), blur, or an (r, g, b) colour in [0,1] (validated)
+Substrate = Annotated[Literal["zero", "blur"] | tuple[float, float, float], AfterValidator(_colour)]
 
 
 class PerturbationSettings(BaseModel):
@@ -75,13 +84,6 @@ class PerturbationSettings(BaseModel):
         "(a figure of the mean curves follows); no effect on any "
         "value, so not fingerprinted",
     )
-
-    @field_validator("deletion_substrate", "insertion_substrate")
-    @classmethod
-    def _colour(cls, v: Any) -> Any:
-        if isinstance(v, tuple) and not all(0.0 <= c <= 1.0 for c in v):
-            raise ValueError("a constant colour is [r, g, b] in [0,1] pixel space")
-        return v
 
 
 class KeepSettings(BaseModel):

@@ -56,6 +56,18 @@ def randomisation_blocks(net: nn.Module) -> list[Block]:
     return blocks[::-1]
 
 
+def reset_layers(net: nn.Module) -> list[Block]:
+    """Every module of `net` that has `reset_parameters`, head first (named_modules reversed): Quantus 0.6's
+    randomisation units (`PyTorchModel.get_random_layer_generator`, order top_down)."""
+    units = [(n, m) for n, m in net.named_modules() if hasattr(m, "reset_parameters")]
+    return [Block(name, _keys(m, name) if name else tuple(m.state_dict())) for name, m in units][::-1]
+
+
+def randomisation_units(net: nn.Module, units: str) -> list[Block]:
+    """`sanity.mprt_units`' units of `net`, head first: its blocks, or every module with reset_parameters."""
+    return reset_layers(net) if units == "layers" else randomisation_blocks(net)
+
+
 def checkpoints(blocks: list[Block], chosen: list[str] | None) -> list[int]:
     """The depths (1: the first block randomised) after which `mprt` explains: every depth, or those of the
     blocks `chosen` (`sanity.mprt_blocks`) and always the last (the fully randomised model, the main table's

@@ -24,7 +24,7 @@ from camexp.results import RUN_JSON, complete_records, read_all_records, read_js
 from camexp.savefig import save_figure
 
 
-def _run_images(run_dir: Path, meta: dict[str, Any]) -> tuple[ImageDataset, ExperimentConfig]:
+def run_images(run_dir: Path, meta: dict[str, Any]) -> tuple[ImageDataset, ExperimentConfig]:
     """The run's data set as the run listed and transformed it: its folder as the run resolved it, not a
     relative `dataset.root` taken from wherever `camexp plot` is started."""
     cfg = ExperimentConfig.model_validate(meta["config"])
@@ -36,13 +36,18 @@ def _run_images(run_dir: Path, meta: dict[str, Any]) -> tuple[ImageDataset, Expe
     return ImageDataset(listing.items, PixelTransform(spec), class_names=listing.class_names), cfg
 
 
+def class_name(names: list[str] | None, target: int) -> str:
+    """The explained class as the figures name it: the data set's class name, else 'class N'."""
+    return names[target] if names and 0 <= target < len(names) else f"class {target}"
+
+
 def plot_kept_maps(run_dir: Path, images: list[str], methods: list[str] | None, out: Path) -> list[Path]:
     """One figure (PNG + PDF) per image id in `out`, named maps_<image id>: the image, then per method the
     overlay of its kept map and E = L * I with O; the run's maps, targets and confidences, no model."""
     meta = read_json(run_dir / RUN_JSON)
     kept = read_maps(run_dir, methods, images)  # unknown ids or methods, or no maps: its one-line errors
     records = complete_records(read_all_records(run_dir), list(meta["methods"])).set_index(["index", "method"])
-    dataset, cfg = _run_images(run_dir, meta)
+    dataset, cfg = run_images(run_dir, meta)
     written: list[Path] = []
     for (index, image_id), rows in kept.groupby(["index", "image_id"], sort=False):
         if index >= len(dataset) or dataset.items[index].image_id != image_id:
@@ -57,8 +62,7 @@ def plot_kept_maps(run_dir: Path, images: list[str], methods: list[str] | None, 
             cam = upsample_normalize(torch.from_numpy(layer_map)[None], size)[0][0]
             panels.append(MethodPanel(method, cam, cam * x, float(records.loc[(index, method), "o"])))
         target = int(rows["target"].iloc[0])
-        names = dataset.class_names
-        name = names[target] if names and target < len(names) else f"class {target}"
+        name = class_name(dataset.class_names, target)
         y = float(records.loc[(index, rows["method"].iloc[0]), "y"])
         row = ModelRow(cfg.model.name, x, target, name, y, panels)
         written += save_figure(draw_explain_grid([row]), out, "maps_" + re.sub(r"[^\w.-]", "_", image_id))

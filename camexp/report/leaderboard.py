@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,45 @@ def run_labels(metas: list[dict], run_dirs: list[Path]) -> list[str]:
     return [f"{b} ({m['config']['name']})" if base.count(b) > 1 else b for b, m in zip(base, metas)]
 
 
+@dataclass
+class SummarizedRuns:
+    """The runs below a results folder, summarised once: (folder, summary) of each readable run, its run.json,
+    and 'skipped FOLDER: why' for each folder that could not be read (foreign, no complete image)."""
+
+    read: list[tuple[Path, RunSummary]]
+    metas: list[dict]
+    skipped: list[str]
+
+    @property
+    def labels(self) -> list[str]:
+        return run_labels(self.metas, [d for d, _ in self.read])
+
+
+def summarized_runs(results_dir: Path, stats: dict[str, Any] | None = None) -> SummarizedRuns:
+    """Every run below `results_dir` summarised (`stats` updates each run's recorded `stats:` settings); a
+    folder that cannot be reported is skipped with the reason, as in `camexp report table`."""
+    read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
+    return SummarizedRuns(read, [read_json(d / RUN_JSON) for d, _ in read], skipped)
+
+
 def leaderboard(
-    results_dir: Path, metric: str = "avg_drop", stats: dict[str, Any] | None = None
+    results_dir: Path,
+    metric: str | None = None,
+    stats: dict[str, Any] | None = None,
+    runs: SummarizedRuns | None = None,
 ) -> tuple[str, pd.DataFrame, list[str]]:
     """Markdown, a wide CSV-ready frame (method, mean_rank, runs_ranked, then value/lo/hi/rank per run) and the
     'skipped FOLDER: why' lines of the folders it could not read; `stats` updates each run's recorded `stats:`
-    settings."""
-    # a folder that cannot be reported (foreign, no complete image) is skipped, as in `camexp report table`
-    read, skipped = read_runs(find_runs(results_dir), lambda d: summarize_run_dir(d, stats))
+    settings; `runs` (already summarised) spares reading them again. `metric` None: the first rankable metric
+    of the runs, in their configs' order."""
+    runs = runs or summarized_runs(results_dir, stats)
+    read, metas, skipped = runs.read, runs.metas, runs.skipped
     summaries: list[RunSummary] = [s for _, s in read]
-    metas: list[dict] = [read_json(d / RUN_JSON) for d, _ in read]
-    have = {k for s in summaries if s.stats is not None for k in s.stats.per_method.metric}
+    have = list(dict.fromkeys(k for s in summaries if s.stats is not None for k in s.stats.per_method.metric))
+    if metric is None:
+        metric = next((k for k in have if lower_is_better(k) is not None), None)
+        if metric is None:
+            raise CamexpError(f"no run below {results_dir} has a rankable metric; available: {sorted(have)}")
     if metric not in have:
         raise CamexpError(f"--metric {metric!r}: no run below {results_dir} has it; available: {sorted(have)}")
     lower = lower_is_better(metric)
@@ -59,7 +88,7 @@ def leaderboard(
             f"--metric {metric!r}: camexp does not know whether lower or higher is better, so it "
             f"cannot rank it; rankable: {sorted(k for k in have if lower_is_better(k) is not None)}"
         )
-    labels = run_labels(metas, [d for d, _ in read])
+    labels = runs.labels
     methods: list[str] = []
     cells: dict[str, dict[str, str]] = {}
     columns: dict[str, pd.Series] = {}

@@ -102,7 +102,7 @@ def metric_listing() -> Listing:
                 "what it is": entry.summary or labels or doc.split(". ")[0] or "-",
                 "table rows": labels or "-",
                 "settings": settings or "-",
-                "cost per image": entry.cost or "-",
+                "cost per image": entry.cost or ("none (the records)" if not per_batch else "-"),
             }
         )
         docs[name] = doc

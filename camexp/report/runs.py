@@ -22,6 +22,7 @@ from camexp.results import (
     BAD_IMAGES,
     RECORDS,
     RUN_JSON,
+    STUDY_JSON,
     complete_lines,
     complete_records,
     conflicting_duplicate,
@@ -50,7 +51,7 @@ class RunFolder:
         return [m if isinstance(m, str) else m["name"] for m in self.config["methods"]]
 
 
-STUDY_JSON, STUDY_REPORT = "study.json", "study_report.md"  # a human-trust study folder (camexp/study)
+STUDY_REPORT = "study_report.md"  # a human-trust study folder (camexp/study) holds it beside STUDY_JSON
 
 
 def find_studies(results_dir: Path) -> list[Path]:

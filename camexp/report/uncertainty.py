@@ -196,7 +196,8 @@ def compute_stats(
     per_method, diffs = interval_tables(wides, b, level, seed, {k: boots[("metric", k)] for k in wides}, weights)
     pairs = [diffs.assign(interval="bootstrap")]
     for name, p in paired:
-        table = p.table(used[name], b, level, seed, boots[("pairwise", name)])
+        table = p.table(used[name], b, level, seed, boots[("pairwise", name)]).drop(columns="metric", errors="ignore")
+        table.insert(0, "metric", name)  # the statistic is the metric's: stats/ knows no metric names
         pairs.append(table)
         if p.per_method and len(view.methods) == 2:  # the paper's row: each method's value against the other
             ((a, w_ab, lo, hi, n),) = table[["method_a", "value", "lo", "hi", "n"]].itertuples(index=False)

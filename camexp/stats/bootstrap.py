@@ -246,7 +246,7 @@ def win_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.nd
     and the exact sign test's p-value on the images where O_A ≠ O_B (n_untied of n). `boot`: the resample
     means of `win_values(o)` when already drawn."""
     values = win_values(o)
-    boot = bootstrap_frames({"win": values}, n_boot, seed)["win"] if boot is None else boot
+    boot = bootstrap_frames({"pairs": values}, n_boot, seed)["pairs"] if boot is None else boot
     lo, hi = percentile_interval(boot, level)
     x = values.to_numpy()
     wins, losses = (x > 50).sum(0), (x < 50).sum(0)
@@ -256,7 +256,6 @@ def win_table(o: pd.DataFrame, n_boot: int, level: float, seed: int, boot: np.nd
     return pd.DataFrame(
         [
             {
-                "metric": "win",
                 "method_a": names[a],
                 "method_b": names[b],
                 "value": point[j],
@@ -285,14 +284,13 @@ def relperf_table(
     the interval of the mean log ratio) and the interval exp(mean ± t·sd/√n) from the mean and standard
     deviation of the per-image log ratio (interval = 't'). `boot`: resample means of `log_values(o)`."""
     log_o = log_values(o)
-    _, diffs = interval_tables({"relperf": log_o}, n_boot, level, seed, None if boot is None else {"relperf": boot})
+    _, diffs = interval_tables({"log_o": log_o}, n_boot, level, seed, None if boot is None else {"log_o": boot})
     rows = []
     for d in diffs.itertuples():
         _, t_lo, t_hi = t_interval((log_o[d.method_a] - log_o[d.method_b]).to_numpy(), level)
         for kind, lo, hi in (("bootstrap", d.lo, d.hi), ("t", t_lo, t_hi)):
             rows.append(
                 {
-                    "metric": "relperf",
                     "method_a": d.method_a,
                     "method_b": d.method_b,
                     "value": float(np.exp(d.value)),

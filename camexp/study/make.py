@@ -39,7 +39,7 @@ from camexp.lock import hold
 from camexp.models import LoadedModel, build_model
 from camexp.report.figures import overlay
 from camexp.report.runs import STUDY_JSON, STUDY_REPORT
-from camexp.results import FULL_OR_READ_ONLY, RUN_JSON, write_json
+from camexp.results import FULL_OR_READ_ONLY, refuse_other_kind, write_json
 from camexp.study.config import StudyConfig, load_study
 from camexp.study.select import F1_CSV, chosen_indices, f1_table, predict, top_f1_indices
 
@@ -90,17 +90,14 @@ def make_study(
     folder's lock (camexp/lock.py) throughout, so that a second `study make` (or a run) into it stops with one line."""
     study, cfg, _ = load_study(config, {"runtime.device": device, "output.dir": str(out) if out else None})
     folder = cfg.output_dir
-    with hold(folder), _writes_named(folder):
+    with hold(folder, command="camexp study make"), _writes_named(folder):
         _check_folder(folder, force)
         return _make(config, study, cfg, folder, progress)
 
 
 def _check_folder(folder: Path, force: bool) -> None:
-    """Refuse a run folder, and a finished study (study.json, written last) unless `force`."""
-    if (folder / RUN_JSON).exists():
-        raise CamexpError(
-            f"{folder} holds a camexp run ({RUN_JSON}); a study needs a folder of its own: choose one with --out"
-        )
+    """Refuse a run or distillation folder, and a finished study (study.json, written last) unless `force`."""
+    refuse_other_kind(folder, STUDY_JSON)
     if (folder / STUDY_JSON).exists() and not force:
         raise CamexpError(
             f"{folder} already holds a study ({STUDY_JSON}); pass --force to replace it (answers given "

@@ -214,11 +214,12 @@ def test_check_prints_the_block_list_and_refuses_an_unknown_block(tmp_path: Path
     make_jpeg(tmp_path / "img" / "a.jpg")
     base = {"name": "c", "dataset": {"kind": "folder", "root": str(tmp_path / "img")}, "model": TINY}
     ok = check_experiment(ExperimentConfig.model_validate({**base, "analyses": ["mprt"]}))
-    assert ok.ok and ok.blocks is not None and ok.blocks[:3] == ["classifier", "bn2", "conv_head"]
+    assert ok.ok and ok.model_rows[0][0] == "mprt blocks (head first)"
+    assert ok.model_rows[0][1].split(", ")[:3] == ["classifier", "bn2", "conv_head"]
     console = Console(record=True, width=200)
     render(ok, console)
     assert "mprt blocks (head first) │ classifier, bn2, conv_head, blocks.4," in console.export_text()
-    assert check_experiment(ExperimentConfig.model_validate(base)).blocks is None
+    assert check_experiment(ExperimentConfig.model_validate(base)).model_rows == []
     bad = check_experiment(
         ExperimentConfig.model_validate({**base, "analyses": ["mprt"], "sanity": {"mprt_blocks": ["fc"]}})
     )
@@ -279,3 +280,16 @@ def test_a_killed_run_resumes_to_the_same_sanity_rows(tmp_path: Path, photo_dir:
     assert len(both) == len(last) == 8
     for col in ("value", "lo", "hi", "n"):
         assert np.allclose(both[col], both[f"{col}_main"], atol=1e-6, equal_nan=True), col
+
+
+def test_layer_units_are_quantus_modules_head_first() -> None:
+    """`sanity.mprt_units: layers`: every module with reset_parameters, named_modules reversed (Quantus' top_down),
+    each with its own state keys; a Sequential of conv, batch norm, ReLU and linear gives linear, bn, conv."""
+    from torch import nn
+
+    from camexp.models.blocks import randomisation_units
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    units = randomisation_units(net, "layers")
+    assert [u.name for u in units] == ["4", "1", "0"]
+    assert units[1].keys == ("1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -93,57 +95,77 @@ def test_random_logit_beside_quantus(lite0: LoadedModel, images: torch.Tensor, r
             assert np.allclose(theirs_ssim, 1.0, atol=1e-6) and np.allclose(ours_rho, 1.0, atol=1e-6)
 
 
+def our_mprt(
+    lite0: LoadedModel, images: torch.Tensor, tmp_path: Path, methods: list[str], sanity: dict
+) -> tuple[ExperimentConfig, Any, pd.DataFrame]:
+    """Our `mprt` on `images` with `sanity` settings: (config, the trained model's explanation, mprt.csv rows)."""
+    cfg = ExperimentConfig.model_validate(
+        {"name": "p", "dataset": {"root": "."}, "model": LITE0, "methods": methods, "sanity": sanity}
+    )
+    explainer = Explainer(lite0, methods)
+    ex = explainer.explain(images)
+    batch = {"index": torch.arange(2), "image_id": ["a", "b"]}
+    Mprt(cfg).update(
+        BatchContext(cfg, explainer, images, ex, batch, validate_settings(cfg), own=lambda n: tmp_path / n)
+    )
+    return cfg, ex, read_records(tmp_path / MPRT_CSV, MPRT_COLUMNS)
+
+
+def quantus_mprt(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: np.ndarray, explain):
+    """Quantus' MPRT (Spearman, top down, seed 42, only the fully randomised model, abs and normalise off)."""
+    return quantus.MPRT(
+        similarity_func=correlation_spearman,
+        layer_order="top_down",
+        seed=42,
+        skip_layers=True,
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+    )(
+        model=model,
+        x_batch=images.numpy(),
+        y_batch=targets.numpy(),
+        a_batch=maps[:, None],
+        explain_func=explain,
+        channel_first=True,
+        device="cpu",
+        batch_size=2,
+    )
+
+
 def test_mprt_beside_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path: Path, record_property) -> None:
     """Quantus' fully randomised model (every module's reset_parameters, top down, seed 42 + 1 before each) explained
     by our explainer gives, with its Spearman, the number our Spearman gives on the same maps; our own fully
     randomised model (each block at its constructor's weights) gives another, recorded beside it."""
-    cfg = ExperimentConfig.model_validate(
-        {
-            "name": "p",
-            "dataset": {"root": "."},
-            "model": LITE0,
-            "methods": METHODS,
-            "sanity": {"mprt_blocks": ["conv_stem"]},
-        }
-    )
-    explainer = Explainer(lite0, METHODS)
-    ex = explainer.explain(images)
-    ctx = BatchContext(
-        cfg,
-        explainer,
-        images,
-        ex,
-        {"index": torch.arange(2), "image_id": ["a", "b"]},
-        validate_settings(cfg),
-        own=lambda n: tmp_path / n,
-    )
-    Mprt(cfg).update(ctx)
-    ours = read_records(tmp_path / MPRT_CSV, MPRT_COLUMNS).set_index("method")
+    cfg, ex, rows = our_mprt(lite0, images, tmp_path, METHODS, {"mprt_blocks": ["conv_stem"]})
+    ours = rows.set_index("method")
     work = build_model(cfg.model)
     user = copy.deepcopy(lite0.model)
     for m in METHODS:
         a = ex.maps[m].double().numpy()
         seen: list[np.ndarray] = []
-        scores = quantus.MPRT(
-            similarity_func=correlation_spearman,
-            layer_order="top_down",
-            seed=42,
-            skip_layers=True,
-            abs=False,
-            normalise=False,
-            disable_warnings=True,
-        )(
-            model=user,
-            x_batch=images.numpy(),
-            y_batch=ex.targets.numpy(),
-            a_batch=a[:, None],
-            explain_func=explain_func(work, m, seen),
-            channel_first=True,
-            device="cpu",
-            batch_size=2,
-        )
+        scores = quantus_mprt(user, images, ex.targets, a, explain_func(work, m, seen))
         last = list(scores)[-1]
         random_maps = seen[-1][:, 0]
         assert np.allclose(scores[last], [spearman(p, q) for p, q in zip(a, random_maps)], atol=1e-9, equal_nan=True)
         record_property(f"{m}_spearman_quantus_all_modules_reset", [round(float(v), 4) for v in scores[last]])
         record_property(f"{m}_spearman_ours_all_blocks_initial", [round(float(v), 4) for v in ours.loc[m, "spearman"]])
+
+
+@pytest.mark.slow
+def test_mprt_layers_reproduce_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path: Path) -> None:
+    """Issue 30: with `sanity.mprt_units: layers` camexp randomises as Quantus 0.6's MPRT does (every module with
+    reset_parameters, top down, the global RNG seeded before each: Quantus' seed 42 reseeds with 43), so the
+    fully randomised model's Spearman of our maps equals Quantus' own number to 1e-5 (Quantus' `explain_func` is
+    our explainer; its defaults abs and normalise off, as above)."""
+    from camexp.models.blocks import reset_layers
+
+    last = reset_layers(lite0.model.net)[-1].name
+    sanity = {"mprt_units": "layers", "seed": 43, "mprt_blocks": [last]}
+    cfg, ex, ours = our_mprt(lite0, images, tmp_path, ["gradcam"], sanity)
+    assert ours["block"].unique().tolist() == [last]
+    maps = ex.maps["gradcam"].double().numpy()
+    scores = quantus_mprt(
+        copy.deepcopy(lite0.model), images, ex.targets, maps, explain_func(build_model(cfg.model), "gradcam")
+    )
+    np.testing.assert_allclose(ours["spearman"].to_numpy(), scores[list(scores)[-1]], atol=1e-5)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -47,4 +49,21 @@ def test_an_unreadable_lock_is_named(tmp_path: Path) -> None:
     (tmp_path / LOCK).write_text("{half")
     with pytest.raises(CamexpError, match=f"{tmp_path / LOCK}: unreadable lock file .*delete it"):
         with hold(tmp_path):
+            pass
+
+
+def test_the_refusal_names_the_command_holding_the_folder(tmp_path: Path) -> None:
+    """A folder held by `camexp study make` is not said to be held by 'another camexp run'; a lock written
+    before the command was recorded (no `command` key) was a run's."""
+    folder = tmp_path / "study"
+    with hold(folder, command="camexp study make"):
+        assert read_owner(folder).command == "camexp study make"
+        with pytest.raises(CamexpError, match=f"{folder}: another camexp study make is writing this folder"):
+            with hold(folder, command="camexp distill"):
+                pass
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "x"}))
+    with pytest.raises(CamexpError, match=f"{old}: another camexp run is writing this folder"):
+        with hold(old):
             pass

@@ -112,3 +112,17 @@ def test_a_per_batch_analysis_added_after_records_is_refused_a_record_figure_is_
 
 def test_changed_keys_walks_nested_dicts() -> None:
     assert changed_keys({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "e": 3}) == ["a.c", "d", "e"]
+
+
+@pytest.mark.parametrize("marker", ["study.json", "distill.json"])
+def test_a_run_into_a_study_or_distillation_folder_is_refused_before_it_writes(tmp_path: Path, marker: str) -> None:
+    """A run's records and resume state would mix with a study's page or a distillation's checkpoints."""
+    from camexp.runner import run_experiment
+
+    cfg = config(tmp_path, model={"name": "resnet18", "weights": "random"})
+    cfg.output_dir.mkdir()
+    (cfg.output_dir / marker).write_text("{}")
+    what = {"study.json": "a study", "distill.json": "a distillation"}[marker]
+    with pytest.raises(CamexpError, match=f"holds {what} \\({marker}\\); a camexp run needs a folder of its own"):
+        run_experiment(cfg, progress=False)
+    assert sorted(p.name for p in cfg.output_dir.iterdir()) == [marker]

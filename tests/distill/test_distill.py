@@ -559,6 +559,19 @@ def test_descending_the_explanation_loss_brings_the_student_map_to_the_teachers(
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_a_distill_into_a_run_folder_is_refused_before_it_writes(tmp_path: Path) -> None:
+    path = _tiny_config(tmp_path, "a-run")
+    out = load_distill_config(path).output_dir
+    out.mkdir(parents=True)
+    (out / "run.json").write_text("{}")
+    result = CliRunner().invoke(app, ["distill", str(path), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert f"{out} holds a camexp run (run.json); a distillation needs a folder of its own" in " ".join(
+        result.output.split()
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]
+
+
 def test_a_second_distill_into_a_held_folder_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     """Two `camexp distill` on one config would train at once and overwrite each other's checkpoints: while the
     folder's run lock is held (here by this process, as a live run holds it), a second distill stops at once."""

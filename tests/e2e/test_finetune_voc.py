@@ -12,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
+from camexp import provenance
 from camexp.config import ExperimentConfig, ModelConfig
 from camexp.data import build_dataset
 from camexp.errors import CamexpError
@@ -83,6 +84,9 @@ def test_resume_continues_after_the_last_epoch_and_loss_falls(tuned: tuple[Finet
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
     assert 0.0 <= result.mean_ap <= 1.0 and len(result.ap) == 20
+    ckpt = torch.load(result.checkpoint, weights_only=True)  # both invocations' software, one program
+    assert len(ckpt["invocations"]) == 2 and ckpt["mixed_software"] == []
+    assert ckpt["software"] == ckpt["invocations"][1]["software"] == provenance.software()
 
 
 def test_checkpoint_reloads_to_identical_logits(tuned: tuple[FinetuneResult, FinetuneConfig]) -> None:

@@ -55,8 +55,12 @@ def test_trust_smoke_config_runs_end_to_end(tmp_path: Path, shared_data: Path) -
     assert RANKED <= set(alpha.index) and (alpha.loc[sorted(RANKED - {"energy_pointing"})].n == n).all()
     assert 0 < alpha.n["energy_pointing"] <= n  # the images with exactly one box under half the image
     assert alpha.value.dropna().between(-1, 1).all()
-    ranks = frame[frame.quantity == "rank_by_mean"]
-    assert set(ranks.other) == set(raw["methods"]) and ranks.value.dropna().between(1, len(raw["methods"])).all()
+    ranks = frame[frame.quantity == "rank_by_mean"]  # the real methods; the floors apart, with every method
+    real = set(raw["methods"]) - {"random", "center"}
+    assert set(ranks.other) == real and ranks.value.dropna().between(1, len(real)).all()
+    assert set(frame[frame.quantity == "rank_by_mean_with_floors"].other) == set(raw["methods"])
+    merged = frame[frame.quantity == "same_values_as"]  # a metric with the same numbers as another: counted once
+    assert not set(merged.subject) & set(alpha.index) and set(merged.other) <= set(alpha.index)
     tau = frame[frame.quantity == "kendall_tau"]
     assert np.allclose(tau[tau.subject == tau.other].value.dropna(), 1.0)
     assert {"faithfulness", "localization", "complexity", "randomisation"} == set(

@@ -71,3 +71,49 @@ def test_a_changed_config_is_refused_naming_the_key(tmp_path: Path) -> None:
         f"{tmp_path / 'ft.pt'}: holds a checkpoint of a different fine-tune configuration (train.hflip: 0.5 -> "
         "0.0, train.lr_head: 0.05 -> 0.5); pass --fresh"
     ) in str(e.value)
+
+
+def test_training_on_from_a_checkpoint_of_other_software_is_refused_or_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint records the software that trained it; `camexp finetune` refuses to train on from one that
+    other software trained (one line, before the model is built), unless --allow-software-change, recorded."""
+    import torch
+    import yaml
+    from typer.testing import CliRunner
+
+    from camexp import provenance
+    from camexp.cli import app
+    from camexp.finetune.checkpoint import FORMAT, software_record
+    from camexp.finetune.config import load_finetune_config
+
+    path = tmp_path / "ft.yaml"
+    config = {
+        "name": "ft",
+        "model": {"name": "resnet18", "weights": "random"},
+        "dataset": {"kind": "voc", "root": str(tmp_path / "voc")},
+        "output": {"checkpoint": str(tmp_path / "ft.pt")},
+    }
+    path.write_text(yaml.safe_dump(config))
+    cfg = load_finetune_config(path)
+    real = provenance.software()
+    first = software_record(None, cfg.checkpoint_path, allow=False)
+    other = {**first, "software": {**real, "timm": "0.0-other"}}
+    torch.save(
+        {
+            "format": FORMAT,
+            "config": cfg.model_dump(mode="json"),
+            "fingerprint": cfg.fingerprint(),
+            "state_dict": {},
+            **other,
+        },
+        cfg.checkpoint_path,
+    )
+    res = CliRunner().invoke(app, ["finetune", str(path), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.split())
+    assert f"{cfg.checkpoint_path}: this checkpoint was written by other software (timm: 0.0-other -> " in said
+    assert "--allow-software-change" in said
+    resumed = software_record(torch.load(cfg.checkpoint_path, weights_only=True), cfg.checkpoint_path, allow=True)
+    assert resumed["software"] == real and len(resumed["invocations"]) == 2
+    assert resumed["mixed_software"] == [{"changed": {"timm": ["0.0-other", real["timm"]]}}]

@@ -105,3 +105,24 @@ def test_a_run_writes_both_per_image(tmp_path: Path, photo_dir: Path) -> None:
     assert {"Sparseness (Gini index) (higher is better)", "Complexity (entropy) (lower is better)"} <= set(
         summary.index
     )
+
+
+def test_effective_complexity_by_hand_and_equal_to_quantus() -> None:
+    """One-hot: 1 pixel; a constant map (stored as zeros): every pixel; a map with values 0, 1e-6, 1e-4, 1:
+    2 above ε = 1e-5 of the maximum, and the sign does not count. Quantus' EffectiveComplexity (defaults: abs,
+    normalise_by_max, ε = 1e-5) gives the same counts on camexp's maps."""
+    quantus = pytest.importorskip("quantus")
+    from camexp.metrics.complexity import effective
+
+    one_hot = torch.zeros(1, 4, 4)
+    one_hot[0, 1, 2] = 0.3
+    assert effective(one_hot, 1e-5).tolist() == [1.0]
+    assert effective(torch.zeros(1, 4, 4), 1e-5).tolist() == [16.0]
+    steps = torch.tensor([[[0.0, 1e-6], [-1e-4, 1.0]]], dtype=torch.float64)
+    assert effective(steps, 1e-5).tolist() == [2.0] and effective(steps, 0.0).tolist() == [3.0]
+    maps = _camexp_maps()
+    a = maps.numpy()
+    theirs = quantus.EffectiveComplexity(disable_warnings=True, return_aggregate=False)(
+        model=None, x_batch=np.zeros((len(a), 3, 32, 32)), y_batch=np.zeros(len(a), dtype=int), a_batch=a.copy()
+    )
+    assert effective(maps, 1e-5).tolist() == [float(v) for v in theirs]

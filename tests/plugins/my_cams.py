@@ -7,9 +7,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from camexp.config import ExperimentConfig
+from camexp.errors import CamexpError
 from camexp.explain.methods import MethodInputs, weighted_sum
 from camexp.metrics import MetricParams, MetricResult, RecordsView
 from camexp.metrics.batch import BatchContext
+from camexp.models import LoadedModel
 
 
 def abs_gradcam(x: MethodInputs) -> torch.Tensor:
@@ -34,3 +37,10 @@ class CountImages:
     def finish(self, out_dir: Path) -> list[str]:
         pd.DataFrame({"images": [self.seen]}).to_csv(out_dir / "plugin_count.csv", index=False)
         return [f"plug-in analysis saw {self.seen} images"]
+
+    @staticmethod
+    def check(config: ExperimentConfig, loaded: LoadedModel) -> list[tuple[str, str]]:
+        """What `camexp check` prints for it (the model's class count); it refuses a layer other than layer4."""
+        if loaded.layer_name != "layer4":
+            raise CamexpError(f"CountImages takes layer4's maps, not {loaded.layer_name}'s")
+        return [("plug-in classes", str(loaded.num_classes))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -109,6 +110,11 @@ def test_plugin_method_metric_and_analysis_run_through_camexp_run(tmp_path: Path
     mean_o = rec.groupby("method", sort=False)["o"].mean()
     assert summary.loc["Mean O (plug-in)", "plugins.my_cams:abs_gradcam"] == pytest.approx(mean_o.iloc[1], abs=1e-4)
     assert pd.read_csv(tmp_path / "out" / "plugin_count.csv")["images"].tolist() == [2]
+    res = CliRunner().invoke(app, ["check", str(path)])  # the plug-in analysis' own model check
+    assert res.exit_code == 0 and re.search(r"plug-in classes\s+│ 1000", res.output), res.output
+    path.write_text(yaml.safe_dump(dict(cfg, model={"name": "resnet18", "weights": "random", "layer": "layer3"})))
+    res = CliRunner().invoke(app, ["check", str(path)])
+    assert res.exit_code == 1 and "CountImages takes layer4's maps, not layer3's" in res.output, res.output
     bad = dict(cfg, methods=["gradcam", "plugins.my_cams:nope"])
     path.write_text(yaml.safe_dump(bad))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])

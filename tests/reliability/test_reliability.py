@@ -12,8 +12,19 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
-from camexp.reliability.measures import alpha_counts, image_taus, ordinal_alpha, orient, ranks, reliability
-from camexp.reliability.report import measure, rank_table, run_table
+from camexp.config import StatsConfig
+from camexp.reliability.measures import Estimate, alpha_counts, image_taus, ordinal_alpha, orient, ranks, reliability
+from camexp.reliability.report import (
+    OUTSIDE,
+    Table,
+    _cells,
+    frames,
+    measure,
+    rank_table,
+    reliability_report,
+    run_table,
+    section,
+)
 from tests.report.test_uncertainty import invoke, write_run
 
 NAN = np.nan
@@ -109,7 +120,7 @@ def test_ranks_and_sigma_by_hand_on_a_tiny_records_table(tmp_path: Path) -> None
     (0, 0), [100, 0, 100, 0] (50, 50): by mean 2, 3, 1, by median 2.5, 2.5, 1. Both faithfulness: mean rank
     by mean 1.5, 3, 1.5, σ̂ (ddof 0) 0.5, 0, 0.5; by median σ̂ 0.5, 0.25, 0.25."""
     run = write_run(tmp_path, "tiny", "resnet18", np.ones(4), CONF, metrics=["avg_drop", "increase"])
-    rel = measure(run_table(run, {"bootstrap": 0}))
+    rel = measure(run_table(run, {"bootstrap": 0})).rel
     assert rel.metrics == ["avg_drop", "increase"] and rel.criteria == ["faithfulness", "faithfulness"]
     np.testing.assert_array_equal(rel.rank_mean.value, [[1, 3, 2], [2, 3, 1]])
     np.testing.assert_array_equal(rel.rank_median.value, [[1.5, 3, 1.5], [2.5, 2.5, 1]])
@@ -209,3 +220,90 @@ def test_a_tied_rank_is_printed_inside_its_interval() -> None:
     assert rel.rank_mean.value[0, 6] == rel.rank_mean.lo[0, 6] == rel.rank_mean.hi[0, 6] == 7.5
     table = rank_table(rel, "mean")
     assert table.at["m6", "a"] == table.at["m7", "b"] == "7.5 [7, 8]"
+
+
+def _confidences(seed: int, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Y = 1 and O for gradcam, gradcam++, cam (unrelated across images), random (always the lowest: the
+    largest drop) and center (always the highest, above Y: the only increase)."""
+    g = np.random.default_rng(seed)
+    real = g.uniform(0.3, 0.9, (n, 3))
+    return np.ones(n), np.concatenate([real, np.full((n, 1), 0.1), np.full((n, 1), 1.5)], 1)
+
+
+def test_the_floors_are_measured_apart(tmp_path: Path) -> None:
+    """The issue's case: the floors sit at both ends of every image's ranking, so with them the images agree
+    (α high) although they do not agree about the real methods. α and σ̂ are now taken over the real methods
+    (α checked against the ranks of the real columns alone), and again with the floors, on a line apart."""
+    y, o = _confidences(2)
+    methods = ["gradcam", "gradcam++", "cam", "random", "center"]
+    write_run(tmp_path / "runs", "floors", "resnet18", y, o, methods=methods, metrics=["avg_drop", "increase"])
+    table = run_table(tmp_path / "runs" / "floors", {"bootstrap": 100})
+    assert table.floors == ["random", "center"]
+    measured = measure(table)
+    assert measured.rel.methods == ["gradcam", "gradcam++", "cam"] and measured.floors == ["random", "center"]
+    assert measured.with_floors is not None and measured.with_floors.methods == methods
+    drop = -100 * np.maximum(0, 1 - o)  # oriented: higher is better
+    alone = ordinal_alpha(ranks(drop[:, :3]))
+    assert measured.rel.alpha.value[0] == pytest.approx(alone, abs=1e-12)
+    assert measured.with_floors.alpha.value[0] == pytest.approx(ordinal_alpha(ranks(drop)), abs=1e-12)
+    assert measured.with_floors.alpha.value[0] > 0.5 > measured.rel.alpha.value[0]
+    report = reliability_report(tmp_path / "runs", {"bootstrap": 100})
+    assert "### With the floors (random, center), apart" in report.markdown
+    quantities = set(report.frame.quantity)
+    assert {"krippendorff_alpha_ordinal", "krippendorff_alpha_ordinal_with_floors", "sigma_by_mean_with_floors"} <= (
+        quantities
+    )
+    real_alpha = report.frame[report.frame.quantity == "krippendorff_alpha_ordinal"]
+    assert real_alpha.value.iloc[0] == pytest.approx(alone, abs=1e-12)  # the CSV keeps every digit
+
+
+def _table(values: dict[str, np.ndarray], methods: list[str], floors: list[str] | None = None) -> Table:
+    ids = [f"i{k}" for k in range(len(next(iter(values.values()))))]
+    frames = {k: pd.DataFrame(v, index=ids, columns=methods) for k, v in values.items()}
+    return Table("t", frames, methods, StatsConfig(bootstrap=100), floors=floors or [])
+
+
+def test_the_same_numbers_are_counted_once() -> None:
+    """MPRT's Spearman and |Spearman| of maps without a negative value are the same numbers (up to float
+    rounding of the ranks): counted once, under the first, and said; σ̂ is then that of two metrics (by hand:
+    a method ranked 1 and 3 has σ̂ 1). With one negative map the two differ and both count."""
+    methods = ["a", "b", "c"]
+    spearman = np.array([[0.1, 0.5, 0.9], [0.2, 0.4, 0.8], [0.3, 0.6, 0.7]])  # lower is better: a, b, c
+    deletion = np.array([[0.9, 0.5, 0.1], [0.8, 0.4, 0.2], [0.7, 0.6, 0.3]])  # lower is better: c, b, a
+    values = {"mprt_spearman": spearman, "mprt_spearman_abs": spearman + 1e-12, "deletion": deletion}
+    measured = measure(_table(values, methods))
+    assert measured.merged == {"mprt_spearman_abs": "mprt_spearman"}
+    assert measured.rel.metrics == ["deletion", "mprt_spearman"]
+    np.testing.assert_array_equal(measured.rel.sigma_mean.value, [1.0, 0.0, 1.0])
+    signed = dict(values, mprt_spearman_abs=np.abs(spearman - [[0.5, 0, 0], [0, 0, 0], [0, 0, 0]]))
+    assert measure(_table(signed, methods)).merged == {}
+
+
+def test_the_merge_is_said_in_the_report() -> None:
+    """The Markdown names the merged metric and the CSV has a `same_values_as` row for it."""
+    values = {"mprt_spearman": np.eye(3) + 0.1, "mprt_spearman_abs": np.eye(3) + 0.1, "deletion": np.eye(3)}
+    table = _table(values, ["a", "b", "c"])
+    measured = measure(table)
+    text = "\n".join(section(measured, table, "s"))
+    assert "Counted once: mprt_spearman_abs (the same values as mprt_spearman, to 1e-09)." in text
+    rows = frames(measured, "t")
+    merged = rows[rows.quantity == "same_values_as"]
+    assert merged[["subject", "other"]].values.tolist() == [["mprt_spearman_abs", "mprt_spearman"]]
+    assert "mprt_spearman_abs" not in set(rows.subject[rows.quantity == "krippendorff_alpha_ordinal"])
+
+
+def test_a_value_is_never_printed_outside_its_interval() -> None:
+    """Bounds are rounded outward, so a value inside its interval is printed inside it, at any digits (checked
+    on 2,000 random triples against the printed numbers); a value outside its own percentile interval (σ̂ of
+    ranks is biased upward by resampling: 0 when every metric agrees, above 0 on most resamples) is marked,
+    never hidden by rounding."""
+    g = np.random.default_rng(0)
+    for _ in range(2000):
+        lo, value, hi = np.sort(g.normal(0, 10.0 ** g.integers(-3, 2), 3))
+        digits = int(g.integers(1, 4))
+        text = _cells(Estimate(np.array([value]), np.array([lo]), np.array([hi])), ["x"], digits=digits)[0]["x"]
+        shown, bounds = text.replace("−", "-").split(" [")
+        low, high = (float(b) for b in bounds.rstrip("]").split(", "))
+        assert low <= float(shown) <= high and not text.endswith(OUTSIDE), text
+    outside = _cells(Estimate(np.array([0.0, 0.5]), np.array([0.3, 0.3]), np.array([0.9, 0.9])), ["a", "b"])[0]
+    assert outside.tolist() == ["0.00 [0.3, 0.9]" + OUTSIDE, "0.50 [0.3, 0.9]"]

@@ -297,6 +297,15 @@ def test_leaderboard_of_another_metric_and_its_errors(tmp_path: Path):
     assert res.exit_code == 2 and "stats.level" in res.output
 
 
+def test_the_leaderboard_ranks_the_runs_first_rankable_metric_by_default(tmp_path: Path):
+    y, o = synthetic(6)
+    write_run(tmp_path, "a", "resnet18", y, o, metrics=["increase", "avg_drop"])
+    md, frame, _ = leaderboard(tmp_path, stats={"bootstrap": 100})
+    increase = summarize_run_dir(tmp_path / "a").main.loc["% increase in confidence (higher is better)"]
+    assert "increase (higher is better)" in md
+    assert frame.set_index("method")["resnet18 × photos"].to_dict() == pytest.approx(increase.to_dict())
+
+
 def test_per_image_metrics_file_adds_rows_not_code(tmp_path: Path):
     """A further metric's per-image values in long form get the main-table row, the interval and the paired
     comparisons of any other metric."""
