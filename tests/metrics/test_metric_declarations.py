@@ -48,7 +48,8 @@ def test_a_plugin_pairwise_statistic_and_table_file(tmp_path: Path, monkeypatch:
     methods = ["gradcam", "gradcam++", "cam"]
     s = summarize("r", None, records(y, o), methods, ["test_gap"], MetricParams(), StatsConfig(bootstrap=100, seed=1))
     assert s.stats is not None
-    row = s.stats.pairwise[s.stats.pairwise.metric == "gap"].iloc[0]
+    assert "gap" not in set(s.stats.pairwise.metric)  # the rows are the entry's, whatever its table called them
+    row = s.stats.pairwise[s.stats.pairwise.metric == "test_gap"].iloc[0]
     # the images are ordered by id (img000..img024 = record order), and select keeps the first ten
     assert row.n == 10 and np.isclose(row.value, (o[:10, 0] - o[:10, 1]).mean())
     boot = SEEN["boot"]
