@@ -45,19 +45,28 @@ def study_make(
 
 @command(study_app, "tally")
 def study_tally(
-    study_dir: Path = typer.Argument(..., help="the study folder (holding key.json)"),
-    answers: list[Path] = typer.Argument(..., help="answer files the page downloaded"),
+    study_dir: Path = typer.Argument(..., help="the study folder (holding key.json; its answers.sqlite is read)"),
+    answers: list[Path] | None = typer.Argument(None, help="answer files the page downloaded"),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's published scores beside ours"),
     out: Path | None = typer.Option(None, help="where to write study_report.md/.csv (default STUDY_DIR)"),
     bootstrap: int = typer.Option(1000, help="bootstrap resamples of the intervals (0: none)"),
     level: float = typer.Option(0.95, help="interval coverage"),
     seed: int = typer.Option(0, help="bootstrap seed"),
+    fast_ms: float = typer.Option(500.0, help="flag answers faster than this many milliseconds"),
 ) -> None:
-    """Un-blind the answer files with key.json; write study_report.md and study_report.csv."""
+    """Un-blind the answers (the served study's database and any answer files) with key.json; write
+    study_report.md and study_report.csv."""
     from camexp.study.tally import tally_study
 
     rep = tally_study(
-        study_dir, answers, compare_paper=compare_paper, n_boot=bootstrap, level=level, seed=seed, out=out
+        study_dir,
+        answers or [],
+        compare_paper=compare_paper,
+        n_boot=bootstrap,
+        level=level,
+        seed=seed,
+        fast_ms=fast_ms,
+        out=out,
     )
     console.print(Markdown(rep.markdown))
     warn(rep.warnings)

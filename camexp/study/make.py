@@ -42,11 +42,26 @@ from camexp.report.runs import STUDY_JSON, STUDY_REPORT
 from camexp.results import FULL_OR_READ_ONLY, RUN_JSON, write_json
 from camexp.study.config import StudyConfig, load_study
 from camexp.study.select import F1_CSV, chosen_indices, f1_table, predict, top_f1_indices
+from camexp.study.store import DB_FILES
 
 KEY_JSON, PAGE, ITEMS_JS = "key.json", "page", "items.js"
 PAGE_FILES = ("index.html", "study.css", "study.js")  # copied from camexp/study/page/
 # What a study folder holds: a new study replaces all of it (an old tally counted answers to the old page).
-STUDY_FILES = (PAGE, KEY_JSON, STUDY_JSON, F1_CSV, STUDY_REPORT, str(Path(STUDY_REPORT).with_suffix(".csv")))
+STUDY_FILES = (
+    PAGE,
+    KEY_JSON,
+    STUDY_JSON,
+    F1_CSV,
+    STUDY_REPORT,
+    str(Path(STUDY_REPORT).with_suffix(".csv")),
+    *DB_FILES,
+)
+
+
+def balanced_sides(rng: np.random.Generator, n: int) -> list[bool]:
+    """n sides in random order, method A on the left for half of them; of an odd n the extra left slot goes
+    to A or to B by a coin of `rng`, so neither method is favoured by the side it is shown on."""
+    return [bool(s) for s in rng.permutation(np.arange(n) < (n + int(rng.integers(2))) // 2)]
 
 
 @dataclass
@@ -62,9 +77,9 @@ class Plan:
     def draw(cls, n: int, repeats: int, seed: int) -> Plan:
         rng = np.random.default_rng(seed)
         order = rng.permutation(n).tolist()
-        sides = rng.permutation(np.arange(n) < (n + 1) // 2).tolist()
+        sides = balanced_sides(rng, n)
         again = rng.permutation(rng.choice(n, min(repeats, n), replace=False)).tolist() if repeats else []
-        return cls(order, [bool(s) for s in sides], [int(r) for r in again])
+        return cls(order, sides, [int(r) for r in again])
 
     def items(self) -> list[tuple[int, bool]]:
         """(image k, swapped) per item in presentation order: every image once, then the repeats swapped."""

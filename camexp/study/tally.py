@@ -17,10 +17,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.stats import binomtest
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
@@ -30,6 +31,7 @@ from camexp.report.runs import STUDY_JSON, STUDY_REPORT
 from camexp.report.tables import write_files
 from camexp.stats.bootstrap import krippendorff_alpha, percentile_interval, resample_means
 from camexp.study.make import KEY_JSON
+from camexp.study.store import DB, read_rows
 
 FORMAT = "camexp-study-answers/1"
 CHOICES = ("left", "same", "right")
@@ -37,11 +39,15 @@ A, B, SAME = 0, 1, 2  # vote codes; NaN: no answer
 # The paper's published totals (§4.2, 250 images, 13 raters), by camexp method name.
 PAPER = {"gradcam++": 109.69, "gradcam": 56.08, "same": 84.23}
 PAPER_IMAGES = 250
+# Answers faster than this are flagged: under half a second is too little to look at a photograph and two maps
+# and decide (simple visual reaction times alone are ~0.2-0.3 s); a held key or a double click gives ~0-50 ms.
+FAST_MS = 500.0
 
 
 @dataclass
 class AnswerFile:
-    """One rater's downloaded answers: item -> (choice, milliseconds)."""
+    """One rater's answers from one source (an answer file, or the served study's database): item ->
+    (choice in the key's layout, milliseconds)."""
 
     path: Path
     rater: str
@@ -51,6 +57,34 @@ class AnswerFile:
     @property
     def complete(self) -> bool:
         return len(self.answers) == self.items
+
+    @property
+    def shown(self) -> str:
+        """The rater id as the report prints it: quoted with its escapes (`repr`) when it holds a newline or
+        another unprintable character that would end a Markdown table row or list item."""
+        return self.rater if self.rater.isprintable() else repr(self.rater)
+
+
+class _Answer(BaseModel):
+    """One answer as the page writes it: strict types, so `"item": true` or `"ms": NaN` is refused, not cast."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    item: int = Field(ge=0)
+    choice: Literal["left", "same", "right"]
+    ms: float = Field(ge=0, allow_inf_nan=False)
+
+
+class _AnswerFileSchema(BaseModel):
+    """A downloaded answer file (format camexp-study-answers/1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    format: Literal["camexp-study-answers/1"]
+    study_id: str
+    rater: str = Field(min_length=1)
+    items: int
+    complete: bool | None = None
+    saved: str | None = None
+    answers: list[_Answer]
 
 
 @dataclass
@@ -85,8 +119,17 @@ def read_key(study_dir: Path) -> dict[str, Any]:
     return key
 
 
+def schema_error(e: ValidationError) -> str:
+    """A pydantic error as one line: the first problem with where it is (`answers.3.item: ...`) and how many."""
+    first = e.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "the file"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
 def read_answers(path: Path, key: dict[str, Any]) -> AnswerFile:
-    """One answer file, refused with a one-line reason when it is malformed or belongs to another study."""
+    """One answer file, validated against its schema and the key; refused with a one-line reason when it is
+    malformed, empty or belongs to another study."""
     data = _json(path, "answer file")
     bad = f"{path}: not a camexp study answer file"
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -96,43 +139,67 @@ def read_answers(path: Path, key: dict[str, Any]) -> AnswerFile:
             f"{path}: answers to study {data.get('study_id')!r}, not to this study "
             f"{key['study_id']!r}; tally it with its own study folder"
         )
-    rater, answers, n = data.get("rater"), data.get("answers"), len(key["items"])
-    if not isinstance(rater, str) or not rater.strip() or not isinstance(answers, list):
-        raise CamexpError(f'{bad} (needs a non-empty "rater" and a list "answers")')
-    if data.get("items") != n:
-        raise CamexpError(f"{bad}: it counts {data.get('items')!r} items, the study has {n}")
+    try:
+        parsed = _AnswerFileSchema.model_validate(data)
+    except ValidationError as e:
+        raise CamexpError(f"{bad}: {schema_error(e)}") from None
+    n = len(key["items"])
+    if parsed.items != n:
+        raise CamexpError(f"{bad}: it counts {parsed.items} items, the study has {n}")
+    if not parsed.answers:
+        raise CamexpError(f"{path}: holds no answers (an answer file the page saved before the first item?)")
     out: dict[int, tuple[str, float]] = {}
-    for j, a in enumerate(answers):
-        item = a.get("item") if isinstance(a, dict) else None
-        ms = a.get("ms") if isinstance(a, dict) else None
-        if (
-            not isinstance(item, int)
-            or not 0 <= item < n
-            or a.get("choice") not in CHOICES
-            or not isinstance(ms, (int, float))
-            or ms < 0
-        ):
-            raise CamexpError(f"{bad}: answer {j} needs an item 0..{n - 1}, a choice of {list(CHOICES)} and ms >= 0")
-        if item in out:
-            raise CamexpError(f"{bad}: item {item} is answered twice")
-        out[item] = (a["choice"], float(ms))
-    return AnswerFile(path, rater.strip(), out, n)
+    for j, a in enumerate(parsed.answers):
+        if a.item >= n:
+            raise CamexpError(f"{bad}: answer {j} is to item {a.item}; the study's items are 0..{n - 1}")
+        if a.item in out:
+            raise CamexpError(f"{bad}: item {a.item} is answered twice")
+        out[a.item] = (a.choice, a.ms)
+    rater = parsed.rater.strip()
+    if not rater:
+        raise CamexpError(f'{bad}: "rater" is blank')
+    return AnswerFile(path, rater, out, n)
 
 
-def pick_raters(files: list[AnswerFile]) -> tuple[list[AnswerFile], list[str]]:
-    """One answer file per rater: of several files with one rater id the one with most answers (the first
-    given on a tie) is used; every file left out is named in the returned notes."""
-    chosen: dict[str, AnswerFile] = {}
-    for f in files:
-        if f.rater not in chosen or len(f.answers) > len(chosen[f.rater].answers):
-            chosen[f.rater] = f
-    notes = [
-        f"{f.path}: rater {f.rater!r} also answers in {chosen[f.rater].path} ({len(chosen[f.rater].answers)} "
-        f"answers), which is used; this file ({len(f.answers)} answers) is left out"
-        for f in files
-        if chosen[f.rater] is not f
-    ]
-    return list(chosen.values()), notes
+def read_database(study_dir: Path, key: dict[str, Any]) -> list[AnswerFile]:
+    """The served study's answers (camexp/study/store.py), one set per participant, each choice turned back into
+    the key's layout where the participant saw the item's sides swapped; [] when the study was never served."""
+    n = len(key["items"])
+    out: dict[str, AnswerFile] = {}
+    for row in read_rows(study_dir, key["study_id"]):
+        if not 0 <= row.item < n:
+            raise CamexpError(f"{study_dir / DB}: an answer to item {row.item}; the study's items are 0..{n - 1}")
+        choice = {"left": "right", "right": "left"}.get(row.choice, row.choice) if row.flipped else row.choice
+        out.setdefault(row.participant, AnswerFile(study_dir / DB, row.participant, {}, n)).answers[row.item] = (
+            choice,
+            row.ms,
+        )
+    return list(out.values())
+
+
+def merge_raters(sources: list[AnswerFile]) -> list[AnswerFile]:
+    """One answer set per rater id, whatever the order the sources come in: a rater's sources merge when every
+    item two of them answer has the same answer (a partial download and a full one, the database and a
+    file), and are refused, naming both sources, when they disagree; raters sorted by id."""
+    by_rater: dict[str, list[AnswerFile]] = {}
+    for f in sorted(sources, key=lambda f: str(f.path)):
+        by_rater.setdefault(f.rater, []).append(f)
+    out = []
+    for rater, files in sorted(by_rater.items()):
+        merged: dict[int, tuple[str, float]] = {}
+        origin: dict[int, Path] = {}
+        for f in files:
+            for item, answer in f.answers.items():
+                if item in merged and merged[item] != answer:
+                    raise CamexpError(
+                        f"rater {AnswerFile(f.path, rater, {}, 0).shown}: {origin[item]} and {f.path} give different "
+                        f"answers to item {item} ({merged[item][0]}, {merged[item][1]:g} ms vs {answer[0]}, "
+                        f"{answer[1]:g} ms); keep the right file, or rename the rater in one of them"
+                    )
+                merged[item], origin[item] = answer, origin.get(item, f.path)
+        path = files[0].path if len(files) == 1 else Path(" + ".join(str(f.path) for f in files))
+        out.append(AnswerFile(path, rater, dict(sorted(merged.items())), files[0].items))
+    return out
 
 
 def vote_matrix(files: list[AnswerFile], key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,17 +318,26 @@ def tally_study(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    fast_ms: float = FAST_MS,
     out: Path | None = None,
 ) -> StudyReport:
-    """Read, check and un-blind every answer file; write study_report.md and .csv into `out` (default the
-    study folder)."""
-    if not 0 < level < 1 or n_boot < 0:
-        raise CamexpError("--level must be in (0, 1) and --bootstrap >= 0")
+    """Read, check and un-blind every answer file and the served study's database (when there is one);
+    write study_report.md and .csv into `out` (default the study folder)."""
+    if not 0 < level < 1 or n_boot < 0 or fast_ms < 0:
+        raise CamexpError("--level must be in (0, 1), --bootstrap >= 0 and --fast-ms >= 0")
     if not (study_dir / STUDY_JSON).is_file():
         raise CamexpError(f"{study_dir}: not a study folder (no {STUDY_JSON}; make one with `camexp study make`)")
     key = read_key(study_dir)
-    files, notes = pick_raters([read_answers(Path(p), key) for p in answer_paths])
+    sources = [read_answers(Path(p), key) for p in answer_paths] + read_database(study_dir, key)
+    if not sources:
+        raise CamexpError(
+            f"{study_dir}: no answers to tally: give the answer files the page downloaded, or serve the study "
+            "(`camexp study serve`) so that its database collects them"
+        )
+    files = merge_raters(sources)
+    notes = [f"rater {f.shown}: answers of {f.path} merged (they agree)" for f in files if " + " in str(f.path)]
     votes, ms, image_of = vote_matrix(files, key)
+    fast = (ms < fast_ms).sum(1)
     first = np.array([not it["repeat"] for it in key["items"]])
     order = np.argsort(image_of[first])
     image_votes = votes[:, first][:, order]  # raters × images, images in key order
@@ -300,6 +376,10 @@ def tally_study(
     rows.append(
         {"quantity": "median_response_s", "subject": "all answers", "value": median_s, "n": int(np.isfinite(ms).sum())}
     )
+    rows += [
+        {"quantity": "fast_answers", "subject": f.rater, "value": int(fast[r]), "n": len(f.answers)}
+        for r, f in enumerate(files)
+    ]
     classes = [key["images"][k]["class_name"] for k in image_of[first][order]]
     per_class = pd.DataFrame(frac, columns=labels).assign(cls=classes)[rated].groupby("cls", sort=False)
     for cls, part in per_class:
@@ -314,12 +394,21 @@ def tally_study(
     md = _markdown(
         key, files, notes, incomplete, frame, labels, n, level, (wins, losses, ties, p), cons, ms, paper_col, per_class
     )
+    md += (
+        f"\nAnswers faster than {fast_ms:g} ms (too fast to have looked at both maps; counted, but check the "
+        f"rater): {int(fast.sum())} of {int(np.isfinite(ms).sum())}.\n"
+    )
     stem = Path(STUDY_REPORT).stem
     md_path, csv_path = write_files(out or study_dir, stem, md, {stem: frame}, float_format=None)
     warnings += [
-        f"{f.path}: rater {f.rater!r} answered {len(f.answers)} of {f.items} items (incomplete; the "
+        f"{f.path}: rater {f.shown} answered {len(f.answers)} of {f.items} items (incomplete; the "
         "answers given are counted)"
         for f in incomplete
+    ]
+    warnings += [
+        f"rater {f.shown}: {fast[r]} of {len(f.answers)} answers faster than {fast_ms:g} ms"
+        for r, f in enumerate(files)
+        if fast[r]
     ]
     return StudyReport(md, frame, warnings, (md_path, csv_path))
 
@@ -399,20 +488,26 @@ def _markdown(
     ]
     medians = [np.nanmedian(t) / 1000 if np.isfinite(t).any() else np.nan for t in ms]
     raters = [
-        [f.rater, f.path.name, f"{len(f.answers)} of {f.items}", f"{cons[r, 1]} of {cons[r, 0]}", f"{medians[r]:.2f}"]
+        [
+            f.shown,
+            " + ".join(Path(p).name for p in str(f.path).split(" + ")),
+            f"{len(f.answers)} of {f.items}",
+            f"{cons[r, 1]} of {cons[r, 0]}",
+            f"{medians[r]:.2f}",
+        ]
         for r, f in enumerate(files)
     ]
-    lines.append(_table(raters, ["rater", "answer file", "answered", "repeats agreeing", "median s"]))
+    lines.append(_table(raters, ["rater", "answers from", "answered", "repeats agreeing", "median s"]))
     if notes or incomplete:
         lines += [
             "",
-            f"Duplicate rater ids: {len(notes)} file(s) left out; incomplete answer sets: {len(incomplete)} "
+            f"Raters with several sources (merged): {len(notes)}; incomplete answer sets: {len(incomplete)} "
             "(their answers are counted).",
             "",
         ]
         lines += [f"- {markdown_text(note)}" for note in notes]
         lines += [
-            f"- {markdown_text(f'incomplete: {f.path} (rater {f.rater!r}, {len(f.answers)} of {f.items})')}"
+            f"- {markdown_text(f'incomplete: {f.path} (rater {f.shown}, {len(f.answers)} of {f.items})')}"
             for f in incomplete
         ]
     return "\n".join(lines) + "\n"
