@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -71,3 +72,39 @@ def study_tally(
     console.print(Markdown(rep.markdown))
     warn(rep.warnings)
     err_console.print(f"wrote {rep.paths[0]} and {rep.paths[1]}")
+
+
+@command(study_app, "serve")
+def study_serve(
+    study_dir: Path = typer.Argument(..., help="the study folder (`camexp study make` wrote it)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs --token"),
+    port: int = typer.Option(8000, help="TCP port"),
+    token: str | None = typer.Option(None, help="a secret: the page is then served under /TOKEN/ only"),
+) -> None:
+    """Serve page/ to the participants and store every answer in STUDY_DIR/answers.sqlite as it is given."""
+    import ipaddress
+    import secrets
+
+    import uvicorn
+
+    from camexp.errors import CamexpError
+    from camexp.study.serve import create_app
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        raise CamexpError(
+            f"--host {host} is reachable from other machines: give a secret with --token (e.g. --token "
+            f"{secrets.token_urlsafe(16)}) so that only people given the link can answer"
+        )
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,}", token):
+        raise CamexpError("--token: at least 16 letters, digits, - or _ (it becomes part of the URL)")
+    app_ = create_app(study_dir, token)
+    where = f"[{host}]" if ":" in host else host
+    console.print(
+        f"serving {study_dir / 'page'} at http://{where}:{port}/{token + '/' if token else ''}", highlight=False
+    )
+    console.print(f"answers go to {study_dir / 'answers.sqlite'}; stop with Ctrl+C", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="info")

@@ -65,7 +65,14 @@ class StudyConfig(_Strict):
     title: str = "Which picture shows the object better?"
     question: str = Field(
         default="Which of the two maps best describes the {class_name}?",
-        description="shown above every item; {class_name} becomes the item's class",
+        description="shown above every item; every {class_name} becomes the item's class (taken as it is)",
+    )
+    instructions: str | None = Field(
+        default=None, description="shown on the start screen instead of the built-in instructions (plain text)"
+    )
+    consent: str | None = Field(
+        default=None,
+        description="consent text on the start screen; a participant must tick 'I agree' before starting",
     )
 
     @field_validator("methods")

@@ -267,7 +267,14 @@ def _write_study(
         }
         for k, swapped in plan.items()
     ]
-    data = {"id": study_id, "title": study.title, "question": study.question, "items": shown}
+    data = {
+        "id": study_id,
+        "title": study.title,
+        "question": study.question,
+        "instructions": study.instructions,
+        "consent": study.consent,
+        "items": shown,
+    }
     (page / ITEMS_JS).write_text(f"window.CAMEXP_STUDY = {json.dumps(data, indent=1)};\n")
     # last: study.json marks a finished study (camexp report table lists it; a new make into the folder needs --force)
     write_json(

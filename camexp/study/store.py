@@ -82,11 +82,11 @@ class Store:
             )
             return cur.rowcount > 0
 
-    def answered(self, participant: str) -> dict[int, str]:
-        """The items `participant` has answered, with the choice as seen."""
+    def answered(self, participant: str) -> dict[int, tuple[str, float]]:
+        """The items `participant` has answered: the choice as seen and the milliseconds."""
         with self._lock:
-            rows = self._db.execute("SELECT item, choice FROM answers WHERE participant = ?", (participant,))
-            return dict(rows.fetchall())
+            rows = self._db.execute("SELECT item, choice, ms FROM answers WHERE participant = ?", (participant,))
+            return {item: (choice, ms) for item, choice, ms in rows.fetchall()}
 
     def close(self) -> None:
         with self._lock:
