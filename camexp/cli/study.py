@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markdown import Markdown
 
-from camexp.cli.common import app, command, console, err_console, group, warn
+from camexp.cli.common import app, comma, command, console, err_console, group, plain, warn
 
 study_app = group(
     "The paper's human-trust study (§4.2): a blind web page of two methods' maps, and the tally of the raters' answers."
@@ -108,3 +108,27 @@ def study_serve(
     )
     console.print(f"answers go to {study_dir / 'answers.sqlite'}; stop with Ctrl+C", highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
+@command(study_app, "power")
+def study_power(
+    images: str = typer.Option("10,20,30,50,100", help="numbers of images to try (comma-separated)"),
+    raters: str = typer.Option("3,5,8,13", help="numbers of raters to try"),
+    concentration: float = typer.Option(2.0, help="how alike images are (Dirichlet; smaller: raters agree more)"),
+    studies: int = typer.Option(200, help="simulated studies per cell"),
+    bootstrap: int = typer.Option(400, help="two-level bootstrap resamples per study"),
+    seed: int = typer.Option(0, help="simulation seed"),
+) -> None:
+    """Simulated power: how often the two-level 95 % interval of A - B excludes zero at the paper's effect
+    (Grad-CAM 56.08, Grad-CAM++ 109.69, same 84.23 of 250)."""
+    from camexp.errors import CamexpError
+    from camexp.study.power import power_table
+
+    try:
+        ns, rs = [int(v) for v in comma(images)], [int(v) for v in comma(raters)]
+    except ValueError:
+        raise CamexpError("--images and --raters take whole numbers separated by commas") from None
+    if min(ns + rs) < 1 or studies < 1 or bootstrap < 1 or concentration <= 0:
+        raise CamexpError("--images, --raters, --studies and --bootstrap must be >= 1, --concentration > 0")
+    table = power_table(ns, rs, concentration=concentration, studies=studies, n_boot=bootstrap, seed=seed)
+    plain(table.to_markdown(floatfmt=".2f"))

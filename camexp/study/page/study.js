@@ -159,7 +159,7 @@
       : "You answered every item. Please download your answers and send the file to the researcher.";
   }
 
-  function download() {  // the choices in key.json's layout (a served participant's swapped sides undone)
+  function download() {  // choices in the items.js layout (a served participant's swapped sides undone)
     var answers = [];
     state.answers.forEach(function (a, i) {
       if (a) answers.push({item: i, choice: state.flipped[i] ? SWAP[a.choice] : a.choice, ms: a.ms});
