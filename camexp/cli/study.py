@@ -54,6 +54,9 @@ def study_tally(
     level: float = typer.Option(0.95, help="interval coverage"),
     seed: int = typer.Option(0, help="bootstrap seed"),
     fast_ms: float = typer.Option(500.0, help="flag answers faster than this many milliseconds"),
+    min_catch: float | None = typer.Option(
+        None, help="leave out raters who chose the real map on fewer than this share of the catch items (0-1)"
+    ),
 ) -> None:
     """Un-blind the answers (the served study's database and any answer files) with key.json; write
     study_report.md and study_report.csv."""
@@ -67,6 +70,7 @@ def study_tally(
         level=level,
         seed=seed,
         fast_ms=fast_ms,
+        min_catch=min_catch,
         out=out,
     )
     console.print(Markdown(rep.markdown))

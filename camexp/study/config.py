@@ -61,6 +61,20 @@ class StudyConfig(_Strict):
     repeats: int = Field(
         default=5, ge=0, description="items shown a second time, sides swapped (intra-rater consistency)"
     )
+    practice: int = Field(
+        default=0,
+        ge=0,
+        description="practice items shown first (images of the data set outside the selection); never scored",
+    )
+    catch: int = Field(
+        default=0,
+        ge=0,
+        description="attention items: a study image's map (A's or B's) against a foil; the tally reports each "
+        "rater's catch accuracy",
+    )
+    catch_foil: Literal["random", "constant"] = Field(
+        default="random", description="the catch items' foil map: smooth random blobs, or the same value everywhere"
+    )
     seed: int = Field(default=0, description="seeds the item order, the sides and which items repeat")
     title: str = "Which picture shows the object better?"
     question: str = Field(

@@ -38,7 +38,7 @@ from camexp.errors import CamexpError
 from camexp.report.runs import STUDY_JSON
 from camexp.study.make import PAGE, balanced_sides
 from camexp.study.store import DB, Row, Store
-from camexp.study.tally import read_key, schema_error
+from camexp.study.tally import kind, read_key, schema_error
 
 log = logging.getLogger("camexp.study.serve")
 PARTICIPANT = r"^[A-Za-z0-9_.-]{1,40}$"  # as the page asks for it
@@ -58,10 +58,11 @@ class AnswerIn(BaseModel):
 
 @dataclass(frozen=True)
 class ParticipantPlan:
-    """What one participant sees: `order` the items (key numbers) in presentation order, first showings
-    shuffled then the repeats shuffled; `flipped[item]` whether its sides are swapped against key.json
-    (one coin per image, so a repeat stays swapped against its first showing), method A on the left for half
-    of the first showings."""
+    """What one participant sees: `order` the items (key numbers) in presentation order: the practice items as
+    listed, the first showings and catch items shuffled together, then the repeats shuffled; `flipped[item]`
+    whether its sides are swapped against key.json: one coin per image for the scored items (so a repeat stays
+    swapped against its first showing, and method A is on the left for half of the first showings), one per
+    catch item (the map on the left for half of them), none for practice items."""
 
     order: list[int]
     flipped: dict[int, bool]
@@ -73,13 +74,19 @@ def participant_plan(key: dict[str, Any], participant: str) -> ParticipantPlan:
     seed = int.from_bytes(hashlib.sha256(f"{key['study_id']}:{participant}".encode()).digest()[:8], "big")
     rng = np.random.default_rng(seed)
     items = key["items"]
-    first = [it for it in items if not it["repeat"]]
-    again = [it for it in items if it["repeat"]]
-    order = [first[i]["item"] for i in rng.permutation(len(first))]
-    order += [again[i]["item"] for i in rng.permutation(len(again))]
+    practice = [it["item"] for it in items if kind(it) == "practice"]
+    first = [it for it in items if kind(it) == "trial" and not it["repeat"]]
+    again = [it["item"] for it in items if kind(it) == "trial" and it["repeat"]]
+    catch = [it for it in items if kind(it) == "catch"]
+    mixed = [it["item"] for it in first + catch]
+    order = practice + [mixed[i] for i in rng.permutation(len(mixed))] + [again[i] for i in rng.permutation(len(again))]
     a_left = dict(zip((it["image"] for it in first), balanced_sides(rng, len(first)), strict=True))
     flip_image = {it["image"]: a_left[it["image"]] != (it["left"] == "A") for it in first}
-    return ParticipantPlan(order, {it["item"]: flip_image[it["image"]] for it in items})
+    map_left = balanced_sides(rng, len(catch))
+    flipped = {n: False for n in practice}
+    flipped |= {it["item"]: flip_image[it["image"]] for it in items if kind(it) == "trial"}
+    flipped |= {it["item"]: map_left[j] != (it["left"] == "map") for j, it in enumerate(catch)}
+    return ParticipantPlan(order, flipped)
 
 
 def _refuse(request: Request, status: int, reason: str) -> HTTPException:

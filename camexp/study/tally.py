@@ -203,17 +203,36 @@ def merge_raters(sources: list[AnswerFile]) -> list[AnswerFile]:
 
 
 def vote_matrix(files: list[AnswerFile], key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Un-blinded votes: (raters × items) codes A/B/SAME (NaN: not answered), and (raters × items)
-    milliseconds, and per item the image it shows."""
+    """Un-blinded votes: (raters × items) codes A/B/SAME of the scored items (NaN: not answered, or a practice
+    or catch item), (raters × items) milliseconds (all but practice items), and per item the image it shows
+    (-1: a practice image)."""
     items = key["items"]
     votes = np.full((len(files), len(items)), np.nan)
     ms = np.full(votes.shape, np.nan)
     for r, f in enumerate(files):
         for n, (choice, t) in f.answers.items():
-            side = items[n][choice] if choice != "same" else "same"
-            votes[r, n] = {"A": A, "B": B, "same": SAME}[side]
-            ms[r, n] = t
-    return votes, ms, np.array([it["image"] for it in items])
+            if kind(items[n]) == "trial":
+                side = items[n][choice] if choice != "same" else "same"
+                votes[r, n] = {"A": A, "B": B, "same": SAME}[side]
+            if kind(items[n]) != "practice":
+                ms[r, n] = t
+    return votes, ms, np.array([-1 if it["image"] is None else it["image"] for it in items])
+
+
+def kind(item: dict[str, Any]) -> str:
+    """trial (scored), practice (never scored) or catch (attention); keys written before issue 31: trial."""
+    return str(item.get("kind", "trial"))
+
+
+def catch_answers(files: list[AnswerFile], key: dict[str, Any]) -> np.ndarray:
+    """(raters × 2): per rater, catch items answered and how many of those chose the real map over the foil."""
+    out = np.zeros((len(files), 2), dtype=int)
+    for r, f in enumerate(files):
+        for n, (choice, _) in f.answers.items():
+            it = key["items"][n]
+            if kind(it) == "catch":
+                out[r] += (1, choice != "same" and it[choice] == "map")
+    return out
 
 
 def image_fractions(votes: np.ndarray) -> np.ndarray:
@@ -272,8 +291,9 @@ def agreement(votes: np.ndarray, categories: int = 3) -> tuple[float, int, float
 def consistency(votes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
     """(raters × 2): per rater, repeated items answered both times, and how many of those got the same
     un-blinded answer (A, B or same) as the first showing."""
-    first = {it["image"]: it["item"] for it in key["items"] if not it["repeat"]}
-    pairs = [(first[it["image"]], it["item"]) for it in key["items"] if it["repeat"]]
+    trials = [it for it in key["items"] if kind(it) == "trial"]
+    first = {it["image"]: it["item"] for it in trials if not it["repeat"]}
+    pairs = [(first[it["image"]], it["item"]) for it in trials if it["repeat"]]
     out = np.zeros((votes.shape[0], 2), dtype=int)
     for a, b in pairs:
         both = ~np.isnan(votes[:, a]) & ~np.isnan(votes[:, b])
@@ -319,12 +339,13 @@ def tally_study(
     level: float = 0.95,
     seed: int = 0,
     fast_ms: float = FAST_MS,
+    min_catch: float | None = None,
     out: Path | None = None,
 ) -> StudyReport:
     """Read, check and un-blind every answer file and the served study's database (when there is one);
     write study_report.md and .csv into `out` (default the study folder)."""
-    if not 0 < level < 1 or n_boot < 0 or fast_ms < 0:
-        raise CamexpError("--level must be in (0, 1), --bootstrap >= 0 and --fast-ms >= 0")
+    if not 0 < level < 1 or n_boot < 0 or fast_ms < 0 or not 0 <= (min_catch or 0) <= 1:
+        raise CamexpError("--level must be in (0, 1), --bootstrap >= 0, --fast-ms >= 0 and --min-catch in [0, 1]")
     if not (study_dir / STUDY_JSON).is_file():
         raise CamexpError(f"{study_dir}: not a study folder (no {STUDY_JSON}; make one with `camexp study make`)")
     key = read_key(study_dir)
@@ -336,9 +357,21 @@ def tally_study(
         )
     files = merge_raters(sources)
     notes = [f"rater {f.shown}: answers of {f.path} merged (they agree)" for f in files if " + " in str(f.path)]
+    catch = catch_answers(files, key)
+    low = [
+        r for r in range(len(files)) if min_catch is not None and catch[r, 0] and catch[r, 1] < min_catch * catch[r, 0]
+    ]
+    excluded = [(files[r], catch[r]) for r in low]
+    notes += [
+        f"rater {f.shown} excluded: {c[1]} of {c[0]} catch items right, below --min-catch {min_catch:g}"
+        for f, c in excluded
+    ]
+    files, catch = [f for r, f in enumerate(files) if r not in low], np.delete(catch, low, axis=0)
+    if not files:
+        raise CamexpError(f"every rater's catch accuracy is below --min-catch {min_catch:g}: nothing left to tally")
     votes, ms, image_of = vote_matrix(files, key)
     fast = (ms < fast_ms).sum(1)
-    first = np.array([not it["repeat"] for it in key["items"]])
+    first = np.array([kind(it) == "trial" and not it["repeat"] for it in key["items"]])
     order = np.argsort(image_of[first])
     image_votes = votes[:, first][:, order]  # raters × images, images in key order
     frac = image_fractions(image_votes)
@@ -380,6 +413,14 @@ def tally_study(
         {"quantity": "fast_answers", "subject": f.rater, "value": int(fast[r]), "n": len(f.answers)}
         for r, f in enumerate(files)
     ]
+    rows += [
+        {"quantity": "catch_accuracy", "subject": f.rater, "value": c[1] / c[0], "n": int(c[0])}
+        for f, c in [*zip(files, catch, strict=True), *excluded]
+        if c[0]
+    ]
+    rows += [
+        {"quantity": "excluded_rater", "subject": f.rater, "value": c[1] / c[0], "n": int(c[0])} for f, c in excluded
+    ]
     classes = [key["images"][k]["class_name"] for k in image_of[first][order]]
     per_class = pd.DataFrame(frac, columns=labels).assign(cls=classes)[rated].groupby("cls", sort=False)
     for cls, part in per_class:
@@ -392,8 +433,23 @@ def tally_study(
     )
     incomplete = [f for f in files if not f.complete]
     md = _markdown(
-        key, files, notes, incomplete, frame, labels, n, level, (wins, losses, ties, p), cons, ms, paper_col, per_class
+        key,
+        files,
+        notes,
+        incomplete,
+        frame,
+        labels,
+        n,
+        level,
+        (wins, losses, ties, p),
+        cons,
+        ms,
+        paper_col,
+        per_class,
+        catch,
     )
+    if min_catch is not None:
+        md += f"\nRaters with catch accuracy below {min_catch:g} excluded: {len(excluded)}.\n"
     md += (
         f"\nAnswers faster than {fast_ms:g} ms (too fast to have looked at both maps; counted, but check the "
         f"rater): {int(fast.sum())} of {int(np.isfinite(ms).sum())}.\n"
@@ -427,6 +483,7 @@ def _markdown(
     ms: np.ndarray,
     paper: list[float] | None,
     per_class: Any,
+    catch: np.ndarray,
 ) -> str:
     """study_report.md: the score table first (as in the paper), then tests, agreement, classes and raters;
     method names, class names and rater ids escaped (camexp/report/markdown.py)."""
@@ -494,14 +551,15 @@ def _markdown(
             f"{len(f.answers)} of {f.items}",
             f"{cons[r, 1]} of {cons[r, 0]}",
             f"{medians[r]:.2f}",
+            f"{catch[r, 1]} of {catch[r, 0]}",
         ]
         for r, f in enumerate(files)
     ]
-    lines.append(_table(raters, ["rater", "answers from", "answered", "repeats agreeing", "median s"]))
+    lines.append(_table(raters, ["rater", "answers from", "answered", "repeats agreeing", "median s", "catch right"]))
     if notes or incomplete:
         lines += [
             "",
-            f"Raters with several sources (merged): {len(notes)}; incomplete answer sets: {len(incomplete)} "
+            f"Raters merged from several sources or excluded: {len(notes)}; incomplete answer sets: {len(incomplete)} "
             "(their answers are counted).",
             "",
         ]

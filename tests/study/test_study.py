@@ -218,7 +218,7 @@ def test_duplicate_raters_and_incomplete_sets_are_listed(tmp_path: Path) -> None
     result = tally(folder, [x_short, x_full, y])
     assert result.exit_code == 0, result.output
     md = (folder / "study_report.md").read_text()
-    assert "Raters with several sources (merged): 1; incomplete answer sets: 1" in md
+    assert "Raters merged from several sources or excluded: 1; incomplete answer sets: 1" in md
     assert f"rater x: answers of {x_short} + {x_full} merged" in md and f"incomplete: {y} (rater y, 1 of 2)" in md
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score.to_dict() == pytest.approx({"A: gradcam": 0.0, "B: gradcam++": 1.5, "same": 0.5})
@@ -236,7 +236,7 @@ def test_html_and_pipes_in_names_are_escaped_and_tables_keep_their_columns(tmp_p
     md = (folder / "study_report.md").read_text()
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)>" in md
     safe = "&lt;img src=x onerror=alert(1)>\\|x"
-    header = {"choice": 5, "class": 5, "rater": 5}  # columns of the score, per-class and rater tables
+    header = {"choice": 5, "class": 5, "rater": 6}  # columns of the score, per-class and rater tables
     for table in ("choice", "class", "rater"):
         lines = md[md.index(f"| {table} ") :].split("\n\n")[0].splitlines()
         assert {len(re.findall(r"(?<!\\)\|", line)) for line in lines} == {header[table] + 1}, lines

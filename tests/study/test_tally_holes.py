@@ -99,7 +99,7 @@ def test_rater_ids_with_newlines_pipes_or_html_keep_the_report_intact(tmp_path: 
     md = (folder / "study_report.md").read_text()
     rater_table = md[md.index("| rater ") :].split("\n\n")[0].splitlines()
     assert len(rater_table) == 4  # header, rule, two raters
-    assert {len(re.findall(r"(?<!\\)\|", line)) for line in rater_table} == {6}
+    assert {len(re.findall(r"(?<!\\)\|", line)) for line in rater_table} == {7}
     assert "<b>" not in md and "injected | row" not in md
     assert any(r[0] == repr(evil).replace("|", "\\|").replace("<", "&lt;") for r in table_rows(md))
 

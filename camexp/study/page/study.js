@@ -42,9 +42,9 @@
   function answered() { return state.answers.filter(Boolean).length; }
   function unsent() { return state.answers.filter(function (a) { return a && !a.sent; }).length; }
 
-  function identity() {
+  function identity() {  // the order items.js gives (practice items first), every side as items.js has it
     var order = [], flipped = [];
-    for (var i = 0; i < N; i++) { order.push(i); flipped.push(false); }
+    for (var i = 0; i < N; i++) { order.push(S.order ? S.order[i] : i); flipped.push(false); }
     return {order: order, flipped: flipped};
   }
 
@@ -97,7 +97,7 @@
     });
     $("bar").max = N;
     $("bar").value = answered();
-    $("count").textContent = "Item " + (state.pos + 1) + " of " + N + " \u00b7 " + answered() + " answered" +
+    $("count").textContent = (item.practice ? "Practice \u00b7 " : "") + "Item " + (state.pos + 1) + " of " + N + " \u00b7 " + answered() + " answered" +
       (unsent() ? " \u00b7 " + unsent() + " not yet saved on the server" : "");
     $("who").textContent = "Participant: " + state.rater;
     $("back").disabled = state.pos === 0;
