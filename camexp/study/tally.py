@@ -53,6 +53,16 @@ class AnswerFile:
     rater: str
     answers: dict[int, tuple[str, float]]
     items: int
+    merged_from: tuple[Path, ...] = ()  # the sources of a rater found in several
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        return self.merged_from or (self.path,)
+
+    @property
+    def where(self) -> str:
+        """The source(s) as the report names them: `a.json + b.json`."""
+        return " + ".join(map(str, self.sources))
 
     @property
     def complete(self) -> bool:
@@ -192,13 +202,13 @@ def merge_raters(sources: list[AnswerFile]) -> list[AnswerFile]:
             for item, answer in f.answers.items():
                 if item in merged and merged[item] != answer:
                     raise CamexpError(
-                        f"rater {AnswerFile(f.path, rater, {}, 0).shown}: {origin[item]} and {f.path} give different "
+                        f"rater {f.shown}: {origin[item]} and {f.path} give different "
                         f"answers to item {item} ({merged[item][0]}, {merged[item][1]:g} ms vs {answer[0]}, "
                         f"{answer[1]:g} ms); keep the right file, or rename the rater in one of them"
                     )
                 merged[item], origin[item] = answer, origin.get(item, f.path)
-        path = files[0].path if len(files) == 1 else Path(" + ".join(str(f.path) for f in files))
-        out.append(AnswerFile(path, rater, dict(sorted(merged.items())), files[0].items))
+        merged_from = tuple(f.path for f in files) if len(files) > 1 else ()
+        out.append(AnswerFile(files[0].path, rater, dict(sorted(merged.items())), files[0].items, merged_from))
     return out
 
 
@@ -356,7 +366,7 @@ def tally_study(
             "(`camexp study serve`) so that its database collects them"
         )
     files = merge_raters(sources)
-    notes = [f"rater {f.shown}: answers of {f.path} merged (they agree)" for f in files if " + " in str(f.path)]
+    notes = [f"rater {f.shown}: answers of {f.where} merged (they agree)" for f in files if f.merged_from]
     catch = catch_answers(files, key)
     low = [
         r for r in range(len(files)) if min_catch is not None and catch[r, 0] and catch[r, 1] < min_catch * catch[r, 0]
@@ -457,7 +467,7 @@ def tally_study(
     stem = Path(STUDY_REPORT).stem
     md_path, csv_path = write_files(out or study_dir, stem, md, {stem: frame}, float_format=None)
     warnings += [
-        f"{f.path}: rater {f.shown} answered {len(f.answers)} of {f.items} items (incomplete; the "
+        f"{f.where}: rater {f.shown} answered {len(f.answers)} of {f.items} items (incomplete; the "
         "answers given are counted)"
         for f in incomplete
     ]
@@ -547,7 +557,7 @@ def _markdown(
     raters = [
         [
             f.shown,
-            " + ".join(Path(p).name for p in str(f.path).split(" + ")),
+            " + ".join(p.name for p in f.sources),
             f"{len(f.answers)} of {f.items}",
             f"{cons[r, 1]} of {cons[r, 0]}",
             f"{medians[r]:.2f}",
@@ -565,7 +575,7 @@ def _markdown(
         ]
         lines += [f"- {markdown_text(note)}" for note in notes]
         lines += [
-            f"- {markdown_text(f'incomplete: {f.path} (rater {f.shown}, {len(f.answers)} of {f.items})')}"
+            f"- {markdown_text(f'incomplete: {f.where} (rater {f.shown}, {len(f.answers)} of {f.items})')}"
             for f in incomplete
         ]
     return "\n".join(lines) + "\n"

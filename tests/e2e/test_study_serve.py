@@ -238,7 +238,7 @@ def test_two_participants_on_the_served_page_and_a_reload_loses_nothing(browser,
                 assert f"Item {n + 1} of 9" in page.text_content("#count")
                 item = plans[who].order[n]
                 cls = key["images"][key["items"][item]["image"]]["class_name"]
-                assert page.text_content("#question") == f"Which shows the {cls}?"
+                assert page.text_content("#question") == f"Which shows the {cls}? Look for the {cls}."
                 page.wait_for_selector("#choose-left:not([disabled])")
                 if who == "ann":  # by click: the side showing the item's `_a` picture
                     src = page.get_attribute("#img-left", "src")

@@ -46,7 +46,8 @@ def served_study(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (), *
                 "right": a if swapped else b,
             }
         )
-    data = {"id": "s1", "title": "t", "question": "Which shows the {class_name}?", "items": shown}
+    question = "Which shows the {class_name}? Look for the {class_name}."  # every one replaced, as text
+    data = {"id": "s1", "title": "t", "question": question, "items": shown}
     (page / "items.js").write_text(f"window.CAMEXP_STUDY = {json.dumps(data)};\n")
     return folder
 
