@@ -248,6 +248,9 @@ def test_two_participants_on_the_served_page_and_a_reload_loses_nothing(browser,
         for page in pages.values():
             page.wait_for_selector("#done:not([hidden])")
         wait_rows(folder, 18)
+        with pages["ann"].expect_download() as download:  # her file, in the key's layout: it merges with the db
+            pages["ann"].click("#download")
+        download.value.save_as(tmp_path / "answers_ann.json")
     finally:
         server.stop()
     got = {(p, i): c for p, i, _, c, _ in rows(folder)}
@@ -259,6 +262,11 @@ def test_two_participants_on_the_served_page_and_a_reload_loses_nothing(browser,
         assert c == ("left" if left_file_a else "right")
     score = tally_scores(folder)
     assert score == pytest.approx({"A: gradcam": 3.5, "B: gradcam++": 0.0, "same": 3.5})
+    result = cli.invoke(app, ["study", "tally", str(folder), str(tmp_path / "answers_ann.json"), "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"rater ann: answers of {tmp_path / 'answers_ann.json'} + {folder / DB} merged" in " ".join(
+        (folder / "study_report.md").read_text().split()
+    )
 
 
 def test_the_page_takes_no_input_until_the_images_have_loaded(browser, tmp_path: Path) -> None:
@@ -266,7 +274,7 @@ def test_the_page_takes_no_input_until_the_images_have_loaded(browser, tmp_path:
     images had loaded. The second item's pictures are held back by the test: a double click and a held key on
     the first item give one answer each, keys pressed while the next pictures load are ignored, and the time
     recorded for an item is at most the time since its pictures were let through."""
-    folder = served_study(tmp_path, [f"c{k}" for k in range(5)])
+    folder = served_study(tmp_path, [f"c{k}" for k in range(5)], consent="I agree to take part in study 7.")
     key = json.loads((folder / "key.json").read_text())
     order = participant_plan(key, "p1").order
     server = Server(folder)
@@ -275,7 +283,11 @@ def test_the_page_takes_no_input_until_the_images_have_loaded(browser, tmp_path:
         held: list = []
         page.route(f"**/img/item_{order[1]:03d}_*", lambda route: held.append(route))
         page.goto(server.url)
+        assert page.text_content("#consent") == "I agree to take part in study 7."
         page.fill("#rater", "p1")
+        page.click("#start-button")  # consent not given: no start
+        assert "Please tick" in page.text_content("#start-error") and not page.is_visible("#trial")
+        page.check("#agree")
         page.click("#start-button")
         page.wait_for_selector("#choose-left:not([disabled])")
         page.dblclick("#choose-left")

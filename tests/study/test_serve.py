@@ -22,7 +22,9 @@ from tests.study.test_study import answers, cli, make_study_dir, one_line, repor
 TOKEN = "s3cret-token-0123456789"
 
 
-def served_study(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (), **key_args) -> Path:
+def served_study(
+    tmp: Path, classes: list[str], repeats: tuple[int, ...] = (), consent: str | None = None, **key_args
+) -> Path:
     """A study folder with a working page: make_study_dir's key plus page/ (the packaged index.html, script and
     style, items.js, and a small distinct PNG per picture)."""
     folder = make_study_dir(tmp, classes, repeats, **key_args)
@@ -47,7 +49,7 @@ def served_study(tmp: Path, classes: list[str], repeats: tuple[int, ...] = (), *
             }
         )
     question = "Which shows the {class_name}? Look for the {class_name}."  # every one replaced, as text
-    data = {"id": "s1", "title": "t", "question": question, "items": shown}
+    data = {"id": "s1", "title": "t", "question": question, "consent": consent, "items": shown}
     (page / "items.js").write_text(f"window.CAMEXP_STUDY = {json.dumps(data)};\n")
     return folder
 
