@@ -61,11 +61,32 @@ class StudyConfig(_Strict):
     repeats: int = Field(
         default=5, ge=0, description="items shown a second time, sides swapped (intra-rater consistency)"
     )
+    practice: int = Field(
+        default=0,
+        ge=0,
+        description="practice items shown first (images of the data set outside the selection); never scored",
+    )
+    catch: int = Field(
+        default=0,
+        ge=0,
+        description="attention items: a study image's map (A's or B's) against a foil; the tally reports each "
+        "rater's catch accuracy",
+    )
+    catch_foil: Literal["random", "constant"] = Field(
+        default="random", description="the catch items' foil map: smooth random blobs, or the same value everywhere"
+    )
     seed: int = Field(default=0, description="seeds the item order, the sides and which items repeat")
     title: str = "Which picture shows the object better?"
     question: str = Field(
         default="Which of the two maps best describes the {class_name}?",
-        description="shown above every item; {class_name} becomes the item's class",
+        description="shown above every item; every {class_name} becomes the item's class (taken as it is)",
+    )
+    instructions: str | None = Field(
+        default=None, description="shown on the start screen instead of the built-in instructions (plain text)"
+    )
+    consent: str | None = Field(
+        default=None,
+        description="consent text on the start screen; a participant must tick 'I agree' before starting",
     )
 
     @field_validator("methods")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,33 +43,71 @@ from camexp.report.runs import STUDY_JSON, STUDY_REPORT
 from camexp.results import FULL_OR_READ_ONLY, refuse_other_kind, write_json
 from camexp.study.config import StudyConfig, load_study
 from camexp.study.select import F1_CSV, chosen_indices, f1_table, predict, top_f1_indices
+from camexp.study.store import DB_FILES
 
 KEY_JSON, PAGE, ITEMS_JS = "key.json", "page", "items.js"
 PAGE_FILES = ("index.html", "study.css", "study.js")  # copied from camexp/study/page/
 # What a study folder holds: a new study replaces all of it (an old tally counted answers to the old page).
-STUDY_FILES = (PAGE, KEY_JSON, STUDY_JSON, F1_CSV, STUDY_REPORT, str(Path(STUDY_REPORT).with_suffix(".csv")))
+STUDY_FILES = (
+    PAGE,
+    KEY_JSON,
+    STUDY_JSON,
+    F1_CSV,
+    STUDY_REPORT,
+    str(Path(STUDY_REPORT).with_suffix(".csv")),
+    *DB_FILES,
+)
+
+
+def balanced_sides(rng: np.random.Generator, n: int) -> list[bool]:
+    """n sides in random order, method A on the left for half of them; of an odd n the extra left slot goes
+    to A or to B by a coin of `rng`, so neither method is favoured by the side it is shown on."""
+    return [bool(s) for s in rng.permutation(np.arange(n) < (n + int(rng.integers(2))) // 2)]
 
 
 @dataclass
 class Plan:
     """The blind layout: `order[k]` is the selection position of the k-th image shown, `a_is_A[k]` whether
-    its `_a` stimulus (left at its first showing) is method A, `repeats` the images shown again, swapped."""
+    its `_a` stimulus (left at its first showing) is method A, `repeats` the images shown again, swapped.
+    `practice` images follow the n study images (k = n, n + 1, ...; `a_is_A` covers them too). `catch[j]` is
+    a study image shown once more as an attention item: its `_a` map (`catch_a[j]`) or its `_b` map against a
+    foil (`_c`), the map on the left when `catch_left[j]`."""
 
     order: list[int]
     a_is_A: list[bool]
     repeats: list[int]
+    practice: int = 0
+    catch: list[int] = field(default_factory=list)
+    catch_a: list[bool] = field(default_factory=list)
+    catch_left: list[bool] = field(default_factory=list)
 
     @classmethod
-    def draw(cls, n: int, repeats: int, seed: int) -> Plan:
+    def draw(cls, n: int, repeats: int, seed: int, practice: int = 0, catch: int = 0) -> Plan:
         rng = np.random.default_rng(seed)
         order = rng.permutation(n).tolist()
-        sides = rng.permutation(np.arange(n) < (n + 1) // 2).tolist()
+        sides = balanced_sides(rng, n)
         again = rng.permutation(rng.choice(n, min(repeats, n), replace=False)).tolist() if repeats else []
-        return cls(order, [bool(s) for s in sides], [int(r) for r in again])
+        plan = cls(order, sides, [int(r) for r in again])
+        if practice:
+            plan.practice, plan.a_is_A = practice, sides + balanced_sides(rng, practice)
+        if catch:
+            plan.catch = [int(k) for k in rng.choice(n, min(catch, n), replace=False)]
+            plan.catch_a, plan.catch_left = balanced_sides(rng, len(plan.catch)), balanced_sides(rng, len(plan.catch))
+        return plan
 
     def items(self) -> list[tuple[int, bool]]:
-        """(image k, swapped) per item in presentation order: every image once, then the repeats swapped."""
+        """(image k, swapped) per scored item in presentation order: every image once, then the repeats swapped."""
         return [(k, False) for k in range(len(self.order))] + [(k, True) for k in self.repeats]
+
+    def presentation(self) -> list[int]:
+        """Item numbers in the order a page without a server shows them. Items are numbered: the scored items
+        (`items()`), then the practice items, then the catch items; shown: practice first, the first showings
+        with the catch items spread evenly among them, then the repeats."""
+        n, trials = len(self.order), len(self.items())
+        first: list[int] = list(range(n))
+        for j in reversed(range(len(self.catch))):
+            first.insert(round((j + 1) * n / (len(self.catch) + 1)), trials + self.practice + j)
+        return list(range(trials, trials + self.practice)) + first + list(range(n, trials))
 
 
 @dataclass
@@ -147,11 +186,19 @@ def _make(config: Path, study: StudyConfig, cfg: ExperimentConfig, folder: Path,
         chosen = chosen_indices(sel, [it.image_id for it in ds.items])
     if not chosen:
         raise CamexpError(f"{config}: study.select chose no image of the {len(ds)} listed")
-    plan = Plan.draw(len(chosen), study.repeats, study.seed)
+    others = sorted(set(range(len(ds))) - set(chosen))
+    if len(others) < study.practice:
+        raise CamexpError(
+            f"{config}: study.practice: {study.practice} practice images asked, but the data set has only "
+            f"{len(others)} image(s) outside the selection"
+        )
+    practice = sorted(random.Random(study.seed).sample(others, study.practice))
+    plan = Plan.draw(len(chosen), study.repeats, study.seed, study.practice, study.catch)
     for stale in STUDY_FILES:  # a replaced study's, or what a make that failed half-way left
         shutil.rmtree(folder / stale) if (folder / stale).is_dir() else (folder / stale).unlink(missing_ok=True)
     (folder / PAGE / "img").mkdir(parents=True, exist_ok=True)
-    images = _write_stimuli(study, explainer, ds, [chosen[i] for i in plan.order], plan, folder / PAGE, cfg, progress)
+    shown = [chosen[i] for i in plan.order] + practice
+    images = _write_stimuli(study, explainer, ds, shown, plan, folder / PAGE, cfg, progress)
     return _write_study(study, cfg, config, loaded, folder, images, plan, f1)
 
 
@@ -187,6 +234,9 @@ def _write_stimuli(
                 _png(x[i].cpu().permute(1, 2, 0).numpy(), page / f"{stem}_o.png")
                 for side, name in (("a", first), ("b", second)):
                     _png(_stimulus(study.stimulus, x[i].cpu(), ex.maps[name][i].cpu()), page / f"{stem}_{side}.png")
+                if k in plan.catch:
+                    cam = foil(study.catch_foil, tuple(x.shape[-2:]), study.seed + k)
+                    _png(_stimulus(study.stimulus, x[i].cpu(), cam), page / f"{stem}_c.png")
                 t = int(targets[i])
                 out.append(
                     {
@@ -203,6 +253,16 @@ def _write_stimuli(
     return out
 
 
+def foil(kind: str, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """A catch item's map that shows nothing of the object: the same value everywhere (constant), or smooth
+    random blobs (random: 7 x 7 uniform noise upsampled bilinearly, stretched to [0, 1])."""
+    if kind == "constant":
+        return torch.full(size, 0.5)
+    g = torch.Generator().manual_seed(seed)
+    cam = torch.nn.functional.interpolate(torch.rand(1, 1, 7, 7, generator=g), size=size, mode="bilinear")[0, 0]
+    return (cam - cam.min()) / (cam.max() - cam.min())
+
+
 def _stimulus(kind: str, image: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
     """(H,W,3) in [0,1]: E = L * I (explanation) or the jet heatmap blended over the image (overlay)."""
     return (cam[None] * image).permute(1, 2, 0).numpy() if kind == "explanation" else overlay(image, cam)
@@ -210,6 +270,44 @@ def _stimulus(kind: str, image: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
 
 def _png(hwc: np.ndarray, path: Path) -> None:
     Image.fromarray((np.clip(hwc, 0, 1) * 255).round().astype(np.uint8)).save(path, optimize=True)
+
+
+def _catalogue(images: list[dict[str, Any]], plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per item (numbered as `Plan.presentation` says): key.json's entry (kind trial / practice / catch; which
+    method, or for a catch item map or foil, is on each side at that showing) and items.js's entry (what the
+    page shows: class name and the three pictures; nothing that tells a catch item apart)."""
+    n = len(plan.order)
+    key: list[dict[str, Any]] = []
+    page: list[dict[str, Any]] = []
+
+    def add(kind: str, k: int, files: tuple[str, str], **fields: Any) -> None:
+        key.append({"item": len(key), "kind": kind, **fields})
+        stem = f"img/item_{k:03d}"
+        page.append(
+            {
+                "class_name": images[k]["class_name"],
+                "original": f"{stem}_o.png",
+                "left": f"{stem}_{files[0]}.png",
+                "right": f"{stem}_{files[1]}.png",
+                **({"practice": True} if kind == "practice" else {}),
+            }
+        )
+
+    other = {"A": "B", "B": "A"}
+    for k, swapped in [*plan.items(), *((n + j, False) for j in range(plan.practice))]:
+        a = images[k]["a"]
+        sides, files = (a, other[a]), ("a", "b")
+        (left, right), files = (sides[::-1], files[::-1]) if swapped else (sides, files)
+        if k < n:
+            add("trial", k, files, image=k, left=left, right=right, repeat=swapped)
+        else:
+            add("practice", k, files, image=None, practice_image=k - n, left=left, right=right, repeat=False)
+    for k, map_a, map_left in zip(plan.catch, plan.catch_a, plan.catch_left, strict=True):
+        m = "a" if map_a else "b"
+        files, sides = ((m, "c"), ("map", "foil")) if map_left else (("c", m), ("foil", "map"))
+        map_of = images[k]["a"] if map_a else other[images[k]["a"]]
+        add("catch", k, files, image=k, left=sides[0], right=sides[1], repeat=False, map_of=map_of)
+    return key, page
 
 
 def _write_study(
@@ -224,13 +322,12 @@ def _write_study(
 ) -> StudyResult:
     """key.json, f1_per_class.csv, the page (its static files and items.js) and, last, study.json."""
     names = [r[0] for r in study.method_specs()]
-    items = []
-    for n, (k, swapped) in enumerate(plan.items()):
-        a = images[k]["a"]
-        sides = (a, "B" if a == "A" else "A")
-        left, right = sides[::-1] if swapped else sides
-        items.append({"item": n, "image": k, "left": left, "right": right, "repeat": swapped})
+    n = len(plan.order)
+    items, shown = _catalogue(images, plan)
+    images, practice_images = images[:n], images[n:]
     body = {"methods": {"A": names[0], "B": names[1]}, "images": images, "items": items}
+    if practice_images:
+        body["practice_images"] = practice_images
     definition = {"study": study.model_dump(mode="json"), "fingerprint": cfg.fingerprint(), **body}
     study_id = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
     write_json(folder / KEY_JSON, {"study_id": study_id, **body})
@@ -240,16 +337,15 @@ def _write_study(
     page = folder / PAGE
     for name in PAGE_FILES:
         (page / name).write_bytes(resources.files("camexp.study").joinpath("page").joinpath(name).read_bytes())
-    shown = [
-        {
-            "class_name": images[k]["class_name"],
-            "original": f"img/item_{k:03d}_o.png",
-            "left": f"img/item_{k:03d}_{'b' if swapped else 'a'}.png",
-            "right": f"img/item_{k:03d}_{'a' if swapped else 'b'}.png",
-        }
-        for k, swapped in plan.items()
-    ]
-    data = {"id": study_id, "title": study.title, "question": study.question, "items": shown}
+    data = {
+        "id": study_id,
+        "title": study.title,
+        "question": study.question,
+        "instructions": study.instructions,
+        "consent": study.consent,
+        "items": shown,
+        "order": plan.presentation(),
+    }
     (page / ITEMS_JS).write_text(f"window.CAMEXP_STUDY = {json.dumps(data, indent=1)};\n")
     # last: study.json marks a finished study (camexp report table lists it; a new make into the folder needs --force)
     write_json(
@@ -265,6 +361,8 @@ def _write_study(
             "image_ids": sorted(im["image_id"] for im in images),
             "items": len(items),
             "repeats": len(plan.repeats),
+            "practice": plan.practice,
+            "catch": len(plan.catch),
             "classes": classes,
             "selection_f1": None if f1 is None else f1.head(study.select.top_f1_classes or 0).to_dict("records"),
         },

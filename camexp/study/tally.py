@@ -17,10 +17,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.stats import binomtest
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
@@ -30,6 +31,7 @@ from camexp.report.runs import STUDY_JSON, STUDY_REPORT
 from camexp.report.tables import write_files
 from camexp.stats.bootstrap import krippendorff_alpha, percentile_interval, resample_means
 from camexp.study.make import KEY_JSON
+from camexp.study.store import DB, read_rows
 
 FORMAT = "camexp-study-answers/1"
 CHOICES = ("left", "same", "right")
@@ -37,20 +39,62 @@ A, B, SAME = 0, 1, 2  # vote codes; NaN: no answer
 # The paper's published totals (§4.2, 250 images, 13 raters), by camexp method name.
 PAPER = {"gradcam++": 109.69, "gradcam": 56.08, "same": 84.23}
 PAPER_IMAGES = 250
+# Answers faster than this are flagged: under half a second is too little to look at a photograph and two maps
+# and decide (simple visual reaction times alone are ~0.2-0.3 s); a held key or a double click gives ~0-50 ms.
+FAST_MS = 500.0
 
 
 @dataclass
 class AnswerFile:
-    """One rater's downloaded answers: item -> (choice, milliseconds)."""
+    """One rater's answers from one source (an answer file, or the served study's database): item ->
+    (choice in the key's layout, milliseconds)."""
 
     path: Path
     rater: str
     answers: dict[int, tuple[str, float]]
     items: int
+    merged_from: tuple[Path, ...] = ()  # the sources of a rater found in several
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        return self.merged_from or (self.path,)
+
+    @property
+    def where(self) -> str:
+        """The source(s) as the report names them: `a.json + b.json`."""
+        return " + ".join(map(str, self.sources))
 
     @property
     def complete(self) -> bool:
         return len(self.answers) == self.items
+
+    @property
+    def shown(self) -> str:
+        """The rater id as the report prints it: quoted with its escapes (`repr`) when it holds a newline or
+        another unprintable character that would end a Markdown table row or list item."""
+        return self.rater if self.rater.isprintable() else repr(self.rater)
+
+
+class _Answer(BaseModel):
+    """One answer as the page writes it: strict types, so `"item": true` or `"ms": NaN` is refused, not cast."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    item: int = Field(ge=0)
+    choice: Literal["left", "same", "right"]
+    ms: float = Field(ge=0, allow_inf_nan=False)
+
+
+class _AnswerFileSchema(BaseModel):
+    """A downloaded answer file (format camexp-study-answers/1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    format: Literal["camexp-study-answers/1"]
+    study_id: str
+    rater: str = Field(min_length=1)
+    items: int
+    complete: bool | None = None
+    saved: str | None = None
+    answers: list[_Answer]
 
 
 @dataclass
@@ -85,8 +129,17 @@ def read_key(study_dir: Path) -> dict[str, Any]:
     return key
 
 
+def schema_error(e: ValidationError) -> str:
+    """A pydantic error as one line: the first problem with where it is (`answers.3.item: ...`) and how many."""
+    first = e.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "the file"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
 def read_answers(path: Path, key: dict[str, Any]) -> AnswerFile:
-    """One answer file, refused with a one-line reason when it is malformed or belongs to another study."""
+    """One answer file, validated against its schema and the key; refused with a one-line reason when it is
+    malformed, empty or belongs to another study."""
     data = _json(path, "answer file")
     bad = f"{path}: not a camexp study answer file"
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -96,57 +149,100 @@ def read_answers(path: Path, key: dict[str, Any]) -> AnswerFile:
             f"{path}: answers to study {data.get('study_id')!r}, not to this study "
             f"{key['study_id']!r}; tally it with its own study folder"
         )
-    rater, answers, n = data.get("rater"), data.get("answers"), len(key["items"])
-    if not isinstance(rater, str) or not rater.strip() or not isinstance(answers, list):
-        raise CamexpError(f'{bad} (needs a non-empty "rater" and a list "answers")')
-    if data.get("items") != n:
-        raise CamexpError(f"{bad}: it counts {data.get('items')!r} items, the study has {n}")
+    try:
+        parsed = _AnswerFileSchema.model_validate(data)
+    except ValidationError as e:
+        raise CamexpError(f"{bad}: {schema_error(e)}") from None
+    n = len(key["items"])
+    if parsed.items != n:
+        raise CamexpError(f"{bad}: it counts {parsed.items} items, the study has {n}")
+    if not parsed.answers:
+        raise CamexpError(f"{path}: holds no answers (an answer file the page saved before the first item?)")
     out: dict[int, tuple[str, float]] = {}
-    for j, a in enumerate(answers):
-        item = a.get("item") if isinstance(a, dict) else None
-        ms = a.get("ms") if isinstance(a, dict) else None
-        if (
-            not isinstance(item, int)
-            or not 0 <= item < n
-            or a.get("choice") not in CHOICES
-            or not isinstance(ms, (int, float))
-            or ms < 0
-        ):
-            raise CamexpError(f"{bad}: answer {j} needs an item 0..{n - 1}, a choice of {list(CHOICES)} and ms >= 0")
-        if item in out:
-            raise CamexpError(f"{bad}: item {item} is answered twice")
-        out[item] = (a["choice"], float(ms))
-    return AnswerFile(path, rater.strip(), out, n)
+    for j, a in enumerate(parsed.answers):
+        if a.item >= n:
+            raise CamexpError(f"{bad}: answer {j} is to item {a.item}; the study's items are 0..{n - 1}")
+        if a.item in out:
+            raise CamexpError(f"{bad}: item {a.item} is answered twice")
+        out[a.item] = (a.choice, a.ms)
+    rater = parsed.rater.strip()
+    if not rater:
+        raise CamexpError(f'{bad}: "rater" is blank')
+    return AnswerFile(path, rater, out, n)
 
 
-def pick_raters(files: list[AnswerFile]) -> tuple[list[AnswerFile], list[str]]:
-    """One answer file per rater: of several files with one rater id the one with most answers (the first
-    given on a tie) is used; every file left out is named in the returned notes."""
-    chosen: dict[str, AnswerFile] = {}
-    for f in files:
-        if f.rater not in chosen or len(f.answers) > len(chosen[f.rater].answers):
-            chosen[f.rater] = f
-    notes = [
-        f"{f.path}: rater {f.rater!r} also answers in {chosen[f.rater].path} ({len(chosen[f.rater].answers)} "
-        f"answers), which is used; this file ({len(f.answers)} answers) is left out"
-        for f in files
-        if chosen[f.rater] is not f
-    ]
-    return list(chosen.values()), notes
+def read_database(study_dir: Path, key: dict[str, Any]) -> list[AnswerFile]:
+    """The served study's answers (camexp/study/store.py), one set per participant, each choice turned back into
+    the key's layout where the participant saw the item's sides swapped; [] when the study was never served."""
+    n = len(key["items"])
+    out: dict[str, AnswerFile] = {}
+    for row in read_rows(study_dir, key["study_id"]):
+        if not 0 <= row.item < n:
+            raise CamexpError(f"{study_dir / DB}: an answer to item {row.item}; the study's items are 0..{n - 1}")
+        choice = {"left": "right", "right": "left"}.get(row.choice, row.choice) if row.flipped else row.choice
+        out.setdefault(row.participant, AnswerFile(study_dir / DB, row.participant, {}, n)).answers[row.item] = (
+            choice,
+            row.ms,
+        )
+    return list(out.values())
+
+
+def merge_raters(sources: list[AnswerFile]) -> list[AnswerFile]:
+    """One answer set per rater id, whatever the order the sources come in: a rater's sources merge when every
+    item two of them answer has the same answer (a partial download and a full one, the database and a
+    file), and are refused, naming both sources, when they disagree; raters sorted by id."""
+    by_rater: dict[str, list[AnswerFile]] = {}
+    for f in sorted(sources, key=lambda f: str(f.path)):
+        by_rater.setdefault(f.rater, []).append(f)
+    out = []
+    for rater, files in sorted(by_rater.items()):
+        merged: dict[int, tuple[str, float]] = {}
+        origin: dict[int, Path] = {}
+        for f in files:
+            for item, answer in f.answers.items():
+                if item in merged and merged[item] != answer:
+                    raise CamexpError(
+                        f"rater {f.shown}: {origin[item]} and {f.path} give different "
+                        f"answers to item {item} ({merged[item][0]}, {merged[item][1]:g} ms vs {answer[0]}, "
+                        f"{answer[1]:g} ms); keep the right file, or rename the rater in one of them"
+                    )
+                merged[item], origin[item] = answer, origin.get(item, f.path)
+        merged_from = tuple(f.path for f in files) if len(files) > 1 else ()
+        out.append(AnswerFile(files[0].path, rater, dict(sorted(merged.items())), files[0].items, merged_from))
+    return out
 
 
 def vote_matrix(files: list[AnswerFile], key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Un-blinded votes: (raters × items) codes A/B/SAME (NaN: not answered), and (raters × items)
-    milliseconds, and per item the image it shows."""
+    """Un-blinded votes: (raters × items) codes A/B/SAME of the scored items (NaN: not answered, or a practice
+    or catch item), (raters × items) milliseconds (all but practice items), and per item the image it shows
+    (-1: a practice image)."""
     items = key["items"]
     votes = np.full((len(files), len(items)), np.nan)
     ms = np.full(votes.shape, np.nan)
     for r, f in enumerate(files):
         for n, (choice, t) in f.answers.items():
-            side = items[n][choice] if choice != "same" else "same"
-            votes[r, n] = {"A": A, "B": B, "same": SAME}[side]
-            ms[r, n] = t
-    return votes, ms, np.array([it["image"] for it in items])
+            if kind(items[n]) == "trial":
+                side = items[n][choice] if choice != "same" else "same"
+                votes[r, n] = {"A": A, "B": B, "same": SAME}[side]
+            if kind(items[n]) != "practice":
+                ms[r, n] = t
+    return votes, ms, np.array([-1 if it["image"] is None else it["image"] for it in items])
+
+
+def kind(item: dict[str, Any]) -> str:
+    """trial (scored), practice (never scored) or catch (attention); keys written before issue 31: trial."""
+    return str(item.get("kind", "trial"))
+
+
+def catch_answers(files: list[AnswerFile], key: dict[str, Any]) -> np.ndarray:
+    """(raters × 2): per rater, catch items answered and how many of those chose the real map over the foil."""
+    out = np.zeros((len(files), 2), dtype=int)
+    for r, f in enumerate(files):
+        for n, (choice, _) in f.answers.items():
+            it = key["items"][n]
+            if kind(it) == "catch":
+                out[r] += (1, choice != "same" and it[choice] == "map")
+    return out
 
 
 def image_fractions(votes: np.ndarray) -> np.ndarray:
@@ -205,8 +301,9 @@ def agreement(votes: np.ndarray, categories: int = 3) -> tuple[float, int, float
 def consistency(votes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
     """(raters × 2): per rater, repeated items answered both times, and how many of those got the same
     un-blinded answer (A, B or same) as the first showing."""
-    first = {it["image"]: it["item"] for it in key["items"] if not it["repeat"]}
-    pairs = [(first[it["image"]], it["item"]) for it in key["items"] if it["repeat"]]
+    trials = [it for it in key["items"] if kind(it) == "trial"]
+    first = {it["image"]: it["item"] for it in trials if not it["repeat"]}
+    pairs = [(first[it["image"]], it["item"]) for it in trials if it["repeat"]]
     out = np.zeros((votes.shape[0], 2), dtype=int)
     for a, b in pairs:
         both = ~np.isnan(votes[:, a]) & ~np.isnan(votes[:, b])
@@ -251,18 +348,40 @@ def tally_study(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    fast_ms: float = FAST_MS,
+    min_catch: float | None = None,
     out: Path | None = None,
 ) -> StudyReport:
-    """Read, check and un-blind every answer file; write study_report.md and .csv into `out` (default the
-    study folder)."""
-    if not 0 < level < 1 or n_boot < 0:
-        raise CamexpError("--level must be in (0, 1) and --bootstrap >= 0")
+    """Read, check and un-blind every answer file and the served study's database (when there is one);
+    write study_report.md and .csv into `out` (default the study folder)."""
+    if not 0 < level < 1 or n_boot < 0 or fast_ms < 0 or not 0 <= (min_catch or 0) <= 1:
+        raise CamexpError("--level must be in (0, 1), --bootstrap >= 0, --fast-ms >= 0 and --min-catch in [0, 1]")
     if not (study_dir / STUDY_JSON).is_file():
         raise CamexpError(f"{study_dir}: not a study folder (no {STUDY_JSON}; make one with `camexp study make`)")
     key = read_key(study_dir)
-    files, notes = pick_raters([read_answers(Path(p), key) for p in answer_paths])
+    sources = [read_answers(Path(p), key) for p in answer_paths] + read_database(study_dir, key)
+    if not sources:
+        raise CamexpError(
+            f"{study_dir}: no answers to tally: give the answer files the page downloaded, or serve the study "
+            "(`camexp study serve`) so that its database collects them"
+        )
+    files = merge_raters(sources)
+    notes = [f"rater {f.shown}: answers of {f.where} merged (they agree)" for f in files if f.merged_from]
+    catch = catch_answers(files, key)
+    low = [
+        r for r in range(len(files)) if min_catch is not None and catch[r, 0] and catch[r, 1] < min_catch * catch[r, 0]
+    ]
+    excluded = [(files[r], catch[r]) for r in low]
+    notes += [
+        f"rater {f.shown} excluded: {c[1]} of {c[0]} catch items right, below --min-catch {min_catch:g}"
+        for f, c in excluded
+    ]
+    files, catch = [f for r, f in enumerate(files) if r not in low], np.delete(catch, low, axis=0)
+    if not files:
+        raise CamexpError(f"every rater's catch accuracy is below --min-catch {min_catch:g}: nothing left to tally")
     votes, ms, image_of = vote_matrix(files, key)
-    first = np.array([not it["repeat"] for it in key["items"]])
+    fast = (ms < fast_ms).sum(1)
+    first = np.array([kind(it) == "trial" and not it["repeat"] for it in key["items"]])
     order = np.argsort(image_of[first])
     image_votes = votes[:, first][:, order]  # raters × images, images in key order
     frac = image_fractions(image_votes)
@@ -300,6 +419,18 @@ def tally_study(
     rows.append(
         {"quantity": "median_response_s", "subject": "all answers", "value": median_s, "n": int(np.isfinite(ms).sum())}
     )
+    rows += [
+        {"quantity": "fast_answers", "subject": f.rater, "value": int(fast[r]), "n": len(f.answers)}
+        for r, f in enumerate(files)
+    ]
+    rows += [
+        {"quantity": "catch_accuracy", "subject": f.rater, "value": c[1] / c[0], "n": int(c[0])}
+        for f, c in [*zip(files, catch, strict=True), *excluded]
+        if c[0]
+    ]
+    rows += [
+        {"quantity": "excluded_rater", "subject": f.rater, "value": c[1] / c[0], "n": int(c[0])} for f, c in excluded
+    ]
     classes = [key["images"][k]["class_name"] for k in image_of[first][order]]
     per_class = pd.DataFrame(frac, columns=labels).assign(cls=classes)[rated].groupby("cls", sort=False)
     for cls, part in per_class:
@@ -312,14 +443,38 @@ def tally_study(
     )
     incomplete = [f for f in files if not f.complete]
     md = _markdown(
-        key, files, notes, incomplete, frame, labels, n, level, (wins, losses, ties, p), cons, ms, paper_col, per_class
+        key,
+        files,
+        notes,
+        incomplete,
+        frame,
+        labels,
+        n,
+        level,
+        (wins, losses, ties, p),
+        cons,
+        ms,
+        paper_col,
+        per_class,
+        catch,
+    )
+    if min_catch is not None:
+        md += f"\nRaters with catch accuracy below {min_catch:g} excluded: {len(excluded)}.\n"
+    md += (
+        f"\nAnswers faster than {fast_ms:g} ms (too fast to have looked at both maps; counted, but check the "
+        f"rater): {int(fast.sum())} of {int(np.isfinite(ms).sum())}.\n"
     )
     stem = Path(STUDY_REPORT).stem
     md_path, csv_path = write_files(out or study_dir, stem, md, {stem: frame}, float_format=None)
     warnings += [
-        f"{f.path}: rater {f.rater!r} answered {len(f.answers)} of {f.items} items (incomplete; the "
+        f"{f.where}: rater {f.shown} answered {len(f.answers)} of {f.items} items (incomplete; the "
         "answers given are counted)"
         for f in incomplete
+    ]
+    warnings += [
+        f"rater {f.shown}: {fast[r]} of {len(f.answers)} answers faster than {fast_ms:g} ms"
+        for r, f in enumerate(files)
+        if fast[r]
     ]
     return StudyReport(md, frame, warnings, (md_path, csv_path))
 
@@ -338,6 +493,7 @@ def _markdown(
     ms: np.ndarray,
     paper: list[float] | None,
     per_class: Any,
+    catch: np.ndarray,
 ) -> str:
     """study_report.md: the score table first (as in the paper), then tests, agreement, classes and raters;
     method names, class names and rater ids escaped (camexp/report/markdown.py)."""
@@ -399,20 +555,27 @@ def _markdown(
     ]
     medians = [np.nanmedian(t) / 1000 if np.isfinite(t).any() else np.nan for t in ms]
     raters = [
-        [f.rater, f.path.name, f"{len(f.answers)} of {f.items}", f"{cons[r, 1]} of {cons[r, 0]}", f"{medians[r]:.2f}"]
+        [
+            f.shown,
+            " + ".join(p.name for p in f.sources),
+            f"{len(f.answers)} of {f.items}",
+            f"{cons[r, 1]} of {cons[r, 0]}",
+            f"{medians[r]:.2f}",
+            f"{catch[r, 1]} of {catch[r, 0]}",
+        ]
         for r, f in enumerate(files)
     ]
-    lines.append(_table(raters, ["rater", "answer file", "answered", "repeats agreeing", "median s"]))
+    lines.append(_table(raters, ["rater", "answers from", "answered", "repeats agreeing", "median s", "catch right"]))
     if notes or incomplete:
         lines += [
             "",
-            f"Duplicate rater ids: {len(notes)} file(s) left out; incomplete answer sets: {len(incomplete)} "
+            f"Raters merged from several sources or excluded: {len(notes)}; incomplete answer sets: {len(incomplete)} "
             "(their answers are counted).",
             "",
         ]
         lines += [f"- {markdown_text(note)}" for note in notes]
         lines += [
-            f"- {markdown_text(f'incomplete: {f.path} (rater {f.rater!r}, {len(f.answers)} of {f.items})')}"
+            f"- {markdown_text(f'incomplete: {f.where} (rater {f.shown}, {len(f.answers)} of {f.items})')}"
             for f in incomplete
         ]
     return "\n".join(lines) + "\n"

@@ -101,7 +101,7 @@ def _answer(d, key: dict, rater: str, n: int, wanted: str, by_keyboard: bool) ->
     item = key["items"][n]
     side = "same" if wanted == "same" else "left" if item["left"] == wanted else "right"
     before = _answered(d)
-    _wait(lambda: d.execute_script("return document.getElementById('img-left').complete"), "the item's images")
+    _wait(lambda: d.execute_script("return !document.getElementById('choose-left').disabled"), "the item's images")
     if by_keyboard:
         d.find_element(By.TAG_NAME, "body").send_keys(
             {"left": Keys.ARROW_LEFT, "same": "s", "right": Keys.ARROW_RIGHT}[side]
@@ -162,7 +162,13 @@ def test_page_answered_by_three_raters_tallies_exactly(driver, study: Path, tmp_
         for n in range(n_items):
             if r == 0 and n == n_items // 2:  # a reload loses nothing: the page resumes at this item
                 d.refresh()
-                _wait(lambda: _visible(d, "trial"), "the page after the reload")
+                _wait(lambda: _visible(d, "start"), "the page after the reload")
+                assert (
+                    f"Continue as participant r1? ({n} of {n_items} answered)"
+                    in d.find_element(By.ID, "resume-text").text
+                )
+                d.find_element(By.ID, "resume-yes").click()
+                _wait(lambda: _visible(d, "trial"), "the resumed item")
                 assert _answered(d) == n and f"Item {n + 1} of {n_items}" in d.find_element(By.ID, "count").text
             if r == 2 and n == 1:  # a wrong answer, taken back with Backspace, then the scripted one
                 _answer(d, key, rater, n, "B", by_keyboard=False)

@@ -197,7 +197,7 @@ def test_other_study_and_malformed_files_refused(tmp_path: Path) -> None:
     cases = {
         answers(tmp_path, "r2", ["left"], study_id="other"): "answers to study 'other', not to this study 's1'",
         tmp_path / "broken.json": "not a readable answer file",
-        answers(tmp_path, "r3", ["up"]): "answer 0 needs an item 0..0, a choice of",
+        answers(tmp_path, "r3", ["up"]): "not a camexp study answer file: answers.0.choice: Input should be 'left'",
         answers(tmp_path, "r4", ["left"], format="something"): "not a camexp study answer file",
     }
     (tmp_path / "broken.json").write_text("{not json")
@@ -210,15 +210,16 @@ def test_other_study_and_malformed_files_refused(tmp_path: Path) -> None:
 
 
 def test_duplicate_raters_and_incomplete_sets_are_listed(tmp_path: Path) -> None:
-    """Rater x twice (1 and 2 answers: the fuller file counts, the other is named), rater y incomplete."""
+    """Rater x in two files that agree (a partial download and the full one: merged, named), rater y
+    incomplete."""
     folder = make_study_dir(tmp_path, ["tabby", "eft"])
-    x_short, x_full = answers(tmp_path, "x", ["left", None]), answers(tmp_path, "x", ["right", "right"])
+    x_short, x_full = answers(tmp_path, "x", ["right", None]), answers(tmp_path, "x", ["right", "right"])
     y = answers(tmp_path, "y", [None, "same"])
     result = tally(folder, [x_short, x_full, y])
     assert result.exit_code == 0, result.output
     md = (folder / "study_report.md").read_text()
-    assert "Duplicate rater ids: 1 file(s) left out; incomplete answer sets: 1" in md
-    assert f"{x_short}: rater 'x' also answers in {x_full}" in md and f"incomplete: {y} (rater 'y', 1 of 2)" in md
+    assert "Raters merged from several sources or excluded: 1; incomplete answer sets: 1" in md
+    assert f"rater x: answers of {x_short} + {x_full} merged" in md and f"incomplete: {y} (rater y, 1 of 2)" in md
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score.to_dict() == pytest.approx({"A: gradcam": 0.0, "B: gradcam++": 1.5, "same": 0.5})
     assert "answered 1 of 2 items (incomplete" in result.output
@@ -229,20 +230,20 @@ def test_html_and_pipes_in_names_are_escaped_and_tables_keep_their_columns(tmp_p
     tables were written without the project's pipe escaping (a `|` started a new column)."""
     evil = "<img src=x onerror=alert(1)>|x"
     folder = make_study_dir(tmp_path, ["a&b"], methods=(evil, "gradcam++"))
-    files = [answers(tmp_path, "r1", ["left"]), answers(tmp_path, "r2", [None]), answers(tmp_path, evil, ["left"])]
-    files.append(answers(tmp_path, evil, [None]))  # a duplicate rater id: named in the notes
+    files = [answers(tmp_path, "r1", ["left"]), answers(tmp_path, evil, ["left"])]
+    files.append(answers(tmp_path, evil, ["left"]))  # a duplicate rater id: merged, named in the notes
     assert tally(folder, files).exit_code == 0
     md = (folder / "study_report.md").read_text()
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)>" in md
     safe = "&lt;img src=x onerror=alert(1)>\\|x"
-    header = {"choice": 5, "class": 5, "rater": 5}  # columns of the score, per-class and rater tables
+    header = {"choice": 5, "class": 5, "rater": 6}  # columns of the score, per-class and rater tables
     for table in ("choice", "class", "rater"):
         lines = md[md.index(f"| {table} ") :].split("\n\n")[0].splitlines()
         assert {len(re.findall(r"(?<!\\)\|", line)) for line in lines} == {header[table] + 1}, lines
     assert table_row(md, f"A: {safe}")[1] == "1.00" and table_row(md, "a&amp;b")[1] == "1"
     assert table_row(md, safe)[2:4] == ["1 of 1", "0 of 0"]
     assert "Method A: &lt;img src=x onerror=alert(1)>|x; method B: gradcam++" in md
-    assert "rater &#x27;" not in md and "rater '&lt;img src=x onerror=alert(1)>|x' also answers" in md
+    assert "rater &#x27;" not in md and "rater &lt;img src=x onerror=alert(1)>|x: answers of" in md
     score = report_frame(folder).query("quantity == 'score'").set_index("subject")["value"]
     assert score[f"A: {evil}"] == 1.0  # the CSV keeps the name as it is
 
@@ -279,7 +280,7 @@ def test_f1_table_matches_sklearn_and_picks_best_classes() -> None:
 def test_plan_is_seeded_balanced_and_repeats_distinct() -> None:
     plan = Plan.draw(11, 4, seed=5)
     assert plan == Plan.draw(11, 4, seed=5) and plan != Plan.draw(11, 4, seed=6)
-    assert sorted(plan.order) == list(range(11)) and sum(plan.a_is_A) == 6
+    assert sorted(plan.order) == list(range(11)) and sum(plan.a_is_A) in (5, 6)
     assert len(set(plan.repeats)) == 4 and [s for _, s in plan.items()] == [False] * 11 + [True] * 4
 
 
