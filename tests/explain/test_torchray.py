@@ -18,7 +18,7 @@ from camexp.explain.core import Explainer
 from camexp.explain.methods import METHODS
 from camexp.explain.model_methods import seed_of
 from camexp.explain.scoring import Scorer
-from camexp.explain.torchray import excitation_maps
+from camexp.explain.torchray import ebp_layers, excitation_maps
 from tests.explain.conftest import SIZE
 
 
@@ -222,3 +222,28 @@ def test_ebp_splits_residual_sums_as_torchrays_eltwise_sum():
 def test_ebp_is_refused_with_one_line_on_other_networks(tiny):
     assert "vgg16" in METHODS["excitation_backprop"].unavailable(tiny)
     assert "test_convnext" in METHODS["contrastive_excitation_backprop"].unavailable(tiny)
+
+
+@pytest.mark.parametrize(
+    ("builder", "arch", "want"),
+    [
+        ("timm", "vgg16", ("features.23", "pre_logits.act2")),
+        ("timm", "resnet50", ("layer3", "global_pool")),
+        ("torchvision", "vgg16", ("features.23", "classifier.4")),
+        ("torchvision", "resnet50", ("layer3", "avgpool")),
+    ],
+)
+def test_torchrays_layers_are_found_in_timm_and_torchvision_models(builder, arch, want):
+    """pool4 / relu7 of VGG-16 and layer3 / the last pool of ResNet-50 (built on the meta device: no weights)."""
+    import timm
+    import torchvision
+
+    with torch.device("meta"):
+        net = timm.create_model(arch) if builder == "timm" else getattr(torchvision.models, arch)()
+    assert ebp_layers(net, arch) == want
+
+
+def test_ebp_refuses_networks_with_other_activations():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU())
+    assert "SiLU" in str(ebp_layers(net, "vgg16"))
+    assert "resnet18" in str(ebp_layers(net, "resnet18"))
