@@ -42,6 +42,8 @@ PAPER_TABLES = (
     "scorecam",
     "torchray_vgg16",
     "torchray_resnet50",
+    "torchray_coco14_vgg16",
+    "torchray_coco14_resnet50",
 )
 
 
@@ -86,7 +88,8 @@ class DatasetConfig(_Strict):
     annotations: Path | None = Field(
         None,
         description="imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt "
-        "(meta.mat beside it) when not found beside the images",
+        "(meta.mat beside it) when not found beside the images; coco: the instances JSON "
+        "(default <root>/annotations/instances_<split>.json)",
     )
     min_true_prob: float | None = Field(
         None, ge=0.0, le=1.0, description="keep only images whose true class has full-image `confidence` above this"

@@ -13,6 +13,7 @@ from dataclasses import replace
 from camexp.config import DatasetConfig, SubsetConfig
 from camexp.data.base import ImageDataset, Item, Listing, collate
 from camexp.data.cifar10 import list_cifar10
+from camexp.data.coco import list_coco
 from camexp.data.folder import list_folder
 from camexp.data.imagenet import list_imagenet_val
 from camexp.data.imagenetv2 import list_imagenetv2
@@ -37,6 +38,7 @@ for _kind, _loader in (
     ("imagenetv2", list_imagenetv2),
     ("voc", list_voc),
     ("cifar10", list_cifar10),
+    ("coco", list_coco),
 ):
     LOADERS.register(_kind, _loader)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -37,6 +38,7 @@ class Item:
     box_labels: tuple[int, ...] = ()
     box_difficult: tuple[bool, ...] = field(default=())
     size: tuple[int, int] | None = None
+    segments: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,19 @@ class ImageDataset(Dataset):
             sample["boxes"] = mapped
             sample["box_labels"] = torch.tensor(it.box_labels, dtype=torch.long)
             sample["box_difficult"] = torch.tensor(it.box_difficult or [False] * len(it.boxes), dtype=torch.bool)
+        if it.segments:
+            sample["masks"] = self.masks(it, sample["bad"])
         return sample
+
+    def masks(self, item: Item, skip: bool) -> torch.Tensor:
+        """(N,H,W) bool: each segment of `item` decoded at its annotated size and moved through the image's resize and
+        crop (nearest neighbour); all False for an image that was not decoded as the annotation says (`skip`)."""
+        from camexp.data.coco import segment_mask
+
+        assert item.size is not None  # a loader that gives segments gives the size they belong to
+        w, h = item.size
+        masks = torch.from_numpy(np.stack([segment_mask(seg, h, w) for seg in item.segments]))
+        return self.transform.map_masks(masks, skip)
 
 
 def decode(item: Item) -> Image.Image:
@@ -153,7 +167,7 @@ def read_jpeg(item: Item) -> tuple[torch.Tensor, tuple[int, int]] | None:
     return torch.frombuffer(bytearray(item.path.read_bytes()), dtype=torch.uint8), size
 
 
-_LIST_KEYS = ("image_id", "boxes", "box_labels", "box_difficult", "encoded")
+_LIST_KEYS = ("image_id", "boxes", "box_labels", "box_difficult", "encoded", "masks")
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

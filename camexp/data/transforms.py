@@ -122,6 +122,15 @@ class PixelTransform:
         bb[:, 1::2] = bb[:, 1::2].clamp(0, h)
         return bb
 
+    def map_masks(self, masks: torch.Tensor, empty: bool = False) -> torch.Tensor:
+        """Masks (N,h,w) of an image's pixels through the same resize (nearest neighbour) and crop: (N,H,W) bool;
+        `empty`: all False (an image that could not be decoded)."""
+        from torchvision import tv_tensors
+
+        if empty:
+            return torch.zeros(len(masks), *self.spec.size, dtype=torch.bool)
+        return self._geometry(tv_tensors.Mask(masks.to(torch.uint8))).as_subclass(torch.Tensor).bool()
+
     def tensor(self, image: torch.Tensor) -> torch.Tensor:
         """A decoded uint8 image tensor (3,h,w), on any device, through the same geometry as a PIL image:
         torchvision's antialiased resize of tensors and the same centre crop, then [0,1] float32. Resampling

@@ -12,7 +12,9 @@ a constant map, normalised to zeros, points at the top-left pixel). A hit when t
 `pointing.tolerance` (15) pixels of a visible box of the class, measured in the original image's pixel
 coordinates: distances in the input are divided by the resize scale (input pixels per original pixel,
 per axis; the crop does not scale), so 15 original pixels are ~15 * 224/375 ≈ 9 input pixels on a VOC
-image. Distance to a box is to the rectangle, 0 inside it. Per class: hits / pairs; the summary is the
+image. Distance to a box is to the rectangle, 0 inside it; where the data set gives each object's region (COCO:
+`Item.segments`), it is to the nearest pixel centre of the region instead (TorchRay's COCO rule: masks, not
+boxes). Per class: hits / pairs; the summary is the
 mean over classes, on all pairs and on the difficult pairs (the class's visible boxes cover less than
 `pointing.difficult_area` (1/4) of the input image, and the image has another ground-truth class).
 
@@ -97,7 +99,8 @@ class Truth:
     """The batch's (image, ground-truth class) pairs: pos, cls (P,); `boxes` (N,4) of the visible boxes with
     `owner` (N,) their pair and `difficult` (N,) their data set's flag (VOC's); `visible` (P,) whether the pair
     has any; `classes_in_image` (P,) how many ground-truth classes its image has; `boxes_in_image` (P,) how
-    many boxes; `bare` positions of images without any box."""
+    many boxes; `bare` positions of images without any box; `masks` (N,H,W) the region of each visible box where
+    the data set gives regions for every box of the batch (COCO), else None."""
 
     pos: torch.Tensor
     cls: torch.Tensor
@@ -108,6 +111,7 @@ class Truth:
     classes_in_image: torch.Tensor
     boxes_in_image: torch.Tensor
     bare: torch.Tensor
+    masks: torch.Tensor | None = None
 
 
 class _TensorArgs(TypedDict):
@@ -126,6 +130,8 @@ def truth(batch: BatchContext) -> Truth:
         boxes = batch.batch.get("boxes") or [None] * n
         labels = batch.batch.get("box_labels") or [None] * n
         flags = batch.batch.get("box_difficult") or [None] * n
+        regions = batch.batch.get("masks") or [None] * n
+        shapes: list[torch.Tensor] = []
         pos: list[int] = []
         cls: list[int] = []
         kept: list[torch.Tensor] = []
@@ -134,7 +140,7 @@ def truth(batch: BatchContext) -> Truth:
         n_cls: list[int] = []
         n_box: list[int] = []
         bare: list[int] = []
-        for i, (b, lab, flag) in enumerate(zip(boxes, labels, flags)):
+        for i, (b, lab, flag, region) in enumerate(zip(boxes, labels, flags, regions)):
             if b is None or lab is None or not len(lab):
                 bare.append(i)
                 continue
@@ -146,6 +152,8 @@ def truth(batch: BatchContext) -> Truth:
                 owner += [len(pos)] * int(shown.sum())
                 kept.append(mine[shown])
                 hard.append(flag[lab == c][shown])
+                if region is not None:
+                    shapes.append(region[lab == c][shown])
                 pos.append(i)
                 cls.append(c)
                 n_cls.append(len(present))
@@ -166,6 +174,7 @@ def truth(batch: BatchContext) -> Truth:
             torch.tensor(n_cls, **long),
             torch.tensor(n_box, **long),
             torch.tensor(bare, **long),
+            torch.cat(shapes).to(device) if shapes and len(shapes) == len(kept) else None,
         )
 
     return batch.cached("truth", make)
@@ -179,16 +188,37 @@ def box_distance(px: torch.Tensor, py: torch.Tensor, boxes: torch.Tensor, scale:
     return torch.hypot(dx / scale[:, 1], dy / scale[:, 0])
 
 
+def mask_distance(px: torch.Tensor, py: torch.Tensor, masks: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(N,) distance from points (px, py) (N,) to the nearest pixel centre of masks (N,H,W), in original-image
+    pixels as `box_distance`; inf for an empty mask."""
+    h, w = masks.shape[-2:]
+    ys = torch.arange(h, dtype=torch.float64, device=masks.device) + 0.5
+    xs = torch.arange(w, dtype=torch.float64, device=masks.device) + 0.5
+    dy = ((ys[None, :] - py[:, None]) / scale[:, :1]) ** 2
+    dx = ((xs[None, :] - px[:, None]) / scale[:, 1:]) ** 2
+    d2 = torch.where(masks, dy[:, :, None] + dx[:, None, :], float("inf"))
+    return d2.flatten(1).amin(1).sqrt()
+
+
 def pointing_hits(
-    maps: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, scale: torch.Tensor, tolerance: float
+    maps: torch.Tensor,
+    boxes: torch.Tensor,
+    owner: torch.Tensor,
+    scale: torch.Tensor,
+    tolerance: float,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(P,) bool: the maximum of maps[p] (P,H,W) lies within `tolerance` original pixels of a box owned by p.
+    """(P,) bool: the maximum of maps[p] (P,H,W) lies within `tolerance` original pixels of a box owned by p
+    (of its region, where `masks` (N,H,W) gives one per box: TorchRay's COCO rule).
 
     boxes (N,4) with owner (N,) in 0..P-1; scale (P,2) = (sy, sx) of each pair's image."""
     w = maps.shape[-1]
     top = maps.flatten(1).argmax(1)
     px, py = (top % w).double() + 0.5, (top // w).double() + 0.5
-    near = box_distance(px[owner], py[owner], boxes, scale[owner]) <= tolerance
+    if masks is None:
+        near = box_distance(px[owner], py[owner], boxes, scale[owner]) <= tolerance
+    else:
+        near = mask_distance(px[owner], py[owner], masks, scale[owner]) <= tolerance
     hits = torch.zeros(len(maps), dtype=torch.long, device=maps.device).index_add_(0, owner, near.long())
     return hits > 0
 
@@ -218,7 +248,7 @@ def pointing(batch: BatchContext) -> list[PerImage]:
     pos, cls = t.pos[seen], t.cls[seen]
     scale = batch.batch["scale"].to(batch.x.device, torch.float64)[pos]
     for m, maps in batch.class_maps(pos, cls).items():
-        hit = pointing_hits(maps, t.boxes, owner, scale, settings.tolerance).double()
+        hit = pointing_hits(maps, t.boxes, owner, scale, settings.tolerance, t.masks).double()
         out += [
             PerImage(m, "pointing_game", pos, cls, hit),
             PerImage(m, "pointing_game_difficult", pos[difficult], cls[difficult], hit[difficult]),

@@ -19,6 +19,78 @@ def _faith(
     return {row.label: {pp_name: pp[i], other_name: other[i]} for i, row in enumerate((AVG_DROP, INCREASE, WIN))}
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What a table's numbers were measured on, or what a run measured: backbone architecture (timm or
+    torchvision name without the weights tag) and data set ('imagenet_val', 'voc2007', 'voc2012', 'imagenetv2',
+    or the run's `dataset.kind`)."""
+
+    backbone: str
+    dataset: str
+
+    @classmethod
+    def of_run(cls, meta: dict[str, Any]) -> Setting:
+        """A run's setting from its run.json (the VOC year as the loader found it, when the config left it open)."""
+        cfg = meta["config"]
+        kind = cfg["dataset"].get("kind", "folder")
+        year = cfg["dataset"].get("year") or (meta.get("dataset") or {}).get("year")
+        return cls(cfg["model"]["name"].removeprefix("tv:").split(".")[0], f"voc{year}" if kind == "voc" else kind)
+
+    def describe(self) -> str:
+        return f"{self.backbone} on {DATASET_NAMES.get(self.dataset, 'a ' + self.dataset + ' data set')}"
+
+
+DATASET_NAMES = {
+    "imagenet_val": "ILSVRC2012 val",
+    "voc2007": "VOC 2007 val",
+    "voc2012": "VOC 2012 val",
+    "imagenetv2": "ImageNetV2 MatchedFrequency",
+    "cifar10": "CIFAR-10 test",
+    "coco": "COCO 2014 val",
+}
+# TorchRay's pointing game table (facebookresearch/TorchRay, docs/pointing.csv), verbatim: method, then VOC 2007
+# test VGG-16 all / difficult, VOC ResNet-50 all / difficult, COCO 2014 val VGG-16 all / difficult, COCO
+# ResNet-50 all / difficult. TORCHRAY_NAMES maps TorchRay's method names to camexp's where they differ; rows for
+# methods camexp does not register are kept: `--compare-paper` shows them as '(not run)' columns.
+TORCHRAY_CSV = """\
+center,69.6,42.4,69.6,42.4,27.8,19.5,27.8,19.5
+gradient,76.3,56.9,72.3,56.8,37.7,31.4,35.0,29.4
+deconvnet,67.5,44.2,68.6,44.7,30.7,23.0,30.0,21.9
+guided_backprop,75.9,53.0,77.2,59.4,39.1,31.4,42.1,35.3
+excitation_backprop,77.1,56.6,84.5,70.8,39.8,32.8,49.6,43.9
+contrastive_excitation_backprop,79.9,66.5,90.7,82.1,49.7,44.3,58.5,53.6
+rise,86.9,75.1,86.4,78.8,50.8,45.3,54.7,50.0
+grad_cam,86.6,74.0,90.4,82.3,54.2,49.0,57.3,52.3
+extremal_perturbation,88.0,76.1,88.9,78.7,51.5,45.9,56.5,51.5
+"""
+TORCHRAY_NAMES = {"grad_cam": "gradcam"}
+
+
+def _torchray_tables() -> dict[str, tuple[str, Setting, dict[str, dict[str, float]]]]:
+    """TORCHRAY_CSV as four tables (paper key -> caption, setting, rows), one per data set and backbone, in the
+    CSV's column order. The VOC keys keep their first names (torchray_vgg16, torchray_resnet50)."""
+    columns = [
+        ("torchray_vgg16", "PASCAL VOC 2007 test, VGG-16", Setting("vgg16", "voc2007")),
+        ("torchray_resnet50", "PASCAL VOC 2007 test, ResNet-50", Setting("resnet50", "voc2007")),
+        ("torchray_coco14_vgg16", "COCO 2014 val, VGG-16", Setting("vgg16", "coco")),
+        ("torchray_coco14_resnet50", "COCO 2014 val, ResNet-50", Setting("resnet50", "coco")),
+    ]
+    rows = [line.split(",") for line in TORCHRAY_CSV.splitlines()]
+    return {
+        key: (
+            f"TorchRay pointing game, {where} (fine-tuned on the data set)",
+            setting,
+            {
+                row.label: {TORCHRAY_NAMES.get(r[0], r[0]): float(r[1 + 2 * i + j]) for r in rows}
+                for j, row in enumerate((POINTING_ALL, POINTING_DIFFICULT))
+            },
+        )
+        for i, (key, where, setting) in enumerate(columns)
+    }
+
+
+TORCHRAY = _torchray_tables()
+
 # table -> (caption, main-table rows: row label -> method -> value)
 PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
     "table1": (
@@ -63,20 +135,7 @@ PUBLISHED: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
             ENERGY.label: {"gradcam": 48.1, "gradcam++": 49.3, "scorecam": 63.7},
         },
     ),
-    "torchray_vgg16": (
-        "TorchRay pointing game, PASCAL VOC 2007 test, VGG-16 (VOC fine-tuned)",
-        {
-            POINTING_ALL.label: {"gradcam": 86.6, "center": 69.6},
-            POINTING_DIFFICULT.label: {"gradcam": 74.0, "center": 42.4},
-        },
-    ),
-    "torchray_resnet50": (
-        "TorchRay pointing game, PASCAL VOC 2007 test, ResNet-50 (VOC fine-tuned)",
-        {
-            POINTING_ALL.label: {"gradcam": 90.4, "center": 69.6},
-            POINTING_DIFFICULT.label: {"gradcam": 82.3, "center": 42.4},
-        },
-    ),
+    **{key: (caption, rows) for key, (caption, _, rows) in TORCHRAY.items()},
 }
 
 # Equivalence paper (VGG-16, ImageNetV2 MatchedFrequency, 4219 confident images): pair -> (R, mean, std)
@@ -100,34 +159,6 @@ PUBLISHED_RELPERF: dict[str, tuple[str, dict[str, tuple[float, float, float]]]] 
 }
 
 
-@dataclass(frozen=True)
-class Setting:
-    """What a table's numbers were measured on, or what a run measured: backbone architecture (timm or
-    torchvision name without the weights tag) and data set ('imagenet_val', 'voc2007', 'voc2012', 'imagenetv2',
-    or the run's `dataset.kind`)."""
-
-    backbone: str
-    dataset: str
-
-    @classmethod
-    def of_run(cls, meta: dict[str, Any]) -> Setting:
-        """A run's setting from its run.json (the VOC year as the loader found it, when the config left it open)."""
-        cfg = meta["config"]
-        kind = cfg["dataset"].get("kind", "folder")
-        year = cfg["dataset"].get("year") or (meta.get("dataset") or {}).get("year")
-        return cls(cfg["model"]["name"].removeprefix("tv:").split(".")[0], f"voc{year}" if kind == "voc" else kind)
-
-    def describe(self) -> str:
-        return f"{self.backbone} on {DATASET_NAMES.get(self.dataset, 'a ' + self.dataset + ' data set')}"
-
-
-DATASET_NAMES = {
-    "imagenet_val": "ILSVRC2012 val",
-    "voc2007": "VOC 2007 val",
-    "voc2012": "VOC 2012 val",
-    "imagenetv2": "ImageNetV2 MatchedFrequency",
-    "cifar10": "CIFAR-10 test",
-}
 SETTINGS: dict[str, Setting] = {
     "table1": Setting("vgg16", "imagenet_val"),
     "table2": Setting("vgg16", "voc2007"),
@@ -140,8 +171,7 @@ SETTINGS: dict[str, Setting] = {
     "equiv1": Setting("vgg16", "imagenetv2"),
     "equiv2": Setting("vgg16", "imagenetv2"),
     "scorecam": Setting("vgg16", "imagenet_val"),
-    "torchray_vgg16": Setting("vgg16", "voc2007"),
-    "torchray_resnet50": Setting("resnet50", "voc2007"),
+    **{key: setting for key, (_, setting, _) in TORCHRAY.items()},
 }
 
 

@@ -82,6 +82,14 @@ def test_field_metric_tables_are_set_up_as_published() -> None:
         assert (cfg.dataset.kind, cfg.dataset.year, cfg.dataset.split, cfg.model.name) == ("voc", 2007, "test", model)
         assert cfg.metrics == ["pointing_game"] and settings_of(cfg, "pointing").tolerance == 15
         assert cfg.model.weights == f"checkpoints/voc07_{arch}.pt" and "gradcam" in cfg.method_names
+        coco = by_paper[f"torchray_coco14_{arch}"]
+        assert (coco.dataset.kind, coco.dataset.split, coco.model.name) == ("coco", "val2014", model)
+        assert coco.metrics == ["pointing_game"] and settings_of(coco, "pointing").tolerance == 15
+        assert coco.model.weights == f"checkpoints/coco14_{arch}.pt"
+        for c in (cfg, coco):  # TorchRay's rows camexp implements
+            assert {"gradcam", "center", "rise", "excitation_backprop", "contrastive_excitation_backprop"} <= set(
+                c.method_names
+            )
 
 
 def _write(tmp_path: Path, body: str) -> Path:

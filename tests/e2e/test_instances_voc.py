@@ -17,16 +17,14 @@ from PIL import Image
 from camexp.config import ExperimentConfig
 from camexp.data.voc import VOC_CLASSES
 from camexp.experiment import load_experiment
-from camexp.finetune.config import load_finetune_config
-from camexp.finetune.train import finetune
 from camexp.report.tables import RunSummary, summarize_run_dir
 from camexp.report.uncertainty import SUMMARY_LONG
 from camexp.results import METRIC_COLUMNS, METRIC_RECORDS, read_records
 from camexp.runner import run_experiment
+from tests.e2e.probe import CONFIGS, train_probe
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 IMAGES = 24  # the subset's first 24 images: 11 pairs with k >= 2 (on 11 images), 18 with k = 1
 ROWS = ["instances_found", "instances_all", "instances_single"]
 
@@ -35,17 +33,7 @@ ROWS = ["instances_found", "instances_all", "instances_single"]
 def run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, RunSummary]:
     tmp = tmp_path_factory.mktemp("instances")
     root = str(shared_data / "voc2012-subset")
-    ft = load_finetune_config(
-        CONFIGS / "finetune" / "voc12_lite0_probe.yaml",
-        {
-            "dataset.root": root,
-            "dataset.limit": 8,
-            "train.epochs": 1,
-            "train.batch_size": 8,
-            "output.checkpoint": str(tmp / "head.pt"),
-        },
-    )
-    finetune(ft, progress=False)
+    ft = train_probe(root, tmp / "head.pt")
     cfg = load_experiment(
         CONFIGS / "instances_voc12_lite0.yaml",
         {

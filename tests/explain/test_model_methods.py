@@ -17,19 +17,7 @@ from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, MethodInputs
 from camexp.explain.scoring import Scorer
 from camexp.models import build_model
-
-SIZE = 64  # test_convnext is fully convolutional: 64x64 inputs give 2x2 maps of 64 channels
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_model(ModelConfig(name="test_convnext", weights="random"))
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+from tests.explain.conftest import SIZE
 
 
 def context(tiny, x: torch.Tensor, chunk: int | None = None, **kw) -> MethodInputs:

@@ -4,6 +4,7 @@ methods a run did not include (Score-CAM, the center baseline) in columns of the
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from camexp.metrics import MetricResult
 from camexp.report.tables import RunSummary, to_markdown, with_paper
@@ -56,3 +57,24 @@ def test_relperf_table_gets_the_equivalence_papers_r_beside_ours():
     assert tables[title].loc["gradcam++ vs cam", "paper R"] != tables[title].loc["gradcam++ vs cam", "paper R"]  # NaN
     assert tables[WIN_TABLE] is win  # other tables untouched
     assert dict(summary_tables(summary, compare_paper=False))[RELPERF_TABLE] is ours
+
+
+@pytest.mark.parametrize(
+    ("paper", "spot"),
+    [  # cells read off TorchRay's docs/pointing.csv by hand: (method, all, difficult)
+        ("torchray_vgg16", ("rise", 86.9, 75.1)),
+        ("torchray_resnet50", ("contrastive_excitation_backprop", 90.7, 82.1)),
+        ("torchray_coco14_vgg16", ("extremal_perturbation", 51.5, 45.9)),
+        ("torchray_coco14_resnet50", ("center", 27.8, 19.5)),
+    ],
+)
+def test_torchrays_whole_table_is_printed_beside_a_run(paper, spot) -> None:
+    """Issue 29: all 9 TorchRay rows of each of the 4 settings (72 numbers), methods not run included."""
+    main = pd.DataFrame({"gradcam": [50.0, 40.0]}, index=[POINTING_ALL, POINTING_DIFFICULT])
+    out = with_paper(RunSummary("tr", paper, main, MetricResult(), images=3))
+    assert out.shape == (2, 9) and out.map(lambda c: " / " in c).all().all()
+    method, everything, difficult = spot
+    assert out.at[POINTING_ALL, f"{method} (not run)"] == f"— / {everything:.2f}"
+    assert out.at[POINTING_DIFFICULT, f"{method} (not run)"] == f"— / {difficult:.2f}"
+    grad_cam = {"torchray_vgg16": 86.6, "torchray_resnet50": 90.4, "torchray_coco14_vgg16": 54.2}
+    assert paper not in grad_cam or out.at[POINTING_ALL, "gradcam"] == f"50.00 / {grad_cam[paper]:.2f}"
