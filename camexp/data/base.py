@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from camexp.data.images import BadImageError, load_rgb
+from camexp.data.masks import segment_mask
 from camexp.data.transforms import PixelTransform
 from camexp.errors import CamexpError
 
@@ -128,8 +129,6 @@ class ImageDataset(Dataset):
     def masks(self, item: Item, skip: bool) -> torch.Tensor:
         """(N,H,W) bool: each segment of `item` decoded at its annotated size and moved through the image's resize and
         crop (nearest neighbour); all False for an image that was not decoded as the annotation says (`skip`)."""
-        from camexp.data.coco import segment_mask
-
         assert item.size is not None  # a loader that gives segments gives the size they belong to
         w, h = item.size
         masks = torch.from_numpy(np.stack([segment_mask(seg, h, w) for seg in item.segments]))

@@ -13,7 +13,7 @@ import torch
 
 from camexp.config import DatasetConfig
 from camexp.data import build_dataset, list_dataset
-from camexp.data.coco import polygon_mask, rle_string_counts, segment_mask
+from camexp.data.masks import polygon_mask, rle_string_counts, segment_mask
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.metrics.pointing import pointing_hits
