@@ -1,7 +1,7 @@
 """Explanation maps: the method registry and its built-in methods, the explainer core, scoring and maps.
 
 Importing any module of this package registers every built-in method: the pure (A, G) methods of
-`methods` and the model-calling methods and floors of `model_methods`.
+`methods`, the model-calling methods and floors of `model_methods` and the pixel attributions of `attributions`.
 """
 
-from camexp.explain import methods, model_methods  # noqa: F401  (registration)
+from camexp.explain import attributions, methods, model_methods  # noqa: F401  (registration)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +280,29 @@ def environment(where: Where) -> dict:
         "argv": sys.argv,
         "command": shlex.join(["python", "-m", "scripts.bench", *sys.argv[1:]]),
     }
+
+
+def alternate(
+    contenders: dict[str, Callable[[int, torch.Tensor], object]], batches: list[torch.Tensor], rounds: int, where: Where
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each contender over all `batches` (called with the batch's index and the batch), timed once per round in
+    alternating rounds (printed as they go), the device synchronised before the clock stops: the seconds of every
+    round and the median round's, per contender."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            for j, x in enumerate(batches):
+                fn(j, x)
+            where.sync()
+            times[name].append(time.perf_counter() - start)
+            print(f"round {r + 1}/{rounds} {name:30s} {times[name][-1]:8.2f} s", flush=True)
+    return times, {name: statistics.median(v) for name, v in times.items()}
+
+
+def print_timings(result: dict) -> None:
+    """A peer section's median times, images/s and ratios, as --family and --attributions print them."""
+    for k, v in result["median_s"].items():
+        print(f"{k:30s} median {v:8.2f} s for {result['images']} images ({result['images_per_s'][k]:.3f} img/s)")
+    for k, v in result["ratios"].items():
+        print(f"{k:62s} {v:.3f}")
