@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from camexp.accel import MAX_FORWARD
 from camexp.data import build_dataset, collate
+from camexp.models import build_model
 
 from .common import CPU, Where, alternate, bare_forwards, camexp_config, user_model
 
@@ -71,7 +72,7 @@ def attribution_bench(
         ex = {k: e.explain(x) for k, e in explainers.items()}
         targets.append(ex["ig"].targets)
         counts.append({k: e.counts[k] for k, e in ex.items()})
-    user = user_model(loaded)
+    user = user_model(build_model(cfg.model, where.device))  # the peers' own copy, NCHW, trainable
 
     def floor(key: str, backward: bool) -> Callable[[int, torch.Tensor], None]:
         def step(j: int, x: torch.Tensor) -> None:
