@@ -42,13 +42,15 @@ docs: setup
 # e.g. "--rounds 5 --limit 96". Then camexp per workers setting beside its loader and model floors; LOADER_ARGS
 # e.g. "--limit 64 --loader-workers 0 1 auto".
 # Then Score-CAM and Ablation-CAM vs their floors and the peers (about 15 minutes on 2 cores: the peers run
-# every one of Lite0's 1280 channels); FAMILY_ARGS e.g. "--limit 8 --batch-size 4".
+# every one of Lite0's 1280 channels); FAMILY_ARGS e.g. "--limit 8 --batch-size 4". Then integrated gradients,
+# SmoothGrad and occlusion vs their floors and Captum; ATTRIBUTIONS_ARGS e.g. "--limit 8 --batch-size 4".
 # Last, start-up: `camexp methods` and `camexp run` to its first batch, fresh processes, with the environment's bytecode
 # and without; STARTUP_ARGS e.g. "--rounds 5".
 bench: setup
 	$(RUN) python -m scripts.bench $(BENCH_ARGS)
 	$(RUN) python -m scripts.bench --loader $(LOADER_ARGS)
 	$(RUN) python -m scripts.bench --family $(FAMILY_ARGS)
+	$(RUN) python -m scripts.bench --attributions $(ATTRIBUTIONS_ARGS)
 	$(RUN) python -m scripts.bench --startup $(STARTUP_ARGS)
 
 # Before the one device call of a GPU check: wheels the device machine lacks -> .whl/, 150 shared images ->

@@ -202,13 +202,35 @@ class SanityConfig(_Strict):
 SETTINGS_KEYS = ("perturbation", "keep", "pointing", "road")
 
 
+# The key under which a method's `smooth` setting travels with its parameters (camexp/explain/core.py: MethodRun).
+SMOOTH_KEY = "smooth"
+
+
+class SmoothSpec(_Strict):
+    """SmoothGrad / VarGrad around any method (docs/guide/methods-metrics.md, "Reference attributions"): the
+    method on n noisy copies x + N(0, (sigma * (max x - min x))^2) of each image, their mean (SmoothGrad) or
+    variance (VarGrad)."""
+
+    n: int = Field(8, ge=1, description="noisy copies per image")
+    sigma: float = Field(0.15, ge=0.0, description="noise standard deviation as a fraction of each image's range")
+    kind: Literal["mean", "var"] = Field("mean", description="mean: SmoothGrad; var: VarGrad")
+    seed: int = Field(0, ge=0, description="seeds the noise, per image id")
+
+
 class MethodSpec(_Strict):
     """A method under a name of its own with parameters, so two settings of one method run side by side:
-    `{name: scorecam-softmax, method: scorecam, params: {weighting: softmax}}`."""
+    `{name: scorecam-softmax, method: scorecam, params: {weighting: softmax}}`; `smooth` wraps it in
+    SmoothGrad / VarGrad."""
 
     name: str = Field(description="the name records, tables and figures use; not another registered method's")
     method: str = Field(description="the registered method it runs")
     params: dict[str, Any] = Field({}, description="the method's parameters (`camexp methods NAME` lists them)")
+    smooth: SmoothSpec | None = Field(None, description="SmoothGrad / VarGrad of the method (n, sigma, kind, seed)")
+
+    @property
+    def resolved_params(self) -> dict[str, Any]:
+        """Its parameters as the explainer takes them: `smooth` (with its defaults) under the key SMOOTH_KEY."""
+        return {**self.params, **({SMOOTH_KEY: self.smooth.model_dump()} if self.smooth else {})}
 
 
 class OutputConfig(_Strict):
@@ -314,7 +336,7 @@ class ExperimentConfig(_Strict):
 
     def method_specs(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(record name, registered method, parameters) per listed method."""
-        return [(m, m, {}) if isinstance(m, str) else (m.name, m.method, dict(m.params)) for m in self.methods]
+        return [(m, m, {}) if isinstance(m, str) else (m.name, m.method, m.resolved_params) for m in self.methods]
 
     def metric_settings(self, key: str) -> dict[str, Any]:
         """The settings a metric reads under `key`, as written (validated by the metric: `settings_of`)."""

@@ -82,7 +82,7 @@ class Teacher:
                 classes = inputs.targets[:, None]
             logits = out.float() if logits is None else logits
             for r in self.explainer.runs:
-                m = r.method(inputs, **r.params)
+                m = r(inputs)  # smoothed when the method has a `smooth` setting
                 if self.resized:
                     m = F.interpolate(m[:, None], size=self.map_size, mode="bilinear", align_corners=False)[:, 0]
                 maps[r.name].append(m * (classes[:, j] >= 0)[:, None, None])

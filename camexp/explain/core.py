@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from camexp import profile
 from camexp.accel import chunks
+from camexp.config import SMOOTH_KEY, SmoothSpec
 from camexp.errors import CamexpError
 from camexp.explain.maps import upsample_normalize
 from camexp.explain.methods import METHODS, Method, MethodInputs
 from camexp.explain.scoring import Scorer
+from camexp.explain.smooth import smoothed
 from camexp.models import LoadedModel
 from camexp.models.layers import forward_hooks
 from camexp.models.layout import FeatureLayout, grid_fits
@@ -37,11 +40,28 @@ class MethodRun:
     name: str
     method: Method
     params: dict[str, Any] = field(default_factory=dict)
+    smooth: SmoothSpec | None = None
 
     @property
     def resolved(self) -> dict[str, Any]:
-        """Every parameter the method runs with: its defaults, overridden by the config's."""
-        return {**self.method.params, **self.params}
+        """Every parameter the method runs with: its defaults, overridden by the config's, and its `smooth`
+        setting (defaults filled in) when it has one."""
+        smooth = {SMOOTH_KEY: self.smooth.model_dump()} if self.smooth else {}
+        return {**self.method.params, **self.params, **smooth}
+
+    def cost(self, channels: int | None) -> str:
+        """What the method adds per image (`Method.cost`), n times over with `smooth`."""
+        once = self.method.cost(channels, {**self.method.params, **self.params})
+        if self.smooth is None:
+            return once
+        shared = "" if self.method.pixel else " + its own forward (+ head backward)"
+        return f"{self.smooth.n} noisy copies x ({once}{shared})"
+
+    def __call__(self, inputs: MethodInputs) -> torch.Tensor:
+        """The method's maps of the batch, smoothed when it has a `smooth` setting."""
+        if self.smooth is None:
+            return self.method(inputs, **self.params)
+        return smoothed(self.method, {**self.method.params, **self.params}, self.smooth, inputs)
 
 
 def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]] | list[MethodRun]) -> list[MethodRun]:
@@ -56,11 +76,24 @@ def method_runs(specs: list[str] | list[tuple[str, str, dict[str, Any]]] | list[
     runs = []
     for name, m, params in triples:
         entry = METHODS.get(m)
-        problem = entry.param_problem(params)
+        own = {k: v for k, v in params.items() if k != SMOOTH_KEY}
+        problem = entry.param_problem(own)
         if problem:
             raise CamexpError(f"method {name!r} ({m}): {problem}")
-        runs.append(MethodRun(name, entry, dict(params)))
+        runs.append(MethodRun(name, entry, own, _smooth_spec(name, params.get(SMOOTH_KEY))))
     return runs
+
+
+def _smooth_spec(name: str, value: object) -> SmoothSpec | None:
+    """A method's `smooth` setting validated (one line naming the key on a bad one), None when it has none."""
+    if value is None or isinstance(value, SmoothSpec):
+        return value
+    try:
+        return SmoothSpec.model_validate(value)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, (SMOOTH_KEY, *err["loc"])))
+        raise CamexpError(f"method {name!r}: {where}: {err['msg']}") from None
 
 
 def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None = None) -> torch.Tensor:
@@ -73,7 +106,7 @@ def run_method(r: MethodRun, inputs: MethodInputs, image_ids: list[str] | None =
     batch = f"a batch of {b}" + (f" (images {image_ids[:3]}{more})" if image_ids else "")
     module = getattr(r.method.fn, "__module__", None)
     try:
-        raw = r.method(inputs, **r.params)
+        raw = r(inputs)
     except CamexpError:  # a method's own one-line refusal
         raise
     except Exception as e:
@@ -205,6 +238,7 @@ class Explainer:
             tail=tail,
             grads=self.grads,
             model=self.loaded.model,
+            at=lambda other: self.activations(other, t, image_ids)[1],
         )
         return logits, inputs
 

@@ -1,4 +1,5 @@
-"""Guided Backpropagation (Springenberg et al.) and its product with a CAM map: "Guided Grad-CAM++" (paper §3).
+"""Guided Backpropagation (Springenberg et al.), the deconvnet's backward rule (Zeiler & Fergus) and the product of a
+guided gradient with a CAM map: "Guided Grad-CAM++" (paper §3).
 
 Guided backprop lets a gradient through a ReLU only where the ReLU's input was positive *and* the incoming
 gradient is positive. We get it without editing the model: a forward hook on every ReLU/ReLU6 module passes
@@ -42,17 +43,61 @@ class _ClampGradient(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
+class _DeconvGradient(torch.autograd.Function):
+    """Forward: the activation's output; backward: the positive part of the incoming gradient, handed straight to
+    the activation's input, past its own mask (the deconvnet's backward ReLU)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.clamp(min=0), None
+
+
+def relu_modules(net: nn.Module) -> list[nn.Module]:
+    """The ReLU/ReLU6 modules of `net`, those guided backprop and the deconvnet rewrite."""
+    return [m for m in net.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
+
+
+def no_relu_modules(net: nn.Module, what: str) -> str:
+    """Why `what` is not defined for `net` (it has no ReLU/ReLU6 module to rewrite), '' when it is."""
+    if relu_modules(net):
+        return ""
+    return (
+        f"{what} needs ReLU/ReLU6 activation modules; {type(net).__name__} has none (it uses other or functional "
+        "activations), so its backward rule is not defined there"
+    )
+
+
 @contextmanager
 def guided_relus(net: nn.Module) -> Iterator[int]:
     """While active, every ReLU/ReLU6 module of `net` back-propagates guided; yields how many were hooked."""
-    acts = [m for m in net.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
+    acts = relu_modules(net)
     if not acts:
-        raise CamexpError(
-            f"guided backpropagation needs ReLU/ReLU6 activation modules; {type(net).__name__} has "
-            "none (it uses other or functional activations): use a method without 'guided-'"
-        )
+        raise CamexpError(no_relu_modules(net, "guided backpropagation") + ": use a method without 'guided-'")
     with forward_hooks((m, lambda mod, inp, out: _ClampGradient.apply(out)) for m in acts):
         yield len(acts)
+
+
+@contextmanager
+def deconv_relus(net: nn.Module) -> Iterator[int]:
+    """While active, every ReLU/ReLU6 module of `net` back-propagates as the deconvnet's (Zeiler & Fergus): the
+    positive part of the gradient, whatever the sign of the forward input. In-place activations run out of place
+    meanwhile (the hook needs their input), then get their setting back; yields how many were hooked."""
+    acts = relu_modules(net)
+    if not acts:
+        raise CamexpError(no_relu_modules(net, "the deconvnet"))
+    inplace = [getattr(m, "inplace", False) for m in acts]
+    try:
+        for m in acts:
+            m.inplace = False  # type: ignore[assignment]
+        with forward_hooks((m, lambda mod, inp, out: _DeconvGradient.apply(inp[0], out)) for m in acts):
+            yield len(acts)
+    finally:
+        for m, flag in zip(acts, inplace, strict=True):
+            m.inplace = flag  # type: ignore[assignment]
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,9 @@ class MethodInputs:
     the model also get the pixel-space input x (B,3,H,W), the full-image logits, a `scorer` of pixel-space
     images, `tail(A') -> logits` (the network after the layer) and `grads(x', targets) -> (A', G')` (one
     more forward + head backward, e.g. on a noisy copy). Pixel-level attributions (gradients w.r.t. the input)
-    call `model`, the whole network on pixel-space [0,1] images, under `torch.enable_grad()`. Derived values
+    call `model`, the whole network on pixel-space [0,1] images, under `torch.enable_grad()`. `at(x')` is the
+    context of the same images' targets and ids on other pixel images x' (B,3,H,W): one more shared pass, what
+    `smooth:` runs a CAM method on for each noisy copy. Derived values
     (alpha) are computed once, lazily, and shared by every method of the batch."""
 
     A: torch.Tensor
@@ -53,6 +55,7 @@ class MethodInputs:
     score: str = "logit"
     image_ids: list[str] | None = None
     model: PixelModel | None = None
+    at: Callable[[torch.Tensor], MethodInputs] | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, key: str, n: int) -> None:
@@ -98,6 +101,8 @@ class Method:
     `cost(K, params)` says what the method adds to the shared forward + backward per image, for a layer
     of K channels (None: not known, say "K"); `unavailable(loaded)` gives the reason the method cannot run on a
     backbone ('' if it can);
+    `pixel`: a pixel-level attribution that reads only x, the model, the targets and the scorer (not A or G), takes
+    a `reduce` parameter (camexp/explain/attributions.py: REDUCTIONS) and computes (B,3,H,W) before reducing it;
     `params` are the defaults of its keyword parameters (a config may override them, with values of the
     default's type) and `check(params)` says what is wrong with a full set of them ('' if nothing). `notes`
     maps a counter (`MethodInputs.count`) to what a run's summary says when it is not 0 ({n}: its value).
@@ -111,6 +116,7 @@ class Method:
     needs_model: bool = False
     uses_alpha: bool = False
     class_agnostic: bool = False
+    pixel: bool = False
     cost: Callable[[int | None, Mapping[str, Any]], str] = _no_extra_cost
     unavailable: Callable[[LoadedModel], str] = lambda loaded: ""
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -13,7 +13,7 @@ flat: nothing K x B x H x W is ever held. Seeded methods draw their noise per im
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -62,6 +62,19 @@ def image_seeds(ctx: MethodInputs, seed: int) -> list[int]:
 def image_generators(ctx: MethodInputs, seed: int) -> list[torch.Generator]:
     """CPU generators, one per image (`image_seeds`): the same draws on every device."""
     return [torch.Generator().manual_seed(s) for s in image_seeds(ctx, seed)]
+
+
+def noisy_copies(ctx: MethodInputs, n: int, spread: float, seed: int) -> Iterator[torch.Tensor]:
+    """The n noisy copies x_s = x + N(0, sigma^2) of the batch's images, sigma = spread * (max x - min x) per
+    image, in pixel space: copy s of image i is the s-th draw of its generator (`image_generators`), so a copy
+    depends on neither the batch nor the device. Smooth Grad-CAM++ and every `smooth:` setting draw them."""
+    x = ctx.x
+    assert x is not None
+    sigma = (spread * (x.amax((1, 2, 3)) - x.amin((1, 2, 3)))).view(-1, 1, 1, 1)
+    gens = image_generators(ctx, seed)
+    for _ in range(n):
+        noise = torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in gens]).to(x.device)
+        yield x + sigma * noise
 
 
 def one_of(key: str, choices: tuple[str, ...]) -> Callable[[Mapping[str, Any]], str]:
@@ -190,12 +203,9 @@ def smoothgradcam_pp(ctx: MethodInputs, n: int = 8, spread: float = 0.15, seed: 
     L = ReLU(sum_k w_k A_k) with A of the clean image. Copy s of image i is the s-th draw of its generator."""
     x, A = ctx.x, ctx.A
     assert x is not None and ctx.grads is not None
-    sigma = spread * (x.amax((1, 2, 3)) - x.amin((1, 2, 3)))
-    gens = image_generators(ctx, seed)
     w = torch.zeros(A.shape[:2], dtype=A.dtype, device=A.device)
-    for _ in range(n):
-        noise = torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in gens]).to(x.device)
-        a_s, g_s = ctx.grads(x + sigma.view(-1, 1, 1, 1) * noise, ctx.targets)
+    for x_s in noisy_copies(ctx, n, spread, seed):
+        a_s, g_s = ctx.grads(x_s, ctx.targets)
         w += gradcampp_weights(gradcampp_alpha(a_s, g_s), g_s)
     ctx.count("forwards", n * len(x))
     ctx.count("head_backwards", n * len(x))

@@ -67,7 +67,7 @@ def method_listing(
             "needs gradient": _yes(r.method.needs_grad),
             "calls the model": _yes(r.method.needs_model),
             "class-agnostic": _yes(r.method.class_agnostic),
-            cost: r.method.cost(channels, r.resolved),
+            cost: r.cost(channels),
             "parameters": ", ".join(f"{k}={v}" for k, v in r.resolved.items()),
             "what it is": r.method.summary,
             "source": r.method.source,

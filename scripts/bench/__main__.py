@@ -24,6 +24,10 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # and vs its floor (the forwards of the non-constant channels' masked images); Ablation-CAM vs
       # pytorch-grad-cam's AblationCAM and vs its floor (one pass of the network after the layer per channel)
   python -m scripts.bench --rss --rss-methods scorecam ablationcam --rss-sizes 2 8 --batch-size 2
+  python -m scripts.bench --attributions [--limit 2] [--batch-size 2]
+      # integrated gradients (16 steps), SmoothGrad of the gradient (8 samples) and occlusion (56 px windows at
+      # stride 28) vs their floors (the same number of bare forwards (+ input backwards)) and vs Captum's
+      # IntegratedGradients, NoiseTunnel(Saliency) and Occlusion at the same settings
   python -m scripts.bench --loader [--loader-workers 0 1] [--limit 64] [--loader-methods gradcam gradcam++]
       # camexp's images/s beside its two floors, per workers setting: the loader floor (decode + resize + crop
       # through camexp's loader, same workers) and the model floor (the same forwards and head backward on
@@ -37,9 +41,9 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # fresh processes: `camexp methods` to exit, `camexp run` (one batch of Lite0) to its first batch's end,
       # with the environment's bytecode and with none
 
---loader, --family, --decode-diff and --device-diff take --device {cpu,cuda,auto} (default cpu), --model NAME
-(tf_efficientnet_lite0 with its package weights; any other timm model with random weights), --amp {off,bf16}
-and --decode {cpu,gpu}; --cycled repeats the folder's images up to --limit. On CUDA every contender
+--loader, --family, --attributions, --decode-diff and --device-diff take --device {cpu,cuda,auto} (default cpu),
+--model NAME (tf_efficientnet_lite0 with its package weights; any other timm model with random weights),
+--amp {off,bf16} and --decode {cpu,gpu}; --cycled repeats the folder's images up to --limit. On CUDA every contender
 synchronises before its clock stops, and every JSON records the GPU, driver, versions, TF32 flags and command.
 scripts/gpu_check.sh runs the whole GPU check as one command (docs/guide/speed-gpu.md, "Measuring on a GPU").
 """
@@ -54,8 +58,21 @@ from camexp.accel import disable_tf32, keep_host_memory, resolve_device
 from camexp.config import RuntimeConfig
 from camexp.errors import CamexpError
 
-from . import decode_diff, device_diff, family, loader, maps, metrics, robustness, rss, speed, startup, stats
-from .common import CPU, CYCLED, LITE0, METHODS, REPO, Where, default_images, environment
+from . import (
+    attributions,
+    decode_diff,
+    device_diff,
+    family,
+    loader,
+    maps,
+    metrics,
+    robustness,
+    rss,
+    speed,
+    startup,
+    stats,
+)
+from .common import CPU, CYCLED, LITE0, METHODS, REPO, Where, default_images, environment, print_timings
 
 
 def workers_arg(value: str) -> int | str:
@@ -138,6 +155,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bench Score-CAM and Ablation-CAM against their floors and the peers instead",
     )
     p.add_argument(
+        "--attributions",
+        action="store_true",
+        help="bench integrated gradients, SmoothGrad and occlusion against their floors and Captum instead",
+    )
+    p.add_argument(
         "--maps", action="store_true", help="output.maps on against off (time, disk) and float16 against float32"
     )
     p.add_argument(
@@ -152,9 +174,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.where = Where(resolve_device(a.device), a.model, a.amp, a.decode)
     except CamexpError as e:
         p.error(str(e))
-    if a.where != CPU and not (a.loader or a.family or a.decode_diff or a.device_diff or a.rss or a.rss_child):
+    sections = (a.loader, a.family, a.attributions, a.decode_diff, a.device_diff, a.rss, a.rss_child)
+    if a.where != CPU and not any(sections):
         p.error(
-            "--device, --model, --amp and --decode apply to --loader, --family, --decode-diff, --device-diff and --rss"
+            "--device, --model, --amp and --decode apply to --loader, --family, --attributions, --decode-diff, "
+            "--device-diff and --rss"
         )
     if a.decode == "gpu" and a.where.device.type != "cuda":
         p.error("--decode gpu decodes JPEGs on a CUDA device: use it with --device cuda (or auto on a GPU machine)")
@@ -185,7 +209,7 @@ def main() -> None:
         print(f"wrote {out}")
         return
     images = a.images or default_images()
-    batch_size = a.batch_size or (2 if a.family else 16)
+    batch_size = a.batch_size or (2 if a.family or a.attributions else 16)
     if a.rss_child is not None:
         return rss.rss_child(
             images, a.rss_child, batch_size, a.workers, tuple(a.rss_metrics), a.steps, tuple(a.rss_methods), where
@@ -198,13 +222,15 @@ def main() -> None:
     elif a.family:
         result = family.family_bench(images, a.limit or 2, batch_size, a.rounds, a.skip, where)
         out = a.out.with_name(a.out.stem + "_family.json")
-        for k, v in result["median_s"].items():
-            print(f"{k:30s} median {v:8.2f} s for {result['images']} images ({result['images_per_s'][k]:.3f} img/s)")
-        for k, v in result["ratios"].items():
-            print(f"{k:62s} {v:.3f}")
+        print_timings(result)
         print(f"channels skipped and model calls: {result['counts']}")
         for k, v in result["profile"].items():
             print(f"{k:62s} {v:.2f}")
+    elif a.attributions:
+        result = attributions.attribution_bench(images, a.limit or 2, batch_size, a.rounds, a.skip, where=where)
+        out = a.out.with_name(a.out.stem + "_attributions.json")
+        print_timings(result)
+        print(f"passes: {result['counts']}")
     elif a.loader:
         result = loader.loader_bench(
             images, a.limit or 64, batch_size, a.loader_workers, a.rounds, tuple(a.methods), where, kind

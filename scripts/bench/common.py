@@ -295,3 +295,30 @@ def warm_rounds(
                 times[name].append(seconds)
             print(f"round {r}/{rounds} {name:34s} {seconds:7.2f} s{'' if r else ' (warm-up)'}", flush=True)
     return times, {k: statistics.median(v) for k, v in times.items()}
+
+
+def alternate(
+    contenders: dict[str, Callable[[int, torch.Tensor], object]], batches: list[torch.Tensor], rounds: int, where: Where
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each contender over all `batches` (called with the batch's index and the batch), timed by `warm_rounds`
+    with the device synchronised before the clock stops: the seconds of every round and the median, per contender."""
+
+    def timed(fn: Callable[[int, torch.Tensor], object]) -> Callable[[], float]:
+        def run() -> float:
+            start = time.perf_counter()
+            for j, x in enumerate(batches):
+                fn(j, x)
+            where.sync()
+            return time.perf_counter() - start
+
+        return run
+
+    return warm_rounds({name: timed(fn) for name, fn in contenders.items()}, rounds)
+
+
+def print_timings(result: dict) -> None:
+    """A peer section's median times, images/s and ratios, as --family and --attributions print them."""
+    for k, v in result["median_s"].items():
+        print(f"{k:30s} median {v:8.2f} s for {result['images']} images ({result['images_per_s'][k]:.3f} img/s)")
+    for k, v in result["ratios"].items():
+        print(f"{k:62s} {v:.3f}")

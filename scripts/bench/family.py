@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import resource
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -20,7 +18,7 @@ from camexp.accel import MAX_FORWARD
 from camexp.data import build_dataset, collate
 from camexp.models import build_model
 
-from .common import CPU, Where, bare_forwards, camexp_config, user_model
+from .common import CPU, Where, alternate, bare_forwards, camexp_config, user_model
 
 
 def family_bench(
@@ -62,13 +60,6 @@ def family_bench(
     k = loaded.maps_shape[0]
     user = user_model(build_model(cfg.model, where.device))
     layer = cast(nn.Module, user.net).get_submodule(loaded.layer_name)
-
-    def timed(step: Callable[[int, torch.Tensor], object]) -> float:
-        start = time.perf_counter()
-        for j, x in enumerate(batches):
-            step(j, x)
-        where.sync()
-        return time.perf_counter() - start
 
     def floor_scorecam(j: int, x: torch.Tensor) -> None:
         with torch.inference_mode():
@@ -113,12 +104,7 @@ def family_bench(
         "pytorch-grad-cam AblationCAM": pgc(AblationCAM),
     }
     contenders = {name: fn for name, fn in contenders.items() if name not in skip}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(rounds):
-        for name, fn in contenders.items():
-            times[name].append(timed(fn))
-            print(f"round {r + 1}/{rounds} {name:30s} {times[name][-1]:8.2f} s", flush=True)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    times, med = alternate(contenders, batches, rounds, where)
     count = sum(len(x) for x in batches)
     totals = {m: {key: sum(c[m][key] for c in counts) for key in counts[0][m]} for m in explainers}
     ratios = {}

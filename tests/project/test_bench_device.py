@@ -49,8 +49,11 @@ def test_device_arguments_parse(bench: ModuleType, common: ModuleType) -> None:
     "argv, message",
     [
         (["--loader", "--decode", "gpu"], "--decode gpu decodes JPEGs on a CUDA device"),
-        (["--model", "vgg11"], "apply to --loader, --family, --decode-diff, --device-diff and --rss"),
-        (["--metrics", "--amp", "bf16"], "apply to --loader, --family, --decode-diff, --device-diff and --rss"),
+        (["--model", "vgg11"], "apply to --loader, --family, --attributions, --decode-diff, --device-diff and --rss"),
+        (
+            ["--metrics", "--amp", "bf16"],
+            "apply to --loader, --family, --attributions, --decode-diff, --device-diff and --rss",
+        ),
     ],
 )
 def test_device_argument_mistakes_are_one_line(
