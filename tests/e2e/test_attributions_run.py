@@ -34,7 +34,8 @@ NAMES = [m if isinstance(m, str) else m["name"] for m in METHODS]
 
 
 def test_attributions_run_with_every_batch_metric_kept_maps_and_the_report(tmp_path: Path, shared_data: Path):
-    batch_metrics = [name for name, entry in METRICS.items() if entry.source == "batch"]
+    # camexp's own: in one pytest process the registry also holds the plug-ins other tests resolved
+    batch_metrics = [name for name, entry in METRICS.items() if entry.source == "batch" and ":" not in name]
     cfg = {
         "name": "attributions",
         "dataset": {"kind": "imagenet_val", "root": str(shared_data / "ilsvrc2012-val-subset"), "limit": 2},
