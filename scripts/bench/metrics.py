@@ -37,6 +37,21 @@ class GivenMaps:
         return nullcontext()
 
 
+def time_batch_metrics(cfg: ExperimentConfig, names: list[str], batches: list) -> float:
+    """Seconds for the per-batch metrics `names` over `batches` (from `metric_batches`), settings validated once
+    as a run validates them: what a run spends on those metrics, without explaining the images again."""
+    from camexp.metrics import batch_metrics, validate_settings
+    from camexp.metrics.batch import BatchContext
+
+    entries, settings = batch_metrics(names), validate_settings(cfg)
+    start = time.perf_counter()
+    for x, explainer, ex in batches:
+        mb = BatchContext(cfg, explainer, x, ex, {}, settings)
+        for entry in entries:
+            entry.compute(mb)
+    return time.perf_counter() - start
+
+
 def metric_batches(images: Path, n: int | None, batch_size: int, method: str) -> tuple[LoadedModel, list]:
     """Lite0, and per batch: the images, the explainer and its Explanation of `method` (computed once)."""
     from camexp.explain.core import Explainer
@@ -64,9 +79,6 @@ def metrics_bench(
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
     from torchcam.metrics import DeletionInsertionMetric
 
-    from camexp.metrics import batch_metrics, validate_settings
-    from camexp.metrics.batch import BatchContext
-
     method = "gradcam++"
     loaded, batches = metric_batches(images, n, batch_size, method)
     chunk = CPU_FORWARD_CHUNK
@@ -83,14 +95,7 @@ def metrics_bench(
     count = sum(len(x) for x, _, _ in batches)
 
     def camexp_metric(names: tuple[str, ...]) -> float:
-        entries = batch_metrics(list(names))
-        settings = validate_settings(cfg)
-        start = time.perf_counter()
-        for x, explainer, ex in batches:
-            mb = BatchContext(cfg, explainer, x, ex, {}, settings)
-            for entry in entries:
-                entry.compute(mb)
-        return time.perf_counter() - start
+        return time_batch_metrics(cfg, list(names), batches)
 
     def torchcam() -> float:
         extractor = GivenMaps(net)

@@ -15,7 +15,7 @@ from camexp.explain.core import Explainer
 from camexp.models import LoadedModel
 
 from .common import loaded_config, warm_rounds
-from .metrics import metric_batches
+from .metrics import metric_batches, time_batch_metrics
 
 NAMES = ("max_sensitivity", "avg_sensitivity", "local_lipschitz", "relative_input_stability")
 
@@ -46,9 +46,6 @@ def robustness_bench(images: Path, n: int | None, batch_size: int, samples: int,
     import quantus
     from quantus.functions.perturb_func import batch_uniform_noise
 
-    from camexp.metrics import batch_metrics, validate_settings
-    from camexp.metrics.batch import BatchContext
-
     method = "gradcam++"
     loaded, batches = metric_batches(images, n, batch_size, method)
     cfg = ExperimentConfig(
@@ -63,13 +60,7 @@ def robustness_bench(images: Path, n: int | None, batch_size: int, samples: int,
     model = loaded.model.eval()
 
     def camexp_metrics() -> float:
-        entries, settings = batch_metrics(list(NAMES)), validate_settings(cfg)
-        start = time.perf_counter()
-        for x, explainer, ex in batches:
-            mb = BatchContext(cfg, explainer, x, ex, {}, settings)
-            for entry in entries:
-                entry.compute(mb)
-        return time.perf_counter() - start
+        return time_batch_metrics(cfg, list(NAMES), batches)
 
     def floor() -> float:
         start = time.perf_counter()
