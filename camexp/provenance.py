@@ -135,6 +135,14 @@ def record(
     }
 
 
+def continued(previous: dict[str, Any], folder: Path, *, resumes: bool, allow: bool, what: str) -> dict[str, Any]:
+    """`record` of this invocation over a folder's `previous` metadata, after `check_same` against the software
+    that wrote it when this invocation `resumes` (adds to) what that software wrote."""
+    now = software()
+    override = check_same(previous.get("software"), now, folder, allow=allow, what=what) if resumes else {}
+    return record(previous, now, override)
+
+
 def mixed_note(meta: dict[str, Any]) -> str | None:
     """The sentence every report shows for a folder whose numbers come from more than one software."""
     mixed = meta.get("mixed_software") or []

@@ -452,14 +452,8 @@ def _software(cfg: DistillConfig, fresh: bool, allow: bool) -> dict[str, Any]:
     invocation's software when checkpoints of it would be resumed or trained beside."""
     meta_path = cfg.output_dir / META
     previous = {} if fresh or not meta_path.exists() else json.loads(meta_path.read_text())
-    now = provenance.software()
     trained = not fresh and any(cfg.output_dir.glob("*/seed*/checkpoint.pt"))
-    override = (
-        provenance.check_same(previous.get("software"), now, cfg.output_dir, allow=allow, what="distillation")
-        if trained
-        else {}
-    )
-    return provenance.record(previous, now, override)
+    return provenance.continued(previous, cfg.output_dir, resumes=trained, allow=allow, what="distillation")
 
 
 def profile(cfg: DistillConfig, steps: int, progress: bool = True) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from camexp import provenance
 from camexp.data.transforms import InputSpec
 from camexp.errors import CamexpError
 from camexp.finetune.config import FinetuneConfig
@@ -36,7 +35,7 @@ def checkpoint_payload(
     software: dict[str, Any],
 ) -> dict[str, Any]:
     """What `read_checkpoint`/`build_model` need (state_dict, num_classes, class_names), plus provenance (the
-    config, and `software`: see `software_record`) and the optimizer state for resuming."""
+    config, and `software`: `provenance.continued`) and the optimizer state for resuming."""
     return {
         **software,
         "format": FORMAT,
@@ -78,14 +77,6 @@ def resumable(cfg: FinetuneConfig, fresh: bool) -> dict[str, Any] | None:
             "pass --fresh to start over or --out to write elsewhere"
         )
     return ckpt
-
-
-def software_record(ckpt: dict[str, Any] | None, path: Path, allow: bool) -> dict[str, Any]:
-    """The checkpoint's `software`, `invocations` and `mixed_software` after this invocation. Training on from a
-    checkpoint that other software trained is refused unless `allow` (camexp/provenance.py), then recorded."""
-    now = provenance.software()
-    override = provenance.check_same(ckpt.get("software"), now, path, allow=allow, what="checkpoint") if ckpt else {}
-    return provenance.record(ckpt or {}, now, override)
 
 
 def _changes(ckpt: dict[str, Any], cfg: FinetuneConfig) -> str:

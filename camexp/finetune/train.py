@@ -15,11 +15,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from camexp import provenance
 from camexp.accel import resolve_device
 from camexp.data import ImageDataset, Listing, PixelTransform, collate, list_dataset
 from camexp.errors import CamexpError
 from camexp.finetune.augment import TrainTransform
-from camexp.finetune.checkpoint import checkpoint_payload, resumable, save_checkpoint, software_record
+from camexp.finetune.checkpoint import checkpoint_payload, resumable, save_checkpoint
 from camexp.finetune.config import FinetuneConfig, TrainConfig
 from camexp.finetune.head import replace_head
 from camexp.models import PixelModel, build_model
@@ -90,7 +91,9 @@ class Trainer:
         t = cfg.train
         self.cfg, self.progress = cfg, progress
         ckpt = resumable(cfg, fresh)  # before the slow parts: a mismatched checkpoint fails fast
-        self.software = software_record(ckpt, cfg.checkpoint_path, allow_software_change)
+        self.software = provenance.continued(
+            ckpt or {}, cfg.checkpoint_path, resumes=ckpt is not None, allow=allow_software_change, what="checkpoint"
+        )
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
         loaded = build_model(cfg.model)

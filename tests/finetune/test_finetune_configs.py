@@ -84,7 +84,7 @@ def test_training_on_from_a_checkpoint_of_other_software_is_refused_or_recorded(
 
     from camexp import provenance
     from camexp.cli import app
-    from camexp.finetune.checkpoint import FORMAT, software_record
+    from camexp.finetune.checkpoint import FORMAT
     from camexp.finetune.config import load_finetune_config
 
     path = tmp_path / "ft.yaml"
@@ -97,7 +97,7 @@ def test_training_on_from_a_checkpoint_of_other_software_is_refused_or_recorded(
     path.write_text(yaml.safe_dump(config))
     cfg = load_finetune_config(path)
     real = provenance.software()
-    first = software_record(None, cfg.checkpoint_path, allow=False)
+    first = provenance.continued({}, cfg.checkpoint_path, resumes=False, allow=False, what="checkpoint")
     other = {**first, "software": {**real, "timm": "0.0-other"}}
     torch.save(
         {
@@ -114,6 +114,7 @@ def test_training_on_from_a_checkpoint_of_other_software_is_refused_or_recorded(
     said = " ".join(res.output.split())
     assert f"{cfg.checkpoint_path}: this checkpoint was written by other software (timm: 0.0-other -> " in said
     assert "--allow-software-change" in said
-    resumed = software_record(torch.load(cfg.checkpoint_path, weights_only=True), cfg.checkpoint_path, allow=True)
+    ckpt = torch.load(cfg.checkpoint_path, weights_only=True)
+    resumed = provenance.continued(ckpt, cfg.checkpoint_path, resumes=True, allow=True, what="checkpoint")
     assert resumed["software"] == real and len(resumed["invocations"]) == 2
     assert resumed["mixed_software"] == [{"changed": {"timm": ["0.0-other", real["timm"]]}}]
