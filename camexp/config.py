@@ -165,41 +165,10 @@ class RuntimeConfig(_Strict):
         return v
 
 
-class LocalizationConfig(_Strict):
-    """The `mloc` analysis (docs/definitions.md, D5): map thresholds δ and how many top predictions count."""
-
-    thresholds: list[float] = Field([0.0, 0.25, 0.5], description="δ: a pixel is on where the map is above δ")
-    topk: int = Field(5, ge=1, description="the classes among the top-k predictions that have a box are explained")
-
-    @field_validator("thresholds")
-    @classmethod
-    def _unit_interval(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0.0 <= d < 1.0 for d in v) or len(set(v)) != len(v):
-            raise ValueError("give one or more distinct thresholds δ with 0 <= δ < 1 (maps are normalised to [0,1])")
-        return v
-
-
-class SanityConfig(_Strict):
-    """The sanity checks `mprt` and `random_logit` (docs/guide/trustworthiness.md, "Sanity checks")."""
-
-    seed: int = Field(0, ge=0, description="seeds the re-initialised weights (mprt) and the other class (random_logit)")
-    mprt_blocks: list[str] | None = Field(
-        None,
-        description="explain only after randomising these blocks and the last (every block above each is still "
-        "randomised); default: after every block",
-    )
-    mprt_units: Literal["blocks", "layers"] = Field(
-        "blocks",
-        description="blocks: the model's blocks, reset to its constructor's weights; layers: every module with "
-        "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
-        "MPRT, whose seed s reseeds with s + 1)",
-    )
-
-
-# Top-level keys that hold a per-batch metric's settings, as users write them (`road: {noise: 0}`); any other
-# metric's settings go under `settings: {KEY: {...}}`. Each metric validates its own (camexp/metrics/base.py:
-# `settings_of`); this leaf module keeps them as written.
-SETTINGS_KEYS = ("perturbation", "keep", "pointing", "road")
+# Top-level keys that hold a per-batch metric's or an analysis' settings, as users write them (`road: {noise: 0}`);
+# any other metric's settings go under `settings: {KEY: {...}}`. Each metric and analysis validates its own
+# (camexp/metrics/base.py: `settings_of`); this leaf module keeps them as written.
+SETTINGS_KEYS = ("perturbation", "keep", "pointing", "road", "localization", "sanity")
 
 
 # The key under which a method's `smooth` setting travels with its parameters (camexp/explain/core.py: MethodRun).
@@ -274,8 +243,8 @@ class ExperimentConfig(_Strict):
     metrics: list[str] = ["avg_drop", "increase", "win"]
     analyses: list[str] = []
     relperf_min_true_prob: float = Field(0.0, ge=0.0, le=1.0)
-    localization: LocalizationConfig = LocalizationConfig()
-    sanity: SanityConfig = SanityConfig()
+    localization: dict[str, Any] = Field({}, description="mloc analysis settings")
+    sanity: dict[str, Any] = Field({}, description="mprt / random_logit analysis settings")
     perturbation: dict[str, Any] = Field({}, description="insertion / deletion settings (and the score ROAD uses)")
     keep: dict[str, Any] = Field({}, description="avg_drop@keep / increase@keep settings")
     pointing: dict[str, Any] = Field({}, description="pointing_game / energy_pointing settings")

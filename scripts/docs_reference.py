@@ -142,14 +142,15 @@ def _fields_table(model: type[BaseModel], prefix: str, comments: dict[str, str])
 
 
 def config_page() -> str:
+    from camexp.analyses import ANALYSES  # noqa: F401  (registers the analyses and their settings)
     from camexp.config import SETTINGS_KEYS, ExperimentConfig, MethodSpec
-    from camexp.metrics import METRICS
+    from camexp.metrics.base import settings_owners
 
     parts = [
         "# Config keys",
         f"{GENERATED} the pydantic models of `camexp/config.py` (`ExperimentConfig` and its sections) and the "
-        "settings model each per-batch metric declares. Types, defaults and constraints are the ones camexp "
-        "validates; unknown keys are errors. The meaning is the field's own description, else the comment "
+        "settings model each per-batch metric and analysis declares. Types, defaults and constraints are the ones "
+        "camexp validates; unknown keys are errors. The meaning is the field's own description, else the comment "
         "of the annotated example in the [config guide](../guide/config.md).",
     ]
     comments = example_comments()
@@ -163,16 +164,17 @@ def config_page() -> str:
         _fields_table(MethodSpec, "methods[].", comments),
     ]
     parts += [
-        "## Per-batch metric settings",
-        "Each per-batch metric validates its own settings, read from the key it declares: camexp's own read the "
-        f"top-level keys {', '.join(f'`{k}`' for k in SETTINGS_KEYS)}, any other metric `settings: {{KEY: ...}}`.",
+        "## Per-batch metric and analysis settings",
+        "Each per-batch metric and analysis validates its own settings, read from the key it declares: camexp's "
+        f"own read the top-level keys {', '.join(f'`{k}`' for k in SETTINGS_KEYS)}, others `settings: {{KEY: ...}}`.",
     ]
     seen: set[str] = set()
-    for _, entry in METRICS.items():
-        if entry.settings is None or entry.key in seen:
+    owners = settings_owners()
+    for entry in owners:
+        if entry.key in seen or entry.settings is None:
             continue
         seen.add(entry.key)
-        users = [n for n, e in METRICS.items() if e.settings is not None and e.key == entry.key]
+        users = [e.name for e in owners if e.key == entry.key]
         key = entry.key if entry.key in SETTINGS_KEYS else f"settings.{entry.key}"
         doc = _doc_first(entry.settings)
         parts += [

@@ -8,11 +8,13 @@ returns Markdown lines), the CSV files the worker appends per batch (`files`, na
 None: undeclared, so it runs in a single process only), the main-table `rows` its files give, the `read`er that
 recomputes those rows from the files (so `camexp report table` shows them too), `per_image`: the reader of its rows'
 per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, `check`:
-what `camexp check` verifies of the built model before any image (rows it prints; a CamexpError when it cannot run), and
-`resume`: whether it may be
-added to a run that has recorded images (`any`: it reads the records alone; `refuse`: it would cover only the
-images explained from now on). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which
-rank 0 merges before `finish`; the runner also deletes them on a fresh start.
+what `camexp check` verifies of the built model before any image (rows it prints; a CamexpError when it cannot run),
+`resume`: whether it may be added to a run that has recorded images (`any`: it reads the records alone; `refuse`:
+it would cover only the images explained from now on), and `settings`: the pydantic model of its settings, in its
+own module, read from the config under `settings_key` (default: its name) and validated once per run with the
+metrics' (camexp/metrics/base.py: `validate_settings`; the worker reads them with `settings_of(cfg, key)` or
+`ctx.settings(key)`). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which rank 0 merges
+before `finish`; the runner also deletes them on a fresh start.
 
 A plug-in analysis is a factory named by import path (`analyses: [mypkg.analyses:MyAnalysis]`) or entry point
 (group `camexp.analyses`); its metadata is read off the factory's attributes of the same names once, when it
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from camexp.metrics.base import Resume
+from pydantic import BaseModel
+
+from camexp.metrics.base import SETTINGS_OWNERS, Resume
 from camexp.metrics.batch import BatchContext
 from camexp.registry import Registry, call_problem
 
@@ -69,6 +73,13 @@ class Analysis:
     resume: Resume = "refuse"
     per_image: PerImageReader | None = None
     check: ModelCheck | None = None
+    settings: type[BaseModel] | None = None
+    settings_key: str = ""
+
+    @property
+    def key(self) -> str:
+        """The config key its settings are read under (default: its name)."""
+        return self.settings_key or self.name
 
 
 def worker_problem(worker: Any) -> str:
@@ -106,6 +117,8 @@ def _as_analysis(name: str, obj: Any) -> Analysis:
             per_image=getattr(obj, "per_image", None),
             check=getattr(obj, "check", None),
             resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
+            settings=getattr(obj, "settings", None),
+            settings_key=getattr(obj, "settings_key", ""),
         )
     )
     readers = [call_problem(r, "run_dir", "records", "methods") for r in (entry.read, entry.per_image) if r]
@@ -117,6 +130,7 @@ def _as_analysis(name: str, obj: Any) -> Analysis:
 
 
 ANALYSES: Registry[Analysis] = Registry("analysis", _as_analysis, group="camexp.analyses")
+SETTINGS_OWNERS.append(ANALYSES)  # its settings are validated once per run with the metrics' (validate_settings)
 
 
 def analysis(
@@ -128,11 +142,14 @@ def analysis(
     resume: Resume = "refuse",
     per_image: PerImageReader | None = None,
     check: ModelCheck | None = None,
+    settings: type[BaseModel] | None = None,
+    settings_key: str = "",
 ) -> Callable[[Callable[[ExperimentConfig], Worker]], Callable[[ExperimentConfig], Worker]]:
     """Register the factory it decorates as analysis `name` with its metadata (see `Analysis`)."""
 
     def register(make: Callable[[ExperimentConfig], Worker]) -> Callable[[ExperimentConfig], Worker]:
-        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume, per_image, check))
+        entry = Analysis(name, make, files, rows, read, resume, per_image, check, settings, settings_key)
+        ANALYSES.register(name, entry)
         return make
 
     return register

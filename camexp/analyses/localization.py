@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from camexp.analyses.base import analysis
-from camexp.metrics import MetricResult, Row
+from camexp.metrics import MetricResult, Row, settings_of
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.localization import class_box_masks, localization
 from camexp.results import append_records, read_records
@@ -40,15 +41,34 @@ def row_label(delta: float) -> str:
 MLOC_ROW = Row(row_label(0.0).split("=")[0] + "=", "mLoc", False, prefix=True, criterion="localization")
 
 
+class LocalizationSettings(BaseModel):
+    """The `mloc` analysis (docs/definitions.md, D5): map thresholds δ and how many top predictions count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: list[float] = Field([0.0, 0.25, 0.5], description="δ: a pixel is on where the map is above δ")
+    topk: int = Field(5, ge=1, description="the classes among the top-k predictions that have a box are explained")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _unit_interval(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= d < 1.0 for d in v) or len(set(v)) != len(v):
+            raise ValueError("give one or more distinct thresholds δ with 0 <= δ < 1 (maps are normalised to [0,1])")
+        return v
+
+
+SETTINGS_KEY = "localization"
+
+
 class MLoc:
     """Streams Loc values to mloc.csv."""
 
     def __init__(self, cfg: ExperimentConfig):
-        self.cfg = cfg
-        self.thresholds = torch.tensor(cfg.localization.thresholds, dtype=torch.float64)
+        self.settings: LocalizationSettings = settings_of(cfg, SETTINGS_KEY)
+        self.thresholds = torch.tensor(self.settings.thresholds, dtype=torch.float64)
 
     def update(self, ctx: BatchContext) -> None:
-        top = ctx.logits.topk(min(self.cfg.localization.topk, ctx.logits.shape[1]), dim=1).indices  # (B, K)
+        top = ctx.logits.topk(min(self.settings.topk, ctx.logits.shape[1]), dim=1).indices  # (B, K)
         boxes = ctx.batch.get("boxes", [None] * len(ctx.x))
         box_labels = ctx.batch.get("box_labels", [None] * len(ctx.x))
         size = (ctx.x.shape[-2], ctx.x.shape[-1])
@@ -124,4 +144,12 @@ def mloc_per_image(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> 
     return loc.assign(metric=loc["delta"].map(row_label))[[*LONG_COLUMNS, "weight"]]
 
 
-analysis("mloc", {MLOC_CSV: COLUMNS}, rows=(MLOC_ROW,), read=mloc_result, per_image=mloc_per_image)(MLoc)
+analysis(
+    "mloc",
+    {MLOC_CSV: COLUMNS},
+    rows=(MLOC_ROW,),
+    read=mloc_result,
+    per_image=mloc_per_image,
+    settings=LocalizationSettings,
+    settings_key=SETTINGS_KEY,
+)(MLoc)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.accel import channels_last
 from camexp.analyses.base import analysis
@@ -36,7 +37,7 @@ from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.model_methods import seed_of
-from camexp.metrics import MetricResult, Row
+from camexp.metrics import MetricResult, Row, settings_of
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel, build_model
 from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks, randomisation_units
@@ -56,6 +57,33 @@ RANDOM_LOGIT_CSV = "random_logit.csv"
 RANDOM_LOGIT_MEASURES = ("ssim", "spearman")
 RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", *RANDOM_LOGIT_MEASURES]
 FIGURE_INDEX = 0  # the data set image whose maps the mprt figure shows
+
+
+class SanitySettings(BaseModel):
+    """The sanity checks `mprt` and `random_logit` (docs/guide/trustworthiness.md, "Sanity checks")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, description="seeds the re-initialised weights (mprt) and the other class (random_logit)")
+    mprt_blocks: list[str] | None = Field(
+        None,
+        description="explain only after randomising these blocks and the last (every block above each is still "
+        "randomised); default: after every block",
+    )
+    mprt_units: Literal["blocks", "layers"] = Field(
+        "blocks",
+        description="blocks: the model's blocks, reset to its constructor's weights; layers: every module with "
+        "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
+        "MPRT, whose seed s reseeds with s + 1)",
+    )
+
+
+SETTINGS_KEY = "sanity"
+
+
+def sanity_settings(cfg: ExperimentConfig) -> SanitySettings:
+    """The validated `sanity:` settings that both checks read."""
+    return settings_of(cfg, SETTINGS_KEY)
 
 
 def mprt_key(measure: str) -> str:
@@ -117,9 +145,10 @@ def make_randomiser(cfg: ExperimentConfig, run: LoadedModel, device: torch.devic
     if channels_last(device):  # as the runner lays out the run's model
         work.model.to(memory_format=torch.channels_last)
     net_state = run.model.net.state_dict()
-    if cfg.sanity.mprt_units == "layers":
-        return Randomiser(work, net_state, {}, randomisation_units(run.model.net, "layers"), True, cfg.sanity.seed)
-    initial = initial_state(cfg.model, run.num_classes, cfg.sanity.seed)
+    settings = sanity_settings(cfg)
+    if settings.mprt_units == "layers":
+        return Randomiser(work, net_state, {}, randomisation_units(run.model.net, "layers"), True, settings.seed)
+    initial = initial_state(cfg.model, run.num_classes, settings.seed)
     if set(initial) != set(net_state):
         raise CamexpError(
             f"mprt: {cfg.model.name}'s constructor builds other parameters than the loaded model's "
@@ -158,7 +187,7 @@ class Mprt:
 
     def update(self, ctx: BatchContext) -> None:
         randomiser, explainer = self._start(ctx)
-        explained = checkpoints(randomiser.blocks, self.cfg.sanity.mprt_blocks)
+        explained = checkpoints(randomiser.blocks, ctx.settings(SETTINGS_KEY).mprt_blocks)
         figure = (ctx.batch["index"] == FIGURE_INDEX).nonzero().flatten().tolist()[:1]
         maps_rows = []
         if figure:
@@ -209,7 +238,7 @@ class Mprt:
             "",
             f"Mean similarity per depth with {100 * self.cfg.stats.level:g} % bootstrap intervals over "
             f"{rows['index'].nunique()} images in [{MPRT_CURVE}]({MPRT_CURVE}); blocks re-initialised with the "
-            f"model's own initialisation, seed {self.cfg.sanity.seed}.",
+            f"model's own initialisation, seed {sanity_settings(self.cfg).seed}.",
         ]
 
 
@@ -289,7 +318,8 @@ class RandomLogit:
         if classes < 2:
             raise CamexpError("analyses: random_logit needs a model with at least 2 classes")
         targets = ctx.targets.tolist()
-        others = [other_class(self.cfg.sanity.seed, k, t, classes) for k, t in zip(ctx.image_keys(), targets)]
+        seed = ctx.settings(SETTINGS_KEY).seed
+        others = [other_class(seed, k, t, classes) for k, t in zip(ctx.image_keys(), targets)]
         pos = torch.arange(len(targets), device=ctx.x.device)
         maps = ctx.class_maps(pos, torch.tensor(others, device=ctx.x.device))
         frames = [
@@ -335,9 +365,10 @@ def random_logit_result(run_dir: Path, records: pd.DataFrame, methods: list[str]
 def mprt_check(cfg: ExperimentConfig, loaded: LoadedModel) -> list[tuple[str, str]]:
     """`camexp check`: the model's randomisation units (`sanity.mprt_units`), head first, and the configured ones
     among them."""
-    blocks = randomisation_units(loaded.model.net, cfg.sanity.mprt_units)
-    checkpoints(blocks, cfg.sanity.mprt_blocks)
-    return [(f"mprt {cfg.sanity.mprt_units} (head first)", ", ".join(b.name for b in blocks))]
+    settings = sanity_settings(cfg)
+    blocks = randomisation_units(loaded.model.net, settings.mprt_units)
+    checkpoints(blocks, settings.mprt_blocks)
+    return [(f"mprt {settings.mprt_units} (head first)", ", ".join(b.name for b in blocks))]
 
 
 analysis(
@@ -347,6 +378,8 @@ analysis(
     read=mprt_result,
     per_image=mprt_per_image,
     check=mprt_check,
+    settings=SanitySettings,
+    settings_key=SETTINGS_KEY,
 )(Mprt)
 analysis(
     "random_logit",
@@ -354,4 +387,6 @@ analysis(
     rows=RANDOM_LOGIT_ROWS,
     read=random_logit_result,
     per_image=random_logit_per_image,
+    settings=SanitySettings,
+    settings_key=SETTINGS_KEY,
 )(RandomLogit)

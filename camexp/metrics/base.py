@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 import pandas as pd
@@ -355,19 +355,39 @@ def all_rows() -> list[Row]:
 # --- settings ------------------------------------------------------------------------------------------------
 
 
+class SettingsOwner(Protocol):
+    """A registry entry that may declare settings: a pydantic model read from the config under `key`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings(self) -> type[BaseModel] | None: ...
+
+    @property
+    def key(self) -> str: ...
+
+
+# The registries whose entries declare settings, validated together once per run: the metrics, and the analyses
+# (camexp.analyses adds its registry: a later layer, which this module does not import).
+SETTINGS_OWNERS: list[Registry[Any]] = [METRICS]
+
+
+def settings_owners() -> list[SettingsOwner]:
+    """Every registered entry (metric or analysis) that declares settings."""
+    return [e for registry in SETTINGS_OWNERS for _, e in registry.items() if e.settings is not None]
+
+
 def settings_model(key: str) -> type[BaseModel] | None:
-    """The settings model a registered metric reads under config key `key`, or None."""
-    for _, entry in METRICS.items():
-        if entry.settings is not None and entry.key == key:
-            return entry.settings
-    return None
+    """The settings model a registered metric or analysis reads under config key `key`, or None."""
+    return next((e.settings for e in settings_owners() if e.key == key), None)
 
 
 def settings_of(cfg: ExperimentConfig, key: str) -> Any:
     """The validated settings under `key` (defaults filled in); one CamexpError naming the key otherwise."""
     model = settings_model(key)
     if model is None:
-        raise CamexpError(f"settings.{key}: no metric reads settings under {key!r}")
+        raise CamexpError(f"settings.{key}: no metric or analysis reads settings under {key!r}")
     try:
         return model.model_validate(cfg.metric_settings(key))
     except ValidationError as e:
@@ -379,23 +399,27 @@ def settings_of(cfg: ExperimentConfig, key: str) -> Any:
 
 
 def settings_keys(cfg: ExperimentConfig) -> list[str]:
-    """The settings keys of a config: the top-level ones camexp's own metrics read, and every key under
-    `settings:` (each must be a registered metric's; `validate_settings` checks)."""
-    return [*SETTINGS_KEYS, *cfg.settings]
+    """The settings keys of a config: the top-level ones read by a metric or analysis registered in this process,
+    and every key under `settings:` (each must be a registered metric's or analysis'; `validate_settings` checks).
+    A process that never imports camexp.analyses (a metric's own test, the metrics bench) reads no analysis key."""
+    return [*(k for k in SETTINGS_KEYS if settings_model(k) is not None), *cfg.settings]
 
 
 def validate_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Every metric settings key of `cfg` and of the registered metrics, validated once (CamexpError naming the
-    first bad key): what the runner hands to every batch (`BatchContext.settings`)."""
-    registered = [e.key for _, e in METRICS.items() if e.settings is not None]
+    """Every settings key of `cfg` and of the registered metrics and analyses, validated once (CamexpError naming
+    the first bad key): what the runner hands to every batch (`BatchContext.settings`)."""
+    registered = [e.key for e in settings_owners()]
     return {key: settings_of(cfg, key) for key in dict.fromkeys([*settings_keys(cfg), *registered])}
 
 
-def settings_fingerprint(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+def settings_fingerprint(cfg: ExperimentConfig, owners: Registry[Any] | None = None) -> dict[str, dict[str, Any]]:
     """Every settings key's validated values with the defaults filled in, dumped for the fingerprint (key ->
-    values). Fields declared with `exclude=True` (what is written, not computed: `perturbation.curves`) are left
-    out."""
-    return {key: settings_of(cfg, key).model_dump(mode="json") for key in settings_keys(cfg)}
+    values); `owners`: only the keys that registry's entries read. Fields declared with `exclude=True` (what is
+    written, not computed: `perturbation.curves`) are left out."""
+    keys = settings_keys(cfg)
+    if owners is not None:
+        keys = [k for k in keys if any(e.settings is not None and e.key == k for _, e in owners.items())]
+    return {key: settings_of(cfg, key).model_dump(mode="json") for key in keys}
 
 
 def metric_problems(cfg: ExperimentConfig, size: tuple[int, int]) -> list[str]:

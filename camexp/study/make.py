@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camexp.accel import disable_tf32, forward_chunk, resolve_device
+from camexp.analyses import ANALYSES
 from camexp.config import ExperimentConfig
 from camexp.csvsafe import write_csv
 from camexp.data import ImageDataset, build_dataset, collate
@@ -37,6 +38,7 @@ from camexp.errors import CamexpError, os_reason
 from camexp.explain.core import Explainer
 from camexp.explain.scoring import Scorer
 from camexp.lock import hold
+from camexp.metrics import settings_fingerprint
 from camexp.models import LoadedModel, build_model
 from camexp.report.figures import overlay
 from camexp.report.runs import STUDY_JSON, STUDY_REPORT
@@ -328,7 +330,10 @@ def _write_study(
     body = {"methods": {"A": names[0], "B": names[1]}, "images": images, "items": items}
     if practice_images:
         body["practice_images"] = practice_images
-    definition = {"study": study.model_dump(mode="json"), "fingerprint": cfg.fingerprint(), **body}
+    # The config with the analyses' settings (the form it had when they were config sections, so that study ids
+    # stay as they were); the metrics' settings never change a map.
+    fingerprint = cfg.fingerprint(None, settings_fingerprint(cfg, ANALYSES))
+    definition = {"study": study.model_dump(mode="json"), "fingerprint": fingerprint, **body}
     study_id = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
     write_json(folder / KEY_JSON, {"study_id": study_id, **body})
     classes = list(dict.fromkeys(im["class_name"] for im in images))

@@ -25,6 +25,7 @@ from camexp.analyses.sanity import (
     Mprt,
     RandomLogit,
     other_class,
+    sanity_settings,
 )
 from camexp.analyses.similarity import hog_similarity, similarities, spearman, ssim
 from camexp.analyses.thumbs import from_thumbnail, thumbnails
@@ -167,7 +168,7 @@ def test_mprt_on_a_tiny_model_follows_where_the_blocks_sit(tmp_path: Path, tiny:
     assert (values.loc["gradcam", 1, 0]["ssim"] < 0.999) or (values.loc["gradcam", 1, 1]["ssim"] < 0.999)
 
     fresh = build_model(cfg.model)
-    fresh.model.net.load_state_dict(initial_state(cfg.model, tiny.num_classes, cfg.sanity.seed))
+    fresh.model.net.load_state_dict(initial_state(cfg.model, tiny.num_classes, sanity_settings(cfg).seed))
     again = Explainer(fresh, cfg.method_specs()).explain(x, ctx.targets, ctx.image_ids)
     last = rows["depth"].max()
     for m in ("gradcam", "eigencam"):

@@ -165,7 +165,7 @@ def test_settings_are_validated_and_fingerprinted_with_their_defaults() -> None:
         ({"keep": {"fraction": 0}}, "keep"),
         ({"perturbation": {"score": "prob"}}, "perturbation.score"),
         ({"road": {"nosie": 0}}, "road.nosie: unknown key"),
-        ({"settings": {"nope": {}}}, "settings.nope: no metric reads settings"),
+        ({"settings": {"nope": {}}}, "settings.nope: no metric or analysis reads settings"),
     ):
         cfg = ExperimentConfig(name="f", dataset={"root": "."}, model={"name": "toy"}, **bad)
         with pytest.raises(CamexpError, match=message):

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.explain.methods import MethodInputs, weighted_sum
-from camexp.metrics import MetricParams, MetricResult, RecordsView
+from camexp.metrics import MetricParams, MetricResult, RecordsView, settings_of
 from camexp.metrics.batch import BatchContext
 from camexp.models import LoadedModel
 
@@ -25,17 +26,28 @@ def mean_o(view: RecordsView, params: MetricParams) -> MetricResult:
     return MetricResult(rows={"Mean O (plug-in)": {m: float(view.o[:, j].mean()) for j, m in enumerate(view.methods)}})
 
 
+class CountSettings(BaseModel):
+    """The plug-in analysis' own settings, read from `settings: {count: {...}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field("images", min_length=1, description="the column of plugin_count.csv")
+
+
 class CountImages:
     """Counts the images it saw and writes the count when the run ends."""
 
-    def __init__(self, cfg: object) -> None:
+    settings, settings_key = CountSettings, "count"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.column = settings_of(cfg, "count").column
         self.seen = 0
 
     def update(self, ctx: BatchContext) -> None:
         self.seen += len(ctx.x)
 
     def finish(self, out_dir: Path) -> list[str]:
-        pd.DataFrame({"images": [self.seen]}).to_csv(out_dir / "plugin_count.csv", index=False)
+        pd.DataFrame({self.column: [self.seen]}).to_csv(out_dir / "plugin_count.csv", index=False)
         return [f"plug-in analysis saw {self.seen} images"]
 
     @staticmethod

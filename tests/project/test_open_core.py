@@ -115,6 +115,14 @@ def test_plugin_method_metric_and_analysis_run_through_camexp_run(tmp_path: Path
     path.write_text(yaml.safe_dump(dict(cfg, model={"name": "resnet18", "weights": "random", "layer": "layer3"})))
     res = CliRunner().invoke(app, ["check", str(path)])
     assert res.exit_code == 1 and "CountImages takes layer4's maps, not layer3's" in res.output, res.output
+    path.write_text(yaml.safe_dump(dict(cfg, settings={"count": {"colum": "seen"}})))  # its own settings model
+    res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
+    assert res.exit_code == 2 and "settings.count.colum: unknown key" in res.output, res.output
+    path.write_text(
+        yaml.safe_dump(dict(cfg, settings={"count": {"column": "seen"}}, output={"dir": str(tmp_path / "o2")}))
+    )
+    assert CliRunner().invoke(app, ["run", str(path), "--no-progress"]).exit_code == 0
+    assert pd.read_csv(tmp_path / "o2" / "plugin_count.csv")["seen"].tolist() == [2]
     bad = dict(cfg, methods=["gradcam", "plugins.my_cams:nope"])
     path.write_text(yaml.safe_dump(bad))
     res = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
