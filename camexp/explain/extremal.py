@@ -3,8 +3,9 @@
 rest, optimised so that the target's score on the perturbed image is as large as possible.
 
 TorchRay optimises one image at a time (its areas together); camexp optimises every (image, area) mask of a batch as
-one tensor, one forward and one backward of all the perturbed images per step, on the device. The masks do not
-interact (the energy is a sum over masks, SGD is element-wise), so a map does not depend on its batch. Every
+one tensor, one forward and one backward of all the perturbed images per step, on the device (cut only by the run's
+forward chunks, `accel.chunks`, whose gradients add up to the step's). The masks do not interact (the energy is a sum
+over masks, SGD is element-wise), so a map depends neither on its batch nor on the chunks. Every
 constant below is TorchRay 1.0's (torchray/attribution/extremal_perturbation.py and its benchmark's call).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from camexp.accel import chunks
 from camexp.explain.attributions import _score_kind
 from camexp.explain.methods import MethodInputs, method
 from camexp.explain.scoring import target_scores
@@ -184,21 +186,26 @@ def extremal_perturbation(
     reference = reference.repeat(b, 1)
     optimizer = torch.optim.SGD([params], lr=LEARNING_RATE, momentum=MOMENTUM, dampening=MOMENTUM)
     weight = AREA_WEIGHT
+    chunk = ctx.scorer.chunk if ctx.scorer is not None else None
+    final = torch.empty(b * n_areas, 1, *size, device=x.device)
     with torch.enable_grad():
         for t in range(max_iter):
-            masks = gen.generate(params)
-            cropped = gen.crop(masks)
-            images = perturb(pyramid, cropped, which)
-            if jitter and t % 2 == 0:
-                images = torch.flip(images, dims=(3,))
-            reward = target_scores(model.net(images), targets, kind)
-            area = -((masks.reshape(len(masks), -1).sort(dim=1)[0] - reference) ** 2).mean(dim=1) * weight
-            (params.grad,) = torch.autograd.grad(-(reward + area).sum(), params)
+            grad = torch.zeros_like(params)
+            for span in chunks(len(params), chunk):
+                masks = gen.generate(params[span])
+                final[span] = gen.crop(masks).detach()
+                images = perturb(pyramid, gen.crop(masks), which[span])
+                if jitter and t % 2 == 0:
+                    images = torch.flip(images, dims=(3,))
+                reward = target_scores(model.net(images), targets[span], kind)
+                sorted_masks = masks.reshape(len(masks), -1).sort(dim=1)[0]
+                area = -((sorted_masks - reference[span]) ** 2).mean(dim=1) * weight
+                grad += torch.autograd.grad(-(reward + area).sum(), params)[0]
+            params.grad = grad
             optimizer.step()
             with torch.no_grad():
                 params.clamp_(0, 1)
             weight *= AREA_GROWTH
-    final = cropped.detach()
     if smoothing > 0:
         final = imsmooth(final, smoothing * min(size))
     ctx.count("forwards", b * n_areas * max_iter)

@@ -220,8 +220,11 @@ def torchray_maps(
 # ---- camexp against it
 
 
-def ours(loaded, x: torch.Tensor, **params) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
-    ex = Explainer(loaded, [("m", "extremal_perturbation", params)], scorer=Scorer(loaded.model))
+def ours(
+    loaded, x: torch.Tensor, chunk: int | None = None, **params
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """camexp's maps (B,H,W) as the method returns them, targets and counters, in forward chunks of `chunk`."""
+    ex = Explainer(loaded, [("m", "extremal_perturbation", params)], scorer=Scorer(loaded.model, chunk=chunk))
     out = ex.explain(x)
     return out.layer_maps["m"], out.targets, out.counts["m"]
 
@@ -262,8 +265,9 @@ def test_jitter_off_and_no_smoothing_are_torchrays(tiny, images):
 
 
 def test_a_batch_gives_the_maps_of_its_images_one_by_one(tiny, images):
+    """Two images x two areas in forward chunks of 3 masks (one chunk holds both images) = each image alone."""
     settings = {**SETTINGS, "step": 5, "sigma": 9.0}  # a smaller mask generator: three runs here
-    together, t, _ = ours(tiny, images, **settings)
+    together, t, _ = ours(tiny, images, chunk=3, **settings)
     alone = torch.cat([ours(tiny, images[i : i + 1], **settings)[0] for i in range(len(images))])
     torch.testing.assert_close(together, alone, rtol=RTOL, atol=RTOL * float(alone.abs().max()))
 
