@@ -188,7 +188,7 @@ def extremal_perturbation(
     weight = AREA_WEIGHT
     chunk = ctx.scorer.chunk if ctx.scorer is not None else None
     final = torch.empty(b * n_areas, 1, *size, device=x.device)
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):  # float32 whatever the run's amp
         for t in range(max_iter):
             grad = torch.zeros_like(params)
             for span in chunks(len(params), chunk):
