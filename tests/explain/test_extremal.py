@@ -249,7 +249,9 @@ def test_maps_are_torchrays_on_a_tiny_cnn(tiny, images):
     assert relative(other, want[:1]) > 20 * RTOL
 
 
-def test_jitter_off_and_no_smoothing_are_torchrays(tiny, images):
+def test_other_settings_on_a_wide_image_are_torchrays(tiny):
+    """No jitter, no smoothing, another pyramid and grid, on a 64 x 96 image (TorchRay keeps the aspect ratio)."""
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     params = {
         "areas": [0.1],
         "max_iter": 3,
@@ -259,8 +261,9 @@ def test_jitter_off_and_no_smoothing_are_torchrays(tiny, images):
         "step": 5,
         "sigma": 9.0,
     }
-    maps, t, _ = ours(tiny, images[:1], **params)
-    want = torchray_maps(tiny, images[:1], t, **params)
+    maps, t, _ = ours(tiny, x, **params)
+    want = torchray_maps(tiny, x, t, **params)
+    assert maps.shape == (1, 64, 96)
     torch.testing.assert_close(maps, want, rtol=RTOL, atol=RTOL * float(want.abs().max()))
 
 
