@@ -2,7 +2,7 @@
 
 Importing any module of this package registers every built-in method: the pure (A, G) methods of
 `methods`, the model-calling methods and floors of `model_methods`, the pixel attributions of `attributions`,
-TorchRay's methods of `torchray` and the transformer-native attributions of `transformer`.
+TorchRay's methods of `torchray` and `extremal` and the transformer-native attributions of `transformer`.
 """
 
-from camexp.explain import attributions, methods, model_methods, torchray, transformer  # noqa: F401  (registration)
+from camexp.explain import attributions, extremal, methods, model_methods, torchray, transformer  # noqa: F401  (registration)

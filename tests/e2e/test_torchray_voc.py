@@ -1,7 +1,7 @@
 """TorchRay's methods end to end on the real VOC 2012 subset: configs/torchray_smoke_voc12_lite0.yaml with the Lite0
-linear-probe head of configs/finetune/voc12_lite0_probe.yaml (one epoch on 8 images). RISE's input-resolution maps
-go through every metric of the config with no special case; excitation backprop on Lite0 is refused in one line
-before any image. Skipped when ../shared/data is absent."""
+linear-probe head of configs/finetune/voc12_lite0_probe.yaml (one epoch on 8 images). RISE's and extremal
+perturbation's input-resolution maps go through every metric of the config with no special case; excitation
+backprop on Lite0 is refused in one line before any image. Skipped when ../shared/data is absent."""
 
 from __future__ import annotations
 
@@ -26,17 +26,25 @@ def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return tmp, {"dataset.root": root, "dataset.limit": 4, "model.weights": str(ft.checkpoint_path)}
 
 
-def test_rise_maps_go_through_every_metric(setup):
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"name": "rise-64", "method": "rise", "params": {"n": 64}},  # the config's 1000 masks, fewer
+        {"name": "extremal-2", "method": "extremal_perturbation", "params": {"max_iter": 2}},  # the config's 20 steps
+    ],
+    ids=lambda e: e["method"],
+)
+def test_input_resolution_maps_go_through_every_metric(setup, entry):
     tmp, overrides = setup
-    rise = {"name": "rise-64", "method": "rise", "params": {"n": 64}}  # the config's 1000 masks, fewer
+    name = entry["name"]
     cfg = load_experiment(
         CONFIGS / "torchray_smoke_voc12_lite0.yaml",
-        {**overrides, "methods": ["center", rise], "output.dir": str(tmp / "run")},
+        {**overrides, "methods": ["center", entry], "output.dir": str(tmp / name)},
     )
     main = run_experiment(cfg, progress=False).main
-    assert "rise-64" in main.columns and len(main.index) >= 6
-    assert all(math.isfinite(float(v)) for v in main["rise-64"]), main
-    assert main.loc[main.index.str.startswith("Pointing game % (all)"), "rise-64"].between(0, 100).all()
+    assert name in main.columns and len(main.index) >= 6
+    assert all(math.isfinite(float(v)) for v in main[name]), main
+    assert main.loc[main.index.str.startswith("Pointing game % (all)"), name].between(0, 100).all()
 
 
 def test_excitation_backprop_on_lite0_is_refused_before_any_image(setup):
