@@ -118,17 +118,25 @@ def _one_pass(k: int | None, p: Mapping[str, Any]) -> str:
 PIXEL = {"needs_grad": False, "needs_model": True, "pixel": True, "check": _reduce_ok, "cost": _one_pass}
 
 
+def _smoothing_ok(p: Mapping[str, Any]) -> str:
+    return "" if p["smoothing"] >= 0 else f"smoothing must be >= 0, not {p['smoothing']!r}"
+
+
+# The input-gradient maps TorchRay's pointing game smooths (`smooth=0.02`): reduced, then `smooth_saliency`.
+SALIENCY = {**PIXEL, "params": {"reduce": "max_abs", "smoothing": 0.0}, "check": _checks(_reduce_ok, _smoothing_ok)}
+
+
 @method(
     "gradient",
     "gradient (saliency): max over channels of |d score / d pixel|",
-    params={"reduce": "max_abs"},
-    source="Simonyan et al., ICLR-W 2014; reduction as TorchRay's gradient_to_saliency",
-    **PIXEL,
+    source="Simonyan et al., ICLR-W 2014; reduction and smoothing as TorchRay's gradient_to_saliency / saliency",
+    **SALIENCY,
 )
-def gradient(ctx: MethodInputs, reduce: str = "max_abs") -> torch.Tensor:
+def gradient(ctx: MethodInputs, reduce: str = "max_abs", smoothing: float = 0.0) -> torch.Tensor:
     """L = max_c |dS/dx_c| with S the target's score and x the pixel-space image (Simonyan et al.'s saliency map;
-    TorchRay's reduction)."""
-    return reduce_channels(input_gradient(ctx), reduce)
+    TorchRay's reduction), smoothed by a Gaussian of sigma `smoothing` x the larger side (TorchRay's pointing
+    game: 0.02)."""
+    return smooth_saliency(reduce_channels(input_gradient(ctx), reduce), smoothing)
 
 
 @method(
@@ -157,6 +165,31 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(
         F.pad(out, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c
     )
+
+
+def imsmooth(x: torch.Tensor, sigma: float | torch.Tensor, padding: str = "constant") -> torch.Tensor:
+    """TorchRay's `imsmooth`: (N,C,H,W) convolved with a separable float32 Gaussian of half-width ceil(4 sigma),
+    f_i ~ exp(-(i / (sqrt(2) sigma + eps))^2) normalised to sum 1, vertical pass first; the edges padded with
+    zeros (`constant`) or by repeating the border (`replicate`, as TorchRay smooths saliency maps)."""
+    sqrt2, eps = torch.tensor(math.sqrt(2), dtype=torch.float32), torch.tensor(1.1920929e-07, dtype=torch.float32)
+    width = math.ceil(4 * sigma)
+    filt = torch.arange(-width, width + 1, dtype=torch.float32, device=x.device) / (sqrt2 * sigma + eps).to(x.device)
+    filt = torch.exp(-filt * filt)
+    filt /= filt.sum()
+    c, pad = x.shape[1], width
+    if padding != "constant":
+        x, pad = F.pad(x, (width,) * 4, mode=padding), 0
+    x = F.conv2d(x, filt.view(1, 1, -1, 1).expand(c, -1, -1, -1), padding=(pad, 0), groups=c)
+    return F.conv2d(x, filt.view(1, 1, 1, -1).expand(c, -1, -1, -1), padding=(0, pad), groups=c)
+
+
+def smooth_saliency(maps: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """(B,H,W) maps smoothed as TorchRay smooths a saliency map (`smooth`): sigma = smoothing x the larger side,
+    replicated edges; 0 leaves them as they are. An attribution not yet reduced (B,3,H,W: the copies of the
+    `smooth:` wrapper, which reduces their moments) is left as it is: its map is smoothed once formed."""
+    if smoothing <= 0 or maps.dim() == 4:
+        return maps
+    return imsmooth(maps[:, None].float(), smoothing * max(maps.shape[-2:]), "replicate")[:, 0].to(maps.dtype)
 
 
 def ig_baseline(ctx: MethodInputs, baseline: str, blur_sigma: float, seed: int) -> torch.Tensor:
@@ -313,14 +346,14 @@ def _relu_rule_method(name: str, rule: Rule, summary: str, source: str, doc: str
     """Register the input gradient with `rule` rewriting every ReLU/ReLU6 module's backward, reduced by max_abs
     (TorchRay's), unavailable on a network without such modules."""
 
-    def fn(ctx: MethodInputs, reduce: str = "max_abs") -> torch.Tensor:
-        return reduce_channels(input_gradient(ctx, rule), reduce)
+    def fn(ctx: MethodInputs, reduce: str = "max_abs", smoothing: float = 0.0) -> torch.Tensor:
+        return smooth_saliency(reduce_channels(input_gradient(ctx, rule), reduce), smoothing)
 
     def unavailable(loaded: LoadedModel) -> str:
         return no_relu_modules(loaded.model, f"method {name!r}")
 
     fn.__doc__ = doc
-    method(name, summary, params={"reduce": "max_abs"}, unavailable=unavailable, source=source, **PIXEL)(fn)
+    method(name, summary, unavailable=unavailable, source=source, **SALIENCY)(fn)
 
 
 _relu_rule_method(
@@ -329,7 +362,7 @@ _relu_rule_method(
     "guided backprop: max over channels of |gradient| with every ReLU passing only positive gradients",
     "Springenberg et al., ICLR-W 2015; reduction as TorchRay's",
     """The input gradient with each ReLU/ReLU6 module's backward keeping only positive gradients where its input
-    was positive; L = max_c |.| (TorchRay). Not defined without ReLU modules.""",
+    was positive; L = max_c |.| (TorchRay), smoothed as `gradient`'s. Not defined without ReLU modules.""",
 )
 _relu_rule_method(
     "deconvnet",
@@ -337,7 +370,7 @@ _relu_rule_method(
     "deconvnet: max over channels of |gradient| with every ReLU back-propagating ReLU(gradient)",
     "Zeiler & Fergus, ECCV 2014; reduction as TorchRay's",
     """The input gradient with each ReLU/ReLU6 module's backward replaced by ReLU of the incoming gradient, whatever
-    its forward input's sign; L = max_c |.| (TorchRay). Not defined without ReLU modules.""",
+    its forward input's sign; L = max_c |.| (TorchRay), smoothed as `gradient`'s. Not defined without ReLU modules.""",
 )
 
 

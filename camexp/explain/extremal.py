@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from camexp.accel import chunks
-from camexp.explain.attributions import _score_kind
+from camexp.explain.attributions import _score_kind, imsmooth
 from camexp.explain.methods import MethodInputs, method
 from camexp.explain.scoring import target_scores
 
@@ -31,19 +31,6 @@ AREA_WEIGHT, AREA_GROWTH = 300.0, 1.0035
 COLDNESS = 20.0
 # The pointing game's areas: VOC 2007 (the default); COCO 2014 uses [0.018, 0.025, 0.05, 0.1].
 VOC_AREAS = [0.025, 0.05, 0.1, 0.2]
-
-
-def imsmooth(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-    """TorchRay's `imsmooth` (zero padding): (N,C,H,W) convolved with a separable float32 Gaussian of
-    half-width ceil(4 sigma), f_i ~ exp(-(i / (sqrt(2) sigma + eps))^2) normalised to sum 1, vertical pass first."""
-    sqrt2, eps = torch.tensor(math.sqrt(2), dtype=torch.float32), torch.tensor(1.1920929e-07, dtype=torch.float32)
-    width = math.ceil(4 * sigma)
-    filt = torch.arange(-width, width + 1, dtype=torch.float32, device=x.device) / (sqrt2 * sigma + eps).to(x.device)
-    filt = torch.exp(-filt * filt)
-    filt /= filt.sum()
-    c = x.shape[1]
-    x = F.conv2d(x, filt.view(1, 1, -1, 1).expand(c, -1, -1, -1), padding=(width, 0), groups=c)
-    return F.conv2d(x, filt.view(1, 1, 1, -1).expand(c, -1, -1, -1), padding=(0, width), groups=c)
 
 
 def blur_pyramid(x: torch.Tensor, levels: int, max_blur: float) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from camexp.config import SmoothSpec
-from camexp.explain.attributions import NO_REDUCTION, pixel_rows, reduce_channels
+from camexp.explain.attributions import NO_REDUCTION, pixel_rows, reduce_channels, smooth_saliency
 from camexp.explain.methods import Method, MethodInputs
 from camexp.explain.model_methods import block_size, noisy_copies
 
@@ -59,7 +59,8 @@ def smoothed(method: Method, params: Mapping[str, Any], spec: SmoothSpec, ctx: M
             attr = method.fn(stacked, **{**params, "reduce": NO_REDUCTION})
             for part in attr.split(b):
                 moments.add(part)
-        return reduce_channels(moments.result(spec.kind), params["reduce"])
+        reduced = reduce_channels(moments.result(spec.kind), params["reduce"])
+        return smooth_saliency(reduced, params.get("smoothing", 0.0))
     assert ctx.at is not None  # the explainer gives every context its `at`
     for x_s in copies:
         copy = ctx.at(x_s)

@@ -32,6 +32,7 @@ from camexp.explain.core import Explainer, method_runs
 from camexp.explain.model_methods import seed_of
 from camexp.explain.scoring import Scorer
 from camexp.models import build_model
+from tests.explain.torchray_utils import imsmooth as torchray_imsmooth
 
 SIDE = 128  # real photographs, resized: Lite0 is fully convolutional, and a smaller side keeps the passes cheap
 IDS = ["chelsea", "coffee"]
@@ -210,6 +211,21 @@ def test_relu_rules_are_captums_on_vgg16(vgg16, photos, method, captum):
     assert all(getattr(m, "inplace", True) for m in vgg16.model.modules() if isinstance(m, torch.nn.ReLU))
 
 
+@pytest.mark.parametrize("method", ["gradient", "guided_backprop", "deconvnet"])
+def test_smoothing_is_torchrays_saliency_smoothing(vgg16, photos, method):
+    """TorchRay's pointing game smooths these maps (`smooth=0.02`): its imsmooth, as released, with sigma 0.02 x the
+    larger side and replicated edges, of the unsmoothed map; through the `smooth:` wrapper, once, of its mean."""
+    x = F.interpolate(photos, size=(48, 64), mode="bilinear", antialias=True)
+    plain, t, _ = explain(vgg16, x, method)
+    ours, _, _ = explain(vgg16, x, method, smoothing=0.02)
+    theirs = torchray_imsmooth(plain[:, None], sigma=0.02 * 64, padding_mode="replicate")[:, 0]
+    assert close(ours, theirs) <= RTOL and close(ours, plain) > 0.01
+    spec = {"n": 2, "sigma": 0.1, "kind": "mean", "seed": 0}
+    noisy, _, _ = explain(vgg16, x, method, smooth=spec)
+    both, _, _ = explain(vgg16, x, method, smoothing=0.02, smooth=spec)
+    assert close(both, torchray_imsmooth(noisy[:, None], sigma=0.02 * 64, padding_mode="replicate")[:, 0]) <= RTOL
+
+
 def test_relu_rules_are_unavailable_without_relu_modules():
     tiny = build_model(ModelConfig(name="test_convnext", weights="random"))  # GELU
     for name in ("guided_backprop", "deconvnet"):
@@ -226,6 +242,7 @@ def test_relu_rules_are_unavailable_without_relu_modules():
         ("integrated_gradients", {"step": 5}, "no parameter(s) ['step']"),
         ("expected_gradients", {"samples": -1}, "samples must be at least 1"),
         ("occlusion", {"stride": 40, "window": 32}, "stride (40) must not exceed window (32)"),
+        ("deconvnet", {"smoothing": -0.1}, "smoothing must be >= 0, not -0.1"),
         ("gradient", {"reduce": "median"}, "reduce must be one of ['sum', 'abs_sum', 'max_abs', 'mean']"),
         ("gradient", {"smooth": {"n": 0}}, "smooth.n: Input should be greater than or equal to 1"),
         ("gradcam", {"smooth": {"kind": "median"}}, "smooth.kind: Input should be 'mean' or 'var'"),
