@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from camexp.errors import ConfigError
 from camexp.io import read_user_text
@@ -169,6 +170,12 @@ class RuntimeConfig(_Strict):
 # any other metric's settings go under `settings: {KEY: {...}}`. Each metric and analysis validates its own
 # (camexp/metrics/base.py: `settings_of`); this leaf module keeps them as written.
 SETTINGS_KEYS = ("perturbation", "keep", "pointing", "road", "localization", "sanity")
+
+
+# `json_schema_extra` of a settings field added after FINGERPRINT_VERSION whose default computes what camexp computed
+# before it: the fingerprint holds it only when set to another value, so run folders made before it keep theirs
+# (camexp/metrics/base.py: `settings_fingerprint`).
+FINGERPRINT_IF_SET: JsonDict = {"fingerprint": "if set"}
 
 
 # The key under which a method's `smooth` setting travels with its parameters (camexp/explain/core.py: MethodRun).

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ValidationError
 
-from camexp.config import SETTINGS_KEYS
+from camexp.config import FINGERPRINT_IF_SET, SETTINGS_KEYS
 from camexp.errors import CamexpError
 from camexp.registry import Registry, call_problem
 
@@ -415,11 +415,20 @@ def validate_settings(cfg: ExperimentConfig) -> dict[str, Any]:
 def settings_fingerprint(cfg: ExperimentConfig, owners: Registry[Any] | None = None) -> dict[str, dict[str, Any]]:
     """Every settings key's validated values with the defaults filled in, dumped for the fingerprint (key ->
     values); `owners`: only the keys that registry's entries read. Fields declared with `exclude=True` (what is
-    written, not computed: `perturbation.curves`) are left out."""
+    written, not computed: `perturbation.curves`) are left out, and so are fields marked FINGERPRINT_IF_SET while
+    at their default."""
     keys = settings_keys(cfg)
     if owners is not None:
         keys = [k for k in keys if any(e.settings is not None and e.key == k for _, e in owners.items())]
-    return {key: settings_of(cfg, key).model_dump(mode="json") for key in keys}
+    return {key: _fingerprinted(settings_of(cfg, key)) for key in keys}
+
+
+def _fingerprinted(settings: BaseModel) -> dict[str, Any]:
+    dumped = settings.model_dump(mode="json")
+    for name, info in type(settings).model_fields.items():
+        if info.json_schema_extra == FINGERPRINT_IF_SET and getattr(settings, name) == info.default:
+            dumped.pop(name, None)
+    return dumped
 
 
 def metric_problems(cfg: ExperimentConfig, size: tuple[int, int]) -> list[str]:

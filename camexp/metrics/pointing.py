@@ -16,7 +16,8 @@ image. Distance to a box is to the rectangle, 0 inside it; where the data set gi
 `Item.segments`), it is to the nearest pixel centre of the region instead (TorchRay's COCO rule: masks, not
 boxes). Per class: hits / pairs; the summary is the
 mean over classes, on all pairs and on the difficult pairs (the class's visible boxes cover less than
-`pointing.difficult_area` (1/4) of the input image, and the image has another ground-truth class).
+`pointing.difficult_area` (1/4) of the input image, and the image has another ground-truth class: EBP's rule), or,
+with `pointing.difficult_pairs`, the pairs a file flags, as TorchRay reads EBP's own lists.
 
 Energy-based pointing game: on images with exactly one box, visible and covering less than
 `pointing.energy_max_area` (50 %) of the input image, the share of the class map's mass inside the box,
@@ -27,12 +28,17 @@ Images not selected leave a NaN row, so the selection is counted from the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from camexp.config import FINGERPRINT_IF_SET
+from camexp.errors import CamexpError
+from camexp.io import read_user_text
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, settings_of
 from camexp.metrics.batch import BatchContext
 from camexp.metrics.localization import box_union_mask
@@ -82,12 +88,58 @@ class PointingSettings(BaseModel):
         "less than this share of the image, another "
         "class present",
     )
+    difficult_pairs: Path | None = Field(
+        None,
+        description="difficult subset: the (image, class) pairs this file flags instead of the area rule; TorchRay's "
+        "format (pointing_game_ebp_voc07_difficult.txt): per line an image name and one 0/1 flag per class, in the "
+        "data set's class order; an image not in the file counts in full, as in TorchRay",
+        json_schema_extra=FINGERPRINT_IF_SET,
+    )
     energy_max_area: float = Field(
         0.5,
         gt=0.0,
         le=1.0,
         description="energy_pointing: images with exactly one box covering less than this share of the image",
     )
+
+    @field_validator("difficult_pairs")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            try:
+                difficult_flags(v)
+            except CamexpError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+@cache
+def difficult_flags(path: Path) -> dict[str, tuple[bool, ...]]:
+    """Image name -> its classes' difficult flags, from a file in TorchRay's format (read once per process)."""
+    if not path.is_file():
+        raise CamexpError(f"{path}: no such file (TorchRay's pointing_game_ebp_*_difficult.txt format)")
+    flags: dict[str, tuple[bool, ...]] = {}
+    for n, line in enumerate(read_user_text(path).splitlines(), 1):
+        name, *values = line.split()
+        if not values or any(v not in ("0", "1") for v in values) or name in flags:
+            raise CamexpError(f"{path}:{n}: give an image name and its classes' 0/1 flags, each image once")
+        flags[name] = tuple(v == "1" for v in values)
+    if len({len(f) for f in flags.values()}) != 1:
+        raise CamexpError(f"{path}: every line must flag the same number of classes")
+    return flags
+
+
+def flagged(path: Path, image_ids: list[str], pos: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """(P,) whether each (image pos, class cls) pair is difficult by the file at `path`: its flag where the file
+    lists the image, True where it does not (TorchRay skips a pair only when the file says it is easy)."""
+    flags = difficult_flags(path)
+    width = len(next(iter(flags.values())))
+    if len(cls) and int(cls.max()) >= width:
+        raise CamexpError(
+            f"pointing.difficult_pairs: {path} flags {width} classes; the data set has class {int(cls.max())}"
+        )
+    out = [flags[image_ids[p]][c] if image_ids[p] in flags else True for p, c in zip(pos.tolist(), cls.tolist())]
+    return torch.tensor(out, dtype=torch.bool, device=pos.device)
 
 
 def pointing_settings(cfg: ExperimentConfig) -> PointingSettings:
@@ -244,8 +296,11 @@ def pointing(batch: BatchContext) -> list[PerImage]:
     remap[seen] = torch.arange(len(seen), device=batch.x.device)
     owner = remap[t.owner]
     area = box_union_mask(t.boxes, owner, len(seen), (h, w)).double().mean((1, 2))
-    difficult = (area < settings.difficult_area) & (t.classes_in_image[seen] > 1)
     pos, cls = t.pos[seen], t.cls[seen]
+    if settings.difficult_pairs is None:
+        difficult = (area < settings.difficult_area) & (t.classes_in_image[seen] > 1)
+    else:
+        difficult = flagged(settings.difficult_pairs, batch.image_ids, pos, cls)
     scale = batch.batch["scale"].to(batch.x.device, torch.float64)[pos]
     for m, maps in batch.class_maps(pos, cls).items():
         hit = pointing_hits(maps, t.boxes, owner, scale, settings.tolerance, t.masks).double()
@@ -262,6 +317,13 @@ def _class_mean(rows: pd.DataFrame, methods: list[str]) -> dict[str, float]:
     return {m: float(per_class.get(m, float("nan"))) for m in methods}
 
 
+def _difficult_rule(cfg: ExperimentConfig) -> str:
+    s = pointing_settings(cfg)
+    if s.difficult_pairs is not None:
+        return f"the pairs {s.difficult_pairs.name} flags"
+    return f"the class's boxes under {s.difficult_area:g} of the image, another class present"
+
+
 def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: ExperimentConfig) -> MetricResult:
     valid = rows.dropna(subset=["value"])
     one = rows[rows["method"] == methods[0]]
@@ -273,7 +335,8 @@ def summarize_pointing(rows: pd.DataFrame, methods: list[str], cfg: ExperimentCo
     note = (
         f"Pointing game (tolerance {pointing_settings(cfg).tolerance:g} original pixels): mean over "
         f"{pairs['class'].nunique()} classes of the hit rate; {len(pairs)} (image, class) pairs, "
-        f"{len(difficult)} difficult; {len(skipped)} pairs skipped (every box of the class cropped away), "
+        f"{len(difficult)} difficult ({_difficult_rule(cfg)}); {len(skipped)} pairs skipped (every box of the "
+        "class cropped away), "
         f"{len(bare)} images without boxes."
     )
     return MetricResult(

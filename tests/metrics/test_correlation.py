@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from camexp.errors import CamexpError
 from camexp.metrics import METRICS, metric_problems, settings_of
 from camexp.metrics.correlation import KEY, correlations, random_subsets, subset_drops
 from camexp.metrics.perturbation import substrate
+from scripts.bench.criteria import PixelFeatures, zero_at
 from tests.metrics.test_perturbation import MAP, toy_batch
 
 
@@ -50,29 +50,12 @@ def test_settings_errors_are_one_line() -> None:
         settings_of(toy_batch(settings={KEY: {"subsets": 1}}).cfg, KEY)
 
 
-class MaskedNet(nn.Module):
-    """Quantus' input: a (B,1,H,W) mask of ones whose entries Quantus sets to 0; the network sees the normalised
-    images with the zeroed pixels replaced by 0 (the `zero` baseline), so Quantus' features are pixels."""
-
-    def __init__(self, net: nn.Module, xn: torch.Tensor):
-        super().__init__()
-        self.net, self.xn = net, xn
-
-    def forward(self, mask: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.where(mask > 0.5, self.xn, torch.zeros_like(self.xn)))
-
-
-def _zero_at(arr: np.ndarray, indices: np.ndarray, **_: object) -> np.ndarray:
-    out = arr.copy()
-    np.put_along_axis(out, indices, 0.0, axis=1)
-    return out
-
-
 @pytest.mark.slow
 def test_equal_to_quantus_on_real_lite0_maps(photo_dir: Path, lite0) -> None:
     """Quantus' FaithfulnessCorrelation (softmax, Pearson, no abs; its normalise_by_max leaves our maps, whose
-    maximum is 1, as they are) with pixel features (`MaskedNet`) and the zero baseline draws its subsets from
-    np.random; the same draws given to ours give the same values to 1e-5."""
+    maximum is 1, as they are) with pixel features (`PixelFeatures`) and the zero baseline draws its subsets from
+    np.random; the same draws given to ours give the same values to 1e-5. Quantus is set up as `make bench`'s
+    `--criteria` sets it up (scripts/bench/criteria.py), so the timed peer computes what camexp computes."""
     quantus = pytest.importorskip("quantus")
     from camexp.config import ExperimentConfig
     from camexp.data import build_dataset, collate
@@ -101,13 +84,13 @@ def test_equal_to_quantus_on_real_lite0_maps(photo_dir: Path, lite0) -> None:
     subsets = torch.from_numpy(np.array(draws).transpose(1, 0, 2))  # (B, R, S)
     drops = subset_drops(batch, subsets, substrate(batch, "zero"))
     ours = correlations(torch.stack([ex.maps[m].flatten(1) for m in cfg.methods]), subsets, drops)
-    net = MaskedNet(lite0.model.net, xn).eval()
+    net = PixelFeatures(lite0.model.net, xn).eval()
     for j, m in enumerate(cfg.methods):
         np.random.seed(3)
         theirs = quantus.FaithfulnessCorrelation(
             nr_runs=runs,
             subset_size=size,
-            perturb_func=_zero_at,
+            perturb_func=zero_at,
             abs=False,
             return_aggregate=False,
             disable_warnings=True,

@@ -3,6 +3,7 @@ pairs are explained, skipped or difficult."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -57,7 +58,7 @@ def test_energy_share_by_hand() -> None:
     assert energy_shares(maps, inside).tolist() == [pytest.approx(10 / 20), 0.0]  # a map without mass: 0
 
 
-def _batch(targets: list[int]) -> tuple[BatchContext, list]:
+def _batch(targets: list[int], **settings: dict) -> tuple[BatchContext, list]:
     """Three 32x32 images. Image 0: classes 3 (the target, a big box) and 5 (a small box); image 1: class 7
     whose only box was cropped away (zero width) and class 2 with two boxes; image 2: no boxes. The fake
     explainer's map for class c peaks at pixel (c, c)."""
@@ -67,7 +68,9 @@ def _batch(targets: list[int]) -> tuple[BatchContext, list]:
         calls.append((classes.tolist(), image_ids))
         return SimpleNamespace(maps={"m": torch.cat([peak(32, 32, int(c), int(c)) for c in classes])})
 
-    cfg = ExperimentConfig(name="p", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=["avg_drop"])
+    cfg = ExperimentConfig(
+        name="p", dataset={"root": "."}, model={"name": "toy"}, methods=["m"], metrics=["avg_drop"], **settings
+    )
     own = torch.cat([peak(32, 32, 3, 3), peak(32, 32, 31, 31), peak(32, 32, 0, 0)])  # the run's maps (targets)
     explanation = SimpleNamespace(maps={"m": own}, targets=torch.tensor(targets), logits=None)
     f = torch.float32
@@ -106,6 +109,36 @@ def test_pointing_pairs_reuse_skip_and_difficult() -> None:
     }
 
 
+def test_difficult_pairs_from_a_file_in_torchrays_format(tmp_path: Path) -> None:
+    """TorchRay's rule for its EBP lists: a listed image's pair is difficult when its class is flagged 1; every
+    pair of an image the file does not list counts (TorchRay skips a pair only when the file says it is easy)."""
+    from camexp.errors import CamexpError
+    from camexp.metrics import settings_fingerprint
+
+    flags = tmp_path / "difficult.txt"
+    row = "\t".join("1" if c == 3 else "0" for c in range(8))  # im0: its big class-3 box (easy by area) flagged
+    flags.write_text(f"im0\t{row}\nim9\t{row}\n")
+    batch, _ = _batch([3, 2, 0], pointing={"difficult_pairs": str(flags)})
+    out = METRICS.get("pointing_game").compute(batch)
+    difficult = {(int(p), int(c)) for v in out if v.metric == "pointing_game_difficult" for p, c in zip(v.pos, v.cls)}
+    assert difficult == {(0, 3), (1, 2)}  # im0 class 5 flagged 0: easy; im1 not listed: counted
+    assert settings_fingerprint(batch.cfg)["pointing"]["difficult_pairs"] == str(flags)
+    plain, _ = _batch([3, 2, 0])
+    assert "difficult_pairs" not in settings_fingerprint(plain.cfg)["pointing"]  # older run folders keep theirs
+    short = tmp_path / "short.txt"
+    short.write_text("im0\t1\t0\t0\t1\n")  # 4 classes; image 0 has class 5
+    batch, _ = _batch([3, 2, 0], pointing={"difficult_pairs": str(short)})
+    with pytest.raises(CamexpError, match="short.txt flags 4 classes; the data set has class 5"):
+        METRICS.get("pointing_game").compute(batch)
+    bad = tmp_path / "bad.txt"
+    for text, said in (("im0\t1\t2\n", "bad.txt:1: give an image name"), ("a\t1\nb\t1\t0\n", "same number")):
+        bad.write_text(text)
+        with pytest.raises(CamexpError, match=f"pointing.difficult_pairs: Value error, .*{said}"):
+            _batch([3, 2, 0], pointing={"difficult_pairs": str(bad)})
+    with pytest.raises(CamexpError, match="nope.txt: no such file"):
+        _batch([3, 2, 0], pointing={"difficult_pairs": str(tmp_path / "nope.txt")})
+
+
 def test_energy_selects_single_small_boxes() -> None:
     batch, calls = _batch([3, 2, 0])
     (out,) = METRICS.get("energy_pointing").compute(batch)
@@ -135,7 +168,12 @@ def test_pointing_summary_is_the_mean_over_classes() -> None:
     res = summarize_pointing(rows, ["m"], cfg)
     assert res.rows["Pointing game % (all)"]["m"] == pytest.approx(100 / 3)
     assert res.rows["Pointing game % (difficult)"]["m"] == 0.0
-    assert "4 (image, class) pairs, 1 difficult; 0 pairs skipped" in res.notes[0] and "1 images without" in res.notes[0]
+    assert (
+        "4 (image, class) pairs, 1 difficult (the class's boxes under 0.25 of the image, another class present); "
+        "0 pairs skipped"
+        in res.notes[0]
+        and "1 images without" in res.notes[0]
+    )
 
 
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (224, 224), (333, 1000)])
