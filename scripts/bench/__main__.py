@@ -15,6 +15,8 @@ those chunks too (the tightest floor) and the floor without image loading are re
   python -m scripts.bench --metrics [--limit 4] [--steps 20] [--road-percentiles 10 50 90]
       # per-batch metrics on the same maps: insertion/deletion vs torchcam's DeletionInsertionMetric and vs
       # the floor (the same number of bare forwards), ROAD vs pytorch-grad-cam's ROADCombined
+  python -m scripts.bench --criteria [faithfulness_correlation irof ...] [--limit 4] [--batch-size 4]
+      # each faithfulness / complexity metric a peer also has vs that peer (Quantus 0.6, Captum) on the same maps
   python -m scripts.bench --robustness [--limit 4] [--batch-size 4] [--samples 5] [--radius 0.02]
       # the four robustness metrics (one shared re-explanation of S copies per batch) vs their floor (one plain
       # torch forward + head backward of the same copies) and vs Quantus' four metrics on the same maps
@@ -60,6 +62,7 @@ from camexp.errors import CamexpError
 
 from . import (
     attributions,
+    criteria,
     decode_diff,
     device_diff,
     family,
@@ -144,6 +147,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--rss-metrics", nargs="*", default=[], help="per-batch metrics added to the --rss runs")
     p.add_argument("--metrics", action="store_true", help="bench the per-batch metrics against their peers instead")
+    p.add_argument(
+        "--criteria",
+        nargs="*",
+        choices=list(criteria.PEERS),
+        default=None,
+        help="bench these metrics (default: all with a peer) against Quantus / Captum on the same maps instead",
+    )
     p.add_argument(
         "--robustness", action="store_true", help="bench the robustness metrics against their floor and Quantus"
     )
@@ -264,6 +274,13 @@ def main() -> None:
         result = robustness.robustness_bench(images, a.limit or 4, a.batch_size or 4, a.samples, a.radius, a.rounds)
         out = a.out.with_name(a.out.stem + "_robustness.json")
         print_medians(result)
+    elif a.criteria is not None:
+        names = a.criteria or list(criteria.PEERS)
+        result = criteria.criteria_bench(images, a.limit or 4, a.batch_size or 4, a.rounds, names)
+        out = a.out.with_name(a.out.stem + "_criteria.json")
+        for name, r in result["metrics"].items():
+            ratio = next(v for k, v in r.items() if k.endswith("target >= 1)"))
+            print(f"{name:26s} peer/camexp {ratio:6.2f}  (medians: {r['median_s']})")
     elif a.metrics:
         result = metrics.metrics_bench(images, a.limit or 4, batch_size, a.steps, a.road_percentiles, a.rounds)
         out = a.out.with_name(a.out.stem + "_metrics.json")
