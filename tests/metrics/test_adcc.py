@@ -107,7 +107,7 @@ def test_normalized_occlusion_masks_the_normalised_tensor() -> None:
 
 def test_settings_under_adcc_are_refused_in_one_line(tmp_path: Path, photo_dir: Path) -> None:
     res = _run(_config(tmp_path, photo_dir, "bad", metrics=["adcc"], settings={"adcc": {"x": 1}}))
-    assert res.exit_code == 2 and "settings.adcc: no metric reads settings under 'adcc'" in res.output
+    assert res.exit_code == 2 and "settings.adcc: no metric or analysis reads settings under 'adcc'" in res.output
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
 
 
