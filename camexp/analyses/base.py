@@ -8,11 +8,12 @@ returns Markdown lines), the CSV files the worker appends per batch (`files`, na
 None: undeclared, so it runs in a single process only), the main-table `rows` its files give, the `read`er that
 recomputes those rows from the files (so `camexp report table` shows them too), `per_image`: the reader of its rows'
 per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, `check`:
-what `camexp check` verifies of the built model before any image (rows it prints; a CamexpError when it cannot run), and
-`resume`: whether it may be
-added to a run that has recorded images (`any`: it reads the records alone; `refuse`: it would cover only the
-images explained from now on). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which
-rank 0 merges before `finish`; the runner also deletes them on a fresh start.
+what `camexp check` verifies of the built model before any image (rows it prints; a CamexpError when it cannot run),
+`resume`: whether it may be added to a run that has recorded images (`any`: it reads the records alone; `refuse`: it
+would cover only the images explained from now on), and `cost`: what it costs per image beyond the run's own forward,
+in words (forwards, backwards, re-explanations; `camexp analyses` lists it). A worker appends to `ctx.path(name)`:
+under torchrun the rank's own file, which rank 0 merges before `finish`; the runner also deletes them on a fresh
+start.
 
 A plug-in analysis is a factory named by import path (`analyses: [mypkg.analyses:MyAnalysis]`) or entry point
 (group `camexp.analyses`); its metadata is read off the factory's attributes of the same names once, when it
@@ -69,6 +70,7 @@ class Analysis:
     resume: Resume = "refuse"
     per_image: PerImageReader | None = None
     check: ModelCheck | None = None
+    cost: str = ""
 
 
 def worker_problem(worker: Any) -> str:
@@ -105,6 +107,7 @@ def _as_analysis(name: str, obj: Any) -> Analysis:
             read=getattr(obj, "read", None),
             per_image=getattr(obj, "per_image", None),
             check=getattr(obj, "check", None),
+            cost=getattr(obj, "cost", ""),
             resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
         )
     )
@@ -128,11 +131,12 @@ def analysis(
     resume: Resume = "refuse",
     per_image: PerImageReader | None = None,
     check: ModelCheck | None = None,
+    cost: str = "",
 ) -> Callable[[Callable[[ExperimentConfig], Worker]], Callable[[ExperimentConfig], Worker]]:
     """Register the factory it decorates as analysis `name` with its metadata (see `Analysis`)."""
 
     def register(make: Callable[[ExperimentConfig], Worker]) -> Callable[[ExperimentConfig], Worker]:
-        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume, per_image, check))
+        ANALYSES.register(name, Analysis(name, make, files, rows, read, resume, per_image, check, cost))
         return make
 
     return register

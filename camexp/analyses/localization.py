@@ -18,7 +18,7 @@ import torch
 
 from camexp.analyses.base import analysis
 from camexp.metrics import MetricResult, Row
-from camexp.metrics.batch import BatchContext
+from camexp.metrics.batch import BatchContext, class_maps_cost
 from camexp.metrics.localization import class_box_masks, localization
 from camexp.results import append_records, read_records
 from camexp.stats.bootstrap import LONG_COLUMNS
@@ -124,4 +124,11 @@ def mloc_per_image(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> 
     return loc.assign(metric=loc["delta"].map(row_label))[[*LONG_COLUMNS, "weight"]]
 
 
-analysis("mloc", {MLOC_CSV: COLUMNS}, rows=(MLOC_ROW,), read=mloc_result, per_image=mloc_per_image)(MLoc)
+analysis(
+    "mloc",
+    {MLOC_CSV: COLUMNS},
+    rows=(MLOC_ROW,),
+    read=mloc_result,
+    per_image=mloc_per_image,
+    cost=class_maps_cost("predicted class among the top localization.topk with a box"),
+)(MLoc)

@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, settings_of
-from camexp.metrics.batch import BatchContext
+from camexp.metrics.batch import BatchContext, class_maps_cost
 from camexp.metrics.localization import box_union_mask
 
 if TYPE_CHECKING:
@@ -293,6 +293,7 @@ batch_metric(
     settings=PointingSettings,
     settings_key="pointing",
     needs_boxes=True,
+    cost=class_maps_cost("ground-truth class with a visible box"),
 )(pointing)
 
 
@@ -343,4 +344,5 @@ batch_metric(
     settings=PointingSettings,
     settings_key="pointing",
     needs_boxes=True,
+    cost=class_maps_cost("image with one box, under pointing.energy_max_area"),
 )(energy)
