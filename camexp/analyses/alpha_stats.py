@@ -105,4 +105,4 @@ class AlphaStats:
         ]
 
 
-analysis("alpha_stats", {BATCHES: COLUMNS})(AlphaStats)
+analysis("alpha_stats", {BATCHES: COLUMNS}, cost="none (the run's own Grad-CAM++ alphas)")(AlphaStats)

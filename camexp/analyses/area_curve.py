@@ -92,4 +92,4 @@ class AreaCurve:
         ]
 
 
-analysis("area_curve", {PER_IMAGE: COLUMNS})(AreaCurve)
+analysis("area_curve", {PER_IMAGE: COLUMNS}, cost=f"{len(THETAS)} x M forwards (M methods, one per θ)")(AreaCurve)

@@ -10,11 +10,12 @@ recomputes those rows from the files (so `camexp report table` shows them too), 
 per-image values in long form (image_id, method, metric, value[, weight]) for their bootstrap intervals, `check`:
 what `camexp check` verifies of the built model before any image (rows it prints; a CamexpError when it cannot run),
 `resume`: whether it may be added to a run that has recorded images (`any`: it reads the records alone; `refuse`:
-it would cover only the images explained from now on), and `settings`: the pydantic model of its settings, in its
-own module, read from the config under `settings_key` (default: its name) and validated once per run with the
-metrics' (camexp/metrics/base.py: `validate_settings`; the worker reads them with `settings_of(cfg, key)` or
-`ctx.settings(key)`). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which rank 0 merges
-before `finish`; the runner also deletes them on a fresh start.
+it would cover only the images explained from now on), `cost`: what it costs per image beyond the run's own forward,
+in words (forwards, backwards, re-explanations; `camexp analyses` lists it), and `settings`: the pydantic model of its
+settings, in its own module, read from the config under `settings_key` (default: its name) and validated once per
+run with the metrics' (camexp/metrics/base.py: `validate_settings`; the worker reads them with `settings_of(cfg,
+key)` or `ctx.settings(key)`). A worker appends to `ctx.path(name)`: under torchrun the rank's own file, which rank 0
+merges before `finish`; the runner also deletes them on a fresh start.
 
 A plug-in analysis is a factory named by import path (`analyses: [mypkg.analyses:MyAnalysis]`) or entry point
 (group `camexp.analyses`); its metadata is read off the factory's attributes of the same names once, when it
@@ -75,6 +76,7 @@ class Analysis:
     check: ModelCheck | None = None
     settings: type[BaseModel] | None = None
     settings_key: str = ""
+    cost: str = ""
 
     @property
     def key(self) -> str:
@@ -116,6 +118,7 @@ def _as_analysis(name: str, obj: Any) -> Analysis:
             read=getattr(obj, "read", None),
             per_image=getattr(obj, "per_image", None),
             check=getattr(obj, "check", None),
+            cost=getattr(obj, "cost", ""),
             resume="any" if getattr(obj, "per_batch", True) is False else "refuse",
             settings=getattr(obj, "settings", None),
             settings_key=getattr(obj, "settings_key", ""),
@@ -144,11 +147,12 @@ def analysis(
     check: ModelCheck | None = None,
     settings: type[BaseModel] | None = None,
     settings_key: str = "",
+    cost: str = "",
 ) -> Callable[[Callable[[ExperimentConfig], Worker]], Callable[[ExperimentConfig], Worker]]:
     """Register the factory it decorates as analysis `name` with its metadata (see `Analysis`)."""
 
     def register(make: Callable[[ExperimentConfig], Worker]) -> Callable[[ExperimentConfig], Worker]:
-        entry = Analysis(name, make, files, rows, read, resume, per_image, check, settings, settings_key)
+        entry = Analysis(name, make, files, rows, read, resume, per_image, check, settings, settings_key, cost)
         ANALYSES.register(name, entry)
         return make
 

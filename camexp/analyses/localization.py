@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from camexp.analyses.base import analysis
 from camexp.metrics import MetricResult, Row, settings_of
-from camexp.metrics.batch import BatchContext
+from camexp.metrics.batch import BatchContext, class_maps_cost
 from camexp.metrics.localization import class_box_masks, localization
 from camexp.results import append_records, read_records
 from camexp.stats.bootstrap import LONG_COLUMNS
@@ -152,4 +152,5 @@ analysis(
     per_image=mloc_per_image,
     settings=LocalizationSettings,
     settings_key=SETTINGS_KEY,
+    cost=class_maps_cost("predicted class among the top localization.topk with a box"),
 )(MLoc)

@@ -18,6 +18,7 @@ import torch
 from camexp.analyses.base import analysis
 from camexp.config import ExperimentConfig
 from camexp.metrics import RecordsView
+from camexp.metrics.base import RECORDS_COST
 from camexp.metrics.batch import BatchContext
 from camexp.results import RECORDS, read_records, records_view
 
@@ -95,5 +96,5 @@ class DropDist(RecordsFigure):
 
 
 # nothing recorded per batch: either may be added to a run that has recorded images
-analysis("relperf_plot", {}, resume="any")(RelperfPlot)
-analysis("drop_dist", {}, resume="any")(DropDist)
+analysis("relperf_plot", {}, resume="any", cost=RECORDS_COST)(RelperfPlot)
+analysis("drop_dist", {}, resume="any", cost=RECORDS_COST)(DropDist)

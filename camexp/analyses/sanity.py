@@ -38,7 +38,7 @@ from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
 from camexp.explain.model_methods import seed_of
 from camexp.metrics import MetricResult, Row, settings_of
-from camexp.metrics.batch import BatchContext
+from camexp.metrics.batch import REEXPLANATION, BatchContext, class_maps_cost
 from camexp.models import LoadedModel, build_model
 from camexp.models.blocks import Block, checkpoints, initial_state, randomisation_blocks, randomisation_units
 from camexp.results import append_records
@@ -380,6 +380,8 @@ analysis(
     check=mprt_check,
     settings=SanitySettings,
     settings_key=SETTINGS_KEY,
+    cost=f"one re-explanation of every method ({REEXPLANATION}) per explained depth of a randomised copy of the "
+    "model (sanity.mprt_blocks and the last; default every block), and the copy's weights reloaded per batch",
 )(Mprt)
 analysis(
     "random_logit",
@@ -389,4 +391,5 @@ analysis(
     per_image=random_logit_per_image,
     settings=SanitySettings,
     settings_key=SETTINGS_KEY,
+    cost=class_maps_cost("image, for a random class other than its target"),
 )(RandomLogit)

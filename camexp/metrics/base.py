@@ -189,6 +189,9 @@ CHANGED = Curve(lambda cfg, points: np.linspace(0.0, 1.0, points), "fraction of 
 # Where a metric's per-image values come from: `records` recomputes them from per_image.csv at any time;
 # `batch` computes them per batch during the run (more forwards, boxes) into per_image_metrics.csv.
 Source = Literal["records", "batch"]
+# the costs of a metric that reads the records (per_image.csv) or the run's maps alone: nothing beyond the run
+RECORDS_COST = "none (the records)"
+MAPS_COST = "none (the maps)"
 # batch: (the batch context) -> its values per method on the batch's images
 BatchFn = Callable[["BatchContext"], list[PerImage]]
 
@@ -257,8 +260,9 @@ class MetricEntry:
 
 
 def Metric(name: str, fn: MetricFn, needs_labels: bool = False, rows: tuple[Row, ...] = (), **meta: Any) -> MetricEntry:
-    """A record metric's entry: `fn(view, params) -> MetricResult` (see `MetricEntry` for `meta`)."""
-    return MetricEntry(name, fn, "records", rows, needs_labels, **meta)
+    """A record metric's entry: `fn(view, params) -> MetricResult` (see `MetricEntry` for `meta`). It reads the
+    records alone, so its cost is none unless it says otherwise."""
+    return MetricEntry(name, fn, "records", rows, needs_labels, **{"cost": RECORDS_COST, **meta})
 
 
 def BatchMetric(name: str, compute: BatchFn, **meta: Any) -> MetricEntry:

@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from camexp.explain.scoring import Scorer
 
 T = TypeVar("T")
+# what one re-explanation of a method costs, in the words `camexp metrics` / `camexp analyses` use
+REEXPLANATION = "forward, backward with a gradient method, the method's own model calls"
+
+
+def class_maps_cost(pairs: str) -> str:
+    """The cost, in `camexp metrics` / `camexp analyses`, of a job that reads `class_maps` for `pairs`."""
+    return (
+        f"one re-explanation of every method per {pairs} ({REEXPLANATION}); the target's maps are the run's own, "
+        "and each (image, class) pair is explained once for every metric and analysis"
+    )
 
 
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:

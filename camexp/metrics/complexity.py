@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from camexp.metrics.base import PerImage, Row, batch_metric
+from camexp.metrics.base import MAPS_COST, PerImage, Row, batch_metric
 from camexp.metrics.batch import BatchContext
 
 SPARSENESS = Row("sparseness", "Sparseness (Gini index)", False, criterion="complexity")
@@ -72,6 +72,7 @@ def _per_map(batch: BatchContext, name: str, fn: Callable[[torch.Tensor], torch.
     "Gini index of the map (Chalasani et al. 2020, as Quantus): higher is more concentrated",
     rows=(SPARSENESS,),
     model_calls=False,
+    cost=MAPS_COST,
 )
 def sparseness(batch: BatchContext) -> list[PerImage]:
     return _per_map(batch, "sparseness", gini)
@@ -82,6 +83,7 @@ def sparseness(batch: BatchContext) -> list[PerImage]:
     "entropy of the map over its sum (Bhatt et al. 2020, as Quantus): lower is simpler",
     rows=(COMPLEXITY,),
     model_calls=False,
+    cost=MAPS_COST,
 )
 def complexity(batch: BatchContext) -> list[PerImage]:
     return _per_map(batch, "complexity", entropy)
@@ -109,7 +111,7 @@ def effective(maps: torch.Tensor, eps: float) -> torch.Tensor:
     rows=(EFFECTIVE,),
     settings=EffectiveSettings,
     model_calls=False,
-    cost="none (the maps)",
+    cost=MAPS_COST,
 )
 def effective_complexity(batch: BatchContext) -> list[PerImage]:
     eps = batch.settings("effective_complexity").eps

@@ -25,7 +25,7 @@ def gain_per_image(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
 AVG_GAIN = Row("avg_gain", "Average gain %", False, criterion="faithfulness", per_image=gain_per_image)
 
 
-@metric("avg_gain", rows=(AVG_GAIN,), cost="none (the records)")
+@metric("avg_gain", rows=(AVG_GAIN,))
 def avg_gain(v: RecordsView, p: MetricParams) -> MetricResult:
     """Average gain % of each method (Opti-CAM; xplique): the mean over images of `gain_per_image`."""
     values = gain_per_image(v.y, v.o).mean(0)

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, mean_rows, settings_of
-from camexp.metrics.batch import BatchContext
+from camexp.metrics.batch import BatchContext, class_maps_cost
 from camexp.metrics.localization import box_union_mask
 from camexp.metrics.pointing import NO_BOX, bare_rows, nan_rows, truth
 
@@ -132,4 +132,5 @@ batch_metric(
     rows=ROWS,
     settings=InstanceSettings,
     needs_boxes=True,
+    cost=class_maps_cost("ground-truth class with an instance"),
 )(instances)

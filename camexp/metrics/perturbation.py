@@ -237,10 +237,19 @@ def _keep_note(cfg: ExperimentConfig) -> str:
     return f"; top {100 * keep.fraction:g}% of the pixels kept, {keep.mode}"
 
 
-CURVE_META: dict[str, Any] = dict(
-    note=_steps_note, settings=PerturbationSettings, settings_key="perturbation", check=_check_steps
+CURVE_COST = (
+    "M x (S - 1) forwards (M methods, S = perturbation.steps, 100) and one forward of its substrate image, "
+    "shared by every method (and by both curves when they share a substrate); the full image's score is the run's own"
 )
-KEEP_META: dict[str, Any] = dict(note=_keep_note, settings=KeepSettings, settings_key="keep")
+CURVE_META: dict[str, Any] = dict(
+    note=_steps_note, settings=PerturbationSettings, settings_key="perturbation", check=_check_steps, cost=CURVE_COST
+)
+KEEP_META: dict[str, Any] = dict(
+    note=_keep_note,
+    settings=KeepSettings,
+    settings_key="keep",
+    cost="M forwards (each method's kept image), shared by avg_drop@keep and increase@keep",
+)
 
 
 @batch_metric(

@@ -40,7 +40,7 @@ from camexp.config import FINGERPRINT_IF_SET
 from camexp.errors import CamexpError
 from camexp.io import read_user_text
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, settings_of
-from camexp.metrics.batch import BatchContext
+from camexp.metrics.batch import BatchContext, class_maps_cost
 from camexp.metrics.localization import box_union_mask
 
 if TYPE_CHECKING:
@@ -356,6 +356,7 @@ batch_metric(
     settings=PointingSettings,
     settings_key="pointing",
     needs_boxes=True,
+    cost=class_maps_cost("ground-truth class with a visible box"),
 )(pointing)
 
 
@@ -406,4 +407,5 @@ batch_metric(
     settings=PointingSettings,
     settings_key="pointing",
     needs_boxes=True,
+    cost=class_maps_cost("image with one box, under pointing.energy_max_area"),
 )(energy)

@@ -114,7 +114,7 @@ def leaderboard(
     rank_frame = pd.DataFrame(ranks, index=methods)
     mean_rank = rank_frame.mean(axis=1)
     order = mean_rank.sort_values(kind="stable", na_position="last").index
-    md_table = pd.DataFrame(cells, index=methods).fillna("").loc[order]
+    md_table = pd.DataFrame(cells, index=methods, dtype=object).fillna("").loc[order]  # a run without the metric: blank
     md_table.insert(0, "mean rank", [f"{mean_rank[m]:.2f}" if pd.notna(mean_rank[m]) else "—" for m in order])
     md_table.index.name = "method"
     legends = dict.fromkeys(s.stats.legend() for s in summaries if s.stats is not None)

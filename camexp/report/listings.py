@@ -84,7 +84,8 @@ def _metric_needs(entry: MetricEntry) -> str:
 
 
 def metric_listing() -> Listing:
-    """Every registered metric: what it needs, when it is computed, what it is, its table rows and settings."""
+    """Every registered metric: what it needs, when it is computed, what it is, its table rows, settings and cost
+    per image (the compact table: what it needs, costs and is)."""
     rows, docs = [], {}
     for name, entry in METRICS.items():
         per_batch = entry.source == "batch"
@@ -102,16 +103,17 @@ def metric_listing() -> Listing:
                 "what it is": entry.summary or labels or doc.split(". ")[0] or "-",
                 "table rows": labels or "-",
                 "settings": settings or "-",
-                "cost per image": entry.cost or ("none (the records)" if not per_batch else "-"),
+                "cost per image": entry.cost or "-",
             }
         )
         docs[name] = doc
-    return Listing("metric", rows, ("metric", "needs", "computed", "what it is"), docs)
+    return Listing("metric", rows, ("metric", "needs", "cost per image", "what it is"), docs)
 
 
 def analysis_listing() -> Listing:
-    """Every registered analysis: whether it works per batch, its files, and what it is. No "needs" column: an
-    analysis entry declares no needs (a metric's needs_labels / needs_boxes); each analysis checks its own."""
+    """Every registered analysis: whether it works per batch, its files, what it is and its cost per image. No
+    "needs" column: an analysis entry declares no needs (a metric's needs_labels / needs_boxes); each analysis
+    checks its own."""
     rows, docs = [], {}
     for name, entry in ANALYSES.items():
         doc = _doc(entry.make)
@@ -124,10 +126,11 @@ def analysis_listing() -> Listing:
                 "what it is": getattr(entry.make, "title", "") or doc.split(". ")[0],
                 "files": ", ".join(entry.files) if entry.files else "-",
                 "summary rows": _yes(entry.rows or entry.read),
+                "cost per image": entry.cost or "-",
             }
         )
         docs[name] = doc
-    return Listing("analysis", rows, ("analysis", "computed", "files", "what it is"), docs)
+    return Listing("analysis", rows, ("analysis", "computed", "cost per image", "what it is"), docs)
 
 
 def compact_table(listing: Listing) -> Table:

@@ -92,7 +92,10 @@ def test_plugin_metric_with_settings_gets_an_interval_and_a_rank(tmp_path: Path,
             {"settings": {"centre": {"fraction": 2}}},
             "settings.centre.fraction: Input should be less than or equal to 1",
         ),
-        ({"settings": {"center": {"fraction": 0.5}}}, "settings.center: no metric or analysis reads settings under 'center'"),
+        (
+            {"settings": {"center": {"fraction": 0.5}}},
+            "settings.center: no metric or analysis reads settings under 'center'",
+        ),
         (
             {"perturbation": {"steps": 1_000_000}, "metrics": ["deletion"]},
             "perturbation.steps: 1000000 steps exceed the 50176 pixels",

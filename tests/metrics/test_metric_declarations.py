@@ -57,3 +57,24 @@ def test_a_plugin_pairwise_statistic_and_table_file(tmp_path: Path, monkeypatch:
     assert np.all(boot >= (o[:10, 0] - o[:10, 1]).min() - 1e-12) and np.all(boot <= (o[:10, 0] - o[:10, 1]).max())
     write_summary(tmp_path, s)
     assert pd.read_csv(tmp_path / "gap_file.csv", index_col=0)["x"].tolist() == [1.5]
+
+
+def test_every_metric_and_analysis_declares_its_cost() -> None:
+    """Issue 30: `camexp metrics` / `camexp analyses` list each one's cost per image (forwards, backwards,
+    re-explanations). camexp's own entries (a plug-in resolved by another test in this process has a ':') declare it;
+    the record metrics and record plots cost nothing beyond the run, and say so."""
+    from camexp.analyses import ANALYSES
+    from camexp.metrics.base import RECORDS_COST
+
+    entries = [(n, e.cost) for n, e in METRICS.items() if ":" not in n]
+    entries += [(n, e.cost) for n, e in ANALYSES.items() if ":" not in n]
+    assert [n for n, cost in entries if not cost.strip()] == []
+    assert {n for n, e in METRICS.items() if e.source == "records" and ":" not in n} == {
+        n for n, cost in entries if cost == RECORDS_COST and n in METRICS
+    }
+    assert METRICS.get("deletion").cost == METRICS.get("insertion").cost and "S - 1" in METRICS.get("deletion").cost
+    assert ANALYSES.get("area_curve").cost.startswith("11 x M forwards")
+
+
+def test_a_record_metric_may_declare_another_cost() -> None:
+    assert Metric("x", _gap).cost == "none (the records)" and Metric("x", _gap, cost="2 forwards").cost == "2 forwards"

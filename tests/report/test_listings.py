@@ -65,6 +65,15 @@ def test_metric_and_analysis_entries_and_csv(monkeypatch) -> None:
     assert "files mloc.csv" in " ".join(listed("analyses", 100, monkeypatch, "mloc").split())
 
 
+@pytest.mark.parametrize("command", ["metrics", "analyses"])
+def test_the_compact_table_shows_each_cost(command: str, monkeypatch) -> None:
+    """Issue 30: each metric's and analysis's cost per image is in the compact table, and in its full entry."""
+    text = listed(command, 120, monkeypatch)
+    assert "cost per image" in text.splitlines()[1]
+    name, cost = ("road", "2 x len(road.percentiles)") if command == "metrics" else ("area_curve", "11 x M forwards")
+    assert f"cost per image {cost}" in " ".join(listed(command, 120, monkeypatch, name).split())
+
+
 def test_an_unknown_name_is_one_line_naming_the_known_ones() -> None:
     res = cli.invoke(app, ["analyses", "nope"])
     assert res.exit_code == 2 and "unknown analysis 'nope'; known: ['alpha_stats'" in " ".join(res.output.split())
