@@ -261,7 +261,9 @@ def main() -> None:
         for k, v in result["no_cache/compiled"].items():
             print(f"no cache/compiled {k:16s} {v:.2f}")
     elif a.robustness:
-        result = robustness.robustness_bench(images, a.limit or 4, a.batch_size or 4, a.samples, a.radius, a.rounds)
+        result = robustness.robustness_bench(
+            images, a.limit or 4, a.batch_size or 4, a.samples, a.radius, a.rounds, tuple(a.skip)
+        )
         out = a.out.with_name(a.out.stem + "_robustness.json")
         print_medians(result)
     elif a.metrics:
