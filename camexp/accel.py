@@ -8,6 +8,7 @@ pass already changed one image's top-1 class, and a target must not depend on a 
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 
@@ -89,6 +90,30 @@ def forward_chunk(device: torch.device, configured: int | None) -> int | None:
     if configured is not None:
         return configured
     return CPU_FORWARD_CHUNK if device.type == "cpu" else None
+
+
+# The share of the host's physical memory that one pass of the images a method generates (integrated gradients'
+# steps, SmoothGrad's copies, RISE's masks, occlusion's windows) may hold on the CPU (`pass_budget`).
+PASS_MEMORY_SHARE = 4
+
+
+def pass_budget(device: torch.device, configured: int | None) -> int | None:
+    """Bytes of activations one pass of the images a method generates may hold: 1/PASS_MEMORY_SHARE of physical
+    memory on the CPU; None where the run sets `runtime.forward_chunk` or on a GPU, where those passes run in the
+    forward chunks. On the shared 2-core CPU the cost is per pass more than per image (each of a pass's ~200 ops
+    synchronises the threads, and under load a descheduled thread stalls the other): 64 Lite0 forward + input
+    backwards took 28-37 s in passes of 8 and 15 s in one pass (~80 MiB per image), 64 forwards 8-14 s and 5-6 s."""
+    if configured is not None or device.type != "cpu":
+        return None
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // PASS_MEMORY_SHARE
+
+
+def even_chunk(n: int, chunk: int | None) -> int | None:
+    """The chunk that cuts n items into as few passes as chunks of `chunk` do, of near-equal sizes (no short
+    last pass: 32 in chunks of 31 run as 16 + 16, not 31 + 1)."""
+    if chunk is None or n <= 0:
+        return chunk
+    return -(-n // -(-n // chunk))
 
 
 def chunks(n: int, chunk: int | None) -> Iterator[slice]:

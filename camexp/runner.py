@@ -25,7 +25,15 @@ import torch
 from tqdm import tqdm
 
 from camexp import profile, provenance
-from camexp.accel import channels_last, disable_tf32, forward_chunk, keep_host_memory, resolve_device, to_device
+from camexp.accel import (
+    channels_last,
+    disable_tf32,
+    forward_chunk,
+    keep_host_memory,
+    pass_budget,
+    resolve_device,
+    to_device,
+)
 from camexp.check import label_problems
 from camexp.config import FINGERPRINT_VERSION, ExperimentConfig, fingerprint_hash
 from camexp.data import ImageDataset, build_dataset
@@ -197,6 +205,7 @@ class Run:
             cfg.confidence,
             forward_chunk(device, cfg.runtime.forward_chunk),
             cfg.runtime.amp,
+            pass_budget(device, cfg.runtime.forward_chunk),
         )
         explainer = Explainer(loaded, self.runs, cfg.score, scorer)
         ds = build_dataset(cfg.dataset, loaded.spec)

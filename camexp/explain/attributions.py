@@ -7,9 +7,9 @@ reduction is the method's documented default, recorded with its parameters in ru
 resolution, so the explainer's upsampling leaves them as they are.
 
 Steps, samples and windows never go through the model one image at a time: every (image, step) pair of the batch is
-one row of a flat list, cut into the scorer's forward chunks (`accel.chunks`: `runtime.forward_chunk`), and the
-gradients are summed back per image. Gradients and occlusion scores run in the images' dtype (float32 in a run)
-whatever the run's amp. Seeded
+one row of a flat list, cut into passes of near-equal sizes (`Scorer.pass_chunk`: on the CPU as many as 1/4 of
+memory holds, else `runtime.forward_chunk`), and the gradients are summed back per image.
+Gradients and occlusion scores run in the images' dtype (float32 in a run) whatever the run's amp. Seeded
 draws (uniform baselines, references) come from per-image generators seeded by (seed, image id), so a map depends on
 neither its batch nor the device.
 """
@@ -78,12 +78,12 @@ def gradient_sum(
 ) -> torch.Tensor:
     """sum over the rows p with which[p] = i of f_p * d score / d image at point p, per image i: (B,3,H,W).
 
-    Rows are pairs (image, step or sample) of a flat list of len(which), cut into the scorer's forward chunks;
-    `points(rows)` gives the images of a chunk's rows and their factors f (None: 1); `rule` (guided_relus,
-    deconv_relus) rewrites the backward pass meanwhile. Counts one forward and backward per row."""
+    Rows are pairs (image, step or sample) of a flat list of len(which), cut into the scorer's passes
+    (`Scorer.pass_chunk`); `points(rows)` gives the images of a chunk's rows and their factors f (None: 1); `rule`
+    (guided_relus, deconv_relus) rewrites the backward pass meanwhile. Counts one forward and backward per row."""
     assert ctx.x is not None and ctx.model is not None
     model, kind = ctx.model, _score_kind(ctx)
-    chunk = ctx.scorer.chunk if ctx.scorer is not None else None
+    chunk = ctx.scorer.pass_chunk(ctx.x, len(which)) if ctx.scorer is not None else None
     total = torch.zeros_like(ctx.x)
     with rule(model) if rule is not None else nullcontext(), torch.enable_grad():
         for span in chunks(len(which), chunk):
@@ -325,8 +325,9 @@ def occlusion(ctx: MethodInputs, window: int = 32, stride: int = 16, reduce: str
     x, t = ctx.x, ctx.targets
     assert x is not None and ctx.scorer is not None
     b, (h, w) = len(x), x.shape[-2:]
-    scorer = replace(ctx.scorer, kind=_score_kind(ctx), amp="off")
     boxes = [(i, j) for i in window_starts(h, window, stride) for j in window_starts(w, window, stride)]
+    chunk = ctx.scorer.pass_chunk(x, b * len(boxes))
+    scorer = replace(ctx.scorer, kind=_score_kind(ctx), amp="off", chunk=chunk)
     holes = torch.zeros(len(boxes), h, w, dtype=x.dtype, device=x.device)
     for n, (i, j) in enumerate(boxes):
         holes[n, i : i + window, j : j + window] = 1

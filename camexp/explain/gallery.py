@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from camexp.accel import forward_chunk
+from camexp.accel import forward_chunk, pass_budget
 from camexp.config import ModelConfig
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer
@@ -111,7 +111,9 @@ def explain_batch(
     seed the noise of seeded methods (random, smoothgradcam++) as a run's image ids do. Forwards run in the
     device's chunks (Score-CAM's masked images too), as in a run."""
     bases = list(dict.fromkeys(split_guided(m)[0] for m in methods))
-    scorer = Scorer(loaded.model, kind=kind, chunk=forward_chunk(x.device, None))
+    scorer = Scorer(
+        loaded.model, kind=kind, chunk=forward_chunk(x.device, None), pass_budget=pass_budget(x.device, None)
+    )
     ex = Explainer(loaded, bases, scorer=scorer).explain(
         x, None if target is None else torch.full((len(x),), target), image_ids
     )

@@ -89,7 +89,7 @@ def rise(
     TorchRay's masks (`rise_masks`), multiplying the normalised input (TorchRay: masked pixels become the mean
     colour; `occlusion: pixel` masks the [0,1] image). Every image of every batch gets the same masks, drawn
     from one generator seeded by (seed, 'rise') as TorchRay seeds one per image; masks x images go through the
-    model in groups of about BLOCK_ELEMENTS floats, in the run's forward chunks, float32 whatever the amp."""
+    model in groups of about BLOCK_ELEMENTS floats, in passes of `Scorer.pass_chunk`, float32 whatever the amp."""
     x = ctx.x
     assert x is not None and ctx.scorer is not None
     b, size = len(x), (x.shape[-2], x.shape[-1])
@@ -101,7 +101,8 @@ def rise(
         masks = masks.to(x.device)
         m = len(masks)
         which = torch.arange(b, device=x.device).repeat_interleave(m)
-        scores = scorer.masked(x, masks.repeat(b, 1, 1), which, ctx.targets).view(b, m)
+        group = replace(scorer, chunk=ctx.scorer.pass_chunk(x, b * m))
+        scores = group.masked(x, masks.repeat(b, 1, 1), which, ctx.targets).view(b, m)
         out += scores @ masks.flatten(1).double()
     ctx.count("forwards", n * b)
     return (out / n).view(b, *size).float()

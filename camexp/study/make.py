@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camexp.accel import disable_tf32, forward_chunk, resolve_device
+from camexp.accel import disable_tf32, forward_chunk, pass_budget, resolve_device
 from camexp.analyses import ANALYSES
 from camexp.config import ExperimentConfig
 from camexp.csvsafe import write_csv
@@ -168,7 +168,9 @@ def _make(config: Path, study: StudyConfig, cfg: ExperimentConfig, folder: Path,
     dev = resolve_device(cfg.runtime.device)
     disable_tf32(dev)
     loaded = build_model(cfg.model, dev)
-    scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(dev, cfg.runtime.forward_chunk))
+    chunk = cfg.runtime.forward_chunk
+    budget = pass_budget(dev, chunk)
+    scorer = Scorer(loaded.model, cfg.occlusion, cfg.confidence, forward_chunk(dev, chunk), pass_budget=budget)
     explainer = Explainer(loaded, study.method_specs(), cfg.score, scorer)  # a method the model lacks fails here
     ds = build_dataset(cfg.dataset, loaded.spec)
     labels = np.array([it.label for it in ds.items])

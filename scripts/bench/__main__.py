@@ -27,9 +27,9 @@ those chunks too (the tightest floor) and the floor without image loading are re
       # pytorch-grad-cam's AblationCAM and vs its floor (one pass of the network after the layer per channel)
   python -m scripts.bench --rss --rss-methods scorecam ablationcam --rss-sizes 2 8 --batch-size 2
   python -m scripts.bench --attributions [--limit 2] [--batch-size 2]
-      # integrated gradients (16 steps), SmoothGrad of the gradient (8 samples) and occlusion (56 px windows at
-      # stride 28) vs their floors (the same number of bare forwards (+ input backwards)) and vs Captum's
-      # IntegratedGradients, NoiseTunnel(Saliency) and Occlusion at the same settings
+      # integrated gradients (16 steps), SmoothGrad of the gradient (8 samples), RISE (64 masks) and occlusion (56 px
+      # windows at stride 28) vs their floors (the same number of bare forwards (+ input backwards)) and vs Captum's
+      # IntegratedGradients, NoiseTunnel(Saliency) and Occlusion at the same settings (RISE: TorchRay's loop)
   python -m scripts.bench --loader [--loader-workers 0 1] [--limit 64] [--loader-methods gradcam gradcam++]
       # camexp's images/s beside its two floors, per workers setting: the loader floor (decode + resize + crop
       # through camexp's loader, same workers) and the model floor (the same forwards and head backward on
@@ -271,7 +271,9 @@ def main() -> None:
         for k, v in result["no_cache/compiled"].items():
             print(f"no cache/compiled {k:16s} {v:.2f}")
     elif a.robustness:
-        result = robustness.robustness_bench(images, a.limit or 4, a.batch_size or 4, a.samples, a.radius, a.rounds)
+        result = robustness.robustness_bench(
+            images, a.limit or 4, a.batch_size or 4, a.samples, a.radius, a.rounds, tuple(a.skip)
+        )
         out = a.out.with_name(a.out.stem + "_robustness.json")
         print_medians(result)
     elif a.criteria is not None:

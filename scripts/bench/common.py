@@ -24,7 +24,7 @@ from camexp.accel import autocast, channels_last, chunks, forward_chunk, resolve
 from camexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OutputConfig, RuntimeConfig
 from camexp.data import LOADERS, ImageDataset, Listing, list_dataset
 from camexp.data.loader import loader_settings, make_loader
-from camexp.models import LoadedModel, build_model
+from camexp.models import LoadedModel, PixelModel, build_model
 from camexp.results import RUN_JSON, read_json
 from camexp.runner import run_experiment
 
@@ -209,7 +209,7 @@ def model_floor(loaded: LoadedModel, batches: list[torch.Tensor], n_methods: int
     return seconds
 
 
-def user_model(loaded: LoadedModel) -> nn.Module:
+def user_model(loaded: LoadedModel) -> PixelModel:
     """The model as a library user holds it: same weights, parameters trainable (the default)."""
     return loaded.model.requires_grad_(True).eval()
 
