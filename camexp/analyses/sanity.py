@@ -7,6 +7,13 @@ target is explained again, and each method's map is compared with its map on the
 it is reset to the trained weights and randomised block by block, so memory holds two more copies of the
 weights (the copy and the initial weights), never one per depth. The run's model is never touched.
 
+`sanity.mprt_mode` chooses the variant: `cascading` (above); `independent` (Adebayo et al.'s second variant: each
+block alone randomised, the others at their trained weights); `smooth` (Hedström et al.'s smooth MPRT: cascading,
+every map, the trained one included, the mean over `sanity.mprt_samples` noisy copies of the image, the method's
+`smooth` wrapper with the same noise for every model); `efficient` (Hedström et al.'s efficient MPRT: the relative
+rise of the map's discrete entropy, `sanity.mprt_bins` equal-width bins, once every block is random). Each mode
+writes files and main-table rows of its own (`MODES`), so that no two are confused.
+
 `random_logit`: each image is explained again for a class drawn uniformly from the classes other than its
 target (seeded per image by (`sanity.seed`, image id), recorded), and compared with the target's map by SSIM
 and Spearman. Lower means more class-discriminative; a class-agnostic method (Eigen-CAM, the floors) must give
@@ -20,22 +27,24 @@ the figures.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from camexp.accel import channels_last
 from camexp.analyses.base import analysis
-from camexp.analyses.similarity import MEASURES, similarities
+from camexp.analyses.similarity import MEASURES, discrete_entropy, similarities
 from camexp.analyses.store import recorded_rows
 from camexp.analyses.thumbs import thumbnails
+from camexp.config import SmoothSpec
 from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
-from camexp.explain.core import Explainer
+from camexp.explain.core import Explainer, Explanation
 from camexp.explain.model_methods import seed_of
 from camexp.metrics import MetricResult, Row, settings_of
 from camexp.metrics.batch import REEXPLANATION, BatchContext, class_maps_cost
@@ -47,12 +56,9 @@ from camexp.stats.bootstrap import LONG_COLUMNS, interval_tables, wide_metrics
 if TYPE_CHECKING:
     from camexp.config import ExperimentConfig
 
-MPRT_CSV = "mprt.csv"
 MPRT_COLUMNS = ["index", "image_id", "method", "depth", "block", *MEASURES]
 MPRT_KEY = ["index", "method", "depth"]
-MPRT_MAPS = "mprt_maps.csv"
 MAPS_COLUMNS = ["index", "image_id", "method", "depth", "block", "shape", "data"]
-MPRT_CURVE = "mprt_curve.csv"
 RANDOM_LOGIT_CSV = "random_logit.csv"
 RANDOM_LOGIT_MEASURES = ("ssim", "spearman")
 RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", *RANDOM_LOGIT_MEASURES]
@@ -76,6 +82,36 @@ class SanitySettings(BaseModel):
         "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
         "MPRT, whose seed s reseeds with s + 1)",
     )
+    mprt_mode: Literal["cascading", "independent", "smooth", "efficient"] = Field(
+        "cascading",
+        description="cascading: randomise from the head down, cumulatively (Adebayo et al.); independent: each unit "
+        "alone, the others trained; smooth: cascading with every map the mean over `mprt_samples` noisy copies of "
+        "the image; efficient: the rise in the map's histogram entropy once every unit is random (Hedström et al.)",
+    )
+    mprt_samples: int = Field(50, ge=1, description="smooth: noisy copies of each image a map is averaged over")
+    mprt_noise: float = Field(
+        0.1, ge=0.0, description="smooth: noise standard deviation as a fraction of each image's range (max - min)"
+    )
+    mprt_bins: int = Field(100, ge=1, description="efficient: equal-width bins of each map's histogram")
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> SanitySettings:
+        if self.mprt_mode == "efficient" and self.mprt_blocks is not None:
+            raise ValueError("mprt_blocks: efficient mprt explains only the fully randomised model; leave it out")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The settings added with the modes only when the mode is not cascading, so that a config written before
+        them dumps, and so fingerprints, as it did (tests/analyses/test_settings.py pins those fingerprints)."""
+        out: dict[str, Any] = handler(self)
+        if self.mprt_mode == "cascading":
+            for key in MODE_KEYS:
+                out.pop(key, None)
+        return out
+
+
+MODE_KEYS = ("mprt_mode", "mprt_samples", "mprt_noise", "mprt_bins")
 
 
 SETTINGS_KEY = "sanity"
@@ -86,18 +122,93 @@ def sanity_settings(cfg: ExperimentConfig) -> SanitySettings:
     return settings_of(cfg, SETTINGS_KEY)
 
 
-def mprt_key(measure: str) -> str:
-    return f"mprt_{measure}"
-
-
 def random_logit_key(measure: str) -> str:
     return f"random_logit_{measure}"
 
 
 SHORT = {"spearman": "Spearman", "spearman_abs": "Spearman |·|", "ssim": "SSIM", "hog": "HOG"}
-MPRT_ROWS = tuple(
-    Row(mprt_key(m), f"MPRT {SHORT[m]}, all blocks random", lower_is_better=True, criterion="randomisation")
-    for m in MEASURES
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A similarity `sanity.mprt_mode` as its outputs name it: its files ({stem}.csv, {stem}_maps.csv,
+    {stem}_curve.csv, figures {stem} and {stem}_maps), its main-table rows ({stem}_{measure}, titled `title`,
+    `final` saying what the row summarises), what a depth is (`steps`), its figure link's `subject` and its
+    curves' title (`curve`)."""
+
+    name: str
+    stem: str
+    title: str
+    final: str
+    steps: str
+    subject: str
+    curve: str
+
+    @property
+    def csv(self) -> str:
+        return f"{self.stem}.csv"
+
+    @property
+    def maps(self) -> str:
+        return f"{self.stem}_maps.csv"
+
+    @property
+    def curve_csv(self) -> str:
+        return f"{self.stem}_curve.csv"
+
+    def key(self, measure: str) -> str:
+        return f"{self.stem}_{measure}"
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        return tuple(
+            Row(self.key(m), f"{self.title} {SHORT[m]}, {self.final}", lower_is_better=True, criterion="randomisation")
+            for m in MEASURES
+        )
+
+
+MODES = {
+    m.name: m
+    for m in (
+        Mode(
+            "cascading",
+            "mprt",
+            "MPRT",
+            "all blocks random",
+            "blocks randomised",
+            "Cascading model-parameter randomisation",
+            "Cascading randomisation, from the head down",
+        ),
+        Mode(
+            "independent",
+            "mprt_independent",
+            "MPRT independent",
+            "mean over blocks",
+            "block randomised alone",
+            "Independent model-parameter randomisation",
+            "Independent randomisation, each block alone",
+        ),
+        Mode(
+            "smooth",
+            "smooth_mprt",
+            "Smooth MPRT",
+            "all blocks random",
+            "blocks randomised",
+            "Smooth MPRT (maps averaged over noisy copies)",
+            "Smooth MPRT: cascading randomisation, maps averaged over noisy copies",
+        ),
+    )
+}
+CASCADING = MODES["cascading"]
+MPRT_CSV, MPRT_MAPS, MPRT_CURVE = CASCADING.csv, CASCADING.maps, CASCADING.curve_csv
+MPRT_ROWS = CASCADING.rows
+EFFICIENT_CSV = "efficient_mprt.csv"
+EFFICIENT_COLUMNS = ["index", "image_id", "method", "entropy_trained", "entropy_random", "efficient_mprt"]
+EFFICIENT_ROW = Row(
+    "efficient_mprt",
+    "Efficient MPRT: rise in entropy, all blocks random",
+    lower_is_better=False,
+    criterion="randomisation",
 )
 RANDOM_LOGIT_ROWS = tuple(
     Row(random_logit_key(m), f"Random logit {SHORT[m]}", lower_is_better=True, criterion="randomisation")
@@ -169,10 +280,19 @@ def _frame(ctx: BatchContext, method: str, extra: dict[str, object], values: dic
 
 
 class Mprt:
-    """Streams the cascading randomisation's similarities (mprt.csv) and the figure image's maps (mprt_maps.csv)."""
+    """Streams the randomised models' similarities (the mode's CSV) and the figure image's maps (its maps CSV), or
+    with `efficient` each map's entropy on the trained and the fully randomised model (efficient_mprt.csv)."""
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
+        self.settings = s = sanity_settings(cfg)
+        smoothed = [m.name for m in cfg.methods if not isinstance(m, str) and m.smooth is not None]
+        if s.mprt_mode == "smooth" and smoothed:
+            raise CamexpError(
+                f"sanity.mprt_mode smooth averages every method's maps over noisy copies itself; {smoothed} already "
+                "have a `smooth` setting (list them without it, or use another mode)"
+            )
+        self.smooth = SmoothSpec(n=s.mprt_samples, sigma=s.mprt_noise, seed=s.seed) if s.mprt_mode == "smooth" else None
         self.randomiser: Randomiser | None = None  # built at the first batch, on its device
         self.explainer: Explainer | None = None
 
@@ -180,42 +300,78 @@ class Mprt:
         if self.randomiser is None or self.explainer is None:
             self.randomiser = make_randomiser(self.cfg, ctx.explainer.loaded, ctx.x.device)
             run = ctx.explainer
+            runs = [replace(r, smooth=self.smooth) for r in run.runs] if self.smooth else run.runs
             self.explainer = Explainer(
-                self.randomiser.work, run.runs, run.score, replace(run.scorer, model=self.randomiser.work.model)
+                self.randomiser.work, runs, run.score, replace(run.scorer, model=self.randomiser.work.model)
             )
         return self.randomiser, self.explainer
 
+    def _states(self, randomiser: Randomiser) -> Iterator[tuple[int, Block]]:
+        """Puts the working copy in each state the mode explains, yielding (depth, block) once it is there: after
+        `block` and every block above it is random (cascading, smooth), after `block` alone is (independent), or
+        once every block is (efficient)."""
+        mode = self.settings.mprt_mode
+        blocks = randomiser.blocks
+        explained = [len(blocks)] if mode == "efficient" else checkpoints(blocks, self.settings.mprt_blocks)
+        randomiser.reset()
+        for depth, block in enumerate(blocks, 1):
+            if mode == "independent":
+                if depth not in explained:
+                    continue
+                randomiser.reset()
+            randomiser.randomise(block)
+            if depth in explained:
+                yield depth, block
+
     def update(self, ctx: BatchContext) -> None:
         randomiser, explainer = self._start(ctx)
-        explained = checkpoints(randomiser.blocks, ctx.settings(SETTINGS_KEY).mprt_blocks)
+        mode = self.settings.mprt_mode
+        if mode == "efficient":
+            self._efficient(ctx, randomiser, explainer)
+            return
+        files = MODES[mode]
+        reference: Explanation = ctx.explanation
+        if self.smooth:  # the trained model's map is averaged over the same noisy copies
+            randomiser.reset()
+            reference = explainer.explain(ctx.x, ctx.targets, ctx.image_ids)
         figure = (ctx.batch["index"] == FIGURE_INDEX).nonzero().flatten().tolist()[:1]
         maps_rows = []
         if figure:
             maps_rows = [[FIGURE_INDEX, ctx.image_ids[figure[0]], "", -1, "(image)", *thumbnails(ctx.x[figure])[0]]]
-            maps_rows += self._maps_rows(ctx, figure, ctx.maps, 0, "(trained)")
+            maps_rows += self._maps_rows(ctx, figure, reference.maps, 0, "(trained)")
         frames = []
-        randomiser.reset()
-        for depth, block in enumerate(randomiser.blocks, 1):
-            randomiser.randomise(block)
-            if depth not in explained:
-                continue
+        for depth, block in self._states(randomiser):
             ex = explainer.explain(ctx.x, ctx.targets, ctx.image_ids)
             for m in ctx.methods:
                 values = similarities(
-                    ctx.maps[m], ex.maps[m], MEASURES, ctx.explanation.layer_maps[m], ex.layer_maps[m]
+                    reference.maps[m], ex.maps[m], MEASURES, reference.layer_maps[m], ex.layer_maps[m]
                 )
                 frames.append(_frame(ctx, m, {"depth": depth, "block": block.name}, values))
             if figure:
                 maps_rows += self._maps_rows(ctx, figure, ex.maps, depth, block.name)
-        append_records(ctx.path(MPRT_CSV), pd.concat(frames, ignore_index=True), MPRT_COLUMNS)
+        append_records(ctx.path(files.csv), pd.concat(frames, ignore_index=True), MPRT_COLUMNS)
         if maps_rows:
-            append_records(ctx.path(MPRT_MAPS), pd.DataFrame(maps_rows, columns=MAPS_COLUMNS), MAPS_COLUMNS)
+            append_records(ctx.path(files.maps), pd.DataFrame(maps_rows, columns=MAPS_COLUMNS), MAPS_COLUMNS)
+
+    def _efficient(self, ctx: BatchContext, randomiser: Randomiser, explainer: Explainer) -> None:
+        """Each map's entropy on the trained and on the fully randomised model, and the relative rise."""
+        for _ in self._states(randomiser):
+            ex = explainer.explain(ctx.x, ctx.targets, ctx.image_ids)
+        bins = self.settings.mprt_bins
+        frames = []
+        for m in ctx.methods:
+            before, after = discrete_entropy(ctx.maps[m], bins), discrete_entropy(ex.maps[m], bins)
+            rise = [(b - a) / a if a > 0 else float("nan") for a, b in zip(before, after)]
+            frames.append(
+                _frame(ctx, m, {}, {"entropy_trained": before, "entropy_random": after, "efficient_mprt": rise})
+            )
+        append_records(ctx.path(EFFICIENT_CSV), pd.concat(frames, ignore_index=True), EFFICIENT_COLUMNS)
 
     @staticmethod
     def _maps_rows(
         ctx: BatchContext, figure: list[int], maps: dict[str, torch.Tensor], depth: int, block: str
     ) -> list[list[object]]:
-        """Rows of mprt_maps.csv: the figure image's map of every method at `depth`."""
+        """Rows of the maps CSV: the figure image's map of every method at `depth`."""
         image_id = ctx.image_ids[figure[0]]
         return [[FIGURE_INDEX, image_id, m, depth, block, *thumbnails(v[figure])[0]] for m, v in maps.items()]
 
@@ -223,33 +379,49 @@ class Mprt:
         from camexp.analyses.sanity_plots import draw_mprt_curves, draw_mprt_maps
         from camexp.savefig import figure_link, save_figure
 
-        rows = recorded_rows(out_dir, MPRT_CSV, MPRT_COLUMNS, MPRT_KEY)
+        s = self.settings
+        if s.mprt_mode == "efficient":
+            return []  # its row and its entropies are in the main table (`mprt_result`)
+        files = MODES[s.mprt_mode]
+        rows = recorded_rows(out_dir, files.csv, MPRT_COLUMNS, MPRT_KEY)
         if rows.empty:
-            return ["", f"mprt: no values in {MPRT_CSV} (enable the analysis before the run)."]
+            return ["", f"mprt: no values in {files.csv} (enable the analysis before the run)."]
         curve = mprt_curve(rows, self.cfg)
-        write_csv(curve, out_dir / MPRT_CURVE, index=False, float_format="%.6f")
-        lines = figure_link("Cascading model-parameter randomisation: similarity to the trained model's map", "mprt")
-        save_figure(draw_mprt_curves(curve), out_dir, "mprt")
-        maps = recorded_rows(out_dir, MPRT_MAPS, MAPS_COLUMNS, ["index", "method", "depth"])
+        write_csv(curve, out_dir / files.curve_csv, index=False, float_format="%.6f")
+        lines = figure_link(f"{files.subject}: similarity to the trained model's map", files.stem)
+        save_figure(draw_mprt_curves(curve, files.curve), out_dir, files.stem)
+        maps = recorded_rows(out_dir, files.maps, MAPS_COLUMNS, ["index", "method", "depth"])
         if not maps.empty:
-            save_figure(draw_mprt_maps(maps, self.cfg.method_names), out_dir, "mprt_maps")
-            lines += figure_link(f"Maps of image {maps['image_id'].iloc[0]} as the blocks are randomised", "mprt_maps")
+            save_figure(draw_mprt_maps(maps, self.cfg.method_names), out_dir, f"{files.stem}_maps")
+            lines += figure_link(
+                f"Maps of image {maps['image_id'].iloc[0]} as the blocks are randomised", f"{files.stem}_maps"
+            )
+        smooth = f"; maps averaged over {s.mprt_samples} noisy copies (noise {s.mprt_noise:g})" if self.smooth else ""
         return lines + [
             "",
             f"Mean similarity per depth with {100 * self.cfg.stats.level:g} % bootstrap intervals over "
-            f"{rows['index'].nunique()} images in [{MPRT_CURVE}]({MPRT_CURVE}); blocks re-initialised with the "
-            f"model's own initialisation, seed {sanity_settings(self.cfg).seed}.",
+            f"{rows['index'].nunique()} images in [{files.curve_csv}]({files.curve_csv}); blocks re-initialised with "
+            f"the model's own initialisation, seed {s.seed}{smooth}.",
         ]
 
 
-def mprt_long(rows: pd.DataFrame, final: bool = False) -> pd.DataFrame:
-    """mprt.csv rows in long form (image_id, method, metric, value), metric `measure@depth`; with `final`,
-    the deepest depth only, under the main table's keys (`mprt_key`)."""
+def mprt_long(rows: pd.DataFrame, final: bool = False, mode: Mode = CASCADING) -> pd.DataFrame:
+    """A mode's CSV rows in long form (image_id, method, metric, value), metric `measure@depth`; with `final`,
+    the values the main table's rows summarise (`final_values`), under their keys (`Mode.key`)."""
     if final:
-        rows = rows[rows["depth"] == rows["depth"].max()]
+        rows = final_values(rows, mode)
     long = rows.melt(["image_id", "method", "depth"], list(MEASURES), "measure", "value")
-    metric = long["measure"].map(mprt_key) if final else long["measure"] + "@" + long["depth"].astype(str)
+    metric = long["measure"].map(mode.key) if final else long["measure"] + "@" + long["depth"].astype(str)
     return long.assign(metric=metric)[LONG_COLUMNS]
+
+
+def final_values(rows: pd.DataFrame, mode: Mode) -> pd.DataFrame:
+    """Per image and method, the similarities the main table's rows summarise: the fully randomised model's
+    (cascading, smooth), or their mean over the blocks explained (independent: there is no fully random model)."""
+    if mode.name == "independent":
+        means = rows.groupby(["index", "image_id", "method"], as_index=False)[list(MEASURES)].mean()
+        return means.assign(depth=0)
+    return rows[rows["depth"] == rows["depth"].max()]
 
 
 def mprt_curve(rows: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
@@ -271,33 +443,57 @@ def _final_rows(run_dir: Path, records: pd.DataFrame, methods: list[str], name: 
     return df[df["index"].isin(records["index"]) & df["method"].isin(methods)]
 
 
+def _mode_rows(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> Iterator[tuple[Mode, pd.DataFrame]]:
+    """(mode, its recorded rows of the final images and methods) for every similarity mode with a CSV here."""
+    for mode in MODES.values():
+        if (run_dir / mode.csv).exists():
+            yield mode, _final_rows(run_dir, records, methods, mode.csv, MPRT_COLUMNS)
+
+
 def mprt_per_image(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
-    """Each image's similarity with every block random (the main table's rows), long form; None without mprt.csv."""
-    if not (run_dir / MPRT_CSV).exists():
-        return None
-    return mprt_long(_final_rows(run_dir, records, methods, MPRT_CSV, MPRT_COLUMNS), final=True)
+    """Each image's values that the main table's rows summarise, long form; None without any mode's CSV."""
+    parts = [mprt_long(rows, final=True, mode=mode) for mode, rows in _mode_rows(run_dir, records, methods)]
+    if (run_dir / EFFICIENT_CSV).exists():
+        rows = _final_rows(run_dir, records, methods, EFFICIENT_CSV, EFFICIENT_COLUMNS)
+        parts.append(rows.assign(metric=EFFICIENT_ROW.key, value=rows[EFFICIENT_ROW.key])[LONG_COLUMNS])
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def _undefined(name: str, rows: pd.DataFrame, columns: list[str], what: str) -> str:
+    return f"{name}: {rows['index'].nunique()} images; {what} are left out: " + ", ".join(
+        f"{m} {int(n)}" for m, n in rows[columns].isna().sum().items()
+    )
 
 
 def mprt_result(run_dir: Path, records: pd.DataFrame, methods: list[str]) -> MetricResult:
-    """The main table's rows (similarity with every block random) and the per-depth means of Spearman (abs)."""
-    rows = _final_rows(run_dir, records, methods, MPRT_CSV, MPRT_COLUMNS)
-    if rows.empty:
-        return MetricResult()
-    final = rows[rows["depth"] == rows["depth"].max()].groupby("method")[list(MEASURES)].mean()
-    table = rows.groupby(["depth", "block", "method"])["spearman_abs"].mean().unstack("method")
-    table.index = [f"{d}: {b}" for d, b in table.index]
-    return MetricResult(
-        rows={r.label: {m: float(final.at[m, x]) for m in final.index} for x, r in zip(MEASURES, MPRT_ROWS)},
-        tables={
-            "MPRT: mean Spearman rank correlation (absolute values) by blocks randomised": table.reindex(
-                columns=methods
+    """Per mode recorded: the main table's rows (the similarities of `final_values`; efficient: the rise in
+    entropy) and the per-depth means of Spearman (abs) (efficient: the mean entropies)."""
+    out = MetricResult()
+    for mode, rows in _mode_rows(run_dir, records, methods):
+        if rows.empty:
+            continue
+        final = final_values(rows, mode).groupby("method")[list(MEASURES)].mean()
+        table = rows.groupby(["depth", "block", "method"])["spearman_abs"].mean().unstack("method")
+        table.index = [f"{d}: {b}" for d, b in table.index]
+        title = f"{mode.title}: mean Spearman rank correlation (absolute values) by {mode.steps}"
+        out.merge(
+            MetricResult(
+                rows={r.label: {m: float(final.at[m, x]) for m in final.index} for x, r in zip(MEASURES, mode.rows)},
+                tables={title: table.reindex(columns=methods)},
+                notes=[_undefined(mode.stem, rows, list(MEASURES), "undefined correlations (a constant map)")],
             )
-        },
-        notes=[
-            f"mprt: {rows['index'].nunique()} images; undefined correlations (a constant map) are left out: "
-            + ", ".join(f"{m} {int(n)}" for m, n in rows[list(MEASURES)].isna().sum().items())
-        ],
-    )
+        )
+    rows = _final_rows(run_dir, records, methods, EFFICIENT_CSV, EFFICIENT_COLUMNS)
+    if not rows.empty:
+        means = rows.groupby("method")[EFFICIENT_COLUMNS[3:]].mean()
+        out.merge(
+            MetricResult(
+                rows={EFFICIENT_ROW.label: means[EFFICIENT_ROW.key].to_dict()},
+                tables={"Efficient MPRT: mean entropy of the maps": means.T.reindex(columns=methods)},
+                notes=[_undefined("efficient_mprt", rows, [EFFICIENT_ROW.key], "rises from a zero entropy")],
+            )
+        )
+    return out
 
 
 def other_class(seed: int, key: str, target: int, classes: int) -> int:
@@ -363,18 +559,22 @@ def random_logit_result(run_dir: Path, records: pd.DataFrame, methods: list[str]
 
 
 def mprt_check(cfg: ExperimentConfig, loaded: LoadedModel) -> list[tuple[str, str]]:
-    """`camexp check`: the model's randomisation units (`sanity.mprt_units`), head first, and the configured ones
-    among them."""
+    """`camexp check`: the model's randomisation units (`sanity.mprt_units`), head first, the configured ones
+    among them, and the mode when it is not the default."""
     settings = sanity_settings(cfg)
     blocks = randomisation_units(loaded.model.net, settings.mprt_units)
     checkpoints(blocks, settings.mprt_blocks)
-    return [(f"mprt {settings.mprt_units} (head first)", ", ".join(b.name for b in blocks))]
+    mode = [] if settings.mprt_mode == "cascading" else [("mprt mode", settings.mprt_mode)]
+    return [(f"mprt {settings.mprt_units} (head first)", ", ".join(b.name for b in blocks)), *mode]
 
 
 analysis(
     "mprt",
-    {MPRT_CSV: MPRT_COLUMNS, MPRT_MAPS: MAPS_COLUMNS},
-    rows=MPRT_ROWS,
+    {
+        **{name: cols for m in MODES.values() for name, cols in ((m.csv, MPRT_COLUMNS), (m.maps, MAPS_COLUMNS))},
+        EFFICIENT_CSV: EFFICIENT_COLUMNS,
+    },
+    rows=(*(r for m in MODES.values() for r in m.rows), EFFICIENT_ROW),
     read=mprt_result,
     per_image=mprt_per_image,
     check=mprt_check,

@@ -11,9 +11,9 @@ from camexp.analyses.thumbs import from_thumbnail
 from camexp.savefig import new_figure
 
 
-def draw_mprt_curves(curve: pd.DataFrame) -> Figure:
+def draw_mprt_curves(curve: pd.DataFrame, title: str = "Cascading randomisation, from the head down") -> Figure:
     """Per measure, mean similarity to the trained model's map against the blocks randomised (head first), one
-    line per method with its interval band (mprt_curve.csv's columns)."""
+    line per method with its interval band (mprt_curve.csv's columns); `title`: what the mode randomises."""
     measures = list(dict.fromkeys(curve["measure"]))
     fig = new_figure(4.2 * len(measures), 4.2)
     axes = np.atleast_1d(fig.subplots(1, len(measures), sharey=True))
@@ -29,7 +29,7 @@ def draw_mprt_curves(curve: pd.DataFrame) -> Figure:
     axes[0].set_ylabel("similarity to the trained model's map")
     axes[0].set_ylim(-1.05, 1.05)
     axes[-1].legend(fontsize=7)
-    fig.suptitle("Cascading randomisation, from the head down (interval: bootstrap over images)", fontsize=10)
+    fig.suptitle(f"{title} (interval: bootstrap over images)", fontsize=10)
     return fig
 
 

@@ -7,6 +7,7 @@ raw maps upsampled to the input (it differs from `spearman` only for a method wh
 values, e.g. CAM); `ssim`: scikit-image's structural similarity of the 2-D maps (7 x 7 uniform window, data
 range 1: the range of a normalised map); `hog`: Pearson's correlation of the two maps' histograms of oriented
 gradients (scikit-image's `hog` with its default cells). A correlation with a constant map is undefined: NaN.
+Efficient MPRT measures one map alone: `discrete_entropy`, the entropy of its histogram.
 """
 
 from __future__ import annotations
@@ -72,3 +73,10 @@ def similarities(
         ua, ub = (upsample(r, size).abs().double().cpu().numpy() for r in (raw, raw_other))
         out["spearman_abs"] = [spearman(x, y) for x, y in zip(ua, ub)]
     return out
+
+
+def discrete_entropy(maps: torch.Tensor, bins: int) -> list[float]:
+    """The entropy (natural log) of each (H,W) map's histogram of `bins` equal-width bins between its own minimum
+    and maximum (numpy's `histogram`), the complexity of Hedström et al.'s efficient MPRT (Quantus'
+    `discrete_entropy`); a constant map has all its pixels in one bin: 0."""
+    return [float(stats.entropy(np.histogram(a, bins=bins)[0])) for a in maps.double().cpu().numpy()]

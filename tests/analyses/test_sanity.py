@@ -30,7 +30,7 @@ from camexp.analyses.sanity import (
 from camexp.analyses.similarity import hog_similarity, similarities, spearman, ssim
 from camexp.analyses.thumbs import from_thumbnail, thumbnails
 from camexp.check import check_experiment, render
-from camexp.config import ExperimentConfig, ModelConfig
+from camexp.config import ExperimentConfig
 from camexp.errors import CamexpError
 from camexp.experiment import load_experiment
 from camexp.explain.core import Explainer
@@ -133,19 +133,6 @@ def batch_context(cfg: ExperimentConfig, loaded: LoadedModel, x: torch.Tensor, o
     ex = explainer.explain(x, None, ids)
     batch = {"index": torch.arange(len(x)), "image_id": ids}
     return BatchContext(cfg, explainer, x, ex, batch, validate_settings(cfg), own=lambda name: out / name)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    """test_efficientnet with every weight and statistic moved off its initial value (a stand-in for training:
-    at init its batch norms equal their reset, which would hide a randomised one)."""
-    torch.manual_seed(3)
-    loaded = build_model(ModelConfig(**TINY))
-    with torch.no_grad():
-        for v in loaded.model.net.state_dict().values():
-            if v.is_floating_point():
-                v.add_(0.2 * torch.rand_like(v))
-    return loaded
 
 
 def test_mprt_on_a_tiny_model_follows_where_the_blocks_sit(tmp_path: Path, tiny: LoadedModel) -> None:

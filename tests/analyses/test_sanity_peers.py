@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from camexp.analyses.sanity import MPRT_COLUMNS, MPRT_CSV, Mprt
+from camexp.analyses.sanity import EFFICIENT_COLUMNS, EFFICIENT_CSV, MODES, MPRT_COLUMNS, Mprt
 from camexp.analyses.similarity import spearman, ssim
 from camexp.config import ExperimentConfig
 from camexp.explain.core import Explainer
@@ -32,6 +33,7 @@ from quantus.functions.similarity_func import correlation_spearman  # noqa: E402
 from quantus.functions.similarity_func import ssim as quantus_ssim  # noqa: E402
 
 METHODS = ["gradcam", "eigencam"]
+TINY = {"name": "test_efficientnet", "weights": "random"}
 LITE0 = {"name": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-package"}
 
 
@@ -96,11 +98,12 @@ def test_random_logit_beside_quantus(lite0: LoadedModel, images: torch.Tensor, r
 
 
 def our_mprt(
-    lite0: LoadedModel, images: torch.Tensor, tmp_path: Path, methods: list[str], sanity: dict
+    lite0: LoadedModel, images: torch.Tensor, tmp_path: Path, methods: list[str], sanity: dict, model: dict = LITE0
 ) -> tuple[ExperimentConfig, Any, pd.DataFrame]:
-    """Our `mprt` on `images` with `sanity` settings: (config, the trained model's explanation, mprt.csv rows)."""
+    """Our `mprt` on `images` (ids a, b) with `sanity` settings: (config, the trained model's explanation, the rows
+    of the mode's CSV)."""
     cfg = ExperimentConfig.model_validate(
-        {"name": "p", "dataset": {"root": "."}, "model": LITE0, "methods": methods, "sanity": sanity}
+        {"name": "p", "dataset": {"root": "."}, "model": model, "methods": methods, "sanity": sanity}
     )
     explainer = Explainer(lite0, methods)
     ex = explainer.explain(images)
@@ -108,7 +111,10 @@ def our_mprt(
     Mprt(cfg).update(
         BatchContext(cfg, explainer, images, ex, batch, validate_settings(cfg), own=lambda n: tmp_path / n)
     )
-    return cfg, ex, read_records(tmp_path / MPRT_CSV, MPRT_COLUMNS)
+    mode = cfg.sanity.mprt_mode
+    if mode == "efficient":
+        return cfg, ex, read_records(tmp_path / EFFICIENT_CSV, EFFICIENT_COLUMNS)
+    return cfg, ex, read_records(tmp_path / MODES[mode].csv, MPRT_COLUMNS)
 
 
 def quantus_mprt(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: np.ndarray, explain):
@@ -138,6 +144,7 @@ def test_mprt_beside_quantus(lite0: LoadedModel, images: torch.Tensor, tmp_path:
     by our explainer gives, with its Spearman, the number our Spearman gives on the same maps; our own fully
     randomised model (each block at its constructor's weights) gives another, recorded beside it."""
     cfg, ex, rows = our_mprt(lite0, images, tmp_path, METHODS, {"mprt_blocks": ["conv_stem"]})
+    assert (tmp_path / "mprt.csv").exists()  # the cascading mode's file, as before the modes
     ours = rows.set_index("method")
     work = build_model(cfg.model)
     user = copy.deepcopy(lite0.model)
@@ -169,3 +176,146 @@ def test_mprt_layers_reproduce_quantus(lite0: LoadedModel, images: torch.Tensor,
         copy.deepcopy(lite0.model), images, ex.targets, maps, explain_func(build_model(cfg.model), "gradcam")
     )
     np.testing.assert_allclose(ours["spearman"].to_numpy(), scores[list(scores)[-1]], atol=1e-5)
+
+
+# Issue 30: the other modes beside Quantus 0.6, on the tiny model (fast) and on Lite0 with two photographs (slow).
+# Both randomise as Quantus does (`mprt_units: layers`; Quantus' seed 42 reseeds with 43), our explainer is
+# Quantus' explain function, abs and normalise off.
+CASES = ["tiny", pytest.param("lite0", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest) -> tuple[LoadedModel, dict, torch.Tensor]:
+    """(trained model, its config's model section, two images)."""
+    if request.param == "tiny":
+        x = torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+        return request.getfixturevalue("tiny"), TINY, x
+    return request.getfixturevalue("lite0"), LITE0, request.getfixturevalue("images")
+
+
+def test_independent_mode_reproduces_quantus(case, tmp_path: Path, record_property) -> None:
+    """Quantus' MPRT with layer_order independent (each module alone reset, the others trained) gives, layer by
+    layer, our independent mode's Spearman. Quantus' `return_average_correlation` also averages in the trained
+    model's own similarity (its key `original` is skipped as `orig`): recorded beside our mean over the layers."""
+    loaded, model, images = case
+    sanity = {"mprt_units": "layers", "seed": 43, "mprt_mode": "independent"}
+    cfg, ex, ours = our_mprt(loaded, images, tmp_path, ["gradcam"], sanity, model)
+    metric = quantus.MPRT(
+        similarity_func=correlation_spearman,
+        layer_order="independent",
+        seed=42,
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+    )
+    maps = ex.maps["gradcam"].double().numpy()
+    scores = metric(
+        model=copy.deepcopy(loaded.model),
+        x_batch=images.numpy(),
+        y_batch=ex.targets.numpy(),
+        a_batch=maps[:, None],
+        explain_func=explain_func(build_model(cfg.model), "gradcam"),
+        channel_first=True,
+        device="cpu",
+        batch_size=2,
+    )
+    theirs = {name.removeprefix("net."): v for name, v in scores.items() if name != "original"}
+    mine = ours.groupby("block", sort=False)["spearman"].apply(list)
+    assert sorted(theirs) == sorted(mine.index)
+    for name, values in mine.items():
+        np.testing.assert_allclose(values, theirs[name], atol=1e-5, err_msg=str(name))
+    ours_mean = ours.groupby("index")["spearman"].mean().tolist()
+    record_property(
+        "quantus_average_with_original", [round(v, 4) for v in metric.recompute_average_correlation_per_sample()]
+    )
+    record_property("ours_mean_over_layers", [round(v, 4) for v in ours_mean])
+
+
+def test_smooth_mode_reproduces_quantus(case, tmp_path: Path, monkeypatch, record_property) -> None:
+    """Quantus' SmoothMPRT (top down, only the fully randomised model) draws the noise of n - 1 copies with
+    np.random.randn and explains the last copy without noise; given our standard normal draws and, in place of
+    its noise-free copy, our n-th noisy one (Hedström et al. average n noisy copies), its Spearman of the mean maps
+    equals ours. SmoothMPRT calls `quantus.explain`, not the explain_func it is given, so our explainer stands in
+    for `quantus.explain`; it returns the raw maps upsampled, which both average before comparing. Quantus as
+    shipped (its last copy noise-free) is recorded beside."""
+    from camexp.explain.maps import upsample
+    from camexp.explain.model_methods import image_generators
+    from camexp.models.blocks import reset_layers
+
+    loaded, model, images = case
+    n, noise = 3, 0.1
+    last = reset_layers(loaded.model.net)[-1].name
+    sanity = {"mprt_units": "layers", "seed": 43, "mprt_blocks": [last], "mprt_mode": "smooth"}
+    cfg, ex, ours = our_mprt(loaded, images, tmp_path, ["gradcam"], {**sanity, "mprt_samples": n}, model)
+    # our draws: copy s of image i is the s-th standard normal of its generator, seeded by (seed, image id)
+    gens = image_generators(SimpleNamespace(x=images, image_ids=["a", "b"]), 43)
+    z = [torch.stack([torch.randn(tuple(images.shape[1:]), generator=g) for g in gens]) for _ in range(n)]
+    sigma = noise * (images.amax((1, 2, 3)) - images.amin((1, 2, 3))).view(-1, 1, 1, 1)
+    work = build_model(cfg.model)
+
+    def run(replace_clean: bool) -> list[float]:
+        calls = {"randn": 0, "explain": 0}
+
+        def randn(*shape: int) -> np.ndarray:
+            calls["randn"] += 1
+            return z[(calls["randn"] - 1) % (n - 1)].double().numpy()
+
+        def explain(net: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
+            calls["explain"] += 1
+            x = torch.as_tensor(inputs).float()
+            if replace_clean and calls["explain"] % n == 0:  # Quantus' noise-free copy: our n-th noisy one
+                assert torch.equal(x, images)
+                x = images + sigma * z[n - 1]
+            work.model.load_state_dict(net.state_dict())
+            out = Explainer(work, ["gradcam"]).explain(x, torch.as_tensor(targets).long())
+            return upsample(out.layer_maps["gradcam"], tuple(images.shape[-2:]))[:, None].double().numpy()
+
+        monkeypatch.setattr(np.random, "randn", randn)
+        monkeypatch.setattr(quantus, "explain", explain)
+        scores = quantus.SmoothMPRT(
+            similarity_func=correlation_spearman,
+            layer_order="top_down",
+            seed=42,
+            nr_samples=n,
+            noise_magnitude=noise,
+            skip_layers=True,
+            return_last_correlation=True,
+            abs=False,
+            normalise=False,
+            disable_warnings=True,
+        )(
+            model=copy.deepcopy(loaded.model),
+            x_batch=images.numpy(),
+            y_batch=ex.targets.numpy(),
+            a_batch=None,  # Quantus smooths the trained model's maps itself
+            explain_func=explain,
+            channel_first=True,
+            device="cpu",
+            batch_size=2,
+        )
+        monkeypatch.undo()
+        return [float(v) for v in scores]
+
+    np.testing.assert_allclose(ours["spearman"].to_numpy(), run(replace_clean=True), atol=1e-5)
+    record_property("quantus_last_copy_noise_free", [round(v, 4) for v in run(replace_clean=False)])
+    record_property("ours_n_noisy_copies", [round(float(v), 4) for v in ours["spearman"]])
+
+
+def test_efficient_mode_reproduces_quantus(case, tmp_path: Path) -> None:
+    """Quantus' EfficientMPRT (its defaults: discrete entropy of a 100-bin histogram, (H_random - H) / H) on the
+    fully randomised model equals our efficient mode's rise in entropy."""
+    loaded, model, images = case
+    sanity = {"mprt_units": "layers", "seed": 43, "mprt_mode": "efficient"}
+    cfg, ex, ours = our_mprt(loaded, images, tmp_path, ["gradcam"], sanity, model)
+    maps = ex.maps["gradcam"].double().numpy()
+    scores = quantus.EfficientMPRT(seed=42, disable_warnings=True)(
+        model=copy.deepcopy(loaded.model).eval(),  # Quantus predicts with it, and refuses a model in training mode
+        x_batch=images.numpy(),
+        y_batch=ex.targets.numpy(),
+        a_batch=maps[:, None],
+        explain_func=explain_func(build_model(cfg.model), "gradcam"),
+        channel_first=True,
+        device="cpu",
+        batch_size=2,
+    )
+    np.testing.assert_allclose(ours["efficient_mprt"].to_numpy(), scores, atol=1e-5)
