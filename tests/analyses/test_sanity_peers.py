@@ -46,14 +46,17 @@ def images(lite0: LoadedModel, photo_dir: Path) -> torch.Tensor:
     return torch.stack([t(load_rgb(photo_dir / n))[0] for n in ("chelsea.png", "coffee.png")])
 
 
-def explain_func(loaded: LoadedModel, method: str, seen: list[np.ndarray] | None = None) -> Callable[..., np.ndarray]:
+def explain_func(
+    loaded: LoadedModel, method: str, seen: list[np.ndarray] | None = None, shift: float = 0.0
+) -> Callable[..., np.ndarray]:
     """Quantus' explain_func: our method's normalised maps (B,1,H,W) of the model Quantus hands over (its
-    weights copied into `loaded`, so its randomised copies are explained by our explainer); `seen` collects them."""
+    weights copied into `loaded`, so its randomised copies are explained by our explainer), plus `shift`; `seen`
+    collects them. A shift changes no Spearman and keeps Quantus from stopping on a batch of constant maps (zeros)."""
 
     def explain(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
         loaded.model.load_state_dict(model.state_dict())
         ex = Explainer(loaded, [method]).explain(torch.as_tensor(inputs), torch.as_tensor(targets).long())
-        maps = ex.maps[method][:, None].double().numpy()
+        maps = ex.maps[method][:, None].double().numpy() + shift
         if seen is not None:
             seen.append(maps)
         return maps
@@ -203,7 +206,10 @@ def case(request: pytest.FixtureRequest) -> tuple[LoadedModel, dict, torch.Tenso
 def test_independent_mode_reproduces_quantus(case, tmp_path: Path, record_property) -> None:
     """Quantus' MPRT with layer_order independent (each module alone reset, the others trained) gives, layer by
     layer, our independent mode's Spearman. Quantus' `return_average_correlation` also averages in the trained
-    model's own similarity (its key `original` is skipped as `orig`): recorded beside our mean over the layers."""
+    model's own similarity (its key `original` is skipped as `orig`): recorded beside our mean over the layers.
+    Quantus stops the whole evaluation when a layer's maps of a batch are all zero (on Lite0 and the two photographs
+    one layer makes Grad-CAM's maps constant, which are zeros once normalised); the maps it is given are shifted
+    by 1, which changes no Spearman (a constant map's stays undefined in both)."""
     loaded, model, images = case
     sanity = {"mprt_units": "layers", "seed": 43, "mprt_mode": "independent"}
     cfg, ex, ours = our_mprt(loaded, images, tmp_path, ["gradcam"], sanity, model)
@@ -216,8 +222,8 @@ def test_independent_mode_reproduces_quantus(case, tmp_path: Path, record_proper
         disable_warnings=True,
     )
     maps = ex.maps["gradcam"].double().numpy()
-    explain = explain_func(build_model(cfg.model), "gradcam")
-    scores = on_batch(metric, copy.deepcopy(loaded.model), images, ex.targets, maps[:, None], explain)
+    explain = explain_func(build_model(cfg.model), "gradcam", shift=1.0)
+    scores = on_batch(metric, copy.deepcopy(loaded.model), images, ex.targets, maps[:, None] + 1.0, explain)
     theirs = {name.removeprefix("net."): v for name, v in scores.items() if name != "original"}
     mine = ours.groupby("block", sort=False)["spearman"].apply(list)
     assert sorted(theirs) == sorted(mine.index)
