@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from camexp.analyses.sanity import EFFICIENT_COLUMNS, EFFICIENT_CSV, MODES, MPRT_COLUMNS, Mprt
+from camexp.analyses.sanity import EFFICIENT_COLUMNS, EFFICIENT_CSV, MODES, MPRT_COLUMNS, Mprt, sanity_settings
 from camexp.analyses.similarity import spearman, ssim
 from camexp.config import ExperimentConfig
 from camexp.explain.core import Explainer
@@ -114,7 +114,7 @@ def our_mprt(
     Mprt(cfg).update(
         BatchContext(cfg, explainer, images, ex, batch, validate_settings(cfg), own=lambda n: tmp_path / n)
     )
-    mode = cfg.sanity.mprt_mode
+    mode = sanity_settings(cfg).mprt_mode
     if mode == "efficient":
         return cfg, ex, read_records(tmp_path / EFFICIENT_CSV, EFFICIENT_COLUMNS)
     return cfg, ex, read_records(tmp_path / MODES[mode].csv, MPRT_COLUMNS)
