@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from camexp.accel import channels_last
 from camexp.analyses.base import analysis
 from camexp.analyses.similarity import MEASURES, discrete_entropy, similarities
 from camexp.analyses.store import recorded_rows
 from camexp.analyses.thumbs import thumbnails
-from camexp.config import SmoothSpec
+from camexp.config import FINGERPRINT_IF_SET, SmoothSpec
 from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
@@ -82,36 +82,38 @@ class SanitySettings(BaseModel):
         "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
         "MPRT, whose seed s reseeds with s + 1)",
     )
+    # Added after FINGERPRINT_VERSION 2: in the fingerprint only when set, so that run folders keep theirs.
     mprt_mode: Literal["cascading", "independent", "smooth", "efficient"] = Field(
         "cascading",
         description="cascading: randomise from the head down, cumulatively (Adebayo et al.); independent: each unit "
         "alone, the others trained; smooth: cascading with every map the mean over `mprt_samples` noisy copies of "
         "the image; efficient: the rise in the map's histogram entropy once every unit is random (Hedström et al.)",
+        json_schema_extra=FINGERPRINT_IF_SET,
     )
-    mprt_samples: int = Field(50, ge=1, description="smooth: noisy copies of each image a map is averaged over")
+    mprt_samples: int = Field(
+        50,
+        ge=1,
+        description="smooth: noisy copies of each image a map is averaged over",
+        json_schema_extra=FINGERPRINT_IF_SET,
+    )
     mprt_noise: float = Field(
-        0.1, ge=0.0, description="smooth: noise standard deviation as a fraction of each image's range (max - min)"
+        0.1,
+        ge=0.0,
+        description="smooth: noise standard deviation as a fraction of each image's range (max - min)",
+        json_schema_extra=FINGERPRINT_IF_SET,
     )
-    mprt_bins: int = Field(100, ge=1, description="efficient: equal-width bins of each map's histogram")
+    mprt_bins: int = Field(
+        100,
+        ge=1,
+        description="efficient: equal-width bins of each map's histogram",
+        json_schema_extra=FINGERPRINT_IF_SET,
+    )
 
     @model_validator(mode="after")
     def _mode_settings(self) -> SanitySettings:
         if self.mprt_mode == "efficient" and self.mprt_blocks is not None:
             raise ValueError("mprt_blocks: efficient mprt explains only the fully randomised model; leave it out")
         return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The settings added with the modes only when the mode is not cascading, so that a config written before
-        them dumps, and so fingerprints, as it did (tests/analyses/test_settings.py pins those fingerprints)."""
-        out: dict[str, Any] = handler(self)
-        if self.mprt_mode == "cascading":
-            for key in MODE_KEYS:
-                out.pop(key, None)
-        return out
-
-
-MODE_KEYS = ("mprt_mode", "mprt_samples", "mprt_noise", "mprt_bins")
 
 
 SETTINGS_KEY = "sanity"
