@@ -65,6 +65,11 @@ RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", 
 FIGURE_INDEX = 0  # the data set image whose maps the mprt figure shows
 
 
+def _later(default: Any, description: str, ge: float | None = None) -> Any:
+    """A settings field added after FINGERPRINT_VERSION 2: left out of the fingerprint at its default."""
+    return Field(default, description=description, json_schema_extra=FINGERPRINT_IF_SET, ge=ge)
+
+
 class SanitySettings(BaseModel):
     """The sanity checks `mprt` and `random_logit` (docs/guide/trustworthiness.md, "Sanity checks")."""
 
@@ -82,32 +87,18 @@ class SanitySettings(BaseModel):
         "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
         "MPRT, whose seed s reseeds with s + 1)",
     )
-    # Added after FINGERPRINT_VERSION 2: in the fingerprint only when set, so that run folders keep theirs.
-    mprt_mode: Literal["cascading", "independent", "smooth", "efficient"] = Field(
+    # Added after FINGERPRINT_VERSION 2 (`_later`): in the fingerprint only when set, so run folders keep theirs.
+    mprt_mode: Literal["cascading", "independent", "smooth", "efficient"] = _later(
         "cascading",
-        description="cascading: randomise from the head down, cumulatively (Adebayo et al.); independent: each unit "
-        "alone, the others trained; smooth: cascading with every map the mean over `mprt_samples` noisy copies of "
-        "the image; efficient: the rise in the map's histogram entropy once every unit is random (Hedström et al.)",
-        json_schema_extra=FINGERPRINT_IF_SET,
+        "cascading: randomise from the head down, cumulatively (Adebayo et al.); independent: each unit alone, the "
+        "others trained; smooth: cascading with every map the mean over `mprt_samples` noisy copies of the image; "
+        "efficient: the rise in the map's histogram entropy once every unit is random (Hedström et al.)",
     )
-    mprt_samples: int = Field(
-        50,
-        ge=1,
-        description="smooth: noisy copies of each image a map is averaged over",
-        json_schema_extra=FINGERPRINT_IF_SET,
+    mprt_samples: int = _later(50, "smooth: noisy copies of each image a map is averaged over", ge=1)
+    mprt_noise: float = _later(
+        0.1, "smooth: noise standard deviation as a fraction of each image's range (max - min)", ge=0.0
     )
-    mprt_noise: float = Field(
-        0.1,
-        ge=0.0,
-        description="smooth: noise standard deviation as a fraction of each image's range (max - min)",
-        json_schema_extra=FINGERPRINT_IF_SET,
-    )
-    mprt_bins: int = Field(
-        100,
-        ge=1,
-        description="efficient: equal-width bins of each map's histogram",
-        json_schema_extra=FINGERPRINT_IF_SET,
-    )
+    mprt_bins: int = _later(100, "efficient: equal-width bins of each map's histogram", ge=1)
 
     @model_validator(mode="after")
     def _mode_settings(self) -> SanitySettings:
