@@ -46,17 +46,24 @@ def images(lite0: LoadedModel, photo_dir: Path) -> torch.Tensor:
     return torch.stack([t(load_rgb(photo_dir / n))[0] for n in ("chelsea.png", "coffee.png")])
 
 
+def offsets(maps: np.ndarray) -> np.ndarray:
+    """1, 2, ... per image of a (B,1,H,W) batch."""
+    return np.arange(1.0, len(maps) + 1)[:, None, None, None]
+
+
 def explain_func(
-    loaded: LoadedModel, method: str, seen: list[np.ndarray] | None = None, shift: float = 0.0
+    loaded: LoadedModel, method: str, seen: list[np.ndarray] | None = None, offset: bool = False
 ) -> Callable[..., np.ndarray]:
     """Quantus' explain_func: our method's normalised maps (B,1,H,W) of the model Quantus hands over (its
-    weights copied into `loaded`, so its randomised copies are explained by our explainer), plus `shift`; `seen`
-    collects them. A shift changes no Spearman and keeps Quantus from stopping on a batch of constant maps (zeros)."""
+    weights copied into `loaded`, so its randomised copies are explained by our explainer); `seen` collects them.
+    `offset`: image i's map plus i + 1 (`offsets`), which changes no Spearman and keeps Quantus from stopping on a
+    batch whose maps all hold one value (constant maps are zeros once normalised)."""
 
     def explain(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
         loaded.model.load_state_dict(model.state_dict())
         ex = Explainer(loaded, [method]).explain(torch.as_tensor(inputs), torch.as_tensor(targets).long())
-        maps = ex.maps[method][:, None].double().numpy() + shift
+        maps = ex.maps[method][:, None].double().numpy()
+        maps = maps + offsets(maps) if offset else maps
         if seen is not None:
             seen.append(maps)
         return maps
@@ -207,9 +214,9 @@ def test_independent_mode_reproduces_quantus(case, tmp_path: Path, record_proper
     """Quantus' MPRT with layer_order independent (each module alone reset, the others trained) gives, layer by
     layer, our independent mode's Spearman. Quantus' `return_average_correlation` also averages in the trained
     model's own similarity (its key `original` is skipped as `orig`): recorded beside our mean over the layers.
-    Quantus stops the whole evaluation when a layer's maps of a batch are all zero (on Lite0 and the two photographs
-    one layer makes Grad-CAM's maps constant, which are zeros once normalised); the maps it is given are shifted
-    by 1, which changes no Spearman (a constant map's stays undefined in both)."""
+    Quantus stops the whole evaluation when a layer's maps of a batch all hold one value (on Lite0 and the two
+    photographs a layer makes Grad-CAM's maps constant, zeros once normalised); the maps it is given are offset by
+    1 and 2 per image, which changes no Spearman (a constant map's stays undefined in both)."""
     loaded, model, images = case
     sanity = {"mprt_units": "layers", "seed": 43, "mprt_mode": "independent"}
     cfg, ex, ours = our_mprt(loaded, images, tmp_path, ["gradcam"], sanity, model)
@@ -222,8 +229,9 @@ def test_independent_mode_reproduces_quantus(case, tmp_path: Path, record_proper
         disable_warnings=True,
     )
     maps = ex.maps["gradcam"].double().numpy()
-    explain = explain_func(build_model(cfg.model), "gradcam", shift=1.0)
-    scores = on_batch(metric, copy.deepcopy(loaded.model), images, ex.targets, maps[:, None] + 1.0, explain)
+    explain = explain_func(build_model(cfg.model), "gradcam", offset=True)
+    a_batch = maps[:, None] + offsets(maps[:, None])
+    scores = on_batch(metric, copy.deepcopy(loaded.model), images, ex.targets, a_batch, explain)
     theirs = {name.removeprefix("net."): v for name, v in scores.items() if name != "original"}
     mine = ours.groupby("block", sort=False)["spearman"].apply(list)
     assert sorted(theirs) == sorted(mine.index)
