@@ -574,7 +574,8 @@ analysis(
     settings=SanitySettings,
     settings_key=SETTINGS_KEY,
     cost=f"one re-explanation of every method ({REEXPLANATION}) per explained depth of a randomised copy of the "
-    "model (sanity.mprt_blocks and the last; default every block), and the copy's weights reloaded per batch",
+    "model (sanity.mprt_blocks and the last; default every block), and the copy's weights reloaded per batch; "
+    "mprt_mode independent: the same; smooth: mprt_samples times (1 + the depths explained); efficient: one",
 )(Mprt)
 analysis(
     "random_logit",
