@@ -77,11 +77,12 @@ class Scorer:
             self._per_image[shape] = max(1, activation_bytes(self.model, x[:1]))
         return even_chunk(n, max(1, min(MAX_FORWARD, self.pass_budget // self._per_image[shape])))
 
-    def logits(self, images: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """Logits of (N,3,H,W) images (pixel space, or model space when `normalized`), chunked."""
+    def logits(self, images: torch.Tensor, normalized: bool = False, chunk: int | None = None) -> torch.Tensor:
+        """Logits of (N,3,H,W) images (pixel space, or model space when `normalized`), in forwards of `chunk`
+        images (default: the scorer's)."""
         outs = []
         with torch.inference_mode(), autocast(images.device, self.amp):
-            for span in chunks(len(images), self.chunk):
+            for span in chunks(len(images), chunk or self.chunk):
                 part = self._layout(images[span])
                 outs.append(self.model.net(part if normalized else self.model.normalize(part)))
         return torch.cat(outs)

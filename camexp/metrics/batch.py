@@ -136,12 +136,15 @@ class BatchContext:
         return self.cached(("full", kind), lambda: target_scores(self.explanation.logits, self.targets, kind))
 
     def scores(self, count: int, images: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """(count,) float64 scores (`score_kind`) of model-space images built chunk by chunk: `images(jobs)`
-        returns the images of job numbers `jobs`; targets (count,). Memory holds one chunk at a time."""
+        """(count,) float64 scores (`score_kind`) of model-space images built pass by pass: `images(jobs)`
+        returns the images of job numbers `jobs`; targets (count,). Memory holds one pass at a time, as large as
+        the scorer allots generated images (`Scorer.pass_chunk`: on the CPU, the cost is per pass)."""
         out = torch.empty(count, dtype=torch.float64, device=self.x.device)
-        for span in chunks(count, self.scorer.chunk):
+        chunk = self.scorer.pass_chunk(self.x, count)
+        for span in chunks(count, chunk):
             jobs = torch.arange(span.start, span.stop, device=self.x.device)
-            out[jobs] = target_scores(self.scorer.logits(images(jobs), normalized=True), targets[jobs], self.score_kind)
+            logits = self.scorer.logits(images(jobs), normalized=True, chunk=chunk)
+            out[jobs] = target_scores(logits, targets[jobs], self.score_kind)
         return out
 
     def class_maps(self, pos: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -137,7 +137,7 @@ PEERS: dict[str, tuple[str, Callable[[Batches, Any], float]]] = {
 def criteria_bench(images: Path, n: int | None, batch_size: int, rounds: int, names: list[str]) -> dict:
     """Per metric: camexp's seconds (settings validated once, as a run does) against its peer's, in alternating
     warm rounds on the same maps; the ratio peer/camexp is camexp's speed-up (target >= 1)."""
-    loaded, batches = metric_batches(images, n, batch_size, METHOD)
+    loaded, batches = metric_batches(images, n, batch_size, METHOD, passes=True)  # as a CPU run
     count = sum(len(x) for x, _, _ in batches)
     report: dict[str, Any] = {}
     for name in names:

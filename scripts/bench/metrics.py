@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from camexp.accel import CPU_FORWARD_CHUNK
+from camexp.accel import CPU_FORWARD_CHUNK, pass_budget
 from camexp.config import DatasetConfig, ExperimentConfig
 from camexp.data import build_dataset, collate
 from camexp.models import LoadedModel, build_model
@@ -52,15 +52,20 @@ def time_batch_metrics(cfg: ExperimentConfig, names: list[str], batches: list) -
     return time.perf_counter() - start
 
 
-def metric_batches(images: Path, n: int | None, batch_size: int, method: str) -> tuple[LoadedModel, list]:
-    """Lite0, and per batch: the images, the explainer and its Explanation of `method` (computed once)."""
+def metric_batches(
+    images: Path, n: int | None, batch_size: int, method: str, passes: bool = False
+) -> tuple[LoadedModel, list]:
+    """Lite0, and per batch: the images, the explainer and its Explanation of `method` (computed once).
+    `passes`: the metrics' generated images run in passes sized by memory, as in a CPU run (`accel.pass_budget`);
+    else in forward chunks of CPU_FORWARD_CHUNK, the size the peers of `--metrics` are given."""
     from camexp.explain.core import Explainer
     from camexp.explain.scoring import Scorer
 
     cfg = camexp_config(images, n, batch_size, 0, Path(tempfile.mkdtemp()))
     loaded = build_model(cfg.model)
     loaded.model.to(memory_format=torch.channels_last)
-    explainer = Explainer(loaded, [method], scorer=Scorer(loaded.model, chunk=CPU_FORWARD_CHUNK))
+    budget = pass_budget(torch.device("cpu"), None) if passes else None
+    explainer = Explainer(loaded, [method], scorer=Scorer(loaded.model, chunk=CPU_FORWARD_CHUNK, pass_budget=budget))
     ds = build_dataset(cfg.dataset, loaded.spec)
     out = []
     for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
