@@ -62,7 +62,7 @@ def test_attributions_run_with_every_batch_metric_kept_maps_and_the_report(tmp_p
     pixel = set(NAMES) - {"gradcam", "vargrad-gradcam"}
     assert all(kept[n] == {(224, 224)} for n in pixel) and kept["gradcam"] == kept["vargrad-gradcam"] != {(224, 224)}
     meta = json.loads((out / "run.json").read_text())
-    assert meta["methods"]["gradient"]["params"] == {"reduce": "max_abs"}
+    assert meta["methods"]["gradient"]["params"] == {"reduce": "max_abs", "smoothing": 0.0}
     assert meta["methods"]["smoothgrad"]["params"]["smooth"] == {"n": 2, "sigma": 0.15, "kind": "mean", "seed": 0}
     assert meta["method_counts"]["ig"] == {"forwards": 4, "backwards": 4}
 
