@@ -178,6 +178,12 @@ SETTINGS_KEYS = ("perturbation", "keep", "pointing", "road", "localization", "sa
 FINGERPRINT_IF_SET: JsonDict = {"fingerprint": "if set"}
 
 
+def field_if_set(default: Any, description: str, ge: float | None = None) -> Any:
+    """A settings field marked FINGERPRINT_IF_SET: added after FINGERPRINT_VERSION, in the fingerprint only when
+    set to another value than `default`."""
+    return Field(default, description=description, json_schema_extra=FINGERPRINT_IF_SET, ge=ge)
+
+
 # The key under which a method's `smooth` setting travels with its parameters (camexp/explain/core.py: MethodRun).
 SMOOTH_KEY = "smooth"
 

@@ -41,7 +41,7 @@ from camexp.analyses.base import analysis
 from camexp.analyses.similarity import MEASURES, discrete_entropy, similarities
 from camexp.analyses.store import recorded_rows
 from camexp.analyses.thumbs import thumbnails
-from camexp.config import FINGERPRINT_IF_SET, SmoothSpec
+from camexp.config import SmoothSpec, field_if_set
 from camexp.csvsafe import write_csv
 from camexp.errors import CamexpError
 from camexp.explain.core import Explainer, Explanation
@@ -65,11 +65,6 @@ RANDOM_LOGIT_COLUMNS = ["index", "image_id", "method", "target", "other_class", 
 FIGURE_INDEX = 0  # the data set image whose maps the mprt figure shows
 
 
-def _later(default: Any, description: str, ge: float | None = None) -> Any:
-    """A settings field added after FINGERPRINT_VERSION 2: left out of the fingerprint at its default."""
-    return Field(default, description=description, json_schema_extra=FINGERPRINT_IF_SET, ge=ge)
-
-
 class SanitySettings(BaseModel):
     """The sanity checks `mprt` and `random_logit` (docs/guide/trustworthiness.md, "Sanity checks")."""
 
@@ -87,18 +82,18 @@ class SanitySettings(BaseModel):
         "reset_parameters, one at a time, reset by PyTorch after seeding the global RNG with `seed` (Quantus' "
         "MPRT, whose seed s reseeds with s + 1)",
     )
-    # Added after FINGERPRINT_VERSION 2 (`_later`): in the fingerprint only when set, so run folders keep theirs.
-    mprt_mode: Literal["cascading", "independent", "smooth", "efficient"] = _later(
+    # Added after FINGERPRINT_VERSION 2 (`field_if_set`): in the fingerprint only when set, so run folders keep theirs.
+    mprt_mode: Literal["cascading", "independent", "smooth", "efficient"] = field_if_set(
         "cascading",
         "cascading: randomise from the head down, cumulatively (Adebayo et al.); independent: each unit alone, the "
         "others trained; smooth: cascading with every map the mean over `mprt_samples` noisy copies of the image; "
         "efficient: the rise in the map's histogram entropy once every unit is random (Hedström et al.)",
     )
-    mprt_samples: int = _later(50, "smooth: noisy copies of each image a map is averaged over", ge=1)
-    mprt_noise: float = _later(
+    mprt_samples: int = field_if_set(50, "smooth: noisy copies of each image a map is averaged over", ge=1)
+    mprt_noise: float = field_if_set(
         0.1, "smooth: noise standard deviation as a fraction of each image's range (max - min)", ge=0.0
     )
-    mprt_bins: int = _later(100, "efficient: equal-width bins of each map's histogram", ge=1)
+    mprt_bins: int = field_if_set(100, "efficient: equal-width bins of each map's histogram", ge=1)
 
     @model_validator(mode="after")
     def _mode_settings(self) -> SanitySettings:

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from camexp.config import FINGERPRINT_IF_SET
+from camexp.config import field_if_set
 from camexp.errors import CamexpError
 from camexp.io import read_user_text
 from camexp.metrics.base import MetricResult, PerImage, Row, batch_metric, settings_of
@@ -88,12 +88,11 @@ class PointingSettings(BaseModel):
         "less than this share of the image, another "
         "class present",
     )
-    difficult_pairs: Path | None = Field(
+    difficult_pairs: Path | None = field_if_set(
         None,
-        description="difficult subset: the (image, class) pairs this file flags instead of the area rule; TorchRay's "
+        "difficult subset: the (image, class) pairs this file flags instead of the area rule; TorchRay's "
         "format (pointing_game_ebp_voc07_difficult.txt): per line an image name and one 0/1 flag per class, in the "
         "data set's class order; an image not in the file counts in full, as in TorchRay",
-        json_schema_extra=FINGERPRINT_IF_SET,
     )
     energy_max_area: float = Field(
         0.5,
