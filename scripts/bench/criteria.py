@@ -24,7 +24,7 @@ from .common import loaded_config, warm_rounds
 from .metrics import metric_batches, time_batch_metrics
 
 METHOD = "gradcam++"
-Batches = list[tuple[torch.Tensor, Any, Any]]
+Batches = list[tuple[torch.Tensor, Any, Any, list[str]]]
 
 
 class PixelFeatures(nn.Module):
@@ -57,7 +57,7 @@ def _quantus_correlation(batches: Batches, loaded: Any) -> float:
         nr_runs=100, subset_size=224, perturb_func=zero_at, abs=False, return_aggregate=False, disable_warnings=True
     )
     start = time.perf_counter()
-    for x, _, ex in batches:
+    for x, _, ex, _ in batches:
         xn = loaded.model.normalize(x).float()
         mask = np.ones((len(x), 1, *x.shape[-2:]), dtype=np.float32)
         net = PixelFeatures(loaded.model.net, xn).eval()
@@ -78,7 +78,7 @@ def _quantus_irof(batches: Batches, loaded: Any) -> float:
     np.trapz = getattr(np, "trapezoid", trapz)  # type: ignore[attr-defined]  # Quantus 0.6 calls np.trapz (gone in numpy 2.4)
     try:
         start = time.perf_counter()
-        for x, _, ex in batches:
+        for x, _, ex, _ in batches:
             model = loaded.model.eval()
             metric(model=model, x_batch=x.numpy(), y_batch=ex.targets.numpy(), a_batch=_maps(ex), softmax=True)
         return time.perf_counter() - start
@@ -98,7 +98,7 @@ def _captum_infidelity(batches: Batches, loaded: Any) -> float:
         return torch.softmax(loaded.model.net(inputs), 1)
 
     start = time.perf_counter()
-    for x, _, ex in batches:
+    for x, _, ex, _ in batches:
         xn = loaded.model.normalize(x).float()
         attributions = ex.maps[METHOD][:, None].expand(-1, 3, -1, -1)
         with torch.no_grad():
@@ -114,7 +114,7 @@ def _quantus_maps_only(name: str) -> Callable[[Batches, Any], float]:
 
         metric = getattr(quantus, name)(disable_warnings=True, return_aggregate=False)
         start = time.perf_counter()
-        for x, _, ex in batches:
+        for x, _, ex, _ in batches:
             a = _maps(ex)
             metric(model=None, x_batch=np.zeros((len(x), 3, *x.shape[-2:])), y_batch=ex.targets.numpy(), a_batch=a)
         return time.perf_counter() - start
@@ -138,7 +138,7 @@ def criteria_bench(images: Path, n: int | None, batch_size: int, rounds: int, na
     """Per metric: camexp's seconds (settings validated once, as a run does) against its peer's, in alternating
     warm rounds on the same maps; the ratio peer/camexp is camexp's speed-up (target >= 1)."""
     loaded, batches = metric_batches(images, n, batch_size, METHOD, passes=True)  # as a CPU run
-    count = sum(len(x) for x, _, _ in batches)
+    count = sum(len(x) for x, _, _, _ in batches)
     report: dict[str, Any] = {}
     for name in names:
         peer, run = PEERS[name]

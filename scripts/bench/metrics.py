@@ -45,8 +45,8 @@ def time_batch_metrics(cfg: ExperimentConfig, names: list[str], batches: list) -
 
     entries, settings = batch_metrics(names), validate_settings(cfg)
     start = time.perf_counter()
-    for x, explainer, ex in batches:
-        mb = BatchContext(cfg, explainer, x, ex, {}, settings)
+    for x, explainer, ex, ids in batches:
+        mb = BatchContext(cfg, explainer, x, ex, {"image_id": ids}, settings)
         for entry in entries:
             entry.compute(mb)
     return time.perf_counter() - start
@@ -55,7 +55,8 @@ def time_batch_metrics(cfg: ExperimentConfig, names: list[str], batches: list) -
 def metric_batches(
     images: Path, n: int | None, batch_size: int, method: str, passes: bool = False
 ) -> tuple[LoadedModel, list]:
-    """Lite0, and per batch: the images, the explainer and its Explanation of `method` (computed once).
+    """Lite0, and per batch: the images, the explainer, its Explanation of `method` (computed once) and the
+    images' ids (what a run's batch hands the metrics: seeded metrics key their noise by them).
     `passes`: the metrics' generated images run in passes sized by memory, as in a CPU run (`accel.pass_budget`);
     else in forward chunks of CPU_FORWARD_CHUNK, the size the peers of `--metrics` are given."""
     from camexp.explain.core import Explainer
@@ -70,7 +71,7 @@ def metric_batches(
     out = []
     for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
         x = b["image"].contiguous(memory_format=torch.channels_last)
-        out.append((x, explainer, explainer.explain(x)))
+        out.append((x, explainer, explainer.explain(x), b["image_id"]))
     return loaded, out
 
 
@@ -97,7 +98,7 @@ def metrics_bench(
         road={"percentiles": percentiles},
     )
     net = loaded.model.net
-    count = sum(len(x) for x, _, _ in batches)
+    count = sum(len(x) for x, _, _, _ in batches)
 
     def camexp_metric(names: tuple[str, ...]) -> float:
         return time_batch_metrics(cfg, list(names), batches)
@@ -111,7 +112,7 @@ def metrics_bench(
             batch_size=chunk,
         )
         start = time.perf_counter()
-        for x, _, ex in batches:
+        for x, _, ex, _ in batches:
             extractor.maps = ex.maps[method]
             metric.update(loaded.model.normalize(x), class_idx=ex.targets.tolist())
         return time.perf_counter() - start
@@ -120,14 +121,14 @@ def metrics_bench(
         forwards = 1 + 2 * (steps - 1)  # per image, one method, both curves sharing the zero substrate: camexp's count
         start = time.perf_counter()
         with torch.inference_mode():
-            for x, _, _ in batches:
+            for x, _, _, _ in batches:
                 bare_forwards(net, loaded.model.normalize(x), forwards * len(x), chunk)
         return time.perf_counter() - start
 
     def pgc_road() -> float:
         road = ROADCombined(percentiles=percentiles)
         start = time.perf_counter()
-        for x, _, ex in batches:
+        for x, _, ex, _ in batches:
             road(
                 loaded.model.normalize(x),
                 ex.maps[method].numpy(),

@@ -58,7 +58,7 @@ def robustness_bench(
         metrics=list(NAMES),
         settings={"robustness": {"samples": samples, "radius": radius}},
     )
-    count = sum(len(x) for x, _, _ in batches)
+    count = sum(len(x) for x, _, _, _ in batches)
     model = loaded.model.eval()
 
     def camexp_metrics() -> float:
@@ -66,7 +66,7 @@ def robustness_bench(
 
     def floor() -> float:
         start = time.perf_counter()
-        for x, _, ex in batches:
+        for x, _, ex, _ in batches:
             copies = x.repeat(samples, 1, 1, 1)
             forward_backward_floor(loaded, copies, ex.targets.repeat(samples))
         return time.perf_counter() - start
@@ -83,7 +83,7 @@ def robustness_bench(
             quantus.RelativeInputStability(**common),
         ]
         start = time.perf_counter()
-        for x, explainer, ex in batches:
+        for x, explainer, ex, _ in batches:
 
             def explain(
                 model: object, inputs: np.ndarray, targets: np.ndarray, explainer: Explainer = explainer, **kw: object
