@@ -36,9 +36,7 @@ def normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     span = hi - lo
     scale = torch.maximum(hi.abs(), lo.abs())
     constant = (span <= CONSTANT_RTOL * scale) | (span == 0)
-    out = torch.where(
-        constant, torch.zeros_like(maps), (maps - lo) / torch.where(constant, torch.ones_like(span), span)
-    )
+    out = (maps - lo).div_(torch.where(constant, torch.inf, span))  # a constant map: (maps - lo) / inf = 0
     return out, constant.view(-1)
 
 

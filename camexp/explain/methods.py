@@ -77,9 +77,9 @@ def gradcampp_alpha(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     needs no epsilon: with |G| ~ 1e-3 an eps of 1e-6 would swamp the true denominator. alpha = 0 where
     G = 0 or where the denominator vanishes.
     """
-    denom = 2.0 + A.sum((2, 3), keepdim=True) * G
-    ok = (G != 0) & (denom != 0)
-    return torch.where(ok, 1.0 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+    denom = (A.sum((2, 3), keepdim=True) * G).add_(2.0)
+    ok = torch.logical_and(G, denom)  # G != 0 and denom != 0, in one pass
+    return torch.where(ok, denom.reciprocal_(), 0.0)  # 1/0 = inf where not ok is never chosen
 
 
 def gradcampp_weights(alpha: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
