@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from functools import cache
 
 import torch
 
@@ -77,6 +79,18 @@ def channels_last(device: torch.device) -> bool:
     """Whether to run convolutions in NHWC: cuDNN's tensor-core kernels want it, and oneDNN on CPU ran
     EfficientNet-Lite0 1.8x faster in it (48 images at 224, 2 cores). It moves logits by ~5e-6."""
     return device.type in ("cuda", "cpu")
+
+
+@cache
+def host_threads() -> ThreadPoolExecutor:
+    """Host threads for serial host work that releases the GIL (numpy's generators), one per torch thread: with
+    an accelerator the robustness metrics draw each image's seeded noise on one of them, all images at once (on
+    the CPU, torch's own threads hold the cores). Made on first use, shared by the process; a forked child (a
+    loader worker) makes its own."""
+    return ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="camexp-host")
+
+
+os.register_at_fork(after_in_child=host_threads.cache_clear)
 
 
 CPU_FORWARD_CHUNK = 8

@@ -3,12 +3,13 @@ changes imperceptibly.
 
 Every image x of a batch gets S = `robustness.samples` perturbed copies x' = x + u, u uniform in the L∞ ball
 of radius r = `robustness.radius` in [0,1] pixel space (each pixel and channel independently in [-r, r], not
-clipped), drawn from a generator seeded per (runtime.seed, image key) (`seed_of`), so a value depends on
-neither the batch nor the process that computed it, and every method sees the same copies. All S x B copies
-of a batch are re-explained for the image's target in one explainer call (one forward, one backward if a
-method needs gradients, every method's maps), shared by the four metrics. Maps e are the run's (upsampled,
-min-max normalised), ||.|| is `robustness.norm` (l2: Euclidean over all pixels, Quantus' default; linf) and
-values are float64 (the differences are taken in the maps' and images' float32, as Quantus takes them):
+clipped), drawn by numpy's PCG64 seeded per (runtime.seed, image key) (`seed_of`), so a value
+depends on neither the batch, the device nor the process that computed it, and every method sees the same
+copies. All S x B copies of a batch are re-explained for the image's target in one explainer call (one
+forward, one backward if a method needs gradients, every method's maps), shared by the four metrics. Maps e
+are the run's (upsampled, min-max normalised), ||.|| is `robustness.norm` (l2: Euclidean over all pixels,
+Quantus' default; linf) and values are float64 (the differences are taken in the maps' and images' float32,
+as Quantus takes them):
 
 - `max_sensitivity` (Yeh et al., NeurIPS 2019): max over the copies of ||e(x') - e(x)|| / ||e(x)||.
 - `avg_sensitivity` (Yeh et al. 2019): the mean over the copies of the same ratio.
@@ -24,12 +25,15 @@ as skipped. Lower is better for all four.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from camexp.accel import host_threads
 from camexp.explain.model_methods import seed_of
 from camexp.metrics.base import PerImage, Row, batch_metric, settings_of
 from camexp.metrics.batch import BatchContext
@@ -71,15 +75,35 @@ def norms(v: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.linalg.vector_norm(v.flatten(2), ord=torch.inf if kind == "linf" else 2, dim=-1).double()
 
 
-def perturbed(x: torch.Tensor, keys: list[str], seed: int, samples: int, radius: float) -> torch.Tensor:
-    """(S, B, 3, H, W) copies x + u of pixel images x (B,3,H,W), u ~ U[-r, r] drawn on the CPU from one
-    generator per image seeded by (seed, image key), so the copies are the same on every device."""
-    noise = torch.empty((samples, len(keys), *x.shape[1:]))
-    for i, key in enumerate(keys):
-        g = torch.Generator().manual_seed(seed_of(seed, key, KEY))
-        noise[:, i] = torch.rand((samples, *x.shape[1:]), generator=g)
-    noise.mul_(2).sub_(1).mul_(radius)  # (u * 2 - 1) * r, same roundings: 3 passes over all copies, not 3 per image
-    return x[None] + noise.to(x.device, x.dtype)
+def perturbed(
+    x: torch.Tensor, keys: list[str], seed: int, samples: int, radius: float, parallel: bool | None = None
+) -> torch.Tensor:
+    """(S, B, 3, H, W) copies x + u of pixel images x (B,3,H,W): u = (2v - 1) * r rounded once to float32, where
+    v (S,3,H,W) is `numpy.random.default_rng(seed_of(seed, key, "robustness")).random(dtype=float32)` for the
+    image's key (uniform in [0, 1) on a 2^-24 grid), so the copies are the same on every device.
+
+    numpy makes v from the top 24 bits k of each 32-bit half (low half first) of the generator's raw 64-bit
+    draws, v = k / 2^24; here 2v - 1 = (k - 2^23) / 2^23 exactly, so u is the integer k - 2^23 times r / 2^23,
+    rounded once. Only the raw draws (serial per image) run on the host; the rest are torch passes on x's
+    device. `parallel` (default: x is not on the CPU) draws the images on the host threads at once
+    (`host_threads`; numpy releases the GIL): with an accelerator the host cores are idle, but a CPU run's cores
+    belong to torch's threads, which spin a while after each op, and drawing beside them was slower (4 images
+    at 224², S = 5, right after a forward on 2 cores: 7.0 ms serially, 7.6-8.1 on the host threads; numpy's own
+    float conversion took 9.2 there, and torch's per-image generators, before, 13-15)."""
+    shape = (samples, *x.shape[1:])
+    n = math.prod(shape)
+
+    def raw(key: str) -> np.ndarray:  # an odd n uses the low half of one more draw, as numpy does
+        bits = np.random.PCG64(seed_of(seed, key, KEY)).random_raw((n + 1) // 2)
+        return bits.view(np.int32)[:n].reshape(shape)
+
+    parallel = x.device.type != "cpu" if parallel is None else parallel
+    noise = torch.empty((samples, len(keys), *x.shape[1:]), device=x.device)
+    for i, bits in enumerate(list(host_threads().map(raw, keys)) if parallel else map(raw, keys)):
+        k = torch.from_numpy(bits).to(x.device)
+        k.bitwise_xor_(-(1 << 31)).bitwise_right_shift_(8)  # (k >> 8) - 2^23 of the unsigned bits, in int32
+        torch.mul(k, radius / (1 << 23), out=noise[:, i])
+    return noise.to(x.dtype).add_(x.contiguous()[None])
 
 
 @dataclass
@@ -96,9 +120,12 @@ class Changes:
     same_prediction: torch.Tensor
 
 
-def relative(base: torch.Tensor, other: torch.Tensor, eps: float) -> torch.Tensor:
-    """(base - other) / base element-wise, a zero of `base` replaced by eps (Quantus' RIS)."""
-    return (base - other).div_(torch.where(base == 0, eps, base))
+def change_norms(changed: torch.Tensor, base: torch.Tensor, eps: float, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, B) ||x' - x|| and ||(x - x') / x|| (element-wise, a zero of x replaced by eps: Quantus' RIS) of copies
+    x' = `changed` (S, B, ...) of `base` x (1, B, ...). `changed` is overwritten: its buffer holds x' - x, then
+    the relative change (x' - x is exactly -(x - x'), and norms ignore the sign), so no copy of S x B images."""
+    change = changed.sub_(base)
+    return norms(change, kind), norms(change.div_(torch.where(base == 0, eps, base)), kind)
 
 
 def changes(batch: BatchContext) -> Changes:
@@ -111,20 +138,20 @@ def changes(batch: BatchContext) -> Changes:
     again = batch.explainer.explain(
         copies.flatten(0, 1), batch.targets.repeat(s.samples), None if ids is None else ids * s.samples
     )
-    base = x[None]
+    base = x.contiguous()[None]  # the copies' layout: a channels-last x would make the passes strided
+    input_change, relative_input_change = change_norms(copies, base, s.eps_min, s.norm)  # copies: explained
     map_change, relative_map_change, map_norm = {}, {}, {}
     for m in batch.methods:
         e0 = batch.maps[m][None]
         e1 = again.maps[m].view(s.samples, *e0.shape[1:])
-        map_change[m] = norms(e1 - e0, s.norm)
-        relative_map_change[m] = norms(relative(e0, e1, s.eps_min), s.norm)
+        map_change[m], relative_map_change[m] = change_norms(e1, e0, s.eps_min, s.norm)
         map_norm[m] = norms(e0, s.norm)[0]
     return Changes(
         map_change,
         relative_map_change,
         map_norm,
-        norms(copies - base, s.norm),
-        norms(relative(base, copies, s.eps_min), s.norm),
+        input_change,
+        relative_input_change,
         again.logits.argmax(1).view(s.samples, b) == batch.logits.argmax(1)[None],
     )
 

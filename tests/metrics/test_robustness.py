@@ -116,6 +116,31 @@ def test_copies_are_seeded_per_image_not_per_batch() -> None:
     assert (together - x[None]).abs().max() <= 0.1 + 1e-7
 
 
+@pytest.mark.parametrize(
+    ("shape", "samples", "layout", "dtype"),
+    [
+        ((3, 5, 5), 1, torch.contiguous_format, torch.float32),  # 75 values: odd, half of the last draw
+        ((3, 6, 8), 4, torch.channels_last, torch.float32),  # a run's layout, x + u added on the host threads
+        ((3, 7, 9), 3, torch.contiguous_format, torch.float64),  # not float32: noise cast, then added by torch
+    ],
+)
+def test_copies_are_the_documented_draws(shape: tuple, samples: int, layout: torch.memory_format, dtype: Any) -> None:
+    """Copy s of image i is x_i + u, u = (2v - 1) * r rounded once to float32, v the float32 draws of
+    numpy.random.default_rng(seed_of(seed, key, "robustness")): recomputed here in float64 (exact: v has 24
+    bits and r as float32 24 more) and rounded once, whatever the layout, dtype or parity of the count."""
+    from camexp.explain.model_methods import seed_of
+
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(3)).to(dtype).contiguous(memory_format=layout)
+    r = 0.05
+    got = perturbed(x, ["a", "b"], 7, samples, r)
+    assert got.shape == (samples, 2, *shape) and got.dtype == dtype
+    assert torch.equal(perturbed(x, ["a", "b"], 7, samples, r, parallel=True), got)  # an accelerator's way
+    for i, key in enumerate("ab"):
+        v = np.random.default_rng(seed_of(7, key, "robustness")).random((samples, *shape), dtype=np.float32)
+        u = torch.from_numpy((v.astype(np.float64) * 2 - 1) * float(np.float32(r))).float()
+        assert torch.equal(got[:, i], x[i] + u.to(dtype))
+
+
 def test_the_four_metrics_share_one_re_explanation_per_batch() -> None:
     x = torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(0)) + 0.1
     explainer = SquareExplainer()
