@@ -141,6 +141,15 @@ def test_copies_are_the_documented_draws(shape: tuple, samples: int, layout: tor
         assert torch.equal(got[:, i], x[i] + u.to(dtype))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_copies_on_a_gpu_are_the_cpu_copies() -> None:
+    """The raw draws are the host's; their integer passes and one rounding run on the GPU (on the host threads'
+    draws, the default there) and give the CPU's copies, bit for bit."""
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    cpu = perturbed(x, ["a", "b", "c"], 2, 4, 0.03)
+    assert torch.equal(perturbed(x.cuda(), ["a", "b", "c"], 2, 4, 0.03).cpu(), cpu)
+
+
 def test_the_four_metrics_share_one_re_explanation_per_batch() -> None:
     x = torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(0)) + 0.1
     explainer = SquareExplainer()
