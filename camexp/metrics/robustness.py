@@ -133,12 +133,12 @@ def changes(batch: BatchContext) -> Changes:
     s = batch.settings(KEY)
     x = batch.x
     b = len(x)
-    copies = perturbed(x, batch.image_keys(), batch.cfg.runtime.seed, s.samples, s.radius)
+    base = x.contiguous()[None]  # the copies' layout: a channels-last x would make the passes strided
+    copies = perturbed(base[0], batch.image_keys(), batch.cfg.runtime.seed, s.samples, s.radius)
     ids = batch.batch.get("image_id")  # seeded methods draw the same noise on a copy as on its image
     again = batch.explainer.explain(
         copies.flatten(0, 1), batch.targets.repeat(s.samples), None if ids is None else ids * s.samples
     )
-    base = x.contiguous()[None]  # the copies' layout: a channels-last x would make the passes strided
     input_change, relative_input_change = change_norms(copies, base, s.eps_min, s.norm)  # copies: explained
     map_change, relative_map_change, map_norm = {}, {}, {}
     for m in batch.methods:
